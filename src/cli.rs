@@ -1,0 +1,70 @@
+//! The command line (DESIGN.md, "Command line").
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "botgate",
+    version,
+    about = "A self-hostable, multi-tenant chatbot channel gateway for NAVER WORKS bots",
+    long_about = "A self-hostable, multi-tenant chatbot channel gateway for NAVER WORKS bots.\n\n\
+        With no command, botgate migrates its database and serves. Settings come from \
+        built-in defaults, then config/default.toml (or the file named by BOTGATE_CONFIG), \
+        then BOTGATE_* environment variables (see config/default.toml for every setting)."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Migrate the database, then serve HTTP (the default command).
+    Serve,
+    /// Run the database migrations and exit.
+    Migrate,
+    /// Manage tenants (one tenant = one chatbot).
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
+    /// Manage the master keys that encrypt stored credentials.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Create a tenant and print its id and API key (shown only this once).
+    Create {
+        /// The tenant's display name.
+        #[arg(long)]
+        name: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Print a new random master key (base64), e.g. for BOTGATE_MASTER_KEY.
+    Generate,
+    /// Re-encrypt every stored secret under a new master key.
+    ///
+    /// With a key file (BOTGATE_MASTER_KEY_FILE or the generated data/master.key),
+    /// a new key is generated and put first in the file, the old ones kept after
+    /// it so that they still decrypt; running servers pick the new key up from
+    /// the file. With BOTGATE_MASTER_KEY, put the new key first in the list
+    /// ("new,old") on every replica, then run this to re-encrypt under it.
+    Rotate {
+        /// Re-encrypt under the current first key without generating a new one.
+        #[arg(long)]
+        no_new_key: bool,
+        /// Afterwards, remove from the key file every key no value is sealed under.
+        #[arg(long)]
+        retire: bool,
+    },
+}

@@ -1,0 +1,129 @@
+//! What each command line command does.
+
+use anyhow::Context as _;
+use secrecy::ExposeSecret;
+use serde_json::json;
+
+use crate::cli::{Cli, Command, KeysCommand, TenantCommand};
+use crate::config::Settings;
+use crate::domain::tenant::TenantName;
+use crate::rotation::reencrypt_all;
+use crate::secrets::keyfile::{read_key_file, write_key_file};
+use crate::secrets::vault::{KeySource, Vault};
+use crate::secrets::{KeyRing, MasterKey};
+use crate::startup::Application;
+use crate::store::Store;
+use crate::{bootstrap, telemetry};
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let command = cli.command.unwrap_or(Command::Serve);
+    if let Command::Keys { command: KeysCommand::Generate } = command {
+        // Needs no configuration at all.
+        println!("{}", MasterKey::generate().to_base64().expose_secret());
+        return Ok(());
+    }
+    let (settings, report) = Settings::load()?;
+    telemetry::init(settings.log_format, &settings.log);
+    for warning in &report.warnings {
+        tracing::warn!("{warning}");
+    }
+    match command {
+        Command::Serve => serve(settings).await,
+        Command::Migrate => {
+            let store = connect(&settings).await?;
+            store.migrate().await?;
+            eprintln!("migrations applied to {}", settings.database_url);
+            Ok(())
+        }
+        Command::Tenant { command: TenantCommand::Create { name, json } } => {
+            let name = TenantName::parse(&name).map_err(|e| anyhow::anyhow!("--name {}", e.message))?;
+            let store = connect(&settings).await?;
+            store.migrate().await?;
+            let (tenant, api_key) = crate::routes::create_tenant(&store, &name).await?;
+            if json {
+                let out = json!({"id": tenant.id.as_str(), "name": tenant.name, "api_key": api_key.expose_secret()});
+                println!("{out}");
+            } else {
+                println!("tenant id: {}\nname:      {}\napi key:   {}", tenant.id, tenant.name, api_key.expose_secret());
+                eprintln!("(the API key is shown only this once; botgate keeps only its hash)");
+            }
+            Ok(())
+        }
+        Command::Keys { command: KeysCommand::Rotate { no_new_key, retire } } => {
+            rotate(&settings, no_new_key, retire).await
+        }
+        Command::Keys { command: KeysCommand::Generate } => Ok(()),
+    }
+}
+
+async fn connect(settings: &Settings) -> anyhow::Result<Store> {
+    Store::connect(&settings.database_url, settings.database_max_connections).await
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let app = Application::build(settings.clone()).await?;
+    if let Some(token) = &app.generated_admin_token {
+        // Printed once, to the terminal, never logged: only its hash is kept.
+        println!(
+            "\nbotgate generated an admin token (shown only this once; its hash is in {}):\n\n    {}\n",
+            bootstrap::admin_token_path(&settings).display(),
+            token.expose_secret()
+        );
+    }
+    tracing::info!(
+        listen = %settings.listen,
+        public_url = %settings.public_url,
+        database = %settings.database_url,
+        port = app.port(),
+        "botgate is serving"
+    );
+    app.run_until_stopped().await.context("the HTTP server failed")
+}
+
+async fn rotate(settings: &Settings, no_new_key: bool, retire: bool) -> anyhow::Result<()> {
+    let (ring, source, _) = bootstrap::load_keys(settings)?;
+    let vault = match (&source, no_new_key) {
+        (KeySource::File(path), false) => {
+            let new = MasterKey::generate();
+            let old = read_key_file(path)?;
+            let mut keys: Vec<&MasterKey> = vec![&new];
+            keys.extend(old_keys(&old));
+            write_key_file(path, &keys)?;
+            eprintln!("new master key {} written first in {}", new.id(), path.display());
+            Vault::new(read_key_file(path)?, source.clone())
+        }
+        (KeySource::Setting, false) if !no_new_key => {
+            anyhow::bail!(
+                "the master keys come from BOTGATE_MASTER_KEY, which botgate cannot change: \
+                 generate a key with `botgate keys generate`, set BOTGATE_MASTER_KEY=\"<new>,<old>\" \
+                 on every replica, then run `botgate keys rotate --no-new-key`"
+            )
+        }
+        _ => Vault::new(ring, source.clone()),
+    };
+    let store = connect(settings).await?;
+    store.migrate().await?;
+    let report = reencrypt_all(&store, &vault).await?;
+    let current = vault.ring().current().id().to_owned();
+    eprintln!(
+        "re-encrypted {} value(s) under key {current}; {} changed meanwhile; {} unreadable",
+        report.reencrypted, report.raced, report.unreadable
+    );
+    let counts = store.secret_counts_by_key().await?;
+    let left: i64 = counts.iter().filter(|(k, _)| *k != current).map(|(_, n)| n).sum();
+    if report.unreadable > 0 || left > 0 {
+        anyhow::bail!("{left} value(s) are still sealed under older keys; run `botgate keys rotate --no-new-key` again");
+    }
+    if retire {
+        let KeySource::File(path) = &source else {
+            anyhow::bail!("--retire works on a key file; with BOTGATE_MASTER_KEY, remove the old key from the list yourself");
+        };
+        write_key_file(path, &[vault.ring().current()])?;
+        eprintln!("older keys removed from {}", path.display());
+    }
+    Ok(())
+}
+
+fn old_keys(ring: &KeyRing) -> Vec<&MasterKey> {
+    ring.all_keys().collect()
+}

@@ -1,0 +1,493 @@
+//! Settings: built-in defaults (`config/default.toml`, compiled in), then the
+//! file named by `BOTGATE_CONFIG` (or `config/default.toml` when present), then
+//! `BOTGATE_*` environment variables, last. Every value is parsed into a typed
+//! setting once, at start, and an error names the value and where it came from.
+//!
+//! Resolving secrets that are generated when missing (the master key and the
+//! admin token) is a separate step: see `bootstrap`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use figment::providers::{Env, Format, Toml};
+use figment::value::Value;
+use figment::{Figment, Provider as _};
+use secrecy::{ExposeSecret, SecretString};
+use url::Url;
+
+/// The compiled-in defaults: the lowest layer.
+pub const DEFAULTS: &str = include_str!("../config/default.toml");
+/// The file read on top of the defaults when `BOTGATE_CONFIG` is not set.
+pub const DEFAULT_CONFIG_PATH: &str = "config/default.toml";
+
+/// Keys read from `BOTGATE_<KEY>`; any other `BOTGATE_*` variable is warned about.
+const KEYS: &[&str] = &[
+    "listen",
+    "public_url",
+    "database_url",
+    "database_max_connections",
+    "data_dir",
+    "master_key",
+    "master_key_file",
+    "admin_token",
+    "naverworks_auth_url",
+    "naverworks_api_url",
+    "log_format",
+    "log",
+];
+/// Variables botgate reads that are not settings keys.
+const OTHER_VARS: &[&str] = &["config"];
+
+#[derive(Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub public_url: Url,
+    pub database_url: DatabaseUrl,
+    pub database_max_connections: u32,
+    pub data_dir: PathBuf,
+    pub master_key: Option<SecretString>,
+    pub master_key_file: Option<PathBuf>,
+    pub admin_token: Option<SecretString>,
+    pub naverworks_auth_url: Url,
+    pub naverworks_api_url: Url,
+    pub log_format: LogFormat,
+    pub log: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// A database URL whose `Debug`/`Display` hide the password.
+#[derive(Clone)]
+pub struct DatabaseUrl(SecretString);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl DatabaseUrl {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let url = Self(SecretString::from(text.to_owned()));
+        url.backend()?;
+        Ok(url)
+    }
+
+    pub fn backend(&self) -> Result<Backend, String> {
+        let text = self.0.expose_secret();
+        if text.starts_with("sqlite:") {
+            Ok(Backend::Sqlite)
+        } else if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+            Ok(Backend::Postgres)
+        } else {
+            Err("must start with sqlite:// or postgres://".to_owned())
+        }
+    }
+
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+
+    /// The URL with any password replaced by `****`.
+    pub fn redacted(&self) -> String {
+        match Url::parse(self.expose()) {
+            Ok(mut url) if url.password().is_some() => {
+                let _ = url.set_password(Some("****"));
+                url.to_string()
+            }
+            Ok(url) => url.to_string(),
+            Err(_) => "<unparsable url>".to_owned(),
+        }
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.redacted())
+    }
+}
+
+impl std::fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redact = |s: &Option<SecretString>| s.as_ref().map(|_| "[REDACTED]");
+        f.debug_struct("Settings")
+            .field("listen", &self.listen)
+            .field("public_url", &self.public_url.as_str())
+            .field("database_url", &self.database_url)
+            .field("database_max_connections", &self.database_max_connections)
+            .field("data_dir", &self.data_dir)
+            .field("master_key", &redact(&self.master_key))
+            .field("master_key_file", &self.master_key_file)
+            .field("admin_token", &redact(&self.admin_token))
+            .field("naverworks_auth_url", &self.naverworks_auth_url.as_str())
+            .field("naverworks_api_url", &self.naverworks_api_url.as_str())
+            .field("log_format", &self.log_format)
+            .field("log", &self.log)
+            .finish()
+    }
+}
+
+/// A configuration problem, naming the value and where it came from.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {0} (named by BOTGATE_CONFIG) does not exist")]
+    MissingFile(String),
+    #[error("configuration could not be read: {0}")]
+    Read(String),
+    #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
+    Invalid(Vec<String>),
+}
+
+/// Where the configuration was read from, and what deserves a warning.
+#[derive(Debug, Default)]
+pub struct LoadReport {
+    pub file: Option<PathBuf>,
+    pub warnings: Vec<String>,
+}
+
+impl Settings {
+    /// Loads the layers from this process's environment and files.
+    pub fn load() -> Result<(Self, LoadReport), ConfigError> {
+        let mut report = LoadReport::default();
+        let explicit = std::env::var_os("BOTGATE_CONFIG").map(PathBuf::from);
+        let path = match explicit {
+            Some(path) if !path.is_file() => {
+                return Err(ConfigError::MissingFile(path.display().to_string()))
+            }
+            Some(path) => Some(path),
+            None => Some(PathBuf::from(DEFAULT_CONFIG_PATH)).filter(|p| p.is_file()),
+        };
+        let mut figment = Figment::from(Toml::string(DEFAULTS));
+        if let Some(path) = &path {
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment = figment.merge(env_provider());
+        report.file = path;
+        report.warnings = unknown_env_warnings(std::env::vars().map(|(k, _)| k));
+        Ok((Self::from_figment(&figment)?, report))
+    }
+
+    /// Parses and validates merged layers. Tests build the figment in code.
+    pub fn from_figment(figment: &Figment) -> Result<Self, ConfigError> {
+        let values = figment.data().map_err(|e| ConfigError::Read(e.to_string()))?;
+        let dict = values.get(&figment::Profile::Default).cloned().unwrap_or_default();
+        let mut errors = Vec::new();
+        for key in dict.keys() {
+            if !KEYS.contains(&key.as_str()) {
+                errors.push(format!("unknown setting `{key}` ({})", origin(figment, key)));
+            }
+        }
+        let mut p = Parser { figment, dict: &dict, errors: &mut errors };
+        let listen = p.parse("listen", |s| s.parse::<SocketAddr>().map_err(|e| e.to_string()));
+        let public_url = p.parse("public_url", parse_base_url);
+        let database_url = p.parse_secret("database_url", DatabaseUrl::parse);
+        let database_max_connections = p.parse("database_max_connections", |s| {
+            s.parse::<u32>()
+                .ok()
+                .filter(|n| (1..=1000).contains(n))
+                .ok_or_else(|| "must be a whole number from 1 to 1000".to_owned())
+        });
+        let data_dir = p.parse("data_dir", |s| non_empty(s).map(PathBuf::from));
+        let master_key = p.optional_secret("master_key");
+        let master_key_file = p.optional("master_key_file", |s| non_empty(s).map(PathBuf::from));
+        let admin_token = p.optional_secret("admin_token");
+        if let Some(Some(token)) = &admin_token {
+            if token.expose_secret().len() < 16 {
+                p.error("admin_token", "must be at least 16 characters long".to_owned());
+            }
+        }
+        let naverworks_auth_url = p.parse("naverworks_auth_url", parse_base_url);
+        let naverworks_api_url = p.parse("naverworks_api_url", parse_base_url);
+        let log_format = p.parse("log_format", |s| match s {
+            "pretty" => Ok(LogFormat::Pretty),
+            "json" => Ok(LogFormat::Json),
+            _ => Err("must be \"pretty\" or \"json\"".to_owned()),
+        });
+        let log = p.parse("log", |s| Ok(s.to_owned()));
+        if let (Some(Some(_)), Some(Some(_))) = (&master_key, &master_key_file) {
+            errors.push(
+                "set master_key or master_key_file, not both (BOTGATE_MASTER_KEY, BOTGATE_MASTER_KEY_FILE)"
+                    .to_owned(),
+            );
+        }
+        match (
+            listen,
+            public_url,
+            database_url,
+            database_max_connections,
+            data_dir,
+            master_key,
+            master_key_file,
+            admin_token,
+            naverworks_auth_url,
+            naverworks_api_url,
+            log_format,
+            log,
+        ) {
+            (
+                Some(listen),
+                Some(public_url),
+                Some(database_url),
+                Some(database_max_connections),
+                Some(data_dir),
+                Some(master_key),
+                Some(master_key_file),
+                Some(admin_token),
+                Some(naverworks_auth_url),
+                Some(naverworks_api_url),
+                Some(log_format),
+                Some(log),
+            ) if errors.is_empty() => Ok(Settings {
+                listen,
+                public_url,
+                database_url,
+                database_max_connections,
+                data_dir,
+                master_key,
+                master_key_file,
+                admin_token,
+                naverworks_auth_url,
+                naverworks_api_url,
+                log_format,
+                log,
+            }),
+            _ => Err(ConfigError::Invalid(errors)),
+        }
+    }
+
+    /// Settings for tests and tools: the compiled-in defaults, then `overrides`
+    /// (TOML text).
+    pub fn with_overrides(overrides: &str) -> Result<Self, ConfigError> {
+        Self::from_figment(&Figment::from(Toml::string(DEFAULTS)).merge(Toml::string(overrides)))
+    }
+
+    /// A URL under `public_url`, e.g. `webhooks/naverworks/abc`.
+    pub fn public_link(&self, path: &str) -> String {
+        // `public_url` is validated to end with '/', so `join` appends.
+        self.public_url
+            .join(path)
+            .map(String::from)
+            .unwrap_or_else(|_| format!("{}{path}", self.public_url))
+    }
+}
+
+fn env_provider() -> Env {
+    Env::prefixed("BOTGATE_").only(KEYS)
+}
+
+/// Warnings for `BOTGATE_*` variables botgate does not know (likely typos).
+pub fn unknown_env_warnings(names: impl Iterator<Item = String>) -> Vec<String> {
+    names
+        .filter_map(|name| {
+            let key = name.strip_prefix("BOTGATE_")?.to_ascii_lowercase();
+            let known = KEYS.contains(&key.as_str()) || OTHER_VARS.contains(&key.as_str());
+            (!known).then(|| format!("environment variable {name} is not a botgate setting; ignored"))
+        })
+        .collect()
+}
+
+/// "BOTGATE_LISTEN" or "`listen` in config/x.toml", for error messages.
+fn origin(figment: &Figment, key: &str) -> String {
+    match figment.find_metadata(key) {
+        Some(md) => match &md.source {
+            Some(figment::Source::File(path)) => format!("`{key}` in {}", path.display()),
+            Some(figment::Source::Code(_)) | None if md.name.contains("TOML") => {
+                format!("`{key}` in the built-in defaults")
+            }
+            _ if md.name.contains("environment") => {
+                format!("environment variable BOTGATE_{}", key.to_ascii_uppercase())
+            }
+            _ => format!("`{key}` in {}", md.name),
+        },
+        None => format!("`{key}`"),
+    }
+}
+
+struct Parser<'a> {
+    figment: &'a Figment,
+    dict: &'a figment::value::Dict,
+    errors: &'a mut Vec<String>,
+}
+
+impl Parser<'_> {
+    fn error(&mut self, key: &str, reason: String) {
+        self.errors.push(format!("{}: {reason}", origin(self.figment, key)));
+    }
+
+    fn text(&mut self, key: &str) -> Option<Option<String>> {
+        match self.dict.get(key) {
+            None => Some(None),
+            Some(Value::String(_, s)) => Some(Some(s.clone())),
+            Some(Value::Num(_, n)) => Some(n.to_u128().map(|n| n.to_string()).or_else(|| {
+                n.to_i128().map(|n| n.to_string()).or_else(|| n.to_f64().map(|f| f.to_string()))
+            })),
+            Some(Value::Bool(_, b)) => Some(Some(b.to_string())),
+            Some(_) => {
+                self.error(key, "must be a single value".to_owned());
+                None
+            }
+        }
+    }
+
+    /// A required setting; the value may be echoed in errors.
+    fn parse<T>(&mut self, key: &str, f: impl FnOnce(&str) -> Result<T, String>) -> Option<T> {
+        match self.text(key)? {
+            None => {
+                self.error(key, "is required".to_owned());
+                None
+            }
+            Some(text) => match f(text.trim()) {
+                Ok(v) => Some(v),
+                Err(reason) => {
+                    self.error(key, format!("{reason} (got {text:?})"));
+                    None
+                }
+            },
+        }
+    }
+
+    /// A required secret setting; the value is never echoed.
+    fn parse_secret<T>(
+        &mut self,
+        key: &str,
+        f: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        match self.text(key)? {
+            None => {
+                self.error(key, "is required".to_owned());
+                None
+            }
+            Some(text) => f(text.trim()).map_err(|reason| self.error(key, reason)).ok(),
+        }
+    }
+
+    fn optional<T>(
+        &mut self,
+        key: &str,
+        f: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<Option<T>> {
+        match self.text(key)? {
+            None => Some(None),
+            Some(text) if text.trim().is_empty() => Some(None),
+            Some(text) => match f(text.trim()) {
+                Ok(v) => Some(Some(v)),
+                Err(reason) => {
+                    self.error(key, format!("{reason} (got {text:?})"));
+                    None
+                }
+            },
+        }
+    }
+
+    fn optional_secret(&mut self, key: &str) -> Option<Option<SecretString>> {
+        let text = self.text(key)?;
+        Some(text.filter(|t| !t.trim().is_empty()).map(|t| SecretString::from(t.trim().to_owned())))
+    }
+}
+
+fn non_empty(s: &str) -> Result<&str, String> {
+    if s.is_empty() {
+        Err("must not be empty".to_owned())
+    } else {
+        Ok(s)
+    }
+}
+
+/// An http(s) base URL, normalised to end with '/', with no query or fragment.
+fn parse_base_url(s: &str) -> Result<Url, String> {
+    let mut url = Url::parse(s).map_err(|e| format!("is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err("must be an http:// or https:// URL".to_owned());
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("must not have a query or fragment".to_owned());
+    }
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_parse() {
+        let s = Settings::with_overrides("").unwrap();
+        assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.public_link("webhooks/naverworks/x"), "http://127.0.0.1:8080/webhooks/naverworks/x");
+        assert_eq!(s.database_url.backend(), Ok(Backend::Sqlite));
+        assert!(s.master_key.is_none() && s.admin_token.is_none());
+    }
+
+    #[test]
+    fn errors_name_every_bad_value_and_its_origin() {
+        let figment = Figment::from(Toml::string(DEFAULTS))
+            .merge(Toml::string("listen = \"nope\"\npublic_url = \"ftp://x\"\ncolour = 1"));
+        let err = Settings::from_figment(&figment).err().unwrap().to_string();
+        assert!(err.contains("listen") && err.contains("\"nope\""), "{err}");
+        assert!(err.contains("public_url") && err.contains("http"), "{err}");
+        assert!(err.contains("unknown setting `colour`"), "{err}");
+    }
+
+    #[test]
+    fn env_is_the_top_layer_and_is_named_in_errors() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("BOTGATE_LISTEN", "127.0.0.1:9999");
+            jail.set_env("BOTGATE_DATABASE_MAX_CONNECTIONS", "5000");
+            let figment = Figment::from(Toml::string(DEFAULTS))
+                .merge(Toml::string("listen = \"127.0.0.1:1\""))
+                .merge(env_provider());
+            let err = Settings::from_figment(&figment).err().unwrap().to_string();
+            assert!(err.contains("BOTGATE_DATABASE_MAX_CONNECTIONS"), "{err}");
+            jail.set_env("BOTGATE_DATABASE_MAX_CONNECTIONS", "5");
+            let figment = Figment::from(Toml::string(DEFAULTS))
+                .merge(Toml::string("listen = \"127.0.0.1:1\""))
+                .merge(env_provider());
+            let s = Settings::from_figment(&figment).unwrap();
+            assert_eq!(s.listen.port(), 9999);
+            assert_eq!(s.database_max_connections, 5);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn secrets_never_appear_in_debug_or_errors() {
+        let s = Settings::with_overrides(
+            "admin_token = \"admin-token-very-secret\"\nmaster_key = \"bWFzdGVyLWtleS12ZXJ5LXNlY3JldA==\"\n\
+             database_url = \"postgres://u:db-password-secret@h/db\"",
+        )
+        .unwrap();
+        let debug = format!("{s:?}");
+        for secret in ["admin-token-very-secret", "bWFzdGVyLWtleS12ZXJ5LXNlY3JldA", "db-password-secret"] {
+            assert!(!debug.contains(secret), "{debug}");
+        }
+        assert!(debug.contains("u:****@h"), "{debug}");
+        let err = Settings::with_overrides("database_url = \"mysql://u:pw-secret@h\"")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(!err.contains("pw-secret") && err.contains("database_url"), "{err}");
+    }
+
+    #[test]
+    fn unknown_env_vars_are_warned() {
+        let warnings = unknown_env_warnings(
+            ["BOTGATE_LISTEN", "BOTGATE_LISTNE", "BOTGATE_CONFIG", "PATH"].map(String::from).into_iter(),
+        );
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].contains("BOTGATE_LISTNE"));
+    }
+}

@@ -1,0 +1,33 @@
+//! Domain types: every external string becomes one of these through a parse
+//! constructor, so code past the route edge never sees unchecked input.
+
+pub mod ids;
+pub mod naverworks;
+pub mod tenant;
+
+/// One field that failed validation, with a sentence a person can act on.
+/// Messages never contain the submitted value of a secret field.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { field: field.into(), message: message.into() }
+    }
+}
+
+/// Current time as Unix milliseconds, the timestamp form in the database.
+pub fn now_millis() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64 / 1_000_000
+}
+
+/// RFC 3339 text of a Unix-milliseconds timestamp, for API responses.
+pub fn rfc3339(millis: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}

@@ -1,0 +1,16 @@
+//! botgate: a multi-tenant chatbot channel gateway for NAVER WORKS bots.
+//! See DESIGN.md for the product and README.md for running it.
+#![forbid(unsafe_code)]
+
+pub mod bootstrap;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod rotation;
+pub mod routes;
+pub mod secrets;
+pub mod startup;
+pub mod store;
+pub mod telemetry;

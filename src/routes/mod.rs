@@ -1,0 +1,37 @@
+//! The route table. Handlers parse input into domain types, call the store,
+//! and shape responses; every failure goes through `ApiError`.
+
+mod connections;
+mod extract;
+mod health;
+mod tenants;
+
+pub use tenants::create_tenant;
+
+use actix_web::web;
+
+use crate::error::method_not_allowed;
+
+/// A resource whose unmatched methods answer 405 in the JSON envelope.
+fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(method_not_allowed))
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(resource("/healthz").route(web::get().to(health::healthz)))
+        .service(resource("/readyz").route(web::get().to(health::readyz)))
+        .service(resource("/api/v1/tenants").route(web::post().to(tenants::create)))
+        .service(resource("/api/v1/tenants/{tenant}").route(web::get().to(tenants::get)))
+        .service(resource("/api/v1/tenants/{tenant}/engine").route(web::put().to(tenants::set_engine)))
+        .service(
+            resource("/api/v1/tenants/{tenant}/connections")
+                .route(web::post().to(connections::create))
+                .route(web::get().to(connections::list)),
+        )
+        .service(
+            resource("/api/v1/tenants/{tenant}/connections/{connection}")
+                .route(web::get().to(connections::get))
+                .route(web::patch().to(connections::update))
+                .route(web::delete().to(connections::delete)),
+        );
+}

@@ -1,0 +1,67 @@
+//! The embedded migrations of each backend. Both trees have the same file
+//! names; a test checks this list against the directories.
+
+use std::borrow::Cow;
+
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+
+use super::Backend;
+
+/// (version, description, file name, SQL) of each migration, oldest first.
+type Files = &'static [(i64, &'static str, &'static str, &'static str)];
+
+macro_rules! tree {
+    ($dir:literal; $(($v:literal, $desc:literal, $file:literal)),* $(,)?) => {
+        &[$(($v, $desc, $file, include_str!(concat!("../../migrations/", $dir, "/", $file)))),*]
+    };
+}
+
+pub const POSTGRES: Files = tree!("postgres";
+    (1, "tenants connections", "0001_tenants_connections.sql"),
+);
+
+pub const SQLITE: Files = tree!("sqlite";
+    (1, "tenants connections", "0001_tenants_connections.sql"),
+);
+
+pub fn migrator(backend: Backend) -> Migrator {
+    let files = match backend {
+        Backend::Postgres => POSTGRES,
+        Backend::Sqlite => SQLITE,
+    };
+    let migrations = files
+        .iter()
+        .map(|(version, desc, _, sql)| {
+            Migration::new(*version, Cow::Borrowed(*desc), MigrationType::Simple, Cow::Borrowed(*sql), false)
+        })
+        .collect::<Vec<_>>();
+    Migrator { migrations: Cow::Owned(migrations), ..Migrator::DEFAULT }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir_files(dir: &str) -> Vec<String> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations").join(dir);
+        let mut names: Vec<String> = std::fs::read_dir(path)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn both_trees_match_each_other_and_the_embedded_lists() {
+        let names = |files: Files| files.iter().map(|f| f.2.to_owned()).collect::<Vec<_>>();
+        assert_eq!(dir_files("postgres"), dir_files("sqlite"));
+        assert_eq!(dir_files("postgres"), names(POSTGRES));
+        assert_eq!(dir_files("sqlite"), names(SQLITE));
+        for files in [POSTGRES, SQLITE] {
+            for (i, (version, ..)) in files.iter().enumerate() {
+                assert_eq!(*version, i as i64 + 1, "versions are consecutive");
+            }
+        }
+    }
+}

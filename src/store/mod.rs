@@ -1,0 +1,561 @@
+//! The store: every table botgate keeps, behind one interface, on SQLite (the
+//! embedded default) or PostgreSQL (for production and several replicas),
+//! chosen by the URL scheme at run time.
+//!
+//! Design choice: one implementation over sqlx's `Any` driver rather than one
+//! copy per backend. The two dialects agree on almost all of botgate's SQL
+//! (`$N` parameters, `RETURNING`, `ON CONFLICT`), ids are text and times are
+//! Unix milliseconds in both, so one copy of each query serves both; where the
+//! dialects differ (claims, locks) a method matches on [`Backend`]. Every
+//! multi-statement operation is one method whose transaction stays inside it.
+//! The same contract suite (`tests/store`) runs on both backends.
+
+mod migrations;
+
+use std::str::FromStr as _;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Executor as _, Row as _};
+
+pub use crate::config::Backend;
+use crate::config::DatabaseUrl;
+use crate::domain::ids::{ConnectionId, PublicId, TenantId};
+use crate::secrets::Sealed;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A uniqueness rule was broken; the string names what already exists.
+    #[error("conflict: {0}")]
+    Conflict(&'static str),
+    /// The database is overloaded or locked; the caller may retry soon.
+    #[error("the database is busy")]
+    Busy,
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+fn classify(error: sqlx::Error) -> StoreError {
+    match &error {
+        sqlx::Error::PoolTimedOut => StoreError::Busy,
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            // SQLite BUSY/LOCKED (5, 6 and extended codes), Postgres lock timeouts.
+            let busy = matches!(code.as_ref(), "5" | "6" | "261" | "262" | "517" | "55P03" | "57014");
+            if busy {
+                StoreError::Busy
+            } else {
+                StoreError::Other(anyhow::Error::new(error).context("database error"))
+            }
+        }
+        _ => StoreError::Other(anyhow::Error::new(error).context("database error")),
+    }
+}
+
+fn is_unique_violation(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+/// Field names of sealed values, bound into their ciphertext.
+pub mod field {
+    pub const CLIENT_SECRET: &str = "client_secret";
+    pub const PRIVATE_KEY: &str = "private_key";
+    pub const BOT_SECRET: &str = "bot_secret";
+    pub const ENGINE_SECRET: &str = "engine_secret";
+}
+
+#[derive(Debug, Clone)]
+pub struct TenantRecord {
+    pub id: TenantId,
+    pub name: String,
+    pub api_key_hash: String,
+    pub engine_kind: String,
+    pub engine_url: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl TenantRecord {
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            id: TenantId::from_trusted(row.try_get("id")?),
+            name: row.try_get("name")?,
+            api_key_hash: row.try_get("api_key_hash")?,
+            engine_kind: row.try_get("engine_kind")?,
+            engine_url: row.try_get("engine_url")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+        })
+    }
+}
+
+const TENANT_COLUMNS: &str = "id, name, api_key_hash, engine_kind, engine_url, created_at, updated_at";
+
+#[derive(Debug, Clone)]
+pub struct NewTenant {
+    pub id: TenantId,
+    pub name: String,
+    pub api_key_hash: String,
+    pub now: i64,
+}
+
+/// A connection's plaintext columns; its secrets are in the `secrets` table.
+#[derive(Debug, Clone)]
+pub struct ConnectionRecord {
+    pub id: ConnectionId,
+    pub tenant_id: TenantId,
+    pub public_id: PublicId,
+    pub channel: String,
+    pub bot_id: String,
+    pub client_id: String,
+    pub service_account: String,
+    pub scope: String,
+    pub rate_limit_per_minute: i64,
+    /// Size and public-key fingerprint of the private key (not secret).
+    pub private_key_info: String,
+    pub auth_header_hash: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+const CONNECTION_COLUMNS: &str = "id, tenant_id, public_id, channel, bot_id, client_id, \
+     service_account, scope, rate_limit_per_minute, private_key_info, auth_header_hash, \
+     created_at, updated_at";
+
+impl ConnectionRecord {
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            id: ConnectionId::from_trusted(row.try_get("id")?),
+            tenant_id: TenantId::from_trusted(row.try_get("tenant_id")?),
+            public_id: PublicId::from_trusted(row.try_get("public_id")?),
+            channel: row.try_get("channel")?,
+            bot_id: row.try_get("bot_id")?,
+            client_id: row.try_get("client_id")?,
+            service_account: row.try_get("service_account")?,
+            scope: row.try_get("scope")?,
+            rate_limit_per_minute: row.try_get("rate_limit_per_minute")?,
+            private_key_info: row.try_get("private_key_info")?,
+            auth_header_hash: row.try_get("auth_header_hash")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+        })
+    }
+}
+
+/// Columns to change on a connection; `None` keeps the current value.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionUpdate {
+    pub client_id: Option<String>,
+    pub service_account: Option<String>,
+    pub scope: Option<String>,
+    pub rate_limit_per_minute: Option<i64>,
+    pub private_key_info: Option<String>,
+    pub auth_header_hash: Option<String>,
+}
+
+/// One sealed value and what it belongs to.
+#[derive(Debug, Clone)]
+pub struct SecretRecord {
+    pub owner_id: String,
+    pub field: String,
+    pub tenant_id: String,
+    pub connection_id: Option<String>,
+    pub sealed: Sealed,
+}
+
+impl SecretRecord {
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            owner_id: row.try_get("owner_id")?,
+            field: row.try_get("field")?,
+            tenant_id: row.try_get("tenant_id")?,
+            connection_id: row.try_get("connection_id")?,
+            sealed: Sealed {
+                key_id: row.try_get("key_id")?,
+                nonce: row.try_get("nonce")?,
+                ciphertext: row.try_get("ciphertext")?,
+            },
+        })
+    }
+
+    /// The associated data this value was sealed with.
+    pub fn aad(&self) -> crate::secrets::Aad<'_> {
+        crate::secrets::Aad {
+            tenant: &self.tenant_id,
+            connection: self.connection_id.as_deref(),
+            field: &self.field,
+        }
+    }
+}
+
+const SECRET_COLUMNS: &str = "owner_id, field, tenant_id, connection_id, key_id, nonce, ciphertext";
+
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("backend", &self.backend).finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Connects (creating a SQLite file and its directory if missing); does
+    /// not migrate.
+    pub async fn connect(url: &DatabaseUrl, max_connections: u32) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        sqlx::any::install_default_drivers();
+        let backend = url.backend().map_err(anyhow::Error::msg)?;
+        let mut text = url.expose().to_owned();
+        if backend == Backend::Sqlite {
+            let path = text.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+            let path = path.split('?').next().unwrap_or_default();
+            if let Some(dir) = std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("cannot create the database directory {}", dir.display()))?;
+            }
+            if !text.contains('?') {
+                text.push_str("?mode=rwc");
+            }
+        }
+        let options = AnyConnectOptions::from_str(&text)
+            .with_context(|| format!("invalid database URL {url}"))?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(std::time::Duration::from_secs(10))
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    let setup = match backend {
+                        // WAL lets readers run beside the one writer; FULL sync so a
+                        // committed callback survives power loss, not just a crash.
+                        Backend::Sqlite => {
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;"
+                        }
+                        Backend::Postgres => {
+                            "SET application_name = 'botgate'; SET statement_timeout = '30s';"
+                        }
+                    };
+                    conn.execute(setup).await.map(|_| ())
+                })
+            })
+            .connect_with(options)
+            .await
+            .with_context(|| format!("cannot connect to the database at {url}"))?;
+        Ok(Self { pool, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Runs the embedded migrations of this backend (idempotent; on Postgres
+    /// serialised across replicas by an advisory lock).
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        use anyhow::Context as _;
+        migrations::migrator(self.backend)
+            .run(&self.pool)
+            .await
+            .context("database migration failed")
+    }
+
+    pub async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(classify)?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    // ---- tenants ---------------------------------------------------------
+
+    pub async fn create_tenant(&self, tenant: &NewTenant) -> StoreResult<TenantRecord> {
+        let sql = format!(
+            "INSERT INTO tenants (id, name, api_key_hash, engine_kind, created_at, updated_at) \
+             VALUES ($1, $2, $3, 'echo', $4, $4) RETURNING {TENANT_COLUMNS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(tenant.id.as_str())
+            .bind(&tenant.name)
+            .bind(&tenant.api_key_hash)
+            .bind(tenant.now)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(classify)?;
+        TenantRecord::from_row(&row).map_err(classify)
+    }
+
+    pub async fn tenant(&self, id: &TenantId) -> StoreResult<Option<TenantRecord>> {
+        let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1");
+        let row = sqlx::query(&sql).bind(id.as_str()).fetch_optional(&self.pool).await.map_err(classify)?;
+        row.as_ref().map(TenantRecord::from_row).transpose().map_err(classify)
+    }
+
+    pub async fn tenant_by_api_key_hash(&self, hash: &str) -> StoreResult<Option<TenantRecord>> {
+        let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE api_key_hash = $1");
+        let row = sqlx::query(&sql).bind(hash).fetch_optional(&self.pool).await.map_err(classify)?;
+        row.as_ref().map(TenantRecord::from_row).transpose().map_err(classify)
+    }
+
+    /// Sets the engine and replaces its sealed secret, in one transaction.
+    /// Returns the updated tenant, or `None` if there is no such tenant.
+    pub async fn set_engine(
+        &self,
+        tenant: &TenantId,
+        kind: &str,
+        url: Option<&str>,
+        secret: Option<&Sealed>,
+        now: i64,
+    ) -> StoreResult<Option<TenantRecord>> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let sql = format!(
+            "UPDATE tenants SET engine_kind = $2, engine_url = $3, updated_at = $4 WHERE id = $1 \
+             RETURNING {TENANT_COLUMNS}"
+        );
+        let Some(row) = sqlx::query(&sql)
+            .bind(tenant.as_str())
+            .bind(kind)
+            .bind(url)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(classify)?
+        else {
+            return Ok(None);
+        };
+        sqlx::query("DELETE FROM secrets WHERE owner_id = $1 AND field = $2")
+            .bind(tenant.as_str())
+            .bind(field::ENGINE_SECRET)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        if let Some(sealed) = secret {
+            put_secret(&mut tx, tenant, None, field::ENGINE_SECRET, sealed, now).await?;
+        }
+        tx.commit().await.map_err(classify)?;
+        TenantRecord::from_row(&row).map(Some).map_err(classify)
+    }
+
+    // ---- connections -----------------------------------------------------
+
+    /// Inserts a connection and its sealed secrets in one transaction.
+    /// `Conflict` when the tenant already has a connection for this bot.
+    pub async fn create_connection(
+        &self,
+        c: &ConnectionRecord,
+        secrets: &[(&'static str, Sealed)],
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let sql = format!(
+            "INSERT INTO connections ({CONNECTION_COLUMNS}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+        );
+        sqlx::query(&sql)
+            .bind(c.id.as_str())
+            .bind(c.tenant_id.as_str())
+            .bind(c.public_id.as_str())
+            .bind(&c.channel)
+            .bind(&c.bot_id)
+            .bind(&c.client_id)
+            .bind(&c.service_account)
+            .bind(&c.scope)
+            .bind(c.rate_limit_per_minute)
+            .bind(&c.private_key_info)
+            .bind(&c.auth_header_hash)
+            .bind(c.created_at)
+            .bind(c.updated_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    StoreError::Conflict("a connection for this bot")
+                } else {
+                    classify(e)
+                }
+            })?;
+        for (name, sealed) in secrets {
+            put_secret(&mut tx, &c.tenant_id, Some(&c.id), name, sealed, c.updated_at).await?;
+        }
+        tx.commit().await.map_err(classify)
+    }
+
+    pub async fn connection(
+        &self,
+        tenant: &TenantId,
+        id: &ConnectionId,
+    ) -> StoreResult<Option<ConnectionRecord>> {
+        let sql = format!("SELECT {CONNECTION_COLUMNS} FROM connections WHERE tenant_id = $1 AND id = $2");
+        let row = sqlx::query(&sql)
+            .bind(tenant.as_str())
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(classify)?;
+        row.as_ref().map(ConnectionRecord::from_row).transpose().map_err(classify)
+    }
+
+    pub async fn connections(&self, tenant: &TenantId) -> StoreResult<Vec<ConnectionRecord>> {
+        let sql = format!(
+            "SELECT {CONNECTION_COLUMNS} FROM connections WHERE tenant_id = $1 ORDER BY created_at, id"
+        );
+        let rows = sqlx::query(&sql).bind(tenant.as_str()).fetch_all(&self.pool).await.map_err(classify)?;
+        rows.iter().map(ConnectionRecord::from_row).collect::<Result<_, _>>().map_err(classify)
+    }
+
+    /// Applies an update and replaces the given sealed secrets in one
+    /// transaction. `None` when the tenant has no such connection.
+    pub async fn update_connection(
+        &self,
+        tenant: &TenantId,
+        id: &ConnectionId,
+        update: &ConnectionUpdate,
+        secrets: &[(&'static str, Sealed)],
+        now: i64,
+    ) -> StoreResult<Option<ConnectionRecord>> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let sql = format!(
+            "UPDATE connections SET \
+               client_id = COALESCE($3, client_id), \
+               service_account = COALESCE($4, service_account), \
+               scope = COALESCE($5, scope), \
+               rate_limit_per_minute = COALESCE($6, rate_limit_per_minute), \
+               private_key_info = COALESCE($7, private_key_info), \
+               auth_header_hash = COALESCE($8, auth_header_hash), \
+               updated_at = $9 \
+             WHERE tenant_id = $1 AND id = $2 RETURNING {CONNECTION_COLUMNS}"
+        );
+        let Some(row) = sqlx::query(&sql)
+            .bind(tenant.as_str())
+            .bind(id.as_str())
+            .bind(update.client_id.as_deref())
+            .bind(update.service_account.as_deref())
+            .bind(update.scope.as_deref())
+            .bind(update.rate_limit_per_minute)
+            .bind(update.private_key_info.as_deref())
+            .bind(update.auth_header_hash.as_deref())
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(classify)?
+        else {
+            return Ok(None);
+        };
+        for (name, sealed) in secrets {
+            put_secret(&mut tx, tenant, Some(id), name, sealed, now).await?;
+        }
+        tx.commit().await.map_err(classify)?;
+        ConnectionRecord::from_row(&row).map(Some).map_err(classify)
+    }
+
+    /// Deletes a connection; its secrets go with it (foreign-key cascade).
+    pub async fn delete_connection(&self, tenant: &TenantId, id: &ConnectionId) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM connections WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant.as_str())
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    // ---- sealed values ---------------------------------------------------
+
+    /// The sealed values of one owner (a connection id, or a tenant id for
+    /// tenant-level secrets).
+    pub async fn secrets(&self, owner_id: &str) -> StoreResult<Vec<SecretRecord>> {
+        let sql = format!("SELECT {SECRET_COLUMNS} FROM secrets WHERE owner_id = $1 ORDER BY field");
+        let rows = sqlx::query(&sql).bind(owner_id).fetch_all(&self.pool).await.map_err(classify)?;
+        rows.iter().map(SecretRecord::from_row).collect::<Result<_, _>>().map_err(classify)
+    }
+
+    /// Up to `limit` values sealed under a key other than `key_id`, in
+    /// (owner, field) order after `after` (keyset pagination).
+    pub async fn secrets_not_under_key(
+        &self,
+        key_id: &str,
+        after: Option<(&str, &str)>,
+        limit: i64,
+    ) -> StoreResult<Vec<SecretRecord>> {
+        let (owner, field) = after.unwrap_or(("", ""));
+        let sql = format!(
+            "SELECT {SECRET_COLUMNS} FROM secrets WHERE key_id <> $1 \
+               AND (owner_id > $2 OR (owner_id = $2 AND field > $3)) \
+             ORDER BY owner_id, field LIMIT $4"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(key_id)
+            .bind(owner)
+            .bind(field)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)?;
+        rows.iter().map(SecretRecord::from_row).collect::<Result<_, _>>().map_err(classify)
+    }
+
+    /// Replaces a sealed value only if it is still the one that was read
+    /// (compare-and-swap on the nonce), so a concurrent write wins.
+    pub async fn replace_secret(&self, old: &SecretRecord, new: &Sealed, now: i64) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE secrets SET key_id = $3, nonce = $4, ciphertext = $5, updated_at = $6 \
+             WHERE owner_id = $1 AND field = $2 AND nonce = $7",
+        )
+        .bind(&old.owner_id)
+        .bind(&old.field)
+        .bind(&new.key_id)
+        .bind(&new.nonce)
+        .bind(&new.ciphertext)
+        .bind(now)
+        .bind(&old.sealed.nonce)
+        .execute(&self.pool)
+        .await
+        .map_err(classify)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// How many sealed values each key id holds.
+    pub async fn secret_counts_by_key(&self) -> StoreResult<Vec<(String, i64)>> {
+        let rows = sqlx::query("SELECT key_id, COUNT(*) AS n FROM secrets GROUP BY key_id ORDER BY key_id")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("key_id")?, r.try_get("n")?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(classify)
+    }
+}
+
+async fn put_secret(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    tenant: &TenantId,
+    connection: Option<&ConnectionId>,
+    name: &str,
+    sealed: &Sealed,
+    now: i64,
+) -> StoreResult<()> {
+    let owner = connection.map_or(tenant.as_str(), ConnectionId::as_str);
+    sqlx::query(
+        "INSERT INTO secrets (owner_id, field, tenant_id, connection_id, key_id, nonce, ciphertext, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+         ON CONFLICT (owner_id, field) DO UPDATE SET key_id = excluded.key_id, \
+           nonce = excluded.nonce, ciphertext = excluded.ciphertext, updated_at = excluded.updated_at",
+    )
+    .bind(owner)
+    .bind(name)
+    .bind(tenant.as_str())
+    .bind(connection.map(ConnectionId::as_str))
+    .bind(&sealed.key_id)
+    .bind(&sealed.nonce)
+    .bind(&sealed.ciphertext)
+    .bind(now)
+    .execute(&mut **tx)
+    .await
+    .map_err(classify)?;
+    Ok(())
+}
