@@ -80,7 +80,8 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     app.run_until_stopped().await.context("the HTTP server failed")
 }
 
-async fn rotate(settings: &Settings, no_new_key: bool, retire: bool) -> anyhow::Result<()> {
+/// `botgate keys rotate`.
+pub async fn rotate(settings: &Settings, no_new_key: bool, retire: bool) -> anyhow::Result<()> {
     let (ring, source, _) = bootstrap::load_keys(settings)?;
     let vault = match (&source, no_new_key) {
         (KeySource::File(path), false) => {

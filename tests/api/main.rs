@@ -1,0 +1,10 @@
+//! Integration tests: the real server over HTTP, on SQLite and PostgreSQL.
+
+mod helpers;
+
+mod bad_inputs;
+mod connections;
+mod keys;
+mod quickstart;
+mod secrets_at_rest;
+mod tenants;

@@ -1,0 +1,69 @@
+//! The README's promise: on a fresh directory, the gateway binary starts with
+//! no set-up, prints an admin token, and the quick-start commands work as
+//! written (only the port and the pasted token are filled in).
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{Command, Stdio};
+
+struct Kill(std::process::Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn quickstart_script() -> String {
+    let readme = include_str!("../../README.md");
+    let block = readme
+        .split("<!-- quickstart:begin -->")
+        .nth(1)
+        .and_then(|rest| rest.split("<!-- quickstart:end -->").next())
+        .expect("README quick-start markers");
+    block.trim().trim_start_matches("```sh").trim_end_matches("```").to_owned()
+}
+
+#[test]
+fn readme_quickstart_works_on_a_fresh_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_botgate"))
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("BOTGATE_LISTEN", format!("127.0.0.1:{port}"))
+        .env("BOTGATE_PUBLIC_URL", format!("http://127.0.0.1:{port}"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start botgate");
+    let stdout = child.stdout.take().unwrap();
+    let _guard = Kill(child);
+    let token = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|line| line.trim().starts_with("bga_").then(|| line.trim().to_owned()))
+        .expect("an admin token printed at first start");
+    assert!(dir.path().join("data/master.key").exists());
+    assert!(dir.path().join("data/botgate.db").exists());
+
+    let script = quickstart_script()
+        .replace("http://127.0.0.1:8080", &format!("http://127.0.0.1:{port}"))
+        .replace("paste-the-admin-token-printed-at-first-start", &token);
+    let out = Command::new("bash")
+        .arg("-euo")
+        .arg("pipefail")
+        .arg("-c")
+        .arg(&script)
+        .current_dir(dir.path())
+        .output()
+        .expect("run the quick start");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "quick start failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains(&format!("\"webhook_url\":\"http://127.0.0.1:{port}/webhooks/naverworks/")), "{stdout}");
+    assert!(stdout.contains("\"auth_url\":"), "{stdout}");
+    assert!(stdout.contains("\"auth_refresh_url\":"), "{stdout}");
+    assert!(stdout.contains("\"client_secret\":\"****\""), "short secrets are fully masked: {stdout}");
+    assert!(!stdout.contains("oRm3M_nBg6"), "{stdout}");
+}

@@ -1,0 +1,112 @@
+//! Credentials at rest: never in plaintext in the database, and bound to
+//! their row and field.
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::both_backends;
+use crate::helpers::*;
+
+both_backends!(no_plaintext_credential_at_rest, moved_ciphertext_does_not_decrypt);
+
+/// Distinctive substrings of every credential of `connection_body(bot)`.
+fn secrets_of(bot: &str) -> Vec<String> {
+    let body = connection_body(bot);
+    let mut secrets: Vec<String> = ["client_secret", "bot_secret", "auth_header"]
+        .iter()
+        .map(|f| body[f].as_str().unwrap().to_owned())
+        .collect();
+    // Every line of the key's base64 body, and the body as one string.
+    let lines: Vec<&str> = PKCS8.lines().filter(|l| !l.starts_with("-----")).collect();
+    secrets.extend(lines.iter().filter(|l| l.len() >= 40).map(|l| l.to_string()));
+    secrets.push(lines.concat()[100..160].to_owned());
+    secrets
+}
+
+fn find(haystack: &[u8], needle: &str) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+async fn no_plaintext_credential_at_rest(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let tenant = app.create_tenant("At rest").await;
+    let created = app.create_connection(&tenant, &connection_body("7000001")).await;
+    let engine_secret = "engine-hmac-secret-AtRest-0042";
+    let (status, _) = app
+        .send_json(
+            Method::PUT,
+            &format!("/api/v1/tenants/{}/engine", tenant.id),
+            &tenant.api_key,
+            &json!({"kind": "http", "url": "https://e.example/", "secret": engine_secret}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let mut secrets = secrets_of("7000001");
+    secrets.push(engine_secret.to_owned());
+    secrets.push(tenant.api_key.clone());
+    secrets.push(app.admin_token.clone());
+
+    let raw = app.db.raw_contents().await;
+    assert!(raw.len() > 1000, "the dump holds the data");
+    // The test can see the data that is meant to be plain.
+    assert!(find(&raw, "1wagx.serviceaccount@example.com"), "the dump is readable");
+    for secret in &secrets {
+        assert!(!find(&raw, secret), "plaintext credential found at rest: {}…", &secret[..8]);
+    }
+
+    // Nor in any API answer.
+    let (_, listed) = app.get(&format!("/api/v1/tenants/{}/connections", tenant.id), &tenant.api_key).await;
+    let (_, tenant_view) = app.get(&format!("/api/v1/tenants/{}", tenant.id), &tenant.api_key).await;
+    for answer in [created.to_string(), listed.to_string(), tenant_view.to_string()] {
+        for secret in &secrets {
+            assert!(!answer.contains(secret.as_str()), "secret in an API answer: {answer}");
+        }
+    }
+}
+
+async fn moved_ciphertext_does_not_decrypt(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let tenant = app.create_tenant("Moved").await;
+    let a = app.create_connection(&tenant, &connection_body("8000001")).await;
+    let b = app.create_connection(&tenant, &connection_body("8000002")).await;
+    let (a_id, b_id) = (a["id"].as_str().unwrap(), b["id"].as_str().unwrap());
+    let path = |id: &str| format!("/api/v1/tenants/{}/connections/{id}", tenant.id);
+
+    let mut conn = app.db.connect().await;
+    let copy = |from_owner: &str, from_field: &str, to_owner: &str, to_field: &str| {
+        format!(
+            "UPDATE secrets SET key_id = (SELECT key_id FROM secrets WHERE owner_id = '{from_owner}' AND field = '{from_field}'), \
+             nonce = (SELECT nonce FROM secrets WHERE owner_id = '{from_owner}' AND field = '{from_field}'), \
+             ciphertext = (SELECT ciphertext FROM secrets WHERE owner_id = '{from_owner}' AND field = '{from_field}') \
+             WHERE owner_id = '{to_owner}' AND field = '{to_field}'"
+        )
+    };
+    // A's client secret copied into B's row; A's bot secret into A's client secret field.
+    for sql in [copy(a_id, "client_secret", b_id, "client_secret"), copy(a_id, "bot_secret", a_id, "client_secret")] {
+        let done = sqlx::query(&sql).execute(&mut conn).await.unwrap();
+        assert_eq!(sqlx::any::AnyQueryResult::rows_affected(&done), 1);
+    }
+
+    for id in [a_id, b_id] {
+        let (status, body) = app.get(&path(id), &tenant.api_key).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["unreadable_secrets"], json!(["client_secret"]), "{body}");
+        assert!(body["client_secret"].is_null());
+        assert!(body["bot_secret"].as_str().unwrap().starts_with("****"), "untouched values still open");
+    }
+    // The same, straight through the vault.
+    let records = app.state.store.secrets(b_id).await.unwrap();
+    let moved = records.iter().find(|r| r.field == "client_secret").unwrap();
+    assert_eq!(
+        app.state.vault.open(&moved.sealed, moved.aad()).err(),
+        Some(botgate::secrets::OpenError::Rejected)
+    );
+
+    // Re-entering the value repairs it.
+    let (status, body) = app
+        .send_json(Method::PATCH, &path(b_id), &tenant.api_key, &json!({"client_secret": "re-entered-secret-7777"}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["client_secret"], "****7777");
+    assert!(body.get("unreadable_secrets").is_none());
+}
