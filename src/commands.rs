@@ -17,7 +17,10 @@ use crate::{bootstrap, telemetry};
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let command = cli.command.unwrap_or(Command::Serve);
-    if let Command::Keys { command: KeysCommand::Generate } = command {
+    if let Command::Keys {
+        command: KeysCommand::Generate,
+    } = command
+    {
         // Needs no configuration at all.
         println!("{}", MasterKey::generate().to_base64().expose_secret());
         return Ok(());
@@ -35,8 +38,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("migrations applied to {}", settings.database_url);
             Ok(())
         }
-        Command::Tenant { command: TenantCommand::Create { name, json } } => {
-            let name = TenantName::parse(&name).map_err(|e| anyhow::anyhow!("--name {}", e.message))?;
+        Command::Tenant {
+            command: TenantCommand::Create { name, json },
+        } => {
+            let name =
+                TenantName::parse(&name).map_err(|e| anyhow::anyhow!("--name {}", e.message))?;
             let store = connect(&settings).await?;
             store.migrate().await?;
             let (tenant, api_key) = crate::routes::create_tenant(&store, &name).await?;
@@ -44,15 +50,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 let out = json!({"id": tenant.id.as_str(), "name": tenant.name, "api_key": api_key.expose_secret()});
                 println!("{out}");
             } else {
-                println!("tenant id: {}\nname:      {}\napi key:   {}", tenant.id, tenant.name, api_key.expose_secret());
+                println!(
+                    "tenant id: {}\nname:      {}\napi key:   {}",
+                    tenant.id,
+                    tenant.name,
+                    api_key.expose_secret()
+                );
                 eprintln!("(the API key is shown only this once; botgate keeps only its hash)");
             }
             Ok(())
         }
-        Command::Keys { command: KeysCommand::Rotate { no_new_key, retire } } => {
-            rotate(&settings, no_new_key, retire).await
-        }
-        Command::Keys { command: KeysCommand::Generate } => Ok(()),
+        Command::Keys {
+            command: KeysCommand::Rotate { no_new_key, retire },
+        } => rotate(&settings, no_new_key, retire).await,
+        Command::Keys {
+            command: KeysCommand::Generate,
+        } => Ok(()),
     }
 }
 
@@ -77,7 +90,9 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         port = app.port(),
         "botgate is serving"
     );
-    app.run_until_stopped().await.context("the HTTP server failed")
+    app.run_until_stopped()
+        .await
+        .context("the HTTP server failed")
 }
 
 /// `botgate keys rotate`.
@@ -90,7 +105,11 @@ pub async fn rotate(settings: &Settings, no_new_key: bool, retire: bool) -> anyh
             let mut keys: Vec<&MasterKey> = vec![&new];
             keys.extend(old_keys(&old));
             write_key_file(path, &keys)?;
-            eprintln!("new master key {} written first in {}", new.id(), path.display());
+            eprintln!(
+                "new master key {} written first in {}",
+                new.id(),
+                path.display()
+            );
             Vault::new(read_key_file(path)?, source.clone())
         }
         (KeySource::Setting, false) if !no_new_key => {
@@ -111,7 +130,11 @@ pub async fn rotate(settings: &Settings, no_new_key: bool, retire: bool) -> anyh
         report.reencrypted, report.raced, report.unreadable
     );
     let counts = store.secret_counts_by_key().await?;
-    let left: i64 = counts.iter().filter(|(k, _)| *k != current).map(|(_, n)| n).sum();
+    let left: i64 = counts
+        .iter()
+        .filter(|(k, _)| *k != current)
+        .map(|(_, n)| n)
+        .sum();
     if report.unreadable > 0 || left > 0 {
         anyhow::bail!("{left} value(s) are still sealed under older keys; run `botgate keys rotate --no-new-key` again");
     }

@@ -179,16 +179,30 @@ impl Settings {
 
     /// Parses and validates merged layers. Tests build the figment in code.
     pub fn from_figment(figment: &Figment) -> Result<Self, ConfigError> {
-        let values = figment.data().map_err(|e| ConfigError::Read(e.to_string()))?;
-        let dict = values.get(&figment::Profile::Default).cloned().unwrap_or_default();
+        let values = figment
+            .data()
+            .map_err(|e| ConfigError::Read(e.to_string()))?;
+        let dict = values
+            .get(&figment::Profile::Default)
+            .cloned()
+            .unwrap_or_default();
         let mut errors = Vec::new();
         for key in dict.keys() {
             if !KEYS.contains(&key.as_str()) {
-                errors.push(format!("unknown setting `{key}` ({})", origin(figment, key)));
+                errors.push(format!(
+                    "unknown setting `{key}` ({})",
+                    origin(figment, key)
+                ));
             }
         }
-        let mut p = Parser { figment, dict: &dict, errors: &mut errors };
-        let listen = p.parse("listen", |s| s.parse::<SocketAddr>().map_err(|e| e.to_string()));
+        let mut p = Parser {
+            figment,
+            dict: &dict,
+            errors: &mut errors,
+        };
+        let listen = p.parse("listen", |s| {
+            s.parse::<SocketAddr>().map_err(|e| e.to_string())
+        });
         let public_url = p.parse("public_url", parse_base_url);
         let database_url = p.parse_secret("database_url", DatabaseUrl::parse);
         let database_max_connections = p.parse("database_max_connections", |s| {
@@ -203,7 +217,10 @@ impl Settings {
         let admin_token = p.optional_secret("admin_token");
         if let Some(Some(token)) = &admin_token {
             if token.expose_secret().len() < 16 {
-                p.error("admin_token", "must be at least 16 characters long".to_owned());
+                p.error(
+                    "admin_token",
+                    "must be at least 16 characters long".to_owned(),
+                );
             }
         }
         let naverworks_auth_url = p.parse("naverworks_auth_url", parse_base_url);
@@ -291,7 +308,8 @@ pub fn unknown_env_warnings(names: impl Iterator<Item = String>) -> Vec<String> 
         .filter_map(|name| {
             let key = name.strip_prefix("BOTGATE_")?.to_ascii_lowercase();
             let known = KEYS.contains(&key.as_str()) || OTHER_VARS.contains(&key.as_str());
-            (!known).then(|| format!("environment variable {name} is not a botgate setting; ignored"))
+            (!known)
+                .then(|| format!("environment variable {name} is not a botgate setting; ignored"))
         })
         .collect()
 }
@@ -321,7 +339,8 @@ struct Parser<'a> {
 
 impl Parser<'_> {
     fn error(&mut self, key: &str, reason: String) {
-        self.errors.push(format!("{}: {reason}", origin(self.figment, key)));
+        self.errors
+            .push(format!("{}: {reason}", origin(self.figment, key)));
     }
 
     fn text(&mut self, key: &str) -> Option<Option<String>> {
@@ -329,7 +348,9 @@ impl Parser<'_> {
             None => Some(None),
             Some(Value::String(_, s)) => Some(Some(s.clone())),
             Some(Value::Num(_, n)) => Some(n.to_u128().map(|n| n.to_string()).or_else(|| {
-                n.to_i128().map(|n| n.to_string()).or_else(|| n.to_f64().map(|f| f.to_string()))
+                n.to_i128()
+                    .map(|n| n.to_string())
+                    .or_else(|| n.to_f64().map(|f| f.to_string()))
             })),
             Some(Value::Bool(_, b)) => Some(Some(b.to_string())),
             Some(_) => {
@@ -367,7 +388,9 @@ impl Parser<'_> {
                 self.error(key, "is required".to_owned());
                 None
             }
-            Some(text) => f(text.trim()).map_err(|reason| self.error(key, reason)).ok(),
+            Some(text) => f(text.trim())
+                .map_err(|reason| self.error(key, reason))
+                .ok(),
         }
     }
 
@@ -391,7 +414,10 @@ impl Parser<'_> {
 
     fn optional_secret(&mut self, key: &str) -> Option<Option<SecretString>> {
         let text = self.text(key)?;
-        Some(text.filter(|t| !t.trim().is_empty()).map(|t| SecretString::from(t.trim().to_owned())))
+        Some(
+            text.filter(|t| !t.trim().is_empty())
+                .map(|t| SecretString::from(t.trim().to_owned())),
+        )
     }
 }
 
@@ -427,15 +453,19 @@ mod tests {
     fn defaults_parse() {
         let s = Settings::with_overrides("").unwrap();
         assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
-        assert_eq!(s.public_link("webhooks/naverworks/x"), "http://127.0.0.1:8080/webhooks/naverworks/x");
+        assert_eq!(
+            s.public_link("webhooks/naverworks/x"),
+            "http://127.0.0.1:8080/webhooks/naverworks/x"
+        );
         assert_eq!(s.database_url.backend(), Ok(Backend::Sqlite));
         assert!(s.master_key.is_none() && s.admin_token.is_none());
     }
 
     #[test]
     fn errors_name_every_bad_value_and_its_origin() {
-        let figment = Figment::from(Toml::string(DEFAULTS))
-            .merge(Toml::string("listen = \"nope\"\npublic_url = \"ftp://x\"\ncolour = 1"));
+        let figment = Figment::from(Toml::string(DEFAULTS)).merge(Toml::string(
+            "listen = \"nope\"\npublic_url = \"ftp://x\"\ncolour = 1",
+        ));
         let err = Settings::from_figment(&figment).err().unwrap().to_string();
         assert!(err.contains("listen") && err.contains("\"nope\""), "{err}");
         assert!(err.contains("public_url") && err.contains("http"), "{err}");
@@ -443,6 +473,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API
     fn env_is_the_top_layer_and_is_named_in_errors() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("BOTGATE_LISTEN", "127.0.0.1:9999");
@@ -471,7 +502,11 @@ mod tests {
         )
         .unwrap();
         let debug = format!("{s:?}");
-        for secret in ["admin-token-very-secret", "bWFzdGVyLWtleS12ZXJ5LXNlY3JldA", "db-password-secret"] {
+        for secret in [
+            "admin-token-very-secret",
+            "bWFzdGVyLWtleS12ZXJ5LXNlY3JldA",
+            "db-password-secret",
+        ] {
             assert!(!debug.contains(secret), "{debug}");
         }
         assert!(debug.contains("u:****@h"), "{debug}");
@@ -479,13 +514,18 @@ mod tests {
             .err()
             .unwrap()
             .to_string();
-        assert!(!err.contains("pw-secret") && err.contains("database_url"), "{err}");
+        assert!(
+            !err.contains("pw-secret") && err.contains("database_url"),
+            "{err}"
+        );
     }
 
     #[test]
     fn unknown_env_vars_are_warned() {
         let warnings = unknown_env_warnings(
-            ["BOTGATE_LISTEN", "BOTGATE_LISTNE", "BOTGATE_CONFIG", "PATH"].map(String::from).into_iter(),
+            ["BOTGATE_LISTEN", "BOTGATE_LISTNE", "BOTGATE_CONFIG", "PATH"]
+                .map(String::from)
+                .into_iter(),
         );
         assert_eq!(warnings.len(), 1);
         assert!(warnings[0].contains("BOTGATE_LISTNE"));

@@ -38,7 +38,10 @@ pub enum ApiError {
 }
 
 fn validation_message(fields: &[FieldError]) -> String {
-    let parts: Vec<String> = fields.iter().map(|f| format!("{}: {}", f.field, f.message)).collect();
+    let parts: Vec<String> = fields
+        .iter()
+        .map(|f| format!("{}: {}", f.field, f.message))
+        .collect();
     format!("invalid request: {}", parts.join("; "))
 }
 
@@ -130,7 +133,9 @@ impl From<StoreError> for ApiError {
 pub fn json_error(err: actix_web::error::JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
     use actix_web::error::JsonPayloadError as E;
     let api = match err {
-        E::OverflowKnownLength { limit, .. } | E::Overflow { limit } => ApiError::PayloadTooLarge(limit),
+        E::OverflowKnownLength { limit, .. } | E::Overflow { limit } => {
+            ApiError::PayloadTooLarge(limit)
+        }
         E::ContentType => ApiError::UnsupportedMediaType,
         E::Deserialize(e) if e.is_data() => ApiError::validation("body", e.to_string()),
         E::Deserialize(e) => ApiError::InvalidJson(e.to_string()),

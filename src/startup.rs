@@ -30,7 +30,11 @@ pub struct AppState {
 /// The whole route table with its error handling; production and tests share it.
 pub fn configure_app(cfg: &mut web::ServiceConfig, state: web::Data<AppState>) {
     cfg.app_data(state)
-        .app_data(web::JsonConfig::default().limit(API_BODY_LIMIT).error_handler(json_error))
+        .app_data(
+            web::JsonConfig::default()
+                .limit(API_BODY_LIMIT)
+                .error_handler(json_error),
+        )
         .app_data(web::PathConfig::default().error_handler(path_error))
         .configure(routes::configure)
         .default_service(web::to(not_found));
@@ -48,7 +52,8 @@ impl Application {
     /// Connects and migrates the store, loads keys and the admin token, and
     /// binds `settings.listen` (port 0 picks a free port).
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let store = Store::connect(&settings.database_url, settings.database_max_connections).await?;
+        let store =
+            Store::connect(&settings.database_url, settings.database_max_connections).await?;
         store.migrate().await?;
         let vault = Arc::new(bootstrap::vault(&settings)?);
         let (admin_token_hash, generated_admin_token) = bootstrap::admin_token(&settings)?;
@@ -76,7 +81,12 @@ impl Application {
         .listen(listener)?
         .shutdown_timeout(10)
         .run();
-        Ok(Self { port, server, state, generated_admin_token })
+        Ok(Self {
+            port,
+            server,
+            state,
+            generated_admin_token,
+        })
     }
 
     pub fn port(&self) -> u16 {

@@ -77,7 +77,9 @@ impl PublicId {
 
     pub fn parse(text: &str) -> Option<Self> {
         let ok = text.len() == 32
-            && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         ok.then(|| Self(text.to_owned()))
     }
 
@@ -99,7 +101,13 @@ mod tests {
         let t = TenantId::generate();
         assert_eq!(TenantId::parse(t.as_str()), Some(t.clone()));
         assert!(ConnectionId::parse(t.as_str()).is_none());
-        for bad in ["", "ten_", "ten_xyz", "ten_0123456789abcdef0123456789ABCDEF", "../etc"] {
+        for bad in [
+            "",
+            "ten_",
+            "ten_xyz",
+            "ten_0123456789abcdef0123456789ABCDEF",
+            "../etc",
+        ] {
             assert!(TenantId::parse(bad).is_none(), "{bad}");
         }
         let p = PublicId::generate();

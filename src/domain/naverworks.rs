@@ -38,10 +38,18 @@ impl BotId {
                     "must be a whole number; send large ids as strings, e.g. \"2000001\"",
                 ))
             }
-            _ => return Err(FieldError::new(field, "must be a string of digits, e.g. \"2000001\"")),
+            _ => {
+                return Err(FieldError::new(
+                    field,
+                    "must be a string of digits, e.g. \"2000001\"",
+                ))
+            }
         };
         if text.is_empty() || text.len() > 20 || !text.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(FieldError::new(field, "must be 1 to 20 digits, e.g. \"2000001\""));
+            return Err(FieldError::new(
+                field,
+                "must be 1 to 20 digits, e.g. \"2000001\"",
+            ));
         }
         Ok(Self(text))
     }
@@ -78,10 +86,15 @@ pub fn parse_text(
     }
     let len = text.chars().count();
     if len < min || len > max {
-        return Err(FieldError::new(field, format!("must be {min} to {max} characters long (got {len})")));
+        return Err(FieldError::new(
+            field,
+            format!("must be {min} to {max} characters long (got {len})"),
+        ));
     }
     let ok = match charset {
-        Charset::Id => text.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)),
+        Charset::Id => text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)),
         Charset::Visible => text.bytes().all(|b| b.is_ascii_graphic()),
     };
     if !ok {
@@ -89,13 +102,21 @@ pub fn parse_text(
             Charset::Id => "letters, digits, '.', '_' and '-'",
             Charset::Visible => "visible ASCII characters without spaces",
         };
-        return Err(FieldError::new(field, format!("may contain only {allowed}")));
+        return Err(FieldError::new(
+            field,
+            format!("may contain only {allowed}"),
+        ));
     }
     Ok(text.to_owned())
 }
 
 /// A secret text field, wrapped at once.
-pub fn parse_secret(field: &str, value: &Value, min: usize, max: usize) -> Result<SecretString, FieldError> {
+pub fn parse_secret(
+    field: &str,
+    value: &Value,
+    min: usize,
+    max: usize,
+) -> Result<SecretString, FieldError> {
     parse_text(field, value, min, max, Charset::Visible).map(SecretString::from)
 }
 
@@ -118,21 +139,32 @@ pub fn parse_service_account(value: &Value) -> Result<String, FieldError> {
 /// `bot.message` must be among them.
 pub fn parse_scope(value: &Value) -> Result<String, FieldError> {
     let Value::String(text) = value else {
-        return Err(FieldError::new("scope", "must be a string such as \"bot bot.read\""));
+        return Err(FieldError::new(
+            "scope",
+            "must be a string such as \"bot bot.read\"",
+        ));
     };
     let mut scopes: Vec<&str> = Vec::new();
     for scope in text.split([' ', ',']).filter(|s| !s.is_empty()) {
         let ok = scope.len() <= 64
-            && scope.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._".contains(&b));
+            && scope
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._".contains(&b));
         if !ok {
-            return Err(FieldError::new("scope", format!("`{scope}` is not a NAVER WORKS scope name")));
+            return Err(FieldError::new(
+                "scope",
+                format!("`{scope}` is not a NAVER WORKS scope name"),
+            ));
         }
         if !scopes.contains(&scope) {
             scopes.push(scope);
         }
     }
     if scopes.len() > 32 {
-        return Err(FieldError::new("scope", "lists too many scopes (at most 32)"));
+        return Err(FieldError::new(
+            "scope",
+            "lists too many scopes (at most 32)",
+        ));
     }
     if !scopes.iter().any(|s| matches!(*s, "bot" | "bot.message")) {
         return Err(FieldError::new(
@@ -179,13 +211,15 @@ impl PrivateKeyPem {
     /// (`BEGIN RSA PRIVATE KEY`), with real or literal `\n` line breaks, Windows
     /// line ends, or line breaks collapsed into spaces by a web form.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let text = text.replace("\\r\\n", "\n").replace("\\n", "\n").replace('\r', "");
+        let text = text
+            .replace("\\r\\n", "\n")
+            .replace("\\n", "\n")
+            .replace('\r', "");
         let text = text.trim().trim_matches('"').trim();
         let (label, body) = split_pem(text)?;
-        let der = zeroize::Zeroizing::new(
-            B64.decode(body.as_bytes())
-                .map_err(|_| "the key's base64 body is damaged (was it cut short or edited?)".to_owned())?,
-        );
+        let der = zeroize::Zeroizing::new(B64.decode(body.as_bytes()).map_err(|_| {
+            "the key's base64 body is damaged (was it cut short or edited?)".to_owned()
+        })?);
         let key = match label {
             "PRIVATE KEY" => {
                 let info = rsa::pkcs8::PrivateKeyInfo::try_from(der.as_slice())
@@ -210,16 +244,27 @@ impl PrivateKeyPem {
         };
         let bits = key.size() * 8;
         if !(2048..=8192).contains(&bits) {
-            return Err(format!("is a {bits}-bit RSA key; keys of 2048 to 8192 bits are accepted"));
+            return Err(format!(
+                "is a {bits}-bit RSA key; keys of 2048 to 8192 bits are accepted"
+            ));
         }
-        key.validate().map_err(|_| "is not a consistent RSA key (its numbers do not match)".to_owned())?;
+        key.validate()
+            .map_err(|_| "is not a consistent RSA key (its numbers do not match)".to_owned())?;
         let public = key
             .to_public_key()
             .to_public_key_der()
             .map_err(|_| "could not derive the public key".to_owned())?;
-        let fingerprint = hex(Sha256::digest(public.as_bytes()).get(..8).unwrap_or_default());
-        let pem = key.to_pkcs8_pem(LineEnding::LF).map_err(|_| "could not re-encode the key".to_owned())?;
-        Ok(Self { pem: SecretString::from(pem.as_str().to_owned()), bits, fingerprint })
+        let fingerprint = hex(Sha256::digest(public.as_bytes())
+            .get(..8)
+            .unwrap_or_default());
+        let pem = key
+            .to_pkcs8_pem(LineEnding::LF)
+            .map_err(|_| "could not re-encode the key".to_owned())?;
+        Ok(Self {
+            pem: SecretString::from(pem.as_str().to_owned()),
+            bits,
+            fingerprint,
+        })
     }
 
     /// Canonical PKCS#8 PEM.
@@ -244,10 +289,17 @@ fn split_pem(text: &str) -> Result<(&str, String), String> {
     let Some(begin) = text.find("-----BEGIN ") else {
         let body = strip(text);
         // A bare body long enough to be a key (a 2048-bit key is ~1,600 chars).
-        if body.len() >= 256 && body.bytes().all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b)) {
+        if body.len() >= 256
+            && body
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b))
+        {
             return Ok(("PRIVATE KEY", body));
         }
-        return Err("is not a PEM private key: expected the file starting with -----BEGIN PRIVATE KEY-----".to_owned());
+        return Err(
+            "is not a PEM private key: expected the file starting with -----BEGIN PRIVATE KEY-----"
+                .to_owned(),
+        );
     };
     let after = text.get(begin + 11..).unwrap_or_default();
     let Some(label_end) = after.find("-----") else {
@@ -257,7 +309,9 @@ fn split_pem(text: &str) -> Result<(&str, String), String> {
     let rest = after.get(label_end + 5..).unwrap_or_default();
     let end_marker = format!("-----END {label}-----");
     let Some(end) = rest.find(&end_marker) else {
-        return Err(format!("is missing its -----END {label}----- line (was it cut short?)"));
+        return Err(format!(
+            "is missing its -----END {label}----- line (was it cut short?)"
+        ));
     };
     Ok((label, strip(rest.get(..end).unwrap_or_default())))
 }
@@ -289,10 +343,22 @@ mod tests {
         let cases = [
             ("", "not a PEM"),
             ("hello world", "not a PEM"),
-            (include_str!("../../tests/fixtures/keys/app1_public.pem"), "public key"),
-            (include_str!("../../tests/fixtures/keys/app1_encrypted.pem"), "passphrase"),
-            (include_str!("../../tests/fixtures/keys/ec_pkcs8.pem"), "not an RSA key"),
-            (include_str!("../../tests/fixtures/keys/weak1024_pkcs8.pem"), "1024-bit"),
+            (
+                include_str!("../../tests/fixtures/keys/app1_public.pem"),
+                "public key",
+            ),
+            (
+                include_str!("../../tests/fixtures/keys/app1_encrypted.pem"),
+                "passphrase",
+            ),
+            (
+                include_str!("../../tests/fixtures/keys/ec_pkcs8.pem"),
+                "not an RSA key",
+            ),
+            (
+                include_str!("../../tests/fixtures/keys/weak1024_pkcs8.pem"),
+                "1024-bit",
+            ),
             (&PKCS8[..PKCS8.len() - 30], "missing its -----END"),
             (&PKCS8.replacen("MII", "MIJ", 1), "damaged"),
         ];
@@ -304,19 +370,49 @@ mod tests {
 
     #[test]
     fn ids_and_text_fields() {
-        assert_eq!(BotId::parse("bot_id", &json!("2000001")).unwrap().as_str(), "2000001");
-        assert_eq!(BotId::parse("bot_id", &json!(2000001)).unwrap().as_str(), "2000001");
-        assert_eq!(BotId::parse("bot_id", &json!("4020000001470191001")).unwrap().as_str(), "4020000001470191001");
-        for bad in [json!("12a"), json!(""), json!(1.5), json!(-3), json!(null), json!("1".repeat(21))] {
+        assert_eq!(
+            BotId::parse("bot_id", &json!("2000001")).unwrap().as_str(),
+            "2000001"
+        );
+        assert_eq!(
+            BotId::parse("bot_id", &json!(2000001)).unwrap().as_str(),
+            "2000001"
+        );
+        assert_eq!(
+            BotId::parse("bot_id", &json!("4020000001470191001"))
+                .unwrap()
+                .as_str(),
+            "4020000001470191001"
+        );
+        for bad in [
+            json!("12a"),
+            json!(""),
+            json!(1.5),
+            json!(-3),
+            json!(null),
+            json!("1".repeat(21)),
+        ] {
             assert!(BotId::parse("bot_id", &bad).is_err(), "{bad}");
         }
-        assert!(parse_text("client_id", &json!("ZbsOq6zjt0IhtZZnrc"), 1, 128, Charset::Id).is_ok());
+        assert!(parse_text(
+            "client_id",
+            &json!("ZbsOq6zjt0IhtZZnrc"),
+            1,
+            128,
+            Charset::Id
+        )
+        .is_ok());
         assert!(parse_text("client_id", &json!("a b"), 1, 128, Charset::Id).is_err());
-        let err = parse_secret("client_secret", &json!("secret value!"), 1, 256).err().unwrap();
+        let err = parse_secret("client_secret", &json!("secret value!"), 1, 256)
+            .err()
+            .unwrap();
         assert!(!err.message.contains("secret value"));
         assert!(parse_service_account(&json!("1wagx.serviceaccount@example.com")).is_ok());
         assert!(parse_service_account(&json!("nobody")).is_err());
-        assert_eq!(parse_scope(&json!("bot,bot.read bot")).unwrap(), "bot bot.read");
+        assert_eq!(
+            parse_scope(&json!("bot,bot.read bot")).unwrap(),
+            "bot bot.read"
+        );
         assert!(parse_scope(&json!("user.read")).is_err());
         assert!(parse_scope(&json!("bot DROP")).is_err());
         assert_eq!(parse_rate_limit(&json!(60)).unwrap(), 60);

@@ -21,7 +21,10 @@ impl TenantName {
             return Err(FieldError::new("name", "must be at most 100 characters"));
         }
         if text.chars().any(char::is_control) {
-            return Err(FieldError::new("name", "must not contain control characters"));
+            return Err(FieldError::new(
+                "name",
+                "must not contain control characters",
+            ));
         }
         Ok(Self(text.to_owned()))
     }
@@ -49,7 +52,10 @@ impl EngineUrl {
             return Err("must name a host".to_owned());
         }
         if !url.username().is_empty() || url.password().is_some() {
-            return Err("must not contain a user name or password; use `secret` for the HMAC key".to_owned());
+            return Err(
+                "must not contain a user name or password; use `secret` for the HMAC key"
+                    .to_owned(),
+            );
         }
         Ok(Self(url))
     }
@@ -64,7 +70,10 @@ pub enum EngineConfig {
     /// The built-in echo engine, the default.
     Echo,
     /// botgate's signed JSON protocol (DESIGN.md).
-    Http { url: EngineUrl, secret: SecretString },
+    Http {
+        url: EngineUrl,
+        secret: SecretString,
+    },
     /// Rasa's REST channel.
     Rasa { url: EngineUrl },
 }
@@ -73,7 +82,10 @@ impl std::fmt::Debug for EngineConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Echo => f.write_str("Echo"),
-            Self::Http { url, .. } => f.debug_struct("Http").field("url", &url.as_str()).finish_non_exhaustive(),
+            Self::Http { url, .. } => f
+                .debug_struct("Http")
+                .field("url", &url.as_str())
+                .finish_non_exhaustive(),
             Self::Rasa { url } => f.debug_struct("Rasa").field("url", &url.as_str()).finish(),
         }
     }
@@ -106,7 +118,10 @@ impl EngineConfig {
         let kind = match kind {
             Some(Value::String(k)) if matches!(k.as_str(), "echo" | "http" | "rasa") => k.as_str(),
             Some(_) => {
-                return Err(vec![FieldError::new("kind", "must be \"echo\", \"http\" or \"rasa\"")])
+                return Err(vec![FieldError::new(
+                    "kind",
+                    "must be \"echo\", \"http\" or \"rasa\"",
+                )])
             }
             None => return Err(vec![FieldError::new("kind", "is required")]),
         };
@@ -130,7 +145,10 @@ impl EngineConfig {
         };
         let parsed_secret = match (kind, secret) {
             ("http", None) => {
-                errors.push(FieldError::new("secret", "is required: botgate signs engine requests with it"));
+                errors.push(FieldError::new(
+                    "secret",
+                    "is required: botgate signs engine requests with it",
+                ));
                 None
             }
             ("http", Some(Value::String(s))) => {
@@ -147,7 +165,10 @@ impl EngineConfig {
                 None
             }
             (_, Some(_)) => {
-                errors.push(FieldError::new("secret", format!("is not used by the {kind} engine")));
+                errors.push(FieldError::new(
+                    "secret",
+                    format!("is not used by the {kind} engine"),
+                ));
                 None
             }
             (_, None) => None,
@@ -183,7 +204,10 @@ mod tests {
     #[test]
     fn engine_parse_cases() {
         let s = |v: &str| json!(v);
-        assert!(matches!(EngineConfig::parse(Some(&s("echo")), None, None), Ok(EngineConfig::Echo)));
+        assert!(matches!(
+            EngineConfig::parse(Some(&s("echo")), None, None),
+            Ok(EngineConfig::Echo)
+        ));
         let http = EngineConfig::parse(
             Some(&s("http")),
             Some(&s("https://engine.example/hook")),
@@ -192,7 +216,9 @@ mod tests {
         .unwrap();
         assert_eq!(http.kind(), "http");
         assert!(!format!("{http:?}").contains("0123456789abcdef"));
-        let errs = EngineConfig::parse(Some(&s("http")), Some(&s("ftp://x")), None).err().unwrap();
+        let errs = EngineConfig::parse(Some(&s("http")), Some(&s("ftp://x")), None)
+            .err()
+            .unwrap();
         assert_eq!(errs.len(), 2, "{errs:?}");
         assert!(EngineConfig::parse(Some(&s("rasa")), Some(&s("http://u:p@x")), None).is_err());
         assert!(EngineConfig::parse(Some(&s("smtp")), None, None).is_err());
@@ -201,7 +227,10 @@ mod tests {
 
     #[test]
     fn tenant_names() {
-        assert_eq!(TenantName::parse("  Acme bot ").unwrap().as_str(), "Acme bot");
+        assert_eq!(
+            TenantName::parse("  Acme bot ").unwrap().as_str(),
+            "Acme bot"
+        );
         assert!(TenantName::parse("").is_err());
         assert!(TenantName::parse(&"x".repeat(101)).is_err());
         assert!(TenantName::parse("a\u{0}b").is_err());

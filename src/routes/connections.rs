@@ -88,10 +88,16 @@ fn auth_header(v: &Value) -> Result<SecretString, FieldError> {
 }
 fn private_key(v: &Value) -> Result<PrivateKeyPem, FieldError> {
     let Value::String(text) = v else {
-        return Err(FieldError::new("private_key", "must be a string holding the PEM key file"));
+        return Err(FieldError::new(
+            "private_key",
+            "must be a string holding the PEM key file",
+        ));
     };
     if text.len() > 16 * 1024 {
-        return Err(FieldError::new("private_key", "is too long for an RSA private key"));
+        return Err(FieldError::new(
+            "private_key",
+            "is too long for an RSA private key",
+        ));
     }
     PrivateKeyPem::parse(text).map_err(|m| FieldError::new("private_key", m))
 }
@@ -106,7 +112,11 @@ fn seal_secrets(
     values
         .into_iter()
         .filter_map(|(name, value)| {
-            let aad = Aad { tenant: tenant.as_str(), connection: Some(connection.as_str()), field: name };
+            let aad = Aad {
+                tenant: tenant.as_str(),
+                connection: Some(connection.as_str()),
+                field: name,
+            };
             value.map(|v| (name, state.vault.seal(v, aad)))
         })
         .collect()
@@ -122,12 +132,19 @@ pub async fn create(
     let mut f = Fields::default();
     f.optional(&body.channel, |v| match v {
         Value::String(s) if s == CHANNEL_NAVERWORKS => Ok(()),
-        _ => Err(FieldError::new("channel", "must be \"naverworks\" (the only channel so far)")),
+        _ => Err(FieldError::new(
+            "channel",
+            "must be \"naverworks\" (the only channel so far)",
+        )),
     });
     let bot_id = f.required("bot_id", &body.bot_id, |v| BotId::parse("bot_id", v));
     let client_id = f.required("client_id", &body.client_id, client_id);
     let client_secret = f.required("client_secret", &body.client_secret, client_secret);
-    let service_account = f.required("service_account", &body.service_account, parse_service_account);
+    let service_account = f.required(
+        "service_account",
+        &body.service_account,
+        parse_service_account,
+    );
     let private_key = f.required("private_key", &body.private_key, private_key);
     let bot_secret = f.required("bot_secret", &body.bot_secret, bot_secret);
     let auth_header = f.required("auth_header", &body.auth_header, auth_header);
@@ -182,13 +199,17 @@ pub async fn create(
             (field::BOT_SECRET, Some(&bot_secret)),
         ],
     );
-    state.store.create_connection(&record, &sealed).await.map_err(|e| match e {
-        crate::store::StoreError::Conflict(_) => ApiError::Conflict(format!(
-            "this tenant already has a connection for bot {}",
-            record.bot_id
-        )),
-        other => other.into(),
-    })?;
+    state
+        .store
+        .create_connection(&record, &sealed)
+        .await
+        .map_err(|e| match e {
+            crate::store::StoreError::Conflict(_) => ApiError::Conflict(format!(
+                "this tenant already has a connection for bot {}",
+                record.bot_id
+            )),
+            other => other.into(),
+        })?;
     tracing::info!(tenant_id = %tenant.id, connection_id = %record.id, "connection created");
     Ok(HttpResponse::Created().json(view(&state, &record).await?))
 }
@@ -215,7 +236,11 @@ async fn find(
     const NOT_FOUND: ApiError = ApiError::NotFound("no such connection");
     let tenant = caller.tenant(state, tenant).await?;
     let id = ConnectionId::parse(connection).ok_or(NOT_FOUND)?;
-    state.store.connection(&tenant.id, &id).await?.ok_or(NOT_FOUND)
+    state
+        .store
+        .connection(&tenant.id, &id)
+        .await?
+        .ok_or(NOT_FOUND)
 }
 
 pub async fn get(
@@ -236,10 +261,16 @@ pub async fn update(
     let current = find(&state, &caller, &path.0, &path.1).await?;
     let mut f = Fields::default();
     if body.channel.is_some() {
-        f.errors.push(FieldError::new("channel", "cannot be changed; create a new connection"));
+        f.errors.push(FieldError::new(
+            "channel",
+            "cannot be changed; create a new connection",
+        ));
     }
     if body.bot_id.is_some() {
-        f.errors.push(FieldError::new("bot_id", "cannot be changed; create a new connection"));
+        f.errors.push(FieldError::new(
+            "bot_id",
+            "cannot be changed; create a new connection",
+        ));
     }
     let client_id = f.optional(&body.client_id, client_id);
     let client_secret = f.optional(&body.client_secret, client_secret);
@@ -266,7 +297,10 @@ pub async fn update(
         &current.id,
         [
             (field::CLIENT_SECRET, client_secret.as_ref()),
-            (field::PRIVATE_KEY, private_key.as_ref().map(PrivateKeyPem::pem)),
+            (
+                field::PRIVATE_KEY,
+                private_key.as_ref().map(PrivateKeyPem::pem),
+            ),
             (field::BOT_SECRET, bot_secret.as_ref()),
         ],
     );
@@ -281,7 +315,13 @@ pub async fn update(
     }
     let record = state
         .store
-        .update_connection(&current.tenant_id, &current.id, &update, &sealed, now_millis())
+        .update_connection(
+            &current.tenant_id,
+            &current.id,
+            &update,
+            &sealed,
+            now_millis(),
+        )
         .await?
         .ok_or(ApiError::NotFound("no such connection"))?;
     tracing::info!(tenant_id = %record.tenant_id, connection_id = %record.id, "connection updated");
@@ -294,7 +334,11 @@ pub async fn delete(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let record = find(&state, &caller, &path.0, &path.1).await?;
-    if !state.store.delete_connection(&record.tenant_id, &record.id).await? {
+    if !state
+        .store
+        .delete_connection(&record.tenant_id, &record.id)
+        .await?
+    {
         return Err(ApiError::NotFound("no such connection"));
     }
     tracing::info!(tenant_id = %record.tenant_id, connection_id = %record.id, "connection deleted");

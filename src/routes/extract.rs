@@ -22,7 +22,10 @@ pub enum Caller {
 fn bearer(req: &HttpRequest) -> Option<String> {
     let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.trim().split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned()).filter(|t| !t.is_empty())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_owned())
+        .filter(|t| !t.is_empty())
 }
 
 impl FromRequest for Caller {
@@ -37,7 +40,10 @@ impl FromRequest for Caller {
             let token = token.ok_or(ApiError::Unauthorized)?;
             if token.starts_with(API_KEY_PREFIX) {
                 // 256-bit random keys: their hash is a safe lookup key.
-                let tenant = state.store.tenant_by_api_key_hash(&hash_token(&token)).await?;
+                let tenant = state
+                    .store
+                    .tenant_by_api_key_hash(&hash_token(&token))
+                    .await?;
                 return tenant.map(Caller::Tenant).ok_or(ApiError::Unauthorized);
             }
             if verify_token(&token, &state.admin_token_hash) {

@@ -22,7 +22,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/readyz").route(web::get().to(health::readyz)))
         .service(resource("/api/v1/tenants").route(web::post().to(tenants::create)))
         .service(resource("/api/v1/tenants/{tenant}").route(web::get().to(tenants::get)))
-        .service(resource("/api/v1/tenants/{tenant}/engine").route(web::put().to(tenants::set_engine)))
+        .service(
+            resource("/api/v1/tenants/{tenant}/engine").route(web::put().to(tenants::set_engine)),
+        )
         .service(
             resource("/api/v1/tenants/{tenant}/connections")
                 .route(web::post().to(connections::create))

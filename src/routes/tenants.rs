@@ -30,7 +30,9 @@ pub async fn create(
 ) -> Result<HttpResponse, ApiError> {
     caller.require_admin()?;
     let name = match &body.name {
-        Some(Value::String(name)) => TenantName::parse(name).map_err(|e| ApiError::Validation(vec![e]))?,
+        Some(Value::String(name)) => {
+            TenantName::parse(name).map_err(|e| ApiError::Validation(vec![e]))?
+        }
         Some(_) => return Err(ApiError::validation("name", "must be a string")),
         None => return Err(ApiError::validation("name", "is required")),
     };
@@ -84,17 +86,29 @@ pub async fn set_engine(
     let tenant = caller.tenant(&state, &path).await?;
     let engine = EngineConfig::parse(body.kind.as_ref(), body.url.as_ref(), body.secret.as_ref())
         .map_err(ApiError::Validation)?;
-    let sealed = engine.secret().map(|secret| state.vault.seal(secret, engine_aad(&tenant.id)));
+    let sealed = engine
+        .secret()
+        .map(|secret| state.vault.seal(secret, engine_aad(&tenant.id)));
     let updated = state
         .store
-        .set_engine(&tenant.id, engine.kind(), engine.url().map(|u| u.as_str()), sealed.as_ref(), now_millis())
+        .set_engine(
+            &tenant.id,
+            engine.kind(),
+            engine.url().map(|u| u.as_str()),
+            sealed.as_ref(),
+            now_millis(),
+        )
         .await?
         .ok_or(ApiError::NotFound("no such tenant"))?;
     Ok(HttpResponse::Ok().json(engine_view(&state, &updated).await?))
 }
 
 fn engine_aad(tenant: &TenantId) -> Aad<'_> {
-    Aad { tenant: tenant.as_str(), connection: None, field: field::ENGINE_SECRET }
+    Aad {
+        tenant: tenant.as_str(),
+        connection: None,
+        field: field::ENGINE_SECRET,
+    }
 }
 
 async fn engine_view(state: &AppState, tenant: &TenantRecord) -> Result<Value, ApiError> {

@@ -21,7 +21,10 @@ pub const ADMIN_TOKEN_PREFIX: &str = "bga_";
 
 /// A new random token with the given prefix (256 bits, URL-safe).
 pub fn generate_token(prefix: &str) -> SecretString {
-    SecretString::from(format!("{prefix}{}", URL_SAFE_NO_PAD.encode(random_bytes(32))))
+    SecretString::from(format!(
+        "{prefix}{}",
+        URL_SAFE_NO_PAD.encode(random_bytes(32))
+    ))
 }
 
 /// The stored form of a high-entropy token: `sha256:<hex>`.
@@ -34,13 +37,20 @@ pub fn hash_token(token: &str) -> String {
 
 /// Constant-time check of a presented token against a stored `hash_token`.
 pub fn verify_token(presented: &str, stored_hash: &str) -> bool {
-    hash_token(presented).as_bytes().ct_eq(stored_hash.as_bytes()).into()
+    hash_token(presented)
+        .as_bytes()
+        .ct_eq(stored_hash.as_bytes())
+        .into()
 }
 
 /// The stored form of a person-chosen secret: `s256$<salt hex>$<hash hex>`.
 pub fn hash_salted(secret: &SecretString) -> String {
     let salt = random_bytes(16);
-    format!("s256${}${}", hex(&salt), hex(&salted_digest(&salt, secret.expose_secret())))
+    format!(
+        "s256${}${}",
+        hex(&salt),
+        hex(&salted_digest(&salt, secret.expose_secret()))
+    )
 }
 
 /// Constant-time check of a presented secret against a stored `hash_salted`.
@@ -52,7 +62,9 @@ pub fn verify_salted(presented: &str, stored: &str) -> bool {
     else {
         return false;
     };
-    let Some(salt) = unhex(salt) else { return false };
+    let Some(salt) = unhex(salt) else {
+        return false;
+    };
     let computed = hex(&salted_digest(&salt, presented));
     computed.as_bytes().ct_eq(hash.as_bytes()).into()
 }
@@ -71,7 +83,10 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
     }
     (0..text.len())
         .step_by(2)
-        .map(|i| text.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok()))
+        .map(|i| {
+            text.get(i..i + 2)
+                .and_then(|b| u8::from_str_radix(b, 16).ok())
+        })
         .collect()
 }
 

@@ -14,7 +14,11 @@ pub enum KeyListError {
     #[error("no master key in {0}")]
     Empty(String),
     #[error("key {index} in {source_name}: {error}")]
-    Key { source_name: String, index: usize, error: KeyParseError },
+    Key {
+        source_name: String,
+        index: usize,
+        error: KeyParseError,
+    },
     #[error("cannot read {path}: {error}")]
     Read { path: String, error: std::io::Error },
     #[error("cannot write {path}: {error}")]
@@ -37,23 +41,29 @@ pub fn parse_key_list(text: &str, source_name: &str) -> Result<KeyRing, KeyListE
                 error,
             })
         });
-    let current = keys.next().ok_or_else(|| KeyListError::Empty(source_name.to_owned()))??;
+    let current = keys
+        .next()
+        .ok_or_else(|| KeyListError::Empty(source_name.to_owned()))??;
     let older = keys.collect::<Result<Vec<_>, _>>()?;
     Ok(KeyRing::new(current, older))
 }
 
 pub fn read_key_file(path: &Path) -> Result<KeyRing, KeyListError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|error| KeyListError::Read { path: path.display().to_string(), error })?;
+    let text = std::fs::read_to_string(path).map_err(|error| KeyListError::Read {
+        path: path.display().to_string(),
+        error,
+    })?;
     parse_key_list(&text, &path.display().to_string())
 }
 
 /// Writes the keys (current first) atomically, readable by the owner only.
 pub fn write_key_file(path: &Path, keys: &[&MasterKey]) -> Result<(), KeyListError> {
-    let err = |error| KeyListError::Write { path: path.display().to_string(), error };
-    let mut text = String::from(
-        "# botgate master keys: the first seals, all open. Keep this file secret.\n",
-    );
+    let err = |error| KeyListError::Write {
+        path: path.display().to_string(),
+        error,
+    };
+    let mut text =
+        String::from("# botgate master keys: the first seals, all open. Keep this file secret.\n");
     for key in keys {
         text.push_str(key.to_base64().expose_secret());
         text.push('\n');
@@ -104,11 +114,24 @@ mod tests {
     #[test]
     fn env_list_and_errors_name_the_source() {
         let (a, b) = (MasterKey::generate(), MasterKey::generate());
-        let list = format!("{}, {}", a.to_base64().expose_secret(), b.to_base64().expose_secret());
+        let list = format!(
+            "{}, {}",
+            a.to_base64().expose_secret(),
+            b.to_base64().expose_secret()
+        );
         let ring = parse_key_list(&list, "BOTGATE_MASTER_KEY").unwrap();
         assert_eq!(ring.current().id(), a.id());
-        let err = parse_key_list("abc", "BOTGATE_MASTER_KEY").err().unwrap().to_string();
-        assert!(err.contains("BOTGATE_MASTER_KEY") && err.contains("key 1"), "{err}");
-        assert!(matches!(parse_key_list(" # x\n", "f"), Err(KeyListError::Empty(_))));
+        let err = parse_key_list("abc", "BOTGATE_MASTER_KEY")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("BOTGATE_MASTER_KEY") && err.contains("key 1"),
+            "{err}"
+        );
+        assert!(matches!(
+            parse_key_list(" # x\n", "f"),
+            Err(KeyListError::Empty(_))
+        ));
     }
 }

@@ -89,7 +89,9 @@ impl MasterKey {
 
 impl std::fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MasterKey").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("MasterKey")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -157,7 +159,10 @@ impl std::fmt::Debug for KeyRing {
 impl KeyRing {
     /// A ring whose first key is the current one. Duplicates are dropped.
     pub fn new(current: MasterKey, older: impl IntoIterator<Item = MasterKey>) -> Self {
-        let mut ring = Self { current, older: Vec::new() };
+        let mut ring = Self {
+            current,
+            older: Vec::new(),
+        };
         for key in older {
             if ring.keys().all(|k| k.id != key.id) {
                 ring.older.push(key);
@@ -195,9 +200,19 @@ impl KeyRing {
         let aad = aad.to_bytes();
         // Encryption with a valid key and nonce length cannot fail.
         let ciphertext = cipher
-            .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad: &aad })
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext,
+                    aad: &aad,
+                },
+            )
             .unwrap_or_default();
-        Sealed { key_id: key.id.clone(), nonce: nonce.to_vec(), ciphertext }
+        Sealed {
+            key_id: key.id.clone(),
+            nonce: nonce.to_vec(),
+            ciphertext,
+        }
     }
 
     pub fn seal_str(&self, plaintext: &SecretString, aad: Aad<'_>) -> Sealed {
@@ -217,7 +232,10 @@ impl KeyRing {
         cipher
             .decrypt(
                 Nonce::from_slice(&sealed.nonce),
-                Payload { msg: &sealed.ciphertext, aad: &aad },
+                Payload {
+                    msg: &sealed.ciphertext,
+                    aad: &aad,
+                },
             )
             .map(Zeroizing::new)
             .map_err(|_| OpenError::Rejected)
@@ -233,10 +251,12 @@ impl KeyRing {
 /// Lowercase hex of a byte string.
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 /// `n` random bytes from the OS generator.
@@ -251,7 +271,11 @@ mod tests {
     use super::*;
 
     fn aad<'a>(connection: &'a str, field: &'a str) -> Aad<'a> {
-        Aad { tenant: "ten_1", connection: Some(connection), field }
+        Aad {
+            tenant: "ten_1",
+            connection: Some(connection),
+            field,
+        }
     }
 
     #[test]
@@ -259,7 +283,12 @@ mod tests {
         let ring = KeyRing::new(MasterKey::generate(), []);
         let sealed = ring.seal(b"s3cret", aad("con_1", "bot_secret"));
         assert_ne!(sealed.ciphertext, b"s3cret");
-        assert_eq!(ring.open(&sealed, aad("con_1", "bot_secret")).unwrap().as_slice(), b"s3cret");
+        assert_eq!(
+            ring.open(&sealed, aad("con_1", "bot_secret"))
+                .unwrap()
+                .as_slice(),
+            b"s3cret"
+        );
     }
 
     #[test]
@@ -275,9 +304,19 @@ mod tests {
     fn moved_ciphertext_fails() {
         let ring = KeyRing::new(MasterKey::generate(), []);
         let sealed = ring.seal(b"s3cret", aad("con_1", "bot_secret"));
-        assert_eq!(ring.open(&sealed, aad("con_2", "bot_secret")), Err(OpenError::Rejected));
-        assert_eq!(ring.open(&sealed, aad("con_1", "client_secret")), Err(OpenError::Rejected));
-        let other_tenant = Aad { tenant: "ten_2", connection: Some("con_1"), field: "bot_secret" };
+        assert_eq!(
+            ring.open(&sealed, aad("con_2", "bot_secret")),
+            Err(OpenError::Rejected)
+        );
+        assert_eq!(
+            ring.open(&sealed, aad("con_1", "client_secret")),
+            Err(OpenError::Rejected)
+        );
+        let other_tenant = Aad {
+            tenant: "ten_2",
+            connection: Some("con_1"),
+            field: "bot_secret",
+        };
         assert_eq!(ring.open(&sealed, other_tenant), Err(OpenError::Rejected));
     }
 
@@ -285,13 +324,19 @@ mod tests {
     fn old_keys_open_new_key_seals() {
         let old = MasterKey::generate();
         let old_id = old.id().to_owned();
-        let old_ring = KeyRing::new(MasterKey::parse(old.to_base64().expose_secret()).unwrap(), []);
+        let old_ring = KeyRing::new(
+            MasterKey::parse(old.to_base64().expose_secret()).unwrap(),
+            [],
+        );
         let sealed = old_ring.seal(b"v", aad("c", "f"));
         let ring = KeyRing::new(MasterKey::generate(), [old]);
         assert_eq!(ring.open(&sealed, aad("c", "f")).unwrap().as_slice(), b"v");
         assert_ne!(ring.seal(b"v", aad("c", "f")).key_id, old_id);
         let unknown = KeyRing::new(MasterKey::generate(), []);
-        assert!(matches!(unknown.open(&sealed, aad("c", "f")), Err(OpenError::UnknownKey(_))));
+        assert!(matches!(
+            unknown.open(&sealed, aad("c", "f")),
+            Err(OpenError::UnknownKey(_))
+        ));
     }
 
     #[test]
@@ -314,7 +359,13 @@ mod tests {
         let debug = format!("{key:?} {:?}", KeyRing::new(parsed, []));
         assert!(!debug.contains(b64.expose_secret()), "{debug}");
         assert!(debug.contains(key.id()));
-        assert!(matches!(MasterKey::parse("not base64!"), Err(KeyParseError::NotBase64)));
-        assert!(matches!(MasterKey::parse("AAAA"), Err(KeyParseError::WrongLength(3))));
+        assert!(matches!(
+            MasterKey::parse("not base64!"),
+            Err(KeyParseError::NotBase64)
+        ));
+        assert!(matches!(
+            MasterKey::parse("AAAA"),
+            Err(KeyParseError::WrongLength(3))
+        ));
     }
 }

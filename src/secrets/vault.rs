@@ -36,7 +36,10 @@ fn modified(path: &Path) -> Option<SystemTime> {
 
 impl std::fmt::Debug for Vault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Vault").field("ring", &self.ring()).field("source", &self.source).finish()
+        f.debug_struct("Vault")
+            .field("ring", &self.ring())
+            .field("source", &self.source)
+            .finish()
     }
 }
 
@@ -46,7 +49,11 @@ impl Vault {
             KeySource::File(path) => modified(path),
             KeySource::Setting => None,
         };
-        Self { ring: RwLock::new(Arc::new(ring)), source, loaded: Mutex::new(loaded) }
+        Self {
+            ring: RwLock::new(Arc::new(ring)),
+            source,
+            loaded: Mutex::new(loaded),
+        }
     }
 
     pub fn ring(&self) -> Arc<KeyRing> {
@@ -65,7 +72,11 @@ impl Vault {
     /// new key.
     pub fn seal(&self, plaintext: &SecretString, aad: Aad<'_>) -> Sealed {
         if let KeySource::File(path) = &self.source {
-            let changed = self.loaded.lock().map(|t| *t != modified(path)).unwrap_or(false);
+            let changed = self
+                .loaded
+                .lock()
+                .map(|t| *t != modified(path))
+                .unwrap_or(false);
             if changed {
                 if let Err(e) = self.reload() {
                     tracing::error!(error.message = %e, "cannot reload the master key file; sealing with the keys in memory");
@@ -90,7 +101,9 @@ impl Vault {
 
     /// Re-reads a key file. A no-op success for keys from settings.
     pub fn reload(&self) -> Result<(), KeyListError> {
-        let KeySource::File(path) = &self.source else { return Ok(()) };
+        let KeySource::File(path) = &self.source else {
+            return Ok(());
+        };
         let mtime = modified(path);
         let ring = read_key_file(path)?;
         if let Ok(mut loaded) = self.loaded.lock() {

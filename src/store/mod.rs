@@ -42,7 +42,10 @@ fn classify(error: sqlx::Error) -> StoreError {
         sqlx::Error::Database(db) => {
             let code = db.code().unwrap_or_default();
             // SQLite BUSY/LOCKED (5, 6 and extended codes), Postgres lock timeouts.
-            let busy = matches!(code.as_ref(), "5" | "6" | "261" | "262" | "517" | "55P03" | "57014");
+            let busy = matches!(
+                code.as_ref(),
+                "5" | "6" | "261" | "262" | "517" | "55P03" | "57014"
+            );
             if busy {
                 StoreError::Busy
             } else {
@@ -90,7 +93,8 @@ impl TenantRecord {
     }
 }
 
-const TENANT_COLUMNS: &str = "id, name, api_key_hash, engine_kind, engine_url, created_at, updated_at";
+const TENANT_COLUMNS: &str =
+    "id, name, api_key_hash, engine_kind, engine_url, created_at, updated_at";
 
 #[derive(Debug, Clone)]
 pub struct NewTenant {
@@ -199,7 +203,9 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("backend", &self.backend).finish_non_exhaustive()
+        f.debug_struct("Store")
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
     }
 }
 
@@ -212,11 +218,17 @@ impl Store {
         let backend = url.backend().map_err(anyhow::Error::msg)?;
         let mut text = url.expose().to_owned();
         if backend == Backend::Sqlite {
-            let path = text.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+            let path = text
+                .trim_start_matches("sqlite://")
+                .trim_start_matches("sqlite:");
             let path = path.split('?').next().unwrap_or_default();
-            if let Some(dir) = std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("cannot create the database directory {}", dir.display()))?;
+            if let Some(dir) = std::path::Path::new(path)
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+            {
+                std::fs::create_dir_all(dir).with_context(|| {
+                    format!("cannot create the database directory {}", dir.display())
+                })?;
             }
             if !text.contains('?') {
                 text.push_str("?mode=rwc");
@@ -264,7 +276,10 @@ impl Store {
     }
 
     pub async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(classify)?;
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
         Ok(())
     }
 
@@ -292,14 +307,28 @@ impl Store {
 
     pub async fn tenant(&self, id: &TenantId) -> StoreResult<Option<TenantRecord>> {
         let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1");
-        let row = sqlx::query(&sql).bind(id.as_str()).fetch_optional(&self.pool).await.map_err(classify)?;
-        row.as_ref().map(TenantRecord::from_row).transpose().map_err(classify)
+        let row = sqlx::query(&sql)
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(classify)?;
+        row.as_ref()
+            .map(TenantRecord::from_row)
+            .transpose()
+            .map_err(classify)
     }
 
     pub async fn tenant_by_api_key_hash(&self, hash: &str) -> StoreResult<Option<TenantRecord>> {
         let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE api_key_hash = $1");
-        let row = sqlx::query(&sql).bind(hash).fetch_optional(&self.pool).await.map_err(classify)?;
-        row.as_ref().map(TenantRecord::from_row).transpose().map_err(classify)
+        let row = sqlx::query(&sql)
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(classify)?;
+        row.as_ref()
+            .map(TenantRecord::from_row)
+            .transpose()
+            .map_err(classify)
     }
 
     /// Sets the engine and replaces its sealed secret, in one transaction.
@@ -379,7 +408,15 @@ impl Store {
                 }
             })?;
         for (name, sealed) in secrets {
-            put_secret(&mut tx, &c.tenant_id, Some(&c.id), name, sealed, c.updated_at).await?;
+            put_secret(
+                &mut tx,
+                &c.tenant_id,
+                Some(&c.id),
+                name,
+                sealed,
+                c.updated_at,
+            )
+            .await?;
         }
         tx.commit().await.map_err(classify)
     }
@@ -389,22 +426,34 @@ impl Store {
         tenant: &TenantId,
         id: &ConnectionId,
     ) -> StoreResult<Option<ConnectionRecord>> {
-        let sql = format!("SELECT {CONNECTION_COLUMNS} FROM connections WHERE tenant_id = $1 AND id = $2");
+        let sql = format!(
+            "SELECT {CONNECTION_COLUMNS} FROM connections WHERE tenant_id = $1 AND id = $2"
+        );
         let row = sqlx::query(&sql)
             .bind(tenant.as_str())
             .bind(id.as_str())
             .fetch_optional(&self.pool)
             .await
             .map_err(classify)?;
-        row.as_ref().map(ConnectionRecord::from_row).transpose().map_err(classify)
+        row.as_ref()
+            .map(ConnectionRecord::from_row)
+            .transpose()
+            .map_err(classify)
     }
 
     pub async fn connections(&self, tenant: &TenantId) -> StoreResult<Vec<ConnectionRecord>> {
         let sql = format!(
             "SELECT {CONNECTION_COLUMNS} FROM connections WHERE tenant_id = $1 ORDER BY created_at, id"
         );
-        let rows = sqlx::query(&sql).bind(tenant.as_str()).fetch_all(&self.pool).await.map_err(classify)?;
-        rows.iter().map(ConnectionRecord::from_row).collect::<Result<_, _>>().map_err(classify)
+        let rows = sqlx::query(&sql)
+            .bind(tenant.as_str())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)?;
+        rows.iter()
+            .map(ConnectionRecord::from_row)
+            .collect::<Result<_, _>>()
+            .map_err(classify)
     }
 
     /// Applies an update and replaces the given sealed secrets in one
@@ -453,7 +502,11 @@ impl Store {
     }
 
     /// Deletes a connection; its secrets go with it (foreign-key cascade).
-    pub async fn delete_connection(&self, tenant: &TenantId, id: &ConnectionId) -> StoreResult<bool> {
+    pub async fn delete_connection(
+        &self,
+        tenant: &TenantId,
+        id: &ConnectionId,
+    ) -> StoreResult<bool> {
         let done = sqlx::query("DELETE FROM connections WHERE tenant_id = $1 AND id = $2")
             .bind(tenant.as_str())
             .bind(id.as_str())
@@ -468,9 +521,17 @@ impl Store {
     /// The sealed values of one owner (a connection id, or a tenant id for
     /// tenant-level secrets).
     pub async fn secrets(&self, owner_id: &str) -> StoreResult<Vec<SecretRecord>> {
-        let sql = format!("SELECT {SECRET_COLUMNS} FROM secrets WHERE owner_id = $1 ORDER BY field");
-        let rows = sqlx::query(&sql).bind(owner_id).fetch_all(&self.pool).await.map_err(classify)?;
-        rows.iter().map(SecretRecord::from_row).collect::<Result<_, _>>().map_err(classify)
+        let sql =
+            format!("SELECT {SECRET_COLUMNS} FROM secrets WHERE owner_id = $1 ORDER BY field");
+        let rows = sqlx::query(&sql)
+            .bind(owner_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)?;
+        rows.iter()
+            .map(SecretRecord::from_row)
+            .collect::<Result<_, _>>()
+            .map_err(classify)
     }
 
     /// Up to `limit` values sealed under a key other than `key_id`, in
@@ -495,12 +556,20 @@ impl Store {
             .fetch_all(&self.pool)
             .await
             .map_err(classify)?;
-        rows.iter().map(SecretRecord::from_row).collect::<Result<_, _>>().map_err(classify)
+        rows.iter()
+            .map(SecretRecord::from_row)
+            .collect::<Result<_, _>>()
+            .map_err(classify)
     }
 
     /// Replaces a sealed value only if it is still the one that was read
     /// (compare-and-swap on the nonce), so a concurrent write wins.
-    pub async fn replace_secret(&self, old: &SecretRecord, new: &Sealed, now: i64) -> StoreResult<bool> {
+    pub async fn replace_secret(
+        &self,
+        old: &SecretRecord,
+        new: &Sealed,
+        now: i64,
+    ) -> StoreResult<bool> {
         let done = sqlx::query(
             "UPDATE secrets SET key_id = $3, nonce = $4, ciphertext = $5, updated_at = $6 \
              WHERE owner_id = $1 AND field = $2 AND nonce = $7",
@@ -520,10 +589,12 @@ impl Store {
 
     /// How many sealed values each key id holds.
     pub async fn secret_counts_by_key(&self) -> StoreResult<Vec<(String, i64)>> {
-        let rows = sqlx::query("SELECT key_id, COUNT(*) AS n FROM secrets GROUP BY key_id ORDER BY key_id")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(classify)?;
+        let rows = sqlx::query(
+            "SELECT key_id, COUNT(*) AS n FROM secrets GROUP BY key_id ORDER BY key_id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)?;
         rows.iter()
             .map(|r| Ok((r.try_get("key_id")?, r.try_get("n")?)))
             .collect::<Result<_, sqlx::Error>>()

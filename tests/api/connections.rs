@@ -4,33 +4,57 @@ use serde_json::json;
 use crate::both_backends;
 use crate::helpers::*;
 
-both_backends!(connection_lifecycle, credential_rotation, tenant_isolation, one_connection_per_bot);
+both_backends!(
+    connection_lifecycle,
+    credential_rotation,
+    tenant_isolation,
+    one_connection_per_bot
+);
 
 async fn connection_lifecycle(backend: Backend) {
     let app = spawn_app(backend).await;
     let tenant = app.create_tenant("Lifecycle").await;
 
     // Create: ids, URLs under the public URL, masked secrets, defaults.
-    let created = app.create_connection(&tenant, &connection_body("2000001")).await;
+    let created = app
+        .create_connection(&tenant, &connection_body("2000001"))
+        .await;
     let id = created["id"].as_str().unwrap().to_owned();
     assert!(id.starts_with("con_"));
     assert_eq!(created["tenant_id"], tenant.id.as_str());
     assert_eq!(created["channel"], "naverworks");
     assert_eq!(created["bot_id"], "2000001");
     assert_eq!(created["client_id"], "ZbsOq6zjt0IhtZZnrc");
-    assert_eq!(created["service_account"], "1wagx.serviceaccount@example.com");
+    assert_eq!(
+        created["service_account"],
+        "1wagx.serviceaccount@example.com"
+    );
     assert_eq!(created["client_secret"], "****3rty");
     assert_eq!(created["bot_secret"], "****dfGh");
     assert_eq!(created["auth_header"], "****");
-    assert!(created["private_key"].as_str().unwrap().starts_with("RSA-2048 SHA256:"));
+    assert!(created["private_key"]
+        .as_str()
+        .unwrap()
+        .starts_with("RSA-2048 SHA256:"));
     assert_eq!(created["scope"], "bot");
     assert_eq!(created["rate_limit_per_minute"], 240);
     let webhook = created["webhook_url"].as_str().unwrap();
-    let public_id = webhook.strip_prefix("https://botgate.example.com/base/webhooks/naverworks/").expect(webhook);
+    let public_id = webhook
+        .strip_prefix("https://botgate.example.com/base/webhooks/naverworks/")
+        .expect(webhook);
     assert_eq!(public_id.len(), 32);
-    assert!(!public_id.contains(&id[4..]), "the public id is not the management id");
-    assert_eq!(created["auth_url"], format!("https://botgate.example.com/base/auth/naverworks/{public_id}"));
-    assert_eq!(created["auth_refresh_url"], format!("https://botgate.example.com/base/auth/naverworks/{public_id}/refresh"));
+    assert!(
+        !public_id.contains(&id[4..]),
+        "the public id is not the management id"
+    );
+    assert_eq!(
+        created["auth_url"],
+        format!("https://botgate.example.com/base/auth/naverworks/{public_id}")
+    );
+    assert_eq!(
+        created["auth_refresh_url"],
+        format!("https://botgate.example.com/base/auth/naverworks/{public_id}/refresh")
+    );
 
     // A JSON integer bot id, scope and rate limit given.
     let mut second = connection_body("2000002");
@@ -42,35 +66,67 @@ async fn connection_lifecycle(backend: Backend) {
     assert_eq!(second["bot_id"], "2000002");
     assert_eq!(second["scope"], "bot bot.read");
     assert_eq!(second["rate_limit_per_minute"], 60);
-    assert_eq!(second["private_key"], created["private_key"], "same key, whatever the line breaks");
+    assert_eq!(
+        second["private_key"], created["private_key"],
+        "same key, whatever the line breaks"
+    );
 
     // Read and list.
     let path = format!("/api/v1/tenants/{}/connections/{id}", tenant.id);
     let (status, body) = app.get(&path, &tenant.api_key).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, created);
-    let (status, body) = app.get(&format!("/api/v1/tenants/{}/connections", tenant.id), &app.admin_token).await;
+    let (status, body) = app
+        .get(
+            &format!("/api/v1/tenants/{}/connections", tenant.id),
+            &app.admin_token,
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
-    let ids: Vec<&str> = body["connections"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = body["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, [id.as_str(), second["id"].as_str().unwrap()]);
 
     // Delete: gone, and its secrets with it.
     let (status, body) = app.delete(&path, &tenant.api_key).await;
     assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
     let (status, body) = app.get(&path, &tenant.api_key).await;
-    assert_eq!((status, error_code(&body)), (StatusCode::NOT_FOUND, "not_found"));
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::NOT_FOUND, "not_found")
+    );
     let (status, _) = app.delete(&path, &tenant.api_key).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let snapshot = app.db.snapshot().await;
-    assert!(!snapshot.iter().any(|row| row.contains(&id)), "{snapshot:?}");
-    assert_eq!(snapshot.iter().filter(|r| r.starts_with("secrets:")).count(), 3, "the second connection's three");
+    assert!(
+        !snapshot.iter().any(|row| row.contains(&id)),
+        "{snapshot:?}"
+    );
+    assert_eq!(
+        snapshot
+            .iter()
+            .filter(|r| r.starts_with("secrets:"))
+            .count(),
+        3,
+        "the second connection's three"
+    );
 }
 
 async fn credential_rotation(backend: Backend) {
     let app = spawn_app(backend).await;
     let tenant = app.create_tenant("Rotation").await;
-    let created = app.create_connection(&tenant, &connection_body("3000001")).await;
-    let path = format!("/api/v1/tenants/{}/connections/{}", tenant.id, created["id"].as_str().unwrap());
+    let created = app
+        .create_connection(&tenant, &connection_body("3000001"))
+        .await;
+    let path = format!(
+        "/api/v1/tenants/{}/connections/{}",
+        tenant.id,
+        created["id"].as_str().unwrap()
+    );
     let before = app.db.snapshot().await;
 
     let patch = json!({
@@ -81,15 +137,26 @@ async fn credential_rotation(backend: Backend) {
         "service_account": "other.serviceaccount@example.com",
         "rate_limit_per_minute": 60,
     });
-    let (status, body) = app.send_json(Method::PATCH, &path, &tenant.api_key, &patch).await;
+    let (status, body) = app
+        .send_json(Method::PATCH, &path, &tenant.api_key, &patch)
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["client_secret"], "****9876");
     assert_eq!(body["bot_secret"], "****5432");
     assert_eq!(body["service_account"], "other.serviceaccount@example.com");
     assert_eq!(body["rate_limit_per_minute"], 60);
-    assert_ne!(body["private_key"], created["private_key"], "a different key has another fingerprint");
-    assert_eq!(body["webhook_url"], created["webhook_url"], "rotation keeps the URLs");
-    assert_eq!(body["client_id"], created["client_id"], "fields not named are kept");
+    assert_ne!(
+        body["private_key"], created["private_key"],
+        "a different key has another fingerprint"
+    );
+    assert_eq!(
+        body["webhook_url"], created["webhook_url"],
+        "rotation keeps the URLs"
+    );
+    assert_eq!(
+        body["client_id"], created["client_id"],
+        "fields not named are kept"
+    );
     let after = app.db.snapshot().await;
     let changed = |prefix: &str| {
         let old: Vec<_> = before.iter().filter(|r| r.starts_with(prefix)).collect();
@@ -101,7 +168,14 @@ async fn credential_rotation(backend: Backend) {
     assert_eq!(changed("connections:"), 1);
 
     // PKCS#1 is accepted and is the same key as its PKCS#8 form.
-    let (status, body) = app.send_json(Method::PATCH, &path, &tenant.api_key, &json!({"private_key": PKCS1})).await;
+    let (status, body) = app
+        .send_json(
+            Method::PATCH,
+            &path,
+            &tenant.api_key,
+            &json!({"private_key": PKCS1}),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["private_key"], created["private_key"]);
 
@@ -122,19 +196,39 @@ async fn tenant_isolation(backend: Backend) {
     for tenant_path in [&b.id, &a.id] {
         let path = format!("/api/v1/tenants/{tenant_path}/connections/{b_id}");
         let (status, body) = app.get(&path, &a.api_key).await;
-        assert_eq!((status, error_code(&body)), (StatusCode::NOT_FOUND, "not_found"), "{path}");
-        let (status, _) = app.send_json(Method::PATCH, &path, &a.api_key, &json!({"client_secret": "stolen-secret-xx"})).await;
+        assert_eq!(
+            (status, error_code(&body)),
+            (StatusCode::NOT_FOUND, "not_found"),
+            "{path}"
+        );
+        let (status, _) = app
+            .send_json(
+                Method::PATCH,
+                &path,
+                &a.api_key,
+                &json!({"client_secret": "stolen-secret-xx"}),
+            )
+            .await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         let (status, _) = app.delete(&path, &a.api_key).await;
         assert_eq!(status, StatusCode::NOT_FOUND);
     }
-    let (status, _) = app.get(&format!("/api/v1/tenants/{}/connections", b.id), &a.api_key).await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, _) = app
-        .send_json(Method::POST, &format!("/api/v1/tenants/{}/connections", b.id), &a.api_key, &connection_body("4000002"))
+        .get(&format!("/api/v1/tenants/{}/connections", b.id), &a.api_key)
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let (_, listed) = app.get(&format!("/api/v1/tenants/{}/connections", a.id), &a.api_key).await;
+    let (status, _) = app
+        .send_json(
+            Method::POST,
+            &format!("/api/v1/tenants/{}/connections", b.id),
+            &a.api_key,
+            &connection_body("4000002"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, listed) = app
+        .get(&format!("/api/v1/tenants/{}/connections", a.id), &a.api_key)
+        .await;
     assert_eq!(listed["connections"], json!([]));
 
     // No key and a wrong key: 401.
@@ -157,9 +251,18 @@ async fn one_connection_per_bot(backend: Backend) {
     app.create_connection(&a, &connection_body("5000001")).await;
     let before = app.db.snapshot().await;
     let (status, body) = app
-        .send_json(Method::POST, &format!("/api/v1/tenants/{}/connections", a.id), &a.api_key, &connection_body("5000001"))
+        .send_json(
+            Method::POST,
+            &format!("/api/v1/tenants/{}/connections", a.id),
+            &a.api_key,
+            &connection_body("5000001"),
+        )
         .await;
-    assert_eq!((status, error_code(&body)), (StatusCode::CONFLICT, "conflict"), "{body}");
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::CONFLICT, "conflict"),
+        "{body}"
+    );
     assert_eq!(app.db.snapshot().await, before);
     // Another tenant's connection to the same bot is not refused: refusing would
     // tell tenant B that tenant A exists.

@@ -72,7 +72,10 @@ impl TestDb {
             }
             Backend::Postgres => {
                 let admin = postgres_admin_url();
-                let name = format!("botgate_test_{}", botgate::secrets::hex(&botgate::secrets::random_bytes(8)));
+                let name = format!(
+                    "botgate_test_{}",
+                    botgate::secrets::hex(&botgate::secrets::random_bytes(8))
+                );
                 sqlx::any::install_default_drivers();
                 let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin)
                     .await
@@ -91,14 +94,21 @@ impl TestDb {
                     Some(i) => format!("{}/{name}", &admin[..i]),
                     None => panic!("BOTGATE_TEST_POSTGRES_URL must end with /DATABASE"),
                 };
-                Self { backend, url, pg_name: Some(name), sqlite_path: None }
+                Self {
+                    backend,
+                    url,
+                    pg_name: Some(name),
+                    sqlite_path: None,
+                }
             }
         }
     }
 
     pub async fn connect(&self) -> sqlx::AnyConnection {
         sqlx::any::install_default_drivers();
-        <sqlx::AnyConnection as sqlx::Connection>::connect(&self.url).await.expect("connect to the test database")
+        <sqlx::AnyConnection as sqlx::Connection>::connect(&self.url)
+            .await
+            .expect("connect to the test database")
     }
 
     /// Every row of every table, as text: to check that a request changed nothing.
@@ -147,7 +157,11 @@ impl TestDb {
                     .arg(&self.url)
                     .output()
                     .expect("run pg_dump");
-                assert!(out.status.success(), "pg_dump failed: {}", String::from_utf8_lossy(&out.stderr));
+                assert!(
+                    out.status.success(),
+                    "pg_dump failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
                 out.stdout
             }
         }
@@ -156,16 +170,26 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let Some(name) = self.pg_name.take() else { return };
+        let Some(name) = self.pg_name.take() else {
+            return;
+        };
         let admin = postgres_admin_url();
         // A runtime of its own: this may run inside (or after) the test's.
         let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
             rt.block_on(async move {
-                if let Ok(mut conn) = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin).await {
-                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-                        .execute(&mut conn)
-                        .await;
+                if let Ok(mut conn) =
+                    <sqlx::AnyConnection as sqlx::Connection>::connect(&admin).await
+                {
+                    let _ =
+                        sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                            .execute(&mut conn)
+                            .await;
                 }
             });
         })
@@ -184,17 +208,12 @@ pub struct TestApp {
     pub _dir: tempfile::TempDir,
 }
 
+#[derive(Default)]
 pub struct Options {
     /// TOML lines added to the test settings.
     pub extra: String,
     /// Use a master key file (as a generated one would be) instead of a setting.
     pub key_file: bool,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Self { extra: String::new(), key_file: false }
-    }
 }
 
 pub async fn spawn_app(backend: Backend) -> TestApp {
@@ -204,11 +223,17 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 pub async fn spawn_app_with(backend: Backend, options: Options) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
     let db = TestDb::new(backend, dir.path()).await;
-    let admin_token = format!("test-admin-{}", botgate::secrets::hex(&botgate::secrets::random_bytes(16)));
+    let admin_token = format!(
+        "test-admin-{}",
+        botgate::secrets::hex(&botgate::secrets::random_bytes(16))
+    );
     let key_line = if options.key_file {
         String::new() // generated into data_dir/master.key on first start
     } else {
-        format!("master_key = \"{}\"", MasterKey::generate().to_base64().expose_secret())
+        format!(
+            "master_key = \"{}\"",
+            MasterKey::generate().to_base64().expose_secret()
+        )
     };
     let toml = format!(
         "listen = \"127.0.0.1:0\"\npublic_url = \"https://botgate.example.com/base\"\n\
@@ -218,7 +243,9 @@ pub async fn spawn_app_with(backend: Backend, options: Options) -> TestApp {
         options.extra
     );
     let settings = Settings::with_overrides(&toml).expect("test settings");
-    let app = Application::build(settings.clone()).await.expect("build the app");
+    let app = Application::build(settings.clone())
+        .await
+        .expect("build the app");
     let port = app.port();
     let state = app.state();
     tokio::spawn(app.run_until_stopped());
@@ -263,7 +290,12 @@ impl TestApp {
     }
 
     /// A request with a bearer token (none when `token` is empty).
-    pub fn request(&self, method: reqwest::Method, path: &str, token: &str) -> reqwest::RequestBuilder {
+    pub fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+    ) -> reqwest::RequestBuilder {
         let req = self.client.request(method, self.url(path));
         if token.is_empty() {
             req
@@ -279,21 +311,43 @@ impl TestApp {
         token: &str,
         body: &Value,
     ) -> (StatusCode, Value) {
-        let res = self.request(method, path, token).json(body).send().await.expect("request");
+        let res = self
+            .request(method, path, token)
+            .json(body)
+            .send()
+            .await
+            .expect("request");
         decode(res).await
     }
 
     pub async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
-        decode(self.request(reqwest::Method::GET, path, token).send().await.expect("request")).await
+        decode(
+            self.request(reqwest::Method::GET, path, token)
+                .send()
+                .await
+                .expect("request"),
+        )
+        .await
     }
 
     pub async fn delete(&self, path: &str, token: &str) -> (StatusCode, Value) {
-        decode(self.request(reqwest::Method::DELETE, path, token).send().await.expect("request")).await
+        decode(
+            self.request(reqwest::Method::DELETE, path, token)
+                .send()
+                .await
+                .expect("request"),
+        )
+        .await
     }
 
     pub async fn create_tenant(&self, name: &str) -> Tenant {
         let (status, body) = self
-            .send_json(reqwest::Method::POST, "/api/v1/tenants", &self.admin_token, &json!({"name": name}))
+            .send_json(
+                reqwest::Method::POST,
+                "/api/v1/tenants",
+                &self.admin_token,
+                &json!({"name": name}),
+            )
             .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
         Tenant {
@@ -323,13 +377,21 @@ pub async fn decode(res: reqwest::Response) -> (StatusCode, Value) {
     if text.is_empty() {
         return (status, Value::Null);
     }
-    let body = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{status}: body is not JSON: {text}"));
+    let body = serde_json::from_str(&text)
+        .unwrap_or_else(|_| panic!("{status}: body is not JSON: {text}"));
     (status, body)
 }
 
 /// Asserts the error envelope and returns its code.
 pub fn error_code(body: &Value) -> &str {
-    let code = body["error"]["code"].as_str().unwrap_or_else(|| panic!("not an error envelope: {body}"));
-    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    let code = body["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not an error envelope: {body}"));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
     code
 }

@@ -1,4 +1,5 @@
 //! Integration tests: the real server over HTTP, on SQLite and PostgreSQL.
+#![allow(clippy::unwrap_used)] // tests state their expectations with unwrap
 
 mod helpers;
 

@@ -21,13 +21,21 @@ fn quickstart_script() -> String {
         .nth(1)
         .and_then(|rest| rest.split("<!-- quickstart:end -->").next())
         .expect("README quick-start markers");
-    block.trim().trim_start_matches("```sh").trim_end_matches("```").to_owned()
+    block
+        .trim()
+        .trim_start_matches("```sh")
+        .trim_end_matches("```")
+        .to_owned()
 }
 
 #[test]
 fn readme_quickstart_works_on_a_fresh_directory() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_botgate"))
         .current_dir(dir.path())
         .env_clear()
@@ -43,7 +51,11 @@ fn readme_quickstart_works_on_a_fresh_directory() {
     let token = BufReader::new(stdout)
         .lines()
         .map_while(Result::ok)
-        .find_map(|line| line.trim().starts_with("bga_").then(|| line.trim().to_owned()))
+        .find_map(|line| {
+            line.trim()
+                .starts_with("bga_")
+                .then(|| line.trim().to_owned())
+        })
         .expect("an admin token printed at first start");
     assert!(dir.path().join("data/master.key").exists());
     assert!(dir.path().join("data/botgate.db").exists());
@@ -60,10 +72,22 @@ fn readme_quickstart_works_on_a_fresh_directory() {
         .output()
         .expect("run the quick start");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "quick start failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains(&format!("\"webhook_url\":\"http://127.0.0.1:{port}/webhooks/naverworks/")), "{stdout}");
+    assert!(
+        out.status.success(),
+        "quick start failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!(
+            "\"webhook_url\":\"http://127.0.0.1:{port}/webhooks/naverworks/"
+        )),
+        "{stdout}"
+    );
     assert!(stdout.contains("\"auth_url\":"), "{stdout}");
     assert!(stdout.contains("\"auth_refresh_url\":"), "{stdout}");
-    assert!(stdout.contains("\"client_secret\":\"****\""), "short secrets are fully masked: {stdout}");
+    assert!(
+        stdout.contains("\"client_secret\":\"****\""),
+        "short secrets are fully masked: {stdout}"
+    );
     assert!(!stdout.contains("oRm3M_nBg6"), "{stdout}");
 }

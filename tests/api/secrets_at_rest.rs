@@ -7,7 +7,10 @@ use serde_json::json;
 use crate::both_backends;
 use crate::helpers::*;
 
-both_backends!(no_plaintext_credential_at_rest, moved_ciphertext_does_not_decrypt);
+both_backends!(
+    no_plaintext_credential_at_rest,
+    moved_ciphertext_does_not_decrypt
+);
 
 /// Distinctive substrings of every credential of `connection_body(bot)`.
 fn secrets_of(bot: &str) -> Vec<String> {
@@ -18,19 +21,28 @@ fn secrets_of(bot: &str) -> Vec<String> {
         .collect();
     // Every line of the key's base64 body, and the body as one string.
     let lines: Vec<&str> = PKCS8.lines().filter(|l| !l.starts_with("-----")).collect();
-    secrets.extend(lines.iter().filter(|l| l.len() >= 40).map(|l| l.to_string()));
+    secrets.extend(
+        lines
+            .iter()
+            .filter(|l| l.len() >= 40)
+            .map(|l| l.to_string()),
+    );
     secrets.push(lines.concat()[100..160].to_owned());
     secrets
 }
 
 fn find(haystack: &[u8], needle: &str) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
 }
 
 async fn no_plaintext_credential_at_rest(backend: Backend) {
     let app = spawn_app(backend).await;
     let tenant = app.create_tenant("At rest").await;
-    let created = app.create_connection(&tenant, &connection_body("7000001")).await;
+    let created = app
+        .create_connection(&tenant, &connection_body("7000001"))
+        .await;
     let engine_secret = "engine-hmac-secret-AtRest-0042";
     let (status, _) = app
         .send_json(
@@ -49,17 +61,38 @@ async fn no_plaintext_credential_at_rest(backend: Backend) {
     let raw = app.db.raw_contents().await;
     assert!(raw.len() > 1000, "the dump holds the data");
     // The test can see the data that is meant to be plain.
-    assert!(find(&raw, "1wagx.serviceaccount@example.com"), "the dump is readable");
+    assert!(
+        find(&raw, "1wagx.serviceaccount@example.com"),
+        "the dump is readable"
+    );
     for secret in &secrets {
-        assert!(!find(&raw, secret), "plaintext credential found at rest: {}…", &secret[..8]);
+        assert!(
+            !find(&raw, secret),
+            "plaintext credential found at rest: {}…",
+            &secret[..8]
+        );
     }
 
     // Nor in any API answer.
-    let (_, listed) = app.get(&format!("/api/v1/tenants/{}/connections", tenant.id), &tenant.api_key).await;
-    let (_, tenant_view) = app.get(&format!("/api/v1/tenants/{}", tenant.id), &tenant.api_key).await;
-    for answer in [created.to_string(), listed.to_string(), tenant_view.to_string()] {
+    let (_, listed) = app
+        .get(
+            &format!("/api/v1/tenants/{}/connections", tenant.id),
+            &tenant.api_key,
+        )
+        .await;
+    let (_, tenant_view) = app
+        .get(&format!("/api/v1/tenants/{}", tenant.id), &tenant.api_key)
+        .await;
+    for answer in [
+        created.to_string(),
+        listed.to_string(),
+        tenant_view.to_string(),
+    ] {
         for secret in &secrets {
-            assert!(!answer.contains(secret.as_str()), "secret in an API answer: {answer}");
+            assert!(
+                !answer.contains(secret.as_str()),
+                "secret in an API answer: {answer}"
+            );
         }
     }
 }
@@ -67,8 +100,12 @@ async fn no_plaintext_credential_at_rest(backend: Backend) {
 async fn moved_ciphertext_does_not_decrypt(backend: Backend) {
     let app = spawn_app(backend).await;
     let tenant = app.create_tenant("Moved").await;
-    let a = app.create_connection(&tenant, &connection_body("8000001")).await;
-    let b = app.create_connection(&tenant, &connection_body("8000002")).await;
+    let a = app
+        .create_connection(&tenant, &connection_body("8000001"))
+        .await;
+    let b = app
+        .create_connection(&tenant, &connection_body("8000002"))
+        .await;
     let (a_id, b_id) = (a["id"].as_str().unwrap(), b["id"].as_str().unwrap());
     let path = |id: &str| format!("/api/v1/tenants/{}/connections/{id}", tenant.id);
 
@@ -82,7 +119,10 @@ async fn moved_ciphertext_does_not_decrypt(backend: Backend) {
         )
     };
     // A's client secret copied into B's row; A's bot secret into A's client secret field.
-    for sql in [copy(a_id, "client_secret", b_id, "client_secret"), copy(a_id, "bot_secret", a_id, "client_secret")] {
+    for sql in [
+        copy(a_id, "client_secret", b_id, "client_secret"),
+        copy(a_id, "bot_secret", a_id, "client_secret"),
+    ] {
         let done = sqlx::query(&sql).execute(&mut conn).await.unwrap();
         assert_eq!(sqlx::any::AnyQueryResult::rows_affected(&done), 1);
     }
@@ -90,9 +130,16 @@ async fn moved_ciphertext_does_not_decrypt(backend: Backend) {
     for id in [a_id, b_id] {
         let (status, body) = app.get(&path(id), &tenant.api_key).await;
         assert_eq!(status, StatusCode::OK, "{body}");
-        assert_eq!(body["unreadable_secrets"], json!(["client_secret"]), "{body}");
+        assert_eq!(
+            body["unreadable_secrets"],
+            json!(["client_secret"]),
+            "{body}"
+        );
         assert!(body["client_secret"].is_null());
-        assert!(body["bot_secret"].as_str().unwrap().starts_with("****"), "untouched values still open");
+        assert!(
+            body["bot_secret"].as_str().unwrap().starts_with("****"),
+            "untouched values still open"
+        );
     }
     // The same, straight through the vault.
     let records = app.state.store.secrets(b_id).await.unwrap();
@@ -104,7 +151,12 @@ async fn moved_ciphertext_does_not_decrypt(backend: Backend) {
 
     // Re-entering the value repairs it.
     let (status, body) = app
-        .send_json(Method::PATCH, &path(b_id), &tenant.api_key, &json!({"client_secret": "re-entered-secret-7777"}))
+        .send_json(
+            Method::PATCH,
+            &path(b_id),
+            &tenant.api_key,
+            &json!({"client_secret": "re-entered-secret-7777"}),
+        )
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["client_secret"], "****7777");
