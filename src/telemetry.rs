@@ -35,11 +35,11 @@ pub async fn log_request(
         .unwrap_or_else(|| "<unmatched>".to_owned());
     let response = next.call(req).await?;
     let status = response.status().as_u16();
-    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     if route == "/healthz" || route == "/readyz" {
-        tracing::debug!(%method, %route, status, elapsed_ms, "request");
+        tracing::debug!(%method, %route, status, elapsed_us, "request");
     } else {
-        tracing::info!(%method, %route, status, elapsed_ms, "request");
+        tracing::info!(%method, %route, status, elapsed_us, "request");
     }
     Ok(response)
 }

@@ -243,6 +243,27 @@ pub async fn spawn_app_with(backend: Backend, options: Options) -> TestApp {
         options.extra
     );
     let settings = Settings::with_overrides(&toml).expect("test settings");
+    start(settings, db, dir, admin_token).await
+}
+
+/// A second server on the same database and keys, as another replica.
+pub async fn spawn_replica(of: &TestApp) -> TestApp {
+    let db = TestDb {
+        backend: of.db.backend,
+        url: of.db.url.clone(),
+        pg_name: None, // dropped with the first
+        sqlite_path: of.db.sqlite_path.clone(),
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    start(of.settings.clone(), db, dir, of.admin_token.clone()).await
+}
+
+async fn start(
+    settings: Settings,
+    db: TestDb,
+    dir: tempfile::TempDir,
+    admin_token: String,
+) -> TestApp {
     let app = Application::build(settings.clone())
         .await
         .expect("build the app");

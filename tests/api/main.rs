@@ -6,6 +6,7 @@ mod helpers;
 mod bad_inputs;
 mod connections;
 mod keys;
+mod operations;
 mod quickstart;
 mod secrets_at_rest;
 mod tenants;

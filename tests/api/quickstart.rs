@@ -42,12 +42,15 @@ fn readme_quickstart_works_on_a_fresh_directory() {
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("BOTGATE_LISTEN", format!("127.0.0.1:{port}"))
         .env("BOTGATE_PUBLIC_URL", format!("http://127.0.0.1:{port}"))
+        .env("RUST_LOG", "debug")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::from(
+            std::fs::File::create(dir.path().join("stderr.log")).unwrap(),
+        ))
         .spawn()
         .expect("start botgate");
     let stdout = child.stdout.take().unwrap();
-    let _guard = Kill(child);
+    let guard = Kill(child);
     let token = BufReader::new(stdout)
         .lines()
         .map_while(Result::ok)
@@ -90,4 +93,66 @@ fn readme_quickstart_works_on_a_fresh_directory() {
         "short secrets are fully masked: {stdout}"
     );
     assert!(!stdout.contains("oRm3M_nBg6"), "{stdout}");
+
+    // Nothing secret reached the logs, even at debug level.
+    drop(guard);
+    let logs = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap();
+    assert!(
+        logs.contains("connection created"),
+        "the log was captured: {logs}"
+    );
+    let api_key = std::fs::read_to_string(dir.path().join("tenant.json")).unwrap();
+    let api_key = api_key
+        .split("\"api_key\":\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned();
+    let key_body: String = std::fs::read_to_string(dir.path().join("private_key.pem"))
+        .unwrap()
+        .lines()
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    for secret in [
+        "oRm3M_nBg6",
+        "my-bot-secret-from-the-console",
+        "a-long-secret-for-internal-services",
+        &token,
+        &api_key,
+        &key_body,
+    ] {
+        assert!(
+            !logs.contains(secret),
+            "a secret is in the logs: {}…",
+            &secret[..6]
+        );
+    }
+
+    // A second start prints no token: it was shown once.
+    let mut again = Command::new(env!("CARGO_BIN_EXE_botgate"))
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("BOTGATE_LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start botgate again");
+    let stderr = again.stderr.take().unwrap();
+    let stdout = again.stdout.take().unwrap();
+    let second = Kill(again);
+    let serving = BufReader::new(stderr)
+        .lines()
+        .map_while(Result::ok)
+        .any(|l| l.contains("botgate is serving"));
+    assert!(serving, "second start serves");
+    drop(second);
+    let printed = std::io::read_to_string(stdout).unwrap();
+    assert!(
+        !printed.contains("bga_"),
+        "the token is printed only at first start: {printed}"
+    );
 }
