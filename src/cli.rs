@@ -33,6 +33,63 @@ pub enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Run the NAVER WORKS emulator (token endpoint, Bot API, callbacks), or
+    /// use a running one. Point botgate at it with
+    /// BOTGATE_NAVERWORKS_AUTH_URL=http://ADDR/oauth2/v2.0 and
+    /// BOTGATE_NAVERWORKS_API_URL=http://ADDR/v1.0.
+    Emulator {
+        #[command(subcommand)]
+        command: Option<EmulatorCommand>,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        listen: std::net::SocketAddr,
+        /// Configuration file (TOML): apps, bots and behaviours. Without it, one
+        /// app is generated and printed.
+        #[arg(long)]
+        config: Option<std::path::PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EmulatorCommand {
+    /// Generate a ready-to-use app (RSA key pair, ids, secrets) and print the
+    /// values to paste into botgate, and the TOML to load it into an emulator.
+    NewApp {
+        #[arg(long)]
+        bot_id: Option<String>,
+        #[arg(long)]
+        domain_id: Option<i64>,
+        /// Print the emulator TOML instead of JSON.
+        #[arg(long)]
+        toml: bool,
+    },
+    /// Make a running emulator send a signed callback, as if a user had typed.
+    Callback {
+        /// The running emulator.
+        #[arg(long, default_value = "http://127.0.0.1:9090")]
+        emulator: String,
+        #[arg(long)]
+        bot_id: String,
+        /// message, postback, join, leave, joined, left, begin or end.
+        #[arg(long = "type", default_value = "message")]
+        kind: String,
+        #[arg(long)]
+        user_id: Option<String>,
+        #[arg(long)]
+        channel_id: Option<String>,
+        /// Text of a text message.
+        #[arg(long)]
+        text: Option<String>,
+        /// Data of a postback.
+        #[arg(long)]
+        data: Option<String>,
+        /// Members of joined/left, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        members: Vec<String>,
+        /// Where to send it; defaults to the bot's callback URL.
+        #[arg(long)]
+        webhook_url: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

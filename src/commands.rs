@@ -4,7 +4,7 @@ use anyhow::Context as _;
 use secrecy::ExposeSecret;
 use serde_json::json;
 
-use crate::cli::{Cli, Command, KeysCommand, TenantCommand};
+use crate::cli::{Cli, Command, EmulatorCommand, KeysCommand, TenantCommand};
 use crate::config::Settings;
 use crate::domain::tenant::TenantName;
 use crate::rotation::reencrypt_all;
@@ -24,6 +24,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         // Needs no configuration at all.
         println!("{}", MasterKey::generate().to_base64().expose_secret());
         return Ok(());
+    }
+    if let Command::Emulator { command, listen, config } = command {
+        // The emulator stands alone: it reads none of botgate's settings.
+        telemetry::init(crate::config::LogFormat::Pretty, "botgate=info,actix_web=warn");
+        return emulator(command, listen, config).await;
     }
     let (settings, report) = Settings::load()?;
     telemetry::init(settings.log_format, &settings.log);
@@ -63,9 +68,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys {
             command: KeysCommand::Rotate { no_new_key, retire },
         } => rotate(&settings, no_new_key, retire).await,
-        Command::Keys {
-            command: KeysCommand::Generate,
-        } => Ok(()),
+        // Handled above, before the settings are loaded.
+        Command::Keys { command: KeysCommand::Generate } | Command::Emulator { .. } => Ok(()),
     }
 }
 
@@ -146,6 +150,80 @@ pub async fn rotate(settings: &Settings, no_new_key: bool, retire: bool) -> anyh
         eprintln!("older keys removed from {}", path.display());
     }
     Ok(())
+}
+
+async fn emulator(
+    command: Option<EmulatorCommand>,
+    listen: std::net::SocketAddr,
+    config: Option<std::path::PathBuf>,
+) -> anyhow::Result<()> {
+    use crate::emulator::admin::{describe_generated, generate_app, GenerateRequest};
+    match command {
+        Some(EmulatorCommand::NewApp { bot_id, domain_id, toml }) => {
+            let (app, _) = generate_app(&GenerateRequest { domain_id, bot_id, scopes: None })?;
+            let (json, toml_text) = describe_generated(&app);
+            if toml {
+                print!("{toml_text}");
+            } else {
+                println!("{}", serde_json::to_string_pretty(&json)?);
+            }
+            Ok(())
+        }
+        Some(EmulatorCommand::Callback {
+            emulator,
+            bot_id,
+            kind,
+            user_id,
+            channel_id,
+            text,
+            data,
+            members,
+            webhook_url,
+        }) => {
+            let body = json!({
+                "bot_id": bot_id, "type": kind, "user_id": user_id, "channel_id": channel_id,
+                "text": text, "data": data, "webhook_url": webhook_url,
+                "members": (!members.is_empty()).then_some(members),
+            });
+            let response = reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(30))
+                .build()?
+                .post(format!("{}/emulator/callbacks", emulator.trim_end_matches('/')))
+                .json(&body)
+                .send()
+                .await
+                .context("the emulator did not answer")?;
+            let ok = response.status().is_success();
+            println!("{}", response.text().await?);
+            anyhow::ensure!(ok, "the emulator refused the callback");
+            Ok(())
+        }
+        None => {
+            let mut config = match &config {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path)
+                        .with_context(|| format!("cannot read {}", path.display()))?;
+                    crate::emulator::EmulatorConfig::from_toml(&text)
+                        .with_context(|| format!("invalid emulator configuration {}", path.display()))?
+                }
+                None => crate::emulator::EmulatorConfig::default(),
+            };
+            if config.apps.is_empty() {
+                let (app, app_config) = generate_app(&GenerateRequest::default())?;
+                config.apps.push(app_config);
+                println!(
+                    "No app configured: generated one. Paste these into botgate:\n{}",
+                    serde_json::to_string_pretty(&describe_generated(&app).0)?
+                );
+            }
+            let server = crate::emulator::EmulatorServer::build(config, listen)?;
+            let url = server.url();
+            println!(
+                "NAVER WORKS emulator on {url}\n  BOTGATE_NAVERWORKS_AUTH_URL={url}/oauth2/v2.0\n  BOTGATE_NAVERWORKS_API_URL={url}/v1.0"
+            );
+            server.run_until_stopped().await.context("the emulator failed")
+        }
+    }
 }
 
 fn old_keys(ring: &KeyRing) -> Vec<&MasterKey> {
