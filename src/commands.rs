@@ -25,9 +25,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         println!("{}", MasterKey::generate().to_base64().expose_secret());
         return Ok(());
     }
-    if let Command::Emulator { command, listen, config } = command {
+    if let Command::Emulator {
+        command,
+        listen,
+        config,
+    } = command
+    {
         // The emulator stands alone: it reads none of botgate's settings.
-        telemetry::init(crate::config::LogFormat::Pretty, "botgate=info,actix_web=warn");
+        telemetry::init(
+            crate::config::LogFormat::Pretty,
+            "botgate=info,actix_web=warn",
+        );
         return emulator(command, listen, config).await;
     }
     let (settings, report) = Settings::load()?;
@@ -69,7 +77,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             command: KeysCommand::Rotate { no_new_key, retire },
         } => rotate(&settings, no_new_key, retire).await,
         // Handled above, before the settings are loaded.
-        Command::Keys { command: KeysCommand::Generate } | Command::Emulator { .. } => Ok(()),
+        Command::Keys {
+            command: KeysCommand::Generate,
+        }
+        | Command::Emulator { .. } => Ok(()),
     }
 }
 
@@ -159,8 +170,16 @@ async fn emulator(
 ) -> anyhow::Result<()> {
     use crate::emulator::admin::{describe_generated, generate_app, GenerateRequest};
     match command {
-        Some(EmulatorCommand::NewApp { bot_id, domain_id, toml }) => {
-            let (app, _) = generate_app(&GenerateRequest { domain_id, bot_id, scopes: None })?;
+        Some(EmulatorCommand::NewApp {
+            bot_id,
+            domain_id,
+            toml,
+        }) => {
+            let (app, _) = generate_app(&GenerateRequest {
+                domain_id,
+                bot_id,
+                scopes: None,
+            })?;
             let (json, toml_text) = describe_generated(&app);
             if toml {
                 print!("{toml_text}");
@@ -188,7 +207,10 @@ async fn emulator(
             let response = reqwest::Client::builder()
                 .timeout(std::time::Duration::from_secs(30))
                 .build()?
-                .post(format!("{}/emulator/callbacks", emulator.trim_end_matches('/')))
+                .post(format!(
+                    "{}/emulator/callbacks",
+                    emulator.trim_end_matches('/')
+                ))
                 .json(&body)
                 .send()
                 .await
@@ -203,8 +225,9 @@ async fn emulator(
                 Some(path) => {
                     let text = std::fs::read_to_string(path)
                         .with_context(|| format!("cannot read {}", path.display()))?;
-                    crate::emulator::EmulatorConfig::from_toml(&text)
-                        .with_context(|| format!("invalid emulator configuration {}", path.display()))?
+                    crate::emulator::EmulatorConfig::from_toml(&text).with_context(|| {
+                        format!("invalid emulator configuration {}", path.display())
+                    })?
                 }
                 None => crate::emulator::EmulatorConfig::default(),
             };
@@ -221,7 +244,10 @@ async fn emulator(
             println!(
                 "NAVER WORKS emulator on {url}\n  BOTGATE_NAVERWORKS_AUTH_URL={url}/oauth2/v2.0\n  BOTGATE_NAVERWORKS_API_URL={url}/v1.0"
             );
-            server.run_until_stopped().await.context("the emulator failed")
+            server
+                .run_until_stopped()
+                .await
+                .context("the emulator failed")
         }
     }
 }

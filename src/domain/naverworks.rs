@@ -275,7 +275,8 @@ impl PrivateKeyPem {
     /// The key itself, for signing.
     pub fn rsa_key(&self) -> Result<RsaPrivateKey, String> {
         use secrecy::ExposeSecret as _;
-        RsaPrivateKey::from_pkcs8_pem(self.pem.expose_secret()).map_err(|_| "the stored key does not parse".to_owned())
+        RsaPrivateKey::from_pkcs8_pem(self.pem.expose_secret())
+            .map_err(|_| "the stored key does not parse".to_owned())
     }
 
     /// How the key is shown in API responses: size and public-key fingerprint.

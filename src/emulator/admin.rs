@@ -12,19 +12,25 @@ use super::config::{AppConfig, BotConfig};
 use super::state::{Emulator, Faults};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/emulator/health", web::get().to(|| async { HttpResponse::Ok().json(json!({"status": "ok"})) }))
-        .route("/emulator/apps", web::get().to(list_apps))
-        .route("/emulator/apps", web::post().to(add_app))
-        .route("/emulator/apps/generate", web::post().to(generate))
-        .route("/emulator/bots/{bot}/callback", web::put().to(set_callback_url))
-        .route("/emulator/channels/{channel}", web::put().to(set_channel))
-        .route("/emulator/messages", web::get().to(messages))
-        .route("/emulator/stats", web::get().to(stats))
-        .route("/emulator/reset", web::post().to(reset))
-        .route("/emulator/faults", web::get().to(get_faults))
-        .route("/emulator/faults", web::put().to(set_faults))
-        .route("/emulator/clock", web::put().to(set_clock))
-        .route("/emulator/callbacks", web::post().to(send_callback));
+    cfg.route(
+        "/emulator/health",
+        web::get().to(|| async { HttpResponse::Ok().json(json!({"status": "ok"})) }),
+    )
+    .route("/emulator/apps", web::get().to(list_apps))
+    .route("/emulator/apps", web::post().to(add_app))
+    .route("/emulator/apps/generate", web::post().to(generate))
+    .route(
+        "/emulator/bots/{bot}/callback",
+        web::put().to(set_callback_url),
+    )
+    .route("/emulator/channels/{channel}", web::put().to(set_channel))
+    .route("/emulator/messages", web::get().to(messages))
+    .route("/emulator/stats", web::get().to(stats))
+    .route("/emulator/reset", web::post().to(reset))
+    .route("/emulator/faults", web::get().to(get_faults))
+    .route("/emulator/faults", web::put().to(set_faults))
+    .route("/emulator/clock", web::put().to(set_clock))
+    .route("/emulator/callbacks", web::post().to(send_callback));
 }
 
 fn bad_request(message: impl std::fmt::Display) -> HttpResponse {
@@ -37,8 +43,12 @@ async fn list_apps(emulator: web::Data<Emulator>) -> HttpResponse {
         .apps
         .values()
         .map(|a| {
-            let bots: Vec<Value> =
-                a.config.bots.iter().map(|b| json!({"bot_id": b.bot_id, "callback_url": b.callback_url})).collect();
+            let bots: Vec<Value> = a
+                .config
+                .bots
+                .iter()
+                .map(|b| json!({"bot_id": b.bot_id, "callback_url": b.callback_url}))
+                .collect();
             json!({
                 "client_id": a.config.client_id,
                 "service_account": a.config.service_account,
@@ -82,7 +92,9 @@ pub struct GeneratedApp {
 
 fn random_string(len: usize, alphabet: &[u8]) -> String {
     let mut rng = rand::rngs::OsRng;
-    (0..len).map(|_| char::from(alphabet[rng.gen_range(0..alphabet.len())])).collect()
+    (0..len)
+        .map(|_| char::from(alphabet[rng.gen_range(0..alphabet.len())]))
+        .collect()
 }
 
 const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
@@ -94,10 +106,16 @@ pub fn generate_app(request: &GenerateRequest) -> anyhow::Result<(GeneratedApp, 
     let app = GeneratedApp {
         client_id: random_string(18, ALNUM),
         client_secret: random_string(10, ALNUM),
-        service_account: format!("{}.serviceaccount@example.com", random_string(5, b"abcdefghijklmnopqrstuvwxyz0123456789")),
+        service_account: format!(
+            "{}.serviceaccount@example.com",
+            random_string(5, b"abcdefghijklmnopqrstuvwxyz0123456789")
+        ),
         private_key: pem.as_str().to_owned(),
         domain_id: request.domain_id.unwrap_or(10_000),
-        bot_id: request.bot_id.clone().unwrap_or_else(|| format!("{}", rng.gen_range(2_000_000..3_000_000))),
+        bot_id: request
+            .bot_id
+            .clone()
+            .unwrap_or_else(|| format!("{}", rng.gen_range(2_000_000..3_000_000))),
         bot_secret: random_string(32, ALNUM),
     };
     let config = AppConfig {
@@ -107,13 +125,23 @@ pub fn generate_app(request: &GenerateRequest) -> anyhow::Result<(GeneratedApp, 
         public_key: None,
         private_key: Some(app.private_key.clone()),
         domain_id: app.domain_id,
-        scopes: request.scopes.clone().unwrap_or_else(|| ["bot", "bot.read", "user.read"].map(String::from).to_vec()),
-        bots: vec![BotConfig { bot_id: app.bot_id.clone(), bot_secret: app.bot_secret.clone(), callback_url: None }],
+        scopes: request
+            .scopes
+            .clone()
+            .unwrap_or_else(|| ["bot", "bot.read", "user.read"].map(String::from).to_vec()),
+        bots: vec![BotConfig {
+            bot_id: app.bot_id.clone(),
+            bot_secret: app.bot_secret.clone(),
+            callback_url: None,
+        }],
     };
     Ok((app, config))
 }
 
-async fn generate(emulator: web::Data<Emulator>, body: Option<web::Json<GenerateRequest>>) -> HttpResponse {
+async fn generate(
+    emulator: web::Data<Emulator>,
+    body: Option<web::Json<GenerateRequest>>,
+) -> HttpResponse {
     let request = body.map(web::Json::into_inner).unwrap_or_default();
     let result = web::block(move || generate_app(&request)).await;
     let (app, config) = match result {
@@ -159,9 +187,16 @@ struct ChannelBody {
     members: Vec<String>,
 }
 
-async fn set_channel(emulator: web::Data<Emulator>, path: web::Path<String>, body: web::Json<ChannelBody>) -> HttpResponse {
+async fn set_channel(
+    emulator: web::Data<Emulator>,
+    path: web::Path<String>,
+    body: web::Json<ChannelBody>,
+) -> HttpResponse {
     let body = body.into_inner();
-    emulator.lock().channels.insert(path.into_inner(), (body.bot_id, body.members));
+    emulator
+        .lock()
+        .channels
+        .insert(path.into_inner(), (body.bot_id, body.members));
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
@@ -180,8 +215,18 @@ async fn messages(emulator: web::Data<Emulator>, query: web::Query<MessageQuery>
         .messages
         .iter()
         .filter(|m| query.bot_id.as_ref().is_none_or(|b| *b == m.bot_id))
-        .filter(|m| query.user_id.as_ref().is_none_or(|u| Some(u) == m.user_id.as_ref()))
-        .filter(|m| query.channel_id.as_ref().is_none_or(|c| Some(c) == m.channel_id.as_ref()))
+        .filter(|m| {
+            query
+                .user_id
+                .as_ref()
+                .is_none_or(|u| Some(u) == m.user_id.as_ref())
+        })
+        .filter(|m| {
+            query
+                .channel_id
+                .as_ref()
+                .is_none_or(|c| Some(c) == m.channel_id.as_ref())
+        })
         .filter(|m| query.after.is_none_or(|a| m.seq > a))
         .collect();
     HttpResponse::Ok().json(json!({"messages": list}))
@@ -189,8 +234,11 @@ async fn messages(emulator: web::Data<Emulator>, query: web::Query<MessageQuery>
 
 async fn stats(emulator: web::Data<Emulator>) -> HttpResponse {
     let state = emulator.lock();
-    let apps: serde_json::Map<String, Value> =
-        state.apps.iter().map(|(id, a)| (id.clone(), json!(a.stats))).collect();
+    let apps: serde_json::Map<String, Value> = state
+        .apps
+        .iter()
+        .map(|(id, a)| (id.clone(), json!(a.stats)))
+        .collect();
     HttpResponse::Ok().json(json!({
         "apps": apps,
         "messages": state.messages.len(),
@@ -289,10 +337,22 @@ struct CallbackBody {
 }
 
 /// Builds the callback body for a request, or says what is missing.
-fn callback_body(req: &CallbackRequest, domain_id: i64, now_millis: i64) -> Result<CallbackBody, String> {
+fn callback_body(
+    req: &CallbackRequest,
+    domain_id: i64,
+    now_millis: i64,
+) -> Result<CallbackBody, String> {
     let kind = req.kind.clone().unwrap_or_else(|| "message".to_owned());
-    let need_user = || req.user_id.clone().ok_or(format!("user_id is required for {kind}"));
-    let need_channel = || req.channel_id.clone().ok_or(format!("channel_id is required for {kind}"));
+    let need_user = || {
+        req.user_id
+            .clone()
+            .ok_or(format!("user_id is required for {kind}"))
+    };
+    let need_channel = || {
+        req.channel_id
+            .clone()
+            .ok_or(format!("channel_id is required for {kind}"))
+    };
     let (user_id, channel_id, content, data, members) = match kind.as_str() {
         "message" => {
             let content = match (&req.content, &req.text) {
@@ -300,19 +360,39 @@ fn callback_body(req: &CallbackRequest, domain_id: i64, now_millis: i64) -> Resu
                 (None, Some(t)) => json!({"type": "text", "text": t}),
                 (None, None) => return Err("message needs content or text".to_owned()),
             };
-            (Some(need_user()?), req.channel_id.clone(), Some(content), None, None)
+            (
+                Some(need_user()?),
+                req.channel_id.clone(),
+                Some(content),
+                None,
+                None,
+            )
         }
-        "postback" => (Some(need_user()?), req.channel_id.clone(), None, Some(req.data.clone().ok_or("postback needs data")?), None),
+        "postback" => (
+            Some(need_user()?),
+            req.channel_id.clone(),
+            None,
+            Some(req.data.clone().ok_or("postback needs data")?),
+            None,
+        ),
         "join" | "leave" => (None, Some(need_channel()?), None, None, None),
-        "joined" | "left" => {
-            (None, Some(need_channel()?), None, None, Some(req.members.clone().ok_or(format!("{kind} needs members"))?))
-        }
+        "joined" | "left" => (
+            None,
+            Some(need_channel()?),
+            None,
+            None,
+            Some(req.members.clone().ok_or(format!("{kind} needs members"))?),
+        ),
         "begin" | "end" => (Some(need_user()?), req.channel_id.clone(), None, None, None),
         other => return Err(format!("unknown callback type {other:?}")),
     };
     Ok(CallbackBody {
         kind,
-        source: Source { user_id, channel_id, domain_id: req.domain_id.unwrap_or(domain_id) },
+        source: Source {
+            user_id,
+            channel_id,
+            domain_id: req.domain_id.unwrap_or(domain_id),
+        },
         issued_time: crate::domain::rfc3339(now_millis),
         content,
         data,
@@ -320,18 +400,28 @@ fn callback_body(req: &CallbackRequest, domain_id: i64, now_millis: i64) -> Resu
     })
 }
 
-async fn send_callback(emulator: web::Data<Emulator>, body: web::Json<CallbackRequest>) -> HttpResponse {
+async fn send_callback(
+    emulator: web::Data<Emulator>,
+    body: web::Json<CallbackRequest>,
+) -> HttpResponse {
     let req = body.into_inner();
     let (url, secret, body) = {
         let mut state = emulator.lock();
         let Some((client_id, bot)) = state.bots.get(&req.bot_id).cloned() else {
             return bad_request(format!("no bot {} is registered", req.bot_id));
         };
-        let domain = state.apps.get(&client_id).map_or(10_000, |a| a.config.domain_id);
+        let domain = state
+            .apps
+            .get(&client_id)
+            .map_or(10_000, |a| a.config.domain_id);
         let Some(url) = req.webhook_url.clone().or(bot.callback_url.clone()) else {
             return bad_request("give webhook_url, or set the bot's callback URL first");
         };
-        let body = match callback_body(&req, domain, state.now() * 1000 + crate::domain::now_millis() % 1000) {
+        let body = match callback_body(
+            &req,
+            domain,
+            state.now() * 1000 + crate::domain::now_millis() % 1000,
+        ) {
             Ok(b) => b,
             Err(e) => return bad_request(e),
         };
@@ -361,7 +451,9 @@ async fn send_callback(emulator: web::Data<Emulator>, body: web::Json<CallbackRe
             let text: String = text.chars().take(2000).collect();
             HttpResponse::Ok().json(json!({"status": status, "response": text, "callback": callback, "signature": signature}))
         }
-        Err(e) => HttpResponse::BadGateway().json(json!({"error": format!("the webhook did not answer: {e}"), "callback": callback})),
+        Err(e) => HttpResponse::BadGateway().json(
+            json!({"error": format!("the webhook did not answer: {e}"), "callback": callback}),
+        ),
     }
 }
 
@@ -372,8 +464,12 @@ fn remember_channel(
     req: &CallbackRequest,
     body: &CallbackBody,
 ) {
-    let Some(channel) = &body.source.channel_id else { return };
-    let entry = channels.entry(channel.clone()).or_insert_with(|| (req.bot_id.clone(), Vec::new()));
+    let Some(channel) = &body.source.channel_id else {
+        return;
+    };
+    let entry = channels
+        .entry(channel.clone())
+        .or_insert_with(|| (req.bot_id.clone(), Vec::new()));
     let members = &mut entry.1;
     if let Some(user) = &body.source.user_id {
         if !members.contains(user) {

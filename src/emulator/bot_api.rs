@@ -2,6 +2,9 @@
 //! attachment upload/download pair, channel info and members. Unknown paths
 //! answer `404 Api not exists`.
 
+// Checks return the ready error response; one per request, so its size is moot.
+#![allow(clippy::result_large_err)]
+
 use std::time::Duration;
 
 use actix_web::http::header;
@@ -13,14 +16,32 @@ use super::state::{Attachment, Emulator, State};
 use super::{api_error, content};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1.0/bots/{bot}/users/{user}/messages", web::post().to(send_to_user))
-        .route("/v1.0/bots/{bot}/channels/{channel}/messages", web::post().to(send_to_channel))
-        .route("/v1.0/bots/{bot}/attachments", web::post().to(create_attachment))
-        .route("/v1.0/bots/{bot}/attachments/{file}", web::get().to(download_attachment))
-        .route("/v1.0/bots/{bot}/channels/{channel}", web::get().to(channel_info))
-        .route("/v1.0/bots/{bot}/channels/{channel}/members", web::get().to(channel_members))
-        .route("/storage/upload/{upload}", web::post().to(upload))
-        .route("/storage/download/{file}", web::get().to(storage_download));
+    cfg.route(
+        "/v1.0/bots/{bot}/users/{user}/messages",
+        web::post().to(send_to_user),
+    )
+    .route(
+        "/v1.0/bots/{bot}/channels/{channel}/messages",
+        web::post().to(send_to_channel),
+    )
+    .route(
+        "/v1.0/bots/{bot}/attachments",
+        web::post().to(create_attachment),
+    )
+    .route(
+        "/v1.0/bots/{bot}/attachments/{file}",
+        web::get().to(download_attachment),
+    )
+    .route(
+        "/v1.0/bots/{bot}/channels/{channel}",
+        web::get().to(channel_info),
+    )
+    .route(
+        "/v1.0/bots/{bot}/channels/{channel}/members",
+        web::get().to(channel_members),
+    )
+    .route("/storage/upload/{upload}", web::post().to(upload))
+    .route("/storage/download/{file}", web::get().to(storage_download));
 }
 
 const SEND_SCOPES: &[&str] = &["bot", "bot.message"];
@@ -35,16 +56,27 @@ struct Caller {
 fn bearer(req: &HttpRequest) -> Option<&str> {
     let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
 }
 
 fn unauthorized(state: &State, description: &str) -> HttpResponse {
-    api_error(state.config.unauthorized_status, "UNAUTHORIZED", description)
+    api_error(
+        state.config.unauthorized_status,
+        "UNAUTHORIZED",
+        description,
+    )
 }
 
 /// Token check (401, or 403 in the compatibility mode), then the bot: it must
 /// belong to the token's app (404 `Bot does not exist.`, §4.4).
-fn authorize(state: &State, req: &HttpRequest, bot_id: &str, scopes: &[&str]) -> Result<Caller, HttpResponse> {
+fn authorize(
+    state: &State,
+    req: &HttpRequest,
+    bot_id: &str,
+    scopes: &[&str],
+) -> Result<Caller, HttpResponse> {
     let Some(token) = bearer(req) else {
         return Err(unauthorized(state, "Authentication required"));
     };
@@ -58,11 +90,15 @@ fn authorize(state: &State, req: &HttpRequest, bot_id: &str, scopes: &[&str]) ->
         // An app without the scope granted gets 401 ([3P] openclaw README).
         return Err(unauthorized(state, "Insufficient scope"));
     }
-    let app = state.apps.get(&access.client_id).ok_or_else(|| unauthorized(state, "Unknown app"))?;
+    let app = state
+        .apps
+        .get(&access.client_id)
+        .ok_or_else(|| unauthorized(state, "Unknown app"))?;
     match state.bots.get(bot_id) {
-        Some((owner, _)) if *owner == access.client_id => {
-            Ok(Caller { client_id: access.client_id.clone(), domain_id: app.config.domain_id })
-        }
+        Some((owner, _)) if *owner == access.client_id => Ok(Caller {
+            client_id: access.client_id.clone(),
+            domain_id: app.config.domain_id,
+        }),
         _ => Err(api_error(404, "NOT_FOUND", "Bot does not exist.")),
     }
 }
@@ -94,13 +130,23 @@ async fn delay(emulator: &Emulator) {
 }
 
 /// Rate limit, then injected 429/5xx faults. `Ok` carries the headers' values.
-fn admit(state: &mut State, caller: &Caller, api: &'static str) -> Result<(u32, u32, u64), HttpResponse> {
-    let (limit, remaining, reset) = state.take_rate(caller.domain_id, api).map_err(|(l, r)| too_many(l, r))?;
+fn admit(
+    state: &mut State,
+    caller: &Caller,
+    api: &'static str,
+) -> Result<(u32, u32, u64), HttpResponse> {
+    let (limit, remaining, reset) = state
+        .take_rate(caller.domain_id, api)
+        .map_err(|(l, r)| too_many(l, r))?;
     if state.faults.rate_429 > 0.0 && rand::random::<f64>() < state.faults.rate_429 {
         return Err(too_many(limit, reset));
     }
     if state.faults.rate_5xx > 0.0 && rand::random::<f64>() < state.faults.rate_5xx {
-        return Err(api_error(500, "INTERNAL_SERVER_ERROR", "Internal server error (injected fault)"));
+        return Err(api_error(
+            500,
+            "INTERNAL_SERVER_ERROR",
+            "Internal server error (injected fault)",
+        ));
     }
     Ok((limit, remaining, reset))
 }
@@ -125,7 +171,13 @@ async fn send(
     };
     let parsed: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
-        Err(e) => return api_error(400, "INVALID_PARAMETER", &format!("request body is not valid JSON: {e}")),
+        Err(e) => {
+            return api_error(
+                400,
+                "INVALID_PARAMETER",
+                &format!("request body is not valid JSON: {e}"),
+            )
+        }
     };
     if let Err(description) = content::validate_message(&parsed) {
         // The real validation codes are undocumented ([I], §4.4).
@@ -145,7 +197,15 @@ async fn send_to_user(
     emulator: web::Data<Emulator>,
 ) -> HttpResponse {
     let (bot, user) = path.into_inner();
-    send(req, body, emulator, bot, (Some(user), None), "bot.message.user").await
+    send(
+        req,
+        body,
+        emulator,
+        bot,
+        (Some(user), None),
+        "bot.message.user",
+    )
+    .await
 }
 
 async fn send_to_channel(
@@ -155,7 +215,15 @@ async fn send_to_channel(
     emulator: web::Data<Emulator>,
 ) -> HttpResponse {
     let (bot, channel) = path.into_inner();
-    send(req, body, emulator, bot, (None, Some(channel)), "bot.message.channel").await
+    send(
+        req,
+        body,
+        emulator,
+        bot,
+        (None, Some(channel)),
+        "bot.message.channel",
+    )
+    .await
 }
 
 #[derive(Deserialize)]
@@ -182,21 +250,40 @@ async fn create_attachment(
         return response;
     }
     let file_name = match serde_json::from_slice::<AttachmentBody>(&body) {
-        Ok(AttachmentBody { file_name: Some(name) }) if !name.is_empty() && name.len() <= 255 => name,
+        Ok(AttachmentBody {
+            file_name: Some(name),
+        }) if !name.is_empty() && name.len() <= 255 => name,
         _ => return api_error(400, "INVALID_PARAMETER", "fileName: is required"),
     };
     let now = state.now();
-    let file_id = format!("kr1.{}{:06}.{}.0.{bot_id}.0.0.0", now, state.next_seq, now + 86_400);
+    let file_id = format!(
+        "kr1.{}{:06}.{}.0.{bot_id}.0.0.0",
+        now,
+        state.next_seq,
+        now + 86_400
+    );
     state.next_seq += 1;
     let upload_id = crate::secrets::hex(&crate::secrets::random_bytes(16));
     state.uploads.insert(upload_id.clone(), file_id.clone());
-    state.attachments.insert(file_id.clone(), Attachment { bot_id, file_name, data: None });
+    state.attachments.insert(
+        file_id.clone(),
+        Attachment {
+            bot_id,
+            file_name,
+            data: None,
+        },
+    );
     let upload_url = format!("{}/storage/upload/{upload_id}", emulator.base_url);
     HttpResponse::Ok().json(json!({"fileId": file_id, "uploadUrl": upload_url}))
 }
 
 /// §5.1 step 2: multipart with a `Filedata`/`FileData` part, single use.
-async fn upload(req: HttpRequest, path: web::Path<String>, body: web::Bytes, emulator: web::Data<Emulator>) -> HttpResponse {
+async fn upload(
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+    emulator: web::Data<Emulator>,
+) -> HttpResponse {
     let mut state = emulator.lock();
     if bearer(&req).is_none_or(|t| !state.access_tokens.contains_key(t)) {
         return unauthorized(&state, "Malformed authentication token");
@@ -204,9 +291,17 @@ async fn upload(req: HttpRequest, path: web::Path<String>, body: web::Bytes, emu
     let Some(file_id) = state.uploads.remove(path.as_str()) else {
         return api_error(404, "NOT_FOUND", "Upload URL is unknown or already used");
     };
-    let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let Some(data) = multipart_file(content_type, &body) else {
-        return api_error(400, "INVALID_PARAMETER", "expected multipart/form-data with a Filedata part");
+        return api_error(
+            400,
+            "INVALID_PARAMETER",
+            "expected multipart/form-data with a Filedata part",
+        );
     };
     if let Some(a) = state.attachments.get_mut(&file_id) {
         a.data = Some(data);
@@ -216,17 +311,19 @@ async fn upload(req: HttpRequest, path: web::Path<String>, body: web::Bytes, emu
 
 /// The bytes of the `Filedata` part (any case) of a multipart body.
 fn multipart_file(content_type: &str, body: &[u8]) -> Option<Vec<u8>> {
-    let boundary = content_type.split(';').find_map(|p| p.trim().strip_prefix("boundary="))?.trim_matches('"');
+    let boundary = content_type
+        .split(';')
+        .find_map(|p| p.trim().strip_prefix("boundary="))?
+        .trim_matches('"');
     let delimiter = format!("--{boundary}");
     let text = body;
     let mut start = 0;
-    let positions: Vec<usize> =
-        std::iter::from_fn(|| {
-            let found = find(text.get(start..)?, delimiter.as_bytes()).map(|i| i + start)?;
-            start = found + delimiter.len();
-            Some(found)
-        })
-        .collect();
+    let positions: Vec<usize> = std::iter::from_fn(|| {
+        let found = find(text.get(start..)?, delimiter.as_bytes()).map(|i| i + start)?;
+        start = found + delimiter.len();
+        Some(found)
+    })
+    .collect();
     for pair in positions.windows(2) {
         let part = text.get(pair[0] + delimiter.len()..pair[1])?;
         let split = find(part, b"\r\n\r\n")?;
@@ -257,28 +354,46 @@ async fn download_attachment(
     }
     match state.attachments.get(&file_id) {
         Some(a) if a.bot_id == bot_id && a.data.is_some() => HttpResponse::Found()
-            .insert_header((header::LOCATION, format!("{}/storage/download/{file_id}", emulator.base_url)))
+            .insert_header((
+                header::LOCATION,
+                format!("{}/storage/download/{file_id}", emulator.base_url),
+            ))
             .finish(),
         _ => api_error(404, "NOT_FOUND", "File does not exist."),
     }
 }
 
 /// The storage host: the Authorization header must be repeated (§5.1).
-async fn storage_download(req: HttpRequest, path: web::Path<String>, emulator: web::Data<Emulator>) -> HttpResponse {
+async fn storage_download(
+    req: HttpRequest,
+    path: web::Path<String>,
+    emulator: web::Data<Emulator>,
+) -> HttpResponse {
     let state = emulator.lock();
     if bearer(&req).is_none_or(|t| !state.access_tokens.contains_key(t)) {
         return unauthorized(&state, "Malformed authentication token");
     }
     match state.attachments.get(path.as_str()) {
-        Some(Attachment { data: Some(data), file_name, .. }) => HttpResponse::Ok()
-            .insert_header((header::CONTENT_DISPOSITION, format!("attachment; filename=\"{}\"", file_name.replace('"', ""))))
+        Some(Attachment {
+            data: Some(data),
+            file_name,
+            ..
+        }) => HttpResponse::Ok()
+            .insert_header((
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{}\"", file_name.replace('"', "")),
+            ))
             .content_type("application/octet-stream")
             .body(data.clone()),
         _ => api_error(404, "NOT_FOUND", "File does not exist."),
     }
 }
 
-async fn channel_info(req: HttpRequest, path: web::Path<(String, String)>, emulator: web::Data<Emulator>) -> HttpResponse {
+async fn channel_info(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    emulator: web::Data<Emulator>,
+) -> HttpResponse {
     delay(&emulator).await;
     let (bot_id, channel_id) = path.into_inner();
     let mut state = emulator.lock();
@@ -330,7 +445,11 @@ async fn channel_members(
         return api_error(403, "ACCESS_DENIED", "Access is denied.");
     }
     let count = page.count.unwrap_or(100).clamp(1, 100);
-    let start = page.cursor.as_deref().and_then(|c| c.parse::<usize>().ok()).unwrap_or(0);
+    let start = page
+        .cursor
+        .as_deref()
+        .and_then(|c| c.parse::<usize>().ok())
+        .unwrap_or(0);
     let slice: Vec<&String> = members.iter().skip(start).take(count).collect();
     let next = (start + count < members.len()).then(|| (start + count).to_string());
     HttpResponse::Ok().json(json!({"members": slice, "responseMetaData": {"nextCursor": next}}))

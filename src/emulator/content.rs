@@ -28,9 +28,10 @@ fn err<T>(path: &str, message: impl std::fmt::Display) -> Result<T, String> {
 fn opt_str<'a>(o: &'a Obj, path: &str, field: &str, max: usize) -> Result<Option<&'a str>, String> {
     match o.get(field) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.chars().count() > max => {
-            err(&format!("{path}.{field}"), format!("must be at most {max} characters"))
-        }
+        Some(Value::String(s)) if s.chars().count() > max => err(
+            &format!("{path}.{field}"),
+            format!("must be at most {max} characters"),
+        ),
         Some(Value::String(s)) => Ok(Some(s)),
         Some(_) => err(&format!("{path}.{field}"), "must be a string"),
     }
@@ -44,43 +45,73 @@ fn req_str<'a>(o: &'a Obj, path: &str, field: &str, max: usize) -> Result<&'a st
 }
 
 fn https_url(o: &Obj, path: &str, field: &str, required: bool) -> Result<Option<String>, String> {
-    let value = if required { Some(req_str(o, path, field, 1000)?) } else { opt_str(o, path, field, 1000)? };
+    let value = if required {
+        Some(req_str(o, path, field, 1000)?)
+    } else {
+        opt_str(o, path, field, 1000)?
+    };
     match value {
-        Some(url) if !url.starts_with("https://") => err(&format!("{path}.{field}"), "must be an https:// URL"),
+        Some(url) if !url.starts_with("https://") => {
+            err(&format!("{path}.{field}"), "must be an https:// URL")
+        }
         Some(url) => Ok(Some(url.to_owned())),
         None => Ok(None),
     }
 }
 
 fn number(o: &Obj, path: &str, field: &str) -> Result<f64, String> {
-    o.get(field).and_then(Value::as_f64).map_or_else(|| err(&format!("{path}.{field}"), "is required and must be a number"), Ok)
+    o.get(field).and_then(Value::as_f64).map_or_else(
+        || {
+            err(
+                &format!("{path}.{field}"),
+                "is required and must be a number",
+            )
+        },
+        Ok,
+    )
 }
 
-fn array<'a>(o: &'a Obj, path: &str, field: &str, max: usize, required: bool) -> Result<&'a [Value], String> {
+fn array<'a>(
+    o: &'a Obj,
+    path: &str,
+    field: &str,
+    max: usize,
+    required: bool,
+) -> Result<&'a [Value], String> {
     match o.get(field) {
         None | Some(Value::Null) if !required => Ok(&[]),
         None | Some(Value::Null) => err(&format!("{path}.{field}"), "is required"),
-        Some(Value::Array(items)) if items.len() > max => {
-            err(&format!("{path}.{field}"), format!("must have at most {max} items"))
+        Some(Value::Array(items)) if items.len() > max => err(
+            &format!("{path}.{field}"),
+            format!("must have at most {max} items"),
+        ),
+        Some(Value::Array(items)) if required && items.is_empty() => {
+            err(&format!("{path}.{field}"), "must not be empty")
         }
-        Some(Value::Array(items)) if required && items.is_empty() => err(&format!("{path}.{field}"), "must not be empty"),
         Some(Value::Array(items)) => Ok(items),
         Some(_) => err(&format!("{path}.{field}"), "must be an array"),
     }
 }
 
 fn object<'a>(v: &'a Value, path: &str) -> Result<&'a Obj, String> {
-    v.as_object().map_or_else(|| err(path, "must be an object"), Ok)
+    v.as_object()
+        .map_or_else(|| err(path, "must be an object"), Ok)
 }
 
 /// `i18n…` arrays: `[{language, <field> ≤ max}]` with a known language.
 fn i18n(o: &Obj, path: &str, array_field: &str, text_field: &str, max: usize) -> Check {
-    for (i, item) in array(o, path, array_field, LANGUAGES.len(), false)?.iter().enumerate() {
+    for (i, item) in array(o, path, array_field, LANGUAGES.len(), false)?
+        .iter()
+        .enumerate()
+    {
         let p = format!("{path}.{array_field}[{i}]");
         let item = object(item, &p)?;
         let language = req_str(item, &p, "language", 10)?;
         if !LANGUAGES.contains(&language) {
-            return err(&format!("{p}.language"), format!("must be one of {}", LANGUAGES.join(", ")));
+            return err(
+                &format!("{p}.language"),
+                format!("must be one of {}", LANGUAGES.join(", ")),
+            );
         }
         req_str(item, &p, text_field, max)?;
     }
@@ -110,19 +141,33 @@ enum ActionPlace {
 fn validate_action(v: &Value, path: &str, place: ActionPlace) -> Check {
     let a = object(v, path)?;
     let kind = req_str(a, path, "type", 20)?;
-    let label_max = if place == ActionPlace::ImageCarousel { 12 } else { 20 };
+    let label_max = if place == ActionPlace::ImageCarousel {
+        12
+    } else {
+        20
+    };
     let label = opt_str(a, path, "label", label_max)?;
     i18n(a, path, "i18nLabels", "label", label_max)?;
-    let needs_label = place != ActionPlace::QuickReply || !matches!(kind, "camera" | "cameraRoll" | "location");
+    let needs_label =
+        place != ActionPlace::QuickReply || !matches!(kind, "camera" | "cameraRoll" | "location");
     match kind {
         "postback" => {
-            if !matches!(place, ActionPlace::Carousel | ActionPlace::ImageCarousel | ActionPlace::QuickReply) {
-                return err(&format!("{path}.type"), "postback actions are allowed only in carousel, image carousel and quick reply");
+            if !matches!(
+                place,
+                ActionPlace::Carousel | ActionPlace::ImageCarousel | ActionPlace::QuickReply
+            ) {
+                return err(
+                    &format!("{path}.type"),
+                    "postback actions are allowed only in carousel, image carousel and quick reply",
+                );
             }
             req_str(a, path, "data", 300)?;
             let display = opt_str(a, path, "displayText", 300)?;
             if place == ActionPlace::QuickReply && display.is_none() {
-                return err(&format!("{path}.displayText"), "is required in a quick reply");
+                return err(
+                    &format!("{path}.displayText"),
+                    "is required in a quick reply",
+                );
             }
         }
         "message" => {
@@ -140,10 +185,18 @@ fn validate_action(v: &Value, path: &str, place: ActionPlace) -> Check {
         }
         "camera" | "cameraRoll" | "location" => {
             if place != ActionPlace::QuickReply {
-                return err(&format!("{path}.type"), format!("{kind} actions are allowed only in a quick reply"));
+                return err(
+                    &format!("{path}.type"),
+                    format!("{kind} actions are allowed only in a quick reply"),
+                );
             }
         }
-        other => return err(&format!("{path}.type"), format!("unknown action type {other:?}")),
+        other => {
+            return err(
+                &format!("{path}.type"),
+                format!("unknown action type {other:?}"),
+            )
+        }
     }
     if needs_label && label.is_none() && kind != "message" {
         return err(&format!("{path}.label"), "is required");
@@ -152,14 +205,18 @@ fn validate_action(v: &Value, path: &str, place: ActionPlace) -> Check {
 }
 
 fn validate_quick_reply(content: &Obj, path: &str) -> Check {
-    let Some(qr) = content.get("quickReply") else { return Ok(()) };
+    let Some(qr) = content.get("quickReply") else {
+        return Ok(());
+    };
     let p = format!("{path}.quickReply");
     let qr = object(qr, &p)?;
     for (i, item) in array(qr, &p, "items", 13, true)?.iter().enumerate() {
         let ip = format!("{p}.items[{i}]");
         let item = object(item, &ip)?;
         https_url(item, &ip, "imageUrl", false)?;
-        let action = item.get("action").map_or_else(|| err(&format!("{ip}.action"), "is required"), Ok)?;
+        let action = item
+            .get("action")
+            .map_or_else(|| err(&format!("{ip}.action"), "is required"), Ok)?;
         validate_action(action, &format!("{ip}.action"), ActionPlace::QuickReply)?;
     }
     Ok(())
@@ -188,10 +245,19 @@ fn validate_content(c: &Obj, path: &str) -> Check {
             url_or_file_id(c, path, "originalContentUrl")?;
             if kind == "file" {
                 if let Some(url) = opt_str(c, path, "originalContentUrl", 1000)? {
-                    let ext = url.rsplit('/').next().and_then(|n| n.rsplit_once('.')).map(|(_, e)| e.to_ascii_lowercase());
-                    let blocked = ["bat", "cmd", "com", "cpl", "exe", "scr", "js", "vbs", "wsf", "hta"];
+                    let ext = url
+                        .rsplit('/')
+                        .next()
+                        .and_then(|n| n.rsplit_once('.'))
+                        .map(|(_, e)| e.to_ascii_lowercase());
+                    let blocked = [
+                        "bat", "cmd", "com", "cpl", "exe", "scr", "js", "vbs", "wsf", "hta",
+                    ];
                     if ext.as_deref().is_some_and(|e| blocked.contains(&e)) {
-                        return err(&format!("{path}.originalContentUrl"), "this file extension is blocked by default");
+                        return err(
+                            &format!("{path}.originalContentUrl"),
+                            "this file extension is blocked by default",
+                        );
                     }
                 }
             }
@@ -237,17 +303,29 @@ fn validate_content(c: &Obj, path: &str) -> Check {
         "flex" => {
             req_str(c, path, "altText", 400)?;
             i18n(c, path, "i18nAltTexts", "altText", 400)?;
-            let contents = c.get("contents").map_or_else(|| err(&format!("{path}.contents"), "is required"), Ok)?;
+            let contents = c
+                .get("contents")
+                .map_or_else(|| err(&format!("{path}.contents"), "is required"), Ok)?;
             let contents = object(contents, &format!("{path}.contents"))?;
             match contents.get("type").and_then(Value::as_str) {
                 Some("bubble" | "carousel") => {}
-                _ => return err(&format!("{path}.contents.type"), "must be \"bubble\" or \"carousel\""),
+                _ => {
+                    return err(
+                        &format!("{path}.contents.type"),
+                        "must be \"bubble\" or \"carousel\"",
+                    )
+                }
             }
             if Value::Object(contents.clone()).to_string().len() > 30 * 1024 {
                 return err(&format!("{path}.contents"), "must be at most 30 KB of JSON");
             }
         }
-        other => return err(&format!("{path}.type"), format!("unknown content type {other:?}")),
+        other => {
+            return err(
+                &format!("{path}.type"),
+                format!("unknown content type {other:?}"),
+            )
+        }
     }
     validate_quick_reply(c, path)
 }
@@ -274,9 +352,14 @@ fn validate_list(c: &Obj, path: &str) -> Check {
     let rows = array(c, path, "actions", 2, false)?;
     for (r, row) in rows.iter().enumerate() {
         let p = format!("{path}.actions[{r}]");
-        let row = row.as_array().map_or_else(|| err(&p, "must be an array of actions"), Ok)?;
+        let row = row
+            .as_array()
+            .map_or_else(|| err(&p, "must be an array of actions"), Ok)?;
         if row.len() > 2 {
-            return err(&p, "must have at most 2 actions (the bottom buttons are at most 2×2)");
+            return err(
+                &p,
+                "must have at most 2 actions (the bottom buttons are at most 2×2)",
+            );
         }
         for (i, a) in row.iter().enumerate() {
             validate_action(a, &format!("{p}[{i}]"), ActionPlace::Other)?;
@@ -288,12 +371,18 @@ fn validate_list(c: &Obj, path: &str) -> Check {
 fn validate_carousel(c: &Obj, path: &str) -> Check {
     if let Some(ratio) = opt_str(c, path, "imageAspectRatio", 20)? {
         if !matches!(ratio, "rectangle" | "square") {
-            return err(&format!("{path}.imageAspectRatio"), "must be \"rectangle\" or \"square\"");
+            return err(
+                &format!("{path}.imageAspectRatio"),
+                "must be \"rectangle\" or \"square\"",
+            );
         }
     }
     if let Some(size) = opt_str(c, path, "imageSize", 20)? {
         if !matches!(size, "cover" | "contain") {
-            return err(&format!("{path}.imageSize"), "must be \"cover\" or \"contain\"");
+            return err(
+                &format!("{path}.imageSize"),
+                "must be \"cover\" or \"contain\"",
+            );
         }
     }
     let columns = array(c, path, "columns", 10, true)?;
@@ -301,7 +390,8 @@ fn validate_carousel(c: &Obj, path: &str) -> Check {
     for (i, col) in columns.iter().enumerate() {
         let p = format!("{path}.columns[{i}]");
         let col = object(col, &p)?;
-        let image = https_url(col, &p, "originalContentUrl", false)?.is_some() || col.contains_key("fileId");
+        let image = https_url(col, &p, "originalContentUrl", false)?.is_some()
+            || col.contains_key("fileId");
         let title = opt_str(col, &p, "title", 40)?.is_some();
         let max_text = if image || title { 60 } else { 120 };
         req_str(col, &p, "text", max_text)?;
@@ -334,13 +424,20 @@ mod tests {
     /// Every send fixture in shared/ is accepted.
     #[test]
     fn documented_examples_are_valid() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/naverworks");
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/naverworks");
         let mut seen = 0;
         for entry in std::fs::read_dir(dir).expect("shared fixtures") {
             let path = entry.expect("entry").path();
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_owned();
             if name.starts_with("send_") {
-                let body: Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("json");
+                let body: Value =
+                    serde_json::from_str(&std::fs::read_to_string(&path).expect("read"))
+                        .expect("json");
                 assert_eq!(validate_message(&body), Ok(()), "{name}");
                 seen += 1;
             }

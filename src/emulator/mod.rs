@@ -43,8 +43,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .limit(1024 * 1024)
             .error_handler(|err, _| {
                 let description = format!("request body is not valid JSON: {err}");
-                actix_web::error::InternalError::from_response(err, api_error(400, "INVALID_PARAMETER", &description))
-                    .into()
+                actix_web::error::InternalError::from_response(
+                    err,
+                    api_error(400, "INVALID_PARAMETER", &description),
+                )
+                .into()
             }),
     )
     .app_data(web::FormConfig::default().limit(64 * 1024))
@@ -68,12 +71,17 @@ impl EmulatorServer {
         let addr = listener.local_addr()?;
         let emulator = web::Data::new(Emulator::new(config, format!("http://{addr}"))?);
         let data = emulator.clone();
-        let server = HttpServer::new(move || App::new().app_data(data.clone()).configure(configure))
-            .listen(listener)?
-            .workers(2)
-            .shutdown_timeout(1)
-            .run();
-        Ok(Self { addr, server, emulator })
+        let server =
+            HttpServer::new(move || App::new().app_data(data.clone()).configure(configure))
+                .listen(listener)?
+                .workers(2)
+                .shutdown_timeout(1)
+                .run();
+        Ok(Self {
+            addr,
+            server,
+            emulator,
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {

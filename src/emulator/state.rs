@@ -128,7 +128,9 @@ impl Emulator {
                 channels: HashMap::new(),
             }),
             base_url,
-            http: reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build()?,
+            http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(30))
+                .build()?,
         };
         for app in apps {
             emulator.register_app(app)?;
@@ -148,17 +150,33 @@ impl Emulator {
         let public_key = public_key_of(&app)?;
         anyhow::ensure!(!app.client_id.is_empty(), "client_id is required");
         anyhow::ensure!(!app.client_secret.is_empty(), "client_secret is required");
-        anyhow::ensure!(app.service_account.contains('@'), "service_account must look like id@domain");
+        anyhow::ensure!(
+            app.service_account.contains('@'),
+            "service_account must look like id@domain"
+        );
         let mut state = self.lock();
         for bot in &app.bots {
             anyhow::ensure!(
                 !bot.bot_id.is_empty() && bot.bot_id.bytes().all(|b| b.is_ascii_digit()),
                 "bot_id must be digits"
             );
-            state.bots.insert(bot.bot_id.clone(), (app.client_id.clone(), bot.clone()));
+            state
+                .bots
+                .insert(bot.bot_id.clone(), (app.client_id.clone(), bot.clone()));
         }
-        let stats = state.apps.get(&app.client_id).map(|a| a.stats.clone()).unwrap_or_default();
-        state.apps.insert(app.client_id.clone(), App { config: app, public_key, stats });
+        let stats = state
+            .apps
+            .get(&app.client_id)
+            .map(|a| a.stats.clone())
+            .unwrap_or_default();
+        state.apps.insert(
+            app.client_id.clone(),
+            App {
+                config: app,
+                public_key,
+                stats,
+            },
+        );
         Ok(())
     }
 }
@@ -169,10 +187,16 @@ impl State {
         time::OffsetDateTime::now_utc().unix_timestamp() + self.clock_offset
     }
 
-    /// A token like the real ones: region prefix, then base64 with `+`, `/`
-    /// and `=`, which must survive form encoding (§1.5).
+    /// A token like the real ones: region prefix, then base64 that always
+    /// holds `+`, `/` and `=` (§1.5 says real tokens do), so a client that
+    /// forgets to URL-encode them fails here as it would there.
     pub fn new_token() -> String {
-        format!("kr1AAAA{}", STANDARD.encode(random_bytes(45)))
+        format!(
+            "kr1AAAA{}/{}+{}",
+            STANDARD.encode(random_bytes(24)),
+            STANDARD.encode(random_bytes(12)),
+            STANDARD.encode(random_bytes(14))
+        )
     }
 
     pub fn record_message(
@@ -197,7 +221,11 @@ impl State {
 
     /// Counts one call of `api` for `domain`; `Err(reset_secs)` when over budget.
     /// Returns (limit, remaining, reset seconds) for the `rateLimit-*` headers.
-    pub fn take_rate(&mut self, domain: i64, api: &'static str) -> Result<(u32, u32, u64), (u32, u64)> {
+    pub fn take_rate(
+        &mut self,
+        domain: i64,
+        api: &'static str,
+    ) -> Result<(u32, u32, u64), (u32, u64)> {
         let limit = self.config.rate_limit_per_minute;
         let window = self.config.rate_limit_window_seconds.max(1);
         let now = Instant::now();
@@ -205,7 +233,9 @@ impl State {
         if now.duration_since(entry.0).as_secs() >= window {
             *entry = (now, 0);
         }
-        let reset = window.saturating_sub(now.duration_since(entry.0).as_secs()).max(1);
+        let reset = window
+            .saturating_sub(now.duration_since(entry.0).as_secs())
+            .max(1);
         if entry.1 >= limit {
             return Err((limit, reset));
         }
@@ -219,12 +249,18 @@ fn public_key_of(app: &AppConfig) -> anyhow::Result<RsaPublicKey> {
         let pem = pem.trim();
         return RsaPublicKey::from_public_key_pem(pem)
             .or_else(|_| RsaPublicKey::from_pkcs1_pem(pem))
-            .map_err(|_| anyhow::anyhow!("public_key of app {} is not an RSA public key PEM", app.client_id));
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "public_key of app {} is not an RSA public key PEM",
+                    app.client_id
+                )
+            });
     }
     let Some(private) = &app.private_key else {
         anyhow::bail!("app {} needs public_key or private_key", app.client_id);
     };
-    let parsed = PrivateKeyPem::parse(private).map_err(|e| anyhow::anyhow!("private_key of app {} {e}", app.client_id))?;
+    let parsed = PrivateKeyPem::parse(private)
+        .map_err(|e| anyhow::anyhow!("private_key of app {} {e}", app.client_id))?;
     let key = parsed.rsa_key().map_err(anyhow::Error::msg)?;
     Ok(key.to_public_key())
 }

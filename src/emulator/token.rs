@@ -87,7 +87,10 @@ fn required<'a>(form: &'a HashMap<String, String>, name: &str) -> Result<&'a str
 fn authenticate_client(state: &State, form: &HashMap<String, String>) -> Result<String, String> {
     let client_id = required(form, "client_id")?;
     let secret = required(form, "client_secret")?;
-    let app = state.apps.get(client_id).ok_or("InvalidClient: unknown client_id")?;
+    let app = state
+        .apps
+        .get(client_id)
+        .ok_or("InvalidClient: unknown client_id")?;
     if !bool::from(app.config.client_secret.as_bytes().ct_eq(secret.as_bytes())) {
         return Err("InvalidClient: client_secret does not match".to_owned());
     }
@@ -100,14 +103,29 @@ fn jwt_grant(state: &mut State, form: &HashMap<String, String>) -> Result<Value,
     let requested = required(form, "scope")?;
     let now = state.now();
     let app = state.apps.get(&client_id).ok_or("InvalidClient")?;
-    verify_assertion(assertion, &app.public_key, &client_id, &app.config.service_account, now)?;
+    verify_assertion(
+        assertion,
+        &app.public_key,
+        &client_id,
+        &app.config.service_account,
+        now,
+    )?;
     // Scopes are space-separated in requests; tolerate commas too.
-    let requested: Vec<String> =
-        requested.split([' ', ',']).filter(|s| !s.is_empty()).map(str::to_owned).collect();
-    let missing: Vec<&String> = requested.iter().filter(|s| !app.config.scopes.contains(s)).collect();
+    let requested: Vec<String> = requested
+        .split([' ', ','])
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let missing: Vec<&String> = requested
+        .iter()
+        .filter(|s| !app.config.scopes.contains(s))
+        .collect();
     if !missing.is_empty() {
         let names: Vec<&str> = missing.iter().map(|s| s.as_str()).collect();
-        return Err(format!("InvalidScope: not granted to this app: {}", names.join(" ")));
+        return Err(format!(
+            "InvalidScope: not granted to this app: {}",
+            names.join(" ")
+        ));
     }
     if let Some(app) = state.apps.get_mut(&client_id) {
         app.stats.tokens_issued += 1;
@@ -115,7 +133,11 @@ fn jwt_grant(state: &mut State, form: &HashMap<String, String>) -> Result<Value,
     let refresh = State::new_token();
     state.refresh_tokens.insert(
         refresh.clone(),
-        RefreshToken { client_id: client_id.clone(), scopes: requested.clone(), expires_at: now + 90 * 86_400 },
+        RefreshToken {
+            client_id: client_id.clone(),
+            scopes: requested.clone(),
+            expires_at: now + 90 * 86_400,
+        },
     );
     Ok(issue_access(state, &client_id, requested, Some(refresh)))
 }
@@ -137,7 +159,11 @@ fn refresh_grant(state: &mut State, form: &HashMap<String, String>) -> Result<Va
         let new = State::new_token();
         state.refresh_tokens.insert(
             new.clone(),
-            RefreshToken { client_id: client_id.clone(), scopes: scopes.clone(), expires_at: now + 90 * 86_400 },
+            RefreshToken {
+                client_id: client_id.clone(),
+                scopes: scopes.clone(),
+                expires_at: now + 90 * 86_400,
+            },
         );
         Some(new)
     } else {
@@ -146,14 +172,33 @@ fn refresh_grant(state: &mut State, form: &HashMap<String, String>) -> Result<Va
     Ok(issue_access(state, &client_id, scopes, rotated))
 }
 
-fn issue_access(state: &mut State, client_id: &str, scopes: Vec<String>, refresh: Option<String>) -> Value {
+fn issue_access(
+    state: &mut State,
+    client_id: &str,
+    scopes: Vec<String>,
+    refresh: Option<String>,
+) -> Value {
     let lifetime = state.config.token_lifetime_seconds;
-    let effective = state.faults.token_expire_after_seconds.map_or(lifetime, |s| s.min(lifetime));
+    let effective = state
+        .faults
+        .token_expire_after_seconds
+        .map_or(lifetime, |s| s.min(lifetime));
     let access = State::new_token();
     let scope = scopes.join(" ");
     let expires_at = state.now() + i64::try_from(effective).unwrap_or(i64::MAX / 2);
-    state.access_tokens.insert(access.clone(), AccessToken { client_id: client_id.to_owned(), scopes, expires_at });
-    let expires_in = if state.config.expires_in_as_number { json!(lifetime) } else { json!(lifetime.to_string()) };
+    state.access_tokens.insert(
+        access.clone(),
+        AccessToken {
+            client_id: client_id.to_owned(),
+            scopes,
+            expires_at,
+        },
+    );
+    let expires_in = if state.config.expires_in_as_number {
+        json!(lifetime)
+    } else {
+        json!(lifetime.to_string())
+    };
     let mut body = json!({
         "access_token": access,
         "scope": scope,
@@ -177,7 +222,9 @@ pub fn verify_assertion(
     now: i64,
 ) -> Result<(), String> {
     let mut parts = jwt.trim().split('.');
-    let (Some(h), Some(c), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+    let (Some(h), Some(c), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
         return Err("InvalidAssertion: not a JWT (three dot-separated parts)".to_owned());
     };
     let decode = |part: &str, what: &str| {
@@ -194,7 +241,9 @@ pub fn verify_assertion(
         .map_err(|_| "InvalidAssertion: bad signature encoding".to_owned())?;
     VerifyingKey::<Sha256>::new(key.clone())
         .verify(format!("{h}.{c}").as_bytes(), &signature)
-        .map_err(|_| "InvalidAssertion: signature does not verify with the app's public key".to_owned())?;
+        .map_err(|_| {
+            "InvalidAssertion: signature does not verify with the app's public key".to_owned()
+        })?;
     let claims: Value = serde_json::from_slice(&decode(c, "claims")?)
         .map_err(|_| "InvalidAssertion: claims are not JSON".to_owned())?;
     if claims.get("iss").and_then(Value::as_str) != Some(client_id) {
@@ -203,7 +252,12 @@ pub fn verify_assertion(
     if claims.get("sub").and_then(Value::as_str) != Some(service_account) {
         return Err("InvalidAssertion: sub must be the app's Service Account".to_owned());
     }
-    let number = |name: &str| claims.get(name).and_then(Value::as_f64).ok_or(format!("InvalidAssertion: {name} missing"));
+    let number = |name: &str| {
+        claims
+            .get(name)
+            .and_then(Value::as_f64)
+            .ok_or(format!("InvalidAssertion: {name} missing"))
+    };
     let (iat, exp) = (number("iat")?, number("exp")?);
     #[allow(clippy::cast_precision_loss)] // Unix seconds fit an f64 exactly
     let now = now as f64;

@@ -33,12 +33,19 @@ pub fn sign_assertion(
 }
 
 /// Signs arbitrary header and claims with RS256 (tests use it for bad claims).
-pub fn sign_claims(key: &RsaPrivateKey, header: &serde_json::Value, claims: &serde_json::Value) -> String {
+pub fn sign_claims(
+    key: &RsaPrivateKey,
+    header: &serde_json::Value,
+    claims: &serde_json::Value,
+) -> String {
     let signing_input = format!(
         "{}.{}",
         URL_SAFE_NO_PAD.encode(header.to_string()),
         URL_SAFE_NO_PAD.encode(claims.to_string())
     );
     let signature = SigningKey::<Sha256>::new(key.clone()).sign(signing_input.as_bytes());
-    format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature.to_bytes()))
+    format!(
+        "{signing_input}.{}",
+        URL_SAFE_NO_PAD.encode(signature.to_bytes())
+    )
 }

@@ -11,15 +11,21 @@ type HmacSha256 = Hmac<Sha256>;
 /// The signature NAVER WORKS sends for `body`.
 pub fn sign(bot_secret: &[u8], body: &[u8]) -> String {
     // HMAC accepts keys of any length, so this never takes the else branch.
-    let Ok(mut mac) = HmacSha256::new_from_slice(bot_secret) else { return String::new() };
+    let Ok(mut mac) = HmacSha256::new_from_slice(bot_secret) else {
+        return String::new();
+    };
     mac.update(body);
     STANDARD.encode(mac.finalize().into_bytes())
 }
 
 /// Constant-time check of a presented signature over the raw body.
 pub fn verify(bot_secret: &[u8], body: &[u8], presented: &str) -> bool {
-    let Ok(presented) = STANDARD.decode(presented.trim()) else { return false };
-    let Ok(mut mac) = HmacSha256::new_from_slice(bot_secret) else { return false };
+    let Ok(presented) = STANDARD.decode(presented.trim()) else {
+        return false;
+    };
+    let Ok(mut mac) = HmacSha256::new_from_slice(bot_secret) else {
+        return false;
+    };
     mac.update(body);
     mac.verify_slice(&presented).is_ok()
 }
@@ -31,10 +37,19 @@ mod tests {
     /// The two vectors in shared/fixtures/naverworks/SOURCES.md.
     #[test]
     fn documented_vectors() {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/naverworks/");
+        let dir = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/fixtures/naverworks/"
+        );
         for (file, expected) in [
-            ("callback_message_text.json", "/LIIL+R164z2zjSw8i/JI57QGFKnTufxY6p83aToENU="),
-            ("callback_postback.json", "3YCD5Er4w8dkrouNDuiAtLklYIw0ePH6IRWRw6qKP1o="),
+            (
+                "callback_message_text.json",
+                "/LIIL+R164z2zjSw8i/JI57QGFKnTufxY6p83aToENU=",
+            ),
+            (
+                "callback_postback.json",
+                "3YCD5Er4w8dkrouNDuiAtLklYIw0ePH6IRWRw6qKP1o=",
+            ),
         ] {
             let body = std::fs::read(format!("{dir}{file}")).expect(file);
             assert_eq!(sign(b"test-bot-secret", &body), expected, "{file}");

@@ -5,6 +5,7 @@ mod helpers;
 
 mod bad_inputs;
 mod connections;
+mod emulator;
 mod keys;
 mod operations;
 mod quickstart;
