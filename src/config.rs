@@ -34,6 +34,9 @@ const KEYS: &[&str] = &[
     "naverworks_api_url",
     "log_format",
     "log",
+    "token_refresh_margin_seconds",
+    "auth_failure_limit",
+    "auth_block_seconds",
 ];
 /// Variables botgate reads that are not settings keys.
 const OTHER_VARS: &[&str] = &["config"];
@@ -52,6 +55,12 @@ pub struct Settings {
     pub naverworks_api_url: Url,
     pub log_format: LogFormat,
     pub log: String,
+    /// Refresh a token when less than this is left (or half its lifetime).
+    pub token_refresh_margin: std::time::Duration,
+    /// Failed auth-header checks from one client address within a minute
+    /// before it is refused (429) for `auth_block`.
+    pub auth_failure_limit: u32,
+    pub auth_block: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,6 +142,9 @@ impl std::fmt::Debug for Settings {
             .field("naverworks_api_url", &self.naverworks_api_url.as_str())
             .field("log_format", &self.log_format)
             .field("log", &self.log)
+            .field("token_refresh_margin", &self.token_refresh_margin)
+            .field("auth_failure_limit", &self.auth_failure_limit)
+            .field("auth_block", &self.auth_block)
             .finish()
     }
 }
@@ -231,6 +243,23 @@ impl Settings {
             _ => Err("must be \"pretty\" or \"json\"".to_owned()),
         });
         let log = p.parse("log", |s| Ok(s.to_owned()));
+        let seconds = |max: u64| {
+            move |s: &str| {
+                s.parse::<u64>()
+                    .ok()
+                    .filter(|n| (1..=max).contains(n))
+                    .map(std::time::Duration::from_secs)
+                    .ok_or_else(|| format!("must be a whole number of seconds from 1 to {max}"))
+            }
+        };
+        let token_refresh_margin = p.parse("token_refresh_margin_seconds", seconds(86_400));
+        let auth_failure_limit = p.parse("auth_failure_limit", |s| {
+            s.parse::<u32>()
+                .ok()
+                .filter(|n| (1..=100_000).contains(n))
+                .ok_or_else(|| "must be a whole number from 1 to 100000".to_owned())
+        });
+        let auth_block = p.parse("auth_block_seconds", seconds(86_400));
         if let (Some(Some(_)), Some(Some(_))) = (&master_key, &master_key_file) {
             errors.push(
                 "set master_key or master_key_file, not both (BOTGATE_MASTER_KEY, BOTGATE_MASTER_KEY_FILE)"
@@ -250,6 +279,9 @@ impl Settings {
             naverworks_api_url,
             log_format,
             log,
+            token_refresh_margin,
+            auth_failure_limit,
+            auth_block,
         ) {
             (
                 Some(listen),
@@ -264,6 +296,9 @@ impl Settings {
                 Some(naverworks_api_url),
                 Some(log_format),
                 Some(log),
+                Some(token_refresh_margin),
+                Some(auth_failure_limit),
+                Some(auth_block),
             ) if errors.is_empty() => Ok(Settings {
                 listen,
                 public_url,
@@ -277,6 +312,9 @@ impl Settings {
                 naverworks_api_url,
                 log_format,
                 log,
+                token_refresh_margin,
+                auth_failure_limit,
+                auth_block,
             }),
             _ => Err(ConfigError::Invalid(errors)),
         }

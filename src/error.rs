@@ -33,6 +33,8 @@ pub enum ApiError {
     Conflict(String),
     #[error("the service is busy; retry in a moment")]
     Busy,
+    #[error("no NAVER WORKS token: {0}")]
+    Token(crate::naverworks::token::TokenError),
     #[error("an internal error occurred")]
     Internal(#[source] anyhow::Error),
 }
@@ -59,6 +61,7 @@ impl ApiError {
             Self::Validation(_) => "validation_failed",
             Self::Conflict(_) => "conflict",
             Self::Busy => "busy",
+            Self::Token(e) => e.code(),
             Self::Internal(_) => "internal_error",
         }
     }
@@ -93,6 +96,8 @@ impl ResponseError for ApiError {
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Token(e) if e.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Token(_) => StatusCode::BAD_GATEWAY,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -112,6 +117,9 @@ impl ResponseError for ApiError {
             }
             Self::Busy => {
                 response.insert_header((header::RETRY_AFTER, "1"));
+            }
+            Self::Token(e) if e.is_transient() => {
+                response.insert_header((header::RETRY_AFTER, "5"));
             }
             _ => {}
         }

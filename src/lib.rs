@@ -2,6 +2,7 @@
 //! See DESIGN.md for the product and README.md for running it.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod bootstrap;
 pub mod cli;
 pub mod commands;
@@ -16,3 +17,4 @@ pub mod secrets;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod token_cache;

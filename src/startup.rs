@@ -12,7 +12,11 @@ use secrecy::SecretString;
 use crate::config::Settings;
 use crate::error::{json_error, not_found, path_error};
 use crate::secrets::vault::Vault;
+use crate::audit::AuditSink;
+use crate::naverworks::token::TokenClient;
+use crate::routes::auth_urls::FailureLimiter;
 use crate::store::Store;
+use crate::token_cache::TokenService;
 use crate::{bootstrap, routes, telemetry};
 
 /// Largest JSON body the management API accepts.
@@ -25,6 +29,11 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// Hash of the admin token (never the token itself).
     pub admin_token_hash: String,
+    /// The one HTTP client for NAVER WORKS and engines (timeouts set).
+    pub http: reqwest::Client,
+    pub tokens: Arc<TokenService>,
+    pub limiter: FailureLimiter,
+    pub audit: AuditSink,
 }
 
 /// The whole route table with its error handling; production and tests share it.
@@ -60,11 +69,27 @@ impl Application {
         let listener = TcpListener::bind(settings.listen)
             .with_context(|| format!("cannot listen on {} (BOTGATE_LISTEN)", settings.listen))?;
         let port = listener.local_addr()?.port();
+        let http = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .timeout(std::time::Duration::from_secs(30))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .context("cannot build the HTTP client")?;
+        let tokens = Arc::new(TokenService::new(
+            store.clone(),
+            vault.clone(),
+            TokenClient::new(http.clone(), &settings.naverworks_auth_url),
+            settings.token_refresh_margin,
+        ));
         let state = web::Data::new(AppState {
+            limiter: FailureLimiter::new(settings.auth_failure_limit, settings.auth_block),
+            audit: AuditSink::spawn(store.clone()),
             store,
             vault,
             settings: Arc::new(settings),
             admin_token_hash,
+            http,
+            tokens,
         });
         let app_state = state.clone();
         let server = HttpServer::new(move || {

@@ -24,6 +24,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         "/v1.0/bots/{bot}/channels/{channel}/messages",
         web::post().to(send_to_channel),
     )
+    .route("/v1.0/bots/{bot}", web::get().to(bot_info))
     .route(
         "/v1.0/bots/{bot}/attachments",
         web::post().to(create_attachment),
@@ -387,6 +388,35 @@ async fn storage_download(
             .body(data.clone()),
         _ => api_error(404, "NOT_FOUND", "File does not exist."),
     }
+}
+
+/// §5.4 bot info (the fields the emulator knows).
+async fn bot_info(req: HttpRequest, path: web::Path<String>, emulator: web::Data<Emulator>) -> HttpResponse {
+    delay(&emulator).await;
+    let bot_id = path.into_inner();
+    let mut state = emulator.lock();
+    let caller = match authorize(&state, &req, &bot_id, READ_SCOPES) {
+        Ok(c) => c,
+        Err(response) => return response,
+    };
+    if let Err(response) = admit(&mut state, &caller, "bot.info") {
+        return response;
+    }
+    let callback_url = state.bots.get(&bot_id).and_then(|(_, b)| b.callback_url.clone());
+    // botId is an int64 in the docs; ids beyond i64 stay strings.
+    let id = bot_id.parse::<i64>().map_or_else(|_| json!(bot_id), |n| json!(n));
+    HttpResponse::Ok().json(json!({
+        "botId": id,
+        "botName": format!("Emulated bot {bot_id}"),
+        "photoUrl": "https://example.com/bot.png",
+        "description": "A bot of the botgate NAVER WORKS emulator",
+        "administrators": [],
+        "allowDomains": [caller.domain_id],
+        "enableCallback": callback_url.is_some(),
+        "callbackEvents": ["text", "location", "sticker", "image", "file"],
+        "callbackUrl": callback_url,
+        "enableGroupJoin": true,
+    }))
 }
 
 async fn channel_info(

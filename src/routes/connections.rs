@@ -313,6 +313,12 @@ pub async fn update(
     if nothing {
         return Err(ApiError::validation("body", "names no field to change"));
     }
+    // New credentials make the stored tokens stale: every replica drops them.
+    let discard_tokens = update.client_id.is_some()
+        || update.service_account.is_some()
+        || update.scope.is_some()
+        || client_secret.is_some()
+        || private_key.is_some();
     let record = state
         .store
         .update_connection(
@@ -320,6 +326,7 @@ pub async fn update(
             &current.id,
             &update,
             &sealed,
+            discard_tokens,
             now_millis(),
         )
         .await?
@@ -386,4 +393,97 @@ async fn view(state: &AppState, c: &ConnectionRecord) -> Result<Value, ApiError>
         view["unreadable_secrets"] = json!(unreadable);
     }
     Ok(view)
+}
+
+/// One check of `POST …/test`.
+fn check(name: &str, ok: bool, code: Option<&str>, message: impl Into<String>) -> Value {
+    let mut check = json!({"name": name, "ok": ok, "message": message.into()});
+    if let Some(code) = code {
+        check["code"] = json!(code);
+    }
+    check
+}
+
+/// `POST /api/v1/tenants/{tenant}/connections/{id}/test`: tries the
+/// credentials against NAVER WORKS now and reports each check in a sentence.
+/// It mints a token of its own; the shared token is not touched.
+pub async fn test(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let record = find(&state, &caller, &path.0, &path.1).await?;
+    let mut checks = Vec::new();
+    let creds = match state.tokens.credentials(&record).await {
+        Ok((creds, _)) => creds,
+        Err(e) => {
+            tracing::error!(connection_id = %record.id, error.message = %e, "stored credentials unusable");
+            checks.push(check("credentials", false, Some("credentials_unreadable"), "The stored credentials cannot be read; enter them again with PATCH."));
+            return Ok(HttpResponse::Ok().json(json!({"ok": false, "checks": checks})));
+        }
+    };
+    checks.push(check("credentials", true, None, "The stored credentials decrypt and the private key parses."));
+    let issued = match state.tokens.client().jwt_grant(&creds, now_millis() / 1000).await {
+        Ok(issued) => issued,
+        Err(e) => {
+            use crate::naverworks::token::TokenError as T;
+            let advice = match &e {
+                T::InvalidClient => "Check the Client ID and Client Secret in the Developer Console.",
+                T::InvalidAssertion => "Check that the private key is the one issued for this app, and the Service Account.",
+                T::ScopeNotGranted(_) => "Grant the scope to the app in the Developer Console (OAuth Scopes), or remove it from this connection's scope.",
+                T::Unavailable(_) => "Try again in a moment.",
+                _ => "Check the app's settings in the Developer Console.",
+            };
+            checks.push(check("token", false, Some(e.code()), format!("{e}. {advice}")));
+            return Ok(HttpResponse::Ok().json(json!({"ok": false, "checks": checks})));
+        }
+    };
+    checks.push(check("token", true, None, "NAVER WORKS issued a token for these credentials."));
+    let granted: Vec<&str> = issued.scope.split(' ').filter(|s| !s.is_empty()).collect();
+    let missing: Vec<&str> = record.scope.split(' ').filter(|s| !granted.contains(s)).collect();
+    let can_send = granted.iter().any(|s| matches!(*s, "bot" | "bot.message"));
+    if !missing.is_empty() || !can_send {
+        let message = if can_send {
+            format!("These requested scopes were not granted: {}.", missing.join(", "))
+        } else {
+            "The token cannot send messages: grant `bot` or `bot.message` to the app.".to_owned()
+        };
+        checks.push(check("scopes", false, Some("scope_not_granted"), message));
+    } else {
+        checks.push(check("scopes", true, None, format!("Granted scopes: {}.", granted.join(" "))));
+    }
+    let url = format!("{}/bots/{}", state.settings.naverworks_api_url.as_str().trim_end_matches('/'), record.bot_id);
+    let bot = state.http.get(&url).bearer_auth(issued.access_token.expose_secret()).send().await;
+    checks.push(match bot.map(|r| r.status().as_u16()) {
+        Ok(200) => check("bot", true, None, format!("Bot {} exists and belongs to this app.", record.bot_id)),
+        Ok(404) => check("bot", false, Some("bot_not_found"), format!("Bot {} does not exist or does not belong to this app (is the Bot ID right?).", record.bot_id)),
+        Ok(401 | 403) => check("bot", false, Some("bot_not_readable"), "The token may not read the bot: grant `bot` or `bot.read` to the app."),
+        Ok(status) => check("bot", false, Some("bot_check_failed"), format!("The Bot API answered HTTP {status}.")),
+        Err(_) => check("bot", false, Some("bot_check_failed"), "The Bot API did not answer."),
+    });
+    let ok = checks.iter().all(|c| c["ok"] == json!(true));
+    Ok(HttpResponse::Ok().json(json!({"ok": ok, "checks": checks})))
+}
+
+#[derive(Deserialize)]
+pub struct AuditQuery {
+    limit: Option<i64>,
+}
+
+/// `GET /api/v1/tenants/{tenant}/connections/{id}/audit`: reads and refreshes
+/// through the auth URLs, newest first.
+pub async fn audit(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<(String, String)>,
+    query: web::Query<AuditQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let record = find(&state, &caller, &path.0, &path.1).await?;
+    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+    let entries = state.store.audit(&record.tenant_id, &record.id, limit).await?;
+    let entries: Vec<Value> = entries
+        .into_iter()
+        .map(|e| json!({"at": rfc3339(e.at), "client_addr": e.client_addr, "action": e.action, "outcome": e.outcome}))
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "entries": entries })))
 }

@@ -1,6 +1,7 @@
 //! The route table. Handlers parse input into domain types, call the store,
 //! and shape responses; every failure goes through `ApiError`.
 
+pub mod auth_urls;
 mod connections;
 mod extract;
 mod health;
@@ -29,6 +30,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             resource("/api/v1/tenants/{tenant}/connections")
                 .route(web::post().to(connections::create))
                 .route(web::get().to(connections::list)),
+        )
+        .service(resource("/auth/naverworks/{connection}").route(web::get().to(auth_urls::read)))
+        .service(resource("/auth/naverworks/{connection}/refresh").route(web::post().to(auth_urls::refresh)))
+        .service(
+            resource("/api/v1/tenants/{tenant}/connections/{connection}/test")
+                .route(web::post().to(connections::test)),
+        )
+        .service(
+            resource("/api/v1/tenants/{tenant}/connections/{connection}/audit")
+                .route(web::get().to(connections::audit)),
         )
         .service(
             resource("/api/v1/tenants/{tenant}/connections/{connection}")

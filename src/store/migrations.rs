@@ -18,10 +18,12 @@ macro_rules! tree {
 
 pub const POSTGRES: Files = tree!("postgres";
     (1, "tenants connections", "0001_tenants_connections.sql"),
+    (2, "tokens", "0002_tokens.sql"),
 );
 
 pub const SQLITE: Files = tree!("sqlite";
     (1, "tenants connections", "0001_tenants_connections.sql"),
+    (2, "tokens", "0002_tokens.sql"),
 );
 
 pub fn migrator(backend: Backend) -> Migrator {

@@ -66,6 +66,59 @@ pub mod field {
     pub const PRIVATE_KEY: &str = "private_key";
     pub const BOT_SECRET: &str = "bot_secret";
     pub const ENGINE_SECRET: &str = "engine_secret";
+    pub const ACCESS_TOKEN: &str = "access_token";
+    pub const REFRESH_TOKEN: &str = "refresh_token";
+}
+
+/// A connection's token row: what is not secret, and the refresh lease.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TokenMeta {
+    pub generation: i64,
+    pub issued_at: Option<i64>,
+    pub expires_at: Option<i64>,
+    pub refresh_expires_at: Option<i64>,
+    pub scope: Option<String>,
+    pub lease_owner: Option<String>,
+    pub lease_until: Option<i64>,
+}
+
+const TOKEN_COLUMNS: &str = "generation, issued_at, expires_at, refresh_expires_at, scope, lease_owner, lease_until";
+
+impl TokenMeta {
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            generation: row.try_get("generation")?,
+            issued_at: row.try_get("issued_at")?,
+            expires_at: row.try_get("expires_at")?,
+            refresh_expires_at: row.try_get("refresh_expires_at")?,
+            scope: row.try_get("scope")?,
+            lease_owner: row.try_get("lease_owner")?,
+            lease_until: row.try_get("lease_until")?,
+        })
+    }
+}
+
+/// A token to store; times are Unix milliseconds.
+#[derive(Debug)]
+pub struct NewToken {
+    pub access: Sealed,
+    /// `None` keeps the current refresh token (no rotation).
+    pub refresh: Option<Sealed>,
+    pub issued_at: i64,
+    pub expires_at: i64,
+    pub refresh_expires_at: Option<i64>,
+    pub scope: String,
+}
+
+/// One read or refresh through the auth URLs.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AuditEntry {
+    pub connection_id: String,
+    pub tenant_id: String,
+    pub at: i64,
+    pub client_addr: String,
+    pub action: String,
+    pub outcome: String,
 }
 
 #[derive(Debug, Clone)]
@@ -464,6 +517,7 @@ impl Store {
         id: &ConnectionId,
         update: &ConnectionUpdate,
         secrets: &[(&'static str, Sealed)],
+        discard_tokens: bool,
         now: i64,
     ) -> StoreResult<Option<ConnectionRecord>> {
         let mut tx = self.pool.begin().await.map_err(classify)?;
@@ -497,6 +551,22 @@ impl Store {
         for (name, sealed) in secrets {
             put_secret(&mut tx, tenant, Some(id), name, sealed, now).await?;
         }
+        if discard_tokens {
+            // Tokens minted with the old credentials: gone for every replica,
+            // which all read the token row before serving from memory.
+            sqlx::query("DELETE FROM tokens WHERE connection_id = $1")
+                .bind(id.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+            sqlx::query("DELETE FROM secrets WHERE owner_id = $1 AND field IN ($2, $3)")
+                .bind(id.as_str())
+                .bind(field::ACCESS_TOKEN)
+                .bind(field::REFRESH_TOKEN)
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+        }
         tx.commit().await.map_err(classify)?;
         ConnectionRecord::from_row(&row).map(Some).map_err(classify)
     }
@@ -514,6 +584,174 @@ impl Store {
             .await
             .map_err(classify)?;
         Ok(done.rows_affected() > 0)
+    }
+
+    /// The connection behind a public id, with its token row if any (one query:
+    /// this is the auth URLs' hot path).
+    pub async fn connection_by_public_id(
+        &self,
+        public_id: &str,
+    ) -> StoreResult<Option<(ConnectionRecord, Option<TokenMeta>)>> {
+        let columns: String = CONNECTION_COLUMNS.split(", ").map(|c| format!("c.{}", c.trim())).collect::<Vec<_>>().join(", ");
+        let sql = format!(
+            "SELECT {columns}, t.generation AS t_generation, t.issued_at, t.expires_at, \
+               t.refresh_expires_at, t.scope AS t_scope, t.lease_owner, t.lease_until \
+             FROM connections c LEFT JOIN tokens t ON t.connection_id = c.id WHERE c.public_id = $1"
+        );
+        let Some(row) = sqlx::query(&sql).bind(public_id).fetch_optional(&self.pool).await.map_err(classify)? else {
+            return Ok(None);
+        };
+        let connection = ConnectionRecord::from_row(&row).map_err(classify)?;
+        let generation: Option<i64> = row.try_get("t_generation").map_err(classify)?;
+        let meta = match generation {
+            None => None,
+            Some(generation) => Some(TokenMeta {
+                generation,
+                issued_at: row.try_get("issued_at").map_err(classify)?,
+                expires_at: row.try_get("expires_at").map_err(classify)?,
+                refresh_expires_at: row.try_get("refresh_expires_at").map_err(classify)?,
+                scope: row.try_get("t_scope").map_err(classify)?,
+                lease_owner: row.try_get("lease_owner").map_err(classify)?,
+                lease_until: row.try_get("lease_until").map_err(classify)?,
+            }),
+        };
+        Ok(Some((connection, meta)))
+    }
+
+    // ---- tokens ------------------------------------------------------------
+
+    pub async fn token_meta(&self, connection: &ConnectionId) -> StoreResult<Option<TokenMeta>> {
+        let sql = format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE connection_id = $1");
+        let row = sqlx::query(&sql).bind(connection.as_str()).fetch_optional(&self.pool).await.map_err(classify)?;
+        row.as_ref().map(TokenMeta::from_row).transpose().map_err(classify)
+    }
+
+    /// Takes the connection's refresh lease for `owner` until `until` if it is
+    /// free, expired or already `owner`'s. Committed before any network call,
+    /// so no transaction is held while NAVER WORKS answers.
+    pub async fn acquire_token_lease(
+        &self,
+        tenant: &TenantId,
+        connection: &ConnectionId,
+        owner: &str,
+        now: i64,
+        until: i64,
+    ) -> StoreResult<bool> {
+        sqlx::query(
+            "INSERT INTO tokens (connection_id, tenant_id, generation, updated_at) VALUES ($1, $2, 0, $3) \
+             ON CONFLICT (connection_id) DO NOTHING",
+        )
+        .bind(connection.as_str())
+        .bind(tenant.as_str())
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(classify)?;
+        let done = sqlx::query(
+            "UPDATE tokens SET lease_owner = $2, lease_until = $3 WHERE connection_id = $1 \
+             AND (lease_owner IS NULL OR lease_until < $4 OR lease_owner = $2)",
+        )
+        .bind(connection.as_str())
+        .bind(owner)
+        .bind(until)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(classify)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn release_token_lease(&self, connection: &ConnectionId, owner: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE tokens SET lease_owner = NULL, lease_until = NULL WHERE connection_id = $1 AND lease_owner = $2")
+            .bind(connection.as_str())
+            .bind(owner)
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    /// Stores a new token if `owner` still holds the lease (credentials may
+    /// have been rotated meanwhile, which drops the row), releasing the lease.
+    /// Returns the new generation, or `None` if the lease was lost.
+    pub async fn store_token(
+        &self,
+        tenant: &TenantId,
+        connection: &ConnectionId,
+        owner: &str,
+        token: &NewToken,
+    ) -> StoreResult<Option<i64>> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let row = sqlx::query(
+            "UPDATE tokens SET generation = generation + 1, issued_at = $3, expires_at = $4, \
+               refresh_expires_at = COALESCE($5, refresh_expires_at), scope = $6, \
+               lease_owner = NULL, lease_until = NULL, updated_at = $3 \
+             WHERE connection_id = $1 AND lease_owner = $2 RETURNING generation",
+        )
+        .bind(connection.as_str())
+        .bind(owner)
+        .bind(token.issued_at)
+        .bind(token.expires_at)
+        .bind(token.refresh_expires_at)
+        .bind(&token.scope)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(classify)?;
+        let Some(row) = row else { return Ok(None) };
+        let generation: i64 = row.try_get("generation").map_err(classify)?;
+        put_secret(&mut tx, tenant, Some(connection), field::ACCESS_TOKEN, &token.access, token.issued_at).await?;
+        if let Some(refresh) = &token.refresh {
+            put_secret(&mut tx, tenant, Some(connection), field::REFRESH_TOKEN, refresh, token.issued_at).await?;
+        }
+        tx.commit().await.map_err(classify)?;
+        Ok(Some(generation))
+    }
+
+    pub async fn record_audit(&self, entries: &[AuditEntry]) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        for e in entries {
+            sqlx::query(
+                "INSERT INTO token_audit (connection_id, tenant_id, at, client_addr, action, outcome) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&e.connection_id)
+            .bind(&e.tenant_id)
+            .bind(e.at)
+            .bind(&e.client_addr)
+            .bind(&e.action)
+            .bind(&e.outcome)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        }
+        tx.commit().await.map_err(classify)
+    }
+
+    /// The newest `limit` audit entries of a connection, newest first.
+    pub async fn audit(&self, tenant: &TenantId, connection: &ConnectionId, limit: i64) -> StoreResult<Vec<AuditEntry>> {
+        let rows = sqlx::query(
+            "SELECT connection_id, tenant_id, at, client_addr, action, outcome FROM token_audit \
+             WHERE tenant_id = $1 AND connection_id = $2 ORDER BY id DESC LIMIT $3",
+        )
+        .bind(tenant.as_str())
+        .bind(connection.as_str())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditEntry {
+                    connection_id: r.try_get("connection_id")?,
+                    tenant_id: r.try_get("tenant_id")?,
+                    at: r.try_get("at")?,
+                    client_addr: r.try_get("client_addr")?,
+                    action: r.try_get("action")?,
+                    outcome: r.try_get("outcome")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(classify)
     }
 
     // ---- sealed values ---------------------------------------------------

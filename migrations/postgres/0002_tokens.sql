@@ -1,0 +1,29 @@
+-- The connection's NAVER WORKS token, shared by every replica. The access and
+-- refresh tokens themselves are sealed in `secrets` (fields access_token and
+-- refresh_token); this row holds what is not secret and the refresh lease.
+CREATE TABLE tokens (
+    connection_id      TEXT PRIMARY KEY REFERENCES connections (id) ON DELETE CASCADE,
+    tenant_id          TEXT NOT NULL,
+    -- Increments with every token stored; replicas compare it with their cache.
+    generation         BIGINT NOT NULL DEFAULT 0,
+    issued_at          BIGINT,
+    expires_at         BIGINT,
+    refresh_expires_at BIGINT,
+    scope              TEXT,
+    -- The replica refreshing now, and until when its lease holds.
+    lease_owner        TEXT,
+    lease_until        BIGINT,
+    updated_at         BIGINT NOT NULL
+);
+
+-- Reads and refreshes through the auth URLs. Kept when a connection is removed.
+CREATE TABLE token_audit (
+    id            BIGSERIAL PRIMARY KEY,
+    connection_id TEXT NOT NULL,
+    tenant_id     TEXT NOT NULL,
+    at            BIGINT NOT NULL,
+    client_addr   TEXT NOT NULL,
+    action        TEXT NOT NULL,
+    outcome       TEXT NOT NULL
+);
+CREATE INDEX token_audit_connection ON token_audit (connection_id, id);

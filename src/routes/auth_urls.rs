@@ -1,0 +1,169 @@
+//! `GET /auth/naverworks/{connection}` and
+//! `POST /auth/naverworks/{connection}/refresh`, guarded by the header
+//! `DANBEE-NAVERWORKS-AUTH`: the tenant's internal services fetch the bot's
+//! shared token here instead of minting competing ones.
+//!
+//! A missing header, a wrong one and an unknown connection get the same 401,
+//! after the same work (an unknown connection is checked against a dummy
+//! hash). Failures are counted per client address: slowed down after a few,
+//! refused with 429 for a while after `auth_failure_limit`. Every attempt on
+//! a known connection goes to the audit log (never the token).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::json;
+
+use crate::domain::ids::PublicId;
+use crate::domain::{now_millis, rfc3339};
+use crate::error::ApiError;
+use crate::secrets::hashing::verify_salted;
+use crate::startup::AppState;
+use crate::store::AuditEntry;
+use crate::token_cache::TokenFailure;
+
+pub const AUTH_HEADER: &str = "DANBEE-NAVERWORKS-AUTH";
+
+/// Checked when the connection does not exist, so that the answer takes as
+/// long as a wrong header on a real one. Matches nothing.
+const DUMMY_HASH: &str = "s256$00000000000000000000000000000000$0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Failures before each further failure is delayed.
+const SLOW_AFTER: u32 = 5;
+const WINDOW: Duration = Duration::from_secs(60);
+
+struct Entry {
+    window_start: Instant,
+    failures: u32,
+    blocked_until: Option<Instant>,
+}
+
+/// Failed-attempt accounting per client address, built once per process.
+pub struct FailureLimiter {
+    limit: u32,
+    block: Duration,
+    entries: Mutex<HashMap<IpAddr, Entry>>,
+}
+
+impl FailureLimiter {
+    pub fn new(limit: u32, block: Duration) -> Self {
+        Self { limit, block, entries: Mutex::default() }
+    }
+
+    /// `Some(seconds)` while the address is refused.
+    fn blocked(&self, ip: IpAddr) -> Option<u64> {
+        let entries = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let until = entries.get(&ip)?.blocked_until?;
+        let left = until.checked_duration_since(Instant::now())?;
+        Some(left.as_secs().max(1))
+    }
+
+    /// Counts a failure; returns how long to delay the answer.
+    fn failure(&self, ip: IpAddr) -> Duration {
+        let mut entries = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = Instant::now();
+        if entries.len() > 100_000 {
+            // Bounded memory: forget quiet addresses.
+            entries.retain(|_, e| now.duration_since(e.window_start) < WINDOW || e.blocked_until.is_some_and(|u| u > now));
+        }
+        let entry = entries.entry(ip).or_insert(Entry { window_start: now, failures: 0, blocked_until: None });
+        if now.duration_since(entry.window_start) >= WINDOW {
+            entry.window_start = now;
+            entry.failures = 0;
+        }
+        entry.failures += 1;
+        if entry.failures >= self.limit {
+            entry.blocked_until = Some(now + self.block);
+            entry.failures = 0;
+            entry.window_start = now;
+        }
+        let over = entry.failures.saturating_sub(SLOW_AFTER);
+        Duration::from_millis(u64::from(over.min(10)) * 100)
+    }
+}
+
+pub async fn read(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    serve(req, &path, &state, false).await
+}
+
+pub async fn refresh(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    serve(req, &path, &state, true).await
+}
+
+fn unauthorized() -> HttpResponse {
+    HttpResponse::Unauthorized().json(json!({"error": {
+        "code": "unauthorized",
+        "message": format!("a valid {AUTH_HEADER} header is required for this URL"),
+    }}))
+}
+
+async fn serve(req: HttpRequest, public_id: &str, state: &AppState, force: bool) -> Result<HttpResponse, ApiError> {
+    let ip = req.peer_addr().map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+    if let Some(retry) = state.limiter.blocked(ip) {
+        return Ok(HttpResponse::TooManyRequests()
+            .insert_header((header::RETRY_AFTER, retry.to_string()))
+            .json(json!({"error": {"code": "too_many_failures", "message": "too many failed attempts from this address; try again later"}})));
+    }
+    let presented = req.headers().get(AUTH_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let found = match PublicId::parse(public_id) {
+        Some(id) => state.store.connection_by_public_id(id.as_str()).await?,
+        None => None,
+    };
+    let hash = found.as_ref().map_or(DUMMY_HASH, |(c, _)| c.auth_header_hash.as_str());
+    let valid = verify_salted(presented, hash) && !presented.is_empty() && found.is_some();
+    let action = if force { "refresh" } else { "read" };
+    let audit = |outcome: &str| {
+        if let Some((c, _)) = &found {
+            state.audit.record(AuditEntry {
+                connection_id: c.id.to_string(),
+                tenant_id: c.tenant_id.to_string(),
+                at: now_millis(),
+                client_addr: ip.to_string(),
+                action: action.to_owned(),
+                outcome: outcome.to_owned(),
+            });
+        }
+    };
+    let Some((connection, meta)) = found.as_ref().filter(|_| valid) else {
+        audit("denied");
+        let delay = state.limiter.failure(ip);
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        return Ok(unauthorized());
+    };
+    match state.tokens.token(connection, meta.clone(), force).await {
+        Ok(token) => {
+            audit("ok");
+            let now = now_millis();
+            Ok(HttpResponse::Ok().json(json!({
+                "access_token": secrecy::ExposeSecret::expose_secret(&token.access_token),
+                "token_type": "Bearer",
+                "expires_at": rfc3339(token.expires_at),
+                "expires_in": (token.expires_at - now).max(0) / 1000,
+                "scope": token.scope,
+                "bot_id": connection.bot_id,
+            })))
+        }
+        Err(e) => {
+            let error = ApiError::from(e);
+            audit(error.code());
+            Err(error)
+        }
+    }
+}
+
+impl From<TokenFailure> for ApiError {
+    fn from(e: TokenFailure) -> Self {
+        match e {
+            TokenFailure::Token(t) => ApiError::Token(t),
+            TokenFailure::Store(s) => s.into(),
+            TokenFailure::Timeout => ApiError::Busy,
+            other => ApiError::Internal(anyhow::Error::new(other)),
+        }
+    }
+}
