@@ -9,12 +9,12 @@ use actix_web::{middleware, web, App, HttpServer};
 use anyhow::Context as _;
 use secrecy::SecretString;
 
+use crate::audit::AuditSink;
 use crate::config::Settings;
 use crate::error::{json_error, not_found, path_error};
-use crate::secrets::vault::Vault;
-use crate::audit::AuditSink;
 use crate::naverworks::token::TokenClient;
 use crate::routes::auth_urls::FailureLimiter;
+use crate::secrets::vault::Vault;
 use crate::store::Store;
 use crate::token_cache::TokenService;
 use crate::{bootstrap, routes, telemetry};

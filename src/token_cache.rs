@@ -54,6 +54,7 @@ pub enum TokenFailure {
 
 /// A token as served to callers.
 pub struct ServedToken {
+    pub token_id: String,
     pub access_token: SecretString,
     /// Unix milliseconds.
     pub expires_at: i64,
@@ -62,6 +63,7 @@ pub struct ServedToken {
 }
 
 struct Cached {
+    token_id: String,
     generation: i64,
     access: SecretString,
     expires_at: i64,
@@ -94,7 +96,9 @@ impl TokenService {
 
     /// Whether `meta` holds a token that may be served now without refreshing.
     fn fresh(&self, meta: &TokenMeta, now: i64) -> bool {
-        let (Some(expires), issued) = (meta.expires_at, meta.issued_at.unwrap_or(0)) else { return false };
+        let (Some(expires), issued) = (meta.expires_at, meta.issued_at.unwrap_or(0)) else {
+            return false;
+        };
         let margin = self.margin_ms.min((expires - issued) / 2).max(1000);
         expires - margin > now
     }
@@ -109,7 +113,8 @@ impl TokenService {
     ) -> Result<ServedToken, TokenFailure> {
         let started = now_millis();
         let start_generation = meta.as_ref().map_or(0, |m| m.generation);
-        let acceptable = |m: &TokenMeta, now| self.fresh(m, now) && (!force || m.generation > start_generation);
+        let acceptable =
+            |m: &TokenMeta, now| self.fresh(m, now) && (!force || m.generation > start_generation);
         let mut meta = meta;
         loop {
             let now = now_millis();
@@ -128,17 +133,32 @@ impl TokenService {
                 continue;
             }
             let until = now + LEASE_MS;
-            if self.store.acquire_token_lease(&connection.tenant_id, &connection.id, &self.owner, now, until).await? {
+            if self
+                .store
+                .acquire_token_lease(
+                    &connection.tenant_id,
+                    &connection.id,
+                    &self.owner,
+                    now,
+                    until,
+                )
+                .await?
+            {
                 let current = meta.clone().unwrap_or_default();
                 match self.refresh(connection, &current).await {
                     Ok(Some(served)) => return Ok(served),
                     // Lost the lease (credentials rotated meanwhile): start over.
                     Ok(None) => meta = self.store.token_meta(&connection.id).await?,
                     Err(e) => {
-                        self.store.release_token_lease(&connection.id, &self.owner).await?;
+                        self.store
+                            .release_token_lease(&connection.id, &self.owner)
+                            .await?;
                         // Still-valid token and a transient failure: serve what we have.
                         let usable = current.expires_at.is_some_and(|exp| exp > now + 1000);
-                        if !force && usable && matches!(&e, TokenFailure::Token(t) if t.is_transient()) {
+                        if !force
+                            && usable
+                            && matches!(&e, TokenFailure::Token(t) if t.is_transient())
+                        {
                             tracing::warn!(connection_id = %connection.id, error.message = %e, "refresh failed; serving the current token");
                             return self.serve(connection, &current).await;
                         }
@@ -154,17 +174,29 @@ impl TokenService {
     }
 
     fn flight(&self, id: &ConnectionId) -> Arc<tokio::sync::Mutex<()>> {
-        let mut flights = self.flights.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut flights = self
+            .flights
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         flights.entry(id.clone()).or_default().clone()
     }
 
     /// Serves the token `meta` describes: from memory if this generation is
     /// cached, else from the store (decrypting once).
-    async fn serve(&self, connection: &ConnectionRecord, meta: &TokenMeta) -> Result<ServedToken, TokenFailure> {
+    async fn serve(
+        &self,
+        connection: &ConnectionRecord,
+        meta: &TokenMeta,
+    ) -> Result<ServedToken, TokenFailure> {
         {
-            let cache = self.cache.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if let Some(c) = cache.get(&connection.id).filter(|c| c.generation == meta.generation) {
+            let cache = self
+                .cache
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let same = |c: &&Cached| meta.token_id.as_deref() == Some(c.token_id.as_str());
+            if let Some(c) = cache.get(&connection.id).filter(same) {
                 return Ok(ServedToken {
+                    token_id: c.token_id.clone(),
                     access_token: c.access.clone(),
                     expires_at: c.expires_at,
                     scope: c.scope.clone(),
@@ -173,9 +205,13 @@ impl TokenService {
             }
         }
         let secrets = self.store.secrets(connection.id.as_str()).await?;
-        let sealed = secrets.iter().find(|s| s.field == field::ACCESS_TOKEN).ok_or(TokenFailure::Missing)?;
+        let sealed = secrets
+            .iter()
+            .find(|s| s.field == field::ACCESS_TOKEN)
+            .ok_or(TokenFailure::Missing)?;
         let access = self.vault.open_str(&sealed.sealed, sealed.aad())?;
         let served = ServedToken {
+            token_id: meta.token_id.clone().ok_or(TokenFailure::Missing)?,
             access_token: access,
             expires_at: meta.expires_at.unwrap_or(0),
             scope: meta.scope.clone().unwrap_or_default(),
@@ -186,12 +222,20 @@ impl TokenService {
     }
 
     fn remember(&self, connection: &ConnectionRecord, served: &ServedToken) {
-        let mut cache = self.cache.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let newer = cache.get(&connection.id).is_none_or(|c| c.generation <= served.generation);
-        if newer {
+        let mut cache = self
+            .cache
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Generations restart after a credential rotation, so a lower one
+        // from a different token may replace a cached higher one.
+        let stale = cache
+            .get(&connection.id)
+            .is_some_and(|c| c.token_id == served.token_id);
+        if !stale {
             cache.insert(
                 connection.id.clone(),
                 Cached {
+                    token_id: served.token_id.clone(),
                     generation: served.generation,
                     access: served.access_token.clone(),
                     expires_at: served.expires_at,
@@ -202,7 +246,10 @@ impl TokenService {
     }
 
     /// The connection's decrypted credentials and refresh token.
-    pub async fn credentials(&self, connection: &ConnectionRecord) -> Result<(Credentials, Option<SecretString>), TokenFailure> {
+    pub async fn credentials(
+        &self,
+        connection: &ConnectionRecord,
+    ) -> Result<(Credentials, Option<SecretString>), TokenFailure> {
         let secrets = self.store.secrets(connection.id.as_str()).await?;
         let open = |name: &str| -> Result<Option<SecretString>, TokenFailure> {
             match secrets.iter().find(|s| s.field == name) {
@@ -233,7 +280,11 @@ impl TokenService {
     }
 
     /// Mints a token while holding the lease; `Ok(None)` if the lease was lost.
-    async fn refresh(&self, connection: &ConnectionRecord, current: &TokenMeta) -> Result<Option<ServedToken>, TokenFailure> {
+    async fn refresh(
+        &self,
+        connection: &ConnectionRecord,
+        current: &TokenMeta,
+    ) -> Result<Option<ServedToken>, TokenFailure> {
         let (creds, refresh_token) = self.credentials(connection).await?;
         let now = now_millis();
         let refresh_valid = current.refresh_expires_at.is_some_and(|t| t > now);
@@ -249,10 +300,15 @@ impl TokenService {
             None => (self.client.jwt_grant(&creds, now / 1000).await?, false),
         };
         // Expiry counted from before the request: never later than the truth.
-        let generation = self.store_issued(connection, &issued, via_refresh, now).await?;
+        let stored = self
+            .store_issued(connection, &issued, via_refresh, now)
+            .await?;
+        let Some((token_id, generation)) = stored else {
+            return Ok(None);
+        };
         tracing::info!(connection_id = %connection.id, generation, via_refresh, "new NAVER WORKS token");
-        let Some(generation) = generation else { return Ok(None) };
         let served = ServedToken {
+            token_id,
             access_token: issued.access_token,
             expires_at: now + issued.expires_in * 1000,
             scope: issued.scope,
@@ -268,18 +324,31 @@ impl TokenService {
         issued: &IssuedToken,
         via_refresh: bool,
         now: i64,
-    ) -> Result<Option<i64>, TokenFailure> {
-        let aad = |field| Aad { tenant: connection.tenant_id.as_str(), connection: Some(connection.id.as_str()), field };
+    ) -> Result<Option<(String, i64)>, TokenFailure> {
+        let aad = |field| Aad {
+            tenant: connection.tenant_id.as_str(),
+            connection: Some(connection.id.as_str()),
+            field,
+        };
         let token = NewToken {
-            access: self.vault.seal(&issued.access_token, aad(field::ACCESS_TOKEN)),
-            refresh: issued.refresh_token.as_ref().map(|rt| self.vault.seal(rt, aad(field::REFRESH_TOKEN))),
+            access: self
+                .vault
+                .seal(&issued.access_token, aad(field::ACCESS_TOKEN)),
+            refresh: issued
+                .refresh_token
+                .as_ref()
+                .map(|rt| self.vault.seal(rt, aad(field::REFRESH_TOKEN))),
             issued_at: now,
             expires_at: now + issued.expires_in * 1000,
             // A new refresh token (JWT grant, or rotation) lives 90 days; a
             // refresh without rotation keeps the old one's expiry.
-            refresh_expires_at: (issued.refresh_token.is_some() || !via_refresh).then_some(now + REFRESH_LIFETIME_MS),
+            refresh_expires_at: (issued.refresh_token.is_some() || !via_refresh)
+                .then_some(now + REFRESH_LIFETIME_MS),
             scope: issued.scope.clone(),
         };
-        Ok(self.store.store_token(&connection.tenant_id, &connection.id, &self.owner, &token).await?)
+        Ok(self
+            .store
+            .store_token(&connection.tenant_id, &connection.id, &self.owner, &token)
+            .await?)
     }
 }

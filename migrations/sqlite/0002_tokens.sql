@@ -5,6 +5,9 @@ CREATE TABLE tokens (
     connection_id      TEXT PRIMARY KEY REFERENCES connections (id) ON DELETE CASCADE,
     tenant_id          TEXT NOT NULL,
     -- Increments with every token stored; replicas compare it with their cache.
+    -- Random per stored token: what replicas compare with their in-memory copy
+    -- (generations restart when credentials are rotated; this never repeats).
+    token_id           TEXT,
     generation         INTEGER NOT NULL DEFAULT 0,
     issued_at          INTEGER,
     expires_at         INTEGER,

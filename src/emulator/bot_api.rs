@@ -391,7 +391,11 @@ async fn storage_download(
 }
 
 /// §5.4 bot info (the fields the emulator knows).
-async fn bot_info(req: HttpRequest, path: web::Path<String>, emulator: web::Data<Emulator>) -> HttpResponse {
+async fn bot_info(
+    req: HttpRequest,
+    path: web::Path<String>,
+    emulator: web::Data<Emulator>,
+) -> HttpResponse {
     delay(&emulator).await;
     let bot_id = path.into_inner();
     let mut state = emulator.lock();
@@ -402,9 +406,14 @@ async fn bot_info(req: HttpRequest, path: web::Path<String>, emulator: web::Data
     if let Err(response) = admit(&mut state, &caller, "bot.info") {
         return response;
     }
-    let callback_url = state.bots.get(&bot_id).and_then(|(_, b)| b.callback_url.clone());
+    let callback_url = state
+        .bots
+        .get(&bot_id)
+        .and_then(|(_, b)| b.callback_url.clone());
     // botId is an int64 in the docs; ids beyond i64 stay strings.
-    let id = bot_id.parse::<i64>().map_or_else(|_| json!(bot_id), |n| json!(n));
+    let id = bot_id
+        .parse::<i64>()
+        .map_or_else(|_| json!(bot_id), |n| json!(n));
     HttpResponse::Ok().json(json!({
         "botId": id,
         "botName": format!("Emulated bot {bot_id}"),

@@ -98,8 +98,18 @@ impl TokenClient {
         Self { http, token_url }
     }
 
-    pub async fn jwt_grant(&self, creds: &Credentials, now: i64) -> Result<IssuedToken, TokenError> {
-        let assertion = sign_assertion(&creds.private_key, &creds.client_id, &creds.service_account, now, MAX_LIFETIME_SECS);
+    pub async fn jwt_grant(
+        &self,
+        creds: &Credentials,
+        now: i64,
+    ) -> Result<IssuedToken, TokenError> {
+        let assertion = sign_assertion(
+            &creds.private_key,
+            &creds.client_id,
+            &creds.service_account,
+            now,
+            MAX_LIFETIME_SECS,
+        );
         let form = [
             ("assertion", assertion.as_str()),
             ("grant_type", JWT_BEARER),
@@ -110,7 +120,11 @@ impl TokenClient {
         self.post(&form, false).await
     }
 
-    pub async fn refresh_grant(&self, creds: &Credentials, refresh_token: &SecretString) -> Result<IssuedToken, TokenError> {
+    pub async fn refresh_grant(
+        &self,
+        creds: &Credentials,
+        refresh_token: &SecretString,
+    ) -> Result<IssuedToken, TokenError> {
         let form = [
             ("grant_type", "refresh_token"),
             ("refresh_token", refresh_token.expose_secret()),
@@ -129,9 +143,18 @@ impl TokenClient {
             .form(form)
             .send()
             .await
-            .map_err(|e| TokenError::Unavailable(if e.is_timeout() { "timed out".into() } else { "no answer".into() }))?;
+            .map_err(|e| {
+                TokenError::Unavailable(if e.is_timeout() {
+                    "timed out".into()
+                } else {
+                    "no answer".into()
+                })
+            })?;
         let status = response.status();
-        let body = response.text().await.map_err(|_| TokenError::Unavailable("answer cut short".into()))?;
+        let body = response
+            .text()
+            .await
+            .map_err(|_| TokenError::Unavailable("answer cut short".into()))?;
         if !status.is_success() {
             let error = classify(status.as_u16(), &body, refresh);
             let shown: String = body.chars().take(500).collect();
@@ -148,9 +171,19 @@ fn classify(status: u16, body: &str, refresh: bool) -> TokenError {
     }
     let text = body.to_ascii_lowercase();
     if text.contains("scope") {
-        let detail = body.split(':').next_back().unwrap_or("").trim().chars().take(100).collect();
+        let detail = body
+            .split(':')
+            .next_back()
+            .unwrap_or("")
+            .trim()
+            .chars()
+            .take(100)
+            .collect();
         TokenError::ScopeNotGranted(detail)
-    } else if text.contains("client_secret") || text.contains("invalidclient") || text.contains("invalid_client") {
+    } else if text.contains("client_secret")
+        || text.contains("invalidclient")
+        || text.contains("invalid_client")
+    {
         TokenError::InvalidClient
     } else if text.contains("assertion") || text.contains("signature") || text.contains("jwt") {
         TokenError::InvalidAssertion
@@ -164,9 +197,16 @@ fn classify(status: u16, body: &str, refresh: bool) -> TokenError {
 /// Parses a 200 answer: `expires_in` as a string (documented, observed) or a
 /// number (one doc example); scope with spaces or commas (observed).
 pub fn parse_token(body: &str) -> Result<IssuedToken, TokenError> {
-    let value: Value = serde_json::from_str(body).map_err(|_| TokenError::InvalidResponse("not JSON".into()))?;
-    let text = |name: &str| value.get(name).and_then(Value::as_str).filter(|s| !s.is_empty());
-    let access = text("access_token").ok_or_else(|| TokenError::InvalidResponse("no access_token".into()))?;
+    let value: Value =
+        serde_json::from_str(body).map_err(|_| TokenError::InvalidResponse("not JSON".into()))?;
+    let text = |name: &str| {
+        value
+            .get(name)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+    };
+    let access = text("access_token")
+        .ok_or_else(|| TokenError::InvalidResponse("no access_token".into()))?;
     let expires_in = match value.get("expires_in") {
         Some(Value::String(s)) => s.trim().parse::<i64>().ok(),
         Some(Value::Number(n)) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
@@ -174,7 +214,12 @@ pub fn parse_token(body: &str) -> Result<IssuedToken, TokenError> {
     }
     .filter(|n| *n > 0)
     .ok_or_else(|| TokenError::InvalidResponse("no usable expires_in".into()))?;
-    let scope = text("scope").unwrap_or_default().split([' ', ',']).filter(|s| !s.is_empty()).collect::<Vec<_>>().join(" ");
+    let scope = text("scope")
+        .unwrap_or_default()
+        .split([' ', ','])
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
     Ok(IssuedToken {
         access_token: SecretString::from(access.to_owned()),
         refresh_token: text("refresh_token").map(|s| SecretString::from(s.to_owned())),
@@ -189,9 +234,15 @@ mod tests {
 
     #[test]
     fn parses_both_documented_token_shapes() {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/naverworks/");
+        let dir = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/fixtures/naverworks/"
+        );
         let doc = std::fs::read_to_string(format!("{dir}token_response_doc_example.json")).unwrap();
-        let observed = std::fs::read_to_string(format!("{dir}token_response_observed_string_expires_in.json")).unwrap();
+        let observed = std::fs::read_to_string(format!(
+            "{dir}token_response_observed_string_expires_in.json"
+        ))
+        .unwrap();
         let a = parse_token(&doc).unwrap();
         let b = parse_token(&observed).unwrap();
         assert_eq!((a.expires_in, b.expires_in), (86400, 86400));
@@ -203,11 +254,41 @@ mod tests {
 
     #[test]
     fn failures_are_classified() {
-        assert_eq!(classify(400, r#"{"returnCode":"99","returnMessage":"InvalidClient: client_secret does not match"}"#, false), TokenError::InvalidClient);
-        assert_eq!(classify(400, r#"{"returnMessage":"InvalidAssertion: signature does not verify"}"#, false), TokenError::InvalidAssertion);
-        assert!(matches!(classify(400, r#"{"returnMessage":"InvalidScope: not granted to this app: mail"}"#, false), TokenError::ScopeNotGranted(s) if s == "mail"));
-        assert_eq!(classify(400, r#"{"returnCode":"99","returnMessage":"UnexpectedError"}"#, true), TokenError::RefreshRejected);
-        assert_eq!(classify(400, r#"{"returnCode":"99","returnMessage":"UnexpectedError"}"#, false), TokenError::Rejected(400));
+        assert_eq!(
+            classify(
+                400,
+                r#"{"returnCode":"99","returnMessage":"InvalidClient: client_secret does not match"}"#,
+                false
+            ),
+            TokenError::InvalidClient
+        );
+        assert_eq!(
+            classify(
+                400,
+                r#"{"returnMessage":"InvalidAssertion: signature does not verify"}"#,
+                false
+            ),
+            TokenError::InvalidAssertion
+        );
+        assert!(
+            matches!(classify(400, r#"{"returnMessage":"InvalidScope: not granted to this app: mail"}"#, false), TokenError::ScopeNotGranted(s) if s == "mail")
+        );
+        assert_eq!(
+            classify(
+                400,
+                r#"{"returnCode":"99","returnMessage":"UnexpectedError"}"#,
+                true
+            ),
+            TokenError::RefreshRejected
+        );
+        assert_eq!(
+            classify(
+                400,
+                r#"{"returnCode":"99","returnMessage":"UnexpectedError"}"#,
+                false
+            ),
+            TokenError::Rejected(400)
+        );
         assert!(classify(503, "", false).is_transient());
         assert!(classify(429, "", false).is_transient());
     }

@@ -51,12 +51,19 @@ pub struct FailureLimiter {
 
 impl FailureLimiter {
     pub fn new(limit: u32, block: Duration) -> Self {
-        Self { limit, block, entries: Mutex::default() }
+        Self {
+            limit,
+            block,
+            entries: Mutex::default(),
+        }
     }
 
     /// `Some(seconds)` while the address is refused.
     fn blocked(&self, ip: IpAddr) -> Option<u64> {
-        let entries = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let entries = self
+            .entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let until = entries.get(&ip)?.blocked_until?;
         let left = until.checked_duration_since(Instant::now())?;
         Some(left.as_secs().max(1))
@@ -64,13 +71,23 @@ impl FailureLimiter {
 
     /// Counts a failure; returns how long to delay the answer.
     fn failure(&self, ip: IpAddr) -> Duration {
-        let mut entries = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut entries = self
+            .entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let now = Instant::now();
         if entries.len() > 100_000 {
             // Bounded memory: forget quiet addresses.
-            entries.retain(|_, e| now.duration_since(e.window_start) < WINDOW || e.blocked_until.is_some_and(|u| u > now));
+            entries.retain(|_, e| {
+                now.duration_since(e.window_start) < WINDOW
+                    || e.blocked_until.is_some_and(|u| u > now)
+            });
         }
-        let entry = entries.entry(ip).or_insert(Entry { window_start: now, failures: 0, blocked_until: None });
+        let entry = entries.entry(ip).or_insert(Entry {
+            window_start: now,
+            failures: 0,
+            blocked_until: None,
+        });
         if now.duration_since(entry.window_start) >= WINDOW {
             entry.window_start = now;
             entry.failures = 0;
@@ -86,11 +103,19 @@ impl FailureLimiter {
     }
 }
 
-pub async fn read(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn read(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     serve(req, &path, &state, false).await
 }
 
-pub async fn refresh(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn refresh(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     serve(req, &path, &state, true).await
 }
 
@@ -101,19 +126,32 @@ fn unauthorized() -> HttpResponse {
     }}))
 }
 
-async fn serve(req: HttpRequest, public_id: &str, state: &AppState, force: bool) -> Result<HttpResponse, ApiError> {
-    let ip = req.peer_addr().map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+async fn serve(
+    req: HttpRequest,
+    public_id: &str,
+    state: &AppState,
+    force: bool,
+) -> Result<HttpResponse, ApiError> {
+    let ip = req
+        .peer_addr()
+        .map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
     if let Some(retry) = state.limiter.blocked(ip) {
         return Ok(HttpResponse::TooManyRequests()
             .insert_header((header::RETRY_AFTER, retry.to_string()))
             .json(json!({"error": {"code": "too_many_failures", "message": "too many failed attempts from this address; try again later"}})));
     }
-    let presented = req.headers().get(AUTH_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let presented = req
+        .headers()
+        .get(AUTH_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let found = match PublicId::parse(public_id) {
         Some(id) => state.store.connection_by_public_id(id.as_str()).await?,
         None => None,
     };
-    let hash = found.as_ref().map_or(DUMMY_HASH, |(c, _)| c.auth_header_hash.as_str());
+    let hash = found
+        .as_ref()
+        .map_or(DUMMY_HASH, |(c, _)| c.auth_header_hash.as_str());
     let valid = verify_salted(presented, hash) && !presented.is_empty() && found.is_some();
     let action = if force { "refresh" } else { "read" };
     let audit = |outcome: &str| {

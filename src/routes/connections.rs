@@ -418,12 +418,27 @@ pub async fn test(
         Ok((creds, _)) => creds,
         Err(e) => {
             tracing::error!(connection_id = %record.id, error.message = %e, "stored credentials unusable");
-            checks.push(check("credentials", false, Some("credentials_unreadable"), "The stored credentials cannot be read; enter them again with PATCH."));
+            checks.push(check(
+                "credentials",
+                false,
+                Some("credentials_unreadable"),
+                "The stored credentials cannot be read; enter them again with PATCH.",
+            ));
             return Ok(HttpResponse::Ok().json(json!({"ok": false, "checks": checks})));
         }
     };
-    checks.push(check("credentials", true, None, "The stored credentials decrypt and the private key parses."));
-    let issued = match state.tokens.client().jwt_grant(&creds, now_millis() / 1000).await {
+    checks.push(check(
+        "credentials",
+        true,
+        None,
+        "The stored credentials decrypt and the private key parses.",
+    ));
+    let issued = match state
+        .tokens
+        .client()
+        .jwt_grant(&creds, now_millis() / 1000)
+        .await
+    {
         Ok(issued) => issued,
         Err(e) => {
             use crate::naverworks::token::TokenError as T;
@@ -434,32 +449,95 @@ pub async fn test(
                 T::Unavailable(_) => "Try again in a moment.",
                 _ => "Check the app's settings in the Developer Console.",
             };
-            checks.push(check("token", false, Some(e.code()), format!("{e}. {advice}")));
+            checks.push(check(
+                "token",
+                false,
+                Some(e.code()),
+                format!("{e}. {advice}"),
+            ));
             return Ok(HttpResponse::Ok().json(json!({"ok": false, "checks": checks})));
         }
     };
-    checks.push(check("token", true, None, "NAVER WORKS issued a token for these credentials."));
+    checks.push(check(
+        "token",
+        true,
+        None,
+        "NAVER WORKS issued a token for these credentials.",
+    ));
     let granted: Vec<&str> = issued.scope.split(' ').filter(|s| !s.is_empty()).collect();
-    let missing: Vec<&str> = record.scope.split(' ').filter(|s| !granted.contains(s)).collect();
+    let missing: Vec<&str> = record
+        .scope
+        .split(' ')
+        .filter(|s| !granted.contains(s))
+        .collect();
     let can_send = granted.iter().any(|s| matches!(*s, "bot" | "bot.message"));
     if !missing.is_empty() || !can_send {
         let message = if can_send {
-            format!("These requested scopes were not granted: {}.", missing.join(", "))
+            format!(
+                "These requested scopes were not granted: {}.",
+                missing.join(", ")
+            )
         } else {
             "The token cannot send messages: grant `bot` or `bot.message` to the app.".to_owned()
         };
         checks.push(check("scopes", false, Some("scope_not_granted"), message));
     } else {
-        checks.push(check("scopes", true, None, format!("Granted scopes: {}.", granted.join(" "))));
+        checks.push(check(
+            "scopes",
+            true,
+            None,
+            format!("Granted scopes: {}.", granted.join(" ")),
+        ));
     }
-    let url = format!("{}/bots/{}", state.settings.naverworks_api_url.as_str().trim_end_matches('/'), record.bot_id);
-    let bot = state.http.get(&url).bearer_auth(issued.access_token.expose_secret()).send().await;
+    let url = format!(
+        "{}/bots/{}",
+        state
+            .settings
+            .naverworks_api_url
+            .as_str()
+            .trim_end_matches('/'),
+        record.bot_id
+    );
+    let bot = state
+        .http
+        .get(&url)
+        .bearer_auth(issued.access_token.expose_secret())
+        .send()
+        .await;
     checks.push(match bot.map(|r| r.status().as_u16()) {
-        Ok(200) => check("bot", true, None, format!("Bot {} exists and belongs to this app.", record.bot_id)),
-        Ok(404) => check("bot", false, Some("bot_not_found"), format!("Bot {} does not exist or does not belong to this app (is the Bot ID right?).", record.bot_id)),
-        Ok(401 | 403) => check("bot", false, Some("bot_not_readable"), "The token may not read the bot: grant `bot` or `bot.read` to the app."),
-        Ok(status) => check("bot", false, Some("bot_check_failed"), format!("The Bot API answered HTTP {status}.")),
-        Err(_) => check("bot", false, Some("bot_check_failed"), "The Bot API did not answer."),
+        Ok(200) => check(
+            "bot",
+            true,
+            None,
+            format!("Bot {} exists and belongs to this app.", record.bot_id),
+        ),
+        Ok(404) => check(
+            "bot",
+            false,
+            Some("bot_not_found"),
+            format!(
+                "Bot {} does not exist or does not belong to this app (is the Bot ID right?).",
+                record.bot_id
+            ),
+        ),
+        Ok(401 | 403) => check(
+            "bot",
+            false,
+            Some("bot_not_readable"),
+            "The token may not read the bot: grant `bot` or `bot.read` to the app.",
+        ),
+        Ok(status) => check(
+            "bot",
+            false,
+            Some("bot_check_failed"),
+            format!("The Bot API answered HTTP {status}."),
+        ),
+        Err(_) => check(
+            "bot",
+            false,
+            Some("bot_check_failed"),
+            "The Bot API did not answer.",
+        ),
     });
     let ok = checks.iter().all(|c| c["ok"] == json!(true));
     Ok(HttpResponse::Ok().json(json!({"ok": ok, "checks": checks})))
@@ -480,7 +558,10 @@ pub async fn audit(
 ) -> Result<HttpResponse, ApiError> {
     let record = find(&state, &caller, &path.0, &path.1).await?;
     let limit = query.limit.unwrap_or(100).clamp(1, 1000);
-    let entries = state.store.audit(&record.tenant_id, &record.id, limit).await?;
+    let entries = state
+        .store
+        .audit(&record.tenant_id, &record.id, limit)
+        .await?;
     let entries: Vec<Value> = entries
         .into_iter()
         .map(|e| json!({"at": rfc3339(e.at), "client_addr": e.client_addr, "action": e.action, "outcome": e.outcome}))

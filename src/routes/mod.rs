@@ -32,7 +32,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(connections::list)),
         )
         .service(resource("/auth/naverworks/{connection}").route(web::get().to(auth_urls::read)))
-        .service(resource("/auth/naverworks/{connection}/refresh").route(web::post().to(auth_urls::refresh)))
+        .service(
+            resource("/auth/naverworks/{connection}/refresh")
+                .route(web::post().to(auth_urls::refresh)),
+        )
         .service(
             resource("/api/v1/tenants/{tenant}/connections/{connection}/test")
                 .route(web::post().to(connections::test)),

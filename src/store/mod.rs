@@ -73,6 +73,8 @@ pub mod field {
 /// A connection's token row: what is not secret, and the refresh lease.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TokenMeta {
+    /// Random per stored token; `None` before the first.
+    pub token_id: Option<String>,
     pub generation: i64,
     pub issued_at: Option<i64>,
     pub expires_at: Option<i64>,
@@ -82,11 +84,12 @@ pub struct TokenMeta {
     pub lease_until: Option<i64>,
 }
 
-const TOKEN_COLUMNS: &str = "generation, issued_at, expires_at, refresh_expires_at, scope, lease_owner, lease_until";
+const TOKEN_COLUMNS: &str = "token_id, generation, issued_at, expires_at, refresh_expires_at, scope, lease_owner, lease_until";
 
 impl TokenMeta {
     fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
         Ok(Self {
+            token_id: row.try_get("token_id")?,
             generation: row.try_get("generation")?,
             issued_at: row.try_get("issued_at")?,
             expires_at: row.try_get("expires_at")?,
@@ -592,13 +595,22 @@ impl Store {
         &self,
         public_id: &str,
     ) -> StoreResult<Option<(ConnectionRecord, Option<TokenMeta>)>> {
-        let columns: String = CONNECTION_COLUMNS.split(", ").map(|c| format!("c.{}", c.trim())).collect::<Vec<_>>().join(", ");
+        let columns: String = CONNECTION_COLUMNS
+            .split(", ")
+            .map(|c| format!("c.{}", c.trim()))
+            .collect::<Vec<_>>()
+            .join(", ");
         let sql = format!(
-            "SELECT {columns}, t.generation AS t_generation, t.issued_at, t.expires_at, \
+            "SELECT {columns}, t.token_id, t.generation AS t_generation, t.issued_at, t.expires_at, \
                t.refresh_expires_at, t.scope AS t_scope, t.lease_owner, t.lease_until \
              FROM connections c LEFT JOIN tokens t ON t.connection_id = c.id WHERE c.public_id = $1"
         );
-        let Some(row) = sqlx::query(&sql).bind(public_id).fetch_optional(&self.pool).await.map_err(classify)? else {
+        let Some(row) = sqlx::query(&sql)
+            .bind(public_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(classify)?
+        else {
             return Ok(None);
         };
         let connection = ConnectionRecord::from_row(&row).map_err(classify)?;
@@ -606,6 +618,7 @@ impl Store {
         let meta = match generation {
             None => None,
             Some(generation) => Some(TokenMeta {
+                token_id: row.try_get("token_id").map_err(classify)?,
                 generation,
                 issued_at: row.try_get("issued_at").map_err(classify)?,
                 expires_at: row.try_get("expires_at").map_err(classify)?,
@@ -622,8 +635,15 @@ impl Store {
 
     pub async fn token_meta(&self, connection: &ConnectionId) -> StoreResult<Option<TokenMeta>> {
         let sql = format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE connection_id = $1");
-        let row = sqlx::query(&sql).bind(connection.as_str()).fetch_optional(&self.pool).await.map_err(classify)?;
-        row.as_ref().map(TokenMeta::from_row).transpose().map_err(classify)
+        let row = sqlx::query(&sql)
+            .bind(connection.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(classify)?;
+        row.as_ref()
+            .map(TokenMeta::from_row)
+            .transpose()
+            .map_err(classify)
     }
 
     /// Takes the connection's refresh lease for `owner` until `until` if it is
@@ -661,7 +681,11 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
-    pub async fn release_token_lease(&self, connection: &ConnectionId, owner: &str) -> StoreResult<()> {
+    pub async fn release_token_lease(
+        &self,
+        connection: &ConnectionId,
+        owner: &str,
+    ) -> StoreResult<()> {
         sqlx::query("UPDATE tokens SET lease_owner = NULL, lease_until = NULL WHERE connection_id = $1 AND lease_owner = $2")
             .bind(connection.as_str())
             .bind(owner)
@@ -673,20 +697,20 @@ impl Store {
 
     /// Stores a new token if `owner` still holds the lease (credentials may
     /// have been rotated meanwhile, which drops the row), releasing the lease.
-    /// Returns the new generation, or `None` if the lease was lost.
+    /// Returns the new (token id, generation), or `None` if the lease was lost.
     pub async fn store_token(
         &self,
         tenant: &TenantId,
         connection: &ConnectionId,
         owner: &str,
         token: &NewToken,
-    ) -> StoreResult<Option<i64>> {
+    ) -> StoreResult<Option<(String, i64)>> {
         let mut tx = self.pool.begin().await.map_err(classify)?;
         let row = sqlx::query(
-            "UPDATE tokens SET generation = generation + 1, issued_at = $3, expires_at = $4, \
+            "UPDATE tokens SET generation = generation + 1, token_id = $7, issued_at = $3, expires_at = $4, \
                refresh_expires_at = COALESCE($5, refresh_expires_at), scope = $6, \
                lease_owner = NULL, lease_until = NULL, updated_at = $3 \
-             WHERE connection_id = $1 AND lease_owner = $2 RETURNING generation",
+             WHERE connection_id = $1 AND lease_owner = $2 RETURNING token_id, generation",
         )
         .bind(connection.as_str())
         .bind(owner)
@@ -694,17 +718,35 @@ impl Store {
         .bind(token.expires_at)
         .bind(token.refresh_expires_at)
         .bind(&token.scope)
+        .bind(crate::secrets::hex(&crate::secrets::random_bytes(16)))
         .fetch_optional(&mut *tx)
         .await
         .map_err(classify)?;
         let Some(row) = row else { return Ok(None) };
         let generation: i64 = row.try_get("generation").map_err(classify)?;
-        put_secret(&mut tx, tenant, Some(connection), field::ACCESS_TOKEN, &token.access, token.issued_at).await?;
+        let token_id: String = row.try_get("token_id").map_err(classify)?;
+        put_secret(
+            &mut tx,
+            tenant,
+            Some(connection),
+            field::ACCESS_TOKEN,
+            &token.access,
+            token.issued_at,
+        )
+        .await?;
         if let Some(refresh) = &token.refresh {
-            put_secret(&mut tx, tenant, Some(connection), field::REFRESH_TOKEN, refresh, token.issued_at).await?;
+            put_secret(
+                &mut tx,
+                tenant,
+                Some(connection),
+                field::REFRESH_TOKEN,
+                refresh,
+                token.issued_at,
+            )
+            .await?;
         }
         tx.commit().await.map_err(classify)?;
-        Ok(Some(generation))
+        Ok(Some((token_id, generation)))
     }
 
     pub async fn record_audit(&self, entries: &[AuditEntry]) -> StoreResult<()> {
@@ -728,7 +770,12 @@ impl Store {
     }
 
     /// The newest `limit` audit entries of a connection, newest first.
-    pub async fn audit(&self, tenant: &TenantId, connection: &ConnectionId, limit: i64) -> StoreResult<Vec<AuditEntry>> {
+    pub async fn audit(
+        &self,
+        tenant: &TenantId,
+        connection: &ConnectionId,
+        limit: i64,
+    ) -> StoreResult<Vec<AuditEntry>> {
         let rows = sqlx::query(
             "SELECT connection_id, tenant_id, at, client_addr, action, outcome FROM token_audit \
              WHERE tenant_id = $1 AND connection_id = $2 ORDER BY id DESC LIMIT $3",

@@ -11,3 +11,4 @@ mod operations;
 mod quickstart;
 mod secrets_at_rest;
 mod tenants;
+mod tokens;

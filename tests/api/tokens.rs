@@ -1,0 +1,546 @@
+//! Tokens through the auth URLs, against the emulator over real HTTP.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use botgate::emulator::EmulatorConfig;
+
+use crate::both_backends;
+use crate::emulator::{app_config, spawn_emulator, Emu};
+use crate::helpers::*;
+
+const AUTH: &str = "DANBEE-NAVERWORKS-AUTH";
+const HEADER: &str = "internal-services-auth-header";
+
+struct Setup {
+    app: TestApp,
+    emu: Emu,
+    tenant: Tenant,
+    connection: Value,
+}
+
+fn emulator_connection() -> Value {
+    let app = app_config();
+    json!({
+        "bot_id": app.bots[0].bot_id,
+        "client_id": app.client_id,
+        "client_secret": app.client_secret,
+        "service_account": app.service_account,
+        "private_key": PKCS8,
+        "bot_secret": app.bots[0].bot_secret,
+        "auth_header": HEADER,
+        "scope": "bot bot.read",
+    })
+}
+
+async fn setup(backend: Backend, emulator: EmulatorConfig, extra: &str) -> Setup {
+    let emu = spawn_emulator(emulator).await;
+    let extra = format!(
+        "naverworks_auth_url = \"{0}/oauth2/v2.0\"\nnaverworks_api_url = \"{0}/v1.0\"\n{extra}",
+        emu.url
+    );
+    let app = spawn_app_with(
+        backend,
+        Options {
+            extra,
+            ..Options::default()
+        },
+    )
+    .await;
+    let tenant = app.create_tenant("Tokens").await;
+    let connection = app.create_connection(&tenant, &emulator_connection()).await;
+    Setup {
+        app,
+        emu,
+        tenant,
+        connection,
+    }
+}
+
+impl Setup {
+    fn auth_path(&self) -> String {
+        let url = self.connection["auth_url"].as_str().unwrap();
+        url.replace("https://botgate.example.com/base", "")
+    }
+
+    fn conn_path(&self) -> String {
+        format!(
+            "/api/v1/tenants/{}/connections/{}",
+            self.tenant.id,
+            self.connection["id"].as_str().unwrap()
+        )
+    }
+
+    async fn stats(&self) -> Value {
+        self.emu
+            .client
+            .get(format!("{}/emulator/stats", self.emu.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    async fn issued(&self) -> (u64, u64) {
+        let stats = self.stats().await;
+        let app = &stats["apps"][app_config().client_id];
+        (
+            app["tokens_issued"].as_u64().unwrap(),
+            app["tokens_refreshed"].as_u64().unwrap(),
+        )
+    }
+
+    /// Whether the emulator accepts `token` for a send.
+    async fn accepted(&self, token: &str) -> bool {
+        self.emu
+            .client
+            .post(format!(
+                "{}/v1.0/bots/2000001/users/check/messages",
+                self.emu.url
+            ))
+            .bearer_auth(token)
+            .json(&json!({"content": {"type": "text", "text": "token check"}}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == StatusCode::CREATED
+    }
+}
+
+async fn get_token(app: &TestApp, path: &str, header: Option<&str>) -> (StatusCode, Value) {
+    let mut req = app.client.get(app.url(path));
+    if let Some(h) = header {
+        req = req.header(AUTH, h);
+    }
+    decode(req.send().await.unwrap()).await
+}
+
+async fn force_refresh(app: &TestApp, path: &str) -> (StatusCode, Value) {
+    let req = app
+        .client
+        .post(app.url(&format!("{path}/refresh")))
+        .header(AUTH, HEADER);
+    decode(req.send().await.unwrap()).await
+}
+
+both_backends!(
+    concurrent_first_requests_share_one_token,
+    forced_refresh_gives_a_new_accepted_token,
+    short_lived_tokens_are_refreshed_before_expiry,
+    rotation_and_deletion_discard_tokens_everywhere,
+    replicas_issue_once_per_refresh,
+    wrong_headers_look_alike_and_are_limited,
+    connection_test_reports_each_problem,
+);
+
+async fn concurrent_first_requests_share_one_token(backend: Backend) {
+    let s = setup(backend, EmulatorConfig::default(), "").await;
+    let path = s.auth_path();
+    let requests = (0..500).map(|_| get_token(&s.app, &path, Some(HEADER)));
+    let answers = futures_join_all(requests).await;
+    let tokens: HashSet<String> = answers
+        .iter()
+        .map(|(status, body)| {
+            assert_eq!(*status, StatusCode::OK, "{body}");
+            body["access_token"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(tokens.len(), 1, "everyone got the same token");
+    assert_eq!(
+        s.issued().await,
+        (1, 0),
+        "exactly one token request reached NAVER WORKS"
+    );
+    let (_, body) = &answers[0];
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["bot_id"], "2000001");
+    assert_eq!(body["scope"], "bot bot.read");
+    let expires_in = body["expires_in"].as_i64().unwrap();
+    assert!((86_000..=86_400).contains(&expires_in), "{expires_in}");
+    assert!(s.accepted(tokens.iter().next().unwrap()).await);
+}
+
+/// `join_all` without another dependency: spawn each on the runtime.
+async fn futures_join_all<F, T>(futures: impl Iterator<Item = F>) -> Vec<T>
+where
+    F: std::future::Future<Output = T>,
+{
+    let futures: Vec<_> = futures.map(Box::pin).collect();
+    let mut out = Vec::with_capacity(futures.len());
+    let mut pending: Vec<_> = futures.into_iter().enumerate().collect();
+    let mut results: Vec<Option<T>> = (0..pending.len()).map(|_| None).collect();
+    // Poll all together: a tiny select loop over pinned futures.
+    std::future::poll_fn(|cx| {
+        pending.retain_mut(|(i, f)| match f.as_mut().poll(cx) {
+            std::task::Poll::Ready(v) => {
+                results[*i] = Some(v);
+                false
+            }
+            std::task::Poll::Pending => true,
+        });
+        if pending.is_empty() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    out.extend(results.into_iter().map(Option::unwrap));
+    out
+}
+
+async fn forced_refresh_gives_a_new_accepted_token(backend: Backend) {
+    let s = setup(backend, EmulatorConfig::default(), "").await;
+    let path = s.auth_path();
+    let (_, first) = get_token(&s.app, &path, Some(HEADER)).await;
+    let (status, second) = force_refresh(&s.app, &path).await;
+    assert_eq!(status, StatusCode::OK, "{second}");
+    assert_ne!(first["access_token"], second["access_token"]);
+    assert!(s.accepted(second["access_token"].as_str().unwrap()).await);
+    assert_eq!(
+        s.issued().await,
+        (1, 1),
+        "refreshed through the refresh grant"
+    );
+    // Reads now serve the new token.
+    let (_, third) = get_token(&s.app, &path, Some(HEADER)).await;
+    assert_eq!(third["access_token"], second["access_token"]);
+    // Nothing secret in any answer: not the refresh token, not the credentials.
+    let conn =
+        botgate::domain::ids::ConnectionId::parse(s.connection["id"].as_str().unwrap()).unwrap();
+    let secrets = s.app.state.store.secrets(conn.as_str()).await.unwrap();
+    let refresh = secrets.iter().find(|r| r.field == "refresh_token").unwrap();
+    let refresh = s
+        .app
+        .state
+        .vault
+        .open_str(&refresh.sealed, refresh.aad())
+        .unwrap();
+    let audit = s
+        .app
+        .get(&format!("{}/audit", s.conn_path()), &s.tenant.api_key)
+        .await
+        .1;
+    for answer in [&first, &second, &third, &audit] {
+        let text = answer.to_string();
+        assert!(
+            !text.contains(secrecy::ExposeSecret::expose_secret(&refresh)),
+            "refresh token leaked"
+        );
+        assert!(!text.contains(&app_config().client_secret) && !text.contains(HEADER));
+    }
+}
+
+async fn short_lived_tokens_are_refreshed_before_expiry(backend: Backend) {
+    let emulator = EmulatorConfig {
+        token_lifetime_seconds: 4,
+        ..Default::default()
+    };
+    let s = setup(backend, emulator, "").await;
+    let path = s.auth_path();
+    let started = Instant::now();
+    let mut seen = HashSet::new();
+    while started.elapsed() < Duration::from_secs(9) {
+        let (status, body) = get_token(&s.app, &path, Some(HEADER)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let token = body["access_token"].as_str().unwrap().to_owned();
+        assert!(
+            body["expires_in"].as_i64().unwrap() >= 1,
+            "never served (nearly) expired: {body}"
+        );
+        assert!(
+            s.accepted(&token).await,
+            "the served token works at NAVER WORKS"
+        );
+        seen.insert(token);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (issued, refreshed) = s.issued().await;
+    assert_eq!(
+        issued, 1,
+        "one JWT grant; the rest through the refresh grant"
+    );
+    assert!(refreshed >= 3, "refreshed ahead of expiry: {refreshed}");
+    assert_eq!(seen.len() as u64, issued + refreshed);
+}
+
+async fn rotation_and_deletion_discard_tokens_everywhere(backend: Backend) {
+    let s = setup(backend, EmulatorConfig::default(), "").await;
+    let replica = spawn_replica(&s.app).await;
+    let path = s.auth_path();
+    let (_, first) = get_token(&s.app, &path, Some(HEADER)).await;
+    let (_, same) = get_token(&replica, &path, Some(HEADER)).await;
+    assert_eq!(
+        first["access_token"], same["access_token"],
+        "replicas share the token"
+    );
+
+    // Rotating a credential drops the token on every replica at once.
+    let (status, _) = s
+        .app
+        .send_json(
+            Method::PATCH,
+            &s.conn_path(),
+            &s.tenant.api_key,
+            &json!({"client_secret": app_config().client_secret}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, after) = get_token(&replica, &path, Some(HEADER)).await;
+    assert_ne!(
+        after["access_token"], first["access_token"],
+        "the replica did not serve the old token"
+    );
+    assert_eq!(s.issued().await.0, 2);
+    // Changing only the pacing keeps the token.
+    s.app
+        .send_json(
+            Method::PATCH,
+            &s.conn_path(),
+            &s.tenant.api_key,
+            &json!({"rate_limit_per_minute": 60}),
+        )
+        .await;
+    assert_eq!(
+        get_token(&s.app, &path, Some(HEADER)).await.1["access_token"],
+        after["access_token"]
+    );
+
+    // Deleting: 401 on both replicas at once, and the tokens are wiped.
+    let (status, _) = s.app.delete(&s.conn_path(), &s.tenant.api_key).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    for app in [&s.app, &replica] {
+        assert_eq!(
+            get_token(app, &path, Some(HEADER)).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let snapshot = s.app.db.snapshot().await;
+    assert!(
+        !snapshot
+            .iter()
+            .any(|r| r.contains("access_token") || r.contains("refresh_token")),
+        "{snapshot:?}"
+    );
+}
+
+async fn replicas_issue_once_per_refresh(backend: Backend) {
+    let s = setup(backend, EmulatorConfig::default(), "").await;
+    let replica = spawn_replica(&s.app).await;
+    let path = s.auth_path();
+    let apps = [&s.app, &replica];
+    for round in 0..5 {
+        // Reads and forced refreshes, spread over both replicas, all at once.
+        let reads = (0..60).map(|i| get_token(apps[i % 2], &path, Some(HEADER)));
+        let refreshes = (0..10).map(|i| force_refresh(apps[i % 2], &path));
+        let (reads, refreshes) = tokio::join!(futures_join_all(reads), futures_join_all(refreshes));
+        for (status, body) in reads.iter().chain(&refreshes) {
+            assert_eq!(*status, StatusCode::OK, "round {round}: {body}");
+        }
+    }
+    let conn =
+        botgate::domain::ids::ConnectionId::parse(s.connection["id"].as_str().unwrap()).unwrap();
+    let generation = s
+        .app
+        .state
+        .store
+        .token_meta(&conn)
+        .await
+        .unwrap()
+        .unwrap()
+        .generation;
+    let (issued, refreshed) = s.issued().await;
+    assert_eq!(
+        issued + refreshed,
+        generation as u64,
+        "every token request made a stored generation: none competed"
+    );
+    assert!(
+        generation >= 6,
+        "the forced refreshes did refresh: {generation}"
+    );
+    let (_, last) = get_token(&replica, &path, Some(HEADER)).await;
+    assert!(s.accepted(last["access_token"].as_str().unwrap()).await);
+}
+
+async fn wrong_headers_look_alike_and_are_limited(backend: Backend) {
+    let s = setup(
+        backend,
+        EmulatorConfig::default(),
+        "auth_failure_limit = 8\nauth_block_seconds = 60",
+    )
+    .await;
+    let path = s.auth_path();
+    let unknown = format!("/auth/naverworks/{}", "A".repeat(32));
+    let failures = [
+        get_token(&s.app, &path, None).await,
+        get_token(&s.app, &path, Some("wrong-header-value-xxxx")).await,
+        get_token(&s.app, &path, Some("")).await,
+        get_token(&s.app, &unknown, Some(HEADER)).await,
+        get_token(&s.app, "/auth/naverworks/not-an-id", Some(HEADER)).await,
+    ];
+    for (status, body) in &failures {
+        assert_eq!(*status, StatusCode::UNAUTHORIZED);
+        assert_eq!(body, &failures[0].1, "identical bodies");
+    }
+    assert_eq!(error_code(&failures[0].1), "unauthorized");
+    assert_eq!(
+        s.issued().await,
+        (0, 0),
+        "no token was minted for a refused caller"
+    );
+
+    // A burst from one address: slowed, then refused, while another address
+    // with the right header is served.
+    let attacker = reqwest::Client::builder()
+        .local_address(IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    let mut refused = false;
+    for _ in 0..12 {
+        let res = attacker
+            .get(s.app.url(&path))
+            .header(AUTH, "guess-guess-guess-guess")
+            .send()
+            .await
+            .unwrap();
+        if res.status() == StatusCode::TOO_MANY_REQUESTS {
+            assert!(res.headers().get("retry-after").is_some());
+            refused = true;
+            break;
+        }
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    }
+    assert!(refused, "the burst was refused with 429");
+    let res = attacker
+        .get(s.app.url(&path))
+        .header(AUTH, HEADER)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "a refused address is refused even with the right header"
+    );
+    let (status, _) = get_token(&s.app, &path, Some(HEADER)).await;
+    assert_eq!(status, StatusCode::OK, "others are served");
+
+    // The audit log has the reads and the denials, with addresses; never a token.
+    let found = eventually(|| async {
+        let (_, audit) = s
+            .app
+            .get(&format!("{}/audit", s.conn_path()), &s.tenant.api_key)
+            .await;
+        let entries = audit["entries"].as_array().cloned().unwrap_or_default();
+        entries.iter().any(|e| {
+            e["outcome"] == "ok" && e["action"] == "read" && e["client_addr"] == "127.0.0.1"
+        }) && entries
+            .iter()
+            .any(|e| e["outcome"] == "denied" && e["client_addr"] == "127.0.0.2")
+    })
+    .await;
+    assert!(found, "audit entries recorded");
+}
+
+async fn eventually<F, Fut>(mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(10) {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+async fn connection_test_reports_each_problem(backend: Backend) {
+    let s = setup(backend, EmulatorConfig::default(), "").await;
+    let test = |path: String| {
+        let app = &s.app;
+        let key = s.tenant.api_key.clone();
+        async move {
+            let (status, body) = app
+                .send_json(Method::POST, &format!("{path}/test"), &key, &json!({}))
+                .await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            body
+        }
+    };
+    let good = test(s.conn_path()).await;
+    assert_eq!(good["ok"], true, "{good}");
+    let names: Vec<&str> = good["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["credentials", "token", "scopes", "bot"]);
+
+    let failing = |check: &Value, name: &str| -> String {
+        assert_eq!(check["ok"], false, "{check}");
+        let found = check["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["ok"] == false)
+            .unwrap()
+            .clone();
+        assert_eq!(found["name"], name, "{check}");
+        assert!(!found["message"].as_str().unwrap().is_empty());
+        found["code"].as_str().unwrap().to_owned()
+    };
+    let cases = [
+        (
+            json!({"client_secret": "not-the-secret"}),
+            "token",
+            "naverworks_invalid_client",
+        ),
+        (
+            json!({"client_secret": app_config().client_secret, "private_key": PKCS8_OTHER}),
+            "token",
+            "naverworks_invalid_assertion",
+        ),
+        (
+            json!({"private_key": PKCS8, "scope": "bot mail"}),
+            "token",
+            "naverworks_scope_not_granted",
+        ),
+    ];
+    for (patch, name, code) in cases {
+        let (status, _) = s
+            .app
+            .send_json(Method::PATCH, &s.conn_path(), &s.tenant.api_key, &patch)
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        let report = test(s.conn_path()).await;
+        assert_eq!(failing(&report, name), code, "{report}");
+        let text = report.to_string();
+        assert!(
+            !text.contains("not-the-secret") && !text.contains("PRIVATE KEY"),
+            "{text}"
+        );
+    }
+    // A bot id that is not the app's.
+    let mut other = emulator_connection();
+    other["bot_id"] = json!("7777777");
+    let conn = s.app.create_connection(&s.tenant, &other).await;
+    let report = test(format!(
+        "/api/v1/tenants/{}/connections/{}",
+        s.tenant.id,
+        conn["id"].as_str().unwrap()
+    ))
+    .await;
+    assert_eq!(failing(&report, "bot"), "bot_not_found");
+}
