@@ -171,9 +171,23 @@ fn classify(status: u16, body: &str, refresh: bool) -> TokenError {
     }
     let text = body.to_ascii_lowercase();
     if text.contains("scope") {
-        let detail = body
-            .split(':')
-            .next_back()
+        // The message's last clause names the scopes, if the body has one.
+        let message = serde_json::from_str::<Value>(body)
+            .ok()
+            .and_then(|v| {
+                [
+                    "returnMessage",
+                    "error_description",
+                    "description",
+                    "message",
+                ]
+                .iter()
+                .find_map(|k| v.get(*k).and_then(Value::as_str).map(str::to_owned))
+            })
+            .unwrap_or_default();
+        let detail = message
+            .rsplit(':')
+            .next()
             .unwrap_or("")
             .trim()
             .chars()
