@@ -266,7 +266,16 @@ impl Settings {
                     .to_owned(),
             );
         }
-        match (
+        // Every value parsed (or its error recorded); build only if all are good.
+        macro_rules! build {
+            ($($field:ident),* $(,)?) => {
+                match ($($field,)*) {
+                    ($(Some($field),)*) if errors.is_empty() => Ok(Settings { $($field,)* }),
+                    _ => Err(ConfigError::Invalid(errors)),
+                }
+            };
+        }
+        build!(
             listen,
             public_url,
             database_url,
@@ -282,42 +291,7 @@ impl Settings {
             token_refresh_margin,
             auth_failure_limit,
             auth_block,
-        ) {
-            (
-                Some(listen),
-                Some(public_url),
-                Some(database_url),
-                Some(database_max_connections),
-                Some(data_dir),
-                Some(master_key),
-                Some(master_key_file),
-                Some(admin_token),
-                Some(naverworks_auth_url),
-                Some(naverworks_api_url),
-                Some(log_format),
-                Some(log),
-                Some(token_refresh_margin),
-                Some(auth_failure_limit),
-                Some(auth_block),
-            ) if errors.is_empty() => Ok(Settings {
-                listen,
-                public_url,
-                database_url,
-                database_max_connections,
-                data_dir,
-                master_key,
-                master_key_file,
-                admin_token,
-                naverworks_auth_url,
-                naverworks_api_url,
-                log_format,
-                log,
-                token_refresh_margin,
-                auth_failure_limit,
-                auth_block,
-            }),
-            _ => Err(ConfigError::Invalid(errors)),
-        }
+        )
     }
 
     /// Settings for tests and tools: the compiled-in defaults, then `overrides`

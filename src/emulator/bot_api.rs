@@ -152,6 +152,19 @@ fn admit(
     Ok((limit, remaining, reset))
 }
 
+/// Token, bot, rate limit and injected faults: everything before the work.
+fn gate(
+    state: &mut State,
+    req: &HttpRequest,
+    bot_id: &str,
+    scopes: &[&str],
+    api: &'static str,
+) -> Result<(Caller, (u32, u32, u64)), HttpResponse> {
+    let caller = authorize(state, req, bot_id, scopes)?;
+    let rate = admit(state, &caller, api)?;
+    Ok((caller, rate))
+}
+
 async fn send(
     req: HttpRequest,
     body: web::Bytes,
@@ -162,14 +175,11 @@ async fn send(
 ) -> HttpResponse {
     delay(&emulator).await;
     let mut state = emulator.lock();
-    let caller = match authorize(&state, &req, &bot_id, SEND_SCOPES) {
-        Ok(c) => c,
-        Err(response) => return response,
-    };
-    let (limit, remaining, reset) = match admit(&mut state, &caller, api) {
-        Ok(v) => v,
-        Err(response) => return response,
-    };
+    let (caller, (limit, remaining, reset)) =
+        match gate(&mut state, &req, &bot_id, SEND_SCOPES, api) {
+            Ok(v) => v,
+            Err(response) => return response,
+        };
     let parsed: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(e) => {
@@ -243,11 +253,7 @@ async fn create_attachment(
     delay(&emulator).await;
     let bot_id = path.into_inner();
     let mut state = emulator.lock();
-    let caller = match authorize(&state, &req, &bot_id, SEND_SCOPES) {
-        Ok(c) => c,
-        Err(response) => return response,
-    };
-    if let Err(response) = admit(&mut state, &caller, "bot.attachment") {
+    if let Err(response) = gate(&mut state, &req, &bot_id, SEND_SCOPES, "bot.attachment") {
         return response;
     }
     let file_name = match serde_json::from_slice::<AttachmentBody>(&body) {
@@ -399,13 +405,10 @@ async fn bot_info(
     delay(&emulator).await;
     let bot_id = path.into_inner();
     let mut state = emulator.lock();
-    let caller = match authorize(&state, &req, &bot_id, READ_SCOPES) {
-        Ok(c) => c,
+    let (caller, _) = match gate(&mut state, &req, &bot_id, READ_SCOPES, "bot.info") {
+        Ok(v) => v,
         Err(response) => return response,
     };
-    if let Err(response) = admit(&mut state, &caller, "bot.info") {
-        return response;
-    }
     let callback_url = state
         .bots
         .get(&bot_id)
@@ -436,13 +439,10 @@ async fn channel_info(
     delay(&emulator).await;
     let (bot_id, channel_id) = path.into_inner();
     let mut state = emulator.lock();
-    let caller = match authorize(&state, &req, &bot_id, READ_SCOPES) {
-        Ok(c) => c,
+    let (caller, _) = match gate(&mut state, &req, &bot_id, READ_SCOPES, "bot.channel") {
+        Ok(v) => v,
         Err(response) => return response,
     };
-    if let Err(response) = admit(&mut state, &caller, "bot.channel") {
-        return response;
-    }
     match state.channels.get(&channel_id) {
         Some((owner, members)) if *owner == bot_id => HttpResponse::Ok().json(json!({
             "domainId": caller.domain_id,
@@ -470,11 +470,7 @@ async fn channel_members(
     delay(&emulator).await;
     let (bot_id, channel_id) = path.into_inner();
     let mut state = emulator.lock();
-    let caller = match authorize(&state, &req, &bot_id, READ_SCOPES) {
-        Ok(c) => c,
-        Err(response) => return response,
-    };
-    if let Err(response) = admit(&mut state, &caller, "bot.channel") {
+    if let Err(response) = gate(&mut state, &req, &bot_id, READ_SCOPES, "bot.channel") {
         return response;
     }
     let Some((owner, members)) = state.channels.get(&channel_id) else {

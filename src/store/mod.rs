@@ -56,6 +56,17 @@ fn classify(error: sqlx::Error) -> StoreError {
     }
 }
 
+/// Decodes every row, classifying the first failure.
+fn decode_all<T>(
+    rows: &[AnyRow],
+    decode: fn(&AnyRow) -> Result<T, sqlx::Error>,
+) -> StoreResult<Vec<T>> {
+    rows.iter()
+        .map(decode)
+        .collect::<Result<_, _>>()
+        .map_err(classify)
+}
+
 fn is_unique_violation(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(db) if db.is_unique_violation())
 }
@@ -506,10 +517,7 @@ impl Store {
             .fetch_all(&self.pool)
             .await
             .map_err(classify)?;
-        rows.iter()
-            .map(ConnectionRecord::from_row)
-            .collect::<Result<_, _>>()
-            .map_err(classify)
+        decode_all(&rows, ConnectionRecord::from_row)
     }
 
     /// Applies an update and replaces the given sealed secrets in one
@@ -813,10 +821,7 @@ impl Store {
             .fetch_all(&self.pool)
             .await
             .map_err(classify)?;
-        rows.iter()
-            .map(SecretRecord::from_row)
-            .collect::<Result<_, _>>()
-            .map_err(classify)
+        decode_all(&rows, SecretRecord::from_row)
     }
 
     /// Up to `limit` values sealed under a key other than `key_id`, in
@@ -841,10 +846,7 @@ impl Store {
             .fetch_all(&self.pool)
             .await
             .map_err(classify)?;
-        rows.iter()
-            .map(SecretRecord::from_row)
-            .collect::<Result<_, _>>()
-            .map_err(classify)
+        decode_all(&rows, SecretRecord::from_row)
     }
 
     /// Replaces a sealed value only if it is still the one that was read
