@@ -677,6 +677,82 @@ async fn content_types_valid_and_each_limit_refused() {
             "quick reply",
         ),
         (json!({"type": "hologram"}), "unknown content type"),
+        (
+            json!({"type": "text", "text": "x", "i18nTexts": [{"language": "ja_JP", "text": long(2001)}]}),
+            "i18nTexts[0].text",
+        ),
+        (
+            json!({"type": "sticker", "packageId": long(101), "stickerId": "1"}),
+            "packageId",
+        ),
+        (
+            json!({"type": "link", "contentText": "c", "linkText": long(1001), "link": "https://e.example"}),
+            "linkText",
+        ),
+        (
+            json!({"type": "link", "contentText": "c", "linkText": "l", "link": long(1001)}),
+            "content.link",
+        ),
+        (
+            json!({"type": "location", "title": "t", "address": long(101), "latitude": 1.0, "longitude": 2.0}),
+            "address",
+        ),
+        (
+            json!({"type": "location", "title": "t", "address": "a", "latitude": 1.0, "longitude": 200.0}),
+            "longitude",
+        ),
+        (
+            json!({"type": "list_template", "coverData": {"title": long(1001)}, "elements": [{"title": "a"}]}),
+            "coverData.title",
+        ),
+        (
+            json!({"type": "list_template", "elements": [{"title": "a"}], "actions": [[], [], []]}),
+            "at most 2",
+        ),
+        (
+            json!({"type": "list_template", "elements": [{"title": "a"}], "actions": [[{"type": "copy", "label": "c", "copyText": "1"}, {"type": "copy", "label": "c", "copyText": "2"}, {"type": "copy", "label": "c", "copyText": "3"}]]}),
+            "2×2",
+        ),
+        (
+            json!({"type": "image_carousel", "columns": (0..11).map(|_| json!({"originalContentUrl": "https://e.example/a.png"})).collect::<Vec<_>>()}),
+            "at most 10",
+        ),
+        (
+            json!({"type": "carousel", "columns": [{"text": "t", "actions": [postback.clone(), postback.clone(), postback.clone(), postback.clone()]}]}),
+            "at most 3",
+        ),
+        (
+            json!({"type": "carousel", "imageAspectRatio": "wide", "columns": [{"text": "t"}]}),
+            "imageAspectRatio",
+        ),
+        (
+            json!({"type": "flex", "altText": "a", "contents": {"type": "bubble", "body": long(31 * 1024)}}),
+            "30 KB",
+        ),
+        (
+            json!({"type": "text", "text": "x", "quickReply": {"items": [{"imageUrl": "http://e.example/i.png", "action": postback.clone()}]}}),
+            "imageUrl",
+        ),
+        (
+            json!({"type": "image_carousel", "columns": [{"originalContentUrl": "https://e.example/a.png", "action": {"type": "postback", "label": "p", "data": long(301)}}]}),
+            "data",
+        ),
+        (
+            json!({"type": "text", "text": "x", "quickReply": {"items": [{"action": {"type": "postback", "label": "p", "data": "d", "displayText": long(301)}}]}}),
+            "displayText",
+        ),
+        (
+            json!({"type": "button_template", "contentText": "c", "actions": [{"type": "copy", "label": "c", "copyText": long(1001)}]}),
+            "copyText",
+        ),
+        (
+            json!({"type": "button_template", "contentText": "c", "actions": [{"type": "message", "label": "m", "postback": long(1001)}]}),
+            "postback",
+        ),
+        (
+            json!({"type": "button_template", "contentText": long(1001), "actions": button(1)}),
+            "contentText",
+        ),
     ];
     for (content, needle) in cases {
         let res = emu.send(&token, path, &json!({ "content": content })).await;
