@@ -11,7 +11,7 @@
 pub mod admin;
 mod bot_api;
 pub mod config;
-pub mod content;
+pub use crate::naverworks::content;
 mod state;
 mod token;
 

@@ -75,6 +75,9 @@ pub struct EngineBody {
     kind: Option<Value>,
     url: Option<Value>,
     secret: Option<Value>,
+    /// Sent to the user when an event is dead-lettered because the engine
+    /// stayed down; absent or null for none.
+    fallback_text: Option<Value>,
 }
 
 pub async fn set_engine(
@@ -86,6 +89,18 @@ pub async fn set_engine(
     let tenant = caller.tenant(&state, &path).await?;
     let engine = EngineConfig::parse(body.kind.as_ref(), body.url.as_ref(), body.secret.as_ref())
         .map_err(ApiError::Validation)?;
+    let fallback = match &body.fallback_text {
+        None | Some(Value::Null) => None,
+        Some(Value::String(t)) if !t.trim().is_empty() && t.chars().count() <= 2000 => {
+            Some(t.trim().to_owned())
+        }
+        Some(_) => {
+            return Err(ApiError::validation(
+                "fallback_text",
+                "must be a text of 1 to 2000 characters",
+            ))
+        }
+    };
     let sealed = engine
         .secret()
         .map(|secret| state.vault.seal(secret, engine_aad(&tenant.id)));
@@ -96,6 +111,7 @@ pub async fn set_engine(
             engine.kind(),
             engine.url().map(|u| u.as_str()),
             sealed.as_ref(),
+            fallback.as_deref(),
             now_millis(),
         )
         .await?
@@ -115,6 +131,9 @@ async fn engine_view(state: &AppState, tenant: &TenantRecord) -> Result<Value, A
     let mut view = json!({"kind": tenant.engine_kind});
     if let Some(url) = &tenant.engine_url {
         view["url"] = json!(url);
+    }
+    if let Some(text) = &tenant.fallback_text {
+        view["fallback_text"] = json!(text);
     }
     if tenant.engine_kind == "http" {
         let secrets = state.store.secrets(tenant.id.as_str()).await?;

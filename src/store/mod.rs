@@ -11,6 +11,7 @@
 //! The same contract suite (`tests/store`) runs on both backends.
 
 mod migrations;
+pub mod queue;
 
 use std::str::FromStr as _;
 
@@ -142,6 +143,8 @@ pub struct TenantRecord {
     pub api_key_hash: String,
     pub engine_kind: String,
     pub engine_url: Option<String>,
+    /// Sent to the user when the engine stays down (dead-lettered event).
+    pub fallback_text: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -154,6 +157,7 @@ impl TenantRecord {
             api_key_hash: row.try_get("api_key_hash")?,
             engine_kind: row.try_get("engine_kind")?,
             engine_url: row.try_get("engine_url")?,
+            fallback_text: row.try_get("fallback_text")?,
             created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,
         })
@@ -161,7 +165,7 @@ impl TenantRecord {
 }
 
 const TENANT_COLUMNS: &str =
-    "id, name, api_key_hash, engine_kind, engine_url, created_at, updated_at";
+    "id, name, api_key_hash, engine_kind, engine_url, fallback_text, created_at, updated_at";
 
 #[derive(Debug, Clone)]
 pub struct NewTenant {
@@ -406,18 +410,20 @@ impl Store {
         kind: &str,
         url: Option<&str>,
         secret: Option<&Sealed>,
+        fallback_text: Option<&str>,
         now: i64,
     ) -> StoreResult<Option<TenantRecord>> {
         let mut tx = self.pool.begin().await.map_err(classify)?;
         let sql = format!(
-            "UPDATE tenants SET engine_kind = $2, engine_url = $3, updated_at = $4 WHERE id = $1 \
-             RETURNING {TENANT_COLUMNS}"
+            "UPDATE tenants SET engine_kind = $2, engine_url = $3, fallback_text = $5, updated_at = $4 \
+             WHERE id = $1 RETURNING {TENANT_COLUMNS}"
         );
         let Some(row) = sqlx::query(&sql)
             .bind(tenant.as_str())
             .bind(kind)
             .bind(url)
             .bind(now)
+            .bind(fallback_text)
             .fetch_optional(&mut *tx)
             .await
             .map_err(classify)?

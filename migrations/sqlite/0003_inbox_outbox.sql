@@ -1,0 +1,58 @@
+-- Inbound callbacks (the durable inbox) and outbound messages (the outbox).
+-- `seq` is the arrival order; events and replies of one conversation are
+-- handled strictly in `seq` order. Claims are leases (locked_by/locked_until)
+-- committed before any network call.
+
+ALTER TABLE tenants ADD COLUMN fallback_text TEXT;
+
+CREATE TABLE inbound_events (
+    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+    id              TEXT NOT NULL UNIQUE,
+    tenant_id       TEXT NOT NULL,
+    connection_id   TEXT NOT NULL REFERENCES connections (id) ON DELETE CASCADE,
+    conversation    TEXT NOT NULL,
+    event_type      TEXT NOT NULL,
+    raw             BLOB NOT NULL,
+    status          TEXT NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL,
+    locked_by       TEXT,
+    locked_until    INTEGER,
+    last_error      TEXT,
+    received_at     INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL
+);
+CREATE INDEX inbound_open ON inbound_events (status, next_attempt_at) WHERE status IN ('pending', 'processing');
+CREATE INDEX inbound_conversation ON inbound_events (connection_id, conversation, seq);
+CREATE INDEX inbound_by_status ON inbound_events (connection_id, status, seq);
+
+-- Body hashes seen recently, per connection: callbacks carry no event id.
+CREATE TABLE inbound_dedup (
+    connection_id TEXT NOT NULL REFERENCES connections (id) ON DELETE CASCADE,
+    body_hash     TEXT NOT NULL,
+    seen_at       INTEGER NOT NULL,
+    PRIMARY KEY (connection_id, body_hash)
+);
+
+CREATE TABLE outbound_messages (
+    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+    id              TEXT NOT NULL UNIQUE,
+    tenant_id       TEXT NOT NULL,
+    connection_id   TEXT NOT NULL REFERENCES connections (id) ON DELETE CASCADE,
+    event_id        TEXT,
+    conversation    TEXT NOT NULL,
+    target_kind     TEXT NOT NULL CHECK (target_kind IN ('user', 'channel')),
+    target_id       TEXT NOT NULL,
+    content         TEXT NOT NULL,
+    status          TEXT NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL,
+    locked_by       TEXT,
+    locked_until    INTEGER,
+    last_error      TEXT,
+    created_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL,
+    delivered_at    INTEGER
+);
+CREATE INDEX outbound_open ON outbound_messages (status, next_attempt_at) WHERE status IN ('pending', 'sending');
+CREATE INDEX outbound_conversation ON outbound_messages (connection_id, conversation, seq);

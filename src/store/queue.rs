@@ -1,0 +1,407 @@
+//! The durable inbox (inbound callbacks) and outbox (messages to send).
+//!
+//! Claims are leases committed before any network call: a claimed row is
+//! `processing`/`sending` with `locked_by` and `locked_until`; a crashed
+//! process's leases expire and the rows are claimed again. Only the oldest
+//! open row of a conversation is claimable, so each conversation is handled
+//! one row at a time in arrival order, while different conversations run in
+//! parallel. Candidates are ranked per tenant (the oldest of every tenant
+//! first), so one tenant's backlog does not starve the others. Results are
+//! written only while the lease is still held.
+
+use sqlx::any::AnyRow;
+use sqlx::Row as _;
+
+use super::{classify, decode_all, Store, StoreResult};
+use crate::domain::ids::{ConnectionId, TenantId};
+
+#[derive(Debug, Clone)]
+pub struct NewInbound {
+    pub id: String,
+    pub tenant_id: TenantId,
+    pub connection_id: ConnectionId,
+    pub conversation: String,
+    pub event_type: String,
+    pub raw: Vec<u8>,
+    pub body_hash: String,
+    pub received_at: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inserted {
+    New,
+    /// The same body arrived for this connection within the dedup window.
+    Duplicate,
+}
+
+#[derive(Debug, Clone)]
+pub struct InboundEvent {
+    pub seq: i64,
+    pub id: String,
+    pub tenant_id: TenantId,
+    pub connection_id: ConnectionId,
+    pub conversation: String,
+    pub event_type: String,
+    pub raw: Vec<u8>,
+    pub status: String,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub received_at: i64,
+    pub updated_at: i64,
+}
+
+const INBOUND_COLUMNS: &str = "seq, id, tenant_id, connection_id, conversation, event_type, raw, \
+     status, attempts, last_error, received_at, updated_at";
+
+impl InboundEvent {
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            seq: row.try_get("seq")?,
+            id: row.try_get("id")?,
+            tenant_id: TenantId::from_trusted(row.try_get("tenant_id")?),
+            connection_id: ConnectionId::from_trusted(row.try_get("connection_id")?),
+            conversation: row.try_get("conversation")?,
+            event_type: row.try_get("event_type")?,
+            raw: row.try_get("raw")?,
+            status: row.try_get("status")?,
+            attempts: row.try_get("attempts")?,
+            last_error: row.try_get("last_error")?,
+            received_at: row.try_get("received_at")?,
+            updated_at: row.try_get("updated_at")?,
+        })
+    }
+}
+
+/// A message to enqueue.
+#[derive(Debug, Clone)]
+pub struct NewOutbound {
+    pub id: String,
+    pub target_kind: &'static str,
+    pub target_id: String,
+    /// NAVER WORKS `content` JSON.
+    pub content: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct OutboundMessage {
+    pub seq: i64,
+    pub id: String,
+    pub tenant_id: TenantId,
+    pub connection_id: ConnectionId,
+    pub event_id: Option<String>,
+    pub conversation: String,
+    pub target_kind: String,
+    pub target_id: String,
+    pub content: String,
+    pub status: String,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub delivered_at: Option<i64>,
+}
+
+const OUTBOUND_COLUMNS: &str = "seq, id, tenant_id, connection_id, event_id, conversation, \
+     target_kind, target_id, content, status, attempts, last_error, created_at, updated_at, delivered_at";
+
+impl OutboundMessage {
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            seq: row.try_get("seq")?,
+            id: row.try_get("id")?,
+            tenant_id: TenantId::from_trusted(row.try_get("tenant_id")?),
+            connection_id: ConnectionId::from_trusted(row.try_get("connection_id")?),
+            event_id: row.try_get("event_id")?,
+            conversation: row.try_get("conversation")?,
+            target_kind: row.try_get("target_kind")?,
+            target_id: row.try_get("target_id")?,
+            content: row.try_get("content")?,
+            status: row.try_get("status")?,
+            attempts: row.try_get("attempts")?,
+            last_error: row.try_get("last_error")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+            delivered_at: row.try_get("delivered_at")?,
+        })
+    }
+}
+
+/// Which queue a claim works on: table, columns, and its in-flight status.
+struct Queue {
+    table: &'static str,
+    columns: &'static str,
+    working: &'static str,
+}
+
+const INBOX: Queue = Queue { table: "inbound_events", columns: INBOUND_COLUMNS, working: "processing" };
+const OUTBOX: Queue = Queue { table: "outbound_messages", columns: OUTBOUND_COLUMNS, working: "sending" };
+
+impl Store {
+    /// Stores a verified callback unless the same body arrived for this
+    /// connection within `dedup_window_ms`; one transaction, committed before
+    /// the caller answers 200.
+    pub async fn insert_inbound(&self, event: &NewInbound, dedup_window_ms: i64) -> StoreResult<Inserted> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let fresh = sqlx::query(
+            "INSERT INTO inbound_dedup (connection_id, body_hash, seen_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (connection_id, body_hash) DO UPDATE SET seen_at = excluded.seen_at \
+             WHERE inbound_dedup.seen_at < $4",
+        )
+        .bind(event.connection_id.as_str())
+        .bind(&event.body_hash)
+        .bind(event.received_at)
+        .bind(event.received_at - dedup_window_ms)
+        .execute(&mut *tx)
+        .await
+        .map_err(classify)?;
+        if fresh.rows_affected() == 0 {
+            return Ok(Inserted::Duplicate);
+        }
+        sqlx::query(
+            "INSERT INTO inbound_events (id, tenant_id, connection_id, conversation, event_type, raw, \
+               status, attempts, next_attempt_at, received_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $7, $7)",
+        )
+        .bind(&event.id)
+        .bind(event.tenant_id.as_str())
+        .bind(event.connection_id.as_str())
+        .bind(&event.conversation)
+        .bind(&event.event_type)
+        .bind(&event.raw)
+        .bind(event.received_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(classify)?;
+        tx.commit().await.map_err(classify)?;
+        Ok(Inserted::New)
+    }
+
+    /// Claims up to `limit` rows of a queue (see the module comment).
+    async fn claim(&self, q: &Queue, owner: &str, now: i64, lease_until: i64, limit: i64) -> StoreResult<Vec<AnyRow>> {
+        let candidates = format!(
+            "SELECT seq FROM ( \
+               SELECT e.seq, ROW_NUMBER() OVER (PARTITION BY e.tenant_id ORDER BY e.seq) AS rn \
+               FROM {t} e \
+               WHERE e.status IN ('pending', '{w}') AND e.next_attempt_at <= $1 \
+                 AND (e.status = 'pending' OR e.locked_until < $1) \
+                 AND NOT EXISTS (SELECT 1 FROM {t} p WHERE p.connection_id = e.connection_id \
+                   AND p.conversation = e.conversation AND p.seq < e.seq \
+                   AND p.status IN ('pending', '{w}')) \
+             ) c ORDER BY rn, seq LIMIT $2",
+            t = q.table,
+            w = q.working
+        );
+        let seqs: Vec<i64> = sqlx::query(&candidates)
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)?
+            .iter()
+            .map(|r| r.try_get("seq"))
+            .collect::<Result<_, _>>()
+            .map_err(classify)?;
+        if seqs.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The conditional update is the claim: of two replicas racing for a
+        // row, the second finds it no longer claimable.
+        let list = seqs.iter().map(i64::to_string).collect::<Vec<_>>().join(", ");
+        let sql = format!(
+            "UPDATE {t} SET status = '{w}', locked_by = $1, locked_until = $2, attempts = attempts + 1, updated_at = $3 \
+             WHERE seq IN ({list}) AND (status = 'pending' OR (status = '{w}' AND locked_until < $3)) \
+             RETURNING {c}",
+            t = q.table,
+            w = q.working,
+            c = q.columns
+        );
+        let mut rows = sqlx::query(&sql)
+            .bind(owner)
+            .bind(lease_until)
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)?;
+        rows.sort_by_key(|r| r.try_get::<i64, _>("seq").unwrap_or_default());
+        Ok(rows)
+    }
+
+    pub async fn claim_inbound(&self, owner: &str, now: i64, lease_until: i64, limit: i64) -> StoreResult<Vec<InboundEvent>> {
+        let rows = self.claim(&INBOX, owner, now, lease_until, limit).await?;
+        decode_all(&rows, InboundEvent::from_row)
+    }
+
+    pub async fn claim_outbound(&self, owner: &str, now: i64, lease_until: i64, limit: i64) -> StoreResult<Vec<OutboundMessage>> {
+        let rows = self.claim(&OUTBOX, owner, now, lease_until, limit).await?;
+        decode_all(&rows, OutboundMessage::from_row)
+    }
+
+    /// Marks an event done and enqueues its replies, in one transaction, if
+    /// `owner` still holds its lease. Returns false if the lease was lost.
+    pub async fn finish_inbound(&self, event: &InboundEvent, owner: &str, replies: &[NewOutbound], now: i64) -> StoreResult<bool> {
+        self.close_inbound(event, owner, "done", None, replies, now).await
+    }
+
+    /// Dead-letters an event with its last error (and optionally a fallback
+    /// message to the user), if `owner` still holds its lease.
+    pub async fn dead_inbound(&self, event: &InboundEvent, owner: &str, error: &str, fallback: &[NewOutbound], now: i64) -> StoreResult<bool> {
+        self.close_inbound(event, owner, "dead", Some(error), fallback, now).await
+    }
+
+    async fn close_inbound(
+        &self,
+        event: &InboundEvent,
+        owner: &str,
+        status: &str,
+        error: Option<&str>,
+        messages: &[NewOutbound],
+        now: i64,
+    ) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let done = sqlx::query(
+            "UPDATE inbound_events SET status = $3, last_error = $4, locked_by = NULL, locked_until = NULL, updated_at = $5 \
+             WHERE seq = $1 AND locked_by = $2 AND status = 'processing'",
+        )
+        .bind(event.seq)
+        .bind(owner)
+        .bind(status)
+        .bind(error)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(classify)?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        for m in messages {
+            sqlx::query(
+                "INSERT INTO outbound_messages (id, tenant_id, connection_id, event_id, conversation, target_kind, \
+                   target_id, content, status, attempts, next_attempt_at, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', 0, $9, $9, $9)",
+            )
+            .bind(&m.id)
+            .bind(event.tenant_id.as_str())
+            .bind(event.connection_id.as_str())
+            .bind(&event.id)
+            .bind(&event.conversation)
+            .bind(m.target_kind)
+            .bind(&m.target_id)
+            .bind(&m.content)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        }
+        tx.commit().await.map_err(classify)?;
+        Ok(true)
+    }
+
+    /// Puts a claimed row back for a later attempt (`count` false: the
+    /// attempt is not counted, e.g. when pacing deferred it).
+    async fn retry(&self, q: &Queue, seq: i64, owner: &str, error: Option<&str>, next_at: i64, count: bool, now: i64) -> StoreResult<bool> {
+        let sql = format!(
+            "UPDATE {t} SET status = 'pending', last_error = COALESCE($3, last_error), next_attempt_at = $4, \
+               attempts = attempts - $5, locked_by = NULL, locked_until = NULL, updated_at = $6 \
+             WHERE seq = $1 AND locked_by = $2 AND status = '{w}'",
+            t = q.table,
+            w = q.working
+        );
+        let done = sqlx::query(&sql)
+            .bind(seq)
+            .bind(owner)
+            .bind(error)
+            .bind(next_at)
+            .bind(i64::from(!count))
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    pub async fn retry_inbound(&self, event: &InboundEvent, owner: &str, error: &str, next_at: i64, now: i64) -> StoreResult<bool> {
+        self.retry(&INBOX, event.seq, owner, Some(error), next_at, true, now).await
+    }
+
+    pub async fn retry_outbound(&self, m: &OutboundMessage, owner: &str, error: Option<&str>, next_at: i64, count: bool, now: i64) -> StoreResult<bool> {
+        self.retry(&OUTBOX, m.seq, owner, error, next_at, count, now).await
+    }
+
+    /// Final state of a message: `delivered`, or `failed` with its error.
+    pub async fn close_outbound(&self, m: &OutboundMessage, owner: &str, delivered: bool, error: Option<&str>, now: i64) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE outbound_messages SET status = $3, last_error = COALESCE($4, last_error), \
+               delivered_at = $5, locked_by = NULL, locked_until = NULL, updated_at = $6 \
+             WHERE seq = $1 AND locked_by = $2 AND status = 'sending'",
+        )
+        .bind(m.seq)
+        .bind(owner)
+        .bind(if delivered { "delivered" } else { "failed" })
+        .bind(error)
+        .bind(delivered.then_some(now))
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(classify)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// A connection's events, newest first, optionally of one status.
+    pub async fn events(&self, tenant: &TenantId, connection: &ConnectionId, status: Option<&str>, limit: i64) -> StoreResult<Vec<InboundEvent>> {
+        let sql = format!(
+            "SELECT {INBOUND_COLUMNS} FROM inbound_events WHERE tenant_id = $1 AND connection_id = $2 \
+             AND ($3 = '' OR status = $3) ORDER BY seq DESC LIMIT $4"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(tenant.as_str())
+            .bind(connection.as_str())
+            .bind(status.unwrap_or(""))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)?;
+        decode_all(&rows, InboundEvent::from_row)
+    }
+
+    /// A connection's messages, oldest first (for the status API and tests).
+    pub async fn messages(&self, tenant: &TenantId, connection: &ConnectionId, limit: i64) -> StoreResult<Vec<OutboundMessage>> {
+        let sql = format!(
+            "SELECT {OUTBOUND_COLUMNS} FROM outbound_messages WHERE tenant_id = $1 AND connection_id = $2 \
+             ORDER BY seq LIMIT $3"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(tenant.as_str())
+            .bind(connection.as_str())
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)?;
+        decode_all(&rows, OutboundMessage::from_row)
+    }
+
+    /// Puts dead events back in the queue: one (by id) or all of a connection.
+    pub async fn replay_dead(&self, tenant: &TenantId, connection: &ConnectionId, event_id: Option<&str>, now: i64) -> StoreResult<u64> {
+        let done = sqlx::query(
+            "UPDATE inbound_events SET status = 'pending', attempts = 0, next_attempt_at = $4, last_error = NULL, updated_at = $4 \
+             WHERE tenant_id = $1 AND connection_id = $2 AND status = 'dead' AND ($3 = '' OR id = $3)",
+        )
+        .bind(tenant.as_str())
+        .bind(connection.as_str())
+        .bind(event_id.unwrap_or(""))
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(classify)?;
+        Ok(done.rows_affected())
+    }
+
+    /// Forgets dedup hashes older than `before` (housekeeping).
+    pub async fn prune_dedup(&self, before: i64) -> StoreResult<u64> {
+        let done = sqlx::query("DELETE FROM inbound_dedup WHERE seen_at < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(done.rows_affected())
+    }
+}
