@@ -37,6 +37,12 @@ const KEYS: &[&str] = &[
     "token_refresh_margin_seconds",
     "auth_failure_limit",
     "auth_block_seconds",
+    "workers",
+    "dedup_window_seconds",
+    "engine_timeout_seconds",
+    "engine_max_attempts",
+    "send_max_attempts",
+    "retry_base_ms",
 ];
 /// Variables botgate reads that are not settings keys.
 const OTHER_VARS: &[&str] = &["config"];
@@ -61,6 +67,17 @@ pub struct Settings {
     /// before it is refused (429) for `auth_block`.
     pub auth_failure_limit: u32,
     pub auth_block: std::time::Duration,
+    /// Run the inbox and outbox workers in this process (off: API only).
+    pub workers: bool,
+    /// A callback body seen again within this window is a duplicate.
+    pub dedup_window: std::time::Duration,
+    pub engine_timeout: std::time::Duration,
+    /// Engine calls per event before it is dead-lettered.
+    pub engine_max_attempts: u32,
+    /// Send attempts per message before it is failed.
+    pub send_max_attempts: u32,
+    /// First retry delay; later ones follow a fixed schedule of multiples.
+    pub retry_base: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,6 +162,12 @@ impl std::fmt::Debug for Settings {
             .field("token_refresh_margin", &self.token_refresh_margin)
             .field("auth_failure_limit", &self.auth_failure_limit)
             .field("auth_block", &self.auth_block)
+            .field("workers", &self.workers)
+            .field("dedup_window", &self.dedup_window)
+            .field("engine_timeout", &self.engine_timeout)
+            .field("engine_max_attempts", &self.engine_max_attempts)
+            .field("send_max_attempts", &self.send_max_attempts)
+            .field("retry_base", &self.retry_base)
             .finish()
     }
 }
@@ -260,6 +283,30 @@ impl Settings {
                 .ok_or_else(|| "must be a whole number from 1 to 100000".to_owned())
         });
         let auth_block = p.parse("auth_block_seconds", seconds(86_400));
+        let workers = p.parse("workers", |s| match s {
+            "true" | "on" | "1" => Ok(true),
+            "false" | "off" | "0" => Ok(false),
+            _ => Err("must be true or false".to_owned()),
+        });
+        let dedup_window = p.parse("dedup_window_seconds", seconds(86_400));
+        let engine_timeout = p.parse("engine_timeout_seconds", seconds(300));
+        let count = |max: u32| {
+            move |s: &str| {
+                s.parse::<u32>()
+                    .ok()
+                    .filter(|n| (1..=max).contains(n))
+                    .ok_or_else(|| format!("must be a whole number from 1 to {max}"))
+            }
+        };
+        let engine_max_attempts = p.parse("engine_max_attempts", count(100));
+        let send_max_attempts = p.parse("send_max_attempts", count(100));
+        let retry_base = p.parse("retry_base_ms", |s| {
+            s.parse::<u64>()
+                .ok()
+                .filter(|n| (1..=600_000).contains(n))
+                .map(std::time::Duration::from_millis)
+                .ok_or_else(|| "must be a whole number of milliseconds from 1 to 600000".to_owned())
+        });
         if let (Some(Some(_)), Some(Some(_))) = (&master_key, &master_key_file) {
             errors.push(
                 "set master_key or master_key_file, not both (BOTGATE_MASTER_KEY, BOTGATE_MASTER_KEY_FILE)"
@@ -291,6 +338,12 @@ impl Settings {
             token_refresh_margin,
             auth_failure_limit,
             auth_block,
+            workers,
+            dedup_window,
+            engine_timeout,
+            engine_max_attempts,
+            send_max_attempts,
+            retry_base,
         )
     }
 

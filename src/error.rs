@@ -33,6 +33,12 @@ pub enum ApiError {
     Conflict(String),
     #[error("the service is busy; retry in a moment")]
     Busy,
+    #[error("{0}")]
+    Signature(&'static str),
+    #[error("{0}")]
+    BotMismatch(&'static str),
+    #[error("{1}")]
+    BadRequest(&'static str, String),
     #[error("no NAVER WORKS token: {0}")]
     Token(crate::naverworks::token::TokenError),
     #[error("an internal error occurred")]
@@ -62,6 +68,9 @@ impl ApiError {
             Self::Conflict(_) => "conflict",
             Self::Busy => "busy",
             Self::Token(e) => e.code(),
+            Self::Signature(_) => "invalid_signature",
+            Self::BotMismatch(_) => "bot_id_mismatch",
+            Self::BadRequest(code, _) => code,
             Self::Internal(_) => "internal_error",
         }
     }
@@ -98,6 +107,9 @@ impl ResponseError for ApiError {
             Self::Busy => StatusCode::SERVICE_UNAVAILABLE,
             Self::Token(e) if e.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
             Self::Token(_) => StatusCode::BAD_GATEWAY,
+            Self::Signature(_) => StatusCode::UNAUTHORIZED,
+            Self::BotMismatch(_) => StatusCode::FORBIDDEN,
+            Self::BadRequest(..) => StatusCode::BAD_REQUEST,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -227,7 +227,7 @@ pub async fn list(
     Ok(HttpResponse::Ok().json(json!({ "connections": views })))
 }
 
-async fn find(
+pub(super) async fn find(
     state: &AppState,
     caller: &Caller,
     tenant: &str,

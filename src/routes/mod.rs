@@ -3,9 +3,11 @@
 
 pub mod auth_urls;
 mod connections;
+mod events;
 mod extract;
 mod health;
 mod tenants;
+pub mod webhooks;
 
 pub use tenants::create_tenant;
 
@@ -30,6 +32,26 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             resource("/api/v1/tenants/{tenant}/connections")
                 .route(web::post().to(connections::create))
                 .route(web::get().to(connections::list)),
+        )
+        .service(
+            resource("/webhooks/naverworks/{connection}")
+                .route(web::post().to(webhooks::naverworks)),
+        )
+        .service(
+            resource("/api/v1/tenants/{tenant}/connections/{connection}/events")
+                .route(web::get().to(events::list)),
+        )
+        .service(
+            resource("/api/v1/tenants/{tenant}/connections/{connection}/events/replay")
+                .route(web::post().to(events::replay_all)),
+        )
+        .service(
+            resource("/api/v1/tenants/{tenant}/connections/{connection}/events/{event}/replay")
+                .route(web::post().to(events::replay_one)),
+        )
+        .service(
+            resource("/api/v1/tenants/{tenant}/connections/{connection}/outbox")
+                .route(web::get().to(events::outbox)),
         )
         .service(resource("/auth/naverworks/{connection}").route(web::get().to(auth_urls::read)))
         .service(

@@ -126,6 +126,15 @@ impl OutboundMessage {
     }
 }
 
+/// When and why a claimed row goes back to the queue.
+struct Again<'a> {
+    error: Option<&'a str>,
+    next_at: i64,
+    /// Whether this attempt counts towards the retry budget.
+    count: bool,
+    now: i64,
+}
+
 /// Which queue a claim works on: table, columns, and its in-flight status.
 struct Queue {
     table: &'static str,
@@ -133,14 +142,26 @@ struct Queue {
     working: &'static str,
 }
 
-const INBOX: Queue = Queue { table: "inbound_events", columns: INBOUND_COLUMNS, working: "processing" };
-const OUTBOX: Queue = Queue { table: "outbound_messages", columns: OUTBOUND_COLUMNS, working: "sending" };
+const INBOX: Queue = Queue {
+    table: "inbound_events",
+    columns: INBOUND_COLUMNS,
+    working: "processing",
+};
+const OUTBOX: Queue = Queue {
+    table: "outbound_messages",
+    columns: OUTBOUND_COLUMNS,
+    working: "sending",
+};
 
 impl Store {
     /// Stores a verified callback unless the same body arrived for this
     /// connection within `dedup_window_ms`; one transaction, committed before
     /// the caller answers 200.
-    pub async fn insert_inbound(&self, event: &NewInbound, dedup_window_ms: i64) -> StoreResult<Inserted> {
+    pub async fn insert_inbound(
+        &self,
+        event: &NewInbound,
+        dedup_window_ms: i64,
+    ) -> StoreResult<Inserted> {
         let mut tx = self.pool.begin().await.map_err(classify)?;
         let fresh = sqlx::query(
             "INSERT INTO inbound_dedup (connection_id, body_hash, seen_at) VALUES ($1, $2, $3) \
@@ -177,7 +198,14 @@ impl Store {
     }
 
     /// Claims up to `limit` rows of a queue (see the module comment).
-    async fn claim(&self, q: &Queue, owner: &str, now: i64, lease_until: i64, limit: i64) -> StoreResult<Vec<AnyRow>> {
+    async fn claim(
+        &self,
+        q: &Queue,
+        owner: &str,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<AnyRow>> {
         let candidates = format!(
             "SELECT seq FROM ( \
                SELECT e.seq, ROW_NUMBER() OVER (PARTITION BY e.tenant_id ORDER BY e.seq) AS rn \
@@ -206,7 +234,11 @@ impl Store {
         }
         // The conditional update is the claim: of two replicas racing for a
         // row, the second finds it no longer claimable.
-        let list = seqs.iter().map(i64::to_string).collect::<Vec<_>>().join(", ");
+        let list = seqs
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
         let sql = format!(
             "UPDATE {t} SET status = '{w}', locked_by = $1, locked_until = $2, attempts = attempts + 1, updated_at = $3 \
              WHERE seq IN ({list}) AND (status = 'pending' OR (status = '{w}' AND locked_until < $3)) \
@@ -226,26 +258,53 @@ impl Store {
         Ok(rows)
     }
 
-    pub async fn claim_inbound(&self, owner: &str, now: i64, lease_until: i64, limit: i64) -> StoreResult<Vec<InboundEvent>> {
+    pub async fn claim_inbound(
+        &self,
+        owner: &str,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<InboundEvent>> {
         let rows = self.claim(&INBOX, owner, now, lease_until, limit).await?;
         decode_all(&rows, InboundEvent::from_row)
     }
 
-    pub async fn claim_outbound(&self, owner: &str, now: i64, lease_until: i64, limit: i64) -> StoreResult<Vec<OutboundMessage>> {
+    pub async fn claim_outbound(
+        &self,
+        owner: &str,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<OutboundMessage>> {
         let rows = self.claim(&OUTBOX, owner, now, lease_until, limit).await?;
         decode_all(&rows, OutboundMessage::from_row)
     }
 
     /// Marks an event done and enqueues its replies, in one transaction, if
     /// `owner` still holds its lease. Returns false if the lease was lost.
-    pub async fn finish_inbound(&self, event: &InboundEvent, owner: &str, replies: &[NewOutbound], now: i64) -> StoreResult<bool> {
-        self.close_inbound(event, owner, "done", None, replies, now).await
+    pub async fn finish_inbound(
+        &self,
+        event: &InboundEvent,
+        owner: &str,
+        replies: &[NewOutbound],
+        now: i64,
+    ) -> StoreResult<bool> {
+        self.close_inbound(event, owner, "done", None, replies, now)
+            .await
     }
 
     /// Dead-letters an event with its last error (and optionally a fallback
     /// message to the user), if `owner` still holds its lease.
-    pub async fn dead_inbound(&self, event: &InboundEvent, owner: &str, error: &str, fallback: &[NewOutbound], now: i64) -> StoreResult<bool> {
-        self.close_inbound(event, owner, "dead", Some(error), fallback, now).await
+    pub async fn dead_inbound(
+        &self,
+        event: &InboundEvent,
+        owner: &str,
+        error: &str,
+        fallback: &[NewOutbound],
+        now: i64,
+    ) -> StoreResult<bool> {
+        self.close_inbound(event, owner, "dead", Some(error), fallback, now)
+            .await
     }
 
     async fn close_inbound(
@@ -298,7 +357,13 @@ impl Store {
 
     /// Puts a claimed row back for a later attempt (`count` false: the
     /// attempt is not counted, e.g. when pacing deferred it).
-    async fn retry(&self, q: &Queue, seq: i64, owner: &str, error: Option<&str>, next_at: i64, count: bool, now: i64) -> StoreResult<bool> {
+    async fn retry(&self, q: &Queue, seq: i64, owner: &str, again: Again<'_>) -> StoreResult<bool> {
+        let Again {
+            error,
+            next_at,
+            count,
+            now,
+        } = again;
         let sql = format!(
             "UPDATE {t} SET status = 'pending', last_error = COALESCE($3, last_error), next_attempt_at = $4, \
                attempts = attempts - $5, locked_by = NULL, locked_until = NULL, updated_at = $6 \
@@ -319,16 +384,55 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
-    pub async fn retry_inbound(&self, event: &InboundEvent, owner: &str, error: &str, next_at: i64, now: i64) -> StoreResult<bool> {
-        self.retry(&INBOX, event.seq, owner, Some(error), next_at, true, now).await
+    pub async fn retry_inbound(
+        &self,
+        event: &InboundEvent,
+        owner: &str,
+        error: &str,
+        next_at: i64,
+        now: i64,
+    ) -> StoreResult<bool> {
+        let again = Again {
+            error: Some(error),
+            next_at,
+            count: true,
+            now,
+        };
+        self.retry(&INBOX, event.seq, owner, again).await
     }
 
-    pub async fn retry_outbound(&self, m: &OutboundMessage, owner: &str, error: Option<&str>, next_at: i64, count: bool, now: i64) -> StoreResult<bool> {
-        self.retry(&OUTBOX, m.seq, owner, error, next_at, count, now).await
+    pub async fn retry_outbound(
+        &self,
+        m: &OutboundMessage,
+        owner: &str,
+        error: Option<&str>,
+        next_at: i64,
+        count: bool,
+        now: i64,
+    ) -> StoreResult<bool> {
+        self.retry(
+            &OUTBOX,
+            m.seq,
+            owner,
+            Again {
+                error,
+                next_at,
+                count,
+                now,
+            },
+        )
+        .await
     }
 
     /// Final state of a message: `delivered`, or `failed` with its error.
-    pub async fn close_outbound(&self, m: &OutboundMessage, owner: &str, delivered: bool, error: Option<&str>, now: i64) -> StoreResult<bool> {
+    pub async fn close_outbound(
+        &self,
+        m: &OutboundMessage,
+        owner: &str,
+        delivered: bool,
+        error: Option<&str>,
+        now: i64,
+    ) -> StoreResult<bool> {
         let done = sqlx::query(
             "UPDATE outbound_messages SET status = $3, last_error = COALESCE($4, last_error), \
                delivered_at = $5, locked_by = NULL, locked_until = NULL, updated_at = $6 \
@@ -347,7 +451,13 @@ impl Store {
     }
 
     /// A connection's events, newest first, optionally of one status.
-    pub async fn events(&self, tenant: &TenantId, connection: &ConnectionId, status: Option<&str>, limit: i64) -> StoreResult<Vec<InboundEvent>> {
+    pub async fn events(
+        &self,
+        tenant: &TenantId,
+        connection: &ConnectionId,
+        status: Option<&str>,
+        limit: i64,
+    ) -> StoreResult<Vec<InboundEvent>> {
         let sql = format!(
             "SELECT {INBOUND_COLUMNS} FROM inbound_events WHERE tenant_id = $1 AND connection_id = $2 \
              AND ($3 = '' OR status = $3) ORDER BY seq DESC LIMIT $4"
@@ -364,7 +474,12 @@ impl Store {
     }
 
     /// A connection's messages, oldest first (for the status API and tests).
-    pub async fn messages(&self, tenant: &TenantId, connection: &ConnectionId, limit: i64) -> StoreResult<Vec<OutboundMessage>> {
+    pub async fn messages(
+        &self,
+        tenant: &TenantId,
+        connection: &ConnectionId,
+        limit: i64,
+    ) -> StoreResult<Vec<OutboundMessage>> {
         let sql = format!(
             "SELECT {OUTBOUND_COLUMNS} FROM outbound_messages WHERE tenant_id = $1 AND connection_id = $2 \
              ORDER BY seq LIMIT $3"
@@ -380,7 +495,13 @@ impl Store {
     }
 
     /// Puts dead events back in the queue: one (by id) or all of a connection.
-    pub async fn replay_dead(&self, tenant: &TenantId, connection: &ConnectionId, event_id: Option<&str>, now: i64) -> StoreResult<u64> {
+    pub async fn replay_dead(
+        &self,
+        tenant: &TenantId,
+        connection: &ConnectionId,
+        event_id: Option<&str>,
+        now: i64,
+    ) -> StoreResult<u64> {
         let done = sqlx::query(
             "UPDATE inbound_events SET status = 'pending', attempts = 0, next_attempt_at = $4, last_error = NULL, updated_at = $4 \
              WHERE tenant_id = $1 AND connection_id = $2 AND status = 'dead' AND ($3 = '' OR id = $3)",

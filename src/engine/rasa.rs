@@ -1,0 +1,102 @@
+//! Rasa's REST channel: POST `{"sender", "message", "metadata"}`, answered by
+//! a list of `{"recipient_id", "text" | "image" | "buttons" | "custom"}`.
+//! Texts map to text, images to image, text with buttons to a button
+//! template (each button a message action carrying its payload as postback),
+//! `custom` to NAVER WORKS content as is. A postback reaches Rasa as its
+//! payload, the way Rasa's own channels send button payloads.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::{reply_to_content, EngineError, EngineEvent};
+
+pub fn request_body(event: &EngineEvent<'_>) -> Option<Value> {
+    let message = match event.event_type() {
+        "message" => event.text().unwrap_or("").to_owned(),
+        "postback" => event
+            .callback
+            .get("data")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned(),
+        // Rasa has no notion of the other events; nothing to ask.
+        _ => return None,
+    };
+    // A room is one conversation for Rasa; a 1:1 chat is the user's.
+    let sender = event.channel_id().or(event.user_id()).unwrap_or("unknown");
+    Some(json!({
+        "sender": sender,
+        "message": message,
+        "metadata": {
+            "event_id": event.event_id,
+            "user_id": event.user_id(),
+            "channel_id": event.channel_id(),
+            "type": event.event_type(),
+            "content": event.content(),
+        },
+    }))
+}
+
+/// One Rasa answer item → NAVER WORKS contents.
+pub fn map_item(item: &Value) -> Result<Vec<Value>, String> {
+    let mut out = Vec::new();
+    let text = item.get("text").and_then(Value::as_str);
+    match (text, item.get("buttons").and_then(Value::as_array)) {
+        (Some(text), Some(buttons)) if !buttons.is_empty() => {
+            let buttons: Vec<Value> = buttons
+                .iter()
+                .map(|b| {
+                    let label = b.get("title").cloned().unwrap_or(Value::Null);
+                    let payload = b.get("payload").and_then(Value::as_str).unwrap_or("");
+                    if payload.starts_with("https://") {
+                        json!({"label": label, "url": payload})
+                    } else {
+                        json!({"label": label, "postback": payload})
+                    }
+                })
+                .collect();
+            out.push(reply_to_content(
+                &json!({"type": "buttons", "text": text, "buttons": buttons}),
+            )?);
+        }
+        (Some(text), _) => out.push(reply_to_content(&json!({"type": "text", "text": text}))?),
+        (None, _) => {}
+    }
+    if let Some(url) = item.get("image").and_then(Value::as_str) {
+        out.push(reply_to_content(&json!({"type": "image", "url": url}))?);
+    }
+    if let Some(custom) = item.get("custom") {
+        out.push(reply_to_content(
+            &json!({"type": "native", "content": custom}),
+        )?);
+    }
+    Ok(out)
+}
+
+pub async fn answer(
+    http: &reqwest::Client,
+    timeout: Duration,
+    url: &str,
+    event: &EngineEvent<'_>,
+) -> Result<Vec<Value>, EngineError> {
+    let Some(body) = request_body(event) else {
+        return Ok(Vec::new());
+    };
+    let response = http.post(url).timeout(timeout).json(&body).send().await?;
+    if !response.status().is_success() {
+        return Err(EngineError::Status(response.status().as_u16()));
+    }
+    let items: Value = response
+        .json()
+        .await
+        .map_err(|_| EngineError::Unreadable("not JSON".into()))?;
+    let items = items
+        .as_array()
+        .ok_or(EngineError::Unreadable("not a list".into()))?;
+    let mut out = Vec::new();
+    for item in items {
+        out.extend(map_item(item).map_err(EngineError::Unreadable)?);
+    }
+    Ok(out)
+}

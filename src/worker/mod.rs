@@ -1,0 +1,114 @@
+//! Background workers: the inbox worker hands events to the engine, the
+//! outbox worker sends messages to NAVER WORKS. Both are loops around a step
+//! function that claims a batch of leased rows and processes each in its own
+//! task (bounded by a semaphore); they wake on a notification from the
+//! webhook handler (or the inbox worker) or on a short poll, and stop when
+//! told to.
+
+pub mod inbox;
+pub mod outbox;
+pub mod pacer;
+pub mod retry;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::web;
+use tokio::sync::{watch, Notify, Semaphore};
+
+use crate::startup::AppState;
+
+/// Claims are leases longer than the longest call they cover (the engine
+/// timeout, or 15 s for a send), so a live worker never loses one; a crashed
+/// worker's claims come back after this long.
+pub fn lease_ms(settings: &crate::config::Settings) -> i64 {
+    let longest = settings.engine_timeout.max(Duration::from_secs(15));
+    i64::try_from((longest + Duration::from_secs(10)).as_millis()).unwrap_or(60_000)
+}
+const POLL: Duration = Duration::from_millis(250);
+/// Events or messages in flight at once, per worker.
+const CONCURRENCY: usize = 64;
+
+/// Wake-ups and the stop signal, shared by the web handlers and the workers.
+pub struct WorkerSignals {
+    pub inbox: Notify,
+    pub outbox: Notify,
+    stop: watch::Sender<bool>,
+}
+
+impl Default for WorkerSignals {
+    fn default() -> Self {
+        Self {
+            inbox: Notify::new(),
+            outbox: Notify::new(),
+            stop: watch::channel(false).0,
+        }
+    }
+}
+
+impl WorkerSignals {
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// What a step did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Claimed this many rows (now being processed).
+    Claimed(usize),
+    Empty,
+}
+
+/// Starts both workers on the current runtime.
+pub fn spawn(state: web::Data<AppState>) -> Vec<tokio::task::JoinHandle<()>> {
+    vec![
+        tokio::spawn(run(state.clone(), Kind::Inbox)),
+        tokio::spawn(run(state, Kind::Outbox)),
+    ]
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Inbox,
+    Outbox,
+}
+
+async fn run(state: web::Data<AppState>, kind: Kind) {
+    let slots = Arc::new(Semaphore::new(CONCURRENCY));
+    let mut stop = state.signals.stop.subscribe();
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let free = slots.available_permits();
+        let step = if free == 0 {
+            Ok(Outcome::Empty)
+        } else {
+            match kind {
+                Kind::Inbox => inbox::step(&state, &slots, free).await,
+                Kind::Outbox => outbox::step(&state, &slots, free).await,
+            }
+        };
+        let busy = matches!(step, Ok(Outcome::Claimed(n)) if n == free);
+        if let Err(e) = step {
+            tracing::error!(error.message = %e, "worker step failed");
+        }
+        if busy {
+            continue;
+        }
+        let notify = match kind {
+            Kind::Inbox => &state.signals.inbox,
+            Kind::Outbox => &state.signals.outbox,
+        };
+        tokio::select! {
+            () = notify.notified() => {}
+            () = tokio::time::sleep(POLL) => {}
+            _ = stop.changed() => {}
+        }
+    }
+    // Let in-flight work finish (each holds a permit).
+    let _ = slots
+        .acquire_many(u32::try_from(CONCURRENCY).unwrap_or(u32::MAX))
+        .await;
+}

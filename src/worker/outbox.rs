@@ -1,0 +1,231 @@
+//! The outbox worker: send claimed messages through the Bot API with the
+//! connection's shared token, paced under its per-minute limit.
+//! - 201: delivered.
+//! - 401/403 `UNAUTHORIZED`: one forced token refresh, then one more try.
+//! - 429: wait out `rateLimit-reset` (the connection pauses; not counted).
+//! - 5xx, network errors, token endpoint down: backoff with jitter, counted.
+//! - other 4xx (validation, unknown user): failed, with NAVER WORKS' error.
+
+use std::sync::Arc;
+
+use actix_web::web;
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::Semaphore;
+
+use super::retry::{backoff, rate_limit_wait};
+use super::{lease_ms, Outcome};
+use crate::domain::now_millis;
+use crate::startup::AppState;
+use crate::store::queue::OutboundMessage;
+use crate::store::{ConnectionRecord, StoreResult};
+
+pub async fn step(
+    state: &web::Data<AppState>,
+    slots: &Arc<Semaphore>,
+    free: usize,
+) -> StoreResult<Outcome> {
+    let now = now_millis();
+    let limit = i64::try_from(free).unwrap_or(1);
+    let messages = state
+        .store
+        .claim_outbound(
+            &state.worker_id,
+            now,
+            now + lease_ms(&state.settings),
+            limit,
+        )
+        .await?;
+    let claimed = messages.len();
+    for message in messages {
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            break;
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            if let Err(e) = process(&state, &message).await {
+                tracing::error!(message_id = %message.id, error.message = %e, "send failed; the lease will expire and it is retried");
+            }
+            drop(permit);
+        });
+    }
+    Ok(if claimed == 0 {
+        Outcome::Empty
+    } else {
+        Outcome::Claimed(claimed)
+    })
+}
+
+enum Sent {
+    Delivered,
+    Unauthorized,
+    RateLimited(Option<String>),
+    Transient(String),
+    Rejected(String),
+}
+
+async fn send(
+    state: &AppState,
+    connection: &ConnectionRecord,
+    message: &OutboundMessage,
+    token: &SecretString,
+) -> Sent {
+    let Ok(mut url) = url::Url::parse(state.settings.naverworks_api_url.as_str()) else {
+        return Sent::Rejected("the API URL is invalid".into());
+    };
+    let kind = if message.target_kind == "channel" {
+        "channels"
+    } else {
+        "users"
+    };
+    if let Ok(mut segments) = url.path_segments_mut() {
+        segments.pop_if_empty().extend([
+            "bots",
+            connection.bot_id.as_str(),
+            kind,
+            message.target_id.as_str(),
+            "messages",
+        ]);
+    }
+    let body = format!("{{\"content\":{}}}", message.content);
+    let response = state
+        .http
+        .post(url)
+        .timeout(std::time::Duration::from_secs(15))
+        .bearer_auth(token.expose_secret())
+        .header("Content-Type", "application/json")
+        .body(body)
+        .send()
+        .await;
+    let response = match response {
+        Ok(r) => r,
+        Err(e) => {
+            return Sent::Transient(if e.is_timeout() {
+                "NAVER WORKS timed out".into()
+            } else {
+                "NAVER WORKS unreachable".into()
+            })
+        }
+    };
+    let status = response.status().as_u16();
+    let reset = response
+        .headers()
+        .get("ratelimit-reset")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let text: String = response
+        .text()
+        .await
+        .unwrap_or_default()
+        .chars()
+        .take(500)
+        .collect();
+    match status {
+        200..=299 => Sent::Delivered,
+        // Expired token: 401 today, 403 in an older sample (NAVERWORKS.md §4.4).
+        401 | 403 if text.contains("UNAUTHORIZED") => Sent::Unauthorized,
+        429 => Sent::RateLimited(reset),
+        500..=599 => Sent::Transient(format!("HTTP {status}: {text}")),
+        _ => Sent::Rejected(format!("HTTP {status}: {text}")),
+    }
+}
+
+async fn process(state: &AppState, message: &OutboundMessage) -> StoreResult<()> {
+    let owner = &state.worker_id;
+    let now = now_millis();
+    let Some(connection) = state
+        .store
+        .connection(&message.tenant_id, &message.connection_id)
+        .await?
+    else {
+        return Ok(()); // deleted: its messages went with it
+    };
+    if let Err(ready) =
+        state
+            .pacer
+            .try_acquire(&connection.id, connection.rate_limit_per_minute, now)
+    {
+        state
+            .store
+            .retry_outbound(message, owner, None, ready, false, now)
+            .await?;
+        return Ok(());
+    }
+    let retry_later = |error: String| async move {
+        let attempts = u32::try_from(message.attempts).unwrap_or(u32::MAX);
+        let now = now_millis();
+        if attempts >= state.settings.send_max_attempts {
+            tracing::warn!(message_id = %message.id, attempts, error.message = %error, "message failed after its last attempt");
+            state
+                .store
+                .close_outbound(message, owner, false, Some(&error), now)
+                .await
+        } else {
+            let delay = backoff(state.settings.retry_base, message.attempts);
+            let next = now + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 4);
+            state
+                .store
+                .retry_outbound(message, owner, Some(&error), next, true, now)
+                .await
+        }
+    };
+    let meta = state.store.token_meta(&connection.id).await?;
+    let token = match state.tokens.token(&connection, meta, false).await {
+        Ok(t) => t,
+        Err(e) => {
+            retry_later(format!("no token: {e}")).await?;
+            return Ok(());
+        }
+    };
+    let mut outcome = send(state, &connection, message, &token.access_token).await;
+    if matches!(outcome, Sent::Unauthorized) {
+        // One refresh, one more try.
+        let meta = state.store.token_meta(&connection.id).await?;
+        outcome = match state.tokens.token(&connection, meta, true).await {
+            Ok(fresh) => send(state, &connection, message, &fresh.access_token).await,
+            Err(e) => Sent::Transient(format!("token refresh failed: {e}")),
+        };
+        if matches!(outcome, Sent::Unauthorized) {
+            outcome = Sent::Transient("NAVER WORKS refused a fresh token (UNAUTHORIZED)".into());
+        }
+    }
+    let now = now_millis();
+    match outcome {
+        Sent::Delivered => {
+            state
+                .store
+                .close_outbound(message, owner, true, None, now)
+                .await?;
+        }
+        Sent::RateLimited(reset) => {
+            let wait = rate_limit_wait(reset.as_deref());
+            let until = now + i64::try_from(wait.as_millis()).unwrap_or(60_000);
+            state.pacer.pause(&connection.id, until);
+            tracing::info!(connection_id = %connection.id, wait_ms = until - now, "NAVER WORKS rate limit; pausing this connection");
+            state
+                .store
+                .retry_outbound(
+                    message,
+                    owner,
+                    Some("HTTP 429: rate limited"),
+                    until,
+                    false,
+                    now,
+                )
+                .await?;
+        }
+        Sent::Transient(error) => {
+            retry_later(error).await?;
+        }
+        Sent::Unauthorized => {
+            retry_later("NAVER WORKS refused the token (UNAUTHORIZED)".into()).await?;
+        }
+        Sent::Rejected(error) => {
+            tracing::warn!(message_id = %message.id, error.message = %error, "NAVER WORKS refused the message");
+            state
+                .store
+                .close_outbound(message, owner, false, Some(&error), now)
+                .await?;
+        }
+    }
+    Ok(())
+}
