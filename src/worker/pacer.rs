@@ -28,8 +28,8 @@ impl Pacer {
             .next
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let slot = next.entry(connection.clone()).or_insert(now);
         // Allow a short burst (one second's worth) after idleness, then space.
+        let slot = next.entry(connection.clone()).or_insert(now - 1000);
         let earliest = (*slot).max(now - 1000);
         if earliest > now {
             return Err(earliest);
