@@ -3,6 +3,8 @@
 
 mod helpers;
 
+mod inbound;
+
 mod bad_inputs;
 mod connections;
 mod emulator;

@@ -1,0 +1,878 @@
+//! Inbound: signed callbacks from the emulator into botgate's inbox, the
+//! engines, and replies back at the emulator, over real HTTP.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use botgate::emulator::EmulatorConfig;
+use botgate::naverworks::signature;
+
+use crate::both_backends;
+use crate::emulator::{app_config, spawn_emulator, Emu};
+use crate::helpers::*;
+
+const BOT_SECRET: &str = "test-bot-secret";
+
+pub struct Inbound {
+    pub app: TestApp,
+    pub emu: Emu,
+    pub tenant: Tenant,
+    pub connection: Value,
+}
+
+fn connection_body() -> Value {
+    let app = app_config();
+    json!({
+        "bot_id": app.bots[0].bot_id, "client_id": app.client_id, "client_secret": app.client_secret,
+        "service_account": app.service_account, "private_key": PKCS8, "bot_secret": BOT_SECRET,
+        "auth_header": "internal-services-auth-header", "rate_limit_per_minute": 6000,
+    })
+}
+
+pub async fn setup_with(backend: Backend, emulator: EmulatorConfig, extra: &str) -> Inbound {
+    let emu = spawn_emulator(EmulatorConfig {
+        rate_limit_per_minute: 1_000_000,
+        ..emulator
+    })
+    .await;
+    let extra = format!(
+        "naverworks_auth_url = \"{0}/oauth2/v2.0\"\nnaverworks_api_url = \"{0}/v1.0\"\nretry_base_ms = 50\n{extra}",
+        emu.url
+    );
+    let app = spawn_app_with(
+        backend,
+        Options {
+            extra,
+            ..Options::default()
+        },
+    )
+    .await;
+    let tenant = app.create_tenant("Inbound").await;
+    let connection = app.create_connection(&tenant, &connection_body()).await;
+    Inbound {
+        app,
+        emu,
+        tenant,
+        connection,
+    }
+}
+
+impl Inbound {
+    pub fn webhook_path(&self) -> String {
+        self.connection["webhook_url"]
+            .as_str()
+            .unwrap()
+            .replace("https://botgate.example.com/base", "")
+    }
+
+    pub fn conn_path(&self) -> String {
+        format!(
+            "/api/v1/tenants/{}/connections/{}",
+            self.tenant.id,
+            self.connection["id"].as_str().unwrap()
+        )
+    }
+
+    /// Has the emulator send a callback to botgate, as a user would cause it.
+    pub async fn callback(&self, mut request: Value) -> Value {
+        request["bot_id"] = json!("2000001");
+        request["webhook_url"] = json!(self.app.url(&self.webhook_path()));
+        let res = self
+            .emu
+            .client
+            .post(format!("{}/emulator/callbacks", self.emu.url))
+            .json(&request)
+            .send()
+            .await
+            .unwrap();
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["status"], 200, "botgate answered: {body}");
+        body
+    }
+
+    /// Posts a raw body with the given headers to the webhook.
+    pub async fn post_raw(&self, body: &[u8], headers: &[(&str, &str)]) -> (StatusCode, Value) {
+        let mut req = self
+            .app
+            .client
+            .post(self.app.url(&self.webhook_path()))
+            .body(body.to_vec());
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        decode(req.send().await.unwrap()).await
+    }
+
+    /// Posts a body signed like NAVER WORKS does.
+    pub async fn post_signed(&self, body: &Value) -> (StatusCode, Value) {
+        let raw = serde_json::to_vec(body).unwrap();
+        let sig = signature::sign(BOT_SECRET.as_bytes(), &raw);
+        self.post_raw(
+            &raw,
+            &[
+                ("Content-Type", "application/json; charset=UTF-8"),
+                ("X-WORKS-BotId", "2000001"),
+                ("X-WORKS-Signature", &sig),
+            ],
+        )
+        .await
+    }
+
+    pub async fn events(&self, status: &str) -> Vec<Value> {
+        let q = if status.is_empty() {
+            String::new()
+        } else {
+            format!("?status={status}")
+        };
+        let (s, body) = self
+            .app
+            .get(
+                &format!("{}/events{q}", self.conn_path()),
+                &self.tenant.api_key,
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+        body["events"].as_array().unwrap().clone()
+    }
+
+    pub async fn set_engine(&self, engine: Value) {
+        let (status, body) = self
+            .app
+            .send_json(
+                Method::PUT,
+                &format!("/api/v1/tenants/{}/engine", self.tenant.id),
+                &self.tenant.api_key,
+                &engine,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+
+    /// Waits until the emulator holds at least `n` messages; returns them.
+    pub async fn wait_messages(&self, n: usize, limit: Duration) -> Vec<Value> {
+        let start = Instant::now();
+        loop {
+            let messages = self.emu.messages().await;
+            if messages.len() >= n || start.elapsed() > limit {
+                return messages;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn message(user: &str, text: &str) -> Value {
+    json!({"type": "message", "source": {"userId": user, "domainId": 10000}, "issuedTime": "2026-11-23T00:00:00.000Z", "content": {"type": "text", "text": text}})
+}
+
+/// A dialogue engine on a real port: records requests, answers per its mode.
+#[derive(Clone)]
+pub struct TestEngine {
+    pub url: String,
+    pub received: Arc<Mutex<Vec<(HashMap<String, String>, Vec<u8>)>>>,
+    /// "ok", "fail" (500) or "hang:<ms>".
+    pub mode: Arc<Mutex<String>>,
+}
+
+pub async fn spawn_engine(answer: Value) -> TestEngine {
+    let received: Arc<Mutex<Vec<(HashMap<String, String>, Vec<u8>)>>> = Arc::default();
+    let mode = Arc::new(Mutex::new("ok".to_owned()));
+    let (r, m) = (received.clone(), mode.clone());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = HttpServer::new(move || {
+        let (r, m, answer) = (r.clone(), m.clone(), answer.clone());
+        App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
+            let (r, m, answer) = (r.clone(), m.clone(), answer.clone());
+            async move {
+                let headers = req
+                    .headers()
+                    .iter()
+                    .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+                    .collect();
+                r.lock().unwrap().push((headers, body.to_vec()));
+                let mode = m.lock().unwrap().clone();
+                if let Some(ms) = mode.strip_prefix("hang:") {
+                    tokio::time::sleep(Duration::from_millis(ms.parse().unwrap())).await;
+                } else if mode == "fail" {
+                    return HttpResponse::InternalServerError().finish();
+                }
+                // `{{text}}` in the answer is replaced with the text received.
+                let said = serde_json::from_slice::<Value>(&body).ok().and_then(|v| {
+                    v.pointer("/content/text")
+                        .or(v.pointer("/message"))
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                });
+                let text = answer
+                    .to_string()
+                    .replace("{{text}}", &said.unwrap_or_default());
+                HttpResponse::Ok()
+                    .content_type("application/json")
+                    .body(text)
+            }
+        }))
+    })
+    .workers(2)
+    .listen(listener)
+    .unwrap()
+    .run();
+    tokio::spawn(server);
+    TestEngine {
+        url: format!("http://127.0.0.1:{port}/engine"),
+        received,
+        mode,
+    }
+}
+
+both_backends!(
+    every_event_type_reaches_the_echo_engine_and_replies_arrive,
+    http_engine_gets_the_documented_signed_body,
+    rasa_answers_map_to_naverworks_content,
+    bad_callbacks_are_refused_and_nothing_is_stored,
+    duplicates_are_answered_but_delivered_once,
+    replies_keep_order_per_user_under_concurrency,
+    engine_outage_then_recovery_delivers_everything_in_order,
+    dead_letters_send_the_fallback_and_replay,
+    naverworks_faults_are_ridden_out,
+    a_hanging_engine_does_not_hold_other_tenants,
+    two_replicas_share_the_work_without_doubles,
+);
+
+async fn every_event_type_reaches_the_echo_engine_and_replies_arrive(backend: Backend) {
+    let s = setup_with(backend, EmulatorConfig::default(), "").await;
+    let cases = [
+        (
+            json!({"type": "message", "user_id": "u1", "text": "hello"}),
+            Some(json!({"type": "text", "text": "hello"})),
+        ),
+        (
+            json!({"type": "message", "user_id": "u1", "content": {"type": "location", "address": "Tokyo", "latitude": 35.6, "longitude": 139.7}}),
+            Some(json!({"type": "text", "text": "You shared a location: Tokyo"})),
+        ),
+        (
+            json!({"type": "message", "user_id": "u1", "content": {"type": "sticker", "packageId": "1", "stickerId": "2"}}),
+            Some(json!({"type": "sticker", "packageId": "1", "stickerId": "2"})),
+        ),
+        (
+            json!({"type": "message", "user_id": "u1", "content": {"type": "image", "fileId": "kr1.1"}}),
+            Some(json!({"type": "text", "text": "I received your image."})),
+        ),
+        (
+            json!({"type": "message", "user_id": "u1", "content": {"type": "file", "fileId": "kr1.2"}}),
+            Some(json!({"type": "text", "text": "I received your file."})),
+        ),
+        (
+            json!({"type": "postback", "user_id": "u1", "data": "choice=1"}),
+            Some(json!({"type": "text", "text": "You chose: choice=1"})),
+        ),
+        (
+            json!({"type": "begin", "user_id": "u1"}),
+            Some(json!({"type": "text", "text": "Hi! Send me a message and I will echo it."})),
+        ),
+        (json!({"type": "end", "user_id": "u1"}), None),
+        (
+            json!({"type": "join", "channel_id": "room-1"}),
+            Some(
+                json!({"type": "text", "text": "Hello! Thanks for adding me. Everything you say, I say back."}),
+            ),
+        ),
+        (
+            json!({"type": "joined", "channel_id": "room-1", "members": ["u2"]}),
+            Some(json!({"type": "text", "text": "Welcome!"})),
+        ),
+        (
+            json!({"type": "left", "channel_id": "room-1", "members": ["u2"]}),
+            None,
+        ),
+        (json!({"type": "leave", "channel_id": "room-1"}), None),
+    ];
+    for (request, _) in &cases {
+        let answer = s.callback(request.clone()).await;
+        assert_eq!(answer["response"], "{\"status\":\"accepted\"}");
+    }
+    let expected: Vec<&Value> = cases
+        .iter()
+        .filter_map(|(_, reply)| reply.as_ref())
+        .collect();
+    let messages = s
+        .wait_messages(expected.len(), Duration::from_secs(15))
+        .await;
+    assert_eq!(messages.len(), expected.len(), "{messages:?}");
+    let to_user: Vec<&Value> = messages
+        .iter()
+        .filter(|m| m["user_id"] == "u1")
+        .map(|m| &m["content"])
+        .collect();
+    let to_room: Vec<&Value> = messages
+        .iter()
+        .filter(|m| m["channel_id"] == "room-1")
+        .map(|m| &m["content"])
+        .collect();
+    assert_eq!(to_user, expected[..7].to_vec(), "1:1 replies, in order");
+    assert_eq!(to_room, expected[7..].to_vec(), "room replies, in order");
+    let done = s.events("done").await;
+    assert_eq!(done.len(), cases.len(), "every event processed");
+}
+
+async fn http_engine_gets_the_documented_signed_body(backend: Backend) {
+    let s = setup_with(backend, EmulatorConfig::default(), "").await;
+    let engine = spawn_engine(json!({"replies": [
+        {"type": "text", "text": "you said {{text}}"},
+        {"type": "buttons", "text": "More?", "buttons": [{"label": "Yes", "postback": "more=yes"}, {"label": "Docs", "url": "https://e.example/docs"}]},
+        {"type": "image", "url": "https://e.example/cat.png"},
+        {"type": "native", "content": {"type": "sticker", "packageId": "1", "stickerId": "3"}},
+    ]}))
+    .await;
+    let secret = "engine-hmac-secret-0123456789";
+    s.set_engine(json!({"kind": "http", "url": engine.url, "secret": secret}))
+        .await;
+    let callback = s
+        .callback(
+            json!({"type": "message", "user_id": "u1", "channel_id": "room-7", "text": "hi there"}),
+        )
+        .await["callback"]
+        .clone();
+
+    let messages = s.wait_messages(4, Duration::from_secs(15)).await;
+    assert_eq!(messages.len(), 4);
+    assert!(
+        messages.iter().all(|m| m["channel_id"] == "room-7"),
+        "replies go to the room"
+    );
+    assert_eq!(
+        messages[0]["content"],
+        json!({"type": "text", "text": "you said hi there"})
+    );
+    assert_eq!(messages[1]["content"]["type"], "button_template");
+    assert_eq!(
+        messages[1]["content"]["actions"][0],
+        json!({"type": "message", "label": "Yes", "text": "Yes", "postback": "more=yes"})
+    );
+    assert_eq!(
+        messages[2]["content"]["originalContentUrl"],
+        "https://e.example/cat.png"
+    );
+    assert_eq!(messages[3]["content"]["stickerId"], "3");
+
+    let (headers, raw) = engine.received.lock().unwrap()[0].clone();
+    let timestamp = &headers["x-botgate-timestamp"];
+    let mut mac =
+        <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(secret.as_bytes()).unwrap();
+    hmac::Mac::update(&mut mac, format!("{timestamp}.").as_bytes());
+    hmac::Mac::update(&mut mac, &raw);
+    let expected = format!(
+        "sha256={}",
+        botgate::secrets::hex(&hmac::Mac::finalize(mac).into_bytes())
+    );
+    assert_eq!(
+        headers["x-botgate-signature"], expected,
+        "verifiable signature"
+    );
+    assert!(
+        (timestamp.parse::<i64>().unwrap() - time::OffsetDateTime::now_utc().unix_timestamp())
+            .abs()
+            < 60
+    );
+    assert_eq!(headers["content-type"], "application/json");
+    let body: Value = serde_json::from_slice(&raw).unwrap();
+    let event_id = s.events("done").await[0]["id"].clone();
+    assert_eq!(
+        body,
+        json!({
+            "event_id": event_id,
+            "tenant_id": s.tenant.id,
+            "connection_id": s.connection["id"],
+            "channel": "naverworks",
+            "type": "message",
+            "conversation": {"user_id": "u1", "channel_id": "room-7", "domain_id": 10000},
+            "content": {"type": "text", "text": "hi there"},
+            "issued_time": callback["issuedTime"],
+            "raw": callback,
+        })
+    );
+}
+
+async fn rasa_answers_map_to_naverworks_content(backend: Backend) {
+    let s = setup_with(backend, EmulatorConfig::default(), "").await;
+    let rasa = spawn_engine(json!([
+        {"recipient_id": "u1", "text": "echo {{text}}", "buttons": [{"title": "Yes", "payload": "/affirm"}, {"title": "Site", "payload": "https://e.example"}]},
+        {"recipient_id": "u1", "image": "https://e.example/i.png"},
+        {"recipient_id": "u1", "custom": {"type": "sticker", "packageId": "2", "stickerId": "5"}},
+    ]))
+    .await;
+    s.set_engine(json!({"kind": "rasa", "url": rasa.url})).await;
+    s.callback(json!({"type": "message", "user_id": "u1", "text": "hello"}))
+        .await;
+    s.callback(json!({"type": "postback", "user_id": "u1", "data": "/affirm"}))
+        .await;
+    s.callback(json!({"type": "begin", "user_id": "u1"})).await;
+    let messages = s.wait_messages(6, Duration::from_secs(15)).await;
+    assert_eq!(messages.len(), 6, "{messages:?}");
+    assert_eq!(
+        messages[0]["content"],
+        json!({"type": "button_template", "contentText": "echo hello", "actions": [
+        {"type": "message", "label": "Yes", "text": "Yes", "postback": "/affirm"},
+        {"type": "uri", "label": "Site", "uri": "https://e.example"}]})
+    );
+    assert_eq!(
+        messages[1]["content"],
+        json!({"type": "image", "previewImageUrl": "https://e.example/i.png", "originalContentUrl": "https://e.example/i.png"})
+    );
+    assert_eq!(
+        messages[2]["content"],
+        json!({"type": "sticker", "packageId": "2", "stickerId": "5"})
+    );
+    assert_eq!(
+        messages[3]["content"]["contentText"], "echo /affirm",
+        "the postback reached Rasa as the message"
+    );
+    let received = rasa.received.lock().unwrap().clone();
+    assert_eq!(received.len(), 2, "begin is not sent to Rasa");
+    let first: Value = serde_json::from_slice(&received[0].1).unwrap();
+    assert_eq!(
+        (&first["sender"], &first["message"]),
+        (&json!("u1"), &json!("hello"))
+    );
+    assert_eq!(first["metadata"]["user_id"], "u1");
+}
+
+async fn bad_callbacks_are_refused_and_nothing_is_stored(backend: Backend) {
+    let s = setup_with(backend, EmulatorConfig::default(), "").await;
+    let raw = serde_json::to_vec(&message("u1", "hi")).unwrap();
+    let good = signature::sign(BOT_SECRET.as_bytes(), &raw);
+    let wrong = signature::sign(b"another-secret", &raw);
+    let bad_json = b"{\"type\": \"message\", ".to_vec();
+    let bad_json_sig = signature::sign(BOT_SECRET.as_bytes(), &bad_json);
+    let big = vec![b' '; 300 * 1024];
+    let no_source = serde_json::to_vec(&json!({"type": "message"})).unwrap();
+    let no_source_sig = signature::sign(BOT_SECRET.as_bytes(), &no_source);
+    let cases: Vec<(&str, Vec<u8>, Vec<(&str, &str)>, u16, &str)> = vec![
+        (
+            "bad signature",
+            raw.clone(),
+            vec![("X-WORKS-BotId", "2000001"), ("X-WORKS-Signature", &wrong)],
+            401,
+            "invalid_signature",
+        ),
+        (
+            "missing signature",
+            raw.clone(),
+            vec![("X-WORKS-BotId", "2000001")],
+            401,
+            "invalid_signature",
+        ),
+        (
+            "garbage signature",
+            raw.clone(),
+            vec![("X-WORKS-BotId", "2000001"), ("X-WORKS-Signature", "!!!")],
+            401,
+            "invalid_signature",
+        ),
+        (
+            "wrong bot id",
+            raw.clone(),
+            vec![("X-WORKS-BotId", "2000002"), ("X-WORKS-Signature", &good)],
+            403,
+            "bot_id_mismatch",
+        ),
+        (
+            "missing bot id",
+            raw.clone(),
+            vec![("X-WORKS-Signature", &good)],
+            400,
+            "missing_bot_id",
+        ),
+        (
+            "malformed JSON",
+            bad_json.clone(),
+            vec![
+                ("X-WORKS-BotId", "2000001"),
+                ("X-WORKS-Signature", &bad_json_sig),
+            ],
+            400,
+            "invalid_json",
+        ),
+        (
+            "no source",
+            no_source.clone(),
+            vec![
+                ("X-WORKS-BotId", "2000001"),
+                ("X-WORKS-Signature", &no_source_sig),
+            ],
+            400,
+            "invalid_callback",
+        ),
+        (
+            "oversized",
+            big,
+            vec![("X-WORKS-BotId", "2000001"), ("X-WORKS-Signature", &good)],
+            413,
+            "payload_too_large",
+        ),
+    ];
+    for (name, body, headers, status, code) in cases {
+        let (got, answer) = s.post_raw(&body, &headers).await;
+        assert_eq!(
+            (got.as_u16(), error_code(&answer)),
+            (status, code),
+            "{name}: {answer}"
+        );
+    }
+    // Header names in any case; lowercase works too.
+    let res = s
+        .app
+        .client
+        .post(
+            s.app
+                .url("/webhooks/naverworks/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+        )
+        .body(raw.clone())
+        .header("x-works-signature", &good)
+        .header("x-works-botid", "2000001")
+        .send()
+        .await
+        .unwrap();
+    let (status, answer) = decode(res).await;
+    assert_eq!(
+        (status, error_code(&answer)),
+        (StatusCode::NOT_FOUND, "not_found"),
+        "unknown connection"
+    );
+    assert!(s.events("").await.is_empty(), "nothing stored");
+    // And the good one, with lowercase header names, is accepted.
+    let (status, _) = s
+        .post_raw(
+            &raw,
+            &[("x-works-botid", "2000001"), ("x-works-signature", &good)],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(s.events("").await.len(), 1);
+}
+
+async fn duplicates_are_answered_but_delivered_once(backend: Backend) {
+    let s = setup_with(backend, EmulatorConfig::default(), "").await;
+    let body = message("u1", "only once");
+    assert_eq!(
+        s.post_signed(&body).await,
+        (StatusCode::OK, json!({"status": "accepted"}))
+    );
+    assert_eq!(
+        s.post_signed(&body).await,
+        (StatusCode::OK, json!({"status": "duplicate"}))
+    );
+    // Another replica sees the same window.
+    let replica = spawn_replica(&s.app).await;
+    let raw = serde_json::to_vec(&body).unwrap();
+    let sig = signature::sign(BOT_SECRET.as_bytes(), &raw);
+    let res = replica
+        .client
+        .post(replica.url(&s.webhook_path()))
+        .body(raw)
+        .header("X-WORKS-BotId", "2000001")
+        .header("X-WORKS-Signature", sig)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(decode(res).await.1, json!({"status": "duplicate"}));
+    let messages = s.wait_messages(1, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await; // a second delivery, if any, would arrive now
+    assert_eq!(s.emu.messages().await.len(), 1, "{messages:?}");
+    assert_eq!(s.events("").await.len(), 1);
+}
+
+async fn replies_keep_order_per_user_under_concurrency(backend: Backend) {
+    let s = setup_with(backend, EmulatorConfig::default(), "").await;
+    let (users, per_user) = (20, 50);
+    let s = Arc::new(s);
+    let mut tasks = Vec::new();
+    for u in 0..users {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            for m in 0..per_user {
+                let (status, _) = s
+                    .post_signed(&message(&format!("user-{u}"), &format!("u{u}-m{m}")))
+                    .await;
+                assert_eq!(status, StatusCode::OK);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let messages = s
+        .wait_messages(users * per_user, Duration::from_secs(90))
+        .await;
+    assert_eq!(
+        messages.len(),
+        users * per_user,
+        "none missing, none duplicated"
+    );
+    for u in 0..users {
+        let texts: Vec<&str> = messages
+            .iter()
+            .filter(|m| m["user_id"] == format!("user-{u}"))
+            .map(|m| m["content"]["text"].as_str().unwrap())
+            .collect();
+        let expected: Vec<String> = (0..per_user).map(|m| format!("u{u}-m{m}")).collect();
+        assert_eq!(texts, expected, "user {u}'s replies in send order");
+    }
+}
+
+async fn engine_outage_then_recovery_delivers_everything_in_order(backend: Backend) {
+    let s = setup_with(
+        backend,
+        EmulatorConfig::default(),
+        "engine_max_attempts = 50",
+    )
+    .await;
+    let engine = spawn_engine(json!({"replies": [{"type": "text", "text": "{{text}}"}]})).await;
+    s.set_engine(
+        json!({"kind": "http", "url": engine.url, "secret": "engine-hmac-secret-0123456789"}),
+    )
+    .await;
+    *engine.mode.lock().unwrap() = "fail".into();
+    for i in 0..10 {
+        s.post_signed(&message("u1", &format!("m{i}"))).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await; // the engine is down a while
+    assert!(s.emu.messages().await.is_empty());
+    let retried = s.events("pending").await;
+    assert!(
+        retried.iter().any(|e| e["attempts"].as_i64().unwrap() >= 2
+            && e["last_error"].as_str().unwrap().contains("500")),
+        "{retried:?}"
+    );
+    *engine.mode.lock().unwrap() = "ok".into();
+    let messages = s.wait_messages(10, Duration::from_secs(30)).await;
+    let texts: Vec<&str> = messages
+        .iter()
+        .map(|m| m["content"]["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, (0..10).map(|i| format!("m{i}")).collect::<Vec<_>>());
+}
+
+async fn dead_letters_send_the_fallback_and_replay(backend: Backend) {
+    let s = setup_with(
+        backend,
+        EmulatorConfig::default(),
+        "engine_max_attempts = 2",
+    )
+    .await;
+    let engine =
+        spawn_engine(json!({"replies": [{"type": "text", "text": "answer to {{text}}"}]})).await;
+    s.set_engine(json!({"kind": "http", "url": engine.url, "secret": "engine-hmac-secret-0123456789", "fallback_text": "Sorry, try again later."})).await;
+    *engine.mode.lock().unwrap() = "fail".into();
+    s.post_signed(&message("u1", "first")).await;
+    s.post_signed(&message("u1", "second")).await;
+    let messages = s.wait_messages(2, Duration::from_secs(15)).await;
+    assert_eq!(messages.len(), 2);
+    assert!(
+        messages
+            .iter()
+            .all(|m| m["content"]["text"] == "Sorry, try again later."),
+        "{messages:?}"
+    );
+    let dead = s.events("dead").await;
+    assert_eq!(dead.len(), 2);
+    assert_eq!(dead[0]["attempts"], 2);
+    assert!(
+        dead[0]["last_error"].as_str().unwrap().contains("HTTP 500"),
+        "{dead:?}"
+    );
+
+    *engine.mode.lock().unwrap() = "ok".into();
+    let one = dead.iter().find(|e| e["id"].is_string()).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, body) = s
+        .app
+        .send_json(
+            Method::POST,
+            &format!("{}/events/{one}/replay", s.conn_path()),
+            &s.tenant.api_key,
+            &json!({}),
+        )
+        .await;
+    assert_eq!((status, &body["replayed"]), (StatusCode::OK, &json!(1)));
+    s.wait_messages(3, Duration::from_secs(15)).await;
+    let (status, body) = s
+        .app
+        .send_json(
+            Method::POST,
+            &format!("{}/events/replay", s.conn_path()),
+            &s.tenant.api_key,
+            &json!({}),
+        )
+        .await;
+    assert_eq!((status, &body["replayed"]), (StatusCode::OK, &json!(1)));
+    let messages = s.wait_messages(4, Duration::from_secs(15)).await;
+    let mut answers: Vec<&str> = messages[2..]
+        .iter()
+        .map(|m| m["content"]["text"].as_str().unwrap())
+        .collect();
+    answers.sort_unstable();
+    assert_eq!(answers, ["answer to first", "answer to second"]);
+    assert!(s.events("dead").await.is_empty());
+    let (status, _) = s
+        .app
+        .send_json(
+            Method::POST,
+            &format!("{}/events/{one}/replay", s.conn_path()),
+            &s.tenant.api_key,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "only dead events replay");
+}
+
+async fn naverworks_faults_are_ridden_out(backend: Backend) {
+    // A 2-second rate window, so that `rateLimit-reset` asks for short waits.
+    let emulator = EmulatorConfig {
+        rate_limit_window_seconds: 2,
+        ..Default::default()
+    };
+    let s = setup_with(backend, emulator, "send_max_attempts = 50").await;
+    let faults = json!({"rate_429": 0.2, "rate_5xx": 0.2, "token_expire_after_seconds": 1});
+    let res = s
+        .emu
+        .client
+        .put(format!("{}/emulator/faults", s.emu.url))
+        .json(&faults)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    for i in 0..30 {
+        s.post_signed(&message("u1", &format!("f{i}"))).await;
+    }
+    let messages = s.wait_messages(30, Duration::from_secs(60)).await;
+    let texts: Vec<&str> = messages
+        .iter()
+        .map(|m| m["content"]["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        texts,
+        (0..30).map(|i| format!("f{i}")).collect::<Vec<_>>(),
+        "all delivered, in order, once"
+    );
+    let stats: Value = s
+        .emu
+        .client
+        .get(format!("{}/emulator/stats", s.emu.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let app = &stats["apps"][app_config().client_id];
+    assert!(
+        app["tokens_refreshed"].as_u64().unwrap() + app["tokens_issued"].as_u64().unwrap() >= 2,
+        "expired tokens were replaced: {stats}"
+    );
+}
+
+async fn a_hanging_engine_does_not_hold_other_tenants(backend: Backend) {
+    let s = setup_with(backend, EmulatorConfig::default(), "").await;
+    let engine = spawn_engine(json!({"replies": [{"type": "text", "text": "slow"}]})).await;
+    *engine.mode.lock().unwrap() = "hang:4000".into();
+    s.set_engine(
+        json!({"kind": "http", "url": engine.url, "secret": "engine-hmac-secret-0123456789"}),
+    )
+    .await;
+    // Another tenant, echo engine, same bot app at the emulator.
+    let other = s.app.create_tenant("Other").await;
+    let conn = s.app.create_connection(&other, &connection_body()).await;
+    let path = conn["webhook_url"]
+        .as_str()
+        .unwrap()
+        .replace("https://botgate.example.com/base", "");
+    for i in 0..5 {
+        s.post_signed(&message(&format!("slow-{i}"), "hello")).await;
+    }
+    let raw = serde_json::to_vec(&message("fast-user", "quick")).unwrap();
+    let sig = signature::sign(BOT_SECRET.as_bytes(), &raw);
+    let started = Instant::now();
+    let res = s
+        .app
+        .client
+        .post(s.app.url(&path))
+        .body(raw)
+        .header("X-WORKS-BotId", "2000001")
+        .header("X-WORKS-Signature", sig)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    loop {
+        let messages = s.emu.messages().await;
+        if messages.iter().any(|m| m["user_id"] == "fast-user") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_millis(2000),
+            "the other tenant waited on the hanging engine"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+async fn two_replicas_share_the_work_without_doubles(backend: Backend) {
+    let s = setup_with(backend, EmulatorConfig::default(), "").await;
+    let replica = spawn_replica(&s.app).await;
+    let s = Arc::new(s);
+    let replica = Arc::new(replica);
+    let mut tasks = Vec::new();
+    for u in 0..10 {
+        let (s, replica) = (s.clone(), replica.clone());
+        tasks.push(tokio::spawn(async move {
+            for m in 0..20 {
+                let raw =
+                    serde_json::to_vec(&message(&format!("r-{u}"), &format!("r{u}-{m}"))).unwrap();
+                let sig = signature::sign(BOT_SECRET.as_bytes(), &raw);
+                // Alternate replicas, as a load balancer would.
+                let app = if m % 2 == 0 { &s.app } else { &*replica };
+                let res = app
+                    .client
+                    .post(app.url(&s.webhook_path()))
+                    .body(raw)
+                    .header("X-WORKS-BotId", "2000001")
+                    .header("X-WORKS-Signature", sig)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(res.status(), StatusCode::OK);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let messages = s.wait_messages(200, Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let messages = if messages.len() == 200 {
+        s.emu.messages().await
+    } else {
+        messages
+    };
+    assert_eq!(messages.len(), 200, "each event handled once");
+    for u in 0..10 {
+        let texts: Vec<&str> = messages
+            .iter()
+            .filter(|m| m["user_id"] == format!("r-{u}"))
+            .map(|m| m["content"]["text"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            texts,
+            (0..20).map(|m| format!("r{u}-{m}")).collect::<Vec<_>>()
+        );
+    }
+}
