@@ -1,10 +1,8 @@
 //! The NAVER WORKS emulator over real HTTP: token endpoint, Bot API, content
 //! validation, rate limiting, faults, callbacks, attachments and channels.
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -925,44 +923,11 @@ async fn faults_can_be_switched_on_and_off() {
     assert_eq!(emu.stats().await["apps"][CLIENT_ID]["tokens_issued"], 0);
 }
 
-/// One request a webhook received: its headers and raw body.
-type Received = (Vec<(String, String)>, Vec<u8>);
-
-/// A webhook that records what it receives and answers a set status.
-struct Webhook {
-    url: String,
-    received: Arc<Mutex<Vec<Received>>>,
-}
-
-async fn spawn_webhook(status: u16) -> Webhook {
-    let received: Arc<Mutex<Vec<Received>>> = Arc::default();
-    let sink = received.clone();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let server = HttpServer::new(move || {
-        let sink = sink.clone();
-        App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
-            let sink = sink.clone();
-            async move {
-                let headers = req
-                    .headers()
-                    .iter()
-                    .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
-                    .collect();
-                sink.lock().unwrap().push((headers, body.to_vec()));
-                HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap()).finish()
-            }
-        }))
-    })
-    .workers(1)
-    .listen(listener)
-    .unwrap()
-    .run();
-    tokio::spawn(server);
-    Webhook {
-        url: format!("http://127.0.0.1:{port}/hook"),
-        received,
-    }
+/// A webhook: a recording server answering `status`.
+async fn spawn_webhook(status: u16) -> crate::helpers::TestEngine {
+    let hook = crate::helpers::spawn_engine(Value::Null).await;
+    *hook.mode.lock().unwrap() = format!("status:{status}");
+    hook
 }
 
 #[tokio::test]

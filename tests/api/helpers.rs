@@ -6,9 +6,12 @@
 //! `postgres://postgres@127.0.0.1:5432/postgres`). A missing server fails the
 //! test loudly; it is never skipped.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use actix_web::web;
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use botgate::config::Settings;
 use botgate::secrets::MasterKey;
 use botgate::startup::{AppState, Application};
@@ -415,4 +418,73 @@ pub fn error_code(body: &Value) -> &str {
         "{body}"
     );
     code
+}
+
+/// One request a test server received: its headers (lowercase names) and body.
+pub type Recorded = (HashMap<String, String>, Vec<u8>);
+
+/// A server on a real port standing for a dialogue engine or a webhook:
+/// records every request and answers per its mode.
+#[derive(Clone)]
+pub struct TestEngine {
+    pub url: String,
+    pub received: Arc<Mutex<Vec<Recorded>>>,
+    /// "ok" (200 with the answer), "fail" (500), "status:<code>" (empty
+    /// body) or "hang:<ms>" (then the answer).
+    pub mode: Arc<Mutex<String>>,
+}
+
+pub async fn spawn_engine(answer: Value) -> TestEngine {
+    let received: Arc<Mutex<Vec<Recorded>>> = Arc::default();
+    let mode = Arc::new(Mutex::new("ok".to_owned()));
+    let (r, m) = (received.clone(), mode.clone());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = HttpServer::new(move || {
+        let (r, m, answer) = (r.clone(), m.clone(), answer.clone());
+        App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
+            let (r, m, answer) = (r.clone(), m.clone(), answer.clone());
+            async move {
+                let headers = req
+                    .headers()
+                    .iter()
+                    .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+                    .collect();
+                r.lock().unwrap().push((headers, body.to_vec()));
+                let mode = m.lock().unwrap().clone();
+                if let Some(ms) = mode.strip_prefix("hang:") {
+                    tokio::time::sleep(Duration::from_millis(ms.parse().unwrap())).await;
+                } else if mode == "fail" {
+                    return HttpResponse::InternalServerError().finish();
+                } else if let Some(code) = mode.strip_prefix("status:") {
+                    let code =
+                        actix_web::http::StatusCode::from_u16(code.parse().unwrap()).unwrap();
+                    return HttpResponse::build(code).finish();
+                }
+                // `{{text}}` in the answer is replaced with the text received.
+                let said = serde_json::from_slice::<Value>(&body).ok().and_then(|v| {
+                    v.pointer("/content/text")
+                        .or(v.pointer("/message"))
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                });
+                let text = answer
+                    .to_string()
+                    .replace("{{text}}", &said.unwrap_or_default());
+                HttpResponse::Ok()
+                    .content_type("application/json")
+                    .body(text)
+            }
+        }))
+    })
+    .workers(2)
+    .listen(listener)
+    .unwrap()
+    .run();
+    tokio::spawn(server);
+    TestEngine {
+        url: format!("http://127.0.0.1:{port}/engine"),
+        received,
+        mode,
+    }
 }

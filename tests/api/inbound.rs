@@ -1,11 +1,9 @@
 //! Inbound: signed callbacks from the emulator into botgate's inbox, the
 //! engines, and replies back at the emulator, over real HTTP.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -168,66 +166,6 @@ impl Inbound {
 
 fn message(user: &str, text: &str) -> Value {
     json!({"type": "message", "source": {"userId": user, "domainId": 10000}, "issuedTime": "2026-11-23T00:00:00.000Z", "content": {"type": "text", "text": text}})
-}
-
-/// A dialogue engine on a real port: records requests, answers per its mode.
-#[derive(Clone)]
-pub struct TestEngine {
-    pub url: String,
-    pub received: Arc<Mutex<Vec<(HashMap<String, String>, Vec<u8>)>>>,
-    /// "ok", "fail" (500) or "hang:<ms>".
-    pub mode: Arc<Mutex<String>>,
-}
-
-pub async fn spawn_engine(answer: Value) -> TestEngine {
-    let received: Arc<Mutex<Vec<(HashMap<String, String>, Vec<u8>)>>> = Arc::default();
-    let mode = Arc::new(Mutex::new("ok".to_owned()));
-    let (r, m) = (received.clone(), mode.clone());
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let server = HttpServer::new(move || {
-        let (r, m, answer) = (r.clone(), m.clone(), answer.clone());
-        App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
-            let (r, m, answer) = (r.clone(), m.clone(), answer.clone());
-            async move {
-                let headers = req
-                    .headers()
-                    .iter()
-                    .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
-                    .collect();
-                r.lock().unwrap().push((headers, body.to_vec()));
-                let mode = m.lock().unwrap().clone();
-                if let Some(ms) = mode.strip_prefix("hang:") {
-                    tokio::time::sleep(Duration::from_millis(ms.parse().unwrap())).await;
-                } else if mode == "fail" {
-                    return HttpResponse::InternalServerError().finish();
-                }
-                // `{{text}}` in the answer is replaced with the text received.
-                let said = serde_json::from_slice::<Value>(&body).ok().and_then(|v| {
-                    v.pointer("/content/text")
-                        .or(v.pointer("/message"))
-                        .and_then(Value::as_str)
-                        .map(str::to_owned)
-                });
-                let text = answer
-                    .to_string()
-                    .replace("{{text}}", &said.unwrap_or_default());
-                HttpResponse::Ok()
-                    .content_type("application/json")
-                    .body(text)
-            }
-        }))
-    })
-    .workers(2)
-    .listen(listener)
-    .unwrap()
-    .run();
-    tokio::spawn(server);
-    TestEngine {
-        url: format!("http://127.0.0.1:{port}/engine"),
-        received,
-        mode,
-    }
 }
 
 both_backends!(
@@ -452,7 +390,8 @@ async fn bad_callbacks_are_refused_and_nothing_is_stored(backend: Backend) {
     let big = vec![b' '; 300 * 1024];
     let no_source = serde_json::to_vec(&json!({"type": "message"})).unwrap();
     let no_source_sig = signature::sign(BOT_SECRET.as_bytes(), &no_source);
-    let cases: Vec<(&str, Vec<u8>, Vec<(&str, &str)>, u16, &str)> = vec![
+    type Case<'a> = (&'a str, Vec<u8>, Vec<(&'a str, &'a str)>, u16, &'a str);
+    let cases: Vec<Case<'_>> = vec![
         (
             "bad signature",
             raw.clone(),
