@@ -7,6 +7,7 @@ mod inbound;
 
 mod bad_inputs;
 mod connections;
+mod crash;
 mod emulator;
 mod keys;
 mod operations;

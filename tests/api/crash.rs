@@ -1,0 +1,223 @@
+//! A botgate process killed with SIGKILL in the middle of a load, then
+//! restarted: every callback that was answered 200 is still delivered.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use secrecy::ExposeSecret;
+use serde_json::{json, Value};
+
+use botgate::emulator::EmulatorConfig;
+use botgate::naverworks::signature;
+
+use crate::both_backends;
+use crate::emulator::{app_config, spawn_emulator};
+use crate::helpers::*;
+
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(env: &[(String, String)], dir: &std::path::Path) -> Process {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_botgate"));
+    cmd.current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    Process(
+        cmd.stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start botgate"),
+    )
+}
+
+async fn wait_healthy(client: &reqwest::Client, base: &str) {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(30) {
+        if client
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("botgate did not start");
+}
+
+both_backends!(sigkill_mid_load_loses_no_acknowledged_callback);
+
+async fn sigkill_mid_load_loses_no_acknowledged_callback(backend: Backend) {
+    let emu = spawn_emulator(EmulatorConfig {
+        rate_limit_per_minute: 1_000_000,
+        ..Default::default()
+    })
+    .await;
+    let engine = spawn_engine(json!({"replies": [{"type": "text", "text": "{{text}}"}]})).await;
+    *engine.mode.lock().unwrap() = "hang:100".into(); // keep work in flight
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new(backend, dir.path()).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let admin = "crash-test-admin-token-0123456789".to_owned();
+    let env: Vec<(String, String)> = [
+        ("BOTGATE_LISTEN", format!("127.0.0.1:{port}")),
+        ("BOTGATE_DATABASE_URL", db.url.clone()),
+        (
+            "BOTGATE_DATA_DIR",
+            dir.path().join("data").display().to_string(),
+        ),
+        (
+            "BOTGATE_MASTER_KEY",
+            botgate::secrets::MasterKey::generate()
+                .to_base64()
+                .expose_secret()
+                .to_owned(),
+        ),
+        ("BOTGATE_ADMIN_TOKEN", admin.clone()),
+        (
+            "BOTGATE_NAVERWORKS_AUTH_URL",
+            format!("{}/oauth2/v2.0", emu.url),
+        ),
+        ("BOTGATE_NAVERWORKS_API_URL", format!("{}/v1.0", emu.url)),
+        ("BOTGATE_RETRY_BASE_MS", "50".to_owned()),
+        ("BOTGATE_LOG", "warn".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let client = reqwest::Client::new();
+    let mut process = Some(start(&env, dir.path()));
+    wait_healthy(&client, &base).await;
+
+    // A tenant with the http engine, and a connection to the emulator's bot.
+    let tenant: Value = client
+        .post(format!("{base}/api/v1/tenants"))
+        .bearer_auth(&admin)
+        .json(&json!({"name": "Crash"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (tenant_id, key) = (
+        tenant["id"].as_str().unwrap(),
+        tenant["api_key"].as_str().unwrap(),
+    );
+    let res = client
+        .request(
+            Method::PUT,
+            format!("{base}/api/v1/tenants/{tenant_id}/engine"),
+        )
+        .bearer_auth(key)
+        .json(
+            &json!({"kind": "http", "url": engine.url, "secret": "engine-hmac-secret-0123456789"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let app = app_config();
+    let conn: Value = client.post(format!("{base}/api/v1/tenants/{tenant_id}/connections")).bearer_auth(key)
+        .json(&json!({"bot_id": "2000001", "client_id": app.client_id, "client_secret": app.client_secret, "service_account": app.service_account,
+            "private_key": PKCS8, "bot_secret": "test-bot-secret", "auth_header": "internal-services-auth-header", "rate_limit_per_minute": 6000}))
+        .send().await.unwrap().json().await.unwrap();
+    let path = conn["webhook_url"]
+        .as_str()
+        .unwrap()
+        .replace("http://127.0.0.1:8080", "");
+
+    // Load from 10 users; kill the process once 100 callbacks were acknowledged.
+    let acked: Arc<Mutex<Vec<String>>> = Arc::default();
+    let killed = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for u in 0..10 {
+        let (acked, killed, client, url) = (
+            acked.clone(),
+            killed.clone(),
+            client.clone(),
+            format!("{base}{path}"),
+        );
+        tasks.push(tokio::spawn(async move {
+            for m in 0..40 {
+                if killed.load(Ordering::SeqCst) {
+                    break;
+                }
+                let text = format!("c{u}-{m}");
+                let body = json!({"type": "message", "source": {"userId": format!("cu-{u}"), "domainId": 10000}, "issuedTime": "2026-11-23T00:00:00.000Z", "content": {"type": "text", "text": text}});
+                let raw = serde_json::to_vec(&body).unwrap();
+                let sig = signature::sign(b"test-bot-secret", &raw);
+                let res = client.post(&url).body(raw).header("X-WORKS-BotId", "2000001").header("X-WORKS-Signature", sig).send().await;
+                if res.is_ok_and(|r| r.status() == StatusCode::OK) {
+                    acked.lock().unwrap().push(text);
+                }
+            }
+        }));
+    }
+    while acked.lock().unwrap().len() < 100 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    drop(process.take()); // SIGKILL, mid-load
+    killed.store(true, Ordering::SeqCst);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    let before = emu.messages().await.len();
+    assert!(
+        before < acked.len(),
+        "the kill came before everything was delivered ({before} of {})",
+        acked.len()
+    );
+
+    // Restart: the dead process's leases expire and its work is picked up.
+    *engine.mode.lock().unwrap() = "ok".into();
+    let _restarted = start(&env, dir.path());
+    wait_healthy(&client, &base).await;
+    let started = Instant::now();
+    loop {
+        let delivered: Vec<String> = emu
+            .messages()
+            .await
+            .iter()
+            .map(|m| m["content"]["text"].as_str().unwrap().to_owned())
+            .collect();
+        let missing: Vec<&String> = acked.iter().filter(|t| !delivered.contains(t)).collect();
+        if missing.is_empty() {
+            let duplicates = delivered.len()
+                - delivered
+                    .iter()
+                    .collect::<std::collections::HashSet<_>>()
+                    .len();
+            assert!(
+                duplicates <= 64,
+                "duplicates only for sends in flight at the kill: {duplicates}"
+            );
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "{} acknowledged callbacks never delivered: {missing:?}",
+            missing.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
