@@ -60,12 +60,34 @@ pub enum Outcome {
     Empty,
 }
 
-/// Starts both workers on the current runtime.
+/// Starts both workers and the housekeeping job on the current runtime.
 pub fn spawn(state: web::Data<AppState>) -> Vec<tokio::task::JoinHandle<()>> {
     vec![
         tokio::spawn(run(state.clone(), Kind::Inbox)),
-        tokio::spawn(run(state, Kind::Outbox)),
+        tokio::spawn(run(state.clone(), Kind::Outbox)),
+        tokio::spawn(housekeeping(state)),
     ]
+}
+
+/// Forgets dedup hashes older than the window, every few minutes.
+async fn housekeeping(state: web::Data<AppState>) {
+    let mut stop = state.signals.stop.subscribe();
+    loop {
+        let window = i64::try_from(state.settings.dedup_window.as_millis()).unwrap_or(i64::MAX / 4);
+        match state
+            .store
+            .prune_dedup(crate::domain::now_millis() - window)
+            .await
+        {
+            Ok(n) if n > 0 => tracing::debug!(pruned = n, "old dedup hashes forgotten"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error.message = %e, "dedup pruning failed"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(300)) => {}
+            _ = stop.changed() => break,
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
