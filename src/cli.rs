@@ -34,6 +34,34 @@ pub enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Send a text to a user or a room through a connection (the send API),
+    /// e.g. from a cron job: `BOTGATE_API_KEY=bgk_… botgate send --connection
+    /// con_… --channel 12345 "nightly backup done"`.
+    Send {
+        /// The connection id (con_…).
+        #[arg(long)]
+        connection: String,
+        /// The user to message (id or login e-mail)…
+        #[arg(long, conflicts_with = "channel", required_unless_present = "channel")]
+        user: Option<String>,
+        /// …or the room.
+        #[arg(long)]
+        channel: Option<String>,
+        /// Send a text over 2,000 characters as several messages.
+        #[arg(long)]
+        split: bool,
+        /// Makes a retried run send only once.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        /// botgate's address.
+        #[arg(long, env = "BOTGATE_URL", default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// The tenant's API key.
+        #[arg(long, env = "BOTGATE_API_KEY", hide_env_values = true)]
+        api_key: String,
+        /// The text to send.
+        text: String,
+    },
     /// Run the NAVER WORKS emulator (token endpoint, Bot API, callbacks), or
     /// use a running one. Point botgate at it with
     /// BOTGATE_NAVERWORKS_AUTH_URL=http://ADDR/oauth2/v2.0 and

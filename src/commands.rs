@@ -16,28 +16,49 @@ use crate::store::Store;
 use crate::{bootstrap, telemetry};
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let command = cli.command.unwrap_or(Command::Serve);
-    if let Command::Keys {
-        command: KeysCommand::Generate,
-    } = command
-    {
-        // Needs no configuration at all.
-        println!("{}", MasterKey::generate().to_base64().expose_secret());
-        return Ok(());
-    }
-    if let Command::Emulator {
-        command,
-        listen,
-        config,
-    } = command
-    {
-        // The emulator stands alone: it reads none of botgate's settings.
-        telemetry::init(
-            crate::config::LogFormat::Pretty,
-            "botgate=info,actix_web=warn",
-        );
-        return emulator(command, listen, config).await;
-    }
+    let command = match cli.command.unwrap_or(Command::Serve) {
+        // These stand alone: they read none of botgate's settings.
+        Command::Keys {
+            command: KeysCommand::Generate,
+        } => {
+            println!("{}", MasterKey::generate().to_base64().expose_secret());
+            return Ok(());
+        }
+        Command::Emulator {
+            command,
+            listen,
+            config,
+        } => {
+            telemetry::init(
+                crate::config::LogFormat::Pretty,
+                "botgate=info,actix_web=warn",
+            );
+            return emulator(command, listen, config).await;
+        }
+        Command::Send {
+            connection,
+            user,
+            channel,
+            split,
+            idempotency_key,
+            url,
+            api_key,
+            text,
+        } => {
+            let args = SendArgs {
+                connection,
+                user,
+                channel,
+                split,
+                idempotency_key,
+                url,
+                api_key,
+                text,
+            };
+            return send(args).await;
+        }
+        other => other,
+    };
     let (settings, report) = Settings::load()?;
     telemetry::init(settings.log_format, &settings.log);
     for warning in &report.warnings {
@@ -80,7 +101,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys {
             command: KeysCommand::Generate,
         }
-        | Command::Emulator { .. } => Ok(()),
+        | Command::Emulator { .. }
+        | Command::Send { .. } => Ok(()),
     }
 }
 
@@ -160,6 +182,53 @@ pub async fn rotate(settings: &Settings, no_new_key: bool, retire: bool) -> anyh
         write_key_file(path, &[vault.ring().current()])?;
         eprintln!("older keys removed from {}", path.display());
     }
+    Ok(())
+}
+
+struct SendArgs {
+    connection: String,
+    user: Option<String>,
+    channel: Option<String>,
+    split: bool,
+    idempotency_key: Option<String>,
+    url: String,
+    api_key: String,
+    text: String,
+}
+
+/// `botgate send`: one call to the send API; prints the queued message id.
+async fn send(args: SendArgs) -> anyhow::Result<()> {
+    let mut body = json!({"content": {"type": "text", "text": args.text}});
+    match (args.user, args.channel) {
+        (Some(user), _) => body["user_id"] = json!(user),
+        (None, Some(channel)) => body["channel_id"] = json!(channel),
+        (None, None) => anyhow::bail!("give --user or --channel"),
+    }
+    if args.split {
+        body["split_long_text"] = json!(true);
+    }
+    let url = format!(
+        "{}/api/v1/connections/{}/messages",
+        args.url.trim_end_matches('/'),
+        args.connection
+    );
+    let mut request = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()?
+        .post(url)
+        .bearer_auth(&args.api_key)
+        .json(&body);
+    if let Some(key) = &args.idempotency_key {
+        request = request.header("Idempotency-Key", key);
+    }
+    let response = request.send().await.context("botgate did not answer")?;
+    let status = response.status();
+    let answer = response.text().await.unwrap_or_default();
+    anyhow::ensure!(
+        status.is_success(),
+        "botgate refused the message (HTTP {status}): {answer}"
+    );
+    println!("{answer}");
     Ok(())
 }
 

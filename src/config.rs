@@ -45,7 +45,7 @@ const KEYS: &[&str] = &[
     "retry_base_ms",
 ];
 /// Variables botgate reads that are not settings keys.
-const OTHER_VARS: &[&str] = &["config"];
+const OTHER_VARS: &[&str] = &["config", "url", "api_key"];
 
 #[derive(Clone)]
 pub struct Settings {

@@ -243,6 +243,7 @@ async fn stats(emulator: web::Data<Emulator>) -> HttpResponse {
         "apps": apps,
         "messages": state.messages.len(),
         "access_tokens": state.access_tokens.len(),
+        "rate_limited": state.rate_limited,
     }))
 }
 
@@ -251,6 +252,7 @@ async fn stats(emulator: web::Data<Emulator>) -> HttpResponse {
 async fn reset(emulator: web::Data<Emulator>) -> HttpResponse {
     let mut state = emulator.lock();
     state.messages.clear();
+    state.rate_limited = 0;
     state.access_tokens.clear();
     state.refresh_tokens.clear();
     state.windows.clear();

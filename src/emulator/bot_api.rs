@@ -136,10 +136,15 @@ fn admit(
     caller: &Caller,
     api: &'static str,
 ) -> Result<(u32, u32, u64), HttpResponse> {
-    let (limit, remaining, reset) = state
-        .take_rate(caller.domain_id, api)
-        .map_err(|(l, r)| too_many(l, r))?;
+    let (limit, remaining, reset) = match state.take_rate(caller.domain_id, api) {
+        Ok(v) => v,
+        Err((l, r)) => {
+            state.rate_limited += 1;
+            return Err(too_many(l, r));
+        }
+    };
     if state.faults.rate_429 > 0.0 && rand::random::<f64>() < state.faults.rate_429 {
+        state.rate_limited += 1;
         return Err(too_many(limit, reset));
     }
     if state.faults.rate_5xx > 0.0 && rand::random::<f64>() < state.faults.rate_5xx {
@@ -193,6 +198,11 @@ async fn send(
     if let Err(description) = content::validate_message(&parsed) {
         // The real validation codes are undocumented ([I], §4.4).
         return api_error(400, "INVALID_PARAMETER", &description);
+    }
+    if let (Some(user), _) = &target {
+        if state.faults.unknown_users.contains(user) {
+            return api_error(404, "NOT_FOUND", "User does not exist.");
+        }
     }
     let content = parsed.get("content").cloned().unwrap_or(Value::Null);
     state.record_message(&bot_id, &caller.client_id, target, content);

@@ -71,6 +71,9 @@ pub struct Faults {
     pub token_expire_after_seconds: Option<u64>,
     /// The token endpoint answers 503.
     pub token_endpoint_down: bool,
+    /// User ids the Bot API treats as nonexistent: a send to them answers
+    /// 404 NOT_FOUND (the real answer is undocumented, NAVERWORKS.md §4.4 [I]).
+    pub unknown_users: Vec<String>,
 }
 
 pub struct Attachment {
@@ -88,6 +91,8 @@ pub struct State {
     pub refresh_tokens: HashMap<String, RefreshToken>,
     pub messages: Vec<ReceivedMessage>,
     pub next_seq: u64,
+    /// 429 answers given (rate limit and injected).
+    pub rate_limited: u64,
     pub faults: Faults,
     /// (domain id, API name) → (window start, calls in window).
     pub windows: HashMap<(i64, &'static str), (Instant, u32)>,
@@ -120,6 +125,7 @@ impl Emulator {
                 refresh_tokens: HashMap::new(),
                 messages: Vec::new(),
                 next_seq: 1,
+                rate_limited: 0,
                 faults: Faults::default(),
                 windows: HashMap::new(),
                 clock_offset: 0,

@@ -6,6 +6,7 @@ mod connections;
 mod events;
 mod extract;
 mod health;
+mod messages;
 mod tenants;
 pub mod webhooks;
 
@@ -52,6 +53,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(
             resource("/api/v1/tenants/{tenant}/connections/{connection}/outbox")
                 .route(web::get().to(events::outbox)),
+        )
+        .service(
+            resource("/api/v1/connections/{connection}/messages")
+                .route(web::post().to(messages::send))
+                .route(web::get().to(messages::list)),
+        )
+        .service(
+            resource("/api/v1/connections/{connection}/messages/{id}")
+                .route(web::get().to(messages::get)),
         )
         .service(resource("/auth/naverworks/{connection}").route(web::get().to(auth_urls::read)))
         .service(

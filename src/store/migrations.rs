@@ -20,12 +20,14 @@ pub const POSTGRES: Files = tree!("postgres";
     (1, "tenants connections", "0001_tenants_connections.sql"),
     (2, "tokens", "0002_tokens.sql"),
     (3, "inbox outbox", "0003_inbox_outbox.sql"),
+    (4, "send api", "0004_send_api.sql"),
 );
 
 pub const SQLITE: Files = tree!("sqlite";
     (1, "tenants connections", "0001_tenants_connections.sql"),
     (2, "tokens", "0002_tokens.sql"),
     (3, "inbox outbox", "0003_inbox_outbox.sql"),
+    (4, "send api", "0004_send_api.sql"),
 );
 
 pub fn migrator(backend: Backend) -> Migrator {

@@ -514,6 +514,23 @@ impl Store {
             .map_err(classify)
     }
 
+    /// A connection by id alone (for the admin token on the send API).
+    pub async fn connection_by_id(
+        &self,
+        id: &ConnectionId,
+    ) -> StoreResult<Option<ConnectionRecord>> {
+        let sql = format!("SELECT {CONNECTION_COLUMNS} FROM connections WHERE id = $1");
+        let row = sqlx::query(&sql)
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(classify)?;
+        row.as_ref()
+            .map(ConnectionRecord::from_row)
+            .transpose()
+            .map_err(classify)
+    }
+
     pub async fn connections(&self, tenant: &TenantId) -> StoreResult<Vec<ConnectionRecord>> {
         let sql = format!(
             "SELECT {CONNECTION_COLUMNS} FROM connections WHERE tenant_id = $1 ORDER BY created_at, id"

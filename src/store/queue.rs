@@ -516,6 +516,117 @@ impl Store {
         Ok(done.rows_affected())
     }
 
+    /// Enqueues messages of the send API in one transaction. With an
+    /// idempotency key (unique on the first part, the group of every part), a
+    /// key already used returns the messages stored under it instead.
+    pub async fn enqueue_messages(
+        &self,
+        tenant: &TenantId,
+        connection: &ConnectionId,
+        conversation: &str,
+        messages: &[NewOutbound],
+        idempotency_key: Option<&str>,
+        now: i64,
+    ) -> StoreResult<Vec<OutboundMessage>> {
+        let key_of = |i: usize| idempotency_key.filter(|_| i == 0);
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let mut stored = Vec::with_capacity(messages.len());
+        for (i, m) in messages.iter().enumerate() {
+            let sql = format!(
+                "INSERT INTO outbound_messages (id, tenant_id, connection_id, conversation, target_kind, target_id, \
+                   content, status, attempts, next_attempt_at, created_at, updated_at, idempotency_key, idempotency_group) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', 0, $8, $8, $8, $9, $10) RETURNING {OUTBOUND_COLUMNS}"
+            );
+            let row = sqlx::query(&sql)
+                .bind(&m.id)
+                .bind(tenant.as_str())
+                .bind(connection.as_str())
+                .bind(conversation)
+                .bind(m.target_kind)
+                .bind(&m.target_id)
+                .bind(&m.content)
+                .bind(now)
+                .bind(key_of(i))
+                .bind(idempotency_key)
+                .fetch_one(&mut *tx)
+                .await;
+            match row {
+                Ok(row) => stored.push(OutboundMessage::from_row(&row).map_err(classify)?),
+                Err(e) if super::is_unique_violation(&e) && idempotency_key.is_some() => {
+                    drop(tx);
+                    return self
+                        .messages_by_key(connection, idempotency_key.unwrap_or_default())
+                        .await;
+                }
+                Err(e) => return Err(classify(e)),
+            }
+        }
+        tx.commit().await.map_err(classify)?;
+        Ok(stored)
+    }
+
+    async fn messages_by_key(
+        &self,
+        connection: &ConnectionId,
+        key: &str,
+    ) -> StoreResult<Vec<OutboundMessage>> {
+        let sql = format!(
+            "SELECT {OUTBOUND_COLUMNS} FROM outbound_messages WHERE connection_id = $1 \
+             AND idempotency_group = $2 ORDER BY seq"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(connection.as_str())
+            .bind(key)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)?;
+        decode_all(&rows, OutboundMessage::from_row)
+    }
+
+    /// One message of a connection.
+    pub async fn message(
+        &self,
+        connection: &ConnectionId,
+        id: &str,
+    ) -> StoreResult<Option<OutboundMessage>> {
+        let sql = format!(
+            "SELECT {OUTBOUND_COLUMNS} FROM outbound_messages WHERE connection_id = $1 AND id = $2"
+        );
+        let row = sqlx::query(&sql)
+            .bind(connection.as_str())
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(classify)?;
+        row.as_ref()
+            .map(OutboundMessage::from_row)
+            .transpose()
+            .map_err(classify)
+    }
+
+    /// A connection's messages, newest first, filtered by status and creation time.
+    pub async fn list_messages(
+        &self,
+        connection: &ConnectionId,
+        status: Option<&str>,
+        since: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<OutboundMessage>> {
+        let sql = format!(
+            "SELECT {OUTBOUND_COLUMNS} FROM outbound_messages WHERE connection_id = $1 \
+             AND ($2 = '' OR status = $2) AND created_at >= $3 ORDER BY seq DESC LIMIT $4"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(connection.as_str())
+            .bind(status.unwrap_or(""))
+            .bind(since)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)?;
+        decode_all(&rows, OutboundMessage::from_row)
+    }
+
     /// Forgets dedup hashes older than `before` (housekeeping).
     pub async fn prune_dedup(&self, before: i64) -> StoreResult<u64> {
         let done = sqlx::query("DELETE FROM inbound_dedup WHERE seen_at < $1")

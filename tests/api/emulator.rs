@@ -535,6 +535,41 @@ async fn content_types_valid_and_each_limit_refused() {
     .await;
     let token = emu.token().await;
     let path = "/bots/2000001/users/u/messages";
+    let valid = valid_bodies();
+    assert!(valid.len() >= 17);
+    for body in &valid {
+        let res = emu.send(&token, path, body).await;
+        assert_eq!(
+            res.status(),
+            StatusCode::CREATED,
+            "{body}: {}",
+            res.text().await.unwrap()
+        );
+    }
+
+    let cases = limit_cases();
+    for (content, needle) in cases {
+        let res = emu.send(&token, path, &json!({ "content": content })).await;
+        let (status, body) = crate::helpers::decode(res).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{content}: {body}");
+        let description = body["description"].as_str().unwrap();
+        assert!(
+            description.contains(needle),
+            "{content}: {needle:?} not in {description:?}"
+        );
+    }
+    let res = emu.send(&token, path, &json!({"text": "no content"})).await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        emu.messages().await.len(),
+        valid.len(),
+        "refused messages are not recorded"
+    );
+}
+
+/// A valid send body of every content type: the documented fixtures, and one
+/// example of each type they lack.
+pub fn valid_bodies() -> Vec<Value> {
     let fixtures =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/naverworks");
     let mut valid: Vec<Value> = std::fs::read_dir(&fixtures)
@@ -560,24 +595,20 @@ async fn content_types_valid_and_each_limit_refused() {
     ] {
         valid.push(json!({ "content": content }));
     }
-    assert!(valid.len() >= 17);
-    for body in &valid {
-        let res = emu.send(&token, path, body).await;
-        assert_eq!(
-            res.status(),
-            StatusCode::CREATED,
-            "{body}: {}",
-            res.text().await.unwrap()
-        );
-    }
+    valid
+}
 
+/// Each documented limit violated once: (content, text the refusal names).
+pub fn limit_cases() -> Vec<(Value, &'static str)> {
+    let postback = json!({"type": "postback", "label": "Yes", "data": "yes", "displayText": "Yes"});
+    let column = |title: &str| json!({"originalContentUrl": "https://e.example/a.png", "title": title, "text": "t", "actions": [postback.clone()]});
     let long = |n: usize| "x".repeat(n);
     let button = |n: usize| {
         (0..n)
             .map(|i| json!({"type": "message", "label": format!("b{i}"), "text": "t"}))
             .collect::<Vec<_>>()
     };
-    let cases = [
+    vec![
         (json!({"type": "text", "text": long(2001)}), "content.text"),
         (json!({"type": "text"}), "content.text"),
         (
@@ -751,24 +782,7 @@ async fn content_types_valid_and_each_limit_refused() {
             json!({"type": "button_template", "contentText": long(1001), "actions": button(1)}),
             "contentText",
         ),
-    ];
-    for (content, needle) in cases {
-        let res = emu.send(&token, path, &json!({ "content": content })).await;
-        let (status, body) = crate::helpers::decode(res).await;
-        assert_eq!(status, StatusCode::BAD_REQUEST, "{content}: {body}");
-        let description = body["description"].as_str().unwrap();
-        assert!(
-            description.contains(needle),
-            "{content}: {needle:?} not in {description:?}"
-        );
-    }
-    let res = emu.send(&token, path, &json!({"text": "no content"})).await;
-    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
-    assert_eq!(
-        emu.messages().await.len(),
-        valid.len(),
-        "refused messages are not recorded"
-    );
+    ]
 }
 
 /// Polls `check` until it is true or `limit` passes.

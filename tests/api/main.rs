@@ -13,5 +13,6 @@ mod keys;
 mod operations;
 mod quickstart;
 mod secrets_at_rest;
+mod send;
 mod tenants;
 mod tokens;

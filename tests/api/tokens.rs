@@ -144,7 +144,7 @@ async fn concurrent_first_requests_share_one_token(backend: Backend) {
     let s = setup(backend, EmulatorConfig::default(), "").await;
     let path = s.auth_path();
     let requests = (0..500).map(|_| get_token(&s.app, &path, Some(HEADER)));
-    let answers = futures_join_all(requests).await;
+    let answers = join_all(requests).await;
     let tokens: HashSet<String> = answers
         .iter()
         .map(|(status, body)| {
@@ -165,35 +165,6 @@ async fn concurrent_first_requests_share_one_token(backend: Backend) {
     let expires_in = body["expires_in"].as_i64().unwrap();
     assert!((86_000..=86_400).contains(&expires_in), "{expires_in}");
     assert!(s.accepted(tokens.iter().next().unwrap()).await);
-}
-
-/// `join_all` without another dependency: spawn each on the runtime.
-async fn futures_join_all<F, T>(futures: impl Iterator<Item = F>) -> Vec<T>
-where
-    F: std::future::Future<Output = T>,
-{
-    let futures: Vec<_> = futures.map(Box::pin).collect();
-    let mut out = Vec::with_capacity(futures.len());
-    let mut pending: Vec<_> = futures.into_iter().enumerate().collect();
-    let mut results: Vec<Option<T>> = (0..pending.len()).map(|_| None).collect();
-    // Poll all together: a tiny select loop over pinned futures.
-    std::future::poll_fn(|cx| {
-        pending.retain_mut(|(i, f)| match f.as_mut().poll(cx) {
-            std::task::Poll::Ready(v) => {
-                results[*i] = Some(v);
-                false
-            }
-            std::task::Poll::Pending => true,
-        });
-        if pending.is_empty() {
-            std::task::Poll::Ready(())
-        } else {
-            std::task::Poll::Pending
-        }
-    })
-    .await;
-    out.extend(results.into_iter().map(Option::unwrap));
-    out
 }
 
 async fn forced_refresh_gives_a_new_accepted_token(backend: Backend) {
@@ -340,7 +311,7 @@ async fn replicas_issue_once_per_refresh(backend: Backend) {
         // Reads and forced refreshes, spread over both replicas, all at once.
         let reads = (0..60).map(|i| get_token(apps[i % 2], &path, Some(HEADER)));
         let refreshes = (0..10).map(|i| force_refresh(apps[i % 2], &path));
-        let (reads, refreshes) = tokio::join!(futures_join_all(reads), futures_join_all(refreshes));
+        let (reads, refreshes) = tokio::join!(join_all(reads), join_all(refreshes));
         for (status, body) in reads.iter().chain(&refreshes) {
             assert_eq!(*status, StatusCode::OK, "round {round}: {body}");
         }

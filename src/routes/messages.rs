@@ -1,0 +1,304 @@
+//! The send API: internal services message a user or a room through a
+//! connection, without knowing anything about JWTs, tokens or rate limits.
+//!
+//! - `POST /api/v1/connections/{connection}/messages`
+//!   `{"user_id" | "channel_id", "content": {NAVER WORKS content}, "split_long_text"?}`
+//!   → 202 `{"id", "status": "queued"}` once durably queued. The content is
+//!   checked against the documented limits first (422 naming the field path).
+//!   `split_long_text: true` sends a text over 2,000 characters as several
+//!   messages (`ids` lists them) instead of refusing it. An `Idempotency-Key`
+//!   header makes a retried request return the same message.
+//! - `GET …/messages/{id}`: queued / sending / delivered / failed, attempts,
+//!   last error, times; `GET …/messages?status=&since=&limit=` lists them.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::extract::Caller;
+use crate::domain::ids::ConnectionId;
+use crate::domain::{now_millis, rfc3339, FieldError};
+use crate::error::ApiError;
+use crate::naverworks::content::validate_message;
+use crate::startup::AppState;
+use crate::store::queue::{NewOutbound, OutboundMessage};
+use crate::store::ConnectionRecord;
+use crate::worker::inbox::new_message_id;
+
+/// NAVER WORKS' text limit (§4.2).
+pub const TEXT_LIMIT: usize = 2000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendBody {
+    user_id: Option<Value>,
+    channel_id: Option<Value>,
+    content: Option<Value>,
+    split_long_text: Option<bool>,
+}
+
+/// The connection named in the path, if the caller may use it (else 404).
+async fn connection(
+    state: &AppState,
+    caller: &Caller,
+    raw: &str,
+) -> Result<ConnectionRecord, ApiError> {
+    const NOT_FOUND: ApiError = ApiError::NotFound("no such connection");
+    let id = ConnectionId::parse(raw).ok_or(NOT_FOUND)?;
+    let record = state.store.connection_by_id(&id).await?.ok_or(NOT_FOUND)?;
+    match caller {
+        Caller::Admin => Ok(record),
+        Caller::Tenant(t) if t.id == record.tenant_id => Ok(record),
+        Caller::Tenant(_) => Err(NOT_FOUND),
+    }
+}
+
+/// API names of the stored statuses.
+fn status_name(stored: &str) -> &str {
+    match stored {
+        "pending" => "queued",
+        other => other,
+    }
+}
+
+fn view(m: &OutboundMessage) -> Value {
+    json!({
+        "id": m.id,
+        "status": status_name(&m.status),
+        "target": {"kind": m.target_kind, "id": m.target_id},
+        "content": serde_json::from_str::<Value>(&m.content).unwrap_or(Value::Null),
+        "attempts": m.attempts,
+        "last_error": m.last_error,
+        "created_at": rfc3339(m.created_at),
+        "updated_at": rfc3339(m.updated_at),
+        "delivered_at": m.delivered_at.map(rfc3339),
+    })
+}
+
+fn target_id(field: &str, value: &Value) -> Result<String, FieldError> {
+    match value {
+        // User ids may be login e-mails; channel ids are opaque strings.
+        Value::String(s)
+            if !s.trim().is_empty() && s.len() <= 256 && !s.chars().any(char::is_control) =>
+        {
+            Ok(s.trim().to_owned())
+        }
+        Value::Number(n) if n.is_u64() => Ok(n.to_string()),
+        _ => Err(FieldError::new(
+            field,
+            "must be a non-empty id of at most 256 characters",
+        )),
+    }
+}
+
+/// A text over the limit, cut into parts of at most `TEXT_LIMIT` characters
+/// (at a line break or space near the end of each part when there is one).
+pub fn split_text(text: &str) -> Vec<String> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut parts = Vec::new();
+    let mut start = 0;
+    while start < chars.len() {
+        let mut end = (start + TEXT_LIMIT).min(chars.len());
+        if end < chars.len() {
+            let window = &chars[start..end];
+            if let Some(cut) = window
+                .iter()
+                .rposition(|c| *c == '\n' || *c == ' ')
+                .filter(|&i| i > TEXT_LIMIT / 2)
+            {
+                end = start + cut + 1;
+            }
+        }
+        parts.push(chars[start..end].iter().collect::<String>());
+        start = end;
+    }
+    parts
+}
+
+pub async fn send(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+    body: web::Json<SendBody>,
+) -> Result<HttpResponse, ApiError> {
+    let record = connection(&state, &caller, &path).await?;
+    let mut errors = Vec::new();
+    let target = match (&body.user_id, &body.channel_id) {
+        (Some(u), None) => target_id("user_id", u)
+            .map(|id| ("user", id))
+            .map_err(|e| errors.push(e))
+            .ok(),
+        (None, Some(c)) => target_id("channel_id", c)
+            .map(|id| ("channel", id))
+            .map_err(|e| errors.push(e))
+            .ok(),
+        _ => {
+            errors.push(FieldError::new(
+                "user_id",
+                "give exactly one of user_id and channel_id",
+            ));
+            None
+        }
+    };
+    let key = match req.headers().get("idempotency-key").map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(k)) if !k.trim().is_empty() && k.len() <= 255 => Some(k.trim().to_owned()),
+        Some(_) => {
+            return Err(ApiError::BadRequest(
+                "invalid_idempotency_key",
+                "Idempotency-Key must be 1 to 255 visible characters".into(),
+            ))
+        }
+    };
+    let Some(content) = body.content.as_ref() else {
+        errors.push(FieldError::new(
+            "content",
+            "is required: a NAVER WORKS content object",
+        ));
+        return Err(ApiError::Validation(errors));
+    };
+    // A long text, split on request; everything else as it is.
+    let long_text = content.get("type").and_then(Value::as_str) == Some("text")
+        && content
+            .get("text")
+            .and_then(Value::as_str)
+            .is_some_and(|t| t.chars().count() > TEXT_LIMIT);
+    let contents: Vec<Value> = if long_text && body.split_long_text == Some(true) {
+        let text = content
+            .get("text")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        split_text(text)
+            .into_iter()
+            .map(|part| {
+                let mut c = content.clone();
+                c["text"] = json!(part);
+                c
+            })
+            .collect()
+    } else {
+        vec![content.clone()]
+    };
+    for c in &contents {
+        if let Err(message) = validate_message(&json!({ "content": c })) {
+            let (field, reason) = message
+                .split_once(": ")
+                .unwrap_or(("content", message.as_str()));
+            errors.push(FieldError::new(field, reason));
+            break;
+        }
+    }
+    let (Some((kind, target)), true) = (target, errors.is_empty()) else {
+        return Err(ApiError::Validation(errors));
+    };
+    let messages: Vec<NewOutbound> = contents
+        .iter()
+        .map(|c| NewOutbound {
+            id: new_message_id(),
+            target_kind: kind,
+            target_id: target.clone(),
+            content: c.to_string(),
+        })
+        .collect();
+    // The same conversation key as replies, so both keep one order.
+    let conversation = format!("{}:{target}", if kind == "channel" { "c" } else { "u" });
+    let stored = state
+        .store
+        .enqueue_messages(
+            &record.tenant_id,
+            &record.id,
+            &conversation,
+            &messages,
+            key.as_deref(),
+            now_millis(),
+        )
+        .await?;
+    state.signals.outbox.notify_one();
+    let first = stored
+        .first()
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no message stored")))?;
+    let mut answer = json!({"id": first.id, "status": status_name(&first.status)});
+    if stored.len() > 1 {
+        answer["ids"] = json!(stored.iter().map(|m| m.id.as_str()).collect::<Vec<_>>());
+    }
+    Ok(HttpResponse::Accepted().json(answer))
+}
+
+pub async fn get(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let record = connection(&state, &caller, &path.0).await?;
+    let message = state
+        .store
+        .message(&record.id, &path.1)
+        .await?
+        .ok_or(ApiError::NotFound("no such message"))?;
+    Ok(HttpResponse::Ok().json(view(&message)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    status: Option<String>,
+    /// RFC 3339; messages created at or after it.
+    since: Option<String>,
+    limit: Option<i64>,
+}
+
+pub async fn list(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let record = connection(&state, &caller, &path).await?;
+    let status = match query.status.as_deref() {
+        None => None,
+        Some("queued") => Some("pending"),
+        Some(s @ ("sending" | "delivered" | "failed")) => Some(s),
+        Some(_) => {
+            return Err(ApiError::validation(
+                "status",
+                "must be queued, sending, delivered or failed",
+            ))
+        }
+    };
+    let since = match &query.since {
+        None => 0,
+        Some(text) => {
+            time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+                .map(|t| i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(0))
+                .map_err(|_| {
+                    ApiError::validation(
+                        "since",
+                        "must be an RFC 3339 time, e.g. 2026-11-23T00:00:00Z",
+                    )
+                })?
+        }
+    };
+    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+    let messages = state
+        .store
+        .list_messages(&record.id, status, since, limit)
+        .await?;
+    Ok(HttpResponse::Ok().json(json!({"messages": messages.iter().map(view).collect::<Vec<_>>()})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_texts_split_within_the_limit() {
+        let text = format!("{} {}", "a".repeat(1500), "b".repeat(1500));
+        let parts = split_text(&text);
+        assert_eq!(parts.len(), 2);
+        assert!(parts.iter().all(|p| p.chars().count() <= TEXT_LIMIT));
+        assert_eq!(parts.concat(), text);
+        assert_eq!(split_text(&"x".repeat(4001)).len(), 3);
+        assert_eq!(split_text("short"), ["short"]);
+    }
+}

@@ -1,0 +1,362 @@
+//! The send API against the emulator over real HTTP.
+
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use botgate::emulator::EmulatorConfig;
+
+use crate::both_backends;
+use crate::emulator::{limit_cases, valid_bodies};
+use crate::helpers::*;
+use crate::inbound::{setup_with, Inbound};
+
+impl Inbound {
+    fn messages_path(&self) -> String {
+        format!(
+            "/api/v1/connections/{}/messages",
+            self.connection["id"].as_str().unwrap()
+        )
+    }
+
+    async fn send(&self, body: &Value, key: Option<&str>) -> (StatusCode, Value) {
+        let mut req = self
+            .app
+            .request(Method::POST, &self.messages_path(), &self.tenant.api_key)
+            .json(body);
+        if let Some(k) = key {
+            req = req.header("Idempotency-Key", k);
+        }
+        decode(req.send().await.unwrap()).await
+    }
+
+    async fn status_of(&self, id: &str) -> Value {
+        let (status, body) = self
+            .app
+            .get(
+                &format!("{}/{id}", self.messages_path()),
+                &self.tenant.api_key,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+
+    async fn wait_status(&self, id: &str, wanted: &str) -> Value {
+        let start = Instant::now();
+        loop {
+            let m = self.status_of(id).await;
+            if m["status"] == wanted || start.elapsed() > Duration::from_secs(30) {
+                return m;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+both_backends!(
+    every_content_type_is_delivered_as_sent,
+    bad_messages_are_refused_and_nothing_is_queued,
+    idempotency_keys_send_once,
+    a_tight_rate_limit_is_paced_and_nothing_is_lost,
+    a_refused_message_fails_without_endless_retries,
+    tenants_cannot_use_each_others_connections,
+);
+
+async fn every_content_type_is_delivered_as_sent(backend: Backend) {
+    let s = setup_with(backend, EmulatorConfig::default(), "").await;
+    let bodies = valid_bodies();
+    let mut ids = Vec::new();
+    for body in &bodies {
+        let mut request = body.clone();
+        request["channel_id"] = json!("ops-room");
+        let (status, answer) = s.send(&request, None).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+        assert_eq!(answer["status"], "queued");
+        ids.push(answer["id"].as_str().unwrap().to_owned());
+    }
+    let received = s.wait_messages(bodies.len(), Duration::from_secs(30)).await;
+    assert_eq!(received.len(), bodies.len());
+    for (got, sent) in received.iter().zip(&bodies) {
+        assert_eq!(
+            got["content"], sent["content"],
+            "recorded exactly as sent, in order"
+        );
+        assert_eq!(got["channel_id"], "ops-room");
+    }
+    let last = s.wait_status(ids.last().unwrap(), "delivered").await;
+    assert_eq!(
+        (&last["status"], &last["attempts"]),
+        (&json!("delivered"), &json!(1))
+    );
+    assert!(last["delivered_at"].is_string());
+    let (_, listed) = s
+        .app
+        .get(
+            &format!("{}?status=delivered", s.messages_path()),
+            &s.tenant.api_key,
+        )
+        .await;
+    assert_eq!(listed["messages"].as_array().unwrap().len(), bodies.len());
+
+    // A long text is split when asked, each part within the limit, in order.
+    let long = format!("{} {}", "a".repeat(1500), "b".repeat(1500));
+    let (status, answer) = s.send(&json!({"user_id": "u1", "content": {"type": "text", "text": long}, "split_long_text": true}), None).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    assert_eq!(answer["ids"].as_array().unwrap().len(), 2);
+    let received = s
+        .wait_messages(bodies.len() + 2, Duration::from_secs(30))
+        .await;
+    let parts: Vec<&str> = received[bodies.len()..]
+        .iter()
+        .map(|m| m["content"]["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(parts.concat(), long);
+}
+
+async fn bad_messages_are_refused_and_nothing_is_queued(backend: Backend) {
+    let s = setup_with(backend, EmulatorConfig::default(), "").await;
+    let mut cases: Vec<(Value, &str)> = limit_cases()
+        .into_iter()
+        .map(|(content, needle)| (json!({"user_id": "u1", "content": content}), needle))
+        .collect();
+    cases.extend([
+        (json!({"content": {"type": "text", "text": "x"}}), "user_id"),
+        (
+            json!({"user_id": "u1", "channel_id": "c", "content": {"type": "text", "text": "x"}}),
+            "exactly one",
+        ),
+        (json!({"user_id": "u1"}), "content"),
+        (
+            json!({"user_id": "", "content": {"type": "text", "text": "x"}}),
+            "user_id",
+        ),
+        (
+            json!({"user_id": "u1", "content": {"type": "text", "text": "x".repeat(2001)}}),
+            "2000",
+        ),
+    ]);
+    for (body, needle) in &cases {
+        let (status, answer) = s.send(body, None).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {answer}");
+        assert_eq!(error_code(&answer), "validation_failed");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(message.contains(needle), "{needle:?} not in {message:?}");
+    }
+    let (status, answer) = s
+        .send(
+            &json!({"user_id": "u1", "content": {"type": "text", "text": "x"}, "priority": 1}),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, error_code(&answer)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed")
+    );
+    let (_, listed) = s.app.get(&s.messages_path(), &s.tenant.api_key).await;
+    assert_eq!(listed["messages"], json!([]), "nothing queued");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(s.emu.messages().await.is_empty());
+}
+
+async fn idempotency_keys_send_once(backend: Backend) {
+    let s = setup_with(backend, EmulatorConfig::default(), "").await;
+    let body = json!({"user_id": "u1", "content": {"type": "text", "text": "backup done"}});
+    let (_, first) = s.send(&body, Some("job-2026-11-23")).await;
+    let (status, again) = s.send(&body, Some("job-2026-11-23")).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(again["id"], first["id"]);
+    // Concurrently, with a fresh key: still one message.
+    let sends = (0..10).map(|_| s.send(&body, Some("job-concurrent")));
+    let answers = join_all(sends).await;
+    let ids: std::collections::HashSet<String> = answers
+        .iter()
+        .map(|(st, a)| {
+            assert_eq!(*st, StatusCode::ACCEPTED, "{a}");
+            a["id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(ids.len(), 1, "{answers:?}");
+    s.wait_messages(2, Duration::from_secs(15)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(s.emu.messages().await.len(), 2, "one per key");
+}
+
+async fn a_tight_rate_limit_is_paced_and_nothing_is_lost(backend: Backend) {
+    // The free plan's budget shape, on a short window so the test stays quick:
+    // 20 per second at the emulator, and the connection paced to the same.
+    let emulator = EmulatorConfig {
+        rate_limit_per_minute: 20,
+        rate_limit_window_seconds: 1,
+        ..Default::default()
+    };
+    let s = setup_with(backend, emulator, "").await;
+    let (status, _) = s
+        .app
+        .send_json(
+            Method::PATCH,
+            &s.conn_path(),
+            &s.tenant.api_key,
+            &json!({"rate_limit_per_minute": 1200}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let mut ids = Vec::new();
+    for i in 0..200 {
+        // 20 rooms, so that sends could run in parallel and outpace the limit.
+        let room = format!("room-{}", i % 20);
+        let (status, answer) = s.send(&json!({"channel_id": room, "content": {"type": "text", "text": format!("report {i}")}}), None).await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        ids.push(answer["id"].as_str().unwrap().to_owned());
+    }
+    let received = s.wait_messages(200, Duration::from_secs(60)).await;
+    assert_eq!(received.len(), 200);
+    for room in 0..20 {
+        let texts: Vec<&str> = received
+            .iter()
+            .filter(|m| m["channel_id"] == format!("room-{room}"))
+            .map(|m| m["content"]["text"].as_str().unwrap())
+            .collect();
+        let expected: Vec<String> = (0..10)
+            .map(|k| format!("report {}", k * 20 + room))
+            .collect();
+        assert_eq!(
+            texts, expected,
+            "room {room}: all delivered, in order, once"
+        );
+    }
+    for id in &ids {
+        assert_eq!(s.wait_status(id, "delivered").await["status"], "delivered");
+    }
+    let stats: Value = s
+        .emu
+        .client
+        .get(format!("{}/emulator/stats", s.emu.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let limited = stats["rate_limited"].as_u64().unwrap();
+    eprintln!("rate limited: {limited} of 200 sends");
+    assert!(
+        limited <= 20,
+        "pacing keeps 429s rare: {limited} for 200 messages"
+    );
+}
+
+async fn a_refused_message_fails_without_endless_retries(backend: Backend) {
+    let s = setup_with(backend, EmulatorConfig::default(), "").await;
+    let res = s
+        .emu
+        .client
+        .put(format!("{}/emulator/faults", s.emu.url))
+        .json(&json!({"unknown_users": ["ghost"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let (_, answer) = s
+        .send(
+            &json!({"user_id": "ghost", "content": {"type": "text", "text": "anyone?"}}),
+            None,
+        )
+        .await;
+    let failed = s
+        .wait_status(answer["id"].as_str().unwrap(), "failed")
+        .await;
+    assert_eq!(failed["status"], "failed");
+    assert_eq!(failed["attempts"], 1, "not retried");
+    assert!(
+        failed["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("User does not exist"),
+        "{failed}"
+    );
+    // A later message in another conversation still goes.
+    let (_, ok) = s
+        .send(
+            &json!({"user_id": "someone", "content": {"type": "text", "text": "hi"}}),
+            None,
+        )
+        .await;
+    assert_eq!(
+        s.wait_status(ok["id"].as_str().unwrap(), "delivered").await["status"],
+        "delivered"
+    );
+}
+
+async fn tenants_cannot_use_each_others_connections(backend: Backend) {
+    let s = setup_with(backend, EmulatorConfig::default(), "").await;
+    let (_, mine) = s
+        .send(
+            &json!({"user_id": "u1", "content": {"type": "text", "text": "mine"}}),
+            None,
+        )
+        .await;
+    let other = s.app.create_tenant("Other").await;
+    let body = json!({"user_id": "u1", "content": {"type": "text", "text": "theirs"}});
+    let (status, answer) = s
+        .app
+        .send_json(Method::POST, &s.messages_path(), &other.api_key, &body)
+        .await;
+    assert_eq!(
+        (status, error_code(&answer)),
+        (StatusCode::NOT_FOUND, "not_found")
+    );
+    let (status, _) = s
+        .app
+        .get(
+            &format!("{}/{}", s.messages_path(), mine["id"].as_str().unwrap()),
+            &other.api_key,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = s.app.get(&s.messages_path(), &other.api_key).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = s.app.get(&s.messages_path(), "").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // The command line client, with the tenant's key from the environment.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_botgate"))
+        .args([
+            "send",
+            "--connection",
+            s.connection["id"].as_str().unwrap(),
+            "--channel",
+            "ops",
+            "nightly backup done",
+        ])
+        .env("BOTGATE_URL", &s.app.address)
+        .env("BOTGATE_API_KEY", &s.tenant.api_key)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        s.wait_status(printed["id"].as_str().unwrap(), "delivered")
+            .await["status"],
+        "delivered"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_botgate"))
+        .args([
+            "send",
+            "--connection",
+            s.connection["id"].as_str().unwrap(),
+            "--channel",
+            "ops",
+            "x",
+        ])
+        .env("BOTGATE_URL", &s.app.address)
+        .env("BOTGATE_API_KEY", &other.api_key)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "another tenant's key is refused");
+}
