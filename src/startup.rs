@@ -13,6 +13,7 @@ use crate::audit::AuditSink;
 use crate::config::Settings;
 use crate::domain::ids::ConnectionId;
 use crate::error::{json_error, not_found, path_error};
+use crate::metrics::Metrics;
 use crate::naverworks::token::TokenClient;
 use crate::routes::auth_urls::FailureLimiter;
 use crate::secrets::vault::Vault;
@@ -45,6 +46,9 @@ pub struct AppState {
     /// `updated_at` is the one stored with them.
     pub bot_secrets:
         std::sync::RwLock<std::collections::HashMap<ConnectionId, (i64, SecretString)>>,
+    pub metrics: Arc<Metrics>,
+    /// When each worker loop last went round (Unix ms), for /readyz.
+    pub worker_ticks: [std::sync::atomic::AtomicI64; 2],
 }
 
 /// The whole route table with its error handling; production and tests share it.
@@ -87,11 +91,13 @@ impl Application {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .context("cannot build the HTTP client")?;
+        let metrics = Arc::new(Metrics::default());
         let tokens = Arc::new(TokenService::new(
             store.clone(),
             vault.clone(),
             TokenClient::new(http.clone(), &settings.naverworks_auth_url),
             settings.token_refresh_margin,
+            metrics.clone(),
         ));
         let state = web::Data::new(AppState {
             limiter: FailureLimiter::new(settings.auth_failure_limit, settings.auth_block),
@@ -109,6 +115,8 @@ impl Application {
             signals: WorkerSignals::default(),
             pacer: Pacer::default(),
             bot_secrets: Default::default(),
+            metrics,
+            worker_ticks: Default::default(),
         });
         let workers = if state.settings.workers {
             worker::spawn(state.clone())

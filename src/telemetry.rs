@@ -24,19 +24,45 @@ pub fn init(format: LogFormat, default_filter: &str) {
     };
 }
 
+/// One span per request, with a request id (the caller's `X-Request-Id` if
+/// it is sane, else a new one) that every log line of the request carries and
+/// the response echoes; then one line with the route template and status.
 pub async fn log_request(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    use tracing::Instrument as _;
     let started = Instant::now();
     let method = req.method().clone();
     let route = req
         .match_pattern()
         .unwrap_or_else(|| "<unmatched>".to_owned());
-    let response = next.call(req).await?;
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        })
+        .map_or_else(
+            || crate::secrets::hex(&crate::secrets::random_bytes(8)),
+            str::to_owned,
+        );
+    let span = tracing::info_span!("request", request_id = %request_id);
+    let mut response = next.call(req).instrument(span.clone()).await?;
+    if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(
+            actix_web::http::header::HeaderName::from_static("x-request-id"),
+            value,
+        );
+    }
     let status = response.status().as_u16();
     let elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-    if route == "/healthz" || route == "/readyz" {
+    let _entered = span.enter();
+    if route == "/healthz" || route == "/readyz" || route == "/metrics" {
         tracing::debug!(%method, %route, status, elapsed_us, "request");
     } else {
         tracing::info!(%method, %route, status, elapsed_us, "request");

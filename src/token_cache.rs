@@ -79,10 +79,17 @@ pub struct TokenService {
     owner: String,
     cache: RwLock<HashMap<ConnectionId, Cached>>,
     flights: Mutex<HashMap<ConnectionId, Arc<tokio::sync::Mutex<()>>>>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl TokenService {
-    pub fn new(store: Store, vault: Arc<Vault>, client: TokenClient, margin: Duration) -> Self {
+    pub fn new(
+        store: Store,
+        vault: Arc<Vault>,
+        client: TokenClient,
+        margin: Duration,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Self {
         Self {
             store,
             vault,
@@ -91,6 +98,7 @@ impl TokenService {
             owner: format!("replica-{}", crate::secrets::hex(&random_bytes(8))),
             cache: RwLock::default(),
             flights: Mutex::default(),
+            metrics,
         }
     }
 
@@ -288,16 +296,25 @@ impl TokenService {
         let (creds, refresh_token) = self.credentials(connection).await?;
         let now = now_millis();
         let refresh_valid = current.refresh_expires_at.is_some_and(|t| t > now);
-        let (issued, via_refresh) = match refresh_token.filter(|_| refresh_valid) {
-            Some(rt) => match self.client.refresh_grant(&creds, &rt).await {
-                Ok(issued) => (issued, true),
-                Err(e) if e.is_transient() => return Err(e.into()),
-                Err(e) => {
-                    tracing::info!(connection_id = %connection.id, error.code = e.code(), "refresh grant refused; minting a new JWT token");
-                    (self.client.jwt_grant(&creds, now / 1000).await?, false)
-                }
-            },
-            None => (self.client.jwt_grant(&creds, now / 1000).await?, false),
+        let minted = self
+            .mint(
+                connection,
+                &creds,
+                refresh_token.filter(|_| refresh_valid),
+                now,
+            )
+            .await;
+        let (issued, via_refresh) = match minted {
+            Ok(minted) => {
+                self.metrics
+                    .tokens
+                    .inc(if minted.1 { "refreshed" } else { "issued" });
+                minted
+            }
+            Err(e) => {
+                self.metrics.tokens.inc("failed");
+                return Err(e);
+            }
         };
         // Expiry counted from before the request: never later than the truth.
         let stored = self
@@ -316,6 +333,27 @@ impl TokenService {
         };
         self.remember(connection, &served);
         Ok(Some(served))
+    }
+
+    /// One token request: the refresh grant when there is a valid refresh
+    /// token, falling back to a new JWT grant. `true` when it was a refresh.
+    async fn mint(
+        &self,
+        connection: &ConnectionRecord,
+        creds: &Credentials,
+        refresh_token: Option<SecretString>,
+        now: i64,
+    ) -> Result<(IssuedToken, bool), TokenFailure> {
+        if let Some(rt) = refresh_token {
+            match self.client.refresh_grant(creds, &rt).await {
+                Ok(issued) => return Ok((issued, true)),
+                Err(e) if e.is_transient() => return Err(e.into()),
+                Err(e) => {
+                    tracing::info!(connection_id = %connection.id, error.code = e.code(), "refresh grant refused; minting a new JWT token");
+                }
+            }
+        }
+        Ok((self.client.jwt_grant(creds, now / 1000).await?, false))
     }
 
     async fn store_issued(

@@ -136,6 +136,7 @@ async fn serve(
         .peer_addr()
         .map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
     if let Some(retry) = state.limiter.blocked(ip) {
+        state.metrics.auth_urls.inc("limited");
         return Ok(HttpResponse::TooManyRequests()
             .insert_header((header::RETRY_AFTER, retry.to_string()))
             .json(json!({"error": {"code": "too_many_failures", "message": "too many failed attempts from this address; try again later"}})));
@@ -168,6 +169,7 @@ async fn serve(
     };
     let Some((connection, meta)) = found.as_ref().filter(|_| valid) else {
         audit("denied");
+        state.metrics.auth_urls.inc("denied");
         let delay = state.limiter.failure(ip);
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
@@ -177,6 +179,7 @@ async fn serve(
     match state.tokens.token(connection, meta.clone(), force).await {
         Ok(token) => {
             audit("ok");
+            state.metrics.auth_urls.inc("ok");
             let now = now_millis();
             Ok(HttpResponse::Ok().json(json!({
                 "access_token": secrecy::ExposeSecret::expose_secret(&token.access_token),
@@ -190,6 +193,7 @@ async fn serve(
         Err(e) => {
             let error = ApiError::from(e);
             audit(error.code());
+            state.metrics.auth_urls.inc("error");
             Err(error)
         }
     }

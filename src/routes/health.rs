@@ -1,22 +1,58 @@
+//! `/healthz` (the process answers), `/readyz` (the database answers, the
+//! schema is current, the workers are going round) and `/metrics`.
+
+use std::sync::atomic::Ordering;
+
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
+use crate::domain::now_millis;
 use crate::startup::AppState;
 
-/// Liveness: the process answers.
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-/// Readiness: the database answers.
+/// A worker that has not gone round for this long is considered stuck.
+const WORKER_STALE_MS: i64 = 10_000;
+
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    match state.store.ping().await {
-        Ok(()) => HttpResponse::Ok().json(json!({"status": "ready", "database": "ok"})),
-        Err(e) => {
+    let database = state.store.ping().await;
+    let schema = match &database {
+        Ok(()) => state.store.schema_current().await.unwrap_or(false),
+        Err(_) => false,
+    };
+    let now = now_millis();
+    let workers = !state.settings.workers
+        || state
+            .worker_ticks
+            .iter()
+            .all(|t| now - t.load(Ordering::Relaxed) < WORKER_STALE_MS);
+    let checks = json!({
+        "database": if database.is_ok() { "ok" } else { "unreachable" },
+        "schema": if schema { "current" } else { "behind" },
+        "workers": if !state.settings.workers { "off" } else if workers { "running" } else { "stalled" },
+    });
+    if database.is_ok() && schema && workers {
+        HttpResponse::Ok().json(json!({"status": "ready", "checks": checks}))
+    } else {
+        if let Err(e) = &database {
             tracing::warn!(error.message = %e, "readiness check failed");
-            HttpResponse::ServiceUnavailable().json(json!({
-                "error": {"code": "not_ready", "message": "the database is not reachable"}
-            }))
         }
+        HttpResponse::ServiceUnavailable().json(json!({
+            "error": {"code": "not_ready", "message": "botgate is not ready", "checks": checks}
+        }))
     }
+}
+
+/// Prometheus text exposition.
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let queues = state
+        .store
+        .queue_depths(now_millis())
+        .await
+        .unwrap_or_default();
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(state.metrics.render(&queues))
 }

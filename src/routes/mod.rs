@@ -24,6 +24,7 @@ fn resource(path: &str) -> actix_web::Resource {
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/healthz").route(web::get().to(health::healthz)))
         .service(resource("/readyz").route(web::get().to(health::readyz)))
+        .service(resource("/metrics").route(web::get().to(health::metrics)))
         .service(resource("/api/v1/tenants").route(web::post().to(tenants::create)))
         .service(resource("/api/v1/tenants/{tenant}").route(web::get().to(tenants::get)))
         .service(

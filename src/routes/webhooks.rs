@@ -32,6 +32,33 @@ pub async fn naverworks(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    let result = receive(req, path, payload, &state).await;
+    let outcome = match &result {
+        Ok(Inserted::New) => "accepted",
+        Ok(Inserted::Duplicate) => "duplicate",
+        Err(ApiError::Signature(_)) => "bad_signature",
+        Err(ApiError::BotMismatch(_)) => "bot_mismatch",
+        Err(ApiError::NotFound(_)) => "unknown_connection",
+        Err(ApiError::PayloadTooLarge(_)) => "too_large",
+        Err(_) => "invalid",
+    };
+    state.metrics.webhooks.inc(outcome);
+    result.map(|inserted| {
+        let status = if inserted == Inserted::New {
+            "accepted"
+        } else {
+            "duplicate"
+        };
+        HttpResponse::Ok().json(json!({ "status": status }))
+    })
+}
+
+async fn receive(
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: &AppState,
+) -> Result<Inserted, ApiError> {
     const UNKNOWN: ApiError = ApiError::NotFound("no such webhook");
     let body = match payload.to_bytes_limited(WEBHOOK_BODY_LIMIT).await {
         Ok(Ok(body)) => body,
@@ -55,7 +82,7 @@ pub async fn naverworks(
     let presented = header("x-works-signature").ok_or(ApiError::Signature(
         "the X-WORKS-Signature header is missing",
     ))?;
-    let secret = bot_secret(&state, &connection).await?;
+    let secret = bot_secret(state, &connection).await?;
     if !signature::verify(secret.expose_secret().as_bytes(), &body, presented) {
         tracing::warn!(connection_id = %connection.id, "callback with a bad signature refused");
         return Err(ApiError::Signature(
@@ -95,12 +122,7 @@ pub async fn naverworks(
     if inserted == Inserted::New {
         state.signals.inbox.notify_one();
     }
-    let status = if inserted == Inserted::New {
-        "accepted"
-    } else {
-        "duplicate"
-    };
-    Ok(HttpResponse::Ok().json(json!({ "status": status })))
+    Ok(inserted)
 }
 
 /// The event type and conversation key of a callback: `c:<channelId>` for a

@@ -30,6 +30,15 @@ pub const SQLITE: Files = tree!("sqlite";
     (4, "send api", "0004_send_api.sql"),
 );
 
+/// The newest embedded migration's version.
+pub fn latest(backend: Backend) -> i64 {
+    let files = match backend {
+        Backend::Postgres => POSTGRES,
+        Backend::Sqlite => SQLITE,
+    };
+    files.iter().map(|f| f.0).max().unwrap_or(0)
+}
+
 pub fn migrator(backend: Backend) -> Migrator {
     let files = match backend {
         Backend::Postgres => POSTGRES,

@@ -354,6 +354,17 @@ impl Store {
         Ok(())
     }
 
+    /// Whether every embedded migration has been applied (another replica
+    /// may have migrated further, which is fine).
+    pub async fn schema_current(&self) -> StoreResult<bool> {
+        let row = sqlx::query("SELECT MAX(version) AS v FROM _sqlx_migrations WHERE success")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(classify)?;
+        let applied: Option<i64> = row.try_get("v").map_err(classify)?;
+        Ok(applied.unwrap_or(0) >= migrations::latest(self.backend))
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }

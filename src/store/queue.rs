@@ -627,6 +627,34 @@ impl Store {
         decode_all(&rows, OutboundMessage::from_row)
     }
 
+    /// (queue, status, count, oldest age in seconds) for the open and dead
+    /// rows of both queues, for /metrics.
+    pub async fn queue_depths(&self, now: i64) -> StoreResult<Vec<crate::metrics::QueueDepth>> {
+        let mut out = Vec::new();
+        for (queue, table, time) in [
+            ("inbox", "inbound_events", "received_at"),
+            ("outbox", "outbound_messages", "created_at"),
+        ] {
+            let sql = format!(
+                "SELECT status, COUNT(*) AS n, MIN({time}) AS oldest FROM {table} \
+                 WHERE status NOT IN ('done', 'delivered') GROUP BY status ORDER BY status"
+            );
+            for row in sqlx::query(&sql)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(classify)?
+            {
+                let status: String = row.try_get("status").map_err(classify)?;
+                let n: i64 = row.try_get("n").map_err(classify)?;
+                let oldest: Option<i64> = row.try_get("oldest").map_err(classify)?;
+                #[allow(clippy::cast_precision_loss)]
+                let age = oldest.map_or(0.0, |t| (now - t).max(0) as f64 / 1000.0);
+                out.push((queue, status, n, age));
+            }
+        }
+        Ok(out)
+    }
+
     /// Forgets dedup hashes older than `before` (housekeeping).
     pub async fn prune_dedup(&self, before: i64) -> StoreResult<u64> {
         let done = sqlx::query("DELETE FROM inbound_dedup WHERE seen_at < $1")

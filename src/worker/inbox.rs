@@ -135,10 +135,16 @@ async fn process(state: &AppState, event: &InboundEvent) -> StoreResult<()> {
                 connection_id: event.connection_id.as_str(),
                 callback: &callback,
             };
-            engine
+            let started = std::time::Instant::now();
+            let answer = engine
                 .answer(&state.http, state.settings.engine_timeout, &ev)
-                .await
-                .map_err(|e| e.to_string())
+                .await;
+            state.metrics.engine_latency.observe(started.elapsed());
+            state
+                .metrics
+                .engine_calls
+                .inc(if answer.is_ok() { "ok" } else { "error" });
+            answer.map_err(|e| e.to_string())
         }
         Err(e) => Err(e),
     };
@@ -168,13 +174,15 @@ async fn process(state: &AppState, event: &InboundEvent) -> StoreResult<()> {
                         )
                     })
                     .unwrap_or_default();
-                if state
+                let dead = state
                     .store
                     .dead_inbound(event, owner, &error, &fallback, now())
-                    .await?
-                    && !fallback.is_empty()
-                {
-                    state.signals.outbox.notify_one();
+                    .await?;
+                if dead {
+                    state.metrics.dead_letters.inc("dead");
+                    if !fallback.is_empty() {
+                        state.signals.outbox.notify_one();
+                    }
                 }
             } else {
                 let delay = backoff(state.settings.retry_base, event.attempts);

@@ -103,6 +103,14 @@ async fn run(state: web::Data<AppState>, kind: Kind) {
         if *stop.borrow() {
             break;
         }
+        let tick = match kind {
+            Kind::Inbox => &state.worker_ticks[0],
+            Kind::Outbox => &state.worker_ticks[1],
+        };
+        tick.store(
+            crate::domain::now_millis(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let free = slots.available_permits();
         let step = if free == 0 {
             Ok(Outcome::Empty)

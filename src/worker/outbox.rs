@@ -63,7 +63,28 @@ enum Sent {
     Rejected(String),
 }
 
+/// `send_once`, timed and counted.
 async fn send(
+    state: &AppState,
+    connection: &ConnectionRecord,
+    message: &OutboundMessage,
+    token: &SecretString,
+) -> Sent {
+    let started = std::time::Instant::now();
+    let sent = send_once(state, connection, message, token).await;
+    state.metrics.send_latency.observe(started.elapsed());
+    state.metrics.sends.inc(match &sent {
+        Sent::Delivered => "delivered",
+        Sent::Unauthorized => "unauthorized",
+        Sent::RateLimited(_) => "rate_limited",
+        Sent::Rejected(_) => "client_error",
+        Sent::Transient(e) if e.starts_with("HTTP") => "server_error",
+        Sent::Transient(_) => "network_error",
+    });
+    sent
+}
+
+async fn send_once(
     state: &AppState,
     connection: &ConnectionRecord,
     message: &OutboundMessage,
@@ -144,6 +165,7 @@ async fn process(state: &AppState, message: &OutboundMessage) -> StoreResult<()>
             .pacer
             .try_acquire(&connection.id, connection.rate_limit_per_minute, now)
     {
+        state.metrics.pacing_delays.inc("deferred");
         state
             .store
             .retry_outbound(message, owner, None, ready, false, now)
@@ -172,6 +194,7 @@ async fn process(state: &AppState, message: &OutboundMessage) -> StoreResult<()>
     let token = match state.tokens.token(&connection, meta, false).await {
         Ok(t) => t,
         Err(e) => {
+            state.metrics.sends.inc("token_error");
             retry_later(format!("no token: {e}")).await?;
             return Ok(());
         }

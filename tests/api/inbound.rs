@@ -1,6 +1,7 @@
 //! Inbound: signed callbacks from the emulator into botgate's inbox, the
 //! engines, and replies back at the emulator, over real HTTP.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -814,4 +815,154 @@ async fn two_replicas_share_the_work_without_doubles(backend: Backend) {
             (0..20).map(|m| format!("r{u}-{m}")).collect::<Vec<_>>()
         );
     }
+}
+
+both_backends!(metrics_count_a_scripted_run);
+
+fn scrape(text: &str) -> HashMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            l.rsplit_once(' ')
+                .map(|(k, v)| (k.to_owned(), v.parse().unwrap_or(f64::NAN)))
+        })
+        .collect()
+}
+
+async fn metrics_count_a_scripted_run(backend: Backend) {
+    let s = setup_with(backend, EmulatorConfig::default(), "").await;
+    for i in 0..3 {
+        assert_eq!(
+            s.post_signed(&message("u1", &format!("metric {i}")))
+                .await
+                .0,
+            StatusCode::OK
+        );
+    }
+    s.post_signed(&message("u1", "metric 0")).await; // duplicate
+    let raw = serde_json::to_vec(&message("u1", "x")).unwrap();
+    s.post_raw(
+        &raw,
+        &[("X-WORKS-BotId", "2000001"), ("X-WORKS-Signature", "AAAA")],
+    )
+    .await;
+    s.post_raw(
+        &vec![b' '; 300 * 1024],
+        &[("X-WORKS-BotId", "2000001"), ("X-WORKS-Signature", "AAAA")],
+    )
+    .await;
+    let res = s
+        .app
+        .client
+        .post(
+            s.app
+                .url(&format!("/webhooks/naverworks/{}", "B".repeat(32))),
+        )
+        .body(raw)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    let auth = s.connection["auth_url"]
+        .as_str()
+        .unwrap()
+        .replace("https://botgate.example.com/base", "");
+    let ok = s
+        .app
+        .client
+        .get(s.app.url(&auth))
+        .header("DANBEE-NAVERWORKS-AUTH", "internal-services-auth-header")
+        .header("X-Request-Id", "trace-me-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+    assert_eq!(
+        ok.headers()["x-request-id"],
+        "trace-me-42",
+        "a caller's request id is echoed"
+    );
+    for _ in 0..2 {
+        let denied = s
+            .app
+            .client
+            .get(s.app.url(&auth))
+            .header("DANBEE-NAVERWORKS-AUTH", "wrong-wrong-wrong-wrong")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(denied.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            denied.headers()["x-request-id"].len(),
+            16,
+            "a new id otherwise"
+        );
+    }
+    s.wait_messages(3, Duration::from_secs(15)).await;
+    // Delivery is recorded just after the emulator answers; give it a moment.
+    let start = Instant::now();
+    let metrics = loop {
+        let text = s
+            .app
+            .client
+            .get(s.app.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let m = scrape(&text);
+        if m.get("botgate_naverworks_sends_total{outcome=\"delivered\"}") == Some(&3.0)
+            || start.elapsed() > Duration::from_secs(5)
+        {
+            break m;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let get = |k: &str| {
+        metrics
+            .get(k)
+            .copied()
+            .unwrap_or_else(|| panic!("{k} missing"))
+    };
+    assert_eq!(
+        get("botgate_webhook_requests_total{outcome=\"accepted\"}"),
+        3.0
+    );
+    assert_eq!(
+        get("botgate_webhook_requests_total{outcome=\"duplicate\"}"),
+        1.0
+    );
+    assert_eq!(
+        get("botgate_webhook_requests_total{outcome=\"bad_signature\"}"),
+        1.0
+    );
+    assert_eq!(
+        get("botgate_webhook_requests_total{outcome=\"too_large\"}"),
+        1.0
+    );
+    assert_eq!(
+        get("botgate_webhook_requests_total{outcome=\"unknown_connection\"}"),
+        1.0
+    );
+    assert_eq!(get("botgate_auth_url_requests_total{outcome=\"ok\"}"), 1.0);
+    assert_eq!(
+        get("botgate_auth_url_requests_total{outcome=\"denied\"}"),
+        2.0
+    );
+    assert_eq!(get("botgate_naverworks_tokens_total{kind=\"issued\"}"), 1.0);
+    assert_eq!(get("botgate_engine_calls_total{outcome=\"ok\"}"), 3.0);
+    assert_eq!(get("botgate_engine_call_seconds_count"), 3.0);
+    assert_eq!(
+        get("botgate_naverworks_sends_total{outcome=\"delivered\"}"),
+        3.0
+    );
+    assert_eq!(get("botgate_naverworks_send_seconds_count"), 3.0);
+    assert!(
+        !metrics
+            .keys()
+            .any(|k| k.contains("u1") || k.contains("con_") || k.contains("ten_")),
+        "no ids in labels"
+    );
 }

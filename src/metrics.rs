@@ -1,0 +1,213 @@
+//! Prometheus metrics, hand-rolled with atomics (a handful of counters and two
+//! histograms do not need a registry crate). Labels are bounded: outcomes and
+//! status classes, never tenant, user or connection ids or raw paths. Queue
+//! depths and ages are read from the database at scrape time.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Counters keyed by a fixed set of label values.
+pub struct Counters<const N: usize> {
+    labels: [&'static str; N],
+    values: [AtomicU64; N],
+}
+
+impl<const N: usize> Counters<N> {
+    const fn new(labels: [&'static str; N]) -> Self {
+        Self {
+            labels,
+            values: [const { AtomicU64::new(0) }; N],
+        }
+    }
+
+    /// Counts one for `label` (an unknown label is a bug; it counts nowhere).
+    pub fn inc(&self, label: &str) {
+        if let Some(i) = self.labels.iter().position(|l| *l == label) {
+            if let Some(v) = self.values.get(i) {
+                v.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn render(&self, out: &mut String, name: &str, label: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (l, v) in self.labels.iter().zip(&self.values) {
+            let _ = writeln!(
+                out,
+                "{name}{{{label}=\"{l}\"}} {}",
+                v.load(Ordering::Relaxed)
+            );
+        }
+    }
+}
+
+const BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+
+pub struct Histogram {
+    buckets: [AtomicU64; 10],
+    count: AtomicU64,
+    /// Sum in microseconds.
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    const fn new() -> Self {
+        Self {
+            buckets: [const { AtomicU64::new(0) }; 10],
+            count: AtomicU64::new(0),
+            sum_us: AtomicU64::new(0),
+        }
+    }
+
+    pub fn observe(&self, took: Duration) {
+        let secs = took.as_secs_f64();
+        for (bound, bucket) in BUCKETS.iter().zip(&self.buckets) {
+            if secs <= *bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(
+            u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        for (bound, bucket) in BUCKETS.iter().zip(&self.buckets) {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{le=\"{bound}\"}} {}",
+                bucket.load(Ordering::Relaxed)
+            );
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        #[allow(clippy::cast_precision_loss)]
+        let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
+    }
+}
+
+/// Every counter botgate keeps; one per process, in `AppState`.
+pub struct Metrics {
+    pub webhooks: Counters<7>,
+    pub auth_urls: Counters<4>,
+    pub tokens: Counters<3>,
+    pub engine_calls: Counters<2>,
+    pub engine_latency: Histogram,
+    pub sends: Counters<7>,
+    pub send_latency: Histogram,
+    pub pacing_delays: Counters<1>,
+    pub dead_letters: Counters<1>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            webhooks: Counters::new([
+                "accepted",
+                "duplicate",
+                "bad_signature",
+                "bot_mismatch",
+                "unknown_connection",
+                "too_large",
+                "invalid",
+            ]),
+            auth_urls: Counters::new(["ok", "denied", "limited", "error"]),
+            tokens: Counters::new(["issued", "refreshed", "failed"]),
+            engine_calls: Counters::new(["ok", "error"]),
+            engine_latency: Histogram::new(),
+            sends: Counters::new([
+                "delivered",
+                "unauthorized",
+                "rate_limited",
+                "client_error",
+                "server_error",
+                "network_error",
+                "token_error",
+            ]),
+            send_latency: Histogram::new(),
+            pacing_delays: Counters::new(["deferred"]),
+            dead_letters: Counters::new(["dead"]),
+        }
+    }
+}
+
+/// Queue figures read at scrape time: (queue, status, count, oldest age in seconds).
+pub type QueueDepth = (&'static str, String, i64, f64);
+
+impl Metrics {
+    pub fn render(&self, queues: &[QueueDepth]) -> String {
+        let mut out = String::with_capacity(4096);
+        self.webhooks.render(
+            &mut out,
+            "botgate_webhook_requests_total",
+            "outcome",
+            "Callbacks received, by outcome.",
+        );
+        self.auth_urls.render(
+            &mut out,
+            "botgate_auth_url_requests_total",
+            "outcome",
+            "Auth-URL requests, by outcome.",
+        );
+        self.tokens.render(
+            &mut out,
+            "botgate_naverworks_tokens_total",
+            "kind",
+            "NAVER WORKS token requests, by kind.",
+        );
+        self.engine_calls.render(
+            &mut out,
+            "botgate_engine_calls_total",
+            "outcome",
+            "Dialogue engine calls, by outcome.",
+        );
+        self.engine_latency.render(
+            &mut out,
+            "botgate_engine_call_seconds",
+            "Dialogue engine call latency.",
+        );
+        self.sends.render(
+            &mut out,
+            "botgate_naverworks_sends_total",
+            "outcome",
+            "Bot API message sends, by outcome.",
+        );
+        self.send_latency.render(
+            &mut out,
+            "botgate_naverworks_send_seconds",
+            "Bot API message send latency.",
+        );
+        self.pacing_delays.render(
+            &mut out,
+            "botgate_pacing_delays_total",
+            "kind",
+            "Sends deferred by pacing.",
+        );
+        self.dead_letters.render(
+            &mut out,
+            "botgate_dead_letters_total",
+            "kind",
+            "Events dead-lettered.",
+        );
+        let _ = writeln!(out, "# HELP botgate_queue_items Items in the inbox and outbox, by status.\n# TYPE botgate_queue_items gauge");
+        for (queue, status, count, _) in queues {
+            let _ = writeln!(
+                out,
+                "botgate_queue_items{{queue=\"{queue}\",status=\"{status}\"}} {count}"
+            );
+        }
+        let _ = writeln!(out, "# HELP botgate_queue_oldest_seconds Age of the oldest item, by queue and status.\n# TYPE botgate_queue_oldest_seconds gauge");
+        for (queue, status, _, age) in queues {
+            let _ = writeln!(
+                out,
+                "botgate_queue_oldest_seconds{{queue=\"{queue}\",status=\"{status}\"}} {age}"
+            );
+        }
+        out
+    }
+}
