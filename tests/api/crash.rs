@@ -58,9 +58,35 @@ async fn wait_healthy(client: &reqwest::Client, base: &str) {
     panic!("botgate did not start");
 }
 
-both_backends!(sigkill_mid_load_loses_no_acknowledged_callback);
+both_backends!(
+    sigkill_mid_load_loses_no_acknowledged_callback,
+    sigterm_mid_load_drains_and_holds_no_lease
+);
 
 async fn sigkill_mid_load_loses_no_acknowledged_callback(backend: Backend) {
+    stop_mid_load(backend, false).await;
+}
+
+async fn sigterm_mid_load_drains_and_holds_no_lease(backend: Backend) {
+    stop_mid_load(backend, true).await;
+}
+
+/// Leases still held in either queue.
+async fn leases_held(db: &TestDb) -> i64 {
+    let mut conn = db.connect().await;
+    let mut held = 0;
+    for table in ["inbound_events", "outbound_messages"] {
+        let sql = format!("SELECT COUNT(*) AS n FROM {table} WHERE locked_by IS NOT NULL");
+        let row = sqlx::query(&sql).fetch_one(&mut conn).await.unwrap();
+        held += sqlx::Row::get::<i64, _>(&row, "n");
+    }
+    held
+}
+
+/// Loads a real botgate process, stops it mid-load (SIGTERM: gracefully;
+/// SIGKILL: dead), restarts it, and checks every acknowledged callback is
+/// delivered.
+async fn stop_mid_load(backend: Backend, graceful: bool) {
     let emu = spawn_emulator(EmulatorConfig {
         rate_limit_per_minute: 1_000_000,
         ..Default::default()
@@ -175,7 +201,35 @@ async fn sigkill_mid_load_loses_no_acknowledged_callback(backend: Backend) {
     while acked.lock().unwrap().len() < 100 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    drop(process.take()); // SIGKILL, mid-load
+    if graceful {
+        let mut child = process.take().unwrap();
+        let pid = child.0.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = child.0.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "botgate did not exit after SIGTERM"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert!(status.success(), "a clean exit: {status:?}");
+        killed.store(true, Ordering::SeqCst);
+        assert_eq!(
+            leases_held(&db).await,
+            0,
+            "in-flight work finished or was released"
+        );
+    } else {
+        drop(process.take()); // SIGKILL, mid-load
+    }
     killed.store(true, Ordering::SeqCst);
     for t in tasks {
         t.await.unwrap();
