@@ -3,6 +3,7 @@
 
 pub mod auth_urls;
 mod connections;
+pub mod docs;
 mod events;
 mod extract;
 mod health;
@@ -25,6 +26,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/healthz").route(web::get().to(health::healthz)))
         .service(resource("/readyz").route(web::get().to(health::readyz)))
         .service(resource("/metrics").route(web::get().to(health::metrics)))
+        .service(resource("/api/openapi.json").route(web::get().to(docs::openapi)))
+        .service(resource("/api/docs").route(web::get().to(docs::page)))
         .service(resource("/api/v1/tenants").route(web::post().to(tenants::create)))
         .service(resource("/api/v1/tenants/{tenant}").route(web::get().to(tenants::get)))
         .service(

@@ -103,3 +103,109 @@ async fn cli_tenant_create(backend: Backend) {
     let key = String::from_utf8(out.stdout).unwrap();
     botgate::secrets::MasterKey::parse(key.trim()).expect("a usable master key");
 }
+
+/// docker-compose.yml parses and validates (`docker-compose config`; no
+/// engine needed). `.ci/run` installs the command; CI fails without it.
+#[test]
+fn docker_compose_file_validates() {
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/docker-compose.yml");
+    let run = |program: &str, args: &[&str]| {
+        Command::new(program)
+            .args(args)
+            .env("BOTGATE_MASTER_KEY", "dGVzdA==")
+            .env("BOTGATE_ADMIN_TOKEN", "a-test-admin-token-value")
+            .output()
+            .ok()
+    };
+    let out = run("docker-compose", &["-f", file, "config", "-q"])
+        .filter(|o| o.status.code() != Some(127))
+        .or_else(|| {
+            run("docker", &["compose", "-f", file, "config", "-q"]).filter(|o| {
+                o.status.success() || !String::from_utf8_lossy(&o.stderr).contains("unknown")
+            })
+        });
+    match out {
+        Some(out) => assert!(
+            out.status.success(),
+            "docker-compose.yml is invalid: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        None if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("docker-compose is required under CI (.ci/run installs it)")
+        }
+        None => eprintln!("docker-compose not installed; docker-compose.yml not validated"),
+    }
+}
+
+/// (METHOD, path) of every route in the route table, read from its source.
+fn routes_in_code() -> std::collections::BTreeSet<(String, String)> {
+    let source = include_str!("../../src/routes/mod.rs");
+    let mut routes = std::collections::BTreeSet::new();
+    for chunk in source.split("resource(\"").skip(1) {
+        let Some((path, rest)) = chunk.split_once('"') else {
+            continue;
+        };
+        for method in ["get", "post", "put", "patch", "delete"] {
+            if rest.contains(&format!("web::{method}()")) {
+                routes.insert((method.to_uppercase(), path.to_owned()));
+            }
+        }
+    }
+    routes
+}
+
+both_backends!(openapi_document_matches_the_routes);
+
+async fn openapi_document_matches_the_routes(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (status, doc) = app.get("/api/openapi.json", "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(doc["openapi"], "3.0.3");
+    let mut documented = std::collections::BTreeSet::new();
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            assert!(
+                op["responses"].as_object().is_some_and(|r| !r.is_empty()),
+                "{method} {path} documents its answers"
+            );
+            documented.insert((method.to_uppercase(), path.clone()));
+        }
+    }
+    let code = routes_in_code();
+    assert!(code.len() >= 25, "{code:?}");
+    assert_eq!(documented, code, "the document lists exactly the routes");
+    // Every documented operation is served (not an unknown route or method).
+    for (method, path) in &documented {
+        let concrete = path
+            .replace("{tenant}", "ten_00000000000000000000000000000000")
+            .replace("{connection}", "con_00000000000000000000000000000000")
+            .replace("{event}", "evt_0")
+            .replace("{id}", "msg_0");
+        let res = app
+            .client
+            .request(method.parse().unwrap(), app.url(&concrete))
+            .send()
+            .await
+            .unwrap();
+        assert_ne!(
+            res.status(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path}"
+        );
+        let text = res.text().await.unwrap();
+        assert!(
+            !text.contains("no route matches this path"),
+            "{method} {path} is not routed"
+        );
+    }
+    let page = app
+        .client
+        .get(app.url("/api/docs"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("/api/v1/connections/{connection}/messages"));
+}
