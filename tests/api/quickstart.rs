@@ -94,7 +94,37 @@ fn readme_quickstart_works_on_a_fresh_directory() {
     );
     assert!(!stdout.contains("oRm3M_nBg6"), "{stdout}");
 
-    // Nothing secret reached the logs, even at debug level.
+    // A user's message reaches the webhook (the reply cannot leave this
+    // machine; that is fine here).
+    let connection = std::fs::read_to_string(dir.path().join("connection.json")).unwrap();
+    let connection: serde_json::Value = serde_json::from_str(&connection).unwrap();
+    let webhook = connection["webhook_url"].as_str().unwrap();
+    let callback = br#"{"type":"message","source":{"userId":"u1","domainId":1},"issuedTime":"2026-11-23T00:00:00.000Z","content":{"type":"text","text":"my confidential message text"}}"#;
+    let signature =
+        botgate::naverworks::signature::sign(b"my-bot-secret-from-the-console", callback);
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "-X",
+            "POST",
+            webhook,
+            "-H",
+            "X-WORKS-BotId: 2000001",
+            "-H",
+            &format!("X-WORKS-Signature: {signature}"),
+            "--data-binary",
+        ])
+        .arg(std::str::from_utf8(callback).unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        r#"{"status":"accepted"}"#
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500)); // let the worker try
+
+    // Nothing secret, and no message text, reached the logs, even at debug
+    // level; every request line carries its request id.
     drop(guard);
     let logs = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap();
     assert!(
@@ -116,6 +146,11 @@ fn readme_quickstart_works_on_a_fresh_directory() {
         .nth(1)
         .unwrap()
         .to_owned();
+    assert!(logs.contains("request_id="), "request ids in the logs");
+    assert!(
+        !logs.contains("my confidential message text"),
+        "message text in the logs"
+    );
     for secret in [
         "oRm3M_nBg6",
         "my-bot-secret-from-the-console",
