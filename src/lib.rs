@@ -11,6 +11,7 @@ pub mod domain;
 pub mod emulator;
 pub mod engine;
 pub mod error;
+pub mod ingest;
 pub mod metrics;
 pub mod naverworks;
 pub mod rotation;

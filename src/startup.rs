@@ -13,6 +13,7 @@ use crate::audit::AuditSink;
 use crate::config::Settings;
 use crate::domain::ids::ConnectionId;
 use crate::error::{json_error, not_found, path_error};
+use crate::ingest::Ingest;
 use crate::metrics::Metrics;
 use crate::naverworks::token::TokenClient;
 use crate::routes::auth_urls::FailureLimiter;
@@ -47,6 +48,8 @@ pub struct AppState {
     pub bot_secrets:
         std::sync::RwLock<std::collections::HashMap<ConnectionId, (i64, SecretString)>>,
     pub metrics: Arc<Metrics>,
+    /// The webhook's group-commit writer.
+    pub ingest: Arc<Ingest>,
     /// When each worker loop last went round (Unix ms), for /readyz.
     pub worker_ticks: [std::sync::atomic::AtomicI64; 2],
 }
@@ -92,6 +95,9 @@ impl Application {
             .build()
             .context("cannot build the HTTP client")?;
         let metrics = Arc::new(Metrics::default());
+        let dedup_window_ms =
+            i64::try_from(settings.dedup_window.as_millis()).unwrap_or(i64::MAX / 4);
+        let ingest = Ingest::spawn(store.clone(), dedup_window_ms);
         let tokens = Arc::new(TokenService::new(
             store.clone(),
             vault.clone(),
@@ -116,6 +122,7 @@ impl Application {
             pacer: Pacer::default(),
             bot_secrets: Default::default(),
             metrics,
+            ingest,
             worker_ticks: Default::default(),
         });
         let workers = if state.settings.workers {

@@ -117,8 +117,8 @@ async fn receive(
         body_hash: hex(&Sha256::digest(&body)),
         received_at: now_millis(),
     };
-    let window = i64::try_from(state.settings.dedup_window.as_millis()).unwrap_or(i64::MAX / 4);
-    let inserted = state.store.insert_inbound(&event, window).await?;
+    // Group commit: answered once the batch holding it is committed.
+    let inserted = state.ingest.submit(event).await?;
     if inserted == Inserted::New {
         state.signals.inbox.notify_one();
     }

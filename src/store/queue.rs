@@ -154,47 +154,53 @@ const OUTBOX: Queue = Queue {
 };
 
 impl Store {
-    /// Stores a verified callback unless the same body arrived for this
-    /// connection within `dedup_window_ms`; one transaction, committed before
-    /// the caller answers 200.
-    pub async fn insert_inbound(
+    /// Stores a batch of verified callbacks in one transaction (group
+    /// commit): each is new, or a duplicate of a body seen for its connection
+    /// within `dedup_window_ms` (earlier in the batch included). All or none
+    /// are stored; the callers answer 200 only after this returns `Ok`.
+    pub async fn insert_inbound_batch(
         &self,
-        event: &NewInbound,
+        events: &[NewInbound],
         dedup_window_ms: i64,
-    ) -> StoreResult<Inserted> {
+    ) -> StoreResult<Vec<Inserted>> {
         let mut tx = self.pool.begin().await.map_err(classify)?;
-        let fresh = sqlx::query(
-            "INSERT INTO inbound_dedup (connection_id, body_hash, seen_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (connection_id, body_hash) DO UPDATE SET seen_at = excluded.seen_at \
-             WHERE inbound_dedup.seen_at < $4",
-        )
-        .bind(event.connection_id.as_str())
-        .bind(&event.body_hash)
-        .bind(event.received_at)
-        .bind(event.received_at - dedup_window_ms)
-        .execute(&mut *tx)
-        .await
-        .map_err(classify)?;
-        if fresh.rows_affected() == 0 {
-            return Ok(Inserted::Duplicate);
+        let mut results = Vec::with_capacity(events.len());
+        for event in events {
+            let fresh = sqlx::query(
+                "INSERT INTO inbound_dedup (connection_id, body_hash, seen_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (connection_id, body_hash) DO UPDATE SET seen_at = excluded.seen_at \
+                 WHERE inbound_dedup.seen_at < $4",
+            )
+            .bind(event.connection_id.as_str())
+            .bind(&event.body_hash)
+            .bind(event.received_at)
+            .bind(event.received_at - dedup_window_ms)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+            if fresh.rows_affected() == 0 {
+                results.push(Inserted::Duplicate);
+                continue;
+            }
+            sqlx::query(
+                "INSERT INTO inbound_events (id, tenant_id, connection_id, conversation, event_type, raw, \
+                   status, attempts, next_attempt_at, received_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $7, $7)",
+            )
+            .bind(&event.id)
+            .bind(event.tenant_id.as_str())
+            .bind(event.connection_id.as_str())
+            .bind(&event.conversation)
+            .bind(&event.event_type)
+            .bind(&event.raw)
+            .bind(event.received_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+            results.push(Inserted::New);
         }
-        sqlx::query(
-            "INSERT INTO inbound_events (id, tenant_id, connection_id, conversation, event_type, raw, \
-               status, attempts, next_attempt_at, received_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $7, $7)",
-        )
-        .bind(&event.id)
-        .bind(event.tenant_id.as_str())
-        .bind(event.connection_id.as_str())
-        .bind(&event.conversation)
-        .bind(&event.event_type)
-        .bind(&event.raw)
-        .bind(event.received_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(classify)?;
         tx.commit().await.map_err(classify)?;
-        Ok(Inserted::New)
+        Ok(results)
     }
 
     /// Claims up to `limit` rows of a queue (see the module comment).

@@ -124,9 +124,9 @@ impl Inbound {
 
     pub async fn events(&self, status: &str) -> Vec<Value> {
         let q = if status.is_empty() {
-            String::new()
+            "?limit=1000".to_owned()
         } else {
-            format!("?status={status}")
+            format!("?status={status}&limit=1000")
         };
         let (s, body) = self
             .app
@@ -965,4 +965,90 @@ async fn metrics_count_a_scripted_run(backend: Backend) {
             .any(|k| k.contains("u1") || k.contains("con_") || k.contains("ten_")),
         "no ids in labels"
     );
+}
+
+both_backends!(group_commit_batches_and_fails_whole_batches);
+
+async fn group_commit_batches_and_fails_whole_batches(backend: Backend) {
+    let s = Arc::new(setup_with(backend, EmulatorConfig::default(), "workers = false").await);
+    // N concurrent callbacks: all stored, in fewer than N commits.
+    let commits = || {
+        s.app
+            .state
+            .ingest
+            .commits
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let before = commits();
+    let answers = join_all((0..100).map(|i| {
+        let s = s.clone();
+        async move {
+            s.post_signed(&message(&format!("g{}", i % 10), &format!("group {i}")))
+                .await
+                .0
+        }
+    }))
+    .await;
+    assert!(answers.iter().all(|st| *st == StatusCode::OK));
+    assert_eq!(s.events("").await.len(), 100, "every one stored");
+    let used = commits() - before;
+    assert!(used < 100, "{used} commits for 100 callbacks");
+    eprintln!("group commit: 100 callbacks in {used} commits");
+
+    // An injected failure inside one batch: the database refuses one row.
+    let mut conn = s.app.db.connect().await;
+    let trigger = match backend {
+        Backend::Postgres => vec![
+            "CREATE FUNCTION fail_marked() RETURNS trigger AS $$ BEGIN \
+               IF position('FAIL-BATCH' in convert_from(NEW.raw, 'UTF8')) > 0 THEN RAISE EXCEPTION 'injected failure'; END IF; \
+               RETURN NEW; END $$ LANGUAGE plpgsql",
+            "CREATE TRIGGER fail_marked BEFORE INSERT ON inbound_events FOR EACH ROW EXECUTE FUNCTION fail_marked()",
+        ],
+        Backend::Sqlite => vec![
+            "CREATE TRIGGER fail_marked BEFORE INSERT ON inbound_events \
+             WHEN instr(CAST(NEW.raw AS TEXT), 'FAIL-BATCH') > 0 BEGIN SELECT RAISE(ABORT, 'injected failure'); END",
+        ],
+    };
+    for sql in trigger {
+        sqlx::query(sql).execute(&mut conn).await.unwrap();
+    }
+    // Hold the writer on a first batch, so the next 20 gather into one.
+    let mut lock = s.app.db.connect().await;
+    let lock_sql = match backend {
+        Backend::Postgres => ["BEGIN", "LOCK TABLE inbound_events IN EXCLUSIVE MODE"].as_slice(),
+        Backend::Sqlite => ["BEGIN IMMEDIATE"].as_slice(),
+    };
+    for sql in lock_sql {
+        sqlx::query(sql).execute(&mut lock).await.unwrap();
+    }
+    let blocker = tokio::spawn({
+        let s = s.clone();
+        async move { s.post_signed(&message("blocker", "held first")).await.0 }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let batch = tokio::spawn({
+        let s = s.clone();
+        async move {
+            join_all((0..20).map(|i| {
+                let s = s.clone();
+                let text = if i == 7 {
+                    "FAIL-BATCH".to_owned()
+                } else {
+                    format!("batch {i}")
+                };
+                async move { s.post_signed(&message(&format!("b{i}"), &text)).await.0 }
+            }))
+            .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sqlx::query("COMMIT").execute(&mut lock).await.unwrap();
+    assert_eq!(blocker.await.unwrap(), StatusCode::OK);
+    let statuses = batch.await.unwrap();
+    assert!(
+        statuses.iter().all(|st| st.is_server_error()),
+        "every caller of the failed batch got a 5xx: {statuses:?}"
+    );
+    let stored = s.events("").await;
+    assert_eq!(stored.len(), 101, "none of the failed batch was stored");
 }
