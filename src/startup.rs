@@ -144,6 +144,8 @@ impl Application {
         })
         .listen(listener)?
         .shutdown_timeout(10)
+        // Signals are handled in `run_until_stopped`, to stop in the right order.
+        .disable_signals()
         .run();
         Ok(Self {
             port,
@@ -162,15 +164,53 @@ impl Application {
         self.state.clone()
     }
 
-    /// Serves until the server stops (SIGINT/SIGTERM), then stops the
-    /// workers, letting in-flight work finish, and closes the database.
+    /// Serves until SIGTERM or SIGINT, then stops in this order: the workers
+    /// first (finishing what they hold, so no lease stays taken) while the
+    /// HTTP server still accepts callbacks, then the HTTP server (no new
+    /// requests, in-flight ones finish), then the database pool.
+    ///
+    /// The order matters beyond tidiness: actix runs its HTTP workers on
+    /// runtimes of their own, and pooled connections opened there stop
+    /// working once those runtimes shut down.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let result = self.server.await;
-        self.state.signals.stop();
-        for worker in self.workers {
-            let _ = worker.await;
-        }
+        let handle = self.server.handle();
+        let mut server = tokio::spawn(self.server);
+        let result = tokio::select! {
+            result = &mut server => result,
+            () = shutdown_signal() => {
+                tracing::info!("stopping: the workers first, then the HTTP server");
+                self.state.signals.stop();
+                for worker in self.workers {
+                    let _ = worker.await;
+                }
+                handle.stop(true).await;
+                server.await
+            }
+        };
         self.state.store.close().await;
-        result
+        tracing::info!("stopped");
+        result.unwrap_or_else(|e| Err(std::io::Error::other(e)))
     }
+}
+
+/// SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let terminate = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut signal) => {
+                    signal.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            () = terminate => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
 }

@@ -41,7 +41,7 @@ pub async fn step(
         let state = state.clone();
         tokio::spawn(async move {
             if let Err(e) = process(&state, &event).await {
-                tracing::error!(event_id = %event.id, error.message = %e, "event processing failed; the lease will expire and it is retried");
+                tracing::error!(event_id = %event.id, error.message = %e, error.cause_chain = ?e, "event processing failed; the lease will expire and it is retried");
             }
             drop(permit);
         });

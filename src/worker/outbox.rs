@@ -43,7 +43,7 @@ pub async fn step(
         let state = state.clone();
         tokio::spawn(async move {
             if let Err(e) = process(&state, &message).await {
-                tracing::error!(message_id = %message.id, error.message = %e, "send failed; the lease will expire and it is retried");
+                tracing::error!(message_id = %message.id, error.message = %e, error.cause_chain = ?e, "send failed; the lease will expire and it is retried");
             }
             drop(permit);
         });

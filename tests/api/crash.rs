@@ -34,9 +34,15 @@ fn start(env: &[(String, String)], dir: &std::path::Path) -> Process {
     for (k, v) in env {
         cmd.env(k, v);
     }
+    // The process's log, kept for a failure message.
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("botgate.log"))
+        .expect("log file");
     Process(
         cmd.stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::from(log))
             .spawn()
             .expect("start botgate"),
     )
@@ -124,7 +130,7 @@ async fn stop_mid_load(backend: Backend, graceful: bool) {
         ),
         ("BOTGATE_NAVERWORKS_API_URL", format!("{}/v1.0", emu.url)),
         ("BOTGATE_RETRY_BASE_MS", "50".to_owned()),
-        ("BOTGATE_LOG", "warn".to_owned()),
+        ("BOTGATE_LOG", "botgate=info".to_owned()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
@@ -222,11 +228,25 @@ async fn stop_mid_load(backend: Backend, graceful: bool) {
         };
         assert!(status.success(), "a clean exit: {status:?}");
         killed.store(true, Ordering::SeqCst);
-        assert_eq!(
-            leases_held(&db).await,
-            0,
-            "in-flight work finished or was released"
-        );
+        let held = leases_held(&db).await;
+        if held != 0 {
+            let log = std::fs::read_to_string(dir.path().join("botgate.log")).unwrap_or_default();
+            let mut conn = db.connect().await;
+            let rows = sqlx::query("SELECT status, locked_by, attempts, last_error FROM inbound_events WHERE locked_by IS NOT NULL UNION ALL SELECT status, locked_by, attempts, last_error FROM outbound_messages WHERE locked_by IS NOT NULL")
+                .fetch_all(&mut conn).await.unwrap();
+            let rows: Vec<String> = rows
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{:?} {:?} {:?}",
+                        sqlx::Row::get::<String, _>(r, 0),
+                        sqlx::Row::get::<i64, _>(r, 2),
+                        sqlx::Row::get::<Option<String>, _>(r, 3)
+                    )
+                })
+                .collect();
+            panic!("{held} leases held after SIGTERM: {rows:?}\n{log}");
+        }
     } else {
         drop(process.take()); // SIGKILL, mid-load
     }
