@@ -209,3 +209,44 @@ async fn openapi_document_matches_the_routes(backend: Backend) {
         .unwrap();
     assert!(page.contains("/api/v1/connections/{connection}/messages"));
 }
+
+/// PostgreSQL only: an embedded SQLite file cannot "go away" and come back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_the_database() {
+    let app = spawn_app(Backend::Postgres).await;
+    assert_eq!(app.get("/readyz", "").await.0, StatusCode::OK);
+    let name = app.db.pg_name.clone().unwrap();
+    sqlx::any::install_default_drivers();
+    let admin_url = std::env::var("BOTGATE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let mut admin = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin_url)
+        .await
+        .unwrap();
+    let away = [
+        format!("ALTER DATABASE \"{name}\" WITH ALLOW_CONNECTIONS false"),
+        format!(
+            "SELECT pg_terminate_backend(pid)::text FROM pg_stat_activity WHERE datname = '{name}'"
+        ),
+    ];
+    for sql in &away {
+        sqlx::query(sql).fetch_all(&mut admin).await.unwrap();
+    }
+    let started = std::time::Instant::now();
+    let (status, body) = app.get("/readyz", "").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["checks"]["database"], "unreachable");
+    assert!(started.elapsed() < std::time::Duration::from_secs(15));
+    assert_eq!(
+        app.get("/healthz", "").await.0,
+        StatusCode::OK,
+        "still alive"
+    );
+    sqlx::query(&format!(
+        "ALTER DATABASE \"{name}\" WITH ALLOW_CONNECTIONS true"
+    ))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    let (status, body) = app.get("/readyz", "").await;
+    assert_eq!(status, StatusCode::OK, "ready again: {body}");
+}
