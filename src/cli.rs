@@ -62,6 +62,19 @@ pub enum Command {
         /// The text to send.
         text: String,
     },
+    /// Run the benchmarks of BENCHMARKS.md against an in-process botgate,
+    /// emulator and ceiling server (build with --release).
+    Bench {
+        /// PostgreSQL URL of an empty database; SQLite in a temporary file if absent.
+        #[arg(long)]
+        database_url: Option<String>,
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        /// Requests in flight in the closed-loop runs.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+    },
     /// Run the NAVER WORKS emulator (token endpoint, Bot API, callbacks), or
     /// use a running one. Point botgate at it with
     /// BOTGATE_NAVERWORKS_AUTH_URL=http://ADDR/oauth2/v2.0 and

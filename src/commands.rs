@@ -57,6 +57,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             return send(args).await;
         }
+        Command::Bench {
+            database_url,
+            duration,
+            concurrency,
+        } => {
+            telemetry::init(crate::config::LogFormat::Pretty, "warn");
+            let options = crate::bench::BenchOptions {
+                database_url,
+                duration: std::time::Duration::from_secs(duration),
+                concurrency,
+            };
+            return crate::bench::run(options).await;
+        }
         other => other,
     };
     let (settings, report) = Settings::load()?;
@@ -102,7 +115,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             command: KeysCommand::Generate,
         }
         | Command::Emulator { .. }
-        | Command::Send { .. } => Ok(()),
+        | Command::Send { .. }
+        | Command::Bench { .. } => Ok(()),
     }
 }
 

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod bench;
 pub mod bootstrap;
 pub mod cli;
 pub mod commands;
