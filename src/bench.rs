@@ -140,7 +140,7 @@ pub async fn fixed_rate(make: MakeRequest, rate: f64, duration: Duration) -> Run
     let total = (rate * duration.as_secs_f64()) as u64;
     let mut tasks = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
     for n in 0..total {
-        let due = started + Duration::from_secs_f64(n as f64 / rate);
+        let due = started + Duration::try_from_secs_f64(n as f64 / rate).unwrap_or(Duration::ZERO);
         tokio::time::sleep_until(due.into()).await;
         let (client, make, errors, latencies) = (
             client.clone(),
