@@ -9,7 +9,7 @@ use secrecy::SecretString;
 use serde_json::Value;
 use tokio::sync::Semaphore;
 
-use super::{lease_ms, retry::backoff, Outcome};
+use super::{lease_ms, retry::backoff, spawn_each, Outcome};
 use crate::domain::now_millis;
 use crate::engine::{Engine, EngineEvent};
 use crate::secrets::random_bytes;
@@ -33,24 +33,14 @@ pub async fn step(
             limit,
         )
         .await?;
-    let claimed = events.len();
-    for event in events {
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            break;
-        };
-        let state = state.clone();
-        tokio::spawn(async move {
-            if let Err(e) = process(&state, &event).await {
-                tracing::error!(event_id = %event.id, error.message = %e, error.cause_chain = ?e, "event processing failed; the lease will expire and it is retried");
-            }
-            drop(permit);
-        });
-    }
-    Ok(if claimed == 0 {
-        Outcome::Empty
-    } else {
-        Outcome::Claimed(claimed)
-    })
+    Ok(spawn_each(
+        state,
+        slots,
+        events,
+        |event| &event.id,
+        |state, event| async move { process(&state, &event).await },
+    )
+    .await)
 }
 
 /// Where replies to a callback go: its room, else its user (NAVERWORKS.md §4.1).

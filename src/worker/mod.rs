@@ -60,6 +60,41 @@ pub enum Outcome {
     Empty,
 }
 
+/// Runs `process` on each claimed item in a task of its own, each holding a
+/// slot until it is done; a failure is logged, and the item's lease expires
+/// so that it is tried again.
+pub(crate) async fn spawn_each<T, Fut>(
+    state: &web::Data<AppState>,
+    slots: &Arc<Semaphore>,
+    items: Vec<T>,
+    id: fn(&T) -> &str,
+    process: fn(web::Data<AppState>, T) -> Fut,
+) -> Outcome
+where
+    T: Send + 'static,
+    Fut: std::future::Future<Output = crate::store::StoreResult<()>> + Send + 'static,
+{
+    let claimed = items.len();
+    for item in items {
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            break;
+        };
+        let item_id = id(&item).to_owned();
+        let work = process(state.clone(), item);
+        tokio::spawn(async move {
+            if let Err(e) = work.await {
+                tracing::error!(item = %item_id, error.message = %e, error.cause_chain = ?e, "processing failed; the lease will expire and it is retried");
+            }
+            drop(permit);
+        });
+    }
+    if claimed == 0 {
+        Outcome::Empty
+    } else {
+        Outcome::Claimed(claimed)
+    }
+}
+
 /// Starts both workers and the housekeeping job on the current runtime.
 pub fn spawn(state: web::Data<AppState>) -> Vec<tokio::task::JoinHandle<()>> {
     vec![

@@ -13,7 +13,7 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Semaphore;
 
 use super::retry::{backoff, rate_limit_wait};
-use super::{lease_ms, Outcome};
+use super::{lease_ms, spawn_each, Outcome};
 use crate::domain::now_millis;
 use crate::startup::AppState;
 use crate::store::queue::OutboundMessage;
@@ -35,24 +35,14 @@ pub async fn step(
             limit,
         )
         .await?;
-    let claimed = messages.len();
-    for message in messages {
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            break;
-        };
-        let state = state.clone();
-        tokio::spawn(async move {
-            if let Err(e) = process(&state, &message).await {
-                tracing::error!(message_id = %message.id, error.message = %e, error.cause_chain = ?e, "send failed; the lease will expire and it is retried");
-            }
-            drop(permit);
-        });
-    }
-    Ok(if claimed == 0 {
-        Outcome::Empty
-    } else {
-        Outcome::Claimed(claimed)
-    })
+    Ok(spawn_each(
+        state,
+        slots,
+        messages,
+        |message| &message.id,
+        |state, message| async move { process(&state, &message).await },
+    )
+    .await)
 }
 
 enum Sent {
