@@ -791,24 +791,41 @@ impl Store {
         Ok(Some((token_id, generation)))
     }
 
+    /// Writes a batch of audit entries with one statement.
     pub async fn record_audit(&self, entries: &[AuditEntry]) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await.map_err(classify)?;
-        for e in entries {
-            sqlx::query(
-                "INSERT INTO token_audit (connection_id, tenant_id, at, client_addr, action, outcome) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(&e.connection_id)
-            .bind(&e.tenant_id)
-            .bind(e.at)
-            .bind(&e.client_addr)
-            .bind(&e.action)
-            .bind(&e.outcome)
-            .execute(&mut *tx)
-            .await
-            .map_err(classify)?;
+        if entries.is_empty() {
+            return Ok(());
         }
-        tx.commit().await.map_err(classify)
+        let values = (0..entries.len())
+            .map(|k| {
+                let b = 6 * k;
+                format!(
+                    "(${}, ${}, ${}, ${}, ${}, ${})",
+                    b + 1,
+                    b + 2,
+                    b + 3,
+                    b + 4,
+                    b + 5,
+                    b + 6
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "INSERT INTO token_audit (connection_id, tenant_id, at, client_addr, action, outcome) VALUES {values}"
+        );
+        let mut query = sqlx::query(&sql);
+        for e in entries {
+            query = query
+                .bind(&e.connection_id)
+                .bind(&e.tenant_id)
+                .bind(e.at)
+                .bind(&e.client_addr)
+                .bind(&e.action)
+                .bind(&e.outcome);
+        }
+        query.execute(&self.pool).await.map_err(classify)?;
+        Ok(())
     }
 
     /// The newest `limit` audit entries of a connection, newest first.

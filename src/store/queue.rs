@@ -163,43 +163,97 @@ impl Store {
         events: &[NewInbound],
         dedup_window_ms: i64,
     ) -> StoreResult<Vec<Inserted>> {
+        // Two statements for the whole batch, whatever its size: one upsert
+        // of the body hashes (RETURNING those that are new, or seen longer
+        // ago than the window), one insert of the new events.
+        let mut results = vec![Inserted::Duplicate; events.len()];
+        let mut seen = std::collections::HashSet::new();
+        let firsts: Vec<usize> = (0..events.len())
+            .filter(|&i| {
+                let e = &events[i];
+                seen.insert((e.connection_id.as_str(), e.body_hash.as_str()))
+            })
+            .collect();
+        if firsts.is_empty() {
+            return Ok(results);
+        }
         let mut tx = self.pool.begin().await.map_err(classify)?;
-        let mut results = Vec::with_capacity(events.len());
-        for event in events {
-            let fresh = sqlx::query(
-                "INSERT INTO inbound_dedup (connection_id, body_hash, seen_at) VALUES ($1, $2, $3) \
-                 ON CONFLICT (connection_id, body_hash) DO UPDATE SET seen_at = excluded.seen_at \
-                 WHERE inbound_dedup.seen_at < $4",
-            )
-            .bind(event.connection_id.as_str())
-            .bind(&event.body_hash)
-            .bind(event.received_at)
-            .bind(event.received_at - dedup_window_ms)
-            .execute(&mut *tx)
+        let values = (0..firsts.len())
+            .map(|k| format!("(${}, ${}, ${})", 3 * k + 2, 3 * k + 3, 3 * k + 4))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "INSERT INTO inbound_dedup (connection_id, body_hash, seen_at) VALUES {values} \
+             ON CONFLICT (connection_id, body_hash) DO UPDATE SET seen_at = excluded.seen_at \
+             WHERE inbound_dedup.seen_at < excluded.seen_at - $1 \
+             RETURNING connection_id, body_hash"
+        );
+        let mut query = sqlx::query(&sql).bind(dedup_window_ms);
+        for &i in &firsts {
+            let e = &events[i];
+            query = query
+                .bind(e.connection_id.as_str())
+                .bind(&e.body_hash)
+                .bind(e.received_at);
+        }
+        let fresh: std::collections::HashSet<(String, String)> = query
+            .fetch_all(&mut *tx)
             .await
+            .map_err(classify)?
+            .iter()
+            .map(|r| Ok((r.try_get("connection_id")?, r.try_get("body_hash")?)))
+            .collect::<Result<_, sqlx::Error>>()
             .map_err(classify)?;
-            if fresh.rows_affected() == 0 {
-                results.push(Inserted::Duplicate);
-                continue;
-            }
-            sqlx::query(
+        let new: Vec<usize> = firsts
+            .into_iter()
+            .filter(|&i| {
+                fresh.contains(&(
+                    events[i].connection_id.to_string(),
+                    events[i].body_hash.clone(),
+                ))
+            })
+            .collect();
+        if !new.is_empty() {
+            let values = (0..new.len())
+                .map(|k| {
+                    let b = 7 * k;
+                    format!(
+                        "(${}, ${}, ${}, ${}, ${}, ${}, 'pending', 0, ${}, ${}, ${})",
+                        b + 1,
+                        b + 2,
+                        b + 3,
+                        b + 4,
+                        b + 5,
+                        b + 6,
+                        b + 7,
+                        b + 7,
+                        b + 7
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
                 "INSERT INTO inbound_events (id, tenant_id, connection_id, conversation, event_type, raw, \
-                   status, attempts, next_attempt_at, received_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $7, $7)",
-            )
-            .bind(&event.id)
-            .bind(event.tenant_id.as_str())
-            .bind(event.connection_id.as_str())
-            .bind(&event.conversation)
-            .bind(&event.event_type)
-            .bind(&event.raw)
-            .bind(event.received_at)
-            .execute(&mut *tx)
-            .await
-            .map_err(classify)?;
-            results.push(Inserted::New);
+                   status, attempts, next_attempt_at, received_at, updated_at) VALUES {values}"
+            );
+            let mut query = sqlx::query(&sql);
+            for &i in &new {
+                let e = &events[i];
+                query = query
+                    .bind(&e.id)
+                    .bind(e.tenant_id.as_str())
+                    .bind(e.connection_id.as_str())
+                    .bind(&e.conversation)
+                    .bind(&e.event_type)
+                    .bind(&e.raw)
+                    .bind(e.received_at);
+            }
+            query.execute(&mut *tx).await.map_err(classify)?;
         }
         tx.commit().await.map_err(classify)?;
+        for i in new {
+            results[i] = Inserted::New;
+        }
         Ok(results)
     }
 
