@@ -57,6 +57,14 @@ fn classify(error: sqlx::Error) -> StoreError {
     }
 }
 
+/// Decodes an optional row, classifying a failure.
+fn decode_one<T>(
+    row: Option<&AnyRow>,
+    decode: fn(&AnyRow) -> Result<T, sqlx::Error>,
+) -> StoreResult<Option<T>> {
+    row.map(decode).transpose().map_err(classify)
+}
+
 /// Decodes every row, classifying the first failure.
 fn decode_all<T>(
     rows: &[AnyRow],
@@ -394,10 +402,7 @@ impl Store {
             .fetch_optional(&self.pool)
             .await
             .map_err(classify)?;
-        row.as_ref()
-            .map(TenantRecord::from_row)
-            .transpose()
-            .map_err(classify)
+        decode_one(row.as_ref(), TenantRecord::from_row)
     }
 
     pub async fn tenant_by_api_key_hash(&self, hash: &str) -> StoreResult<Option<TenantRecord>> {
@@ -407,10 +412,7 @@ impl Store {
             .fetch_optional(&self.pool)
             .await
             .map_err(classify)?;
-        row.as_ref()
-            .map(TenantRecord::from_row)
-            .transpose()
-            .map_err(classify)
+        decode_one(row.as_ref(), TenantRecord::from_row)
     }
 
     /// Sets the engine and replaces its sealed secret, in one transaction.
@@ -519,10 +521,7 @@ impl Store {
             .fetch_optional(&self.pool)
             .await
             .map_err(classify)?;
-        row.as_ref()
-            .map(ConnectionRecord::from_row)
-            .transpose()
-            .map_err(classify)
+        decode_one(row.as_ref(), ConnectionRecord::from_row)
     }
 
     /// A connection by id alone (for the admin token on the send API).
@@ -536,10 +535,7 @@ impl Store {
             .fetch_optional(&self.pool)
             .await
             .map_err(classify)?;
-        row.as_ref()
-            .map(ConnectionRecord::from_row)
-            .transpose()
-            .map_err(classify)
+        decode_one(row.as_ref(), ConnectionRecord::from_row)
     }
 
     pub async fn connections(&self, tenant: &TenantId) -> StoreResult<Vec<ConnectionRecord>> {
@@ -682,10 +678,7 @@ impl Store {
             .fetch_optional(&self.pool)
             .await
             .map_err(classify)?;
-        row.as_ref()
-            .map(TokenMeta::from_row)
-            .transpose()
-            .map_err(classify)
+        decode_one(row.as_ref(), TokenMeta::from_row)
     }
 
     /// Takes the connection's refresh lease for `owner` until `until` if it is

@@ -12,7 +12,7 @@
 use sqlx::any::AnyRow;
 use sqlx::Row as _;
 
-use super::{classify, decode_all, Store, StoreResult};
+use super::{classify, decode_all, decode_one, Store, StoreResult};
 use crate::domain::ids::{ConnectionId, TenantId};
 
 #[derive(Debug, Clone)]
@@ -658,10 +658,7 @@ impl Store {
             .fetch_optional(&self.pool)
             .await
             .map_err(classify)?;
-        row.as_ref()
-            .map(OutboundMessage::from_row)
-            .transpose()
-            .map_err(classify)
+        decode_one(row.as_ref(), OutboundMessage::from_row)
     }
 
     /// A connection's messages, newest first, filtered by status and creation time.

@@ -33,12 +33,23 @@ fn connection_body() -> Value {
     })
 }
 
+/// An emulator and botgate with one tenant and one connection to the
+/// emulator's first app. Unless the caller set one, the emulator's rate limit
+/// is raised so that it does not pace the test.
 pub async fn setup_with(backend: Backend, emulator: EmulatorConfig, extra: &str) -> Inbound {
-    let emu = spawn_emulator(EmulatorConfig {
-        rate_limit_per_minute: 1_000_000,
-        ..emulator
-    })
-    .await;
+    setup_connection(backend, emulator, extra, &connection_body()).await
+}
+
+pub async fn setup_connection(
+    backend: Backend,
+    mut emulator: EmulatorConfig,
+    extra: &str,
+    body: &Value,
+) -> Inbound {
+    if emulator.rate_limit_per_minute == EmulatorConfig::default().rate_limit_per_minute {
+        emulator.rate_limit_per_minute = 1_000_000;
+    }
+    let emu = spawn_emulator(emulator).await;
     let extra = format!(
         "naverworks_auth_url = \"{0}/oauth2/v2.0\"\nnaverworks_api_url = \"{0}/v1.0\"\nretry_base_ms = 50\n{extra}",
         emu.url
@@ -52,7 +63,7 @@ pub async fn setup_with(backend: Backend, emulator: EmulatorConfig, extra: &str)
     )
     .await;
     let tenant = app.create_tenant("Inbound").await;
-    let connection = app.create_connection(&tenant, &connection_body()).await;
+    let connection = app.create_connection(&tenant, body).await;
     Inbound {
         app,
         emu,

@@ -10,18 +10,14 @@ use serde_json::{json, Value};
 use botgate::emulator::EmulatorConfig;
 
 use crate::both_backends;
-use crate::emulator::{app_config, spawn_emulator, Emu};
+use crate::emulator::app_config;
 use crate::helpers::*;
+use crate::inbound::{setup_connection, Inbound};
 
 const AUTH: &str = "DANBEE-NAVERWORKS-AUTH";
 const HEADER: &str = "internal-services-auth-header";
 
-struct Setup {
-    app: TestApp,
-    emu: Emu,
-    tenant: Tenant,
-    connection: Value,
-}
+type Setup = Inbound;
 
 fn emulator_connection() -> Value {
     let app = app_config();
@@ -38,41 +34,13 @@ fn emulator_connection() -> Value {
 }
 
 async fn setup(backend: Backend, emulator: EmulatorConfig, extra: &str) -> Setup {
-    let emu = spawn_emulator(emulator).await;
-    let extra = format!(
-        "naverworks_auth_url = \"{0}/oauth2/v2.0\"\nnaverworks_api_url = \"{0}/v1.0\"\n{extra}",
-        emu.url
-    );
-    let app = spawn_app_with(
-        backend,
-        Options {
-            extra,
-            ..Options::default()
-        },
-    )
-    .await;
-    let tenant = app.create_tenant("Tokens").await;
-    let connection = app.create_connection(&tenant, &emulator_connection()).await;
-    Setup {
-        app,
-        emu,
-        tenant,
-        connection,
-    }
+    setup_connection(backend, emulator, extra, &emulator_connection()).await
 }
 
-impl Setup {
+impl Inbound {
     fn auth_path(&self) -> String {
         let url = self.connection["auth_url"].as_str().unwrap();
         url.replace("https://botgate.example.com/base", "")
-    }
-
-    fn conn_path(&self) -> String {
-        format!(
-            "/api/v1/tenants/{}/connections/{}",
-            self.tenant.id,
-            self.connection["id"].as_str().unwrap()
-        )
     }
 
     async fn stats(&self) -> Value {
