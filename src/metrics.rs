@@ -102,6 +102,12 @@ pub struct Metrics {
     pub send_latency: Histogram,
     pub pacing_delays: Counters<1>,
     pub dead_letters: Counters<1>,
+    /// Bot API sends by endpoint (users | channels).
+    pub send_endpoints: Counters<2>,
+    /// Engine calls by tenant: (ok, error). Tenants are created by the
+    /// operator, so this label stays bounded; user and connection ids never
+    /// appear.
+    pub engine_by_tenant: std::sync::Mutex<std::collections::BTreeMap<String, (u64, u64)>>,
 }
 
 impl Default for Metrics {
@@ -132,6 +138,8 @@ impl Default for Metrics {
             send_latency: Histogram::new(),
             pacing_delays: Counters::new(["deferred"]),
             dead_letters: Counters::new(["dead"]),
+            send_endpoints: Counters::new(["users", "channels"]),
+            engine_by_tenant: std::sync::Mutex::default(),
         }
     }
 }
@@ -140,6 +148,21 @@ impl Default for Metrics {
 pub type QueueDepth = (&'static str, String, i64, f64);
 
 impl Metrics {
+    /// Counts an engine call of a tenant.
+    pub fn engine_call(&self, tenant: &str, ok: bool) {
+        self.engine_calls.inc(if ok { "ok" } else { "error" });
+        let mut by_tenant = self
+            .engine_by_tenant
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let entry = by_tenant.entry(tenant.to_owned()).or_default();
+        if ok {
+            entry.0 += 1;
+        } else {
+            entry.1 += 1;
+        }
+    }
+
     pub fn render(&self, queues: &[QueueDepth]) -> String {
         let mut out = String::with_capacity(4096);
         self.webhooks.render(
@@ -182,6 +205,25 @@ impl Metrics {
             "botgate_naverworks_send_seconds",
             "Bot API message send latency.",
         );
+        self.send_endpoints.render(
+            &mut out,
+            "botgate_naverworks_sends_by_endpoint_total",
+            "endpoint",
+            "Bot API message sends, by endpoint.",
+        );
+        let _ = writeln!(out, "# HELP botgate_engine_calls_by_tenant_total Dialogue engine calls, by tenant and outcome.\n# TYPE botgate_engine_calls_by_tenant_total counter");
+        for (tenant, (ok, err)) in self
+            .engine_by_tenant
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "botgate_engine_calls_by_tenant_total{{tenant=\"{tenant}\",outcome=\"ok\"}} {ok}"
+            );
+            let _ = writeln!(out, "botgate_engine_calls_by_tenant_total{{tenant=\"{tenant}\",outcome=\"error\"}} {err}");
+        }
         self.pacing_delays.render(
             &mut out,
             "botgate_pacing_delays_total",

@@ -132,8 +132,7 @@ async fn process(state: &AppState, event: &InboundEvent) -> StoreResult<()> {
             state.metrics.engine_latency.observe(started.elapsed());
             state
                 .metrics
-                .engine_calls
-                .inc(if answer.is_ok() { "ok" } else { "error" });
+                .engine_call(tenant.id.as_str(), answer.is_ok());
             answer.map_err(|e| e.to_string())
         }
         Err(e) => Err(e),

@@ -62,6 +62,12 @@ async fn send(
 ) -> Sent {
     let started = std::time::Instant::now();
     let sent = send_once(state, connection, message, token).await;
+    let endpoint = if message.target_kind == "channel" {
+        "channels"
+    } else {
+        "users"
+    };
+    state.metrics.send_endpoints.inc(endpoint);
     state.metrics.send_latency.observe(started.elapsed());
     state.metrics.sends.inc(match &sent {
         Sent::Delivered => "delivered",

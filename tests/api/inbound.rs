@@ -978,11 +978,22 @@ async fn metrics_count_a_scripted_run(backend: Backend) {
         3.0
     );
     assert_eq!(get("botgate_naverworks_send_seconds_count"), 3.0);
+    let tenant = &s.tenant.id;
+    assert_eq!(
+        get(&format!(
+            "botgate_engine_calls_by_tenant_total{{tenant=\"{tenant}\",outcome=\"ok\"}}"
+        )),
+        3.0
+    );
+    assert_eq!(
+        get("botgate_naverworks_sends_by_endpoint_total{endpoint=\"users\"}"),
+        3.0
+    );
     assert!(
-        !metrics
-            .keys()
-            .any(|k| k.contains("u1") || k.contains("con_") || k.contains("ten_")),
-        "no ids in labels"
+        !metrics.keys().any(|k| k.contains("u1")
+            || k.contains("con_")
+            || (k.contains("ten_") && !k.starts_with("botgate_engine_calls_by_tenant_total"))),
+        "no user or connection ids in labels; tenant ids only on the per-tenant engine counter"
     );
 }
 
