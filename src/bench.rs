@@ -77,6 +77,30 @@ fn client() -> reqwest::Client {
         .unwrap_or_default()
 }
 
+/// Waits for the load's tasks and gathers what they measured.
+async fn finish(
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    started: Instant,
+    latencies: &Mutex<Vec<u64>>,
+    errors: &AtomicU64,
+) -> Run {
+    for t in tasks {
+        let _ = t.await;
+    }
+    let elapsed = started.elapsed();
+    let latencies_us = std::mem::take(
+        &mut *latencies
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    Run {
+        requests: latencies_us.len() as u64,
+        errors: errors.load(Ordering::Relaxed),
+        elapsed,
+        latencies_us,
+    }
+}
+
 /// Closed loop: `concurrency` requests in flight for `duration`.
 pub async fn max_throughput(make: MakeRequest, concurrency: usize, duration: Duration) -> Run {
     let client = client();
@@ -113,21 +137,7 @@ pub async fn max_throughput(make: MakeRequest, concurrency: usize, duration: Dur
                 .extend(mine);
         }));
     }
-    for t in tasks {
-        let _ = t.await;
-    }
-    let elapsed = started.elapsed();
-    let latencies_us = std::mem::take(
-        &mut *latencies
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner),
-    );
-    Run {
-        requests: latencies_us.len() as u64,
-        errors: errors.load(Ordering::Relaxed),
-        elapsed,
-        latencies_us,
-    }
+    finish(tasks, started, &latencies, &errors).await
 }
 
 /// Open loop at `rate` per second for `duration`; latency counts from when
@@ -163,21 +173,7 @@ pub async fn fixed_rate(make: MakeRequest, rate: f64, duration: Duration) -> Run
             }
         }));
     }
-    for t in tasks {
-        let _ = t.await;
-    }
-    let elapsed = started.elapsed();
-    let latencies_us = std::mem::take(
-        &mut *latencies
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner),
-    );
-    Run {
-        requests: latencies_us.len() as u64,
-        errors: errors.load(Ordering::Relaxed),
-        elapsed,
-        latencies_us,
-    }
+    finish(tasks, started, &latencies, &errors).await
 }
 
 /// The ceiling: the HMAC check and a 200, with botgate's server settings.

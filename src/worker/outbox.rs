@@ -49,7 +49,10 @@ enum Sent {
     Delivered,
     Unauthorized,
     RateLimited(Option<String>),
-    Transient(String),
+    /// 5xx from NAVER WORKS.
+    ServerError(String),
+    /// No answer (timeout, connection refused).
+    Unreachable(String),
     Rejected(String),
 }
 
@@ -74,8 +77,8 @@ async fn send(
         Sent::Unauthorized => "unauthorized",
         Sent::RateLimited(_) => "rate_limited",
         Sent::Rejected(_) => "client_error",
-        Sent::Transient(e) if e.starts_with("HTTP") => "server_error",
-        Sent::Transient(_) => "network_error",
+        Sent::ServerError(_) => "server_error",
+        Sent::Unreachable(_) => "network_error",
     });
     sent
 }
@@ -116,7 +119,7 @@ async fn send_once(
     let response = match response {
         Ok(r) => r,
         Err(e) => {
-            return Sent::Transient(if e.is_timeout() {
+            return Sent::Unreachable(if e.is_timeout() {
                 "NAVER WORKS timed out".into()
             } else {
                 "NAVER WORKS unreachable".into()
@@ -141,7 +144,7 @@ async fn send_once(
         // Expired token: 401 today, 403 in an older sample (NAVERWORKS.md §4.4).
         401 | 403 if text.contains("UNAUTHORIZED") => Sent::Unauthorized,
         429 => Sent::RateLimited(reset),
-        500..=599 => Sent::Transient(format!("HTTP {status}: {text}")),
+        500..=599 => Sent::ServerError(format!("HTTP {status}: {text}")),
         _ => Sent::Rejected(format!("HTTP {status}: {text}")),
     }
 }
@@ -201,11 +204,11 @@ async fn process(state: &AppState, message: &OutboundMessage) -> StoreResult<()>
         let meta = state.store.token_meta(&connection.id).await?;
         outcome = match state.tokens.token(&connection, meta, true).await {
             Ok(fresh) => send(state, &connection, message, &fresh.access_token).await,
-            Err(e) => Sent::Transient(format!("token refresh failed: {e}")),
+            Err(e) => {
+                retry_later(format!("token refresh failed: {e}")).await?;
+                return Ok(());
+            }
         };
-        if matches!(outcome, Sent::Unauthorized) {
-            outcome = Sent::Transient("NAVER WORKS refused a fresh token (UNAUTHORIZED)".into());
-        }
     }
     let now = now_millis();
     match outcome {
@@ -232,11 +235,12 @@ async fn process(state: &AppState, message: &OutboundMessage) -> StoreResult<()>
                 )
                 .await?;
         }
-        Sent::Transient(error) => {
+        Sent::ServerError(error) | Sent::Unreachable(error) => {
             retry_later(error).await?;
         }
+        // Only after a forced refresh: the fresh token was refused too.
         Sent::Unauthorized => {
-            retry_later("NAVER WORKS refused the token (UNAUTHORIZED)".into()).await?;
+            retry_later("NAVER WORKS refused a fresh token (UNAUTHORIZED)".into()).await?;
         }
         Sent::Rejected(error) => {
             tracing::warn!(message_id = %message.id, error.message = %error, "NAVER WORKS refused the message");
