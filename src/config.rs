@@ -43,6 +43,8 @@ const KEYS: &[&str] = &[
     "engine_max_attempts",
     "send_max_attempts",
     "retry_base_ms",
+    "console_session_idle_minutes",
+    "console_session_max_hours",
 ];
 /// Variables botgate reads that are not settings keys.
 const OTHER_VARS: &[&str] = &["config", "url", "api_key"];
@@ -78,6 +80,10 @@ pub struct Settings {
     pub send_max_attempts: u32,
     /// First retry delay; later ones follow a fixed schedule of multiples.
     pub retry_base: std::time::Duration,
+    /// A console session ends after this long without a request…
+    pub console_idle: std::time::Duration,
+    /// …and at the latest this long after sign-in.
+    pub console_max: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,6 +174,8 @@ impl std::fmt::Debug for Settings {
             .field("engine_max_attempts", &self.engine_max_attempts)
             .field("send_max_attempts", &self.send_max_attempts)
             .field("retry_base", &self.retry_base)
+            .field("console_idle", &self.console_idle)
+            .field("console_max", &self.console_max)
             .finish()
     }
 }
@@ -307,6 +315,20 @@ impl Settings {
                 .map(std::time::Duration::from_millis)
                 .ok_or_else(|| "must be a whole number of milliseconds from 1 to 600000".to_owned())
         });
+        let console_idle = p.parse("console_session_idle_minutes", |s| {
+            s.parse::<u64>()
+                .ok()
+                .filter(|n| (1..=1440).contains(n))
+                .map(|n| std::time::Duration::from_secs(n * 60))
+                .ok_or_else(|| "must be a whole number of minutes from 1 to 1440".to_owned())
+        });
+        let console_max = p.parse("console_session_max_hours", |s| {
+            s.parse::<u64>()
+                .ok()
+                .filter(|n| (1..=720).contains(n))
+                .map(|n| std::time::Duration::from_secs(n * 3600))
+                .ok_or_else(|| "must be a whole number of hours from 1 to 720".to_owned())
+        });
         if let (Some(Some(_)), Some(Some(_))) = (&master_key, &master_key_file) {
             errors.push(
                 "set master_key or master_key_file, not both (BOTGATE_MASTER_KEY, BOTGATE_MASTER_KEY_FILE)"
@@ -344,6 +366,8 @@ impl Settings {
             engine_max_attempts,
             send_max_attempts,
             retry_base,
+            console_idle,
+            console_max,
         )
     }
 

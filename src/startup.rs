@@ -64,6 +64,7 @@ pub fn configure_app(cfg: &mut web::ServiceConfig, state: web::Data<AppState>) {
         )
         .app_data(web::PathConfig::default().error_handler(path_error))
         .configure(routes::configure)
+        .configure(crate::console::configure)
         .default_service(web::to(not_found));
 }
 

@@ -59,7 +59,7 @@ impl FailureLimiter {
     }
 
     /// `Some(seconds)` while the address is refused.
-    fn blocked(&self, ip: IpAddr) -> Option<u64> {
+    pub(crate) fn blocked(&self, ip: IpAddr) -> Option<u64> {
         let entries = self
             .entries
             .lock()
@@ -70,7 +70,7 @@ impl FailureLimiter {
     }
 
     /// Counts a failure; returns how long to delay the answer.
-    fn failure(&self, ip: IpAddr) -> Duration {
+    pub(crate) fn failure(&self, ip: IpAddr) -> Duration {
         let mut entries = self
             .entries
             .lock()

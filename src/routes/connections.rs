@@ -18,26 +18,27 @@ use crate::secrets::hashing::hash_salted;
 use crate::secrets::mask::mask;
 use crate::secrets::{Aad, Sealed};
 use crate::startup::AppState;
-use crate::store::{field, ConnectionRecord, ConnectionUpdate};
+use crate::store::{field, ConnectionRecord, ConnectionUpdate, TenantRecord};
 
 pub const CHANNEL_NAVERWORKS: &str = "naverworks";
 
 /// The body of create (all credentials) and update (any subset). Every field
 /// is taken as raw JSON and parsed here, so that no serde message can echo a
 /// secret and every problem is reported at once.
-#[derive(Deserialize)]
+/// The console builds the same body from its form, so both share every rule.
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectionBody {
-    channel: Option<Value>,
-    bot_id: Option<Value>,
-    client_id: Option<Value>,
-    client_secret: Option<Value>,
-    service_account: Option<Value>,
-    private_key: Option<Value>,
-    bot_secret: Option<Value>,
-    auth_header: Option<Value>,
-    scope: Option<Value>,
-    rate_limit_per_minute: Option<Value>,
+    pub channel: Option<Value>,
+    pub bot_id: Option<Value>,
+    pub client_id: Option<Value>,
+    pub client_secret: Option<Value>,
+    pub service_account: Option<Value>,
+    pub private_key: Option<Value>,
+    pub bot_secret: Option<Value>,
+    pub auth_header: Option<Value>,
+    pub scope: Option<Value>,
+    pub rate_limit_per_minute: Option<Value>,
 }
 
 /// Collects field errors while parsing.
@@ -129,6 +130,17 @@ pub async fn create(
     body: web::Json<ConnectionBody>,
 ) -> Result<HttpResponse, ApiError> {
     let tenant = caller.tenant(&state, &path).await?;
+    let record = create_record(&state, &tenant, &body).await?;
+    Ok(HttpResponse::Created().json(view(&state, &record).await?))
+}
+
+/// Validates a new connection (every problem at once), seals its secrets and
+/// stores it. Shared by the API and the console.
+pub async fn create_record(
+    state: &AppState,
+    tenant: &TenantRecord,
+    body: &ConnectionBody,
+) -> Result<ConnectionRecord, ApiError> {
     let mut f = Fields::default();
     f.optional(&body.channel, |v| match v {
         Value::String(s) if s == CHANNEL_NAVERWORKS => Ok(()),
@@ -190,7 +202,7 @@ pub async fn create(
         updated_at: now,
     };
     let sealed = seal_secrets(
-        &state,
+        state,
         &tenant.id,
         &record.id,
         [
@@ -211,7 +223,7 @@ pub async fn create(
             other => other.into(),
         })?;
     tracing::info!(tenant_id = %tenant.id, connection_id = %record.id, "connection created");
-    Ok(HttpResponse::Created().json(view(&state, &record).await?))
+    Ok(record)
 }
 
 pub async fn list(
@@ -259,6 +271,17 @@ pub async fn update(
     body: web::Json<ConnectionBody>,
 ) -> Result<HttpResponse, ApiError> {
     let current = find(&state, &caller, &path.0, &path.1).await?;
+    let record = update_record(&state, &current, &body).await?;
+    Ok(HttpResponse::Ok().json(view(&state, &record).await?))
+}
+
+/// Applies the fields present in `body` (credential rotation). Shared by the
+/// API and the console.
+pub async fn update_record(
+    state: &AppState,
+    current: &ConnectionRecord,
+    body: &ConnectionBody,
+) -> Result<ConnectionRecord, ApiError> {
     let mut f = Fields::default();
     if body.channel.is_some() {
         f.errors.push(FieldError::new(
@@ -292,7 +315,7 @@ pub async fn update(
         auth_header_hash: auth_header.as_ref().map(hash_salted),
     };
     let sealed = seal_secrets(
-        &state,
+        state,
         &current.tenant_id,
         &current.id,
         [
@@ -332,7 +355,7 @@ pub async fn update(
         .await?
         .ok_or(ApiError::NotFound("no such connection"))?;
     tracing::info!(tenant_id = %record.tenant_id, connection_id = %record.id, "connection updated");
-    Ok(HttpResponse::Ok().json(view(&state, &record).await?))
+    Ok(record)
 }
 
 pub async fn delete(
@@ -353,7 +376,7 @@ pub async fn delete(
 }
 
 /// The public view: plain ids, masked secrets, and the URLs to paste.
-async fn view(state: &AppState, c: &ConnectionRecord) -> Result<Value, ApiError> {
+pub async fn view(state: &AppState, c: &ConnectionRecord) -> Result<Value, ApiError> {
     let mut masked = json!({});
     let mut unreadable = Vec::new();
     for secret in state.store.secrets(c.id.as_str()).await? {
@@ -395,13 +418,41 @@ async fn view(state: &AppState, c: &ConnectionRecord) -> Result<Value, ApiError>
     Ok(view)
 }
 
-/// One check of `POST …/test`.
-fn check(name: &str, ok: bool, code: Option<&str>, message: impl Into<String>) -> Value {
-    let mut check = json!({"name": name, "ok": ok, "message": message.into()});
-    if let Some(code) = code {
-        check["code"] = json!(code);
+/// One check of `POST …/test`: what was checked, whether it passed, a code
+/// for failures and a sentence a builder can act on.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Check {
+    pub name: &'static str,
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<&'static str>,
+    pub message: String,
+    /// The variable part of the sentence (bot id, scopes, HTTP status), so
+    /// the console can say it in another language.
+    #[serde(skip)]
+    pub detail: Option<String>,
+}
+
+fn check(
+    name: &'static str,
+    ok: bool,
+    code: Option<&'static str>,
+    message: impl Into<String>,
+) -> Check {
+    Check {
+        name,
+        ok,
+        code,
+        message: message.into(),
+        detail: None,
     }
-    check
+}
+
+impl Check {
+    fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
 }
 
 /// `POST /api/v1/tenants/{tenant}/connections/{id}/test`: tries the
@@ -413,8 +464,16 @@ pub async fn test(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let record = find(&state, &caller, &path.0, &path.1).await?;
+    let checks = run_checks(&state, &record).await;
+    let ok = checks.iter().all(|c| c.ok);
+    Ok(HttpResponse::Ok().json(json!({"ok": ok, "checks": checks})))
+}
+
+/// The checks of the test endpoint, in order; stops at the first check the
+/// others depend on.
+pub async fn run_checks(state: &AppState, record: &ConnectionRecord) -> Vec<Check> {
     let mut checks = Vec::new();
-    let creds = match state.tokens.credentials(&record).await {
+    let creds = match state.tokens.credentials(record).await {
         Ok((creds, _)) => creds,
         Err(e) => {
             tracing::error!(connection_id = %record.id, error.message = %e, "stored credentials unusable");
@@ -424,7 +483,7 @@ pub async fn test(
                 Some("credentials_unreadable"),
                 "The stored credentials cannot be read; enter them again with PATCH.",
             ));
-            return Ok(HttpResponse::Ok().json(json!({"ok": false, "checks": checks})));
+            return checks;
         }
     };
     checks.push(check(
@@ -449,13 +508,14 @@ pub async fn test(
                 T::Unavailable(_) => "Try again in a moment.",
                 _ => "Check the app's settings in the Developer Console.",
             };
-            checks.push(check(
-                "token",
-                false,
-                Some(e.code()),
-                format!("{e}. {advice}"),
-            ));
-            return Ok(HttpResponse::Ok().json(json!({"ok": false, "checks": checks})));
+            checks.push(
+                check("token", false, Some(e.code()), format!("{e}. {advice}")).detail(match &e {
+                    T::ScopeNotGranted(scopes) => scopes.clone(),
+                    T::Rejected(status) => status.to_string(),
+                    other => other.to_string(),
+                }),
+            );
+            return checks;
         }
     };
     checks.push(check(
@@ -480,14 +540,23 @@ pub async fn test(
         } else {
             "The token cannot send messages: grant `bot` or `bot.message` to the app.".to_owned()
         };
-        checks.push(check("scopes", false, Some("scope_not_granted"), message));
+        checks.push(
+            check("scopes", false, Some("scope_not_granted"), message).detail(if can_send {
+                missing.join(", ")
+            } else {
+                String::new()
+            }),
+        );
     } else {
-        checks.push(check(
-            "scopes",
-            true,
-            None,
-            format!("Granted scopes: {}.", granted.join(" ")),
-        ));
+        checks.push(
+            check(
+                "scopes",
+                true,
+                None,
+                format!("Granted scopes: {}.", granted.join(" ")),
+            )
+            .detail(granted.join(" ")),
+        );
     }
     let url = format!(
         "{}/bots/{}",
@@ -510,7 +579,8 @@ pub async fn test(
             true,
             None,
             format!("Bot {} exists and belongs to this app.", record.bot_id),
-        ),
+        )
+        .detail(&record.bot_id),
         Ok(404) => check(
             "bot",
             false,
@@ -519,7 +589,8 @@ pub async fn test(
                 "Bot {} does not exist or does not belong to this app (is the Bot ID right?).",
                 record.bot_id
             ),
-        ),
+        )
+        .detail(&record.bot_id),
         Ok(401 | 403) => check(
             "bot",
             false,
@@ -531,7 +602,8 @@ pub async fn test(
             false,
             Some("bot_check_failed"),
             format!("The Bot API answered HTTP {status}."),
-        ),
+        )
+        .detail(status.to_string()),
         Err(_) => check(
             "bot",
             false,
@@ -539,8 +611,7 @@ pub async fn test(
             "The Bot API did not answer.",
         ),
     });
-    let ok = checks.iter().all(|c| c["ok"] == json!(true));
-    Ok(HttpResponse::Ok().json(json!({"ok": ok, "checks": checks})))
+    checks
 }
 
 #[derive(Deserialize)]

@@ -38,20 +38,26 @@ impl FromRequest for Caller {
         Box::pin(async move {
             let state = state.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no app state")))?;
             let token = token.ok_or(ApiError::Unauthorized)?;
-            if token.starts_with(API_KEY_PREFIX) {
-                // 256-bit random keys: their hash is a safe lookup key.
-                let tenant = state
-                    .store
-                    .tenant_by_api_key_hash(&hash_token(&token))
-                    .await?;
-                return tenant.map(Caller::Tenant).ok_or(ApiError::Unauthorized);
-            }
-            if verify_token(&token, &state.admin_token_hash) {
-                Ok(Caller::Admin)
-            } else {
-                Err(ApiError::Unauthorized)
-            }
+            Caller::of_token(&state, &token)
+                .await?
+                .ok_or(ApiError::Unauthorized)
         })
+    }
+}
+
+impl Caller {
+    /// Whose key or token this is, if anyone's. Also used by the console's
+    /// sign-in.
+    pub async fn of_token(state: &AppState, token: &str) -> Result<Option<Self>, ApiError> {
+        if token.starts_with(API_KEY_PREFIX) {
+            // 256-bit random keys: their hash is a safe lookup key.
+            let tenant = state
+                .store
+                .tenant_by_api_key_hash(&hash_token(token))
+                .await?;
+            return Ok(tenant.map(Caller::Tenant));
+        }
+        Ok(verify_token(token, &state.admin_token_hash).then_some(Caller::Admin))
     }
 }
 

@@ -2,13 +2,13 @@
 //! and shape responses; every failure goes through `ApiError`.
 
 pub mod auth_urls;
-mod connections;
+pub mod connections;
 pub mod docs;
 mod events;
-mod extract;
+pub mod extract;
 mod health;
 mod messages;
-mod tenants;
+pub mod tenants;
 pub mod webhooks;
 
 pub use tenants::create_tenant;

@@ -69,15 +69,15 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(tenant_view(&state, &tenant).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct EngineBody {
-    kind: Option<Value>,
-    url: Option<Value>,
-    secret: Option<Value>,
+    pub kind: Option<Value>,
+    pub url: Option<Value>,
+    pub secret: Option<Value>,
     /// Sent to the user when an event is dead-lettered because the engine
     /// stayed down; absent or null for none.
-    fallback_text: Option<Value>,
+    pub fallback_text: Option<Value>,
 }
 
 pub async fn set_engine(
@@ -87,6 +87,17 @@ pub async fn set_engine(
     body: web::Json<EngineBody>,
 ) -> Result<HttpResponse, ApiError> {
     let tenant = caller.tenant(&state, &path).await?;
+    let updated = apply_engine(&state, &tenant, &body).await?;
+    Ok(HttpResponse::Ok().json(engine_view(&state, &updated).await?))
+}
+
+/// Validates and stores a tenant's engine settings. Shared by the API and
+/// the console.
+pub async fn apply_engine(
+    state: &AppState,
+    tenant: &TenantRecord,
+    body: &EngineBody,
+) -> Result<TenantRecord, ApiError> {
     let engine = EngineConfig::parse(body.kind.as_ref(), body.url.as_ref(), body.secret.as_ref())
         .map_err(ApiError::Validation)?;
     let fallback = match &body.fallback_text {
@@ -116,7 +127,7 @@ pub async fn set_engine(
         )
         .await?
         .ok_or(ApiError::NotFound("no such tenant"))?;
-    Ok(HttpResponse::Ok().json(engine_view(&state, &updated).await?))
+    Ok(updated)
 }
 
 fn engine_aad(tenant: &TenantId) -> Aad<'_> {
@@ -127,7 +138,7 @@ fn engine_aad(tenant: &TenantId) -> Aad<'_> {
     }
 }
 
-async fn engine_view(state: &AppState, tenant: &TenantRecord) -> Result<Value, ApiError> {
+pub async fn engine_view(state: &AppState, tenant: &TenantRecord) -> Result<Value, ApiError> {
     let mut view = json!({"kind": tenant.engine_kind});
     if let Some(url) = &tenant.engine_url {
         view["url"] = json!(url);

@@ -21,6 +21,7 @@ pub const POSTGRES: Files = tree!("postgres";
     (2, "tokens", "0002_tokens.sql"),
     (3, "inbox outbox", "0003_inbox_outbox.sql"),
     (4, "send api", "0004_send_api.sql"),
+    (5, "console sessions", "0005_console_sessions.sql"),
 );
 
 pub const SQLITE: Files = tree!("sqlite";
@@ -28,6 +29,7 @@ pub const SQLITE: Files = tree!("sqlite";
     (2, "tokens", "0002_tokens.sql"),
     (3, "inbox outbox", "0003_inbox_outbox.sql"),
     (4, "send api", "0004_send_api.sql"),
+    (5, "console sessions", "0005_console_sessions.sql"),
 );
 
 /// The newest embedded migration's version.

@@ -10,6 +10,7 @@
 //! multi-statement operation is one method whose transaction stays inside it.
 //! The same contract suite (`tests/store`) runs on both backends.
 
+pub mod console;
 mod migrations;
 pub mod queue;
 
@@ -172,7 +173,7 @@ impl TenantRecord {
     }
 }
 
-const TENANT_COLUMNS: &str =
+pub(super) const TENANT_COLUMNS: &str =
     "id, name, api_key_hash, engine_kind, engine_url, fallback_text, created_at, updated_at";
 
 #[derive(Debug, Clone)]

@@ -554,6 +554,27 @@ impl Store {
         decode_all(&rows, OutboundMessage::from_row)
     }
 
+    /// A connection's latest messages, newest first (the console).
+    pub async fn recent_messages(
+        &self,
+        tenant: &TenantId,
+        connection: &ConnectionId,
+        limit: i64,
+    ) -> StoreResult<Vec<OutboundMessage>> {
+        let sql = format!(
+            "SELECT {OUTBOUND_COLUMNS} FROM outbound_messages WHERE tenant_id = $1 AND connection_id = $2 \
+             ORDER BY seq DESC LIMIT $3"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(tenant.as_str())
+            .bind(connection.as_str())
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)?;
+        decode_all(&rows, OutboundMessage::from_row)
+    }
+
     /// Puts dead events back in the queue: one (by id) or all of a connection.
     pub async fn replay_dead(
         &self,

@@ -118,6 +118,13 @@ async fn housekeeping(state: web::Data<AppState>) {
             Ok(_) => {}
             Err(e) => tracing::warn!(error.message = %e, "dedup pruning failed"),
         }
+        if let Err(e) = state
+            .store
+            .prune_sessions(crate::domain::now_millis())
+            .await
+        {
+            tracing::warn!(error.message = %e, "console session pruning failed");
+        }
         tokio::select! {
             () = tokio::time::sleep(Duration::from_secs(300)) => {}
             _ = stop.changed() => break,

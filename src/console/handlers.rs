@@ -1,0 +1,1023 @@
+//! The console's pages and forms. Every change goes through the same
+//! functions as the management API (validation, sealing, rotation, replay),
+//! so the console cannot accept what the API refuses.
+
+use std::collections::HashMap;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError as _};
+use maud::{html, Markup};
+use secrecy::ExposeSecret as _;
+use serde_json::Value;
+
+use super::i18n::{Lang, T};
+use super::pages::{self, alert, copyable, csrf, layout, notice, status_badge, when};
+use super::session::{csrf_of, same, Ctx, Session, SESSION_COOKIE, SIGN_IN_COOKIE};
+use crate::domain::ids::{ConnectionId, TenantId};
+use crate::domain::tenant::TenantName;
+use crate::domain::{now_millis, FieldError};
+use crate::error::ApiError;
+use crate::routes::connections::{self, Check, ConnectionBody};
+use crate::routes::extract::Caller;
+use crate::routes::tenants::{self, EngineBody};
+use crate::secrets::hashing::{generate_token, hash_token};
+use crate::store::console::{ConsoleSession, Role};
+use crate::store::{ConnectionRecord, StoreError, TenantRecord};
+
+type Form = web::Form<HashMap<String, String>>;
+
+/// Why a handler stops early: a response to send as it is, or an error to
+/// show as a page.
+pub enum Stop {
+    Reply(Box<HttpResponse>),
+    Error(ApiError),
+}
+
+impl Stop {
+    fn reply(response: HttpResponse) -> Self {
+        Self::Reply(Box::new(response))
+    }
+}
+
+impl From<ApiError> for Stop {
+    fn from(e: ApiError) -> Self {
+        Self::Error(e)
+    }
+}
+
+impl From<StoreError> for Stop {
+    fn from(e: StoreError) -> Self {
+        Self::Error(e.into())
+    }
+}
+
+type Page = Result<HttpResponse, Stop>;
+
+/// Sends a page, or the page of why it could not be made.
+fn finish(ctx: &Ctx, page: Page) -> HttpResponse {
+    match page {
+        Ok(response) => response,
+        Err(Stop::Reply(response)) => *response,
+        Err(Stop::Error(e)) => {
+            let status = e.status_code();
+            // Logs internal errors (with their cause chain, never a secret).
+            drop(e.error_response());
+            let text = match status {
+                StatusCode::NOT_FOUND => T::NotFoundText,
+                _ => T::ErrorText,
+            };
+            let title = status.canonical_reason().unwrap_or("Error");
+            html_page(ctx, status, layout(ctx, title, alert(text.get(ctx.lang))))
+        }
+    }
+}
+
+fn html_page(ctx: &Ctx, status: StatusCode, markup: Markup) -> HttpResponse {
+    ctx.builder(status)
+        .content_type("text/html; charset=utf-8")
+        .body(markup.into_string())
+}
+
+fn ok(ctx: &Ctx, markup: Markup) -> Page {
+    Ok(html_page(ctx, StatusCode::OK, markup))
+}
+
+/// The signed-in session, or a redirect to sign in.
+fn session(ctx: &Ctx) -> Result<&Session, Stop> {
+    ctx.session
+        .as_ref()
+        .ok_or_else(|| Stop::reply(ctx.redirect("/console/sign-in")))
+}
+
+/// The tenant being worked on; operators who have not opened one go to the
+/// tenant list.
+fn tenant(ctx: &Ctx) -> Result<&TenantRecord, Stop> {
+    let s = session(ctx)?;
+    s.tenant
+        .as_ref()
+        .ok_or_else(|| Stop::reply(ctx.redirect("/console/tenants")))
+}
+
+/// A form post of this session: without the session it goes to sign-in,
+/// without its CSRF token it is refused; either way nothing changes.
+fn genuine<'c>(ctx: &'c Ctx, form: &HashMap<String, String>) -> Result<&'c Session, Stop> {
+    let s = session(ctx)?;
+    if !ctx.form_is_genuine(form) {
+        return Err(Stop::reply(html_page(
+            ctx,
+            StatusCode::FORBIDDEN,
+            layout(
+                ctx,
+                T::Console.get(ctx.lang),
+                alert(T::FormExpired.get(ctx.lang)),
+            ),
+        )));
+    }
+    Ok(s)
+}
+
+fn admin(ctx: &Ctx) -> Result<&Session, Stop> {
+    let s = session(ctx)?;
+    if s.role != Role::Admin {
+        return Err(ApiError::NotFound("no such page").into());
+    }
+    Ok(s)
+}
+
+async fn connection(ctx: &Ctx, tenant: &TenantRecord, raw: &str) -> Result<ConnectionRecord, Stop> {
+    const NOT_FOUND: ApiError = ApiError::NotFound("no such connection");
+    let id = ConnectionId::parse(raw).ok_or(NOT_FOUND)?;
+    Ok(ctx
+        .state
+        .store
+        .connection(&tenant.id, &id)
+        .await?
+        .ok_or(NOT_FOUND)?)
+}
+
+fn text(form: &HashMap<String, String>, name: &str) -> String {
+    form.get(name)
+        .map(|v| v.trim().to_owned())
+        .unwrap_or_default()
+}
+
+// ---------------------------------------------------------------- sign-in
+
+pub async fn index(ctx: Ctx) -> HttpResponse {
+    let to = match &ctx.session {
+        None => "/console/sign-in",
+        Some(s) if s.tenant.is_some() => "/console/connections",
+        Some(_) => "/console/tenants",
+    };
+    ctx.redirect(to)
+}
+
+pub async fn sign_in_page(ctx: Ctx, req: HttpRequest) -> HttpResponse {
+    let message = if req.query_string().contains("out=1") {
+        Some(T::SignedOut)
+    } else {
+        None
+    };
+    sign_in_form(&ctx, StatusCode::OK, false, message)
+}
+
+/// The sign-in form with a fresh double-submit nonce in a cookie.
+fn sign_in_form(ctx: &Ctx, status: StatusCode, failed: bool, message: Option<T>) -> HttpResponse {
+    let nonce = generate_token("");
+    let nonce = nonce.expose_secret();
+    let markup = pages::sign_in(ctx, &csrf_of(nonce), failed, message);
+    ctx.builder(status)
+        .cookie(ctx.cookie(SIGN_IN_COOKIE, nonce.to_owned()))
+        .content_type("text/html; charset=utf-8")
+        .body(markup.into_string())
+}
+
+pub async fn sign_in(ctx: Ctx, req: HttpRequest, form: Form) -> HttpResponse {
+    let page = sign_in_inner(&ctx, &req, &form).await;
+    finish(&ctx, page)
+}
+
+async fn sign_in_inner(ctx: &Ctx, req: &HttpRequest, form: &HashMap<String, String>) -> Page {
+    let genuine = match (&ctx.sign_in_nonce, form.get("nonce")) {
+        (Some(cookie), Some(sent)) => same(&csrf_of(cookie), sent),
+        _ => false,
+    };
+    if !genuine {
+        return Ok(html_page(
+            ctx,
+            StatusCode::FORBIDDEN,
+            layout(
+                ctx,
+                T::SignIn.get(ctx.lang),
+                alert(T::FormExpired.get(ctx.lang)),
+            ),
+        ));
+    }
+    let ip = req
+        .peer_addr()
+        .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+    // Guessing keys here counts against the same per-address budget as the
+    // auth URLs.
+    if ctx.state.limiter.blocked(ip).is_some() {
+        return Ok(sign_in_form(ctx, StatusCode::TOO_MANY_REQUESTS, true, None));
+    }
+    let key = text(form, "key");
+    let caller = if key.is_empty() {
+        None
+    } else {
+        Caller::of_token(&ctx.state, &key).await?
+    };
+    let Some(caller) = caller else {
+        tokio::time::sleep(ctx.state.limiter.failure(ip)).await;
+        return Ok(sign_in_form(ctx, StatusCode::UNAUTHORIZED, true, None));
+    };
+    let (role, tenant_id) = match caller {
+        Caller::Admin => (Role::Admin, None),
+        Caller::Tenant(t) => (Role::Tenant, Some(t.id)),
+    };
+    if let Some(old) = &ctx.session {
+        ctx.state.store.delete_session(&old.token_hash).await?;
+    }
+    let token = generate_token("");
+    let now = now_millis();
+    let millis = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4);
+    ctx.state
+        .store
+        .create_session(&ConsoleSession {
+            token_hash: hash_token(token.expose_secret()),
+            role,
+            tenant_id,
+            created_at: now,
+            expires_at: now
+                + millis(
+                    ctx.state
+                        .settings
+                        .console_idle
+                        .min(ctx.state.settings.console_max),
+                ),
+        })
+        .await?;
+    tracing::info!(role = ?role, "console sign-in");
+    let mut response = ctx.redirect("/console");
+    response
+        .add_cookie(&ctx.cookie(SESSION_COOKIE, token.expose_secret().to_owned()))
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    response
+        .add_removal_cookie(&ctx.cookie(SIGN_IN_COOKIE, String::new()))
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    Ok(response)
+}
+
+pub async fn sign_out(ctx: Ctx, form: Form) -> HttpResponse {
+    let page = async {
+        let s = genuine(&ctx, &form)?;
+        ctx.state.store.delete_session(&s.token_hash).await?;
+        let mut response = ctx.redirect("/console/sign-in?out=1");
+        response
+            .add_removal_cookie(&ctx.cookie(SESSION_COOKIE, String::new()))
+            .map_err(|e| ApiError::Internal(e.into()))?;
+        Ok(response)
+    }
+    .await;
+    finish(&ctx, page)
+}
+
+// ---------------------------------------------------------------- tenants (operators)
+
+pub async fn tenants_page(ctx: Ctx) -> HttpResponse {
+    let page = tenants_inner(&ctx, None, &[], "").await;
+    finish(&ctx, page)
+}
+
+async fn tenants_inner(
+    ctx: &Ctx,
+    created: Option<(&TenantRecord, &str)>,
+    errors: &[FieldError],
+    name: &str,
+) -> Page {
+    admin(ctx)?;
+    let l = ctx.lang;
+    let all = ctx.state.store.tenants().await?;
+    let body = html! {
+        @if let Some((tenant, key)) = created {
+            (notice(T::TenantCreated.get(l)))
+            (copyable("new-api-key", &format!("{} ({})", T::ApiKey.get(l), tenant.name), key, l))
+        }
+        p { (T::TenantsIntro.get(l)) }
+        @if all.is_empty() {
+            p.empty { (T::NoTenants.get(l)) }
+        } @else {
+            table #tenants {
+                thead { tr { th { (T::TenantName.get(l)) } th { "ID" } th { (T::Created.get(l)) } th {} } }
+                tbody {
+                    @for t in &all {
+                        tr {
+                            td { (t.name) }
+                            td { code { (t.id.as_str()) } }
+                            td { (when(t.created_at)) }
+                            td {
+                                form.inline method="post" action={ "/console/tenants/" (t.id.as_str()) "/open" } {
+                                    (csrf(ctx))
+                                    button type="submit" { (T::Open.get(l)) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        h2 { (T::NewTenant.get(l)) }
+        form.card method="post" action="/console/tenants" {
+            (csrf(ctx))
+            div.field.invalid[!errors.is_empty()] {
+                label for="name" { (T::TenantName.get(l)) }
+                input #name type="text" name="name" value=(name) required;
+                @for e in errors {
+                    p.error { (super::i18n::field_message(&e.message, l).unwrap_or_else(|| e.message.clone())) }
+                }
+            }
+            button #create-tenant type="submit" { (T::CreateTenant.get(l)) }
+        }
+    };
+    let status = if errors.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
+    Ok(html_page(ctx, status, layout(ctx, T::Tenants.get(l), body)))
+}
+
+pub async fn create_tenant(ctx: Ctx, form: Form) -> HttpResponse {
+    let page = async {
+        genuine(&ctx, &form)?;
+        admin(&ctx)?;
+        let name = text(&form, "name");
+        match TenantName::parse(&name) {
+            Err(e) => tenants_inner(&ctx, None, &[e], &name).await,
+            Ok(valid) => {
+                let (tenant, key) = crate::routes::create_tenant(&ctx.state.store, &valid).await?;
+                tracing::info!(tenant_id = %tenant.id, "tenant created in the console");
+                tenants_inner(&ctx, Some((&tenant, key.expose_secret())), &[], "").await
+            }
+        }
+    }
+    .await;
+    finish(&ctx, page)
+}
+
+pub async fn open_tenant(ctx: Ctx, path: web::Path<String>, form: Form) -> HttpResponse {
+    let page = async {
+        let s = genuine(&ctx, &form)?;
+        admin(&ctx)?;
+        const NOT_FOUND: ApiError = ApiError::NotFound("no such tenant");
+        let id = TenantId::parse(&path).ok_or(NOT_FOUND)?;
+        let t = ctx.state.store.tenant(&id).await?.ok_or(NOT_FOUND)?;
+        ctx.state
+            .store
+            .set_session_tenant(&s.token_hash, &t.id)
+            .await?;
+        Ok(ctx.redirect("/console/connections"))
+    }
+    .await;
+    finish(&ctx, page)
+}
+
+// ---------------------------------------------------------------- connections
+
+pub async fn connections_page(ctx: Ctx) -> HttpResponse {
+    let page = async {
+        let t = tenant(&ctx)?;
+        let l = ctx.lang;
+        let all = ctx.state.store.connections(&t.id).await?;
+        let body = html! {
+            @if all.is_empty() {
+                p.empty { (T::NoConnections.get(l)) }
+            } @else {
+                table #connections {
+                    thead { tr { th { (T::BotId.get(l)) } th { (T::ClientId.get(l)) } th { (T::Created.get(l)) } } }
+                    tbody {
+                        @for c in &all {
+                            tr {
+                                td { a href={ "/console/connections/" (c.id.as_str()) } { (c.bot_id) } }
+                                td { code { (c.client_id) } }
+                                td { (when(c.created_at)) }
+                            }
+                        }
+                    }
+                }
+            }
+            p { a.button #connect href="/console/connections/new" { (T::ConnectNaverWorks.get(l)) } }
+        };
+        ok(&ctx, layout(&ctx, T::Connections.get(l), body))
+    }
+    .await;
+    finish(&ctx, page)
+}
+
+pub async fn deleted_page(ctx: Ctx) -> HttpResponse {
+    let page = async {
+        tenant(&ctx)?;
+        let l = ctx.lang;
+        let body = html! {
+            (notice(T::Deleted.get(l)))
+            p { a href="/console/connections" { (T::Connections.get(l)) } }
+        };
+        ok(&ctx, layout(&ctx, T::Connections.get(l), body))
+    };
+    let page = page.await;
+    finish(&ctx, page)
+}
+
+/// The connect form, empty or with what was typed (never the secrets).
+fn connect_form(
+    ctx: &Ctx,
+    values: &HashMap<String, String>,
+    errors: &[FieldError],
+    problem: Option<&str>,
+) -> Markup {
+    let l = ctx.lang;
+    let value = |name: &str| match values.get(name) {
+        Some(v) => v.clone(),
+        None if name == "scope" => "bot".to_owned(),
+        None => String::new(),
+    };
+    let body = html! {
+        p { (T::ConnectIntro.get(l)) }
+        @if !errors.is_empty() { (alert(T::FixErrors.get(l))) }
+        @if let Some(p) = problem { (alert(p)) }
+        form.card #connect-form method="post" action="/console/connections" novalidate {
+            (csrf(ctx))
+            (pages::connection_fields(l, &value, errors, &|_| None, &[]))
+            button #submit-connect type="submit" { (T::Connect.get(l)) }
+        }
+    };
+    layout(ctx, T::ConnectNaverWorks.get(l), body)
+}
+
+pub async fn new_connection(ctx: Ctx) -> HttpResponse {
+    let page = async {
+        tenant(&ctx)?;
+        ok(&ctx, connect_form(&ctx, &HashMap::new(), &[], None))
+    }
+    .await;
+    finish(&ctx, page)
+}
+
+/// A form value as the API body takes it: absent when empty.
+fn json_value(name: &str, value: &str) -> Option<Value> {
+    let value = if name == "private_key" {
+        value
+    } else {
+        value.trim()
+    };
+    if value.trim().is_empty() {
+        return None;
+    }
+    if name == "rate_limit_per_minute" {
+        if let Ok(n) = value.parse::<u64>() {
+            return Some(Value::from(n));
+        }
+    }
+    Some(Value::String(value.to_owned()))
+}
+
+fn connection_body(
+    form: &HashMap<String, String>,
+    keep: impl Fn(&str, &str) -> bool,
+) -> ConnectionBody {
+    let get = |name: &str| {
+        form.get(name)
+            .and_then(|v| json_value(name, v))
+            .filter(|v| keep(name, v.as_str().unwrap_or_default()))
+    };
+    ConnectionBody {
+        channel: None,
+        bot_id: get("bot_id"),
+        client_id: get("client_id"),
+        client_secret: get("client_secret"),
+        service_account: get("service_account"),
+        private_key: get("private_key"),
+        bot_secret: get("bot_secret"),
+        auth_header: get("auth_header"),
+        scope: get("scope"),
+        rate_limit_per_minute: get("rate_limit_per_minute"),
+    }
+}
+
+/// What was typed, minus the secrets, to show the form again.
+fn typed(form: &HashMap<String, String>) -> HashMap<String, String> {
+    pages::CONNECT_FIELDS
+        .iter()
+        .filter(|(_, _, _, kind)| matches!(kind, pages::Kind::Text | pages::Kind::Number))
+        .filter_map(|(name, ..)| form.get(*name).map(|v| ((*name).to_owned(), v.clone())))
+        .collect()
+}
+
+pub async fn create_connection(ctx: Ctx, form: Form) -> HttpResponse {
+    let page = async {
+        genuine(&ctx, &form)?;
+        let t = tenant(&ctx)?;
+        let body = connection_body(&form, |_, _| true);
+        match connections::create_record(&ctx.state, t, &body).await {
+            Ok(record) => {
+                Ok(ctx.redirect(&format!("/console/connections/{}?created=1", record.id)))
+            }
+            Err(ApiError::Validation(errors)) => Ok(html_page(
+                &ctx,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                connect_form(&ctx, &typed(&form), &errors, None),
+            )),
+            Err(ApiError::Conflict(message)) => Ok(html_page(
+                &ctx,
+                StatusCode::CONFLICT,
+                connect_form(
+                    &ctx,
+                    &typed(&form),
+                    &[],
+                    Some(&conflict_text(&message, ctx.lang)),
+                ),
+            )),
+            Err(e) => Err(e.into()),
+        }
+    }
+    .await;
+    finish(&ctx, page)
+}
+
+fn conflict_text(message: &str, lang: Lang) -> String {
+    match lang {
+        Lang::En => format!("{message}."),
+        Lang::Ko => "이 테넌트에는 이미 같은 Bot ID의 연결이 있습니다.".to_owned(),
+    }
+}
+
+/// The connection page: URLs, credentials (masked), token, test results,
+/// recent events and messages, replay, rotation and delete.
+async fn connection_view(
+    ctx: &Ctx,
+    c: &ConnectionRecord,
+    checks: Option<&[Check]>,
+    flash: Option<Markup>,
+) -> Page {
+    let l = ctx.lang;
+    let state = &ctx.state;
+    let view = connections::view(state, c).await?;
+    let s = |key: &str| {
+        view.get(key)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let token = state.store.token_meta(&c.id).await?;
+    let events = state.store.events(&c.tenant_id, &c.id, None, 20).await?;
+    let dead = state
+        .store
+        .events(&c.tenant_id, &c.id, Some("dead"), 100)
+        .await?;
+    let messages = state.store.recent_messages(&c.tenant_id, &c.id, 20).await?;
+    let now = now_millis();
+    let id = c.id.as_str();
+    let body = html! {
+        @if let Some(f) = flash { (f) }
+        section #urls {
+            h2 { (T::Urls.get(l)) }
+            (copyable("webhook-url", T::WebhookUrl.get(l), &s("webhook_url"), l))
+            (copyable("auth-url", T::AuthUrl.get(l), &s("auth_url"), l))
+            (copyable("auth-refresh-url", T::AuthRefreshUrl.get(l), &s("auth_refresh_url"), l))
+            small.hint { (T::UrlsHint.get(l)) }
+        }
+        section #test {
+            h2 { (T::TestConnection.get(l)) }
+            p { (T::TestIntro.get(l)) }
+            @if let Some(checks) = checks {
+                @let passed = checks.iter().all(|c| c.ok);
+                div #test-result data-ok=(passed) {
+                    @if passed { (notice(T::TestPassed.get(l))) } @else { (alert(T::TestFailed.get(l))) }
+                    ul.checks {
+                        @for check in checks {
+                            li class=(if check.ok { "ok" } else { "failed" }) data-check=(check.name) {
+                                strong { (pages::check_title(check.name).get(l)) ": " }
+                                (pages::check_sentence(check, l))
+                            }
+                        }
+                    }
+                }
+            }
+            form.inline method="post" action={ "/console/connections/" (id) "/test" } {
+                (csrf(ctx))
+                button #test-connection type="submit" { (T::TestConnection.get(l)) }
+            }
+        }
+        section #token {
+            h2 { (T::Token.get(l)) }
+            @match token.as_ref().and_then(|t| t.expires_at.map(|e| (e, t.issued_at))) {
+                None => p #token-state data-state="none" { (T::NoToken.get(l)) },
+                Some((expires, issued)) => dl #token-state data-state=(if expires > now { "valid" } else { "expired" }) {
+                    dt { (if expires > now { T::TokenValid.get(l) } else { T::TokenExpired.get(l) }) }
+                    dd { (when(expires)) }
+                    @if let Some(issued) = issued {
+                        dt { (T::LastRefresh.get(l)) }
+                        dd { (when(issued)) }
+                    }
+                }
+            }
+        }
+        section #events {
+            h2 { (T::RecentEvents.get(l)) }
+            @if !dead.is_empty() {
+                form.inline method="post" action={ "/console/connections/" (id) "/replay" } {
+                    (csrf(ctx))
+                    button #replay-all type="submit" { (T::ReplayAll.get(l)) " (" (dead.len()) ")" }
+                }
+            }
+            @if events.is_empty() && dead.is_empty() {
+                p.empty { (T::NoEvents.get(l)) }
+            } @else {
+                table {
+                    thead { tr { th { (T::Received.get(l)) } th { (T::Type.get(l)) } th { (T::Conversation.get(l)) } th { (T::Status.get(l)) } th { (T::Attempts.get(l)) } th { (T::LastError.get(l)) } th {} } }
+                    tbody {
+                        @for e in events.iter().chain(dead.iter().filter(|d| !events.iter().any(|e| e.id == d.id))) {
+                            tr.event data-event=(e.id) {
+                                td { (when(e.received_at)) }
+                                td { (e.event_type) }
+                                td { code { (e.conversation) } }
+                                td { (status_badge(&e.status, l)) }
+                                td { (e.attempts) }
+                                td.error-text { (e.last_error.as_deref().unwrap_or("")) }
+                                td {
+                                    @if e.status == "dead" {
+                                        form.inline method="post" action={ "/console/connections/" (id) "/events/" (e.id) "/replay" } {
+                                            (csrf(ctx))
+                                            button.replay type="submit" { (T::Replay.get(l)) }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        section #messages {
+            h2 { (T::RecentMessages.get(l)) }
+            @if messages.is_empty() {
+                p.empty { (T::NoMessages.get(l)) }
+            } @else {
+                table {
+                    thead { tr { th { (T::Created.get(l)) } th { (T::Target.get(l)) } th { (T::Status.get(l)) } th { (T::Attempts.get(l)) } th { (T::LastError.get(l)) } } }
+                    tbody {
+                        @for m in &messages {
+                            tr.message data-message=(m.id) {
+                                td { (when(m.created_at)) }
+                                td { code { (m.target_kind) ":" (m.target_id) } }
+                                td { (status_badge(&m.status, l)) }
+                                td { (m.attempts) }
+                                td.error-text { (m.last_error.as_deref().unwrap_or("")) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        section #credentials {
+            h2 { (T::Details.get(l)) }
+            dl {
+                dt { (T::ClientId.get(l)) } dd { code { (c.client_id) } }
+                dt { (T::ClientSecret.get(l)) } dd { code { (s("client_secret")) } }
+                dt { (T::ServiceAccount.get(l)) } dd { code { (c.service_account) } }
+                dt { (T::PrivateKey.get(l)) } dd { code { (c.private_key_info) } }
+                dt { (T::BotSecret.get(l)) } dd { code { (s("bot_secret")) } }
+                dt { (T::AuthHeader.get(l)) } dd { code { "****" } }
+                dt { (T::Scopes.get(l)) } dd { code { (c.scope) } }
+                dt { (T::RateLimit.get(l)) } dd { (c.rate_limit_per_minute) }
+            }
+            p.actions {
+                a.button #rotate href={ "/console/connections/" (id) "/rotate" } { (T::Rotate.get(l)) }
+                a.button.danger #delete href={ "/console/connections/" (id) "/delete" } { (T::Delete.get(l)) }
+            }
+        }
+    };
+    ok(
+        ctx,
+        layout(ctx, &format!("{} {}", T::BotId.get(l), c.bot_id), body),
+    )
+}
+
+fn created_steps(l: Lang) -> Markup {
+    html! {
+        div.notice #next-steps role="status" {
+            p { strong { (T::Connected.get(l)) } }
+            ol {
+                li { (T::StepCallback.get(l)) }
+                li { (T::StepEvents.get(l)) }
+                li { (T::StepAdd.get(l)) }
+            }
+        }
+    }
+}
+
+pub async fn connection_page(ctx: Ctx, req: HttpRequest, path: web::Path<String>) -> HttpResponse {
+    let page = async {
+        let t = tenant(&ctx)?;
+        let c = connection(&ctx, t, &path).await?;
+        let query = req.query_string();
+        let flash = if query.contains("created=1") {
+            Some(created_steps(ctx.lang))
+        } else if query.contains("saved=1") {
+            Some(notice(T::Saved.get(ctx.lang)))
+        } else if let Some(n) = query.split('&').find_map(|p| p.strip_prefix("replayed=")) {
+            let n: u64 = n.parse().unwrap_or(0);
+            Some(notice(&format!("{} {n}", T::Replayed.get(ctx.lang))))
+        } else {
+            None
+        };
+        connection_view(&ctx, &c, None, flash).await
+    }
+    .await;
+    finish(&ctx, page)
+}
+
+pub async fn test_connection(ctx: Ctx, path: web::Path<String>, form: Form) -> HttpResponse {
+    let page = async {
+        genuine(&ctx, &form)?;
+        let t = tenant(&ctx)?;
+        let c = connection(&ctx, t, &path).await?;
+        let checks = connections::run_checks(&ctx.state, &c).await;
+        connection_view(&ctx, &c, Some(&checks), None).await
+    }
+    .await;
+    finish(&ctx, page)
+}
+
+pub async fn replay_all(ctx: Ctx, path: web::Path<String>, form: Form) -> HttpResponse {
+    let page = async {
+        genuine(&ctx, &form)?;
+        let t = tenant(&ctx)?;
+        let c = connection(&ctx, t, &path).await?;
+        let n = ctx
+            .state
+            .store
+            .replay_dead(&c.tenant_id, &c.id, None, now_millis())
+            .await?;
+        ctx.state.signals.inbox.notify_one();
+        Ok(ctx.redirect(&format!("/console/connections/{}?replayed={n}", c.id)))
+    }
+    .await;
+    finish(&ctx, page)
+}
+
+pub async fn replay_one(ctx: Ctx, path: web::Path<(String, String)>, form: Form) -> HttpResponse {
+    let page = async {
+        genuine(&ctx, &form)?;
+        let t = tenant(&ctx)?;
+        let c = connection(&ctx, t, &path.0).await?;
+        let n = ctx
+            .state
+            .store
+            .replay_dead(&c.tenant_id, &c.id, Some(&path.1), now_millis())
+            .await?;
+        ctx.state.signals.inbox.notify_one();
+        Ok(ctx.redirect(&format!("/console/connections/{}?replayed={n}", c.id)))
+    }
+    .await;
+    finish(&ctx, page)
+}
+
+fn rotate_form(
+    ctx: &Ctx,
+    c: &ConnectionRecord,
+    view: &Value,
+    values: &HashMap<String, String>,
+    errors: &[FieldError],
+) -> Markup {
+    let l = ctx.lang;
+    let value = |name: &str| match values.get(name) {
+        Some(v) => v.clone(),
+        None => match name {
+            "client_id" => c.client_id.clone(),
+            "service_account" => c.service_account.clone(),
+            "scope" => c.scope.clone(),
+            "rate_limit_per_minute" => c.rate_limit_per_minute.to_string(),
+            _ => String::new(),
+        },
+    };
+    let current = |name: &str| match name {
+        "client_secret" | "bot_secret" => view.get(name).and_then(Value::as_str).map(str::to_owned),
+        "private_key" => Some(c.private_key_info.clone()),
+        "auth_header" => Some("****".to_owned()),
+        _ => None,
+    };
+    let body = html! {
+        p { (T::RotateIntro.get(l)) }
+        @if !errors.is_empty() { (alert(T::FixErrors.get(l))) }
+        form.card #rotate-form method="post" action={ "/console/connections/" (c.id.as_str()) "/rotate" } novalidate {
+            (csrf(ctx))
+            (pages::connection_fields(l, &value, errors, &current, &["bot_id"]))
+            button #submit-rotate type="submit" { (T::Save.get(l)) }
+            " "
+            a href={ "/console/connections/" (c.id.as_str()) } { (T::Cancel.get(l)) }
+        }
+    };
+    layout(
+        ctx,
+        &format!("{} · {} {}", T::Rotate.get(l), T::BotId.get(l), c.bot_id),
+        body,
+    )
+}
+
+pub async fn rotate_page(ctx: Ctx, path: web::Path<String>) -> HttpResponse {
+    let page = async {
+        let t = tenant(&ctx)?;
+        let c = connection(&ctx, t, &path).await?;
+        let view = connections::view(&ctx.state, &c).await?;
+        ok(&ctx, rotate_form(&ctx, &c, &view, &HashMap::new(), &[]))
+    }
+    .await;
+    finish(&ctx, page)
+}
+
+pub async fn rotate(ctx: Ctx, path: web::Path<String>, form: Form) -> HttpResponse {
+    let page = async {
+        genuine(&ctx, &form)?;
+        let t = tenant(&ctx)?;
+        let c = connection(&ctx, t, &path).await?;
+        // Unchanged plain fields are left out, so that saving the form as
+        // shown does not drop the token for nothing.
+        let rate = c.rate_limit_per_minute.to_string();
+        let body = connection_body(&form, |name, value| match name {
+            "bot_id" => false,
+            "client_id" => value != c.client_id,
+            "service_account" => value != c.service_account,
+            "scope" => value != c.scope,
+            "rate_limit_per_minute" => value != rate,
+            _ => true,
+        });
+        let unchanged_rate = form
+            .get("rate_limit_per_minute")
+            .is_some_and(|v| v.trim() == rate);
+        let body = ConnectionBody {
+            rate_limit_per_minute: if unchanged_rate {
+                None
+            } else {
+                body.rate_limit_per_minute
+            },
+            ..body
+        };
+        match connections::update_record(&ctx.state, &c, &body).await {
+            Ok(_) => Ok(ctx.redirect(&format!("/console/connections/{}?saved=1", c.id))),
+            Err(ApiError::Validation(errors)) => {
+                let view = connections::view(&ctx.state, &c).await?;
+                Ok(html_page(
+                    &ctx,
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    rotate_form(&ctx, &c, &view, &typed(&form), &errors),
+                ))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+    .await;
+    finish(&ctx, page)
+}
+
+pub async fn delete_page(ctx: Ctx, path: web::Path<String>) -> HttpResponse {
+    let page = async {
+        let t = tenant(&ctx)?;
+        let c = connection(&ctx, t, &path).await?;
+        let l = ctx.lang;
+        let body = html! {
+            (alert(T::DeleteConfirm.get(l)))
+            form.inline method="post" action={ "/console/connections/" (c.id.as_str()) "/delete" } {
+                (csrf(&ctx))
+                button.danger #confirm-delete type="submit" { (T::DeleteYes.get(l)) }
+            }
+            " "
+            a href={ "/console/connections/" (c.id.as_str()) } { (T::Cancel.get(l)) }
+        };
+        ok(
+            &ctx,
+            layout(
+                &ctx,
+                &format!("{} · {} {}", T::Delete.get(l), T::BotId.get(l), c.bot_id),
+                body,
+            ),
+        )
+    }
+    .await;
+    finish(&ctx, page)
+}
+
+pub async fn delete(ctx: Ctx, path: web::Path<String>, form: Form) -> HttpResponse {
+    let page = async {
+        genuine(&ctx, &form)?;
+        let t = tenant(&ctx)?;
+        let c = connection(&ctx, t, &path).await?;
+        ctx.state.store.delete_connection(&c.tenant_id, &c.id).await?;
+        tracing::info!(tenant_id = %c.tenant_id, connection_id = %c.id, "connection deleted in the console");
+        Ok(ctx.redirect("/console/connections/deleted"))
+    }
+    .await;
+    finish(&ctx, page)
+}
+
+// ---------------------------------------------------------------- engine
+
+async fn engine_form(
+    ctx: &Ctx,
+    t: &TenantRecord,
+    values: Option<&HashMap<String, String>>,
+    errors: &[FieldError],
+    saved: bool,
+) -> Page {
+    let l = ctx.lang;
+    let view = tenants::engine_view(&ctx.state, t).await?;
+    let get = |name: &str| -> String {
+        match values {
+            Some(v) => v.get(name).cloned().unwrap_or_default(),
+            None => view
+                .get(name)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+        }
+    };
+    let kind = get("kind");
+    let field_errors = |name: &str| -> Vec<String> {
+        errors
+            .iter()
+            .filter(|e| e.field == name)
+            .map(|e| super::i18n::field_message(&e.message, l).unwrap_or_else(|| e.message.clone()))
+            .collect()
+    };
+    let secret_now = view
+        .get("secret")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let body = html! {
+        @if saved { (notice(T::Saved.get(l))) }
+        @if !errors.is_empty() { (alert(T::FixErrors.get(l))) }
+        p { (T::EngineIntro.get(l)) }
+        form.card #engine-form method="post" action="/console/engine" novalidate {
+            (csrf(ctx))
+            fieldset.field.invalid[!field_errors("kind").is_empty()] {
+                legend { (T::EngineKind.get(l)) }
+                @for (value, label) in [("echo", T::EngineEcho), ("http", T::EngineHttp), ("rasa", T::EngineRasa)] {
+                    label.radio {
+                        input type="radio" name="kind" value=(value) id={ "kind-" (value) } checked[kind == value];
+                        " " (label.get(l))
+                    }
+                }
+                @for m in field_errors("kind") { p.error { (m) } }
+            }
+            div.field.invalid[!field_errors("url").is_empty()] {
+                label for="url" { (T::EngineUrl.get(l)) }
+                input #url type="text" name="url" value=(get("url")) spellcheck="false" autocomplete="off";
+                small.hint { (T::EngineUrlHint.get(l)) }
+                @for m in field_errors("url") { p.error #url-error { (m) } }
+            }
+            div.field.invalid[!field_errors("secret").is_empty()] {
+                label for="secret" { (T::EngineSecret.get(l)) }
+                @if let Some(now) = &secret_now { span.current { (T::Current.get(l)) ": " code { (now) } } }
+                input #secret type="password" name="secret" value="" autocomplete="new-password";
+                small.hint { (T::EngineSecretHint.get(l)) }
+                @for m in field_errors("secret") { p.error #secret-error { (m) } }
+            }
+            div.field.invalid[!field_errors("fallback_text").is_empty()] {
+                label for="fallback_text" { (T::FallbackText.get(l)) }
+                input #fallback_text type="text" name="fallback_text" value=(get("fallback_text"));
+                small.hint { (T::FallbackTextHint.get(l)) }
+                @for m in field_errors("fallback_text") { p.error { (m) } }
+            }
+            button #save-engine type="submit" { (T::Save.get(l)) }
+        }
+    };
+    let status = if errors.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
+    Ok(html_page(ctx, status, layout(ctx, T::Engine.get(l), body)))
+}
+
+pub async fn engine_page(ctx: Ctx, req: HttpRequest) -> HttpResponse {
+    let page = async {
+        let t = tenant(&ctx)?;
+        engine_form(&ctx, t, None, &[], req.query_string().contains("saved=1")).await
+    }
+    .await;
+    finish(&ctx, page)
+}
+
+pub async fn save_engine(ctx: Ctx, form: Form) -> HttpResponse {
+    let page = async {
+        genuine(&ctx, &form)?;
+        let t = tenant(&ctx)?;
+        let kind = text(&form, "kind");
+        let field = |name: &str| {
+            let v = text(&form, name);
+            (!v.is_empty()).then_some(Value::String(v))
+        };
+        let body = EngineBody {
+            kind: (!kind.is_empty()).then(|| Value::String(kind.clone())),
+            // The form always has the fields; the echo engine takes none.
+            url: if kind == "echo" { None } else { field("url") },
+            secret: if kind == "http" {
+                field("secret")
+            } else {
+                None
+            },
+            fallback_text: field("fallback_text"),
+        };
+        match tenants::apply_engine(&ctx.state, t, &body).await {
+            Ok(_) => Ok(ctx.redirect("/console/engine?saved=1")),
+            Err(ApiError::Validation(errors)) => {
+                let mut values = (*form).clone();
+                values.remove("secret");
+                engine_form(&ctx, t, Some(&values), &errors, false).await
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+    .await;
+    finish(&ctx, page)
+}

@@ -1,0 +1,436 @@
+//! The console's two languages. Every label, hint and message is a [`T`]
+//! with its English and Korean text side by side, so a text cannot exist in
+//! one language only. Validation messages come from the same parsers as the
+//! API (in English); [`field_message`] says them in Korean from a table of
+//! their templates, and a test runs every parser's failures through it.
+
+/// A language of the console.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lang {
+    En,
+    Ko,
+}
+
+impl Lang {
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::En => "en",
+            Self::Ko => "ko",
+        }
+    }
+
+    pub fn parse(code: &str) -> Option<Self> {
+        match code {
+            "en" => Some(Self::En),
+            "ko" => Some(Self::Ko),
+            _ => None,
+        }
+    }
+
+    /// The preferred of Korean and English in an `Accept-Language` header
+    /// (highest q wins, earlier wins ties); English when neither is named.
+    pub fn from_accept_language(header: &str) -> Self {
+        let mut best: Option<(Self, f32)> = None;
+        for item in header.split(',') {
+            let mut parts = item.split(';');
+            let tag = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+            let q = parts
+                .find_map(|p| p.trim().strip_prefix("q=").map(str::to_owned))
+                .and_then(|q| q.parse::<f32>().ok())
+                .unwrap_or(1.0);
+            let primary = tag.split('-').next().unwrap_or_default();
+            let Some(lang) = Self::parse(primary) else {
+                continue;
+            };
+            if q > 0.0 && best.is_none_or(|(_, b)| q > b) {
+                best = Some((lang, q));
+            }
+        }
+        best.map_or(Self::En, |(lang, _)| lang)
+    }
+}
+
+macro_rules! texts {
+    ($($key:ident => $en:literal, $ko:literal;)*) => {
+        /// A text of the console, in both languages.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum T { $($key),* }
+
+        impl T {
+            pub const ALL: &'static [T] = &[$(T::$key),*];
+
+            pub fn get(self, lang: Lang) -> &'static str {
+                match (self, lang) {
+                    $((T::$key, Lang::En) => $en, (T::$key, Lang::Ko) => $ko,)*
+                }
+            }
+        }
+    };
+}
+
+texts! {
+    Console => "Console", "콘솔";
+    SignIn => "Sign in", "로그인";
+    SignOut => "Sign out", "로그아웃";
+    SignInIntro => "Sign in with your tenant's API key (bgk_…). Operators sign in with the admin token.", "테넌트 API 키(bgk_…)로 로그인하세요. 운영자는 관리자 토큰으로 로그인합니다.";
+    KeyOrToken => "API key or admin token", "API 키 또는 관리자 토큰";
+    SignInFailed => "That key or token is not valid.", "키 또는 토큰이 올바르지 않습니다.";
+    SignedOut => "You are signed out.", "로그아웃되었습니다.";
+    SessionEnded => "Your session ended. Sign in again.", "세션이 끝났습니다. 다시 로그인하세요.";
+    FormExpired => "This form has expired or did not come from this console. Go back, reload the page and try again.", "양식이 만료되었거나 이 콘솔에서 보낸 것이 아닙니다. 돌아가서 페이지를 새로 고친 뒤 다시 시도하세요.";
+    NotFoundText => "There is nothing here, or it belongs to another tenant.", "찾는 항목이 없거나 다른 테넌트의 항목입니다.";
+    ErrorText => "Something went wrong on the server. Try again in a moment.", "서버에서 문제가 발생했습니다. 잠시 후 다시 시도하세요.";
+    Language => "Language", "언어";
+    Tenants => "Tenants", "테넌트";
+    TenantsIntro => "Every tenant of this botgate. Open one to manage its connections and engine.", "이 botgate의 모든 테넌트입니다. 연결과 엔진을 관리하려면 테넌트를 여세요.";
+    NewTenant => "New tenant", "새 테넌트";
+    TenantName => "Name", "이름";
+    CreateTenant => "Create tenant", "테넌트 만들기";
+    TenantCreated => "Tenant created. Its API key is shown only now: copy it and give it to the chatbot builder.", "테넌트를 만들었습니다. API 키는 지금 한 번만 표시됩니다. 복사해서 챗봇 빌더에게 전달하세요.";
+    ApiKey => "API key", "API 키";
+    Open => "Open", "열기";
+    NoTenants => "No tenants yet.", "아직 테넌트가 없습니다.";
+    Viewing => "Tenant", "테넌트";
+    Connections => "Connections", "연결";
+    NoConnections => "No bot is connected yet.", "아직 연결된 봇이 없습니다.";
+    ConnectNaverWorks => "Connect NAVER WORKS", "NAVER WORKS 연결";
+    ConnectIntro => "Copy each value from the NAVER WORKS Developer Console (dev.worksmobile.com). Secrets are encrypted at rest and never shown again.", "각 값을 NAVER WORKS Developer Console(dev.worksmobile.com)에서 복사하세요. 비밀 값은 암호화되어 저장되며 다시 표시되지 않습니다.";
+    Connect => "Connect", "연결하기";
+    FixErrors => "Some fields need fixing. Secret fields were cleared: enter them again.", "고쳐야 할 항목이 있습니다. 비밀 값 항목은 비워졌으니 다시 입력하세요.";
+    BotId => "Bot ID", "Bot ID";
+    BotIdHint => "Developer Console → Bot → your bot: the number shown as Bot ID.", "Developer Console → Bot → 해당 봇: Bot ID로 표시된 숫자입니다.";
+    ClientId => "Client ID", "Client ID";
+    ClientIdHint => "Developer Console → API → your app: Client ID.", "Developer Console → API → 해당 앱: Client ID입니다.";
+    ClientSecret => "Client Secret", "Client Secret";
+    ClientSecretHint => "Same app page: Client Secret.", "같은 앱 화면의 Client Secret입니다.";
+    ServiceAccount => "Service Account", "Service Account";
+    ServiceAccountHint => "Same app page, Service Account → Manage: looks like abcde.serviceaccount@your-domain.", "같은 앱 화면의 Service Account → 관리: abcde.serviceaccount@도메인 형태입니다.";
+    PrivateKey => "Private Key", "Private Key";
+    PrivateKeyHint => "The key file issued with the Service Account (private_….key): paste its text or choose the file.", "Service Account를 발급할 때 받은 키 파일(private_….key)입니다. 내용을 붙여 넣거나 파일을 선택하세요.";
+    KeyFile => "Key file", "키 파일";
+    BotSecret => "Bot Secret", "Bot Secret";
+    BotSecretHint => "Developer Console → Bot → your bot: Bot Secret. botgate checks every callback's signature with it.", "Developer Console → Bot → 해당 봇: Bot Secret입니다. botgate가 모든 콜백의 서명을 이것으로 확인합니다.";
+    AuthHeader => "Auth Header value", "인증 헤더 값";
+    AuthHeaderHint => "A value you choose, 16 characters or more. Your internal services send it as the DANBEE-NAVERWORKS-AUTH header to get the bot's token.", "직접 정하는 16자 이상의 값입니다. 내부 서비스가 봇 토큰을 받을 때 DANBEE-NAVERWORKS-AUTH 헤더로 보냅니다.";
+    Scopes => "Scopes", "Scope";
+    ScopesHint => "The OAuth scopes granted to the app, separated by spaces; must include bot (or bot.message).", "앱에 부여된 OAuth Scope를 공백으로 구분해 입력합니다. bot(또는 bot.message)이 있어야 합니다.";
+    RateLimit => "Messages per minute", "분당 메시지 수";
+    RateLimitHint => "How fast botgate may send for this bot: 60 on the free plan, 240 on paid plans (leave empty for 240).", "이 봇으로 보낼 수 있는 속도입니다. 무료 요금제는 60, 유료 요금제는 240입니다(비워 두면 240).";
+    Connected => "Connected. Three steps are left in NAVER WORKS:", "연결되었습니다. NAVER WORKS에서 남은 세 단계:";
+    StepCallback => "Developer Console → Bot → your bot → Callback URL: turn it on and paste the Webhook URL below.", "Developer Console → Bot → 해당 봇 → Callback URL: 사용으로 바꾸고 아래 Webhook URL을 붙여 넣으세요.";
+    StepEvents => "On the same page, tick the callback events the bot should receive (text, images, files, postbacks…).", "같은 화면에서 봇이 받을 콜백 이벤트(텍스트, 이미지, 파일, 포스트백 등)를 선택하세요.";
+    StepAdd => "Admin → Service → Bot: add the bot to the service, then to the users or rooms it talks with.", "관리자 → 서비스 → 봇: 봇을 서비스에 추가한 뒤 대화할 사용자나 대화방에 추가하세요.";
+    Urls => "URLs", "URL";
+    WebhookUrl => "Webhook URL (Callback URL)", "Webhook URL(Callback URL)";
+    AuthUrl => "Auth URL", "인증 URL";
+    AuthRefreshUrl => "Auth Refresh URL", "인증 갱신 URL";
+    UrlsHint => "Your services call the auth URLs with the DANBEE-NAVERWORKS-AUTH header: GET for the token, POST …/refresh for a new one.", "내부 서비스는 DANBEE-NAVERWORKS-AUTH 헤더와 함께 인증 URL을 호출합니다. 토큰은 GET, 새 토큰은 POST …/refresh입니다.";
+    Copy => "Copy", "복사";
+    Copied => "Copied", "복사됨";
+    Details => "Credentials", "자격 증명";
+    TestConnection => "Test connection", "연결 테스트";
+    TestIntro => "Asks NAVER WORKS for a token with these credentials and reads the bot, without touching the token in use.", "이 자격 증명으로 NAVER WORKS에 토큰을 요청하고 봇 정보를 읽습니다. 사용 중인 토큰은 건드리지 않습니다.";
+    TestPassed => "Every check passed.", "모든 확인을 통과했습니다.";
+    TestFailed => "A check failed:", "확인에 실패한 항목이 있습니다:";
+    Token => "Token", "토큰";
+    NoToken => "No token yet: one is fetched with the first message or auth URL request.", "아직 토큰이 없습니다. 첫 메시지나 인증 URL 요청 때 발급됩니다.";
+    TokenValid => "Valid until", "유효 기한";
+    TokenExpired => "Expired at", "만료 시각";
+    LastRefresh => "Last issued or refreshed", "마지막 발급/갱신";
+    RecentEvents => "Recent events", "최근 이벤트";
+    NoEvents => "No callback received yet.", "아직 받은 콜백이 없습니다.";
+    RecentMessages => "Recent messages", "최근 메시지";
+    NoMessages => "No message sent yet.", "아직 보낸 메시지가 없습니다.";
+    Received => "Received", "받은 시각";
+    Created => "Created", "만든 시각";
+    Type => "Type", "유형";
+    Conversation => "Conversation", "대화";
+    Target => "To", "받는 곳";
+    Status => "Status", "상태";
+    Attempts => "Attempts", "시도";
+    LastError => "Last error", "마지막 오류";
+    Replay => "Replay", "다시 처리";
+    ReplayAll => "Replay all dead events", "실패한 이벤트 모두 다시 처리";
+    Replayed => "Events put back in the queue:", "큐에 다시 넣은 이벤트:";
+    StatusPending => "pending", "대기";
+    StatusProcessing => "processing", "처리 중";
+    StatusDone => "done", "완료";
+    StatusDead => "dead", "실패";
+    StatusQueued => "queued", "대기";
+    StatusSending => "sending", "보내는 중";
+    StatusDelivered => "delivered", "전달됨";
+    StatusFailed => "failed", "실패";
+    Rotate => "Rotate credentials", "자격 증명 교체";
+    RotateIntro => "Fill in only what changed; empty fields keep their current value. New credentials drop the current token at once.", "바뀐 항목만 입력하세요. 빈 항목은 현재 값을 유지합니다. 새 자격 증명을 저장하면 현재 토큰은 즉시 폐기됩니다.";
+    Save => "Save", "저장";
+    Saved => "Saved.", "저장했습니다.";
+    Current => "now", "현재";
+    Delete => "Delete connection", "연결 삭제";
+    DeleteConfirm => "Delete this connection? Its webhook and auth URLs stop working at once, and its stored credentials, token, events and messages are removed. This cannot be undone.", "이 연결을 삭제할까요? Webhook URL과 인증 URL이 즉시 작동하지 않으며 저장된 자격 증명, 토큰, 이벤트와 메시지가 삭제됩니다. 되돌릴 수 없습니다.";
+    DeleteYes => "Yes, delete it", "예, 삭제합니다";
+    Cancel => "Cancel", "취소";
+    Deleted => "The connection was deleted.", "연결을 삭제했습니다.";
+    Engine => "Dialogue engine", "대화 엔진";
+    EngineIntro => "Where this tenant's user messages go. Replies come back through the connection.", "이 테넌트의 사용자 메시지가 전달되는 곳입니다. 답장은 연결을 통해 돌아갑니다.";
+    EngineKind => "Engine", "엔진";
+    EngineEcho => "Echo (built in: repeats each message; for trying things out)", "에코(내장: 받은 메시지를 그대로 돌려줌, 시험용)";
+    EngineHttp => "HTTP (botgate's signed JSON protocol)", "HTTP(botgate의 서명된 JSON 프로토콜)";
+    EngineRasa => "Rasa (REST channel)", "Rasa(REST 채널)";
+    EngineUrl => "Engine URL", "엔진 URL";
+    EngineUrlHint => "For HTTP and Rasa: where botgate POSTs each message, e.g. https://bot.example.com/webhooks/rest/webhook for Rasa.", "HTTP와 Rasa용: botgate가 메시지를 POST할 주소입니다. 예: Rasa는 https://bot.example.com/webhooks/rest/webhook";
+    EngineSecret => "Signing secret", "서명 비밀 값";
+    EngineSecretHint => "For HTTP: 16 characters or more; botgate signs each request with it (enter it again on every save).", "HTTP용: 16자 이상이며 botgate가 요청마다 이것으로 서명합니다(저장할 때마다 다시 입력).";
+    FallbackText => "Fallback text", "대체 메시지";
+    FallbackTextHint => "Sent to the user when the engine stays down and a message is given up (optional).", "엔진이 계속 응답하지 않아 메시지 처리를 포기할 때 사용자에게 보냅니다(선택).";
+    Masked => "stored, ends in", "저장됨, 끝자리";
+    Back => "Back", "돌아가기";
+    CheckCredentials => "Stored credentials", "저장된 자격 증명";
+    CheckToken => "Token from NAVER WORKS", "NAVER WORKS 토큰";
+    CheckScopes => "Scopes", "Scope";
+    CheckBot => "Bot", "봇";
+}
+
+/// Fills `{}` in a text with the arguments, in order.
+pub fn fill(template: &str, args: &[&str]) -> String {
+    let mut out = String::with_capacity(template.len() + 16);
+    let mut args = args.iter();
+    let mut parts = template.split("{}");
+    if let Some(first) = parts.next() {
+        out.push_str(first);
+    }
+    for part in parts {
+        out.push_str(args.next().copied().unwrap_or_default());
+        out.push_str(part);
+    }
+    out
+}
+
+/// The parsers' messages (English, `{}` for the variable parts) and their
+/// Korean. Shared by the API, so the console shows the same rule it enforces.
+const FIELD_MESSAGES: &[(&str, &str)] = &[
+    ("is required", "필수 항목입니다."),
+    ("is required: botgate signs engine requests with it", "필수 항목입니다. botgate가 엔진 요청에 이것으로 서명합니다."),
+    ("must be a string", "문자열이어야 합니다."),
+    ("must not be empty", "비어 있으면 안 됩니다."),
+    ("must be {} to {} characters long (got {})", "{}~{}자여야 합니다(입력: {}자)."),
+    ("may contain only letters, digits, '.', '_' and '-'", "영문자, 숫자, '.', '_', '-'만 쓸 수 있습니다."),
+    ("may contain only visible ASCII characters without spaces", "공백 없는 ASCII 문자만 쓸 수 있습니다."),
+    ("must be a whole number; send large ids as strings, e.g. \"2000001\"", "정수여야 합니다. 큰 ID는 \"2000001\"처럼 문자열로 보내세요."),
+    ("must be a string of digits, e.g. \"2000001\"", "\"2000001\"처럼 숫자로 된 문자열이어야 합니다."),
+    ("must be 1 to 20 digits, e.g. \"2000001\"", "\"2000001\"처럼 1~20자리 숫자여야 합니다."),
+    ("must look like 1wagx.serviceaccount@example.com (the Service Account shown in the Developer Console)", "1wagx.serviceaccount@example.com 형태여야 합니다(Developer Console에 표시된 Service Account)."),
+    ("must be a string such as \"bot bot.read\"", "\"bot bot.read\" 같은 문자열이어야 합니다."),
+    ("`{}` is not a NAVER WORKS scope name", "`{}`은(는) NAVER WORKS Scope 이름이 아닙니다."),
+    ("lists too many scopes (at most 32)", "Scope가 너무 많습니다(최대 32개)."),
+    ("must include `bot` or `bot.message`: botgate sends messages as the bot", "`bot` 또는 `bot.message`가 있어야 합니다. botgate는 봇으로 메시지를 보냅니다."),
+    ("must be a whole number from 1 to 6000 (60 on the free plan, 240 on paid plans)", "1~6000 사이의 정수여야 합니다(무료 요금제 60, 유료 요금제 240)."),
+    ("must be \"naverworks\" (the only channel so far)", "\"naverworks\"여야 합니다(현재 유일한 채널)."),
+    ("cannot be changed; create a new connection", "바꿀 수 없습니다. 새 연결을 만드세요."),
+    ("names no field to change", "바꿀 항목이 없습니다."),
+    ("must be a string holding the PEM key file", "PEM 키 파일 내용이어야 합니다."),
+    ("is too long for an RSA private key", "RSA 개인 키로 보기에는 너무 깁니다."),
+    ("the key's base64 body is damaged (was it cut short or edited?)", "키의 base64 본문이 손상되었습니다(잘리거나 수정되었나요?)."),
+    ("the PKCS#8 key structure is damaged (was it cut short?)", "PKCS#8 키 구조가 손상되었습니다(잘렸나요?)."),
+    ("is not an RSA key; NAVER WORKS issues RSA private keys (RS256)", "RSA 키가 아닙니다. NAVER WORKS는 RSA 개인 키(RS256)를 발급합니다."),
+    ("the RSA key inside the PKCS#8 wrapper is damaged", "PKCS#8 안의 RSA 키가 손상되었습니다."),
+    ("the PKCS#1 RSA key structure is damaged (was it cut short?)", "PKCS#1 RSA 키 구조가 손상되었습니다(잘렸나요?)."),
+    ("is encrypted with a passphrase; paste the unencrypted key file the Developer Console issued (BEGIN PRIVATE KEY)", "암호로 보호된 키입니다. Developer Console이 발급한 암호 없는 키 파일(BEGIN PRIVATE KEY)을 붙여 넣으세요."),
+    ("is a public key; paste the private key file (BEGIN PRIVATE KEY)", "공개 키입니다. 개인 키 파일(BEGIN PRIVATE KEY)을 붙여 넣으세요."),
+    ("is a PEM \"{}\", not a private key (expected BEGIN PRIVATE KEY)", "PEM \"{}\"이며 개인 키가 아닙니다(BEGIN PRIVATE KEY가 필요합니다)."),
+    ("is a {}-bit RSA key; keys of 2048 to 8192 bits are accepted", "{}비트 RSA 키입니다. 2048~8192비트 키만 받습니다."),
+    ("is not a consistent RSA key (its numbers do not match)", "일관되지 않은 RSA 키입니다(값이 서로 맞지 않습니다)."),
+    ("could not derive the public key", "공개 키를 만들 수 없습니다."),
+    ("could not re-encode the key", "키를 다시 인코딩할 수 없습니다."),
+    ("is not a PEM private key: expected the file starting with -----BEGIN PRIVATE KEY-----", "PEM 개인 키가 아닙니다. -----BEGIN PRIVATE KEY-----로 시작하는 파일이 필요합니다."),
+    ("has a damaged -----BEGIN line", "-----BEGIN 줄이 손상되었습니다."),
+    ("is missing its -----END {}----- line (was it cut short?)", "-----END {}----- 줄이 없습니다(잘렸나요?)."),
+    ("must be at most 100 characters", "100자 이하여야 합니다."),
+    ("must not contain control characters", "제어 문자를 포함할 수 없습니다."),
+    ("must be \"echo\", \"http\" or \"rasa\"", "\"echo\", \"http\", \"rasa\" 중 하나여야 합니다."),
+    ("is not used by the {} engine", "{} 엔진에서는 쓰지 않습니다."),
+    ("must be 16 to 512 characters", "16~512자여야 합니다."),
+    ("must be at most 2048 characters", "2048자 이하여야 합니다."),
+    ("is not a valid URL ({})", "올바른 URL이 아닙니다({})."),
+    ("must be an http:// or https:// URL", "http:// 또는 https:// URL이어야 합니다."),
+    ("must name a host", "호스트가 있어야 합니다."),
+    ("must not contain a user name or password; use `secret` for the HMAC key", "사용자 이름이나 비밀번호를 넣을 수 없습니다. HMAC 키는 서명 비밀 값에 넣으세요."),
+    ("must be a text of 1 to 2000 characters", "1~2000자의 텍스트여야 합니다."),
+];
+
+/// The variable parts of `message` if it has the shape of `template`.
+fn captures<'m>(template: &str, message: &'m str) -> Option<Vec<&'m str>> {
+    let parts: Vec<&str> = template.split("{}").collect();
+    let (first, rest) = parts.split_first()?;
+    let mut remaining = message.strip_prefix(first)?;
+    let mut captured = Vec::new();
+    for (i, part) in rest.iter().enumerate() {
+        let is_last = i + 1 == rest.len();
+        let at = if is_last {
+            remaining.len().checked_sub(part.len())?
+        } else {
+            remaining.find(part)?
+        };
+        let (capture, after) = remaining.split_at(at);
+        captured.push(capture);
+        remaining = after.strip_prefix(part)?;
+    }
+    (remaining.is_empty()).then_some(captured)
+}
+
+/// A parser's message in `lang`: as it is in English, from the table in
+/// Korean. `None` if the table lacks it (a test keeps that from happening).
+pub fn field_message(message: &str, lang: Lang) -> Option<String> {
+    if lang == Lang::En {
+        return Some(message.to_owned());
+    }
+    FIELD_MESSAGES
+        .iter()
+        .find_map(|(en, ko)| captures(en, message).map(|args| fill(ko, &args)))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::domain::naverworks::{
+        parse_rate_limit, parse_scope, parse_service_account, parse_text, BotId, Charset,
+        PrivateKeyPem,
+    };
+    use crate::domain::tenant::{EngineConfig, EngineUrl, TenantName};
+
+    #[test]
+    fn accept_language_picks_korean_or_english() {
+        assert_eq!(
+            Lang::from_accept_language("ko-KR,ko;q=0.9,en-US;q=0.8"),
+            Lang::Ko
+        );
+        assert_eq!(
+            Lang::from_accept_language("en-US,en;q=0.9,ko;q=0.8"),
+            Lang::En
+        );
+        assert_eq!(Lang::from_accept_language("ja,ko;q=0.5"), Lang::Ko);
+        assert_eq!(Lang::from_accept_language("fr, de"), Lang::En);
+        assert_eq!(Lang::from_accept_language("en;q=0.2, ko;q=0.7"), Lang::Ko);
+        assert_eq!(Lang::from_accept_language(""), Lang::En);
+    }
+
+    #[test]
+    fn every_text_has_both_languages() {
+        for t in T::ALL {
+            assert!(
+                !t.get(Lang::En).is_empty() && !t.get(Lang::Ko).is_empty(),
+                "{t:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn templates_capture_their_variable_parts() {
+        assert_eq!(
+            field_message("must be 1 to 128 characters long (got 300)", Lang::Ko).as_deref(),
+            Some("1~128자여야 합니다(입력: 300자).")
+        );
+        assert_eq!(
+            field_message(
+                "is missing its -----END PRIVATE KEY----- line (was it cut short?)",
+                Lang::Ko
+            )
+            .as_deref(),
+            Some("-----END PRIVATE KEY----- 줄이 없습니다(잘렸나요?).")
+        );
+        assert_eq!(field_message("something new", Lang::Ko), None);
+        assert_eq!(
+            field_message("something new", Lang::En).as_deref(),
+            Some("something new")
+        );
+    }
+
+    /// Runs every parser the console's forms use on bad input and checks each
+    /// message it gives has a Korean translation.
+    #[test]
+    fn every_validation_message_is_translated() {
+        let mut messages: Vec<String> = Vec::new();
+        let values = [
+            json!(1.5),
+            json!(true),
+            json!(""),
+            json!("  "),
+            json!("x".repeat(300)),
+            json!("a b"),
+            json!("ü"),
+            json!(-1),
+            json!(0),
+            json!(7000),
+            json!("abc"),
+        ];
+        for v in &values {
+            messages.extend(BotId::parse("bot_id", v).err().map(|e| e.message));
+            for charset in [Charset::Id, Charset::Visible] {
+                messages.extend(parse_text("x", v, 2, 128, charset).err().map(|e| e.message));
+            }
+            messages.extend(parse_service_account(v).err().map(|e| e.message));
+            messages.extend(parse_scope(v).err().map(|e| e.message));
+            messages.extend(parse_rate_limit(v).err().map(|e| e.message));
+        }
+        let many: Vec<String> = (0..40).map(|i| format!("s{i}")).collect();
+        for scope in ["Bot", "bot.read", &format!("bot {}", many.join(" "))] {
+            messages.extend(parse_scope(&json!(scope)).err().map(|e| e.message));
+        }
+        let keys = [
+            "hello",
+            "-----BEGIN PRIVATE KEY",
+            "-----BEGIN PRIVATE KEY-----\nMIIB\n",
+            "-----BEGIN PRIVATE KEY-----\n!!!!\n-----END PRIVATE KEY-----",
+            "-----BEGIN PRIVATE KEY-----\nMIIBVQ==\n-----END PRIVATE KEY-----",
+            "-----BEGIN RSA PRIVATE KEY-----\nMIIBVQ==\n-----END RSA PRIVATE KEY-----",
+            "-----BEGIN PUBLIC KEY-----\nMIIBVQ==\n-----END PUBLIC KEY-----",
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIBVQ==\n-----END ENCRYPTED PRIVATE KEY-----",
+            "-----BEGIN EC PRIVATE KEY-----\nMIIBVQ==\n-----END EC PRIVATE KEY-----",
+            "-----BEGIN CERTIFICATE-----\nMIIBVQ==\n-----END CERTIFICATE-----",
+            include_str!("../../tests/fixtures/keys/ec_pkcs8.pem"),
+            include_str!("../../tests/fixtures/keys/weak1024_pkcs8.pem"),
+            include_str!("../../tests/fixtures/keys/app1_encrypted.pem"),
+            include_str!("../../tests/fixtures/keys/app1_public.pem"),
+        ];
+        for key in keys {
+            messages.extend(PrivateKeyPem::parse(key).err());
+        }
+        for name in ["", &"n".repeat(101), "a\u{7}b"] {
+            messages.extend(TenantName::parse(name).err().map(|e| e.message));
+        }
+        for url in [
+            "nope",
+            "ftp://x",
+            "http://u:p@x",
+            &format!("http://{}", "h".repeat(2100)),
+        ] {
+            messages.extend(EngineUrl::parse(url).err());
+        }
+        let s = |t: &str| Value::String(t.to_owned());
+        for (kind, url, secret) in [
+            (None, None, None),
+            (Some(s("x")), None, None),
+            (Some(s("echo")), Some(s("http://x")), Some(s("y"))),
+            (Some(s("http")), None, None),
+            (Some(s("http")), Some(json!(1)), Some(json!(1))),
+            (Some(s("http")), Some(s("http://x")), Some(s("short"))),
+            (
+                Some(s("rasa")),
+                Some(s("http://x")),
+                Some(s("0123456789abcdef")),
+            ),
+        ] {
+            if let Err(errors) = EngineConfig::parse(kind.as_ref(), url.as_ref(), secret.as_ref()) {
+                messages.extend(errors.into_iter().map(|e| e.message));
+            }
+        }
+        assert!(
+            messages.len() > 40,
+            "too few messages gathered: {messages:?}"
+        );
+        for m in &messages {
+            assert!(field_message(m, Lang::Ko).is_some(), "no Korean for {m:?}");
+        }
+    }
+}
