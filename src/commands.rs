@@ -129,9 +129,11 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     if let Some(token) = &app.generated_admin_token {
         // Printed once, to the terminal, never logged: only its hash is kept.
         println!(
-            "\nbotgate generated an admin token (shown only this once; its hash is in {}):\n\n    {}\n",
+            "\nbotgate generated an admin token (shown only this once; its hash is in {}):\n\n    {}\n\n\
+             Sign in with it at {} to create a tenant.\n",
             bootstrap::admin_token_path(&settings).display(),
-            token.expose_secret()
+            token.expose_secret(),
+            settings.public_link("console")
         );
     }
     tracing::info!(
@@ -139,6 +141,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         public_url = %settings.public_url,
         database = %settings.database_url,
         port = app.port(),
+        console = %settings.public_link("console"),
         "botgate is serving"
     );
     app.run_until_stopped()

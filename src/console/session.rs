@@ -60,7 +60,7 @@ pub struct Ctx {
     /// Set when `?lang=` chose the language: remembered in a cookie.
     lang_chosen: bool,
     pub session: Option<Session>,
-    /// The request path, for the language switch.
+    /// The page the language switch reloads (a GET page, also after a form).
     pub path: String,
     /// The sign-in form's double-submit value, if the browser has one.
     pub sign_in_nonce: Option<String>,
@@ -85,7 +85,7 @@ impl FromRequest for Ctx {
             .map(Lang::from_accept_language);
         let token = req.cookie(SESSION_COOKIE).map(|c| c.value().to_owned());
         let sign_in_nonce = req.cookie(SIGN_IN_COOKIE).map(|c| c.value().to_owned());
-        let path = req.path().to_owned();
+        let path = switch_target(req);
         Box::pin(async move {
             let state = state.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no app state")))?;
             let session = match token {
@@ -102,6 +102,20 @@ impl FromRequest for Ctx {
                 sign_in_nonce,
             })
         })
+    }
+}
+
+/// The GET page showing what a request showed: itself, or for a form post
+/// rendered in place, the page the form is on.
+fn switch_target(req: &HttpRequest) -> String {
+    let path = req.path();
+    if req.method() != actix_web::http::Method::POST {
+        return path.to_owned();
+    }
+    match path.strip_suffix("/test") {
+        Some(connection) => connection.to_owned(),
+        None if path == "/console/connections" => "/console/connections/new".to_owned(),
+        None => path.to_owned(),
     }
 }
 

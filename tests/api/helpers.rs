@@ -217,6 +217,8 @@ pub struct Options {
     pub extra: String,
     /// Use a master key file (as a generated one would be) instead of a setting.
     pub key_file: bool,
+    /// Instead of `https://botgate.example.com/base`.
+    pub public_url: Option<String>,
 }
 
 pub async fn spawn_app(backend: Backend) -> TestApp {
@@ -239,8 +241,12 @@ pub async fn spawn_app_with(backend: Backend, options: Options) -> TestApp {
         )
     };
     let toml = format!(
-        "listen = \"127.0.0.1:0\"\npublic_url = \"https://botgate.example.com/base\"\n\
+        "listen = \"127.0.0.1:0\"\npublic_url = \"{}\"\n\
          database_url = \"{}\"\ndata_dir = \"{}\"\nadmin_token = \"{admin_token}\"\n{key_line}\n{}",
+        options
+            .public_url
+            .as_deref()
+            .unwrap_or("https://botgate.example.com/base"),
         db.url,
         dir.path().join("data").display(),
         options.extra

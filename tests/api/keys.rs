@@ -120,6 +120,7 @@ async fn rotate_with_key_setting(backend: Backend) {
         Options {
             extra,
             key_file: true,
+            ..Options::default()
         },
     )
     .await;

@@ -4,9 +4,11 @@
 mod helpers;
 
 mod inbound;
+mod webdriver;
 
 mod bad_inputs;
 mod connections;
+mod console;
 mod crash;
 mod emulator;
 mod keys;
