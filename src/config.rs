@@ -274,15 +274,17 @@ impl Settings {
             _ => Err("must be \"pretty\" or \"json\"".to_owned()),
         });
         let log = p.parse("log", |s| Ok(s.to_owned()));
-        let seconds = |max: u64| {
+        // A whole number of `unit`s (of `per` seconds each) from 1 to `max`.
+        let units = |per: u64, unit: &'static str, max: u64| {
             move |s: &str| {
                 s.parse::<u64>()
                     .ok()
                     .filter(|n| (1..=max).contains(n))
-                    .map(std::time::Duration::from_secs)
-                    .ok_or_else(|| format!("must be a whole number of seconds from 1 to {max}"))
+                    .map(|n| std::time::Duration::from_secs(n * per))
+                    .ok_or_else(|| format!("must be a whole number of {unit} from 1 to {max}"))
             }
         };
+        let seconds = |max: u64| units(1, "seconds", max);
         let token_refresh_margin = p.parse("token_refresh_margin_seconds", seconds(86_400));
         let auth_failure_limit = p.parse("auth_failure_limit", |s| {
             s.parse::<u32>()
@@ -315,20 +317,8 @@ impl Settings {
                 .map(std::time::Duration::from_millis)
                 .ok_or_else(|| "must be a whole number of milliseconds from 1 to 600000".to_owned())
         });
-        let console_idle = p.parse("console_session_idle_minutes", |s| {
-            s.parse::<u64>()
-                .ok()
-                .filter(|n| (1..=1440).contains(n))
-                .map(|n| std::time::Duration::from_secs(n * 60))
-                .ok_or_else(|| "must be a whole number of minutes from 1 to 1440".to_owned())
-        });
-        let console_max = p.parse("console_session_max_hours", |s| {
-            s.parse::<u64>()
-                .ok()
-                .filter(|n| (1..=720).contains(n))
-                .map(|n| std::time::Duration::from_secs(n * 3600))
-                .ok_or_else(|| "must be a whole number of hours from 1 to 720".to_owned())
-        });
+        let console_idle = p.parse("console_session_idle_minutes", units(60, "minutes", 1440));
+        let console_max = p.parse("console_session_max_hours", units(3600, "hours", 720));
         if let (Some(Some(_)), Some(Some(_))) = (&master_key, &master_key_file) {
             errors.push(
                 "set master_key or master_key_file, not both (BOTGATE_MASTER_KEY, BOTGATE_MASTER_KEY_FILE)"
@@ -548,6 +538,29 @@ mod tests {
         );
         assert_eq!(s.database_url.backend(), Ok(Backend::Sqlite));
         assert!(s.master_key.is_none() && s.admin_token.is_none());
+    }
+
+    #[test]
+    fn console_sessions_are_read_in_minutes_and_hours() {
+        let s = Settings::with_overrides(
+            "console_session_idle_minutes = 30\nconsole_session_max_hours = 2",
+        )
+        .unwrap();
+        assert_eq!(s.console_idle, std::time::Duration::from_secs(30 * 60));
+        assert_eq!(s.console_max, std::time::Duration::from_secs(2 * 3600));
+        let defaults = Settings::with_overrides("").unwrap();
+        assert_eq!(defaults.console_idle, std::time::Duration::from_secs(3600));
+        let Err(err) = Settings::with_overrides(
+            "console_session_idle_minutes = 0\nconsole_session_max_hours = 721",
+        ) else {
+            panic!("out-of-range session lengths accepted");
+        };
+        let err = err.to_string();
+        assert!(
+            err.contains("whole number of minutes from 1 to 1440"),
+            "{err}"
+        );
+        assert!(err.contains("whole number of hours from 1 to 720"), "{err}");
     }
 
     #[test]

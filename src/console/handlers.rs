@@ -62,12 +62,12 @@ fn finish(ctx: &Ctx, page: Page) -> HttpResponse {
             let status = e.status_code();
             // Logs internal errors (with their cause chain, never a secret).
             drop(e.error_response());
-            let text = match status {
-                StatusCode::NOT_FOUND => T::NotFoundText,
-                _ => T::ErrorText,
+            let (title, text) = match status {
+                StatusCode::NOT_FOUND => (T::NotFoundTitle, T::NotFoundText),
+                _ => (T::ErrorTitle, T::ErrorText),
             };
-            let title = status.canonical_reason().unwrap_or("Error");
-            html_page(ctx, status, layout(ctx, title, alert(text.get(ctx.lang))))
+            let l = ctx.lang;
+            html_page(ctx, status, layout(ctx, title.get(l), alert(text.get(l))))
         }
     }
 }
@@ -98,20 +98,23 @@ fn tenant(ctx: &Ctx) -> Result<&TenantRecord, Stop> {
         .ok_or_else(|| Stop::reply(ctx.redirect("/console/tenants")))
 }
 
+/// 403: a form without its token (forged, or from an ended session).
+fn form_expired(ctx: &Ctx) -> HttpResponse {
+    let l = ctx.lang;
+    let page = layout(
+        ctx,
+        T::FormExpiredTitle.get(l),
+        alert(T::FormExpired.get(l)),
+    );
+    html_page(ctx, StatusCode::FORBIDDEN, page)
+}
+
 /// A form post of this session: without the session it goes to sign-in,
 /// without its CSRF token it is refused; either way nothing changes.
 fn genuine<'c>(ctx: &'c Ctx, form: &HashMap<String, String>) -> Result<&'c Session, Stop> {
     let s = session(ctx)?;
     if !ctx.form_is_genuine(form) {
-        return Err(Stop::reply(html_page(
-            ctx,
-            StatusCode::FORBIDDEN,
-            layout(
-                ctx,
-                T::Console.get(ctx.lang),
-                alert(T::FormExpired.get(ctx.lang)),
-            ),
-        )));
+        return Err(Stop::reply(form_expired(ctx)));
     }
     Ok(s)
 }
@@ -183,15 +186,7 @@ async fn sign_in_inner(ctx: &Ctx, req: &HttpRequest, form: &HashMap<String, Stri
         _ => false,
     };
     if !genuine {
-        return Ok(html_page(
-            ctx,
-            StatusCode::FORBIDDEN,
-            layout(
-                ctx,
-                T::SignIn.get(ctx.lang),
-                alert(T::FormExpired.get(ctx.lang)),
-            ),
-        ));
+        return Ok(form_expired(ctx));
     }
     let ip = req
         .peer_addr()

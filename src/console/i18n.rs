@@ -78,6 +78,9 @@ texts! {
     SignedOut => "You are signed out.", "로그아웃되었습니다.";
     SessionEnded => "Your session ended. Sign in again.", "세션이 끝났습니다. 다시 로그인하세요.";
     FormExpired => "This form has expired or did not come from this console. Go back, reload the page and try again.", "양식이 만료되었거나 이 콘솔에서 보낸 것이 아닙니다. 돌아가서 페이지를 새로 고친 뒤 다시 시도하세요.";
+    NotFoundTitle => "Not found", "찾을 수 없음";
+    FormExpiredTitle => "Form expired", "양식 만료";
+    ErrorTitle => "Error", "오류";
     NotFoundText => "There is nothing here, or it belongs to another tenant.", "찾는 항목이 없거나 다른 테넌트의 항목입니다.";
     ErrorText => "Something went wrong on the server. Try again in a moment.", "서버에서 문제가 발생했습니다. 잠시 후 다시 시도하세요.";
     Language => "Language", "언어";

@@ -540,18 +540,8 @@ impl Store {
         connection: &ConnectionId,
         limit: i64,
     ) -> StoreResult<Vec<OutboundMessage>> {
-        let sql = format!(
-            "SELECT {OUTBOUND_COLUMNS} FROM outbound_messages WHERE tenant_id = $1 AND connection_id = $2 \
-             ORDER BY seq LIMIT $3"
-        );
-        let rows = sqlx::query(&sql)
-            .bind(tenant.as_str())
-            .bind(connection.as_str())
-            .bind(limit)
-            .fetch_all(&self.pool)
+        self.messages_in_order(tenant, connection, limit, "ASC")
             .await
-            .map_err(classify)?;
-        decode_all(&rows, OutboundMessage::from_row)
     }
 
     /// A connection's latest messages, newest first (the console).
@@ -561,9 +551,20 @@ impl Store {
         connection: &ConnectionId,
         limit: i64,
     ) -> StoreResult<Vec<OutboundMessage>> {
+        self.messages_in_order(tenant, connection, limit, "DESC")
+            .await
+    }
+
+    async fn messages_in_order(
+        &self,
+        tenant: &TenantId,
+        connection: &ConnectionId,
+        limit: i64,
+        order: &'static str,
+    ) -> StoreResult<Vec<OutboundMessage>> {
         let sql = format!(
             "SELECT {OUTBOUND_COLUMNS} FROM outbound_messages WHERE tenant_id = $1 AND connection_id = $2 \
-             ORDER BY seq DESC LIMIT $3"
+             ORDER BY seq {order} LIMIT $3"
         );
         let rows = sqlx::query(&sql)
             .bind(tenant.as_str())
