@@ -221,10 +221,360 @@ pub struct BenchOptions {
     pub database_url: Option<String>,
     pub duration: Duration,
     pub concurrency: usize,
+    /// Which benchmarks: b1, b2, b3, b4, b5.
+    pub only: Vec<String>,
+    /// B4's many-connections case.
+    pub connections: usize,
+    /// B5's backlog.
+    pub events: usize,
 }
 
-/// Runs the ceiling, B1 and B3 and prints a report.
+/// Resident memory of this process (botgate, the emulator and the load
+/// generator together: an upper bound for botgate's own), in MiB.
+fn rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Samples the resident memory while a load runs; the largest sample.
+fn watch_rss() -> (Arc<AtomicU64>, tokio::task::JoinHandle<()>) {
+    let peak = Arc::new(AtomicU64::new(0));
+    let watched = peak.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            watched.fetch_max((rss_mib() * 1024.0) as u64, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    (peak, task)
+}
+
+/// A database of its own for each benchmark: a new SQLite file, or a new
+/// PostgreSQL database next to the one named (dropped afterwards).
+struct FreshDb {
+    url: String,
+    postgres: Option<(String, String)>,
+}
+
+impl FreshDb {
+    async fn new(base: Option<&str>, dir: &std::path::Path, label: &str) -> anyhow::Result<Self> {
+        let Some(base) = base else {
+            return Ok(Self {
+                url: format!("sqlite://{}/{label}.db", dir.display()),
+                postgres: None,
+            });
+        };
+        use sqlx::Connection as _;
+        let mut url = url::Url::parse(base)?;
+        let name = format!(
+            "{}_{label}",
+            url.path()
+                .trim_start_matches('/')
+                .replace(|c: char| !c.is_ascii_alphanumeric() && c != '_', "")
+        );
+        let mut admin = sqlx::PgConnection::connect(base).await?;
+        sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+            .execute(&mut admin)
+            .await?;
+        sqlx::raw_sql(&format!("CREATE DATABASE \"{name}\""))
+            .execute(&mut admin)
+            .await?;
+        url.set_path(&format!("/{name}"));
+        Ok(Self {
+            url: url.to_string(),
+            postgres: Some((base.to_owned(), name)),
+        })
+    }
+
+    async fn drop_now(self) {
+        if let Some((base, name)) = self.postgres {
+            use sqlx::Connection as _;
+            if let Ok(mut admin) = sqlx::PgConnection::connect(&base).await {
+                let _ = sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                    .execute(&mut admin)
+                    .await;
+            }
+        }
+    }
+}
+
+/// The in-process emulator: one generated app whose bots are 2000001,
+/// 2000002, …; rate limit raised so that it does not pace the benchmarks.
+struct Emulator {
+    url: String,
+    app: crate::emulator::admin::GeneratedApp,
+}
+
+const FIRST_BOT: u64 = 2_000_001;
+
+async fn start_emulator(bots: usize) -> anyhow::Result<Emulator> {
+    let app = crate::emulator::admin::generate_app(&Default::default())?.0;
+    let config = EmulatorConfig {
+        apps: vec![AppConfig {
+            client_id: app.client_id.clone(),
+            client_secret: app.client_secret.clone(),
+            service_account: app.service_account.clone(),
+            public_key: None,
+            private_key: Some(app.private_key.clone()),
+            domain_id: 10_000,
+            scopes: vec!["bot".into()],
+            bots: (0..bots as u64)
+                .map(|i| BotConfig {
+                    bot_id: (FIRST_BOT + i).to_string(),
+                    bot_secret: BOT_SECRET.into(),
+                    callback_url: None,
+                })
+                .collect(),
+        }],
+        rate_limit_per_minute: 100_000_000,
+        ..Default::default()
+    };
+    let server = EmulatorServer::build(config, "127.0.0.1:0".parse()?)?;
+    let url = server.url();
+    tokio::spawn(server.run_until_stopped());
+    Ok(Emulator { url, app })
+}
+
+/// botgate in this process, on a fresh database, with one tenant.
+struct Gateway {
+    base: String,
+    http: reqwest::Client,
+    tenant: String,
+    api_key: String,
+    handle: actix_web::dev::ServerHandle,
+    state: actix_web::web::Data<crate::startup::AppState>,
+    db: FreshDb,
+}
+
+/// One connection: its bot and the webhook and auth URLs.
+#[derive(Clone)]
+struct Target {
+    bot_id: String,
+    webhook: String,
+    auth: String,
+}
+
+impl Gateway {
+    async fn start(
+        db: FreshDb,
+        dir: &std::path::Path,
+        workers: bool,
+        extra: &str,
+        emulator: &Emulator,
+    ) -> anyhow::Result<Self> {
+        let admin = "bench-admin-token-0123456789";
+        let settings = Settings::with_overrides(&format!(
+            "listen = \"127.0.0.1:0\"\ndatabase_url = \"{}\"\ndata_dir = \"{}\"\nadmin_token = \"{admin}\"\n\
+             master_key = \"{}\"\nworkers = {workers}\nlog = \"warn\"\n\
+             naverworks_auth_url = \"{1}/oauth2/v2.0\"\nnaverworks_api_url = \"{1}/v1.0\"\n{extra}",
+            db.url,
+            dir.display(),
+            crate::secrets::MasterKey::generate().to_base64().expose_secret(),
+        )
+        .replace("{1}", &emulator.url))?;
+        let app = Application::build(settings).await?;
+        let base = format!("http://127.0.0.1:{}", app.port());
+        let handle = app.handle();
+        let state = app.state();
+        tokio::spawn(app.run_until_stopped());
+        let http = client();
+        let tenant: serde_json::Value = http
+            .post(format!("{base}/api/v1/tenants"))
+            .bearer_auth(admin)
+            .json(&json!({"name": "bench"}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        Ok(Self {
+            tenant: tenant["id"].as_str().unwrap_or_default().to_owned(),
+            api_key: tenant["api_key"].as_str().unwrap_or_default().to_owned(),
+            base,
+            http,
+            handle,
+            state,
+            db,
+        })
+    }
+
+    /// Connects bots FIRST_BOT.. FIRST_BOT+n-1, `parallel` at a time.
+    async fn connect(&self, emulator: &Emulator, n: usize) -> anyhow::Result<Vec<Target>> {
+        let app = &emulator.app;
+        let mut targets = Vec::with_capacity(n);
+        for chunk in (0..n as u64).collect::<Vec<_>>().chunks(16) {
+            let requests = chunk.iter().map(|i| {
+                let bot_id = (FIRST_BOT + i).to_string();
+                let request = self
+                    .http
+                    .post(format!("{}/api/v1/tenants/{}/connections", self.base, self.tenant))
+                    .bearer_auth(&self.api_key)
+                    .json(&json!({"bot_id": bot_id, "client_id": app.client_id, "client_secret": app.client_secret,
+                        "service_account": app.service_account, "private_key": app.private_key, "bot_secret": BOT_SECRET,
+                        "auth_header": AUTH_HEADER, "rate_limit_per_minute": 6000}))
+                    .send();
+                async move {
+                    let connection: serde_json::Value = request.await?.json().await?;
+                    let url = |key: &str| connection[key].as_str().unwrap_or_default().to_owned();
+                    anyhow::ensure!(!url("webhook_url").is_empty(), "connection refused: {connection}");
+                    Ok::<_, anyhow::Error>((bot_id, url("webhook_url"), url("auth_url")))
+                }
+            });
+            for result in futures_join(requests).await {
+                let (bot_id, webhook, auth) = result?;
+                // The public URLs name public_url; the bench talks to the listener.
+                let local = |u: &str| {
+                    let path = u
+                        .split_once("/webhooks/")
+                        .map(|(_, p)| format!("/webhooks/{p}"))
+                        .or_else(|| u.split_once("/auth/").map(|(_, p)| format!("/auth/{p}")))
+                        .unwrap_or_default();
+                    format!("{}{path}", self.base)
+                };
+                targets.push(Target {
+                    webhook: local(&webhook),
+                    auth: local(&auth),
+                    bot_id,
+                });
+            }
+        }
+        Ok(targets)
+    }
+
+    async fn set_engine(&self, engine: serde_json::Value) -> anyhow::Result<()> {
+        let res = self
+            .http
+            .put(format!(
+                "{}/api/v1/tenants/{}/engine",
+                self.base, self.tenant
+            ))
+            .bearer_auth(&self.api_key)
+            .json(&engine)
+            .send()
+            .await?;
+        anyhow::ensure!(
+            res.status().is_success(),
+            "engine refused: {}",
+            res.status()
+        );
+        Ok(())
+    }
+
+    async fn stop(self) {
+        self.state.signals.stop();
+        self.handle.stop(true).await;
+        self.db.drop_now().await;
+    }
+}
+
+/// Awaits every future (they run concurrently).
+async fn futures_join<F: std::future::Future + Send + 'static>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<F::Output>
+where
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for h in handles {
+        if let Ok(v) = h.await {
+            out.push(v);
+        }
+    }
+    out
+}
+
+/// When each numbered callback was sent (Unix ms).
+type SendLog = Arc<Mutex<Vec<(u64, i64)>>>;
+
+/// Signed, unique callbacks spread over the targets (user `n % users`).
+fn callbacks(
+    targets: Vec<Target>,
+    users: u64,
+    sent: Option<SendLog>,
+) -> MakeRequest {
+    Arc::new(move |client: &reqwest::Client, n: u64| {
+        let target = &targets[(n % targets.len() as u64) as usize];
+        let body = format!(
+            r#"{{"type":"message","source":{{"userId":"bench-user-{}","domainId":10000}},"issuedTime":"2026-11-23T00:00:00.000Z","content":{{"type":"text","text":"bench message {n}"}}}}"#,
+            n % users
+        );
+        if let Some(sent) = &sent {
+            sent.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push((n, crate::domain::now_millis()));
+        }
+        let sig = signature::sign(BOT_SECRET.as_bytes(), body.as_bytes());
+        client
+            .post(&target.webhook)
+            .header("Content-Type", "application/json; charset=UTF-8")
+            .header("X-WORKS-BotId", &target.bot_id)
+            .header("X-WORKS-Signature", sig)
+            .body(body)
+    })
+}
+
+/// The messages the emulator received after `after`: (seq, text, received ms).
+async fn received(
+    http: &reqwest::Client,
+    emulator: &Emulator,
+    after: u64,
+) -> anyhow::Result<Vec<(u64, String, i64)>> {
+    let body: serde_json::Value = http
+        .get(format!("{}/emulator/messages?after={after}", emulator.url))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let parse = |t: &str| {
+        time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+            .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
+            .unwrap_or(0)
+    };
+    Ok(body["messages"]
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .map(|m| {
+                    (
+                        m["seq"].as_u64().unwrap_or(0),
+                        m["content"]["text"].as_str().unwrap_or_default().to_owned(),
+                        parse(m["received_at"].as_str().unwrap_or_default()),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+/// Waits until the emulator holds `expected` messages (or `limit` passes);
+/// returns them all.
+async fn await_replies(
+    http: &reqwest::Client,
+    emulator: &Emulator,
+    expected: usize,
+    limit: Duration,
+) -> anyhow::Result<Vec<(u64, String, i64)>> {
+    let started = Instant::now();
+    let mut all: Vec<(u64, String, i64)> = Vec::new();
+    while all.len() < expected && started.elapsed() < limit {
+        let after = all.last().map_or(0, |m| m.0);
+        let more = received(http, emulator, after).await?;
+        if more.is_empty() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        all.extend(more);
+    }
+    Ok(all)
+}
+
+/// Runs the ceiling and the chosen benchmarks and prints a report.
 pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
+    let wants =
+        |b: &str| options.only.is_empty() || options.only.iter().any(|o| o.eq_ignore_ascii_case(b));
     let ceiling_url = ceiling_server().await?;
     let ceiling = max_throughput(
         callback_request(ceiling_url),
@@ -233,128 +583,258 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
     )
     .await;
     println!("ceiling (HMAC check + 200): {}", ceiling.summary());
-
-    // The emulator, for B3's token.
-    let key = crate::emulator::admin::generate_app(&Default::default())?.0;
-    let emulator_config = EmulatorConfig {
-        apps: vec![AppConfig {
-            client_id: key.client_id.clone(),
-            client_secret: key.client_secret.clone(),
-            service_account: key.service_account.clone(),
-            public_key: None,
-            private_key: Some(key.private_key.clone()),
-            domain_id: 10_000,
-            scopes: vec!["bot".into()],
-            bots: vec![BotConfig {
-                bot_id: "2000001".into(),
-                bot_secret: BOT_SECRET.into(),
-                callback_url: None,
-            }],
-        }],
-        ..Default::default()
-    };
-    let emulator = EmulatorServer::build(emulator_config, "127.0.0.1:0".parse()?)?;
-    let emulator_url = emulator.url();
-    tokio::spawn(emulator.run_until_stopped());
-
-    let dir = std::env::temp_dir().join(format!(
-        "botgate-bench-{}",
-        crate::secrets::hex(&crate::secrets::random_bytes(6))
-    ));
-    let database_url = options
-        .database_url
-        .clone()
-        .unwrap_or_else(|| format!("sqlite://{}/bench.db", dir.display()));
-    let admin = "bench-admin-token-0123456789".to_owned();
-    let settings = Settings::with_overrides(&format!(
-        "listen = \"127.0.0.1:0\"\ndatabase_url = \"{database_url}\"\ndata_dir = \"{}\"\nadmin_token = \"{admin}\"\n\
-         master_key = \"{}\"\nworkers = false\nlog = \"warn\"\n\
-         naverworks_auth_url = \"{emulator_url}/oauth2/v2.0\"\nnaverworks_api_url = \"{emulator_url}/v1.0\"",
-        dir.display(),
-        crate::secrets::MasterKey::generate().to_base64().expose_secret()
-    ))?;
-    let app = Application::build(settings).await?;
-    let base = format!("http://127.0.0.1:{}", app.port());
-    tokio::spawn(app.run_until_stopped());
-    let http = client();
-    let tenant: serde_json::Value = http
-        .post(format!("{base}/api/v1/tenants"))
-        .bearer_auth(&admin)
-        .json(&json!({"name": "bench"}))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let tenant_id = tenant["id"].as_str().unwrap_or_default();
-    let connection: serde_json::Value = http
-        .post(format!("{base}/api/v1/tenants/{tenant_id}/connections"))
-        .bearer_auth(tenant["api_key"].as_str().unwrap_or_default())
-        .json(&json!({"bot_id": "2000001", "client_id": key.client_id, "client_secret": key.client_secret,
-            "service_account": key.service_account, "private_key": key.private_key, "bot_secret": BOT_SECRET,
-            "auth_header": AUTH_HEADER}))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let public = connection["webhook_url"]
-        .as_str()
-        .unwrap_or_default()
-        .rsplit('/')
-        .next()
-        .unwrap_or_default()
-        .to_owned();
-    let backend = if database_url.starts_with("postgres") {
+    let c = ceiling.throughput();
+    let backend = if options.database_url.is_some() {
         "PostgreSQL"
     } else {
         "SQLite"
     };
+    let dir = std::env::temp_dir().join(format!(
+        "botgate-bench-{}",
+        crate::secrets::hex(&crate::secrets::random_bytes(6))
+    ));
+    std::fs::create_dir_all(&dir)?;
+    let base_db = options.database_url.as_deref();
+    let emulator = start_emulator(options.connections.max(1000)).await?;
+    let http = client();
 
-    let webhook = format!("{base}/webhooks/naverworks/{public}");
-    let b1 = max_throughput(
-        callback_request(webhook.clone()),
-        options.concurrency,
-        options.duration,
-    )
-    .await;
-    println!(
-        "B1 ingest ({backend}), max: {} — {:.3} of the ceiling",
-        b1.summary(),
-        b1.throughput() / ceiling.throughput()
-    );
-    let half = fixed_rate(
-        callback_request(webhook),
-        b1.throughput() / 2.0,
-        options.duration,
-    )
-    .await;
-    println!(
-        "B1 ingest ({backend}), at half of max ({:.0}/s): {}",
-        b1.throughput() / 2.0,
-        half.summary()
-    );
+    if wants("b1") || wants("b3") {
+        let db = FreshDb::new(base_db, &dir, "b1").await?;
+        let gw = Gateway::start(db, &dir, false, "", &emulator).await?;
+        let target = gw.connect(&emulator, 1).await?;
+        if wants("b1") {
+            let b1 = max_throughput(
+                callbacks(target.clone(), 1000, None),
+                options.concurrency,
+                options.duration,
+            )
+            .await;
+            println!(
+                "B1 ingest ({backend}), max: {} — {:.3} of the ceiling",
+                b1.summary(),
+                b1.throughput() / c
+            );
+            let half = fixed_rate(
+                callbacks(target.clone(), 1000, None),
+                b1.throughput() / 2.0,
+                options.duration,
+            )
+            .await;
+            println!(
+                "B1 ingest ({backend}), at half of max ({:.0}/s): {}",
+                b1.throughput() / 2.0,
+                half.summary()
+            );
+        }
+        if wants("b3") {
+            let auth_url = target[0].auth.clone();
+            let warm = http
+                .get(&auth_url)
+                .header("DANBEE-NAVERWORKS-AUTH", AUTH_HEADER)
+                .send()
+                .await?;
+            anyhow::ensure!(
+                warm.status().is_success(),
+                "the auth URL did not give a token: {}",
+                warm.status()
+            );
+            let auth: MakeRequest = Arc::new(move |client: &reqwest::Client, _| {
+                client
+                    .get(&auth_url)
+                    .header("DANBEE-NAVERWORKS-AUTH", AUTH_HEADER)
+            });
+            let b3 = max_throughput(auth, options.concurrency, options.duration).await;
+            println!(
+                "B3 auth URL ({backend}), cached token: {} — {:.3} of the ceiling",
+                b3.summary(),
+                b3.throughput() / c
+            );
+        }
+        gw.stop().await;
+    }
 
-    let auth_url = format!("{base}/auth/naverworks/{public}");
-    let warm = http
-        .get(&auth_url)
-        .header("DANBEE-NAVERWORKS-AUTH", AUTH_HEADER)
-        .send()
+    if wants("b4") {
+        for n in [1, options.connections] {
+            let db = FreshDb::new(base_db, &dir, &format!("b4_{n}")).await?;
+            let gw = Gateway::start(db, &dir, false, "", &emulator).await?;
+            let started = Instant::now();
+            let targets = gw.connect(&emulator, n).await?;
+            let setup = started.elapsed();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let idle = rss_mib();
+            let (peak, watcher) = watch_rss();
+            let run = max_throughput(
+                callbacks(targets, 1000, None),
+                options.concurrency,
+                options.duration,
+            )
+            .await;
+            watcher.abort();
+            println!(
+                "B4 ingest over {n} connection(s) ({backend}): {} — {:.3} of the ceiling; RSS idle {idle:.0} MiB, under load {:.0} MiB (process incl. generator and emulator); {n} connections made in {:.1} s",
+                run.summary(),
+                run.throughput() / c,
+                peak.load(Ordering::Relaxed) as f64 / 1024.0,
+                setup.as_secs_f64()
+            );
+            gw.stop().await;
+        }
+    }
+
+    if wants("b2") {
+        let db = FreshDb::new(base_db, &dir, "b2").await?;
+        let gw = Gateway::start(db, &dir, true, "", &emulator).await?;
+        let targets = gw.connect(&emulator, 1000).await?;
+        // Tokens first, so that the measurement is the message path.
+        let warm = targets.iter().map(|t| {
+            http.get(&t.auth)
+                .header("DANBEE-NAVERWORKS-AUTH", AUTH_HEADER)
+                .send()
+        });
+        for r in futures_join(warm).await {
+            anyhow::ensure!(r?.status().is_success(), "a token could not be fetched");
+        }
+        let already = received(&http, &emulator, 0)
+            .await?
+            .last()
+            .map_or(0, |m| m.0);
+        let rate = (0.05 * c).max(100.0);
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let run = fixed_rate(
+            callbacks(targets, 1000, Some(sent.clone())),
+            rate,
+            options.duration,
+        )
+        .await;
+        let expected = run.requests as usize;
+        let replies = await_replies(&http, &emulator, expected, Duration::from_secs(60)).await?;
+        let replies: Vec<_> = replies.into_iter().filter(|m| m.0 > already).collect();
+        let sent: std::collections::HashMap<u64, i64> = sent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .copied()
+            .collect();
+        let mut latencies = Vec::new();
+        for (_, text, at) in &replies {
+            if let Some(n) = text
+                .strip_prefix("bench message ")
+                .and_then(|n| n.parse::<u64>().ok())
+            {
+                if let Some(t) = sent.get(&n) {
+                    latencies.push(u64::try_from((at - t).max(0)).unwrap_or(0) * 1000);
+                }
+            }
+        }
+        let e2e = Run {
+            requests: latencies.len() as u64,
+            errors: run.errors,
+            elapsed: run.elapsed,
+            latencies_us: latencies,
+        };
+        println!(
+            "B2 end to end ({backend}), {rate:.0} callbacks/s ({:.3} of the ceiling) over 1000 connections: {} replies of {expected} callbacks; callback sent → reply recorded p50 {:.0} ms, p90 {:.0} ms, p99 {:.0} ms, max {:.0} ms (ms resolution); webhook p99 {:.2} ms",
+            rate / c,
+            e2e.requests,
+            e2e.percentile_ms(0.5),
+            e2e.percentile_ms(0.9),
+            e2e.percentile_ms(0.99),
+            e2e.percentile_ms(1.0),
+            run.percentile_ms(0.99)
+        );
+        gw.stop().await;
+    }
+
+    if wants("b5") {
+        let engine = flaky_engine().await?;
+        let db = FreshDb::new(base_db, &dir, "b5").await?;
+        let gw = Gateway::start(
+            db,
+            &dir,
+            true,
+            "engine_max_attempts = 50\nretry_base_ms = 20\nengine_timeout_seconds = 5",
+            &emulator,
+        )
         .await?;
-    anyhow::ensure!(
-        warm.status().is_success(),
-        "the auth URL did not give a token: {}",
-        warm.status()
-    );
-    let auth: MakeRequest = Arc::new(move |client: &reqwest::Client, _| {
-        client
-            .get(&auth_url)
-            .header("DANBEE-NAVERWORKS-AUTH", AUTH_HEADER)
-    });
-    let b3 = max_throughput(auth, options.concurrency, options.duration).await;
-    println!(
-        "B3 auth URL ({backend}), cached token: {} — {:.3} of the ceiling",
-        b3.summary(),
-        b3.throughput() / ceiling.throughput()
-    );
+        let targets = gw.connect(&emulator, 100).await?;
+        gw.set_engine(json!({"kind": "http", "url": engine, "secret": "bench-engine-secret-0123"}))
+            .await?;
+        let already = received(&http, &emulator, 0)
+            .await?
+            .last()
+            .map_or(0, |m| m.0);
+        let started = Instant::now();
+        let total = options.events as u64;
+        let counter = Arc::new(AtomicU64::new(0));
+        let make = callbacks(targets, 1000, None);
+        let posted = futures_join((0..options.concurrency).map(|_| {
+            let (make, counter, client) = (make.clone(), counter.clone(), http.clone());
+            async move {
+                let mut failed = 0u64;
+                loop {
+                    let n = counter.fetch_add(1, Ordering::Relaxed);
+                    if n >= total {
+                        return failed;
+                    }
+                    let ok = make(&client, n)
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status().is_success());
+                    failed += u64::from(!ok);
+                }
+            }
+        }))
+        .await;
+        let refused: u64 = posted.iter().sum();
+        let accepted = started.elapsed();
+        let replies =
+            await_replies(&http, &emulator, options.events, Duration::from_secs(600)).await?;
+        let drained = started.elapsed();
+        let texts: std::collections::HashSet<String> = replies
+            .iter()
+            .filter(|m| m.0 > already)
+            .map(|m| m.1.clone())
+            .collect();
+        let missing = (0..total)
+            .filter(|n| !texts.contains(&format!("bench message {n}")))
+            .count();
+        let duplicates = replies.iter().filter(|m| m.0 > already).count() - texts.len();
+        println!(
+            "B5 drain ({backend}): {total} events over 100 connections, engine failing 20% and slow (200 ms) 10%: accepted in {:.1} s ({refused} refused), drained in {:.1} s ({:.0} events/s); {missing} lost, {duplicates} duplicated",
+            accepted.as_secs_f64(),
+            drained.as_secs_f64(),
+            total as f64 / drained.as_secs_f64()
+        );
+        gw.stop().await;
+    }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// An `http` engine that fails every fifth call (HTTP 500) and answers
+/// every tenth slowly (200 ms); the others echo at once.
+async fn flaky_engine() -> anyhow::Result<String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    let calls = Arc::new(AtomicU64::new(0));
+    let server = HttpServer::new(move || {
+        let calls = calls.clone();
+        App::new().default_service(web::to(move |body: web::Json<serde_json::Value>| {
+            let n = calls.fetch_add(1, Ordering::Relaxed);
+            async move {
+                match n % 10 {
+                    0 | 5 => return HttpResponse::InternalServerError().finish(),
+                    3 => tokio::time::sleep(Duration::from_millis(200)).await,
+                    _ => {}
+                }
+                let text = body["content"]["text"].as_str().unwrap_or("?").to_owned();
+                HttpResponse::Ok().json(json!({"replies": [{"type": "text", "text": text}]}))
+            }
+        }))
+    })
+    .listen(listener)?
+    .disable_signals()
+    .run();
+    tokio::spawn(server);
+    Ok(format!("http://127.0.0.1:{port}/engine"))
 }

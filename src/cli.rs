@@ -74,6 +74,15 @@ pub enum Command {
         /// Requests in flight in the closed-loop runs.
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
+        /// Only these benchmarks (b1, b2, b3, b4, b5; comma-separated); all if absent.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+        /// Connections in B4's large case.
+        #[arg(long, default_value_t = 10_000)]
+        connections: usize,
+        /// Events in B5's backlog.
+        #[arg(long, default_value_t = 20_000)]
+        events: usize,
     },
     /// Run the NAVER WORKS emulator (token endpoint, Bot API, callbacks), or
     /// use a running one. Point botgate at it with

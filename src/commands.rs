@@ -61,12 +61,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             database_url,
             duration,
             concurrency,
+            only,
+            connections,
+            events,
         } => {
             telemetry::init(crate::config::LogFormat::Pretty, "warn");
             let options = crate::bench::BenchOptions {
                 database_url,
                 duration: std::time::Duration::from_secs(duration),
                 concurrency,
+                only,
+                connections,
+                events,
             };
             return crate::bench::run(options).await;
         }
