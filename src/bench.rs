@@ -370,12 +370,12 @@ impl Gateway {
         let settings = Settings::with_overrides(&format!(
             "listen = \"127.0.0.1:0\"\ndatabase_url = \"{}\"\ndata_dir = \"{}\"\nadmin_token = \"{admin}\"\n\
              master_key = \"{}\"\nworkers = {workers}\nlog = \"warn\"\n\
-             naverworks_auth_url = \"{1}/oauth2/v2.0\"\nnaverworks_api_url = \"{1}/v1.0\"\n{extra}",
+             naverworks_auth_url = \"{emu}/oauth2/v2.0\"\nnaverworks_api_url = \"{emu}/v1.0\"\n{extra}",
             db.url,
             dir.display(),
             crate::secrets::MasterKey::generate().to_base64().expose_secret(),
-        )
-        .replace("{1}", &emulator.url))?;
+            emu = emulator.url,
+        ))?;
         let app = Application::build(settings).await?;
         let base = format!("http://127.0.0.1:{}", app.port());
         let handle = app.handle();
@@ -491,11 +491,7 @@ where
 type SendLog = Arc<Mutex<Vec<(u64, i64)>>>;
 
 /// Signed, unique callbacks spread over the targets (user `n % users`).
-fn callbacks(
-    targets: Vec<Target>,
-    users: u64,
-    sent: Option<SendLog>,
-) -> MakeRequest {
+fn callbacks(targets: Vec<Target>, users: u64, sent: Option<SendLog>) -> MakeRequest {
     Arc::new(move |client: &reqwest::Client, n: u64| {
         let target = &targets[(n % targets.len() as u64) as usize];
         let body = format!(

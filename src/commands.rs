@@ -65,7 +65,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             connections,
             events,
         } => {
-            telemetry::init(crate::config::LogFormat::Pretty, "warn");
+            telemetry::init(crate::config::LogFormat::Pretty, "warn,sqlx=error");
             let options = crate::bench::BenchOptions {
                 database_url,
                 duration: std::time::Duration::from_secs(duration),
@@ -134,13 +134,17 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let app = Application::build(settings.clone()).await?;
     if let Some(token) = &app.generated_admin_token {
         // Printed once, to the terminal, never logged: only its hash is kept.
-        println!(
+        // One write, and a closed stdout is no reason to stop serving.
+        let message = zeroize::Zeroizing::new(format!(
             "\nbotgate generated an admin token (shown only this once; its hash is in {}):\n\n    {}\n\n\
              Sign in with it at {} to create a tenant.\n",
             bootstrap::admin_token_path(&settings).display(),
             token.expose_secret(),
             settings.public_link("console")
-        );
+        ));
+        let mut out = std::io::stdout().lock();
+        let _ = std::io::Write::write_all(&mut out, message.as_bytes())
+            .and_then(|()| std::io::Write::flush(&mut out));
     }
     tracing::info!(
         listen = %settings.listen,

@@ -51,15 +51,16 @@ fn readme_quickstart_works_on_a_fresh_directory() {
         .expect("start botgate");
     let stdout = child.stdout.take().unwrap();
     let guard = Kill(child);
-    let token = BufReader::new(stdout)
-        .lines()
-        .map_while(Result::ok)
+    let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
+    let token = lines
         .find_map(|line| {
             line.trim()
                 .starts_with("bga_")
                 .then(|| line.trim().to_owned())
         })
         .expect("an admin token printed at first start");
+    // Keep reading, as a terminal would.
+    std::thread::spawn(move || lines.for_each(drop));
     assert!(dir.path().join("data/master.key").exists());
     assert!(dir.path().join("data/botgate.db").exists());
 
