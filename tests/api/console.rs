@@ -298,20 +298,29 @@ async fn a_builder_connects_a_bot_in_a_real_browser() {
         "this one dies first",
     )
     .await;
-    wait_for_page(&browser, &connection_url, "the dead event", |s| {
-        s.contains("data-status=\"dead\"")
+    callback(&emu, &bot_id, &webhook_here, "user-3", "this one dies too").await;
+    wait_for_page(&browser, &connection_url, "two dead events", |s| {
+        s.matches("data-status=\"dead\"").count() == 2
     })
     .await;
     browser.goto(&app.url("/console/engine")).await;
     browser.click("#kind-echo").await;
     browser.click("#save-engine").await;
     browser.find(".notice").await;
+    // One by its own button, then the rest with "Replay all".
     browser.goto(&connection_url).await;
     browser.click("button.replay").await;
-    assert!(browser.text(".notice").await.contains("1"));
+    assert!(browser.text(".notice").await.ends_with(" 1"));
+    wait_for_page(&browser, &connection_url, "one dead event left", |s| {
+        s.matches("data-status=\"dead\"").count() == 1
+    })
+    .await;
+    browser.click("#replay-all").await;
+    assert!(browser.text(".notice").await.ends_with(" 1"));
     wait_for_reply(&emu, "this one dies first").await;
-    wait_for_page(&browser, &connection_url, "the replayed event done", |s| {
-        !s.contains("data-status=\"dead\"") && s.matches("data-status=\"done\"").count() == 2
+    wait_for_reply(&emu, "this one dies too").await;
+    wait_for_page(&browser, &connection_url, "the replayed events done", |s| {
+        !s.contains("data-status=\"dead\"") && s.matches("data-status=\"done\"").count() == 3
     })
     .await;
     browser.click("#test-connection").await;
