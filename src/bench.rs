@@ -201,22 +201,6 @@ async fn ceiling_server() -> anyhow::Result<String> {
     Ok(format!("http://127.0.0.1:{port}/hook"))
 }
 
-fn callback_request(url: String) -> MakeRequest {
-    Arc::new(move |client: &reqwest::Client, n: u64| {
-        let body = format!(
-            r#"{{"type":"message","source":{{"userId":"bench-user-{}","domainId":10000}},"issuedTime":"2026-11-23T00:00:00.000Z","content":{{"type":"text","text":"bench message {n}"}}}}"#,
-            n % 1000
-        );
-        let sig = signature::sign(BOT_SECRET.as_bytes(), body.as_bytes());
-        client
-            .post(&url)
-            .header("Content-Type", "application/json; charset=UTF-8")
-            .header("X-WORKS-BotId", "2000001")
-            .header("X-WORKS-Signature", sig)
-            .body(body)
-    })
-}
-
 pub struct BenchOptions {
     pub database_url: Option<String>,
     pub duration: Duration,
@@ -276,7 +260,11 @@ impl FreshDb {
                 .trim_start_matches('/')
                 .replace(|c: char| !c.is_ascii_alphanumeric() && c != '_', "")
         );
-        let mut admin = sqlx::PgConnection::connect(base).await?;
+        // Databases are made from the server's `postgres` database; the one
+        // named in the URL only names them (it need not exist).
+        let mut admin_url = url.clone();
+        admin_url.set_path("/postgres");
+        let mut admin = sqlx::PgConnection::connect(admin_url.as_str()).await?;
         sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
             .execute(&mut admin)
             .await?;
@@ -286,7 +274,7 @@ impl FreshDb {
         url.set_path(&format!("/{name}"));
         Ok(Self {
             url: url.to_string(),
-            postgres: Some((base.to_owned(), name)),
+            postgres: Some((admin_url.to_string(), name)),
         })
     }
 
@@ -491,11 +479,15 @@ where
 type SendLog = Arc<Mutex<Vec<(u64, i64)>>>;
 
 /// Signed, unique callbacks spread over the targets (user `n % users`).
+/// Each load's users are its own (`bench-user-{load}-{i}`), so no load
+/// repeats another's bodies (botgate would rightly drop them as duplicates).
 fn callbacks(targets: Vec<Target>, users: u64, sent: Option<SendLog>) -> MakeRequest {
+    static LOADS: AtomicU64 = AtomicU64::new(0);
+    let load = LOADS.fetch_add(1, Ordering::Relaxed);
     Arc::new(move |client: &reqwest::Client, n: u64| {
         let target = &targets[(n % targets.len() as u64) as usize];
         let body = format!(
-            r#"{{"type":"message","source":{{"userId":"bench-user-{}","domainId":10000}},"issuedTime":"2026-11-23T00:00:00.000Z","content":{{"type":"text","text":"bench message {n}"}}}}"#,
+            r#"{{"type":"message","source":{{"userId":"bench-user-{load}-{}","domainId":10000}},"issuedTime":"2026-11-23T00:00:00.000Z","content":{{"type":"text","text":"bench message {n}"}}}}"#,
             n % users
         );
         if let Some(sent) = &sent {
@@ -573,8 +565,13 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
     let wants =
         |b: &str| options.only.is_empty() || options.only.iter().any(|o| o.eq_ignore_ascii_case(b));
     let ceiling_url = ceiling_server().await?;
+    let ceiling_target = Target {
+        bot_id: FIRST_BOT.to_string(),
+        webhook: ceiling_url,
+        auth: String::new(),
+    };
     let ceiling = max_throughput(
-        callback_request(ceiling_url),
+        callbacks(vec![ceiling_target], 1000, None),
         options.concurrency,
         options.duration,
     )
