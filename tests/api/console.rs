@@ -211,15 +211,7 @@ async fn a_builder_connects_a_bot_in_a_real_browser() {
         .source()
         .await
         .contains(creds["client_secret"].as_str().unwrap()));
-    assert_eq!(
-        app.get(
-            &format!("/api/v1/tenants/{}/connections", tenant.id),
-            &tenant.api_key
-        )
-        .await
-        .1["connections"],
-        json!([])
-    );
+    assert_eq!(connections_of(&app, &tenant).await, Vec::<Value>::new());
 
     // Again with the key file chosen in the form.
     browser.goto(&app.url("/console/connections/new")).await;
@@ -462,6 +454,13 @@ fn hidden(page: &str, name: &str) -> String {
     page[start..].split('"').next().unwrap().to_owned()
 }
 
+/// The tenant's connections, through the API.
+async fn connections_of(app: &TestApp, tenant: &Tenant) -> Vec<Value> {
+    let path = format!("/api/v1/tenants/{}/connections", tenant.id);
+    let (_, body) = app.get(&path, &tenant.api_key).await;
+    body["connections"].as_array().unwrap().clone()
+}
+
 async fn sessions(app: &TestApp) -> i64 {
     let mut conn = app.db.connect().await;
     sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM console_sessions")
@@ -587,15 +586,9 @@ async fn nothing_changes_without_a_session_or_csrf_token(backend: Backend) {
     assert_eq!(status, StatusCode::SEE_OTHER);
     let location = headers[LOCATION].to_str().unwrap().to_owned();
     assert!(location.ends_with("?created=1"), "{location}");
-    let listed = app
-        .get(
-            &format!("/api/v1/tenants/{}/connections", tenant.id),
-            &tenant.api_key,
-        )
-        .await
-        .1;
-    assert_eq!(listed["connections"].as_array().unwrap().len(), 1);
-    let connection_id = listed["connections"][0]["id"].as_str().unwrap().to_owned();
+    let listed = connections_of(&app, &tenant).await;
+    assert_eq!(listed.len(), 1);
+    let connection_id = listed[0]["id"].as_str().unwrap().to_owned();
 
     // Delete without the token: still there.
     let delete = format!("/console/connections/{connection_id}/delete");
@@ -637,14 +630,7 @@ async fn nothing_changes_without_a_session_or_csrf_token(backend: Backend) {
         .unwrap();
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
     assert_eq!(res.headers()[LOCATION], "/console/sign-in");
-    let listed = app
-        .get(
-            &format!("/api/v1/tenants/{}/connections", tenant.id),
-            &tenant.api_key,
-        )
-        .await
-        .1;
-    assert_eq!(listed["connections"], json!([]));
+    assert_eq!(connections_of(&app, &tenant).await, Vec::<Value>::new());
 }
 
 async fn sessions_end_and_stay_within_their_tenant(backend: Backend) {
