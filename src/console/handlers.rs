@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::i18n::{Lang, T};
 use super::pages::{self, alert, copyable, csrf, layout, notice, status_badge, when};
-use super::session::{csrf_of, same, Ctx, Session, SESSION_COOKIE, SIGN_IN_COOKIE};
+use super::session::{csrf_of, millis, same, Ctx, Session, SESSION_COOKIE, SIGN_IN_COOKIE};
 use crate::domain::ids::{ConnectionId, TenantId};
 use crate::domain::tenant::TenantName;
 use crate::domain::{now_millis, FieldError};
@@ -215,7 +215,6 @@ async fn sign_in_inner(ctx: &Ctx, req: &HttpRequest, form: &HashMap<String, Stri
     }
     let token = generate_token("");
     let now = now_millis();
-    let millis = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4);
     ctx.state
         .store
         .create_session(&ConsoleSession {
@@ -308,7 +307,7 @@ async fn tenants_inner(
                 label for="name" { (T::TenantName.get(l)) }
                 input #name type="text" name="name" value=(name) required;
                 @for e in errors {
-                    p.error { (super::i18n::field_message(&e.message, l).unwrap_or_else(|| e.message.clone())) }
+                    p.error { (super::i18n::say(&e.message, l)) }
                 }
             }
             button #create-tenant type="submit" { (T::CreateTenant.get(l)) }
@@ -398,8 +397,8 @@ pub async fn deleted_page(ctx: Ctx) -> HttpResponse {
             p { a href="/console/connections" { (T::Connections.get(l)) } }
         };
         ok(&ctx, layout(&ctx, T::Connections.get(l), body))
-    };
-    let page = page.await;
+    }
+    .await;
     finish(&ctx, page)
 }
 
@@ -462,8 +461,8 @@ fn connection_body(
 ) -> ConnectionBody {
     let get = |name: &str| {
         form.get(name)
+            .filter(|v| keep(name, v.trim()))
             .and_then(|v| json_value(name, v))
-            .filter(|v| keep(name, v.as_str().unwrap_or_default()))
     };
     ConnectionBody {
         channel: None,
@@ -827,17 +826,6 @@ pub async fn rotate(ctx: Ctx, path: web::Path<String>, form: Form) -> HttpRespon
             "rate_limit_per_minute" => value != rate,
             _ => true,
         });
-        let unchanged_rate = form
-            .get("rate_limit_per_minute")
-            .is_some_and(|v| v.trim() == rate);
-        let body = ConnectionBody {
-            rate_limit_per_minute: if unchanged_rate {
-                None
-            } else {
-                body.rate_limit_per_minute
-            },
-            ..body
-        };
         match connections::update_record(&ctx.state, &c, &body).await {
             Ok(_) => Ok(ctx.redirect(&format!("/console/connections/{}?saved=1", c.id))),
             Err(ApiError::Validation(errors)) => {
@@ -921,7 +909,7 @@ async fn engine_form(
         errors
             .iter()
             .filter(|e| e.field == name)
-            .map(|e| super::i18n::field_message(&e.message, l).unwrap_or_else(|| e.message.clone()))
+            .map(|e| super::i18n::say(&e.message, l))
             .collect()
     };
     let secret_now = view

@@ -291,6 +291,11 @@ pub fn field_message(message: &str, lang: Lang) -> Option<String> {
         .find_map(|(en, ko)| captures(en, message).map(|args| fill(ko, &args)))
 }
 
+/// A parser's message in `lang`, in English where the table lacks it.
+pub fn say(message: &str, lang: Lang) -> String {
+    field_message(message, lang).unwrap_or_else(|| message.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::{json, Value};

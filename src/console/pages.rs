@@ -180,7 +180,7 @@ pub fn connection_fields(
                     }
                     small.hint #(hint_id) { (hint.get(lang)) }
                     @for e in &field_errors {
-                        p.error #(error_id) { (super::i18n::field_message(&e.message, lang).unwrap_or_else(|| e.message.clone())) }
+                        p.error #(error_id) { (super::i18n::say(&e.message, lang)) }
                     }
                 }
             }

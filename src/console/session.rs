@@ -119,7 +119,7 @@ fn switch_target(req: &HttpRequest) -> String {
     }
 }
 
-fn millis(d: std::time::Duration) -> i64 {
+pub fn millis(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4)
 }
 
