@@ -389,6 +389,11 @@ impl Gateway {
         })
     }
 
+    /// Group commits made so far.
+    fn commits(&self) -> u64 {
+        self.state.ingest.commits.load(Ordering::Relaxed)
+    }
+
     /// Connects bots FIRST_BOT.. FIRST_BOT+n-1, `parallel` at a time.
     async fn connect(&self, emulator: &Emulator, n: usize) -> anyhow::Result<Vec<Target>> {
         let app = &emulator.app;
@@ -597,16 +602,19 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
         let gw = Gateway::start(db, &dir, false, "", &emulator).await?;
         let target = gw.connect(&emulator, 1).await?;
         if wants("b1") {
+            let commits = gw.commits();
             let b1 = max_throughput(
                 callbacks(target.clone(), 1000, None),
                 options.concurrency,
                 options.duration,
             )
             .await;
+            let commits = gw.commits() - commits;
             println!(
-                "B1 ingest ({backend}), max: {} — {:.3} of the ceiling",
+                "B1 ingest ({backend}), max: {} — {:.3} of the ceiling; {commits} commits ({:.1} callbacks each)",
                 b1.summary(),
-                b1.throughput() / c
+                b1.throughput() / c,
+                b1.requests as f64 / commits.max(1) as f64
             );
             let half = fixed_rate(
                 callbacks(target.clone(), 1000, None),

@@ -3,73 +3,109 @@
 //! after its batch is committed. A failed batch answers every caller in it
 //! with an error, and stores none of them.
 //!
-//! One writer task per process drains the queue: while a batch commits, the
+//! Writer tasks ("lanes") drain the queue: while a lane's batch commits, its
 //! next one gathers, so batches grow with load and stay at one under light
-//! load (no added latency).
+//! load (no added latency). A callback's lane is chosen by its conversation,
+//! so two callbacks of one conversation are never in two transactions at
+//! once: their order in the inbox (`seq`) is the order they arrived in, and
+//! no reader sees a later one committed before an earlier one. SQLite has one
+//! writer, so one lane; PostgreSQL commits several transactions at once, and
+//! gets [`POSTGRES_LANES`].
 
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
 use crate::store::queue::{Inserted, NewInbound};
-use crate::store::{Store, StoreError};
+use crate::store::{Backend, Store, StoreError};
 
 /// The most callbacks written in one transaction.
 pub const MAX_BATCH: usize = 256;
 
+/// Concurrent batches on PostgreSQL.
+pub const POSTGRES_LANES: usize = 4;
+
 type Reply = oneshot::Sender<Result<Inserted, StoreError>>;
 
 pub struct Ingest {
-    tx: mpsc::Sender<(NewInbound, Reply)>,
+    lanes: Vec<mpsc::Sender<(NewInbound, Reply)>>,
     /// Transactions committed (for tests and metrics).
     pub commits: AtomicU64,
 }
 
 impl Ingest {
-    /// Starts the writer on the current runtime.
+    /// Starts the writers on the current runtime.
     pub fn spawn(store: Store, dedup_window_ms: i64) -> Arc<Self> {
-        let (tx, mut rx) = mpsc::channel::<(NewInbound, Reply)>(4 * MAX_BATCH);
+        let lanes = match store.backend() {
+            Backend::Sqlite => 1,
+            Backend::Postgres => POSTGRES_LANES,
+        };
+        let (senders, receivers): (Vec<_>, Vec<_>) = (0..lanes)
+            .map(|_| mpsc::channel::<(NewInbound, Reply)>(4 * MAX_BATCH))
+            .unzip();
         let ingest = Arc::new(Self {
-            tx,
+            lanes: senders,
             commits: AtomicU64::new(0),
         });
-        let counter = Arc::clone(&ingest);
-        tokio::spawn(async move {
-            let mut batch: Vec<(NewInbound, Reply)> = Vec::with_capacity(MAX_BATCH);
-            while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-                let events: Vec<NewInbound> = batch.iter().map(|(e, _)| e.clone()).collect();
-                match store.insert_inbound_batch(&events, dedup_window_ms).await {
-                    Ok(results) => {
-                        counter.commits.fetch_add(1, Ordering::Relaxed);
-                        for ((_, reply), result) in batch.drain(..).zip(results) {
-                            let _ = reply.send(Ok(result));
-                        }
-                    }
-                    Err(e) => {
-                        tracing::error!(error.message = %e, callbacks = batch.len(), "a batch of callbacks could not be stored; every caller gets an error");
-                        for (_, reply) in batch.drain(..) {
-                            let _ = reply.send(Err(match &e {
-                                StoreError::Busy => StoreError::Busy,
-                                other => StoreError::Other(anyhow::anyhow!(
-                                    "the batch was not stored: {other}"
-                                )),
-                            }));
-                        }
-                    }
-                }
-            }
-        });
+        for rx in receivers {
+            tokio::spawn(write_lane(
+                rx,
+                store.clone(),
+                dedup_window_ms,
+                Arc::clone(&ingest),
+            ));
+        }
         ingest
     }
 
-    /// Stores one callback with the next batch; returns once it is committed.
+    /// Stores one callback with the next batch of its lane; returns once it
+    /// is committed.
     pub async fn submit(&self, event: NewInbound) -> Result<Inserted, StoreError> {
+        let lane = {
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            (event.connection_id.as_str(), event.conversation.as_str()).hash(&mut hasher);
+            usize::try_from(hasher.finish() % self.lanes.len() as u64).unwrap_or(0)
+        };
         let (reply, answer) = oneshot::channel();
-        self.tx
+        self.lanes[lane]
             .send((event, reply))
             .await
             .map_err(|_| StoreError::Busy)?;
         answer.await.map_err(|_| StoreError::Busy)?
+    }
+}
+
+/// One lane's writer: a batch per transaction, until every sender is gone.
+async fn write_lane(
+    mut rx: mpsc::Receiver<(NewInbound, Reply)>,
+    store: Store,
+    dedup_window_ms: i64,
+    ingest: Arc<Ingest>,
+) {
+    let mut batch: Vec<(NewInbound, Reply)> = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let events: Vec<NewInbound> = batch.iter().map(|(e, _)| e.clone()).collect();
+        match store.insert_inbound_batch(&events, dedup_window_ms).await {
+            Ok(results) => {
+                ingest.commits.fetch_add(1, Ordering::Relaxed);
+                store.written();
+                for ((_, reply), result) in batch.drain(..).zip(results) {
+                    let _ = reply.send(Ok(result));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error.message = %e, callbacks = batch.len(), "a batch of callbacks could not be stored; every caller gets an error");
+                for (_, reply) in batch.drain(..) {
+                    let _ = reply.send(Err(match &e {
+                        StoreError::Busy => StoreError::Busy,
+                        other => {
+                            StoreError::Other(anyhow::anyhow!("the batch was not stored: {other}"))
+                        }
+                    }));
+                }
+            }
+        }
     }
 }

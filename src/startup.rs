@@ -84,6 +84,8 @@ impl Application {
         let store =
             Store::connect(&settings.database_url, settings.database_max_connections).await?;
         store.migrate().await?;
+        store.listen_for_changes();
+        store.checkpoint_in_background();
         let vault = Arc::new(bootstrap::vault(&settings)?);
         let (admin_token_hash, generated_admin_token) = bootstrap::admin_token(&settings)?;
         let listener = TcpListener::bind(settings.listen)

@@ -116,3 +116,27 @@ mod tests {
         assert_ne!(PublicId::generate(), p);
     }
 }
+
+/// A queue row's id (`evt_…`, `msg_…`): the time in milliseconds, then 64
+/// random bits. Rows written together sort together, so a batch of new rows
+/// lands on the last page of the id index instead of one random page each
+/// (BENCHMARKS.md: a third of the pages a callback batch wrote).
+pub fn queue_id(prefix: &str) -> String {
+    let now = u64::try_from(super::now_millis()).unwrap_or(0);
+    format!(
+        "{prefix}_{now:012x}{}",
+        crate::secrets::hex(&crate::secrets::random_bytes(8))
+    )
+}
+
+#[cfg(test)]
+mod queue_id_tests {
+    #[test]
+    fn later_ids_sort_after_earlier_ones() {
+        let first = super::queue_id("evt");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let second = super::queue_id("evt");
+        assert!(first.starts_with("evt_") && first.len() == 4 + 12 + 16);
+        assert!(first < second, "{first} < {second}");
+    }
+}

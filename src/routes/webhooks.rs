@@ -18,7 +18,7 @@ use crate::domain::ids::PublicId;
 use crate::domain::now_millis;
 use crate::error::ApiError;
 use crate::naverworks::signature;
-use crate::secrets::{hex, random_bytes};
+use crate::secrets::hex;
 use crate::startup::AppState;
 use crate::store::queue::{Inserted, NewInbound};
 use crate::store::{field, ConnectionRecord};
@@ -108,7 +108,7 @@ async fn receive(
         serde_json::from_slice(&body).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
     let (event_type, conversation) = classify(&callback)?;
     let event = NewInbound {
-        id: format!("evt_{}", hex(&random_bytes(16))),
+        id: crate::domain::ids::queue_id("evt"),
         tenant_id: connection.tenant_id.clone(),
         connection_id: connection.id.clone(),
         conversation,

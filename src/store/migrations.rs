@@ -22,6 +22,8 @@ pub const POSTGRES: Files = tree!("postgres";
     (3, "inbox outbox", "0003_inbox_outbox.sql"),
     (4, "send api", "0004_send_api.sql"),
     (5, "console sessions", "0005_console_sessions.sql"),
+    (6, "cache notify", "0006_cache_notify.sql"),
+    (7, "open conversation index", "0007_open_conversation_index.sql"),
 );
 
 pub const SQLITE: Files = tree!("sqlite";
@@ -30,6 +32,8 @@ pub const SQLITE: Files = tree!("sqlite";
     (3, "inbox outbox", "0003_inbox_outbox.sql"),
     (4, "send api", "0004_send_api.sql"),
     (5, "console sessions", "0005_console_sessions.sql"),
+    (6, "cache notify", "0006_cache_notify.sql"),
+    (7, "open conversation index", "0007_open_conversation_index.sql"),
 );
 
 /// The newest embedded migration's version.

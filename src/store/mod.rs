@@ -10,6 +10,7 @@
 //! multi-statement operation is one method whose transaction stays inside it.
 //! The same contract suite (`tests/store`) runs on both backends.
 
+pub mod cache;
 pub mod console;
 mod migrations;
 pub mod queue;
@@ -279,6 +280,31 @@ const SECRET_COLUMNS: &str = "owner_id, field, tenant_id, connection_id, key_id,
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// Connections, tokens rows and tenants read on the hot paths (see
+    /// [`cache`]); shared by every `Store` on this database in the process.
+    cache: std::sync::Arc<cache::Cache>,
+    /// Where the cache's PostgreSQL listener connects.
+    listen_to: Option<sqlx::postgres::PgConnectOptions>,
+    /// Wakes the SQLite checkpointer after a commit.
+    written: std::sync::Arc<tokio::sync::Notify>,
+}
+
+/// Log size (pages of 4 KiB) past which the checkpointer waits for the
+/// writer once to restart the log: 64 MiB.
+const WAL_RESTART_PAGES: i64 = 16_384;
+
+/// One PASSIVE checkpoint; a RESTART one if the log has grown too long.
+async fn checkpoint(pool: &AnyPool) -> sqlx::Result<()> {
+    let row = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+        .fetch_one(pool)
+        .await?;
+    let log: i64 = row.try_get(1)?;
+    if log > WAL_RESTART_PAGES {
+        sqlx::query("PRAGMA wal_checkpoint(RESTART)")
+            .fetch_all(pool)
+            .await?;
+    }
+    Ok(())
 }
 
 impl std::fmt::Debug for Store {
@@ -324,9 +350,12 @@ impl Store {
                     let setup = match backend {
                         // WAL lets readers run beside the one writer; FULL sync so a
                         // committed callback survives power loss, not just a crash.
+                        // No checkpoint inside a commit: `checkpoint_in_background`
+                        // copies the log into the database off the write path.
                         Backend::Sqlite => {
                             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-                             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;"
+                             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; \
+                             PRAGMA wal_autocheckpoint = 0;"
                         }
                         Backend::Postgres => {
                             "SET application_name = 'botgate'; SET statement_timeout = '30s';"
@@ -338,7 +367,31 @@ impl Store {
             .connect_with(options)
             .await
             .with_context(|| format!("cannot connect to the database at {url}"))?;
-        Ok(Self { pool, backend })
+        let listen_to = match backend {
+            Backend::Postgres => Some(
+                sqlx::postgres::PgConnectOptions::from_str(&text)
+                    .with_context(|| format!("invalid database URL {url}"))?,
+            ),
+            Backend::Sqlite => None,
+        };
+        // SQLite is one process: every change goes through a Store here.
+        let cache = cache::shared(&text, backend == Backend::Sqlite);
+        Ok(Self {
+            pool,
+            backend,
+            cache,
+            listen_to,
+            written: std::sync::Arc::default(),
+        })
+    }
+
+    /// Lets the hot-path cache be used on PostgreSQL: listens for the
+    /// changes other replicas make (on SQLite the cache is always in use).
+    /// Needs a Tokio runtime; servers call it, one-shot commands need not.
+    pub fn listen_for_changes(&self) {
+        if let Some(options) = &self.listen_to {
+            self.cache.listen(options.clone());
+        }
     }
 
     pub fn backend(&self) -> Backend {
@@ -374,8 +427,52 @@ impl Store {
         Ok(applied.unwrap_or(0) >= migrations::latest(self.backend))
     }
 
+    /// Closes the pool and stops the cache's listener (another `Store` on
+    /// this database in the process then reads every row from the database).
     pub async fn close(&self) {
+        self.cache.stop_listening();
         self.pool.close().await;
+    }
+
+    /// SQLite: copies the write-ahead log into the database on a task of
+    /// the current runtime, until the pool closes: after every batch of
+    /// callbacks ([`Store::written`]) and at least every 200 ms. SQLite
+    /// would otherwise do it inside whichever commit crosses 1,000 pages of
+    /// log, and that batch of callbacks would wait for it (BENCHMARKS.md).
+    /// PASSIVE never blocks the writer; run between two batches it usually
+    /// catches up, and the log then starts again from its beginning. If it
+    /// does not and the log passes [`WAL_RESTART_PAGES`], a RESTART
+    /// checkpoint waits for the writer once and bounds the file. Commands
+    /// that run a few statements need not call this: the last connection to
+    /// close checkpoints.
+    pub fn checkpoint_in_background(&self) {
+        if self.backend != Backend::Sqlite {
+            return;
+        }
+        let pool = self.pool.clone();
+        let written = self.written.clone();
+        tokio::spawn(async move {
+            loop {
+                let _ =
+                    tokio::time::timeout(std::time::Duration::from_millis(200), written.notified())
+                        .await;
+                if pool.is_closed() {
+                    return;
+                }
+                if let Err(e) = checkpoint(&pool).await {
+                    if pool.is_closed() {
+                        return;
+                    }
+                    tracing::warn!(error.message = %e, "the SQLite checkpoint failed; trying again");
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+            }
+        });
+    }
+
+    /// Tells the checkpointer that a commit added to the log.
+    pub fn written(&self) {
+        self.written.notify_one();
     }
 
     // ---- tenants ---------------------------------------------------------
@@ -396,14 +493,24 @@ impl Store {
         TenantRecord::from_row(&row).map_err(classify)
     }
 
+    /// A tenant, from the cache when it holds it (see [`cache`]).
     pub async fn tenant(&self, id: &TenantId) -> StoreResult<Option<TenantRecord>> {
+        if let Some(tenant) = self.cache.tenant(id.as_str()) {
+            return Ok(Some(TenantRecord::clone(&tenant)));
+        }
+        let epoch = self.cache.epoch();
         let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1");
         let row = sqlx::query(&sql)
             .bind(id.as_str())
             .fetch_optional(&self.pool)
             .await
             .map_err(classify)?;
-        decode_one(row.as_ref(), TenantRecord::from_row)
+        let tenant = decode_one(row.as_ref(), TenantRecord::from_row)?;
+        if let Some(t) = &tenant {
+            self.cache
+                .keep_tenant(epoch, std::sync::Arc::new(t.clone()));
+        }
+        Ok(tenant)
     }
 
     pub async fn tenant_by_api_key_hash(&self, hash: &str) -> StoreResult<Option<TenantRecord>> {
@@ -454,6 +561,7 @@ impl Store {
             put_secret(&mut tx, tenant, None, field::ENGINE_SECRET, sealed, now).await?;
         }
         tx.commit().await.map_err(classify)?;
+        self.cache.forget_tenant(tenant.as_str());
         TenantRecord::from_row(&row).map(Some).map_err(classify)
     }
 
@@ -610,6 +718,7 @@ impl Store {
                 .map_err(classify)?;
         }
         tx.commit().await.map_err(classify)?;
+        self.cache.forget_connection(id.as_str());
         ConnectionRecord::from_row(&row).map(Some).map_err(classify)
     }
 
@@ -625,15 +734,43 @@ impl Store {
             .execute(&self.pool)
             .await
             .map_err(classify)?;
+        self.cache.forget_connection(id.as_str());
         Ok(done.rows_affected() > 0)
     }
 
-    /// The connection behind a public id, with its token row if any (one query:
-    /// this is the auth URLs' hot path).
+    /// The connection behind a public id, with its token row if any: the
+    /// webhook's and the auth URLs' hot path, so from the cache when it holds
+    /// it (see [`cache`]).
     pub async fn connection_by_public_id(
         &self,
         public_id: &str,
     ) -> StoreResult<Option<(ConnectionRecord, Option<TokenMeta>)>> {
+        if let Some(entry) = self.cache.connection_by_public_id(public_id) {
+            return Ok(Some(cache::ConnectionEntry::clone(&entry)));
+        }
+        self.connection_with_token_where("public_id", public_id)
+            .await
+    }
+
+    /// A connection by id with its token row if any (the outbox's hot path),
+    /// from the cache when it holds it.
+    pub async fn connection_with_token(
+        &self,
+        id: &ConnectionId,
+    ) -> StoreResult<Option<(ConnectionRecord, Option<TokenMeta>)>> {
+        if let Some(entry) = self.cache.connection(id.as_str()) {
+            return Ok(Some(cache::ConnectionEntry::clone(&entry)));
+        }
+        self.connection_with_token_where("id", id.as_str()).await
+    }
+
+    /// One query for a connection and its token row; kept in the cache.
+    async fn connection_with_token_where(
+        &self,
+        column: &'static str,
+        value: &str,
+    ) -> StoreResult<Option<(ConnectionRecord, Option<TokenMeta>)>> {
+        let epoch = self.cache.epoch();
         let columns: String = CONNECTION_COLUMNS
             .split(", ")
             .map(|c| format!("c.{}", c.trim()))
@@ -642,10 +779,10 @@ impl Store {
         let sql = format!(
             "SELECT {columns}, t.token_id, t.generation AS t_generation, t.issued_at, t.expires_at, \
                t.refresh_expires_at, t.scope AS t_scope, t.lease_owner, t.lease_until \
-             FROM connections c LEFT JOIN tokens t ON t.connection_id = c.id WHERE c.public_id = $1"
+             FROM connections c LEFT JOIN tokens t ON t.connection_id = c.id WHERE c.{column} = $1"
         );
         let Some(row) = sqlx::query(&sql)
-            .bind(public_id)
+            .bind(value)
             .fetch_optional(&self.pool)
             .await
             .map_err(classify)?
@@ -667,7 +804,10 @@ impl Store {
                 lease_until: row.try_get("lease_until").map_err(classify)?,
             }),
         };
-        Ok(Some((connection, meta)))
+        let entry = (connection, meta);
+        self.cache
+            .keep_connection(epoch, std::sync::Arc::new(entry.clone()));
+        Ok(Some(entry))
     }
 
     // ---- tokens ------------------------------------------------------------
@@ -693,7 +833,7 @@ impl Store {
         now: i64,
         until: i64,
     ) -> StoreResult<bool> {
-        sqlx::query(
+        let created = sqlx::query(
             "INSERT INTO tokens (connection_id, tenant_id, generation, updated_at) VALUES ($1, $2, 0, $3) \
              ON CONFLICT (connection_id) DO NOTHING",
         )
@@ -703,6 +843,9 @@ impl Store {
         .execute(&self.pool)
         .await
         .map_err(classify)?;
+        if created.rows_affected() > 0 {
+            self.cache.forget_connection(connection.as_str());
+        }
         let done = sqlx::query(
             "UPDATE tokens SET lease_owner = $2, lease_until = $3 WHERE connection_id = $1 \
              AND (lease_owner IS NULL OR lease_until < $4 OR lease_owner = $2)",
@@ -782,6 +925,7 @@ impl Store {
             .await?;
         }
         tx.commit().await.map_err(classify)?;
+        self.cache.forget_connection(connection.as_str());
         Ok(Some((token_id, generation)))
     }
 

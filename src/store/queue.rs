@@ -266,15 +266,16 @@ impl Store {
         lease_until: i64,
         limit: i64,
     ) -> StoreResult<Vec<AnyRow>> {
+        // The head of every open conversation (the first entry of each group
+        // of the open-rows index), if it may be claimed now; ranked per
+        // tenant, so every tenant's oldest comes before anyone's second.
         let candidates = format!(
             "SELECT seq FROM ( \
                SELECT e.seq, ROW_NUMBER() OVER (PARTITION BY e.tenant_id ORDER BY e.seq) AS rn \
-               FROM {t} e \
-               WHERE e.status IN ('pending', '{w}') AND e.next_attempt_at <= $1 \
-                 AND (e.status = 'pending' OR e.locked_until < $1) \
-                 AND NOT EXISTS (SELECT 1 FROM {t} p WHERE p.connection_id = e.connection_id \
-                   AND p.conversation = e.conversation AND p.seq < e.seq \
-                   AND p.status IN ('pending', '{w}')) \
+               FROM (SELECT MIN(seq) AS head FROM {t} WHERE status IN ('pending', '{w}') \
+                     GROUP BY connection_id, conversation) h \
+               JOIN {t} e ON e.seq = h.head \
+               WHERE e.next_attempt_at <= $1 AND (e.status = 'pending' OR e.locked_until < $1) \
              ) c ORDER BY rn, seq LIMIT $2",
             t = q.table,
             w = q.working

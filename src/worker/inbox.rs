@@ -12,7 +12,6 @@ use tokio::sync::Semaphore;
 use super::{lease_ms, retry::backoff, spawn_each, Outcome};
 use crate::domain::now_millis;
 use crate::engine::{Engine, EngineEvent};
-use crate::secrets::random_bytes;
 use crate::startup::AppState;
 use crate::store::queue::{InboundEvent, NewOutbound};
 use crate::store::{field, StoreResult, TenantRecord};
@@ -56,7 +55,7 @@ pub fn reply_target(callback: &Value) -> Option<(&'static str, String)> {
 }
 
 pub fn new_message_id() -> String {
-    format!("msg_{}", crate::secrets::hex(&random_bytes(16)))
+    crate::domain::ids::queue_id("msg")
 }
 
 fn messages(callback: &Value, contents: Vec<Value>) -> Vec<NewOutbound> {

@@ -152,10 +152,11 @@ async fn send_once(
 async fn process(state: &AppState, message: &OutboundMessage) -> StoreResult<()> {
     let owner = &state.worker_id;
     let now = now_millis();
-    let Some(connection) = state
+    let Some((connection, meta)) = state
         .store
-        .connection(&message.tenant_id, &message.connection_id)
+        .connection_with_token(&message.connection_id)
         .await?
+        .filter(|(c, _)| c.tenant_id == message.tenant_id)
     else {
         return Ok(()); // deleted: its messages went with it
     };
@@ -189,7 +190,6 @@ async fn process(state: &AppState, message: &OutboundMessage) -> StoreResult<()>
                 .await
         }
     };
-    let meta = state.store.token_meta(&connection.id).await?;
     let token = match state.tokens.token(&connection, meta, false).await {
         Ok(t) => t,
         Err(e) => {
