@@ -3,6 +3,7 @@
 //! status classes, never tenant, user or connection ids or raw paths. Queue
 //! depths and ages are read from the database at scrape time.
 
+use crate::store::cache::CacheStats;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -163,8 +164,21 @@ impl Metrics {
         }
     }
 
-    pub fn render(&self, queues: &[QueueDepth]) -> String {
+    pub fn render(&self, queues: &[QueueDepth], cache: CacheStats) -> String {
         let mut out = String::with_capacity(4096);
+        let _ = writeln!(
+            out,
+            "# HELP botgate_cache_lookups_total Connection and tenant lookups on the hot paths, by result.\n\
+             # TYPE botgate_cache_lookups_total counter\n\
+             botgate_cache_lookups_total{{result=\"hit\"}} {}\n\
+             botgate_cache_lookups_total{{result=\"miss\"}} {}\n\
+             # HELP botgate_cache_live Whether the hot-path cache is in use (on PostgreSQL: its change listener is listening).\n\
+             # TYPE botgate_cache_live gauge\n\
+             botgate_cache_live {}",
+            cache.hits,
+            cache.misses,
+            u8::from(cache.live)
+        );
         self.webhooks.render(
             &mut out,
             "botgate_webhook_requests_total",

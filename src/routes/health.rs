@@ -54,5 +54,5 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         .unwrap_or_default();
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(state.metrics.render(&queues))
+        .body(state.metrics.render(&queues, state.store.cache_stats()))
 }

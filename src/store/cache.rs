@@ -79,6 +79,20 @@ pub struct Cache {
     /// PostgreSQL only while the listener listens).
     live: AtomicBool,
     listener: Mutex<Option<tokio::task::AbortHandle>>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+/// What `/metrics` shows of the cache.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Lookups answered from memory.
+    pub hits: u64,
+    /// Lookups that read the database (not cached, too old, or the cache
+    /// was not in use).
+    pub misses: u64,
+    /// Whether the cache is in use (see the module comment).
+    pub live: bool,
 }
 
 impl Drop for Cache {
@@ -127,27 +141,51 @@ impl Cache {
         self.epoch.load(Ordering::SeqCst)
     }
 
-    pub fn connection(&self, id: &str) -> Option<Arc<ConnectionEntry>> {
-        if !self.live() {
-            return None;
+    pub fn stats(&self) -> CacheStats {
+        CacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            live: self.live(),
         }
-        self.read().connections.get(id)?.fresh()
+    }
+
+    /// Counts a lookup's outcome and passes it on.
+    fn counted<T>(&self, found: Option<T>) -> Option<T> {
+        let counter = if found.is_some() {
+            &self.hits
+        } else {
+            &self.misses
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        found
+    }
+
+    pub fn connection(&self, id: &str) -> Option<Arc<ConnectionEntry>> {
+        let found = self
+            .live()
+            .then(|| self.read().connections.get(id)?.fresh())
+            .flatten();
+        self.counted(found)
     }
 
     pub fn connection_by_public_id(&self, public_id: &str) -> Option<Arc<ConnectionEntry>> {
-        if !self.live() {
-            return None;
-        }
-        let maps = self.read();
-        let id = maps.public_ids.get(public_id)?;
-        maps.connections.get(id)?.fresh()
+        let found = self
+            .live()
+            .then(|| {
+                let maps = self.read();
+                let id = maps.public_ids.get(public_id)?;
+                maps.connections.get(id)?.fresh()
+            })
+            .flatten();
+        self.counted(found)
     }
 
     pub fn tenant(&self, id: &str) -> Option<Arc<TenantRecord>> {
-        if !self.live() {
-            return None;
-        }
-        self.read().tenants.get(id)?.fresh()
+        let found = self
+            .live()
+            .then(|| self.read().tenants.get(id)?.fresh())
+            .flatten();
+        self.counted(found)
     }
 
     /// Keeps a connection read after `epoch` was taken, unless something was

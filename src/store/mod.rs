@@ -385,6 +385,11 @@ impl Store {
         })
     }
 
+    /// Hits, misses and whether the hot-path cache is in use.
+    pub fn cache_stats(&self) -> cache::CacheStats {
+        self.cache.stats()
+    }
+
     /// Lets the hot-path cache be used on PostgreSQL: listens for the
     /// changes other replicas make (on SQLite the cache is always in use).
     /// Needs a Tokio runtime; servers call it, one-shot commands need not.

@@ -485,3 +485,147 @@ async fn connection_test_reports_each_problem(backend: Backend) {
     .await;
     assert_eq!(failing(&report, "bot"), "bot_not_found");
 }
+
+/// Reads the hot-path cache's hit counter from `/metrics`.
+async fn cache_hits(app: &TestApp) -> u64 {
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("botgate_cache_lookups_total{result=\"hit\"} "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no cache hit counter in {text}"))
+}
+
+/// Polls `get_token` with `header` until it is accepted (5 s at most).
+async fn accepted_within_5s(app: &TestApp, path: &str, header: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if get_token(app, path, Some(header)).await.0 == StatusCode::OK {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+both_backends!(auth_urls_are_served_from_the_cache);
+
+async fn auth_urls_are_served_from_the_cache(backend: Backend) {
+    let s = setup(backend, EmulatorConfig::default(), "").await;
+    let path = s.auth_path();
+    wait_for_live_cache(&s.app).await;
+    // The first read issues a token, which changes the token row: the
+    // second reads the row again and keeps it.
+    for _ in 0..2 {
+        assert_eq!(
+            get_token(&s.app, &path, Some(HEADER)).await.0,
+            StatusCode::OK
+        );
+    }
+    let before = cache_hits(&s.app).await;
+    for _ in 0..20 {
+        assert_eq!(
+            get_token(&s.app, &path, Some(HEADER)).await.0,
+            StatusCode::OK
+        );
+    }
+    let after = cache_hits(&s.app).await;
+    assert!(
+        after >= before + 20,
+        "every read of a known connection came from memory: {before} → {after}, {:?}",
+        s.app.state.store.cache_stats()
+    );
+}
+
+async fn wait_for_live_cache(app: &TestApp) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !app.state.store.cache_stats().live {
+        assert!(Instant::now() < deadline, "the cache never went live");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// PostgreSQL only: a change made outside this process — another replica, a
+/// hand-written UPDATE — reaches the hot-path cache through NOTIFY, also
+/// after the listener's connection was cut. Without the notification the
+/// cached connection would be served for a minute (cache::MAX_AGE).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_made_elsewhere_reach_the_cache() {
+    let s = setup(Backend::Postgres, EmulatorConfig::default(), "").await;
+    let path = s.auth_path();
+    let mut db = s.app.db.connect().await;
+    let name = s.app.db.pg_name.clone().unwrap();
+    let set_header = |value: &str| {
+        let hash =
+            botgate::secrets::hashing::hash_salted(&secrecy::SecretString::from(value.to_owned()));
+        format!("UPDATE connections SET auth_header_hash = '{hash}'")
+    };
+
+    wait_for_live_cache(&s.app).await;
+    // The first read issues a token, which changes the token row: the
+    // second reads the row again and keeps it.
+    for _ in 0..2 {
+        assert_eq!(
+            get_token(&s.app, &path, Some(HEADER)).await.0,
+            StatusCode::OK
+        );
+    }
+    let hits = cache_hits(&s.app).await;
+    assert_eq!(
+        get_token(&s.app, &path, Some(HEADER)).await.0,
+        StatusCode::OK
+    );
+    assert!(cache_hits(&s.app).await > hits, "the connection is cached");
+
+    sqlx::query(&set_header("header-changed-by-hand"))
+        .execute(&mut db)
+        .await
+        .unwrap();
+    assert!(
+        accepted_within_5s(&s.app, &path, "header-changed-by-hand").await,
+        "the hand-made change reached the cache"
+    );
+    assert_eq!(
+        get_token(&s.app, &path, Some(HEADER)).await.0,
+        StatusCode::UNAUTHORIZED,
+        "the old header is refused"
+    );
+
+    // Cut the listener's connection: the cache stops being used until the
+    // listener listens again, and changes made meanwhile are not missed.
+    let cut = sqlx::query(&format!(
+        "SELECT pg_terminate_backend(pid)::text FROM pg_stat_activity \
+         WHERE datname = '{name}' AND application_name = 'botgate cache listener'"
+    ))
+    .fetch_all(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(cut.len(), 1, "one listener per process and database");
+    sqlx::query(&set_header("header-changed-while-cut"))
+        .execute(&mut db)
+        .await
+        .unwrap();
+    assert!(accepted_within_5s(&s.app, &path, "header-changed-while-cut").await);
+    wait_for_live_cache(&s.app).await;
+    assert_eq!(
+        get_token(&s.app, &path, Some("header-changed-while-cut"))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    sqlx::query(&set_header("header-changed-after"))
+        .execute(&mut db)
+        .await
+        .unwrap();
+    assert!(
+        accepted_within_5s(&s.app, &path, "header-changed-after").await,
+        "the listener is back"
+    );
+}
