@@ -81,6 +81,9 @@ pub struct Cache {
     listener: Mutex<Option<tokio::task::AbortHandle>>,
     hits: AtomicU64,
     misses: AtomicU64,
+    /// SQLite's write turn (see `Store::write_turn`): kept here because this
+    /// is the one object per database per process.
+    pub(super) writes: tokio::sync::Mutex<()>,
 }
 
 /// What `/metrics` shows of the cache.

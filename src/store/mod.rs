@@ -385,6 +385,18 @@ impl Store {
         })
     }
 
+    /// SQLite has one writer: the queue's writes take turns here, first come
+    /// first served, instead of meeting in SQLite's busy handler, which
+    /// sleeps 1, 2, 5 … 100 ms between tries (the tail of B2 in
+    /// BENCHMARKS.md). Every `Store` on the file in this process shares the
+    /// turn. PostgreSQL takes no turn.
+    async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match self.backend {
+            Backend::Sqlite => Some(self.cache.writes.lock().await),
+            Backend::Postgres => None,
+        }
+    }
+
     /// Hits, misses and whether the hot-path cache is in use.
     pub fn cache_stats(&self) -> cache::CacheStats {
         self.cache.stats()

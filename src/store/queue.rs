@@ -177,6 +177,7 @@ impl Store {
         if firsts.is_empty() {
             return Ok(results);
         }
+        let _turn = self.write_turn().await;
         let mut tx = self.pool.begin().await.map_err(classify)?;
         let values = (0..firsts.len())
             .map(|k| format!("(${}, ${}, ${})", 3 * k + 2, 3 * k + 3, 3 * k + 4))
@@ -308,6 +309,7 @@ impl Store {
             w = q.working,
             c = q.columns
         );
+        let _turn = self.write_turn().await;
         let mut rows = sqlx::query(&sql)
             .bind(owner)
             .bind(lease_until)
@@ -377,6 +379,7 @@ impl Store {
         messages: &[NewOutbound],
         now: i64,
     ) -> StoreResult<bool> {
+        let _turn = self.write_turn().await;
         let mut tx = self.pool.begin().await.map_err(classify)?;
         let done = sqlx::query(
             "UPDATE inbound_events SET status = $3, last_error = $4, locked_by = NULL, locked_until = NULL, updated_at = $5 \
@@ -432,6 +435,7 @@ impl Store {
             t = q.table,
             w = q.working
         );
+        let _turn = self.write_turn().await;
         let done = sqlx::query(&sql)
             .bind(seq)
             .bind(owner)
@@ -494,6 +498,7 @@ impl Store {
         error: Option<&str>,
         now: i64,
     ) -> StoreResult<bool> {
+        let _turn = self.write_turn().await;
         let done = sqlx::query(
             "UPDATE outbound_messages SET status = $3, last_error = COALESCE($4, last_error), \
                delivered_at = $5, locked_by = NULL, locked_until = NULL, updated_at = $6 \
@@ -585,6 +590,7 @@ impl Store {
         event_id: Option<&str>,
         now: i64,
     ) -> StoreResult<u64> {
+        let _turn = self.write_turn().await;
         let done = sqlx::query(
             "UPDATE inbound_events SET status = 'pending', attempts = 0, next_attempt_at = $4, last_error = NULL, updated_at = $4 \
              WHERE tenant_id = $1 AND connection_id = $2 AND status = 'dead' AND ($3 = '' OR id = $3)",
@@ -612,6 +618,7 @@ impl Store {
         now: i64,
     ) -> StoreResult<Vec<OutboundMessage>> {
         let key_of = |i: usize| idempotency_key.filter(|_| i == 0);
+        let _turn = self.write_turn().await;
         let mut tx = self.pool.begin().await.map_err(classify)?;
         let mut stored = Vec::with_capacity(messages.len());
         for (i, m) in messages.iter().enumerate() {
@@ -737,6 +744,7 @@ impl Store {
 
     /// Forgets dedup hashes older than `before` (housekeeping).
     pub async fn prune_dedup(&self, before: i64) -> StoreResult<u64> {
+        let _turn = self.write_turn().await;
         let done = sqlx::query("DELETE FROM inbound_dedup WHERE seen_at < $1")
             .bind(before)
             .execute(&self.pool)
