@@ -319,6 +319,12 @@ impl TestApp {
         format!("{}{path}", self.address)
     }
 
+    /// The body of a plain GET, as text.
+    pub async fn get_text(&self, path: &str) -> String {
+        let res = self.client.get(self.url(path)).send().await.unwrap();
+        res.text().await.unwrap()
+    }
+
     /// A request with a bearer token (none when `token` is empty).
     pub fn request(
         &self,

@@ -838,7 +838,7 @@ async fn two_replicas_share_the_work_without_doubles(backend: Backend) {
 
 both_backends!(metrics_count_a_scripted_run);
 
-fn scrape(text: &str) -> HashMap<String, f64> {
+pub fn scrape(text: &str) -> HashMap<String, f64> {
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
         .filter_map(|l| {
@@ -921,17 +921,7 @@ async fn metrics_count_a_scripted_run(backend: Backend) {
     // Delivery is recorded just after the emulator answers; give it a moment.
     let start = Instant::now();
     let metrics = loop {
-        let text = s
-            .app
-            .client
-            .get(s.app.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let m = scrape(&text);
+        let m = scrape(&s.app.get_text("/metrics").await);
         if m.get("botgate_naverworks_sends_total{outcome=\"delivered\"}") == Some(&3.0)
             || start.elapsed() > Duration::from_secs(5)
         {

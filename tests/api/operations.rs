@@ -198,15 +198,7 @@ async fn openapi_document_matches_the_routes(backend: Backend) {
             "{method} {path} is not routed"
         );
     }
-    let page = app
-        .client
-        .get(app.url("/api/docs"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = app.get_text("/api/docs").await;
     assert!(page.contains("/api/v1/connections/{connection}/messages"));
 }
 
