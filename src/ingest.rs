@@ -86,18 +86,19 @@ async fn write_lane(
 ) {
     let mut batch: Vec<(NewInbound, Reply)> = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let events: Vec<NewInbound> = batch.iter().map(|(e, _)| e.clone()).collect();
+        // The events move into the write; their callers wait for its result.
+        let (events, replies): (Vec<NewInbound>, Vec<Reply>) = batch.drain(..).unzip();
         match store.insert_inbound_batch(&events, dedup_window_ms).await {
             Ok(results) => {
                 ingest.commits.fetch_add(1, Ordering::Relaxed);
                 store.written();
-                for ((_, reply), result) in batch.drain(..).zip(results) {
+                for (reply, result) in replies.into_iter().zip(results) {
                     let _ = reply.send(Ok(result));
                 }
             }
             Err(e) => {
-                tracing::error!(error.message = %e, callbacks = batch.len(), "a batch of callbacks could not be stored; every caller gets an error");
-                for (_, reply) in batch.drain(..) {
+                tracing::error!(error.message = %e, callbacks = replies.len(), "a batch of callbacks could not be stored; every caller gets an error");
+                for reply in replies {
                     let _ = reply.send(Err(match &e {
                         StoreError::Busy => StoreError::Busy,
                         other => {

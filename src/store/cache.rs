@@ -152,8 +152,14 @@ impl Cache {
         }
     }
 
-    /// Counts a lookup's outcome and passes it on.
-    fn counted<T>(&self, found: Option<T>) -> Option<T> {
+    /// A lookup in the maps while the cache is in use, counted as a hit or
+    /// a miss.
+    fn lookup<T>(&self, find: impl FnOnce(&Maps) -> Option<Arc<T>>) -> Option<Arc<T>> {
+        let found = if self.live() {
+            find(&self.read())
+        } else {
+            None
+        };
         let counter = if found.is_some() {
             &self.hits
         } else {
@@ -164,40 +170,32 @@ impl Cache {
     }
 
     pub fn connection(&self, id: &str) -> Option<Arc<ConnectionEntry>> {
-        let found = self
-            .live()
-            .then(|| self.read().connections.get(id)?.fresh())
-            .flatten();
-        self.counted(found)
+        self.lookup(|maps| maps.connections.get(id)?.fresh())
     }
 
     pub fn connection_by_public_id(&self, public_id: &str) -> Option<Arc<ConnectionEntry>> {
-        let found = self
-            .live()
-            .then(|| {
-                let maps = self.read();
-                let id = maps.public_ids.get(public_id)?;
-                maps.connections.get(id)?.fresh()
-            })
-            .flatten();
-        self.counted(found)
+        self.lookup(|maps| {
+            let id = maps.public_ids.get(public_id)?;
+            maps.connections.get(id)?.fresh()
+        })
     }
 
     pub fn tenant(&self, id: &str) -> Option<Arc<TenantRecord>> {
-        let found = self
-            .live()
-            .then(|| self.read().tenants.get(id)?.fresh())
-            .flatten();
-        self.counted(found)
+        self.lookup(|maps| maps.tenants.get(id)?.fresh())
     }
 
-    /// Keeps a connection read after `epoch` was taken, unless something was
-    /// invalidated since (then the read may predate that change).
+    /// The maps, to keep a row read after `epoch` was taken — unless
+    /// something was invalidated since (then the read may predate that
+    /// change) or the cache is not in use.
+    fn write_if_current(&self, epoch: u64) -> Option<std::sync::RwLockWriteGuard<'_, Maps>> {
+        let maps = self.write();
+        (self.live() && self.epoch() == epoch).then_some(maps)
+    }
+
     pub fn keep_connection(&self, epoch: u64, entry: Arc<ConnectionEntry>) {
-        let mut maps = self.write();
-        if !self.live() || self.epoch() != epoch {
+        let Some(mut maps) = self.write_if_current(epoch) else {
             return;
-        }
+        };
         if maps.connections.len() >= MAX_ENTRIES {
             maps.connections.clear();
             maps.public_ids.clear();
@@ -215,10 +213,9 @@ impl Cache {
     }
 
     pub fn keep_tenant(&self, epoch: u64, tenant: Arc<TenantRecord>) {
-        let mut maps = self.write();
-        if !self.live() || self.epoch() != epoch {
+        let Some(mut maps) = self.write_if_current(epoch) else {
             return;
-        }
+        };
         if maps.tenants.len() >= MAX_ENTRIES {
             maps.tenants.clear();
         }
