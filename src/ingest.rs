@@ -99,12 +99,7 @@ async fn write_lane(
             Err(e) => {
                 tracing::error!(error.message = %e, callbacks = replies.len(), "a batch of callbacks could not be stored; every caller gets an error");
                 for reply in replies {
-                    let _ = reply.send(Err(match &e {
-                        StoreError::Busy => StoreError::Busy,
-                        other => {
-                            StoreError::Other(anyhow::anyhow!("the batch was not stored: {other}"))
-                        }
-                    }));
+                    let _ = reply.send(Err(crate::store::for_each_caller(&e)));
                 }
             }
         }

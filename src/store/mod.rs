@@ -14,6 +14,7 @@ pub mod cache;
 pub mod console;
 mod migrations;
 pub mod queue;
+mod results;
 
 use std::str::FromStr as _;
 
@@ -24,6 +25,7 @@ pub use crate::config::Backend;
 use crate::config::DatabaseUrl;
 use crate::domain::ids::{ConnectionId, PublicId, TenantId};
 use crate::secrets::Sealed;
+pub(crate) use results::for_each_caller;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -287,6 +289,8 @@ pub struct Store {
     listen_to: Option<sqlx::postgres::PgConnectOptions>,
     /// Wakes the SQLite checkpointer after a commit.
     written: std::sync::Arc<tokio::sync::Notify>,
+    /// The workers' results, group-committed (see [`results`]).
+    results: std::sync::Arc<results::ResultWriter>,
 }
 
 /// Log size (pages of 4 KiB) past which the checkpointer waits for the
@@ -382,6 +386,7 @@ impl Store {
             cache,
             listen_to,
             written: std::sync::Arc::default(),
+            results: std::sync::Arc::default(),
         })
     }
 

@@ -12,6 +12,7 @@
 use sqlx::any::AnyRow;
 use sqlx::Row as _;
 
+use super::results::{Change, Replies, RowResult};
 use super::{classify, decode_all, decode_one, Store, StoreResult};
 use crate::domain::ids::{ConnectionId, TenantId};
 
@@ -374,79 +375,58 @@ impl Store {
         &self,
         event: &InboundEvent,
         owner: &str,
-        status: &str,
+        status: &'static str,
         error: Option<&str>,
         messages: &[NewOutbound],
         now: i64,
     ) -> StoreResult<bool> {
-        let _turn = self.write_turn().await;
-        let mut tx = self.pool.begin().await.map_err(classify)?;
-        let done = sqlx::query(
-            "UPDATE inbound_events SET status = $3, last_error = $4, locked_by = NULL, locked_until = NULL, updated_at = $5 \
-             WHERE seq = $1 AND locked_by = $2 AND status = 'processing'",
-        )
-        .bind(event.seq)
-        .bind(owner)
-        .bind(status)
-        .bind(error)
-        .bind(now)
-        .execute(&mut *tx)
+        self.write_result(RowResult {
+            seq: event.seq,
+            owner: owner.to_owned(),
+            change: Change::Inbound {
+                status,
+                error: error.map(str::to_owned),
+            },
+            replies: (!messages.is_empty()).then(|| Replies {
+                tenant_id: event.tenant_id.clone(),
+                connection_id: event.connection_id.clone(),
+                event_id: event.id.clone(),
+                conversation: event.conversation.clone(),
+                messages: messages.to_vec(),
+            }),
+            now,
+        })
         .await
-        .map_err(classify)?;
-        if done.rows_affected() == 0 {
-            return Ok(false);
-        }
-        for m in messages {
-            sqlx::query(
-                "INSERT INTO outbound_messages (id, tenant_id, connection_id, event_id, conversation, target_kind, \
-                   target_id, content, status, attempts, next_attempt_at, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', 0, $9, $9, $9)",
-            )
-            .bind(&m.id)
-            .bind(event.tenant_id.as_str())
-            .bind(event.connection_id.as_str())
-            .bind(&event.id)
-            .bind(&event.conversation)
-            .bind(m.target_kind)
-            .bind(&m.target_id)
-            .bind(&m.content)
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(classify)?;
-        }
-        tx.commit().await.map_err(classify)?;
-        Ok(true)
     }
 
     /// Puts a claimed row back for a later attempt (`count` false: the
     /// attempt is not counted, e.g. when pacing deferred it).
-    async fn retry(&self, q: &Queue, seq: i64, owner: &str, again: Again<'_>) -> StoreResult<bool> {
+    async fn retry(
+        &self,
+        outbox: bool,
+        seq: i64,
+        owner: &str,
+        again: Again<'_>,
+    ) -> StoreResult<bool> {
         let Again {
             error,
             next_at,
             count,
             now,
         } = again;
-        let sql = format!(
-            "UPDATE {t} SET status = 'pending', last_error = COALESCE($3, last_error), next_attempt_at = $4, \
-               attempts = attempts - $5, locked_by = NULL, locked_until = NULL, updated_at = $6 \
-             WHERE seq = $1 AND locked_by = $2 AND status = '{w}'",
-            t = q.table,
-            w = q.working
-        );
-        let _turn = self.write_turn().await;
-        let done = sqlx::query(&sql)
-            .bind(seq)
-            .bind(owner)
-            .bind(error)
-            .bind(next_at)
-            .bind(i64::from(!count))
-            .bind(now)
-            .execute(&self.pool)
-            .await
-            .map_err(classify)?;
-        Ok(done.rows_affected() > 0)
+        self.write_result(RowResult {
+            seq,
+            owner: owner.to_owned(),
+            change: Change::Retry {
+                outbox,
+                error: error.map(str::to_owned),
+                next_at,
+                count,
+            },
+            replies: None,
+            now,
+        })
+        .await
     }
 
     pub async fn retry_inbound(
@@ -463,7 +443,7 @@ impl Store {
             count: true,
             now,
         };
-        self.retry(&INBOX, event.seq, owner, again).await
+        self.retry(false, event.seq, owner, again).await
     }
 
     pub async fn retry_outbound(
@@ -476,7 +456,7 @@ impl Store {
         now: i64,
     ) -> StoreResult<bool> {
         self.retry(
-            &OUTBOX,
+            true,
             m.seq,
             owner,
             Again {
@@ -498,22 +478,17 @@ impl Store {
         error: Option<&str>,
         now: i64,
     ) -> StoreResult<bool> {
-        let _turn = self.write_turn().await;
-        let done = sqlx::query(
-            "UPDATE outbound_messages SET status = $3, last_error = COALESCE($4, last_error), \
-               delivered_at = $5, locked_by = NULL, locked_until = NULL, updated_at = $6 \
-             WHERE seq = $1 AND locked_by = $2 AND status = 'sending'",
-        )
-        .bind(m.seq)
-        .bind(owner)
-        .bind(if delivered { "delivered" } else { "failed" })
-        .bind(error)
-        .bind(delivered.then_some(now))
-        .bind(now)
-        .execute(&self.pool)
+        self.write_result(RowResult {
+            seq: m.seq,
+            owner: owner.to_owned(),
+            change: Change::Outbound {
+                delivered,
+                error: error.map(str::to_owned),
+            },
+            replies: None,
+            now,
+        })
         .await
-        .map_err(classify)?;
-        Ok(done.rows_affected() > 0)
     }
 
     /// A connection's events, newest first, optionally of one status.

@@ -38,6 +38,7 @@ pub async fn step(
         events,
         |event| &event.id,
         |state, event| async move { process(&state, &event).await },
+        |state| &state.signals.inbox,
     )
     .await)
 }

@@ -62,13 +62,15 @@ pub enum Outcome {
 
 /// Runs `process` on each claimed item in a task of its own, each holding a
 /// slot until it is done; a failure is logged, and the item's lease expires
-/// so that it is tried again.
+/// so that it is tried again. Each item done wakes its worker (`wake`): its
+/// conversation's next row may be claimable now, and a slot is free.
 pub(crate) async fn spawn_each<T, Fut>(
     state: &web::Data<AppState>,
     slots: &Arc<Semaphore>,
     items: Vec<T>,
     id: fn(&T) -> &str,
     process: fn(web::Data<AppState>, T) -> Fut,
+    wake: fn(&AppState) -> &Notify,
 ) -> Outcome
 where
     T: Send + 'static,
@@ -81,11 +83,13 @@ where
         };
         let item_id = id(&item).to_owned();
         let work = process(state.clone(), item);
+        let state = state.clone();
         tokio::spawn(async move {
             if let Err(e) = work.await {
                 tracing::error!(item = %item_id, error.message = %e, error.cause_chain = ?e, "processing failed; the lease will expire and it is retried");
             }
             drop(permit);
+            wake(&state).notify_one();
         });
     }
     if claimed == 0 {

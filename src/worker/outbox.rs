@@ -41,6 +41,7 @@ pub async fn step(
         messages,
         |message| &message.id,
         |state, message| async move { process(&state, &message).await },
+        |state| &state.signals.outbox,
     )
     .await)
 }

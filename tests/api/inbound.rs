@@ -1074,3 +1074,180 @@ async fn group_commit_batches_and_fails_whole_batches(backend: Backend) {
     let stored = s.events("").await;
     assert_eq!(stored.len(), 101, "none of the failed batch was stored");
 }
+
+both_backends!(worker_results_are_group_committed);
+
+/// The workers' results (an event done with its replies, a message
+/// delivered, a retry) written while a batch commits are written together by
+/// the next; a result whose lease is lost does not apply, and a batch that
+/// fails answers each of its callers with an error and applies none.
+async fn worker_results_are_group_committed(backend: Backend) {
+    use botgate::store::queue::NewOutbound;
+    use sqlx::Row as _;
+    let s = Arc::new(setup_with(backend, EmulatorConfig::default(), "workers = false").await);
+    let store = s.app.state.store.clone();
+    let claim = |n: i64| {
+        let store = store.clone();
+        async move {
+            let now = botgate::domain::now_millis();
+            store
+                .claim_inbound("test-worker", now, now + 60_000, n)
+                .await
+                .unwrap()
+        }
+    };
+    let reply = |text: &str| NewOutbound {
+        id: botgate::domain::ids::queue_id("msg"),
+        target_kind: "user",
+        target_id: "someone".into(),
+        content: json!({"type": "text", "text": text}).to_string(),
+    };
+    let mut lock = s.app.db.connect().await;
+    async fn hold(lock: &mut sqlx::AnyConnection, backend: Backend) {
+        let sql = match backend {
+            Backend::Postgres => {
+                ["BEGIN", "LOCK TABLE inbound_events IN EXCLUSIVE MODE"].as_slice()
+            }
+            Backend::Sqlite => ["BEGIN IMMEDIATE"].as_slice(),
+        };
+        for sql in sql {
+            sqlx::query(sql).execute(&mut *lock).await.unwrap();
+        }
+    }
+    // Finishes `events` (the first alone, the others while it is held up),
+    // with one reply each (`text` of the k-th); `owner` of the k-th.
+    let finish_held = |events: Vec<botgate::store::queue::InboundEvent>,
+                       owner: fn(usize) -> &'static str,
+                       text: fn(usize) -> String| {
+        let store = store.clone();
+        async move {
+            let mut tasks = Vec::new();
+            for (k, event) in events.into_iter().enumerate() {
+                let store = store.clone();
+                let replies = vec![reply(&text(k))];
+                tasks.push(tokio::spawn(async move {
+                    let now = botgate::domain::now_millis();
+                    store.finish_inbound(&event, owner(k), &replies, now).await
+                }));
+                if k == 0 {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+            }
+            tasks
+        }
+    };
+    for i in 0..21 {
+        s.post_signed(&message(&format!("res-{i}"), "hello")).await;
+    }
+    let events = claim(100).await;
+    assert_eq!(events.len(), 21);
+    let before = store.result_commits();
+    hold(&mut lock, backend).await;
+    let tasks = finish_held(
+        events,
+        |k| {
+            if k == 20 {
+                "another-worker"
+            } else {
+                "test-worker"
+            }
+        },
+        |k| format!("reply {k}"),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sqlx::query("COMMIT").execute(&mut lock).await.unwrap();
+    let mut applied = Vec::new();
+    for task in tasks {
+        applied.push(task.await.unwrap().unwrap());
+    }
+    assert_eq!(
+        applied,
+        (0..21).map(|k| k != 20).collect::<Vec<_>>(),
+        "each result applied while its lease was held, and only then"
+    );
+    let used = store.result_commits() - before;
+    assert!(used <= 3, "{used} commits for 21 results");
+    assert_eq!(s.events("done").await.len(), 20);
+    assert_eq!(
+        s.events("processing").await.len(),
+        1,
+        "the lost lease's event is untouched"
+    );
+    let count = |sql: &'static str| {
+        let s = s.clone();
+        async move {
+            let mut conn = s.app.db.connect().await;
+            let row = sqlx::query(sql).fetch_one(&mut conn).await.unwrap();
+            row.try_get::<i64, _>(0).unwrap()
+        }
+    };
+    assert_eq!(
+        count("SELECT COUNT(*) FROM outbound_messages").await,
+        20,
+        "one reply each, for the results that applied"
+    );
+
+    // A batch that fails: the database refuses one of its replies.
+    let trigger = match backend {
+        Backend::Postgres => vec![
+            "CREATE FUNCTION fail_reply() RETURNS trigger AS $$ BEGIN \
+               IF position('FAIL-RESULT' in NEW.content) > 0 THEN RAISE EXCEPTION 'injected failure'; END IF; \
+               RETURN NEW; END $$ LANGUAGE plpgsql",
+            "CREATE TRIGGER fail_reply BEFORE INSERT ON outbound_messages FOR EACH ROW EXECUTE FUNCTION fail_reply()",
+        ],
+        Backend::Sqlite => vec![
+            "CREATE TRIGGER fail_reply BEFORE INSERT ON outbound_messages \
+             WHEN instr(NEW.content, 'FAIL-RESULT') > 0 BEGIN SELECT RAISE(ABORT, 'injected failure'); END",
+        ],
+    };
+    {
+        let mut conn = s.app.db.connect().await;
+        for sql in trigger {
+            sqlx::query(sql).execute(&mut conn).await.unwrap();
+        }
+    }
+    for i in 0..6 {
+        s.post_signed(&message(&format!("fail-{i}"), "hello")).await;
+    }
+    let events = claim(100).await;
+    assert_eq!(events.len(), 6);
+    hold(&mut lock, backend).await;
+    let tasks = finish_held(
+        events,
+        |_| "test-worker",
+        |k| {
+            if k == 3 {
+                "FAIL-RESULT".to_owned()
+            } else {
+                format!("reply {k}")
+            }
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sqlx::query("COMMIT").execute(&mut lock).await.unwrap();
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.push(task.await.unwrap());
+    }
+    assert!(
+        matches!(answers[0], Ok(true)),
+        "the first batch held only the first: {:?}",
+        answers[0]
+    );
+    assert!(
+        answers[1..].iter().all(Result::is_err),
+        "every result of the failed batch got an error: {answers:?}"
+    );
+    assert_eq!(
+        count("SELECT COUNT(*) FROM outbound_messages").await,
+        21,
+        "none of the failed batch's replies"
+    );
+    assert_eq!(
+        s.events("processing").await.len(),
+        1 + 5,
+        "none of the failed batch's events closed"
+    );
+}

@@ -1,0 +1,271 @@
+//! Group commit of the workers' results.
+//!
+//! Every claimed row ends with one write: an event done (with its replies
+//! enqueued) or dead, a message delivered or failed, or either put back for
+//! a later attempt. Written one transaction each, a busy gateway spends a
+//! flush per message on each queue (B2 and B5 in BENCHMARKS.md); here the
+//! results that arrive while one batch commits are written together by the
+//! next: one transaction, one flush, and one `UPDATE … WHERE seq IN (…)` per
+//! kind of result (all the "done" events of a batch are one statement), one
+//! multi-row `INSERT` for their replies.
+//!
+//! No task runs the batches: the first caller to find no batch in progress
+//! leads — it takes every result waiting (its own included) and writes them;
+//! the others wait for their answer. A result is applied only while its
+//! claim's lease is still held (`locked_by` and the working status), exactly
+//! as when each was written alone; a lost lease answers `false`.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+
+use sqlx::Row as _;
+use tokio::sync::oneshot;
+
+use super::queue::NewOutbound;
+use super::{classify, Store, StoreError, StoreResult};
+use crate::domain::ids::{ConnectionId, TenantId};
+
+/// What a result does to its row.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) enum Change {
+    /// An event leaves the inbox: `done` (error cleared) or `dead`.
+    Inbound {
+        status: &'static str,
+        error: Option<String>,
+    },
+    /// A message leaves the outbox: `delivered`, or `failed` with its error.
+    Outbound {
+        delivered: bool,
+        error: Option<String>,
+    },
+    /// Back to `pending` until `next_at`; `count` false gives the attempt back.
+    Retry {
+        outbox: bool,
+        error: Option<String>,
+        next_at: i64,
+        count: bool,
+    },
+}
+
+impl Change {
+    fn outbox(&self) -> bool {
+        match self {
+            Self::Inbound { .. } => false,
+            Self::Outbound { .. } => true,
+            Self::Retry { outbox, .. } => *outbox,
+        }
+    }
+}
+
+/// Replies to enqueue with an event's result, in the same transaction.
+#[derive(Debug)]
+pub(super) struct Replies {
+    pub tenant_id: TenantId,
+    pub connection_id: ConnectionId,
+    pub event_id: String,
+    pub conversation: String,
+    pub messages: Vec<NewOutbound>,
+}
+
+/// One claimed row's result.
+#[derive(Debug)]
+pub(super) struct RowResult {
+    pub seq: i64,
+    pub owner: String,
+    pub change: Change,
+    pub replies: Option<Replies>,
+    pub now: i64,
+}
+
+type Answer = oneshot::Sender<StoreResult<bool>>;
+
+/// Results waiting for the next batch, and the right to write it.
+#[derive(Default)]
+pub(super) struct ResultWriter {
+    waiting: Mutex<Vec<(RowResult, Answer)>>,
+    leader: tokio::sync::Mutex<()>,
+    commits: AtomicU64,
+}
+
+/// A batch's error, for each of its callers.
+pub(crate) fn for_each_caller(error: &StoreError) -> StoreError {
+    match error {
+        StoreError::Busy => StoreError::Busy,
+        StoreError::Conflict(what) => StoreError::Conflict(what),
+        StoreError::Other(e) => StoreError::Other(anyhow::anyhow!("the batch was not stored: {e}")),
+    }
+}
+
+impl Store {
+    /// Writes one result with the next batch; true if its lease was still
+    /// held (the result applied), false if another owner has the row now.
+    pub(super) async fn write_result(&self, result: RowResult) -> StoreResult<bool> {
+        let (answer, answered) = oneshot::channel();
+        let results = &self.results;
+        results
+            .waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((result, answer));
+        {
+            let _lead = results.leader.lock().await;
+            // Taken after the write turn, so that results arriving while it
+            // waits join this batch.
+            let turn = self.write_turn().await;
+            let batch = std::mem::take(
+                &mut *results
+                    .waiting
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner),
+            );
+            if !batch.is_empty() {
+                let (batch, answers): (Vec<RowResult>, Vec<Answer>) = batch.into_iter().unzip();
+                let written = self.write_results(&batch).await;
+                drop(turn);
+                match written {
+                    Ok(applied) => {
+                        results.commits.fetch_add(1, Ordering::Relaxed);
+                        self.written();
+                        for (answer, applied) in answers.into_iter().zip(applied) {
+                            let _ = answer.send(Ok(applied));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error.message = %e, results = answers.len(), "a batch of worker results could not be written; their leases will expire and the rows are tried again");
+                        for answer in answers {
+                            let _ = answer.send(Err(for_each_caller(&e)));
+                        }
+                    }
+                }
+            }
+        }
+        answered.await.map_err(|_| StoreError::Busy)?
+    }
+
+    /// Transactions that wrote worker results (for tests).
+    pub fn result_commits(&self) -> u64 {
+        self.results.commits.load(Ordering::Relaxed)
+    }
+
+    /// One transaction for a batch of results; which of them applied.
+    async fn write_results(&self, batch: &[RowResult]) -> StoreResult<Vec<bool>> {
+        // Results alike (same change, same owner) share one statement.
+        let mut groups: HashMap<(&Change, &str), (Vec<i64>, i64)> = HashMap::new();
+        for r in batch {
+            let (seqs, now) = groups.entry((&r.change, r.owner.as_str())).or_default();
+            seqs.push(r.seq);
+            *now = (*now).max(r.now);
+        }
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let mut applied: HashSet<(bool, i64)> = HashSet::new();
+        for ((change, owner), (seqs, now)) in groups {
+            let list = seqs
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ");
+            let (table, working) = if change.outbox() {
+                ("outbound_messages", "sending")
+            } else {
+                ("inbound_events", "processing")
+            };
+            let (set, error, extra) = match change {
+                Change::Inbound { status, error } => (
+                    format!("status = '{status}', last_error = $3"),
+                    error.as_deref(),
+                    None,
+                ),
+                Change::Outbound { delivered, error } => (
+                    if *delivered {
+                        "status = 'delivered', delivered_at = $2, last_error = COALESCE($3, last_error)"
+                            .to_owned()
+                    } else {
+                        "status = 'failed', last_error = COALESCE($3, last_error)".to_owned()
+                    },
+                    error.as_deref(),
+                    None,
+                ),
+                Change::Retry {
+                    error,
+                    next_at,
+                    count,
+                    ..
+                } => (
+                    "status = 'pending', last_error = COALESCE($3, last_error), \
+                     next_attempt_at = $4, attempts = attempts - $5"
+                        .to_owned(),
+                    error.as_deref(),
+                    Some((*next_at, i64::from(!count))),
+                ),
+            };
+            let sql = format!(
+                "UPDATE {table} SET {set}, locked_by = NULL, locked_until = NULL, updated_at = $2 \
+                 WHERE seq IN ({list}) AND locked_by = $1 AND status = '{working}' RETURNING seq"
+            );
+            let mut query = sqlx::query(&sql).bind(owner).bind(now).bind(error);
+            if let Some((next_at, give_back)) = extra {
+                query = query.bind(next_at).bind(give_back);
+            }
+            for row in query.fetch_all(&mut *tx).await.map_err(classify)? {
+                let seq: i64 = row.try_get("seq").map_err(classify)?;
+                applied.insert((change.outbox(), seq));
+            }
+        }
+        // The replies of the events whose result applied.
+        let replies: Vec<(&Replies, &NewOutbound, i64)> = batch
+            .iter()
+            .filter(|r| applied.contains(&(r.change.outbox(), r.seq)))
+            .filter_map(|r| r.replies.as_ref().map(|replies| (replies, r.now)))
+            .flat_map(|(replies, now)| replies.messages.iter().map(move |m| (replies, m, now)))
+            .collect();
+        for chunk in replies.chunks(REPLIES_PER_STATEMENT) {
+            let values = (0..chunk.len())
+                .map(|k| {
+                    let b = 9 * k;
+                    format!(
+                        "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, 'pending', 0, ${}, ${}, ${})",
+                        b + 1,
+                        b + 2,
+                        b + 3,
+                        b + 4,
+                        b + 5,
+                        b + 6,
+                        b + 7,
+                        b + 8,
+                        b + 9,
+                        b + 9,
+                        b + 9
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "INSERT INTO outbound_messages (id, tenant_id, connection_id, event_id, conversation, target_kind, \
+                   target_id, content, status, attempts, next_attempt_at, created_at, updated_at) VALUES {values}"
+            );
+            let mut query = sqlx::query(&sql);
+            for (replies, m, now) in chunk {
+                query = query
+                    .bind(&m.id)
+                    .bind(replies.tenant_id.as_str())
+                    .bind(replies.connection_id.as_str())
+                    .bind(&replies.event_id)
+                    .bind(&replies.conversation)
+                    .bind(m.target_kind)
+                    .bind(&m.target_id)
+                    .bind(&m.content)
+                    .bind(*now);
+            }
+            query.execute(&mut *tx).await.map_err(classify)?;
+        }
+        tx.commit().await.map_err(classify)?;
+        Ok(batch
+            .iter()
+            .map(|r| applied.contains(&(r.change.outbox(), r.seq)))
+            .collect())
+    }
+}
+
+/// Replies per `INSERT` (9 parameters each; well under both backends' limits).
+const REPLIES_PER_STATEMENT: usize = 500;
