@@ -12,6 +12,7 @@
 
 pub mod cache;
 pub mod console;
+pub mod handoff;
 mod migrations;
 pub mod queue;
 mod results;
@@ -291,6 +292,8 @@ pub struct Store {
     written: std::sync::Arc<tokio::sync::Notify>,
     /// The workers' results, group-committed (see [`results`]).
     results: std::sync::Arc<results::ResultWriter>,
+    /// This process's workers, which take rows claimed as they are written.
+    handoffs: std::sync::Arc<handoff::Handoffs>,
 }
 
 /// Log size (pages of 4 KiB) past which the checkpointer waits for the
@@ -387,6 +390,7 @@ impl Store {
             listen_to,
             written: std::sync::Arc::default(),
             results: std::sync::Arc::default(),
+            handoffs: std::sync::Arc::default(),
         })
     }
 
@@ -490,6 +494,33 @@ impl Store {
                 }
             }
         });
+    }
+
+    /// From now on, events written by this process's ingest are claimed for
+    /// `worker` as they are written, while it has free slots (see
+    /// [`handoff`]). Once per Store; a second call is ignored.
+    pub fn hand_off_inbound(&self, worker: handoff::Handoff<queue::InboundEvent>) {
+        let _ = self.handoffs.inbound.set(worker);
+    }
+
+    /// The same for replies enqueued by the inbox worker's results.
+    pub fn hand_off_outbound(&self, worker: handoff::Handoff<queue::OutboundMessage>) {
+        let _ = self.handoffs.outbound.set(worker);
+    }
+
+    /// Events and messages claimed as they were written and handed to this
+    /// process's workers so far.
+    pub fn handed_off(&self) -> (u64, u64) {
+        (
+            self.handoffs
+                .inbound
+                .get()
+                .map_or(0, handoff::Handoff::given),
+            self.handoffs
+                .outbound
+                .get()
+                .map_or(0, handoff::Handoff::given),
+        )
     }
 
     /// Tells the checkpointer that a commit added to the log.

@@ -55,7 +55,7 @@ const INBOUND_COLUMNS: &str = "seq, id, tenant_id, connection_id, conversation, 
      status, attempts, last_error, received_at, updated_at";
 
 impl InboundEvent {
-    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+    pub(super) fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
         Ok(Self {
             seq: row.try_get("seq")?,
             id: row.try_get("id")?,
@@ -106,7 +106,7 @@ const OUTBOUND_COLUMNS: &str = "seq, id, tenant_id, connection_id, event_id, con
      target_kind, target_id, content, status, attempts, last_error, created_at, updated_at, delivered_at";
 
 impl OutboundMessage {
-    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+    pub(super) fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
         Ok(Self {
             seq: row.try_get("seq")?,
             id: row.try_get("id")?,
@@ -137,22 +137,64 @@ struct Again<'a> {
 }
 
 /// Which queue a claim works on: table, columns, and its in-flight status.
-struct Queue {
-    table: &'static str,
+pub(super) struct Queue {
+    pub(super) table: &'static str,
     columns: &'static str,
     working: &'static str,
 }
 
-const INBOX: Queue = Queue {
+pub(super) const INBOX: Queue = Queue {
     table: "inbound_events",
     columns: INBOUND_COLUMNS,
     working: "processing",
 };
-const OUTBOX: Queue = Queue {
+pub(super) const OUTBOX: Queue = Queue {
     table: "outbound_messages",
     columns: OUTBOUND_COLUMNS,
     working: "sending",
 };
+
+/// Claims for `owner` those of the rows just written in `tx` (`ids`) that
+/// head their conversation (no earlier open row), oldest first, at most
+/// `limit` (see [`super::handoff`]).
+pub(super) async fn claim_written(
+    tx: &mut sqlx::AnyConnection,
+    q: &Queue,
+    ids: &[&str],
+    owner: &str,
+    lease_until: i64,
+    limit: usize,
+) -> StoreResult<Vec<AnyRow>> {
+    if ids.is_empty() || limit == 0 {
+        return Ok(Vec::new());
+    }
+    let list = (0..ids.len())
+        .map(|k| format!("${}", k + 5))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "UPDATE {t} SET status = '{w}', locked_by = $1, locked_until = $2, attempts = attempts + 1, updated_at = $3 \
+         WHERE seq IN (SELECT e.seq FROM {t} e WHERE e.id IN ({list}) AND e.status = 'pending' AND NOT EXISTS ( \
+             SELECT 1 FROM {t} p WHERE p.connection_id = e.connection_id AND p.conversation = e.conversation \
+             AND p.status IN ('pending', '{w}') AND p.seq < e.seq) \
+           ORDER BY e.seq LIMIT $4) \
+         RETURNING {c}",
+        t = q.table,
+        w = q.working,
+        c = q.columns
+    );
+    let mut query = sqlx::query(&sql)
+        .bind(owner)
+        .bind(lease_until)
+        .bind(crate::domain::now_millis())
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX));
+    for id in ids {
+        query = query.bind(*id);
+    }
+    let mut rows = query.fetch_all(&mut *tx).await.map_err(classify)?;
+    rows.sort_by_key(|r| r.try_get::<i64, _>("seq").unwrap_or_default());
+    Ok(rows)
+}
 
 impl Store {
     /// Stores a batch of verified callbacks in one transaction (group
@@ -178,8 +220,29 @@ impl Store {
         if firsts.is_empty() {
             return Ok(results);
         }
+        // Slots of this process's inbox worker for the heads of this batch.
+        let reserved = self
+            .handoffs
+            .inbound
+            .get()
+            .map(|worker| worker.reserve(firsts.len()))
+            .filter(|r| r.count() > 0);
         let _turn = self.write_turn().await;
         let mut tx = self.pool.begin().await.map_err(classify)?;
+        if reserved.is_some() && self.backend == super::Backend::Postgres {
+            let keys = super::handoff::conversation_keys(
+                INBOX.table,
+                firsts.iter().map(|&i| {
+                    (
+                        events[i].connection_id.as_str(),
+                        events[i].conversation.as_str(),
+                    )
+                }),
+            );
+            super::handoff::lock_conversations(&mut tx, &keys)
+                .await
+                .map_err(classify)?;
+        }
         let values = (0..firsts.len())
             .map(|k| format!("(${}, ${}, ${})", 3 * k + 2, 3 * k + 3, 3 * k + 4))
             .collect::<Vec<_>>()
@@ -252,7 +315,18 @@ impl Store {
             }
             query.execute(&mut *tx).await.map_err(classify)?;
         }
+        let claimed = match &reserved {
+            Some(r) => {
+                let ids: Vec<&str> = new.iter().map(|&i| events[i].id.as_str()).collect();
+                let lease_until = crate::domain::now_millis() + r.lease_ms;
+                claim_written(&mut tx, &INBOX, &ids, r.owner, lease_until, r.count()).await?
+            }
+            None => Vec::new(),
+        };
         tx.commit().await.map_err(classify)?;
+        if let Some(r) = reserved {
+            r.give(decode_all(&claimed, InboundEvent::from_row)?);
+        }
         for i in new {
             results[i] = Inserted::New;
         }

@@ -22,8 +22,8 @@ use std::sync::{Mutex, PoisonError};
 use sqlx::Row as _;
 use tokio::sync::oneshot;
 
-use super::queue::NewOutbound;
-use super::{classify, Store, StoreError, StoreResult};
+use super::queue::{claim_written, NewOutbound, OutboundMessage, OUTBOX};
+use super::{classify, decode_all, Store, StoreError, StoreResult};
 use crate::domain::ids::{ConnectionId, TenantId};
 
 /// What a result does to its row.
@@ -219,6 +219,25 @@ impl Store {
             .filter_map(|r| r.replies.as_ref().map(|replies| (replies, r.now)))
             .flat_map(|(replies, now)| replies.messages.iter().map(move |m| (replies, m, now)))
             .collect();
+        // Slots of this process's outbox worker for the heads among them.
+        let reserved = self
+            .handoffs
+            .outbound
+            .get()
+            .filter(|_| !replies.is_empty())
+            .map(|worker| worker.reserve(replies.len()))
+            .filter(|r| r.count() > 0);
+        if reserved.is_some() && self.backend == super::Backend::Postgres {
+            let keys = super::handoff::conversation_keys(
+                OUTBOX.table,
+                replies
+                    .iter()
+                    .map(|(r, _, _)| (r.connection_id.as_str(), r.conversation.as_str())),
+            );
+            super::handoff::lock_conversations(&mut tx, &keys)
+                .await
+                .map_err(classify)?;
+        }
         for chunk in replies.chunks(REPLIES_PER_STATEMENT) {
             let values = (0..chunk.len())
                 .map(|k| {
@@ -259,7 +278,18 @@ impl Store {
             }
             query.execute(&mut *tx).await.map_err(classify)?;
         }
+        let claimed = match &reserved {
+            Some(r) => {
+                let ids: Vec<&str> = replies.iter().map(|(_, m, _)| m.id.as_str()).collect();
+                let lease_until = crate::domain::now_millis() + r.lease_ms;
+                claim_written(&mut tx, &OUTBOX, &ids, r.owner, lease_until, r.count()).await?
+            }
+            None => Vec::new(),
+        };
         tx.commit().await.map_err(classify)?;
+        if let Some(r) = reserved {
+            r.give(decode_all(&claimed, OutboundMessage::from_row)?);
+        }
         Ok(batch
             .iter()
             .map(|r| applied.contains(&(r.change.outbox(), r.seq)))

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use actix_web::web;
 use secrecy::SecretString;
 use serde_json::Value;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::{lease_ms, retry::backoff, spawn_each, Outcome};
+use super::{lease_ms, retry::backoff, spawn_each, spawn_one, Outcome};
 use crate::domain::now_millis;
 use crate::engine::{Engine, EngineEvent};
 use crate::startup::AppState;
@@ -32,15 +32,19 @@ pub async fn step(
             limit,
         )
         .await?;
-    Ok(spawn_each(
+    Ok(spawn_each(state, slots, events, start).await)
+}
+
+/// Processes one claimed event in a slot of its own.
+pub(super) fn start(state: &web::Data<AppState>, slot: OwnedSemaphorePermit, event: InboundEvent) {
+    spawn_one(
         state,
-        slots,
-        events,
+        slot,
+        event,
         |event| &event.id,
         |state, event| async move { process(&state, &event).await },
         |state| &state.signals.inbox,
-    )
-    .await)
+    );
 }
 
 /// Where replies to a callback go: its room, else its user (NAVERWORKS.md §4.1).

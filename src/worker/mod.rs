@@ -14,7 +14,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::web;
-use tokio::sync::{watch, Notify, Semaphore};
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
+
+use crate::store::handoff::{Handoff, Taken};
 
 use crate::startup::AppState;
 
@@ -27,7 +29,7 @@ pub fn lease_ms(settings: &crate::config::Settings) -> i64 {
 }
 const POLL: Duration = Duration::from_millis(250);
 /// Events or messages in flight at once, per worker.
-const CONCURRENCY: usize = 64;
+const CONCURRENCY: usize = 256;
 
 /// Wake-ups and the stop signal, shared by the web handlers and the workers.
 pub struct WorkerSignals {
@@ -60,37 +62,20 @@ pub enum Outcome {
     Empty,
 }
 
-/// Runs `process` on each claimed item in a task of its own, each holding a
-/// slot until it is done; a failure is logged, and the item's lease expires
-/// so that it is tried again. Each item done wakes its worker (`wake`): its
-/// conversation's next row may be claimable now, and a slot is free.
-pub(crate) async fn spawn_each<T, Fut>(
+/// Starts each claimed item (`start`), each holding a slot until it is
+/// done.
+pub(crate) async fn spawn_each<T>(
     state: &web::Data<AppState>,
     slots: &Arc<Semaphore>,
     items: Vec<T>,
-    id: fn(&T) -> &str,
-    process: fn(web::Data<AppState>, T) -> Fut,
-    wake: fn(&AppState) -> &Notify,
-) -> Outcome
-where
-    T: Send + 'static,
-    Fut: std::future::Future<Output = crate::store::StoreResult<()>> + Send + 'static,
-{
+    start: Start<T>,
+) -> Outcome {
     let claimed = items.len();
     for item in items {
-        let Ok(permit) = slots.clone().acquire_owned().await else {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
             break;
         };
-        let item_id = id(&item).to_owned();
-        let work = process(state.clone(), item);
-        let state = state.clone();
-        tokio::spawn(async move {
-            if let Err(e) = work.await {
-                tracing::error!(item = %item_id, error.message = %e, error.cause_chain = ?e, "processing failed; the lease will expire and it is retried");
-            }
-            drop(permit);
-            wake(&state).notify_one();
-        });
+        start(state, slot, item);
     }
     if claimed == 0 {
         Outcome::Empty
@@ -99,11 +84,70 @@ where
     }
 }
 
+/// How a worker starts one claimed item in a slot of its own.
+pub(crate) type Start<T> = fn(&web::Data<AppState>, OwnedSemaphorePermit, T);
+
+/// Runs `process` on one claimed item in a task of its own, holding `slot`
+/// until it is done; a failure is logged, and the item's lease expires so
+/// that it is tried again. Each item done wakes its worker (`wake`): its
+/// conversation's next row may be claimable now, and a slot is free.
+pub(crate) fn spawn_one<T, Fut>(
+    state: &web::Data<AppState>,
+    slot: OwnedSemaphorePermit,
+    item: T,
+    id: fn(&T) -> &str,
+    process: fn(web::Data<AppState>, T) -> Fut,
+    wake: fn(&AppState) -> &Notify,
+) where
+    T: Send + 'static,
+    Fut: std::future::Future<Output = crate::store::StoreResult<()>> + Send + 'static,
+{
+    let item_id = id(&item).to_owned();
+    let work = process(state.clone(), item);
+    let state = state.clone();
+    tokio::spawn(async move {
+        if let Err(e) = work.await {
+            tracing::error!(item = %item_id, error.message = %e, error.cause_chain = ?e, "processing failed; the lease will expire and it is retried");
+        }
+        drop(slot);
+        wake(&state).notify_one();
+    });
+}
+
+/// Starts the rows claimed for a worker as they were written (see
+/// [`crate::store::handoff`]). When the workers stop, what was already handed
+/// over is started (the worker waits for it), and nothing more is taken.
+async fn take<T>(state: web::Data<AppState>, mut taken: Taken<T>, start: Start<T>) {
+    let mut stop = state.signals.stop.subscribe();
+    loop {
+        tokio::select! {
+            item = taken.recv() => match item {
+                Some((item, slot)) => start(&state, slot, item),
+                None => return,
+            },
+            _ = stop.changed() => break,
+        }
+    }
+    taken.close();
+    while let Ok((item, slot)) = taken.try_recv() {
+        start(&state, slot, item);
+    }
+}
+
 /// Starts both workers and the housekeeping job on the current runtime.
 pub fn spawn(state: web::Data<AppState>) -> Vec<tokio::task::JoinHandle<()>> {
+    let lease = lease_ms(&state.settings);
+    let inbox = Arc::new(Semaphore::new(CONCURRENCY));
+    let outbox = Arc::new(Semaphore::new(CONCURRENCY));
+    let (to_inbox, inbox_taken) = Handoff::new(inbox.clone(), state.worker_id.clone(), lease);
+    let (to_outbox, outbox_taken) = Handoff::new(outbox.clone(), state.worker_id.clone(), lease);
+    state.store.hand_off_inbound(to_inbox);
+    state.store.hand_off_outbound(to_outbox);
     vec![
-        tokio::spawn(run(state.clone(), Kind::Inbox)),
-        tokio::spawn(run(state.clone(), Kind::Outbox)),
+        tokio::spawn(run(state.clone(), Kind::Inbox, inbox)),
+        tokio::spawn(run(state.clone(), Kind::Outbox, outbox)),
+        tokio::spawn(take(state.clone(), inbox_taken, inbox::start)),
+        tokio::spawn(take(state.clone(), outbox_taken, outbox::start)),
         tokio::spawn(housekeeping(state)),
     ]
 }
@@ -142,8 +186,7 @@ enum Kind {
     Outbox,
 }
 
-async fn run(state: web::Data<AppState>, kind: Kind) {
-    let slots = Arc::new(Semaphore::new(CONCURRENCY));
+async fn run(state: web::Data<AppState>, kind: Kind, slots: Arc<Semaphore>) {
     let mut stop = state.signals.stop.subscribe();
     loop {
         if *stop.borrow() {

@@ -10,10 +10,10 @@ use std::sync::Arc;
 
 use actix_web::web;
 use secrecy::{ExposeSecret, SecretString};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::retry::{backoff, rate_limit_wait};
-use super::{lease_ms, spawn_each, Outcome};
+use super::{lease_ms, spawn_each, spawn_one, Outcome};
 use crate::domain::now_millis;
 use crate::startup::AppState;
 use crate::store::queue::OutboundMessage;
@@ -35,15 +35,23 @@ pub async fn step(
             limit,
         )
         .await?;
-    Ok(spawn_each(
+    Ok(spawn_each(state, slots, messages, start).await)
+}
+
+/// Processes one claimed message in a slot of its own.
+pub(super) fn start(
+    state: &web::Data<AppState>,
+    slot: OwnedSemaphorePermit,
+    message: OutboundMessage,
+) {
+    spawn_one(
         state,
-        slots,
-        messages,
+        slot,
+        message,
         |message| &message.id,
         |state, message| async move { process(&state, &message).await },
         |state| &state.signals.outbox,
-    )
-    .await)
+    );
 }
 
 enum Sent {

@@ -1251,3 +1251,43 @@ async fn worker_results_are_group_committed(backend: Backend) {
         "none of the failed batch's events closed"
     );
 }
+
+both_backends!(rows_are_claimed_as_they_are_written);
+
+/// With free worker slots, a callback's event is claimed by the write that
+/// stores it and its reply by the write that enqueues it: both go to the
+/// workers in memory, without a claim of their own, and are processed once.
+async fn rows_are_claimed_as_they_are_written(backend: Backend) {
+    let s = setup_with(backend, EmulatorConfig::default(), "").await;
+    let before = s.app.state.store.handed_off();
+    for i in 0..10 {
+        s.post_signed(&message(&format!("h-{i}"), &format!("handed {i}")))
+            .await;
+        let started = Instant::now();
+        while s.emu.messages().await.len() < i + 1 {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "reply {i} never arrived"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let (events, messages) = s.app.state.store.handed_off();
+    assert_eq!(
+        events - before.0,
+        10,
+        "every event was claimed as it was written"
+    );
+    assert_eq!(
+        messages - before.1,
+        10,
+        "every reply was claimed as it was written"
+    );
+    let done = s.events("done").await;
+    assert_eq!(done.len(), 10);
+    assert!(
+        done.iter().all(|e| e["attempts"] == 1),
+        "each processed once: {done:?}"
+    );
+    assert_eq!(s.emu.messages().await.len(), 10, "each reply sent once");
+}

@@ -1,0 +1,168 @@
+//! Rows claimed in the transaction that wrote them.
+//!
+//! A callback's event, once committed, would wait for the inbox worker to
+//! find it with a claim (a query and a conditional update, a transaction of
+//! its own); an event's replies would wait the same way for the outbox
+//! worker. When a worker has a free slot, the write that creates the row
+//! claims it instead — in the same transaction, for the head of its
+//! conversation only (no earlier open row) — and hands it to the worker in
+//! memory once committed. The claim is the same lease the worker's own claim
+//! takes (`locked_by`, `locked_until`, one attempt counted): if the process
+//! dies before the row is processed, the lease expires and any worker claims
+//! it again. Rows that are not heads, or arrive while the worker is full,
+//! stay `pending` and are claimed as before.
+//!
+//! On PostgreSQL, replicas may write rows of one conversation at the same
+//! moment; each such transaction first takes a transaction-level advisory
+//! lock per conversation (in key order, so two never wait on each other), so
+//! that the second sees the first's row and leaves its own `pending`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+
+use super::queue::{InboundEvent, OutboundMessage};
+
+/// Where a worker takes rows claimed for it, and how many it can take.
+pub struct Handoff<T> {
+    /// The worker's slots; a row handed over holds one until it is processed.
+    slots: Arc<Semaphore>,
+    owner: String,
+    lease_ms: i64,
+    to: mpsc::UnboundedSender<(T, OwnedSemaphorePermit)>,
+    /// Rows handed over so far (for tests).
+    given: AtomicU64,
+}
+
+/// A worker's end: each row comes with the slot it holds.
+pub type Taken<T> = mpsc::UnboundedReceiver<(T, OwnedSemaphorePermit)>;
+
+impl<T> Handoff<T> {
+    pub fn new(slots: Arc<Semaphore>, owner: String, lease_ms: i64) -> (Self, Taken<T>) {
+        let (to, taken) = mpsc::unbounded_channel();
+        (
+            Self {
+                slots,
+                owner,
+                lease_ms,
+                to,
+                given: AtomicU64::new(0),
+            },
+            taken,
+        )
+    }
+
+    /// Up to `most` free slots of the worker (none once it has stopped).
+    pub(super) fn reserve(&self, most: usize) -> Reserved<'_, T> {
+        let permits = if self.to.is_closed() {
+            Vec::new()
+        } else {
+            std::iter::from_fn(|| self.slots.clone().try_acquire_owned().ok())
+                .take(most)
+                .collect()
+        };
+        Reserved {
+            owner: &self.owner,
+            lease_ms: self.lease_ms,
+            permits,
+            to: &self.to,
+            given: &self.given,
+        }
+    }
+
+    /// Rows handed over so far.
+    pub fn given(&self) -> u64 {
+        self.given.load(Ordering::Relaxed)
+    }
+}
+
+/// Slots reserved for one write; those not used are freed when dropped.
+pub(super) struct Reserved<'a, T> {
+    pub owner: &'a str,
+    pub lease_ms: i64,
+    permits: Vec<OwnedSemaphorePermit>,
+    to: &'a mpsc::UnboundedSender<(T, OwnedSemaphorePermit)>,
+    given: &'a AtomicU64,
+}
+
+impl<T> Reserved<'_, T> {
+    /// How many rows the write may claim.
+    pub fn count(&self) -> usize {
+        self.permits.len()
+    }
+
+    /// Hands the rows claimed to the worker, once their write is committed.
+    pub fn give(mut self, rows: Vec<T>) {
+        for row in rows {
+            // Never more rows than slots (the claim's LIMIT); a row without a
+            // worker would keep its lease until it expires.
+            let Some(permit) = self.permits.pop() else {
+                break;
+            };
+            if self.to.send((row, permit)).is_err() {
+                break;
+            }
+            self.given.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The workers of this process that take rows claimed at write time; unset
+/// (nothing claimed early) when workers are off.
+#[derive(Default)]
+pub struct Handoffs {
+    pub inbound: OnceLock<Handoff<InboundEvent>>,
+    pub outbound: OnceLock<Handoff<OutboundMessage>>,
+}
+
+/// One advisory lock key per conversation of a queue, sorted and without
+/// repeats (the order every transaction takes them in). A stable hash, so
+/// replicas of different builds agree.
+pub(super) fn conversation_keys<'a>(
+    queue: &str,
+    conversations: impl Iterator<Item = (&'a str, &'a str)>,
+) -> Vec<i64> {
+    use sha2::{Digest as _, Sha256};
+    let mut keys: Vec<i64> = conversations
+        .map(|(connection, conversation)| {
+            let digest = Sha256::new()
+                .chain_update(queue)
+                .chain_update([0])
+                .chain_update(connection)
+                .chain_update([0])
+                .chain_update(conversation)
+                .finalize();
+            let mut first = [0u8; 8];
+            first.copy_from_slice(&digest[..8]);
+            i64::from_be_bytes(first)
+        })
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys
+}
+
+/// Takes the advisory locks of `keys` (PostgreSQL), in order, until the
+/// transaction ends.
+pub(super) async fn lock_conversations(
+    tx: &mut sqlx::AnyConnection,
+    keys: &[i64],
+) -> sqlx::Result<()> {
+    // A VALUES list is scanned in its order: the locks are taken in the keys'.
+    for chunk in keys.chunks(1000) {
+        let sql = format!(
+            "SELECT COUNT(*) FROM (SELECT pg_advisory_xact_lock(k) FROM (VALUES {}) v(k)) l",
+            (1..=chunk.len())
+                .map(|k| format!("(${k}::bigint)"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let mut query = sqlx::query(&sql);
+        for key in chunk {
+            query = query.bind(*key);
+        }
+        query.fetch_one(&mut *tx).await?;
+    }
+    Ok(())
+}
