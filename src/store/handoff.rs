@@ -54,7 +54,7 @@ impl<T> Handoff<T> {
     }
 
     /// Up to `most` free slots of the worker (none once it has stopped).
-    pub(super) fn reserve(&self, most: usize) -> Reserved<'_, T> {
+    fn reserve(&self, most: usize) -> Reserved<'_, T> {
         let permits = if self.to.is_closed() {
             Vec::new()
         } else {
@@ -92,19 +92,25 @@ impl<T> Reserved<'_, T> {
         self.permits.len()
     }
 
-    /// Hands the rows claimed to the worker, once their write is committed.
-    pub fn give(mut self, rows: Vec<T>) {
+    /// Hands the rows claimed to the worker, once their write is committed;
+    /// returns the `seq` of those it did not take (it has stopped), whose
+    /// claim the caller gives back.
+    pub fn give(mut self, rows: Vec<T>, seq: fn(&T) -> i64) -> Vec<i64> {
+        let mut left = Vec::new();
         for row in rows {
-            // Never more rows than slots (the claim's LIMIT); a row without a
-            // worker would keep its lease until it expires.
+            // Never more rows than slots (the claim's LIMIT).
             let Some(permit) = self.permits.pop() else {
-                break;
+                left.push(seq(&row));
+                continue;
             };
-            if self.to.send((row, permit)).is_err() {
-                break;
+            match self.to.send((row, permit)) {
+                Ok(()) => {
+                    self.given.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(mpsc::error::SendError((row, _))) => left.push(seq(&row)),
             }
-            self.given.fetch_add(1, Ordering::Relaxed);
         }
+        left
     }
 }
 
@@ -119,7 +125,7 @@ pub struct Handoffs {
 /// One advisory lock key per conversation of a queue, sorted and without
 /// repeats (the order every transaction takes them in). A stable hash, so
 /// replicas of different builds agree.
-pub(super) fn conversation_keys<'a>(
+fn conversation_keys<'a>(
     queue: &str,
     conversations: impl Iterator<Item = (&'a str, &'a str)>,
 ) -> Vec<i64> {
@@ -143,12 +149,36 @@ pub(super) fn conversation_keys<'a>(
     keys
 }
 
+impl super::Store {
+    /// Slots of `worker` (if any, and free) for the rows of `conversations`
+    /// that the transaction `tx` writes to `queue`; on PostgreSQL, with the
+    /// conversations' advisory locks taken. None: claim nothing.
+    pub(super) async fn reserve<'w, 'c, T>(
+        &self,
+        worker: Option<&'w Handoff<T>>,
+        tx: &mut sqlx::AnyConnection,
+        queue: &str,
+        conversations: impl ExactSizeIterator<Item = (&'c str, &'c str)>,
+    ) -> super::StoreResult<Option<Reserved<'w, T>>> {
+        let Some(reserved) = worker
+            .map(|w| w.reserve(conversations.len()))
+            .filter(|r| r.count() > 0)
+        else {
+            return Ok(None);
+        };
+        if self.backend == super::Backend::Postgres {
+            let keys = conversation_keys(queue, conversations);
+            lock_conversations(tx, &keys)
+                .await
+                .map_err(super::classify)?;
+        }
+        Ok(Some(reserved))
+    }
+}
+
 /// Takes the advisory locks of `keys` (PostgreSQL), in order, until the
 /// transaction ends.
-pub(super) async fn lock_conversations(
-    tx: &mut sqlx::AnyConnection,
-    keys: &[i64],
-) -> sqlx::Result<()> {
+async fn lock_conversations(tx: &mut sqlx::AnyConnection, keys: &[i64]) -> sqlx::Result<()> {
     // A VALUES list is scanned in its order: the locks are taken in the keys'.
     for chunk in keys.chunks(1000) {
         let sql = format!(

@@ -62,6 +62,20 @@ fn classify(error: sqlx::Error) -> StoreError {
     }
 }
 
+/// The `VALUES` rows of a multi-row insert: `shape` is one row with `{1}` …
+/// `{9}` for its parameters, numbered on as `$1`, `$2` … across `rows` rows
+/// of `width` parameters each.
+fn values_rows(rows: usize, width: usize, shape: &str) -> String {
+    (0..rows)
+        .map(|k| {
+            (1..=width).fold(shape.to_owned(), |row, i| {
+                row.replace(&format!("{{{i}}}"), &format!("${}", k * width + i))
+            })
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Decodes an optional row, classifying a failure.
 fn decode_one<T>(
     row: Option<&AnyRow>,

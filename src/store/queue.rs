@@ -13,7 +13,7 @@ use sqlx::any::AnyRow;
 use sqlx::Row as _;
 
 use super::results::{Change, Replies, RowResult};
-use super::{classify, decode_all, decode_one, Store, StoreResult};
+use super::{classify, decode_all, decode_one, values_rows, Store, StoreResult};
 use crate::domain::ids::{ConnectionId, TenantId};
 
 #[derive(Debug, Clone)]
@@ -220,17 +220,12 @@ impl Store {
         if firsts.is_empty() {
             return Ok(results);
         }
-        // Slots of this process's inbox worker for the heads of this batch.
-        let reserved = self
-            .handoffs
-            .inbound
-            .get()
-            .map(|worker| worker.reserve(firsts.len()))
-            .filter(|r| r.count() > 0);
         let _turn = self.write_turn().await;
         let mut tx = self.pool.begin().await.map_err(classify)?;
-        if reserved.is_some() && self.backend == super::Backend::Postgres {
-            let keys = super::handoff::conversation_keys(
+        let reserved = self
+            .reserve(
+                self.handoffs.inbound.get(),
+                &mut tx,
                 INBOX.table,
                 firsts.iter().map(|&i| {
                     (
@@ -238,11 +233,8 @@ impl Store {
                         events[i].conversation.as_str(),
                     )
                 }),
-            );
-            super::handoff::lock_conversations(&mut tx, &keys)
-                .await
-                .map_err(classify)?;
-        }
+            )
+            .await?;
         let values = (0..firsts.len())
             .map(|k| format!("(${}, ${}, ${})", 3 * k + 2, 3 * k + 3, 3 * k + 4))
             .collect::<Vec<_>>()
@@ -279,24 +271,11 @@ impl Store {
             })
             .collect();
         if !new.is_empty() {
-            let values = (0..new.len())
-                .map(|k| {
-                    let b = 7 * k;
-                    format!(
-                        "(${}, ${}, ${}, ${}, ${}, ${}, 'pending', 0, ${}, ${}, ${})",
-                        b + 1,
-                        b + 2,
-                        b + 3,
-                        b + 4,
-                        b + 5,
-                        b + 6,
-                        b + 7,
-                        b + 7,
-                        b + 7
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join(", ");
+            let values = values_rows(
+                new.len(),
+                7,
+                "({1}, {2}, {3}, {4}, {5}, {6}, 'pending', 0, {7}, {7}, {7})",
+            );
             let sql = format!(
                 "INSERT INTO inbound_events (id, tenant_id, connection_id, conversation, event_type, raw, \
                    status, attempts, next_attempt_at, received_at, updated_at) VALUES {values}"
@@ -325,7 +304,9 @@ impl Store {
         };
         tx.commit().await.map_err(classify)?;
         if let Some(r) = reserved {
-            r.give(decode_all(&claimed, InboundEvent::from_row)?);
+            let owner = r.owner.to_owned();
+            let left = r.give(decode_all(&claimed, InboundEvent::from_row)?, |e| e.seq);
+            self.release_claimed(&INBOX, &owner, &left).await;
         }
         for i in new {
             results[i] = Inserted::New;
@@ -394,6 +375,30 @@ impl Store {
             .map_err(classify)?;
         rows.sort_by_key(|r| r.try_get::<i64, _>("seq").unwrap_or_default());
         Ok(rows)
+    }
+
+    /// Gives back claims taken at write time that no worker took (it
+    /// stopped meanwhile): pending again, the attempt not counted. The caller
+    /// holds the write turn. The rows' write is committed, so a failure here
+    /// is only logged: their leases expire and they are claimed again.
+    pub(super) async fn release_claimed(&self, q: &Queue, owner: &str, seqs: &[i64]) {
+        if seqs.is_empty() {
+            return;
+        }
+        let list = seqs
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "UPDATE {t} SET status = 'pending', locked_by = NULL, locked_until = NULL, attempts = attempts - 1 \
+             WHERE seq IN ({list}) AND locked_by = $1 AND status = '{w}'",
+            t = q.table,
+            w = q.working
+        );
+        if let Err(e) = sqlx::query(&sql).bind(owner).execute(&self.pool).await {
+            tracing::warn!(error.message = %e, rows = seqs.len(), "claims no worker took could not be given back; their leases will expire");
+        }
     }
 
     pub async fn claim_inbound(

@@ -23,7 +23,7 @@ use sqlx::Row as _;
 use tokio::sync::oneshot;
 
 use super::queue::{claim_written, NewOutbound, OutboundMessage, OUTBOX};
-use super::{classify, decode_all, Store, StoreError, StoreResult};
+use super::{classify, decode_all, values_rows, Store, StoreError, StoreResult};
 use crate::domain::ids::{ConnectionId, TenantId};
 
 /// What a result does to its row.
@@ -219,46 +219,22 @@ impl Store {
             .filter_map(|r| r.replies.as_ref().map(|replies| (replies, r.now)))
             .flat_map(|(replies, now)| replies.messages.iter().map(move |m| (replies, m, now)))
             .collect();
-        // Slots of this process's outbox worker for the heads among them.
         let reserved = self
-            .handoffs
-            .outbound
-            .get()
-            .filter(|_| !replies.is_empty())
-            .map(|worker| worker.reserve(replies.len()))
-            .filter(|r| r.count() > 0);
-        if reserved.is_some() && self.backend == super::Backend::Postgres {
-            let keys = super::handoff::conversation_keys(
+            .reserve(
+                self.handoffs.outbound.get(),
+                &mut tx,
                 OUTBOX.table,
                 replies
                     .iter()
                     .map(|(r, _, _)| (r.connection_id.as_str(), r.conversation.as_str())),
-            );
-            super::handoff::lock_conversations(&mut tx, &keys)
-                .await
-                .map_err(classify)?;
-        }
+            )
+            .await?;
         for chunk in replies.chunks(REPLIES_PER_STATEMENT) {
-            let values = (0..chunk.len())
-                .map(|k| {
-                    let b = 9 * k;
-                    format!(
-                        "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, 'pending', 0, ${}, ${}, ${})",
-                        b + 1,
-                        b + 2,
-                        b + 3,
-                        b + 4,
-                        b + 5,
-                        b + 6,
-                        b + 7,
-                        b + 8,
-                        b + 9,
-                        b + 9,
-                        b + 9
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join(", ");
+            let values = values_rows(
+                chunk.len(),
+                9,
+                "({1}, {2}, {3}, {4}, {5}, {6}, {7}, {8}, 'pending', 0, {9}, {9}, {9})",
+            );
             let sql = format!(
                 "INSERT INTO outbound_messages (id, tenant_id, connection_id, event_id, conversation, target_kind, \
                    target_id, content, status, attempts, next_attempt_at, created_at, updated_at) VALUES {values}"
@@ -288,7 +264,9 @@ impl Store {
         };
         tx.commit().await.map_err(classify)?;
         if let Some(r) = reserved {
-            r.give(decode_all(&claimed, OutboundMessage::from_row)?);
+            let owner = r.owner.to_owned();
+            let left = r.give(decode_all(&claimed, OutboundMessage::from_row)?, |m| m.seq);
+            self.release_claimed(&OUTBOX, &owner, &left).await;
         }
         Ok(batch
             .iter()
