@@ -14,8 +14,9 @@
 //!
 //! On PostgreSQL, replicas may write rows of one conversation at the same
 //! moment; each such transaction first takes a transaction-level advisory
-//! lock per conversation (in key order, so two never wait on each other), so
-//! that the second sees the first's row and leaves its own `pending`.
+//! lock per conversation (always in key order, so two such transactions
+//! cannot deadlock), so that the second waits for the first, sees its row
+//! and leaves its own `pending`. A write that claims nothing takes no lock.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
