@@ -76,6 +76,15 @@ fn values_rows(rows: usize, width: usize, shape: &str) -> String {
         .join(", ")
 }
 
+/// Row numbers as an SQL list (`1, 2, 3`), for `seq IN (…)`; integers
+/// only, so nothing to escape.
+fn seq_list(seqs: &[i64]) -> String {
+    seqs.iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Decodes an optional row, classifying a failure.
 fn decode_one<T>(
     row: Option<&AnyRow>,

@@ -13,7 +13,7 @@ use sqlx::any::AnyRow;
 use sqlx::Row as _;
 
 use super::results::{Change, Replies, RowResult};
-use super::{classify, decode_all, decode_one, values_rows, Store, StoreResult};
+use super::{classify, decode_all, decode_one, seq_list, values_rows, Store, StoreResult};
 use crate::domain::ids::{ConnectionId, TenantId};
 
 #[derive(Debug, Clone)]
@@ -352,11 +352,7 @@ impl Store {
         }
         // The conditional update is the claim: of two replicas racing for a
         // row, the second finds it no longer claimable.
-        let list = seqs
-            .iter()
-            .map(i64::to_string)
-            .collect::<Vec<_>>()
-            .join(", ");
+        let list = seq_list(&seqs);
         let sql = format!(
             "UPDATE {t} SET status = '{w}', locked_by = $1, locked_until = $2, attempts = attempts + 1, updated_at = $3 \
              WHERE seq IN ({list}) AND (status = 'pending' OR (status = '{w}' AND locked_until < $3)) \
@@ -385,11 +381,7 @@ impl Store {
         if seqs.is_empty() {
             return;
         }
-        let list = seqs
-            .iter()
-            .map(i64::to_string)
-            .collect::<Vec<_>>()
-            .join(", ");
+        let list = seq_list(seqs);
         let sql = format!(
             "UPDATE {t} SET status = 'pending', locked_by = NULL, locked_until = NULL, attempts = attempts - 1 \
              WHERE seq IN ({list}) AND locked_by = $1 AND status = '{w}'",

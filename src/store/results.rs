@@ -23,7 +23,7 @@ use sqlx::Row as _;
 use tokio::sync::oneshot;
 
 use super::queue::{claim_written, NewOutbound, OutboundMessage, OUTBOX};
-use super::{classify, decode_all, values_rows, Store, StoreError, StoreResult};
+use super::{classify, decode_all, seq_list, values_rows, Store, StoreError, StoreResult};
 use crate::domain::ids::{ConnectionId, TenantId};
 
 /// What a result does to its row.
@@ -160,11 +160,7 @@ impl Store {
         let mut tx = self.pool.begin().await.map_err(classify)?;
         let mut applied: HashSet<(bool, i64)> = HashSet::new();
         for ((change, owner), (seqs, now)) in groups {
-            let list = seqs
-                .iter()
-                .map(i64::to_string)
-                .collect::<Vec<_>>()
-                .join(", ");
+            let list = seq_list(&seqs);
             let (table, working) = if change.outbox() {
                 ("outbound_messages", "sending")
             } else {
