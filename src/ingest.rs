@@ -86,9 +86,21 @@ async fn write_lane(
 ) {
     let mut batch: Vec<(NewInbound, Reply)> = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        // SQLite: the turn first (the workers' writes share it); what arrives
+        // while waiting for it joins this batch.
+        let turn = store.write_turn().await;
+        while batch.len() < MAX_BATCH {
+            let Ok(more) = rx.try_recv() else {
+                break;
+            };
+            batch.push(more);
+        }
         // The events move into the write; their callers wait for its result.
         let (events, replies): (Vec<NewInbound>, Vec<Reply>) = batch.drain(..).unzip();
-        match store.insert_inbound_batch(&events, dedup_window_ms).await {
+        match store
+            .insert_inbound_batch(&events, dedup_window_ms, turn)
+            .await
+        {
             Ok(results) => {
                 ingest.commits.fetch_add(1, Ordering::Relaxed);
                 store.written();

@@ -34,7 +34,7 @@ pub async fn naverworks(
 ) -> Result<HttpResponse, ApiError> {
     let result = receive(req, path, payload, &state).await;
     let outcome = match &result {
-        Ok(Inserted::New) => "accepted",
+        Ok(Inserted::New | Inserted::Claimed) => "accepted",
         Ok(Inserted::Duplicate) => "duplicate",
         Err(ApiError::Signature(_)) => "bad_signature",
         Err(ApiError::BotMismatch(_)) => "bot_mismatch",
@@ -44,10 +44,10 @@ pub async fn naverworks(
     };
     state.metrics.webhooks.inc(outcome);
     result.map(|inserted| {
-        let status = if inserted == Inserted::New {
-            "accepted"
-        } else {
+        let status = if inserted == Inserted::Duplicate {
             "duplicate"
+        } else {
+            "accepted"
         };
         HttpResponse::Ok().json(json!({ "status": status }))
     })
@@ -119,6 +119,8 @@ async fn receive(
     };
     // Group commit: answered once the batch holding it is committed.
     let inserted = state.ingest.submit(event).await?;
+    // A new event the write did not hand to this process's worker (not the
+    // head of its conversation, or no free slot) waits for a claim.
     if inserted == Inserted::New {
         state.signals.inbox.notify_one();
     }

@@ -319,6 +319,10 @@ pub struct Store {
     handoffs: std::sync::Arc<handoff::Handoffs>,
 }
 
+/// A turn at writing the queue (SQLite; PostgreSQL takes none), held until
+/// dropped: see [`Store::write_turn`].
+pub type WriteTurn<'a> = Option<tokio::sync::MutexGuard<'a, ()>>;
+
 /// Log size (pages of 4 KiB) past which the checkpointer waits for the
 /// writer once to restart the log: 64 MiB.
 const WAL_RESTART_PAGES: i64 = 16_384;
@@ -375,6 +379,12 @@ impl Store {
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(std::time::Duration::from_secs(10))
+            // A ping before each use catches a PostgreSQL connection the
+            // server dropped (a restart) before a real query fails on it. A
+            // SQLite connection is a file handle in this process, which no
+            // server can drop: the ping would only add a round trip to its
+            // thread per statement batch.
+            .test_before_acquire(backend == Backend::Postgres)
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     let setup = match backend {
@@ -422,7 +432,7 @@ impl Store {
     /// sleeps 1, 2, 5 … 100 ms between tries (the tail of B2 in
     /// BENCHMARKS.md). Every `Store` on the file in this process shares the
     /// turn. PostgreSQL takes no turn.
-    async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+    pub(crate) async fn write_turn(&self) -> WriteTurn<'_> {
         match self.backend {
             Backend::Sqlite => Some(self.cache.writes.lock().await),
             Backend::Postgres => None,

@@ -31,6 +31,9 @@ pub struct NewInbound {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Inserted {
     New,
+    /// New, and already claimed for this process's inbox worker and handed
+    /// to it (see [`super::handoff`]): nothing needs waking.
+    Claimed,
     /// The same body arrived for this connection within the dedup window.
     Duplicate,
 }
@@ -200,11 +203,14 @@ impl Store {
     /// Stores a batch of verified callbacks in one transaction (group
     /// commit): each is new, or a duplicate of a body seen for its connection
     /// within `dedup_window_ms` (earlier in the batch included). All or none
-    /// are stored; the callers answer 200 only after this returns `Ok`.
+    /// are stored; the callers answer 200 only after this returns `Ok`. The
+    /// caller has taken the write turn (`turn`), so that the callbacks that
+    /// arrived while it waited for it are in this batch.
     pub async fn insert_inbound_batch(
         &self,
         events: &[NewInbound],
         dedup_window_ms: i64,
+        turn: super::WriteTurn<'_>,
     ) -> StoreResult<Vec<Inserted>> {
         // Two statements for the whole batch, whatever its size: one upsert
         // of the body hashes (RETURNING those that are new, or seen longer
@@ -220,7 +226,7 @@ impl Store {
         if firsts.is_empty() {
             return Ok(results);
         }
-        let _turn = self.write_turn().await;
+        let _turn = turn;
         let mut tx = self.pool.begin().await.map_err(classify)?;
         let reserved = self
             .reserve(
@@ -303,13 +309,28 @@ impl Store {
             None => Vec::new(),
         };
         tx.commit().await.map_err(classify)?;
+        let mut handed = std::collections::HashSet::new();
         if let Some(r) = reserved {
             let owner = r.owner.to_owned();
-            let left = r.give(decode_all(&claimed, InboundEvent::from_row)?, |e| e.seq);
-            self.release_claimed(&INBOX, &owner, &left).await;
+            // Committed: a row that cannot be read back keeps its lease until
+            // it expires (then it is claimed again); the callers still get 200.
+            let claimed = decode_all(&claimed, InboundEvent::from_row).unwrap_or_else(|e| {
+                tracing::warn!(error.message = %e, "claimed events could not be read back; their leases will expire");
+                Vec::new()
+            });
+            handed = claimed.iter().map(|e| e.id.clone()).collect();
+            let left = r.give(claimed, |e| e.seq);
+            if !left.is_empty() {
+                handed.clear();
+                self.release_claimed(&INBOX, &owner, &left).await;
+            }
         }
         for i in new {
-            results[i] = Inserted::New;
+            results[i] = if handed.contains(&events[i].id) {
+                Inserted::Claimed
+            } else {
+                Inserted::New
+            };
         }
         Ok(results)
     }

@@ -261,7 +261,11 @@ impl Store {
         tx.commit().await.map_err(classify)?;
         if let Some(r) = reserved {
             let owner = r.owner.to_owned();
-            let left = r.give(decode_all(&claimed, OutboundMessage::from_row)?, |m| m.seq);
+            let claimed = decode_all(&claimed, OutboundMessage::from_row).unwrap_or_else(|e| {
+                tracing::warn!(error.message = %e, "claimed messages could not be read back; their leases will expire");
+                Vec::new()
+            });
+            let left = r.give(claimed, |m| m.seq);
             self.release_claimed(&OUTBOX, &owner, &left).await;
         }
         Ok(batch
