@@ -231,10 +231,17 @@ async fn a_builder_connects_a_bot_in_a_real_browser() {
         .await
         .ends_with("/refresh"));
     browser.click("button[data-copy=webhook-url]").await;
-    assert_eq!(
-        browser.text("button[data-copy=webhook-url]").await,
-        "Copied"
-    );
+    // The label changes once the clipboard call settles (a promise), and
+    // goes back after 1.5 s: look for it while it shows.
+    let mut label = String::new();
+    for _ in 0..25 {
+        label = browser.text("button[data-copy=webhook-url]").await;
+        if label == "Copied" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    assert_eq!(label, "Copied");
     let connection_url = browser.url().await.split('?').next().unwrap().to_owned();
 
     // Test connection, against the emulator.
