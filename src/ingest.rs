@@ -24,8 +24,11 @@ use crate::store::{Backend, Store, StoreError};
 /// The most callbacks written in one transaction.
 pub const MAX_BATCH: usize = 256;
 
-/// Concurrent batches on PostgreSQL.
-pub const POSTGRES_LANES: usize = 4;
+/// Concurrent batches on PostgreSQL. Two beat four on the project's 2-core
+/// machine (BENCHMARKS.md, session 4: B1 12.8k → 14.3–14.8k callbacks/s,
+/// ~17 instead of ~8 per commit), and one (a single writer, as on SQLite)
+/// had a worse tail at half the maximum rate.
+pub const POSTGRES_LANES: usize = 2;
 
 type Reply = oneshot::Sender<Result<Inserted, StoreError>>;
 
