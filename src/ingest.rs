@@ -13,7 +13,7 @@
 //! gets [`POSTGRES_LANES`].
 
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
@@ -100,23 +100,14 @@ async fn write_lane(
         }
         // The events move into the write; their callers wait for its result.
         let (events, replies): (Vec<NewInbound>, Vec<Reply>) = batch.drain(..).unzip();
-        match store
+        let written = store
             .insert_inbound_batch(&events, dedup_window_ms, turn)
-            .await
-        {
-            Ok(results) => {
-                ingest.commits.fetch_add(1, Ordering::Relaxed);
-                store.written();
-                for (reply, result) in replies.into_iter().zip(results) {
-                    let _ = reply.send(Ok(result));
-                }
-            }
-            Err(e) => {
-                tracing::error!(error.message = %e, callbacks = replies.len(), "a batch of callbacks could not be stored; every caller gets an error");
-                for reply in replies {
-                    let _ = reply.send(Err(crate::store::for_each_caller(&e)));
-                }
-            }
-        }
+            .await;
+        store.end_batch(
+            replies,
+            &written,
+            &ingest.commits,
+            "a batch of callbacks could not be stored; every caller gets an error",
+        );
     }
 }

@@ -26,7 +26,6 @@ pub use crate::config::Backend;
 use crate::config::DatabaseUrl;
 use crate::domain::ids::{ConnectionId, PublicId, TenantId};
 use crate::secrets::Sealed;
-pub(crate) use results::for_each_caller;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -89,7 +89,7 @@ pub(super) struct ResultWriter {
 }
 
 /// A batch's error, for each of its callers.
-pub(crate) fn for_each_caller(error: &StoreError) -> StoreError {
+fn for_each_caller(error: &StoreError) -> StoreError {
     match error {
         StoreError::Busy => StoreError::Busy,
         StoreError::Conflict(what) => StoreError::Conflict(what),
@@ -98,6 +98,33 @@ pub(crate) fn for_each_caller(error: &StoreError) -> StoreError {
 }
 
 impl Store {
+    /// Ends a group commit: on success counts it in `commits` and wakes the
+    /// checkpointer, on failure logs `failure`; then answers each caller —
+    /// its own result, in order, or the batch's error.
+    pub(crate) fn end_batch<T: Clone>(
+        &self,
+        answers: Vec<oneshot::Sender<StoreResult<T>>>,
+        written: &StoreResult<Vec<T>>,
+        commits: &AtomicU64,
+        failure: &str,
+    ) {
+        match written {
+            Ok(each) => {
+                commits.fetch_add(1, Ordering::Relaxed);
+                self.written();
+                for (answer, one) in answers.into_iter().zip(each) {
+                    let _ = answer.send(Ok(one.clone()));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error.message = %e, batch = answers.len(), "{failure}");
+                for answer in answers {
+                    let _ = answer.send(Err(for_each_caller(e)));
+                }
+            }
+        }
+    }
+
     /// Writes one result with the next batch; true if its lease was still
     /// held (the result applied), false if another owner has the row now.
     pub(super) async fn write_result(&self, result: RowResult) -> StoreResult<bool> {
@@ -123,21 +150,12 @@ impl Store {
                 let (batch, answers): (Vec<RowResult>, Vec<Answer>) = batch.into_iter().unzip();
                 let written = self.write_results(&batch).await;
                 drop(turn);
-                match written {
-                    Ok(applied) => {
-                        results.commits.fetch_add(1, Ordering::Relaxed);
-                        self.written();
-                        for (answer, applied) in answers.into_iter().zip(applied) {
-                            let _ = answer.send(Ok(applied));
-                        }
-                    }
-                    Err(e) => {
-                        tracing::error!(error.message = %e, results = answers.len(), "a batch of worker results could not be written; their leases will expire and the rows are tried again");
-                        for answer in answers {
-                            let _ = answer.send(Err(for_each_caller(&e)));
-                        }
-                    }
-                }
+                self.end_batch(
+                    answers,
+                    &written,
+                    &results.commits,
+                    "a batch of worker results could not be written; their leases will expire and the rows are tried again",
+                );
             }
         }
         answered.await.map_err(|_| StoreError::Busy)?
