@@ -23,7 +23,11 @@ use std::sync::{Arc, OnceLock};
 
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
-use super::queue::{InboundEvent, OutboundMessage};
+use std::collections::HashSet;
+
+use sqlx::any::AnyRow;
+
+use super::queue::{claim_written, InboundEvent, OutboundMessage, Queue};
 
 /// Where a worker takes rows claimed for it, and how many it can take.
 pub struct Handoff<T> {
@@ -96,7 +100,7 @@ impl<T> Reserved<'_, T> {
     /// Hands the rows claimed to the worker, once their write is committed;
     /// returns the `seq` of those it did not take (it has stopped), whose
     /// claim the caller gives back.
-    pub fn give(mut self, rows: Vec<T>, seq: fn(&T) -> i64) -> Vec<i64> {
+    pub fn give(mut self, rows: Vec<T>, seq: impl Fn(&T) -> i64) -> Vec<i64> {
         let mut left = Vec::new();
         for row in rows {
             // Never more rows than slots (the claim's LIMIT).
@@ -174,6 +178,50 @@ impl super::Store {
                 .map_err(super::classify)?;
         }
         Ok(Some(reserved))
+    }
+
+    /// Before commit: claims for `reserved`'s worker the heads among the rows
+    /// just written to `queue` (`ids`); nothing without a reservation.
+    pub(super) async fn claim_reserved<T>(
+        tx: &mut sqlx::AnyConnection,
+        reserved: Option<&Reserved<'_, T>>,
+        queue: &Queue,
+        ids: &[&str],
+    ) -> super::StoreResult<Vec<AnyRow>> {
+        match reserved {
+            Some(r) => {
+                let lease_until = crate::domain::now_millis() + r.lease_ms;
+                claim_written(tx, queue, ids, r.owner, lease_until, r.count()).await
+            }
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// After commit: hands the `claimed` rows to the worker and gives back
+    /// those it did not take (it stopped meanwhile). Returns the ids of the
+    /// rows handed over — none if any had to be given back. A row that cannot
+    /// be read back keeps its lease until it expires (the write is committed;
+    /// nothing fails because of it).
+    pub(super) async fn hand_over<T>(
+        &self,
+        reserved: Reserved<'_, T>,
+        queue: &Queue,
+        claimed: &[AnyRow],
+        decode: fn(&AnyRow) -> Result<T, sqlx::Error>,
+        key: fn(&T) -> (i64, &str),
+    ) -> HashSet<String> {
+        let owner = reserved.owner.to_owned();
+        let rows = super::decode_all(claimed, decode).unwrap_or_else(|e| {
+            tracing::warn!(error.message = %e, queue = queue.table, "claimed rows could not be read back; their leases will expire");
+            Vec::new()
+        });
+        let mut handed: HashSet<String> = rows.iter().map(|r| key(r).1.to_owned()).collect();
+        let left = reserved.give(rows, |r| key(r).0);
+        if !left.is_empty() {
+            handed.clear();
+            self.release_claimed(queue, &owner, &left).await;
+        }
+        handed
     }
 }
 

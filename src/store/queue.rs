@@ -143,7 +143,7 @@ struct Again<'a> {
 pub(super) struct Queue {
     pub(super) table: &'static str,
     columns: &'static str,
-    working: &'static str,
+    pub(super) working: &'static str,
 }
 
 pub(super) const INBOX: Queue = Queue {
@@ -300,31 +300,18 @@ impl Store {
             }
             query.execute(&mut *tx).await.map_err(classify)?;
         }
-        let claimed = match &reserved {
-            Some(r) => {
-                let ids: Vec<&str> = new.iter().map(|&i| events[i].id.as_str()).collect();
-                let lease_until = crate::domain::now_millis() + r.lease_ms;
-                claim_written(&mut tx, &INBOX, &ids, r.owner, lease_until, r.count()).await?
-            }
-            None => Vec::new(),
-        };
+        let ids: Vec<&str> = new.iter().map(|&i| events[i].id.as_str()).collect();
+        let claimed = Self::claim_reserved(&mut tx, reserved.as_ref(), &INBOX, &ids).await?;
         tx.commit().await.map_err(classify)?;
-        let mut handed = std::collections::HashSet::new();
-        if let Some(r) = reserved {
-            let owner = r.owner.to_owned();
-            // Committed: a row that cannot be read back keeps its lease until
-            // it expires (then it is claimed again); the callers still get 200.
-            let claimed = decode_all(&claimed, InboundEvent::from_row).unwrap_or_else(|e| {
-                tracing::warn!(error.message = %e, "claimed events could not be read back; their leases will expire");
-                Vec::new()
-            });
-            handed = claimed.iter().map(|e| e.id.clone()).collect();
-            let left = r.give(claimed, |e| e.seq);
-            if !left.is_empty() {
-                handed.clear();
-                self.release_claimed(&INBOX, &owner, &left).await;
+        let handed = match reserved {
+            Some(r) => {
+                self.hand_over(r, &INBOX, &claimed, InboundEvent::from_row, |e| {
+                    (e.seq, e.id.as_str())
+                })
+                .await
             }
-        }
+            None => std::collections::HashSet::new(),
+        };
         for i in new {
             results[i] = if handed.contains(&events[i].id) {
                 Inserted::Claimed

@@ -22,8 +22,8 @@ use std::sync::{Mutex, PoisonError};
 use sqlx::Row as _;
 use tokio::sync::oneshot;
 
-use super::queue::{claim_written, NewOutbound, OutboundMessage, OUTBOX};
-use super::{classify, decode_all, seq_list, values_rows, Store, StoreError, StoreResult};
+use super::queue::{NewOutbound, OutboundMessage, INBOX, OUTBOX};
+use super::{classify, seq_list, values_rows, Store, StoreError, StoreResult};
 use crate::domain::ids::{ConnectionId, TenantId};
 
 /// What a result does to its row.
@@ -179,11 +179,7 @@ impl Store {
         let mut applied: HashSet<(bool, i64)> = HashSet::new();
         for ((change, owner), (seqs, now)) in groups {
             let list = seq_list(&seqs);
-            let (table, working) = if change.outbox() {
-                ("outbound_messages", "sending")
-            } else {
-                ("inbound_events", "processing")
-            };
+            let q = if change.outbox() { &OUTBOX } else { &INBOX };
             let (set, error, extra) = match change {
                 Change::Inbound { status, error } => (
                     format!("status = '{status}', last_error = $3"),
@@ -214,8 +210,10 @@ impl Store {
                 ),
             };
             let sql = format!(
-                "UPDATE {table} SET {set}, locked_by = NULL, locked_until = NULL, updated_at = $2 \
-                 WHERE seq IN ({list}) AND locked_by = $1 AND status = '{working}' RETURNING seq"
+                "UPDATE {t} SET {set}, locked_by = NULL, locked_until = NULL, updated_at = $2 \
+                 WHERE seq IN ({list}) AND locked_by = $1 AND status = '{w}' RETURNING seq",
+                t = q.table,
+                w = q.working
             );
             let mut query = sqlx::query(&sql).bind(owner).bind(now).bind(error);
             if let Some((next_at, give_back)) = extra {
@@ -268,23 +266,14 @@ impl Store {
             }
             query.execute(&mut *tx).await.map_err(classify)?;
         }
-        let claimed = match &reserved {
-            Some(r) => {
-                let ids: Vec<&str> = replies.iter().map(|(_, m, _)| m.id.as_str()).collect();
-                let lease_until = crate::domain::now_millis() + r.lease_ms;
-                claim_written(&mut tx, &OUTBOX, &ids, r.owner, lease_until, r.count()).await?
-            }
-            None => Vec::new(),
-        };
+        let ids: Vec<&str> = replies.iter().map(|(_, m, _)| m.id.as_str()).collect();
+        let claimed = Self::claim_reserved(&mut tx, reserved.as_ref(), &OUTBOX, &ids).await?;
         tx.commit().await.map_err(classify)?;
         if let Some(r) = reserved {
-            let owner = r.owner.to_owned();
-            let claimed = decode_all(&claimed, OutboundMessage::from_row).unwrap_or_else(|e| {
-                tracing::warn!(error.message = %e, "claimed messages could not be read back; their leases will expire");
-                Vec::new()
-            });
-            let left = r.give(claimed, |m| m.seq);
-            self.release_claimed(&OUTBOX, &owner, &left).await;
+            self.hand_over(r, &OUTBOX, &claimed, OutboundMessage::from_row, |m| {
+                (m.seq, m.id.as_str())
+            })
+            .await;
         }
         Ok(batch
             .iter()
