@@ -233,6 +233,8 @@ pub struct BenchOptions {
     pub connections: usize,
     /// B5's backlog.
     pub events: usize,
+    /// B2's rates, as fractions of the ceiling.
+    pub rates: Vec<f64>,
 }
 
 /// Resident memory of this process (botgate, the emulator and the load
@@ -730,9 +732,9 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
         for r in futures_join(warm).await {
             anyhow::ensure!(r?.status().is_success(), "a token could not be fetched");
         }
-        // At 0.05 of the ceiling (the target), and at 0.01 to show the
-        // latency when the pipeline is not saturated.
-        for fraction in [0.01, 0.05] {
+        // By default at 0.01 of the ceiling (the latency when the pipeline is
+        // far from saturated), then at 0.05 (the target).
+        for &fraction in &options.rates {
             let already = received(&http, &emulator, 0)
                 .await?
                 .last()

@@ -83,6 +83,9 @@ pub enum Command {
         /// Events in B5's backlog.
         #[arg(long, default_value_t = 20_000)]
         events: usize,
+        /// B2's rates, as fractions of the ceiling (comma-separated).
+        #[arg(long, value_delimiter = ',', default_values_t = [0.01, 0.05])]
+        rates: Vec<f64>,
     },
     /// Run the NAVER WORKS emulator (token endpoint, Bot API, callbacks), or
     /// use a running one. Point botgate at it with

@@ -64,6 +64,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             only,
             connections,
             events,
+            rates,
         } => {
             telemetry::init(crate::config::LogFormat::Pretty, "warn,sqlx=error");
             let options = crate::bench::BenchOptions {
@@ -73,6 +74,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 only,
                 connections,
                 events,
+                rates,
             };
             return crate::bench::run(options).await;
         }
