@@ -43,6 +43,7 @@ const KEYS: &[&str] = &[
     "engine_max_attempts",
     "send_max_attempts",
     "retry_base_ms",
+    "worker_poll_ms",
     "console_session_idle_minutes",
     "console_session_max_hours",
 ];
@@ -80,6 +81,8 @@ pub struct Settings {
     pub send_max_attempts: u32,
     /// First retry delay; later ones follow a fixed schedule of multiples.
     pub retry_base: std::time::Duration,
+    /// How often each worker looks for work it was not woken for.
+    pub worker_poll: std::time::Duration,
     /// A console session ends after this long without a request…
     pub console_idle: std::time::Duration,
     /// …and at the latest this long after sign-in.
@@ -174,6 +177,7 @@ impl std::fmt::Debug for Settings {
             .field("engine_max_attempts", &self.engine_max_attempts)
             .field("send_max_attempts", &self.send_max_attempts)
             .field("retry_base", &self.retry_base)
+            .field("worker_poll", &self.worker_poll)
             .field("console_idle", &self.console_idle)
             .field("console_max", &self.console_max)
             .finish()
@@ -310,13 +314,19 @@ impl Settings {
         };
         let engine_max_attempts = p.parse("engine_max_attempts", count(100));
         let send_max_attempts = p.parse("send_max_attempts", count(100));
-        let retry_base = p.parse("retry_base_ms", |s| {
-            s.parse::<u64>()
-                .ok()
-                .filter(|n| (1..=600_000).contains(n))
-                .map(std::time::Duration::from_millis)
-                .ok_or_else(|| "must be a whole number of milliseconds from 1 to 600000".to_owned())
-        });
+        let millis = |min: u64, max: u64| {
+            move |s: &str| {
+                s.parse::<u64>()
+                    .ok()
+                    .filter(|n| (min..=max).contains(n))
+                    .map(std::time::Duration::from_millis)
+                    .ok_or_else(|| {
+                        format!("must be a whole number of milliseconds from {min} to {max}")
+                    })
+            }
+        };
+        let retry_base = p.parse("retry_base_ms", millis(1, 600_000));
+        let worker_poll = p.parse("worker_poll_ms", millis(10, 3_600_000));
         let console_idle = p.parse("console_session_idle_minutes", units(60, "minutes", 1440));
         let console_max = p.parse("console_session_max_hours", units(3600, "hours", 720));
         if let (Some(Some(_)), Some(Some(_))) = (&master_key, &master_key_file) {
@@ -356,6 +366,7 @@ impl Settings {
             engine_max_attempts,
             send_max_attempts,
             retry_base,
+            worker_poll,
             console_idle,
             console_max,
         )

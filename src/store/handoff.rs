@@ -19,9 +19,9 @@
 //! and leaves its own `pending`. A write that claims nothing takes no lock.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, PoisonError};
 
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 
 use std::collections::HashSet;
 
@@ -36,6 +36,11 @@ pub struct Handoff<T> {
     owner: String,
     lease_ms: i64,
     to: mpsc::UnboundedSender<(T, OwnedSemaphorePermit)>,
+    /// Wakes the worker to claim rows itself (those a write could not hand
+    /// over, and those a result made the head of their conversation).
+    wake: Arc<Notify>,
+    /// When rows put back for later (retries, pacing) come due, in ms.
+    due: std::sync::Mutex<std::collections::BTreeSet<i64>>,
     /// Rows handed over so far (for tests).
     given: AtomicU64,
 }
@@ -44,7 +49,12 @@ pub struct Handoff<T> {
 pub type Taken<T> = mpsc::UnboundedReceiver<(T, OwnedSemaphorePermit)>;
 
 impl<T> Handoff<T> {
-    pub fn new(slots: Arc<Semaphore>, owner: String, lease_ms: i64) -> (Self, Taken<T>) {
+    pub fn new(
+        slots: Arc<Semaphore>,
+        owner: String,
+        lease_ms: i64,
+        wake: Arc<Notify>,
+    ) -> (Self, Taken<T>) {
         let (to, taken) = mpsc::unbounded_channel();
         (
             Self {
@@ -52,6 +62,8 @@ impl<T> Handoff<T> {
                 owner,
                 lease_ms,
                 to,
+                wake,
+                due: std::sync::Mutex::default(),
                 given: AtomicU64::new(0),
             },
             taken,
@@ -74,6 +86,44 @@ impl<T> Handoff<T> {
             to: &self.to,
             given: &self.given,
         }
+    }
+
+    /// Asks the worker to claim.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Asks the worker to claim at `at` (ms), when a row put back for later
+    /// comes due; woken now if that is sooner than it would wake otherwise.
+    ///
+    /// The worker forgets a time once a claim that started after it ran (see
+    /// `next_due`); a row written after that claim read is therefore woken
+    /// for at once if it is already due, never left to a forgotten time.
+    pub fn wake_at(&self, at: i64) {
+        if at <= crate::domain::now_millis() {
+            self.wake.notify_one();
+            return;
+        }
+        let mut due = self.due.lock().unwrap_or_else(PoisonError::into_inner);
+        let sooner = due.first().is_none_or(|first| at < *first);
+        due.insert(at);
+        drop(due);
+        if sooner {
+            self.wake.notify_one();
+        }
+    }
+
+    /// The next time a row comes due after `now`, forgetting those up to
+    /// `now`: the caller's claim, started at `now`, took their rows.
+    pub fn next_due(&self, now: i64) -> Option<i64> {
+        let mut due = self.due.lock().unwrap_or_else(PoisonError::into_inner);
+        while let Some(first) = due.first().copied() {
+            if first > now {
+                return Some(first);
+            }
+            due.pop_first();
+        }
+        None
     }
 
     /// Rows handed over so far.
@@ -125,6 +175,28 @@ impl<T> Reserved<'_, T> {
 pub struct Handoffs {
     pub inbound: OnceLock<Handoff<InboundEvent>>,
     pub outbound: OnceLock<Handoff<OutboundMessage>>,
+}
+
+impl Handoffs {
+    /// Wakes the inbox's worker (`now[0]`) and the outbox's (`now[1]`), and
+    /// each when its rows put back for later come due (`due`: the outbox's
+    /// or not, when).
+    pub(super) fn wake(&self, now: [bool; 2], due: &[(bool, i64)]) {
+        let (inbound, outbound) = (self.inbound.get(), self.outbound.get());
+        if let (true, Some(worker)) = (now[0], inbound) {
+            worker.wake();
+        }
+        if let (true, Some(worker)) = (now[1], outbound) {
+            worker.wake();
+        }
+        for &(outbox, at) in due {
+            match (outbox, inbound, outbound) {
+                (false, Some(worker), _) => worker.wake_at(at),
+                (true, _, Some(worker)) => worker.wake_at(at),
+                _ => {}
+            }
+        }
+    }
 }
 
 /// One advisory lock key per conversation of a queue, sorted and without

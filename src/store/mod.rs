@@ -75,13 +75,40 @@ fn values_rows(rows: usize, width: usize, shape: &str) -> String {
         .join(", ")
 }
 
-/// Row numbers as an SQL list (`1, 2, 3`), for `seq IN (…)`; integers
-/// only, so nothing to escape.
-fn seq_list(seqs: &[i64]) -> String {
-    seqs.iter()
-        .map(i64::to_string)
+/// Row numbers for `seq IN (…)`, as the parameters `$first`, `$first + 1`,
+/// …: as many as the next power of two (the last number repeated), so that a
+/// statement's text — and the prepared statement each connection keeps for
+/// it — recurs from batch to batch, instead of being parsed and planned anew
+/// for every batch with its numbers written in.
+struct SeqParams {
+    sql: String,
+    values: Vec<i64>,
+}
+
+fn seq_params(seqs: &[i64], first: usize) -> SeqParams {
+    let n = seqs.len().max(1).next_power_of_two();
+    let last = seqs.last().copied().unwrap_or(-1);
+    let values: Vec<i64> = seqs
+        .iter()
+        .copied()
+        .chain(std::iter::repeat(last))
+        .take(n)
+        .collect();
+    let sql = (first..first + n)
+        .map(|k| format!("${k}"))
         .collect::<Vec<_>>()
-        .join(", ")
+        .join(", ");
+    SeqParams { sql, values }
+}
+
+impl SeqParams {
+    /// Binds the numbers (after the statement's other parameters).
+    fn bind<'q>(
+        self,
+        query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+        self.values.into_iter().fold(query, |q, v| q.bind(v))
+    }
 }
 
 /// Decodes an optional row, classifying a failure.
@@ -312,8 +339,9 @@ pub struct Store {
     listen_to: Option<sqlx::postgres::PgConnectOptions>,
     /// Wakes the SQLite checkpointer after a commit.
     written: std::sync::Arc<tokio::sync::Notify>,
-    /// The workers' results, group-committed (see [`results`]).
-    results: std::sync::Arc<results::ResultWriter>,
+    /// The workers' results, group-committed (see [`results`]): the inbox's
+    /// and the outbox's, each in batches of its own.
+    results: std::sync::Arc<[results::ResultWriter; 2]>,
     /// This process's workers, which take rows claimed as they are written.
     handoffs: std::sync::Arc<handoff::Handoffs>,
 }
@@ -538,6 +566,16 @@ impl Store {
     /// The same for replies enqueued by the inbox worker's results.
     pub fn hand_off_outbound(&self, worker: handoff::Handoff<queue::OutboundMessage>) {
         let _ = self.handoffs.outbound.set(worker);
+    }
+
+    /// When the next row the inbox's worker (or the outbox's, `outbox`)
+    /// put back for later comes due after `now`, if any.
+    pub fn next_due(&self, outbox: bool, now: i64) -> Option<i64> {
+        if outbox {
+            self.handoffs.outbound.get()?.next_due(now)
+        } else {
+            self.handoffs.inbound.get()?.next_due(now)
+        }
     }
 
     /// Events and messages claimed as they were written and handed to this

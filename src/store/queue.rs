@@ -13,7 +13,7 @@ use sqlx::any::AnyRow;
 use sqlx::Row as _;
 
 use super::results::{Change, Replies, RowResult};
-use super::{classify, decode_all, decode_one, seq_list, values_rows, Store, StoreResult};
+use super::{classify, decode_all, decode_one, seq_params, values_rows, Store, StoreResult};
 use crate::domain::ids::{ConnectionId, TenantId};
 
 #[derive(Debug, Clone)]
@@ -360,20 +360,20 @@ impl Store {
         }
         // The conditional update is the claim: of two replicas racing for a
         // row, the second finds it no longer claimable.
-        let list = seq_list(&seqs);
+        let list = seq_params(&seqs, 4);
         let sql = format!(
             "UPDATE {t} SET status = '{w}', locked_by = $1, locked_until = $2, attempts = attempts + 1, updated_at = $3 \
-             WHERE seq IN ({list}) AND (status = 'pending' OR (status = '{w}' AND locked_until < $3)) \
+             WHERE seq IN ({l}) AND (status = 'pending' OR (status = '{w}' AND locked_until < $3)) \
              RETURNING {c}",
             t = q.table,
             w = q.working,
-            c = q.columns
+            c = q.columns,
+            l = list.sql
         );
+        let query = sqlx::query(&sql).bind(owner).bind(lease_until).bind(now);
         let _turn = self.write_turn().await;
-        let mut rows = sqlx::query(&sql)
-            .bind(owner)
-            .bind(lease_until)
-            .bind(now)
+        let mut rows = list
+            .bind(query)
             .fetch_all(&self.pool)
             .await
             .map_err(classify)?;
@@ -389,14 +389,16 @@ impl Store {
         if seqs.is_empty() {
             return;
         }
-        let list = seq_list(seqs);
+        let list = seq_params(seqs, 2);
         let sql = format!(
             "UPDATE {t} SET status = 'pending', locked_by = NULL, locked_until = NULL, attempts = attempts - 1 \
-             WHERE seq IN ({list}) AND locked_by = $1 AND status = '{w}'",
+             WHERE seq IN ({l}) AND locked_by = $1 AND status = '{w}'",
             t = q.table,
-            w = q.working
+            w = q.working,
+            l = list.sql
         );
-        if let Err(e) = sqlx::query(&sql).bind(owner).execute(&self.pool).await {
+        let query = list.bind(sqlx::query(&sql).bind(owner));
+        if let Err(e) = query.execute(&self.pool).await {
             tracing::warn!(error.message = %e, rows = seqs.len(), "claims no worker took could not be given back; their leases will expire");
         }
     }

@@ -11,9 +11,13 @@
 //!
 //! No task runs the batches: the first caller to find no batch in progress
 //! leads — it takes every result waiting (its own included) and writes them;
-//! the others wait for their answer. A result is applied only while its
-//! claim's lease is still held (`locked_by` and the working status), exactly
-//! as when each was written alone; a lost lease answers `false`.
+//! the others wait for their answer, or to lead the next batch if theirs was
+//! not taken (a caller whose result another leader wrote does not wait for
+//! the batches after it). The inbox's and the outbox's results are batched
+//! apart, so that on PostgreSQL one queue's batch does not wait for the
+//! other's. A result is applied only while its claim's lease is still held
+//! (`locked_by` and the working status), exactly as when each was written
+//! alone; a lost lease answers `false`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,7 +27,7 @@ use sqlx::Row as _;
 use tokio::sync::oneshot;
 
 use super::queue::{NewOutbound, OutboundMessage, INBOX, OUTBOX};
-use super::{classify, seq_list, values_rows, Store, StoreError, StoreResult};
+use super::{classify, seq_params, values_rows, Store, StoreError, StoreResult};
 use crate::domain::ids::{ConnectionId, TenantId};
 
 /// What a result does to its row.
@@ -129,14 +133,25 @@ impl Store {
     /// held (the result applied), false if another owner has the row now.
     pub(super) async fn write_result(&self, result: RowResult) -> StoreResult<bool> {
         let (answer, answered) = oneshot::channel();
-        let results = &self.results;
+        // The inbox's and the outbox's results are batched apart: on
+        // PostgreSQL their transactions run side by side (SQLite takes turns).
+        let results = &self.results[usize::from(result.change.outbox())];
         results
             .waiting
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push((result, answer));
+        // Wait for the answer, or for the right to write the next batch,
+        // whichever comes first: a result written by another leader is
+        // answered at once, not after every leader queued ahead of it.
+        let mut answered = answered;
+        let lead = tokio::select! {
+            biased;
+            answer = &mut answered => return answer.map_err(|_| StoreError::Busy)?,
+            lead = results.leader.lock() => lead,
+        };
         {
-            let _lead = results.leader.lock().await;
+            let _lead = lead;
             // Taken after the write turn, so that results arriving while it
             // waits join this batch.
             let turn = self.write_turn().await;
@@ -163,7 +178,10 @@ impl Store {
 
     /// Transactions that wrote worker results (for tests).
     pub fn result_commits(&self) -> u64 {
-        self.results.commits.load(Ordering::Relaxed)
+        self.results
+            .iter()
+            .map(|r| r.commits.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// One transaction for a batch of results; which of them applied.
@@ -177,8 +195,11 @@ impl Store {
         }
         let mut tx = self.pool.begin().await.map_err(classify)?;
         let mut applied: HashSet<(bool, i64)> = HashSet::new();
+        // Whether to wake the inbox's and the outbox's worker after commit,
+        // and when rows put back for later come due.
+        let mut wake = [false, false];
+        let mut due: Vec<(bool, i64)> = Vec::new();
         for ((change, owner), (seqs, now)) in groups {
-            let list = seq_list(&seqs);
             let q = if change.outbox() { &OUTBOX } else { &INBOX };
             let (set, error, extra) = match change {
                 Change::Inbound { status, error } => (
@@ -209,19 +230,44 @@ impl Store {
                     Some((*next_at, i64::from(!count))),
                 ),
             };
+            let list = seq_params(&seqs, if extra.is_some() { 6 } else { 4 });
+            // A row that leaves its queue makes the next one of its
+            // conversation the head: the worker is woken for it (the write
+            // that creates a row wakes it for heads it could not hand over).
+            let next = if matches!(change, Change::Retry { .. }) {
+                "0".to_owned()
+            } else {
+                format!(
+                    "CAST(CASE WHEN EXISTS (SELECT 1 FROM {t} p WHERE p.connection_id = {t}.connection_id \
+                       AND p.conversation = {t}.conversation AND p.status = 'pending' AND p.seq > {t}.seq) \
+                     THEN 1 ELSE 0 END AS BIGINT)",
+                    t = q.table
+                )
+            };
             let sql = format!(
                 "UPDATE {t} SET {set}, locked_by = NULL, locked_until = NULL, updated_at = $2 \
-                 WHERE seq IN ({list}) AND locked_by = $1 AND status = '{w}' RETURNING seq",
+                 WHERE seq IN ({l}) AND locked_by = $1 AND status = '{w}' RETURNING seq, {next} AS next",
                 t = q.table,
-                w = q.working
+                w = q.working,
+                l = list.sql
             );
             let mut query = sqlx::query(&sql).bind(owner).bind(now).bind(error);
             if let Some((next_at, give_back)) = extra {
                 query = query.bind(next_at).bind(give_back);
             }
-            for row in query.fetch_all(&mut *tx).await.map_err(classify)? {
+            let rows = list
+                .bind(query)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(classify)?;
+            for row in &rows {
                 let seq: i64 = row.try_get("seq").map_err(classify)?;
                 applied.insert((change.outbox(), seq));
+                wake[usize::from(change.outbox())] |=
+                    row.try_get::<i64, _>("next").map_err(classify)? != 0;
+            }
+            if let (Change::Retry { next_at, .. }, false) = (change, rows.is_empty()) {
+                due.push((change.outbox(), *next_at));
             }
         }
         // The replies of the events whose result applied.
@@ -269,12 +315,18 @@ impl Store {
         let ids: Vec<&str> = replies.iter().map(|(_, m, _)| m.id.as_str()).collect();
         let claimed = Self::claim_reserved(&mut tx, reserved.as_ref(), &OUTBOX, &ids).await?;
         tx.commit().await.map_err(classify)?;
-        if let Some(r) = reserved {
-            self.hand_over(r, &OUTBOX, &claimed, OutboundMessage::from_row, |m| {
-                (m.seq, m.id.as_str())
-            })
-            .await;
-        }
+        let handed = match reserved {
+            Some(r) => {
+                self.hand_over(r, &OUTBOX, &claimed, OutboundMessage::from_row, |m| {
+                    (m.seq, m.id.as_str())
+                })
+                .await
+            }
+            None => HashSet::new(),
+        };
+        // Replies not handed over are the outbox worker's to claim.
+        wake[1] |= ids.iter().any(|id| !handed.contains(*id));
+        self.handoffs.wake(wake, &due);
         Ok(batch
             .iter()
             .map(|r| applied.contains(&(r.change.outbox(), r.seq)))

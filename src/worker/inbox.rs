@@ -9,7 +9,7 @@ use secrecy::SecretString;
 use serde_json::Value;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::{lease_ms, retry::backoff, spawn_each, spawn_one, Outcome};
+use super::{lease_ms, retry::backoff, spawn_each, spawn_one, Kind, Outcome};
 use crate::domain::now_millis;
 use crate::engine::{Engine, EngineEvent};
 use crate::startup::AppState;
@@ -43,7 +43,7 @@ pub(super) fn start(state: &web::Data<AppState>, slot: OwnedSemaphorePermit, eve
         event,
         |event| &event.id,
         |state, event| async move { process(&state, &event).await },
-        |state| &state.signals.inbox,
+        Kind::Inbox,
     );
 }
 
@@ -144,14 +144,12 @@ async fn process(state: &AppState, event: &InboundEvent) -> StoreResult<()> {
     match answer {
         Ok(contents) => {
             let replies = messages(&callback, contents);
-            if state
+            // Its replies are handed to the outbox worker, or it is woken
+            // for them, by the result's write.
+            state
                 .store
                 .finish_inbound(event, owner, &replies, now())
-                .await?
-                && !replies.is_empty()
-            {
-                state.signals.outbox.notify_one();
-            }
+                .await?;
         }
         Err(error) => {
             let attempts = u32::try_from(event.attempts).unwrap_or(u32::MAX);
@@ -173,9 +171,6 @@ async fn process(state: &AppState, event: &InboundEvent) -> StoreResult<()> {
                     .await?;
                 if dead {
                     state.metrics.dead_letters.inc("dead");
-                    if !fallback.is_empty() {
-                        state.signals.outbox.notify_one();
-                    }
                 }
             } else {
                 let delay = backoff(state.settings.retry_base, event.attempts);

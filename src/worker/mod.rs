@@ -10,6 +10,7 @@ pub mod outbox;
 pub mod pacer;
 pub mod retry;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,22 +28,26 @@ pub fn lease_ms(settings: &crate::config::Settings) -> i64 {
     let longest = settings.engine_timeout.max(Duration::from_secs(15));
     i64::try_from((longest + Duration::from_secs(10)).as_millis()).unwrap_or(60_000)
 }
-const POLL: Duration = Duration::from_millis(250);
 /// Events or messages in flight at once, per worker.
 const CONCURRENCY: usize = 256;
 
 /// Wake-ups and the stop signal, shared by the web handlers and the workers.
 pub struct WorkerSignals {
-    pub inbox: Notify,
-    pub outbox: Notify,
+    pub inbox: Arc<Notify>,
+    pub outbox: Arc<Notify>,
+    /// Per worker: its last claim filled every free slot (or found none
+    /// free), so rows may be waiting for a slot; each slot freed wakes it
+    /// then, and only then.
+    hungry: [AtomicBool; 2],
     stop: watch::Sender<bool>,
 }
 
 impl Default for WorkerSignals {
     fn default() -> Self {
         Self {
-            inbox: Notify::new(),
-            outbox: Notify::new(),
+            inbox: Arc::default(),
+            outbox: Arc::default(),
+            hungry: [AtomicBool::new(false), AtomicBool::new(false)],
             stop: watch::channel(false).0,
         }
     }
@@ -51,6 +56,17 @@ impl Default for WorkerSignals {
 impl WorkerSignals {
     pub fn stop(&self) {
         let _ = self.stop.send(true);
+    }
+
+    fn notify(&self, kind: Kind) -> &Notify {
+        match kind {
+            Kind::Inbox => &self.inbox,
+            Kind::Outbox => &self.outbox,
+        }
+    }
+
+    fn hungry(&self, kind: Kind) -> &AtomicBool {
+        &self.hungry[kind as usize]
     }
 }
 
@@ -89,15 +105,16 @@ pub(crate) type Start<T> = fn(&web::Data<AppState>, OwnedSemaphorePermit, T);
 
 /// Runs `process` on one claimed item in a task of its own, holding `slot`
 /// until it is done; a failure is logged, and the item's lease expires so
-/// that it is tried again. Each item done wakes its worker (`wake`): its
-/// conversation's next row may be claimable now, and a slot is free.
+/// that it is tried again. The slot freed wakes the worker (`kind`) if rows
+/// may be waiting for one. (The next row of the item's conversation, if
+/// any, is woken for by the write of the item's result.)
 pub(crate) fn spawn_one<T, Fut>(
     state: &web::Data<AppState>,
     slot: OwnedSemaphorePermit,
     item: T,
     id: fn(&T) -> &str,
     process: fn(web::Data<AppState>, T) -> Fut,
-    wake: fn(&AppState) -> &Notify,
+    kind: Kind,
 ) where
     T: Send + 'static,
     Fut: std::future::Future<Output = crate::store::StoreResult<()>> + Send + 'static,
@@ -110,7 +127,9 @@ pub(crate) fn spawn_one<T, Fut>(
             tracing::error!(item = %item_id, error.message = %e, error.cause_chain = ?e, "processing failed; the lease will expire and it is retried");
         }
         drop(slot);
-        wake(&state).notify_one();
+        if state.signals.hungry(kind).load(Ordering::SeqCst) {
+            state.signals.notify(kind).notify_one();
+        }
     });
 }
 
@@ -139,8 +158,18 @@ pub fn spawn(state: web::Data<AppState>) -> Vec<tokio::task::JoinHandle<()>> {
     let lease = lease_ms(&state.settings);
     let inbox = Arc::new(Semaphore::new(CONCURRENCY));
     let outbox = Arc::new(Semaphore::new(CONCURRENCY));
-    let (to_inbox, inbox_taken) = Handoff::new(inbox.clone(), state.worker_id.clone(), lease);
-    let (to_outbox, outbox_taken) = Handoff::new(outbox.clone(), state.worker_id.clone(), lease);
+    let (to_inbox, inbox_taken) = Handoff::new(
+        inbox.clone(),
+        state.worker_id.clone(),
+        lease,
+        state.signals.inbox.clone(),
+    );
+    let (to_outbox, outbox_taken) = Handoff::new(
+        outbox.clone(),
+        state.worker_id.clone(),
+        lease,
+        state.signals.outbox.clone(),
+    );
     state.store.hand_off_inbound(to_inbox);
     state.store.hand_off_outbound(to_outbox);
     vec![
@@ -181,9 +210,9 @@ async fn housekeeping(state: web::Data<AppState>) {
 }
 
 #[derive(Clone, Copy)]
-enum Kind {
-    Inbox,
-    Outbox,
+pub(crate) enum Kind {
+    Inbox = 0,
+    Outbox = 1,
 }
 
 async fn run(state: web::Data<AppState>, kind: Kind, slots: Arc<Semaphore>) {
@@ -200,6 +229,8 @@ async fn run(state: web::Data<AppState>, kind: Kind, slots: Arc<Semaphore>) {
             crate::domain::now_millis(),
             std::sync::atomic::Ordering::Relaxed,
         );
+        // Rows due by now are the step's to claim; those due later are waited for.
+        let stepped_at = crate::domain::now_millis();
         let free = slots.available_permits();
         let step = if free == 0 {
             Ok(Outcome::Empty)
@@ -210,19 +241,39 @@ async fn run(state: web::Data<AppState>, kind: Kind, slots: Arc<Semaphore>) {
             }
         };
         let busy = matches!(step, Ok(Outcome::Claimed(n)) if n == free);
+        // A step that ran took every row due by `stepped_at` it could.
+        let claimed_due = free > 0 && step.is_ok();
         if let Err(e) = step {
             tracing::error!(error.message = %e, "worker step failed");
         }
         if busy {
             continue;
         }
-        let notify = match kind {
-            Kind::Inbox => &state.signals.inbox,
-            Kind::Outbox => &state.signals.outbox,
-        };
+        // Rows may wait for a slot: the next slot freed wakes this loop. A
+        // slot freed before the flag was up is seen here instead.
+        let hungry = free == 0;
+        state.signals.hungry(kind).store(hungry, Ordering::SeqCst);
+        if hungry && slots.available_permits() > 0 {
+            continue;
+        }
+        // Until woken, the next row put back for later comes due, or the
+        // poll (for what no wake covers: another replica's rows, leases of a
+        // stopped process).
+        let wait = claimed_due
+            .then(|| {
+                state
+                    .store
+                    .next_due(matches!(kind, Kind::Outbox), stepped_at)
+            })
+            .flatten()
+            .map_or(state.settings.worker_poll, |due| {
+                let left = due - crate::domain::now_millis();
+                let until = Duration::from_millis(u64::try_from(left).unwrap_or(0) + 1);
+                until.min(state.settings.worker_poll)
+            });
         tokio::select! {
-            () = notify.notified() => {}
-            () = tokio::time::sleep(POLL) => {}
+            () = state.signals.notify(kind).notified() => {}
+            () = tokio::time::sleep(wait) => {}
             _ = stop.changed() => {}
         }
     }

@@ -13,7 +13,7 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::retry::{backoff, rate_limit_wait};
-use super::{lease_ms, spawn_each, spawn_one, Outcome};
+use super::{lease_ms, spawn_each, spawn_one, Kind, Outcome};
 use crate::domain::now_millis;
 use crate::startup::AppState;
 use crate::store::queue::OutboundMessage;
@@ -50,7 +50,7 @@ pub(super) fn start(
         message,
         |message| &message.id,
         |state, message| async move { process(&state, &message).await },
-        |state| &state.signals.outbox,
+        Kind::Outbox,
     );
 }
 

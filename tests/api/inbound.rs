@@ -187,6 +187,7 @@ both_backends!(
     bad_callbacks_are_refused_and_nothing_is_stored,
     duplicates_are_answered_but_delivered_once,
     replies_keep_order_per_user_under_concurrency,
+    wakes_alone_move_every_row,
     engine_outage_then_recovery_delivers_everything_in_order,
     dead_letters_send_the_fallback_and_replay,
     naverworks_faults_are_ridden_out,
@@ -547,8 +548,21 @@ async fn duplicates_are_answered_but_delivered_once(backend: Backend) {
 }
 
 async fn replies_keep_order_per_user_under_concurrency(backend: Backend) {
-    let s = setup_with(backend, EmulatorConfig::default(), "").await;
-    let (users, per_user) = (20, 50);
+    replies_keep_order(backend, "", 20, 50).await;
+}
+
+/// With the workers' poll an hour away, every row is moved by a wake alone:
+/// a callback not handed over, a reply not handed over, a finished row whose
+/// conversation has a next one, a slot freed while rows wait for one (more
+/// conversations than the workers' 256 slots). A wake missing stalls this.
+async fn wakes_alone_move_every_row(backend: Backend) {
+    replies_keep_order(backend, "worker_poll_ms = 3600000", 300, 3).await;
+}
+
+/// `users` post `per_user` messages each, concurrently; every reply arrives,
+/// once, each user's in the order sent.
+async fn replies_keep_order(backend: Backend, extra: &str, users: usize, per_user: usize) {
+    let s = setup_with(backend, EmulatorConfig::default(), extra).await;
     let s = Arc::new(s);
     let mut tasks = Vec::new();
     for u in 0..users {
@@ -568,6 +582,18 @@ async fn replies_keep_order_per_user_under_concurrency(backend: Backend) {
     let messages = s
         .wait_messages(users * per_user, Duration::from_secs(90))
         .await;
+    if messages.len() != users * per_user {
+        // What was left where, for the failure below.
+        let mut conn = s.app.db.connect().await;
+        for table in ["inbound_events", "outbound_messages"] {
+            let sql = format!("SELECT status, COUNT(*) AS n FROM {table} GROUP BY status");
+            for row in sqlx::query(&sql).fetch_all(&mut conn).await.unwrap() {
+                let (status, n): (String, i64) =
+                    (sqlx::Row::get(&row, "status"), sqlx::Row::get(&row, "n"));
+                eprintln!("{table}: {n} {status}");
+            }
+        }
+    }
     assert_eq!(
         messages.len(),
         users * per_user,
@@ -1076,6 +1102,80 @@ async fn group_commit_batches_and_fails_whole_batches(backend: Backend) {
 }
 
 both_backends!(worker_results_are_group_committed);
+
+/// PostgreSQL only (SQLite has one writer): the inbox's and the outbox's
+/// results are batched apart, so an event's result is not held up behind a
+/// message's that waits for a lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbox_and_outbox_results_commit_apart() {
+    use botgate::store::queue::NewOutbound;
+    let s = setup_with(
+        Backend::Postgres,
+        EmulatorConfig::default(),
+        "workers = false",
+    )
+    .await;
+    let store = s.app.state.store.clone();
+    for i in 0..2 {
+        s.post_signed(&message(&format!("apart-{i}"), "hello"))
+            .await;
+    }
+    let now = botgate::domain::now_millis();
+    let events = store
+        .claim_inbound("test-worker", now, now + 60_000, 10)
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 2);
+    // The first event's reply becomes a message to deliver.
+    let reply = NewOutbound {
+        id: botgate::domain::ids::queue_id("msg"),
+        target_kind: "user",
+        target_id: "someone".into(),
+        content: json!({"type": "text", "text": "hi"}).to_string(),
+    };
+    assert!(store
+        .finish_inbound(&events[0], "test-worker", &[reply], now)
+        .await
+        .unwrap());
+    let messages = store
+        .claim_outbound("test-worker", now, now + 60_000, 10)
+        .await
+        .unwrap();
+    assert_eq!(messages.len(), 1);
+
+    let mut lock = s.app.db.connect().await;
+    for sql in ["BEGIN", "LOCK TABLE outbound_messages IN EXCLUSIVE MODE"] {
+        sqlx::query(sql).execute(&mut lock).await.unwrap();
+    }
+    let delivering = {
+        let (store, message) = (store.clone(), messages[0].clone());
+        tokio::spawn(async move {
+            store
+                .close_outbound(&message, "test-worker", true, None, now)
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let done = tokio::time::timeout(
+        Duration::from_secs(20),
+        store.finish_inbound(&events[1], "test-worker", &[], now),
+    )
+    .await;
+    assert!(
+        matches!(done, Ok(Ok(true))),
+        "the event's result waited for the message's: {done:?}"
+    );
+    assert!(
+        !delivering.is_finished(),
+        "the message's result was held up by the lock"
+    );
+    sqlx::query("COMMIT").execute(&mut lock).await.unwrap();
+    assert!(
+        delivering.await.unwrap().unwrap(),
+        "delivered once the lock went"
+    );
+    assert_eq!(s.events("done").await.len(), 2);
+}
 
 /// The workers' results (an event done with its replies, a message
 /// delivered, a retry) written while a batch commits are written together by
