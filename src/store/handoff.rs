@@ -301,7 +301,10 @@ impl super::Store {
 /// transaction ends.
 async fn lock_conversations(tx: &mut sqlx::AnyConnection, keys: &[i64]) -> sqlx::Result<()> {
     // A VALUES list is scanned in its order: the locks are taken in the keys'.
-    for chunk in keys.chunks(1000) {
+    for chunk in keys.chunks(1024) {
+        // Repeating a key takes its lock again, which is harmless: the
+        // padded list's text recurs (see `super::padded`).
+        let chunk = super::padded(chunk);
         let sql = format!(
             "SELECT COUNT(*) FROM (SELECT pg_advisory_xact_lock(k) FROM (VALUES {}) v(k)) l",
             (1..=chunk.len())
@@ -311,7 +314,7 @@ async fn lock_conversations(tx: &mut sqlx::AnyConnection, keys: &[i64]) -> sqlx:
         );
         let mut query = sqlx::query(&sql);
         for key in chunk {
-            query = query.bind(*key);
+            query = query.bind(key);
         }
         query.fetch_one(&mut *tx).await?;
     }

@@ -61,14 +61,53 @@ fn classify(error: sqlx::Error) -> StoreError {
     }
 }
 
+/// The most rows one multi-row statement writes.
+const MAX_CHUNK: usize = 64;
+
+/// Rows of a multi-row statement in chunks whose sizes are powers of two, at
+/// most [`MAX_CHUNK`], in order (13 rows: 8, 4, 1). Each size is one
+/// statement text, so the prepared statements each connection keeps (100 at
+/// most) recur instead of churning with every batch size; and SQLite's cost
+/// per statement, which grows with the square of its parameters (it finds
+/// each by scanning their names), stays bounded.
+fn pow2_chunks<T>(rows: &[T]) -> Vec<&[T]> {
+    let mut chunks = Vec::new();
+    let mut rest = rows;
+    while !rest.is_empty() {
+        let size = MAX_CHUNK.min(1 << rest.len().ilog2());
+        let (chunk, tail) = rest.split_at(size);
+        chunks.push(chunk);
+        rest = tail;
+    }
+    chunks
+}
+
+/// `values` padded to the next power of two by repeating the last, for an
+/// `IN (…)` list whose statement text should recur (see [`pow2_chunks`]).
+fn padded<T: Clone>(values: &[T]) -> Vec<T> {
+    let n = values.len().max(1).next_power_of_two();
+    match values.last() {
+        Some(last) => values
+            .iter()
+            .cloned()
+            .chain(std::iter::repeat(last.clone()))
+            .take(n)
+            .collect(),
+        None => Vec::new(),
+    }
+}
+
 /// The `VALUES` rows of a multi-row insert: `shape` is one row with `{1}` …
-/// `{9}` for its parameters, numbered on as `$1`, `$2` … across `rows` rows
-/// of `width` parameters each.
-fn values_rows(rows: usize, width: usize, shape: &str) -> String {
+/// `{9}` for its parameters, numbered on as `$first`, `$first + 1` … across
+/// `rows` rows of `width` parameters each.
+fn values_rows(first: usize, rows: usize, width: usize, shape: &str) -> String {
     (0..rows)
         .map(|k| {
             (1..=width).fold(shape.to_owned(), |row, i| {
-                row.replace(&format!("{{{i}}}"), &format!("${}", k * width + i))
+                row.replace(
+                    &format!("{{{i}}}"),
+                    &format!("${}", first - 1 + k * width + i),
+                )
             })
         })
         .collect::<Vec<_>>()
@@ -86,15 +125,8 @@ struct SeqParams {
 }
 
 fn seq_params(seqs: &[i64], first: usize) -> SeqParams {
-    let n = seqs.len().max(1).next_power_of_two();
-    let last = seqs.last().copied().unwrap_or(-1);
-    let values: Vec<i64> = seqs
-        .iter()
-        .copied()
-        .chain(std::iter::repeat(last))
-        .take(n)
-        .collect();
-    let sql = (first..first + n)
+    let values = padded(seqs);
+    let sql = (first..first + values.len())
         .map(|k| format!("${k}"))
         .collect::<Vec<_>>()
         .join(", ");
@@ -1228,4 +1260,37 @@ async fn put_secret(
     .await
     .map_err(classify)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{padded, pow2_chunks, values_rows};
+
+    #[test]
+    fn rows_go_in_power_of_two_chunks_in_order() {
+        let rows: Vec<usize> = (0..200).collect();
+        let chunks = pow2_chunks(&rows);
+        let sizes: Vec<usize> = chunks.iter().map(|c| c.len()).collect();
+        assert_eq!(sizes, [64, 64, 64, 8]);
+        assert_eq!(chunks.concat(), rows, "every row once, in order");
+        let sizes: Vec<usize> = pow2_chunks(&rows[..13]).iter().map(|c| c.len()).collect();
+        assert_eq!(sizes, [8, 4, 1]);
+        assert!(pow2_chunks::<usize>(&[]).is_empty());
+    }
+
+    #[test]
+    fn lists_are_padded_with_their_last_value() {
+        assert_eq!(padded(&[1, 2, 3]), [1, 2, 3, 3]);
+        assert_eq!(padded(&[7]), [7]);
+        assert_eq!(padded(&[1, 2, 3, 4]), [1, 2, 3, 4]);
+        assert!(padded::<i64>(&[]).is_empty());
+    }
+
+    #[test]
+    fn values_rows_number_parameters_from_first() {
+        assert_eq!(
+            values_rows(2, 2, 3, "({1}, {2}, {3}, {3})"),
+            "($2, $3, $4, $4), ($5, $6, $7, $7)"
+        );
+    }
 }

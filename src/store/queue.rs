@@ -13,7 +13,10 @@ use sqlx::any::AnyRow;
 use sqlx::Row as _;
 
 use super::results::{Change, Replies, RowResult};
-use super::{classify, decode_all, decode_one, seq_params, values_rows, Store, StoreResult};
+use super::{
+    classify, decode_all, decode_one, padded, pow2_chunks, seq_params, values_rows, Store,
+    StoreResult,
+};
 use crate::domain::ids::{ConnectionId, TenantId};
 
 #[derive(Debug, Clone)]
@@ -171,6 +174,7 @@ pub(super) async fn claim_written(
     if ids.is_empty() || limit == 0 {
         return Ok(Vec::new());
     }
+    let ids = padded(ids);
     let list = (0..ids.len())
         .map(|k| format!("${}", k + 5))
         .collect::<Vec<_>>()
@@ -192,7 +196,7 @@ pub(super) async fn claim_written(
         .bind(crate::domain::now_millis())
         .bind(i64::try_from(limit).unwrap_or(i64::MAX));
     for id in ids {
-        query = query.bind(*id);
+        query = query.bind(id);
     }
     let mut rows = query.fetch_all(&mut *tx).await.map_err(classify)?;
     rows.sort_by_key(|r| r.try_get::<i64, _>("seq").unwrap_or_default());
@@ -212,9 +216,10 @@ impl Store {
         dedup_window_ms: i64,
         turn: super::WriteTurn<'_>,
     ) -> StoreResult<Vec<Inserted>> {
-        // Two statements for the whole batch, whatever its size: one upsert
-        // of the body hashes (RETURNING those that are new, or seen longer
-        // ago than the window), one insert of the new events.
+        // Two multi-row statements (per chunk of up to 64, see
+        // `pow2_chunks`): an upsert of the body hashes (RETURNING those that
+        // are new, or seen longer ago than the window), an insert of the new
+        // events.
         let mut results = vec![Inserted::Duplicate; events.len()];
         let mut seen = std::collections::HashSet::new();
         let firsts: Vec<usize> = (0..events.len())
@@ -241,32 +246,31 @@ impl Store {
                 }),
             )
             .await?;
-        let values = (0..firsts.len())
-            .map(|k| format!("(${}, ${}, ${})", 3 * k + 2, 3 * k + 3, 3 * k + 4))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql = format!(
-            "INSERT INTO inbound_dedup (connection_id, body_hash, seen_at) VALUES {values} \
-             ON CONFLICT (connection_id, body_hash) DO UPDATE SET seen_at = excluded.seen_at \
-             WHERE inbound_dedup.seen_at < excluded.seen_at - $1 \
-             RETURNING connection_id, body_hash"
-        );
-        let mut query = sqlx::query(&sql).bind(dedup_window_ms);
-        for &i in &firsts {
-            let e = &events[i];
-            query = query
-                .bind(e.connection_id.as_str())
-                .bind(&e.body_hash)
-                .bind(e.received_at);
+        let mut fresh: std::collections::HashSet<(String, String)> = Default::default();
+        for chunk in pow2_chunks(&firsts) {
+            // Parameters from $2 on: $1 is the window.
+            let values = values_rows(2, chunk.len(), 3, "({1}, {2}, {3})");
+            let sql = format!(
+                "INSERT INTO inbound_dedup (connection_id, body_hash, seen_at) VALUES {values} \
+                 ON CONFLICT (connection_id, body_hash) DO UPDATE SET seen_at = excluded.seen_at \
+                 WHERE inbound_dedup.seen_at < excluded.seen_at - $1 \
+                 RETURNING connection_id, body_hash"
+            );
+            let mut query = sqlx::query(&sql).bind(dedup_window_ms);
+            for &i in chunk {
+                let e = &events[i];
+                query = query
+                    .bind(e.connection_id.as_str())
+                    .bind(&e.body_hash)
+                    .bind(e.received_at);
+            }
+            for r in query.fetch_all(&mut *tx).await.map_err(classify)? {
+                fresh.insert((
+                    r.try_get("connection_id").map_err(classify)?,
+                    r.try_get("body_hash").map_err(classify)?,
+                ));
+            }
         }
-        let fresh: std::collections::HashSet<(String, String)> = query
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(classify)?
-            .iter()
-            .map(|r| Ok((r.try_get("connection_id")?, r.try_get("body_hash")?)))
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(classify)?;
         let new: Vec<usize> = firsts
             .into_iter()
             .filter(|&i| {
@@ -276,9 +280,10 @@ impl Store {
                 ))
             })
             .collect();
-        if !new.is_empty() {
+        for chunk in pow2_chunks(&new) {
             let values = values_rows(
-                new.len(),
+                1,
+                chunk.len(),
                 7,
                 "({1}, {2}, {3}, {4}, {5}, {6}, 'pending', 0, {7}, {7}, {7})",
             );
@@ -287,7 +292,7 @@ impl Store {
                    status, attempts, next_attempt_at, received_at, updated_at) VALUES {values}"
             );
             let mut query = sqlx::query(&sql);
-            for &i in &new {
+            for &i in chunk {
                 let e = &events[i];
                 query = query
                     .bind(&e.id)

@@ -27,7 +27,7 @@ use sqlx::Row as _;
 use tokio::sync::oneshot;
 
 use super::queue::{NewOutbound, OutboundMessage, INBOX, OUTBOX};
-use super::{classify, seq_params, values_rows, Store, StoreError, StoreResult};
+use super::{classify, pow2_chunks, seq_params, values_rows, Store, StoreError, StoreResult};
 use crate::domain::ids::{ConnectionId, TenantId};
 
 /// What a result does to its row.
@@ -287,8 +287,9 @@ impl Store {
                     .map(|(r, _, _)| (r.connection_id.as_str(), r.conversation.as_str())),
             )
             .await?;
-        for chunk in replies.chunks(REPLIES_PER_STATEMENT) {
+        for chunk in pow2_chunks(&replies) {
             let values = values_rows(
+                1,
                 chunk.len(),
                 9,
                 "({1}, {2}, {3}, {4}, {5}, {6}, {7}, {8}, 'pending', 0, {9}, {9}, {9})",
@@ -333,6 +334,3 @@ impl Store {
             .collect())
     }
 }
-
-/// Replies per `INSERT` (9 parameters each; well under both backends' limits).
-const REPLIES_PER_STATEMENT: usize = 500;
