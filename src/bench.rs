@@ -11,9 +11,14 @@
 //!   was due, so a stall is not hidden — no coordinated omission).
 //! - B3 auth hot path: GETs of a connection's auth URL with a cached token.
 //!
-//! The workers are off while measuring ingest (B1 measures the webhook path:
-//! verify, group-commit, answer). The token for B3 comes from the emulator,
-//! started in-process.
+//! B2 (end to end), B4 (tenant scale, with botgate's resident memory) and
+//! B5 (drain) are described in BENCHMARKS.md.
+//!
+//! botgate runs as a process of its own (`botgate serve`, this executable,
+//! on a fresh database per benchmark); the ceiling server, the NAVER WORKS
+//! emulator and the load generator run in this one. The workers are off
+//! while measuring ingest (B1 measures the webhook path: verify,
+//! group-commit, answer).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -26,7 +31,6 @@ use serde_json::json;
 use crate::config::Settings;
 use crate::emulator::{AppConfig, BotConfig, EmulatorConfig, EmulatorServer};
 use crate::naverworks::signature;
-use crate::startup::Application;
 
 const BOT_SECRET: &str = "bench-bot-secret-0123456789";
 const AUTH_HEADER: &str = "bench-auth-header-0123456789";
@@ -237,10 +241,9 @@ pub struct BenchOptions {
     pub rates: Vec<f64>,
 }
 
-/// Resident memory of this process (botgate, the emulator and the load
-/// generator together: an upper bound for botgate's own), in MiB.
-fn rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+/// Resident memory of process `pid`, in MiB.
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -248,13 +251,14 @@ fn rss_mib() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-/// Samples the resident memory while a load runs; the largest sample.
-fn watch_rss() -> (Arc<AtomicU64>, tokio::task::JoinHandle<()>) {
+/// Samples process `pid`'s resident memory while a load runs; the largest
+/// sample.
+fn watch_rss(pid: u32) -> (Arc<AtomicU64>, tokio::task::JoinHandle<()>) {
     let peak = Arc::new(AtomicU64::new(0));
     let watched = peak.clone();
     let task = tokio::spawn(async move {
         loop {
-            watched.fetch_max((rss_mib() * 1024.0) as u64, Ordering::Relaxed);
+            watched.fetch_max((rss_mib(pid) * 1024.0) as u64, Ordering::Relaxed);
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     });
@@ -265,6 +269,7 @@ fn watch_rss() -> (Arc<AtomicU64>, tokio::task::JoinHandle<()>) {
 /// PostgreSQL database next to the one named (dropped afterwards).
 struct FreshDb {
     url: String,
+    label: String,
     postgres: Option<(String, String)>,
 }
 
@@ -273,6 +278,7 @@ impl FreshDb {
         let Some(base) = base else {
             return Ok(Self {
                 url: format!("sqlite://{}/{label}.db", dir.display()),
+                label: label.to_owned(),
                 postgres: None,
             });
         };
@@ -298,6 +304,7 @@ impl FreshDb {
         url.set_path(&format!("/{name}"));
         Ok(Self {
             url: url.to_string(),
+            label: label.to_owned(),
             postgres: Some((admin_url.to_string(), name)),
         })
     }
@@ -351,14 +358,15 @@ async fn start_emulator(bots: usize) -> anyhow::Result<Emulator> {
     Ok(Emulator { url, app })
 }
 
-/// botgate in this process, on a fresh database, with one tenant.
+/// botgate in a process of its own (`botgate serve`, this executable), on a
+/// fresh database, with one tenant: its resident memory is its own, and it
+/// stops as in production (SIGTERM: the workers finish, then the server).
 struct Gateway {
     base: String,
     http: reqwest::Client,
     tenant: String,
     api_key: String,
-    handle: actix_web::dev::ServerHandle,
-    state: actix_web::web::Data<crate::startup::AppState>,
+    process: std::process::Child,
     db: FreshDb,
 }
 
@@ -379,21 +387,58 @@ impl Gateway {
         emulator: &Emulator,
     ) -> anyhow::Result<Self> {
         let admin = "bench-admin-token-0123456789";
-        let settings = Settings::with_overrides(&format!(
-            "listen = \"127.0.0.1:0\"\ndatabase_url = \"{}\"\ndata_dir = \"{}\"\nadmin_token = \"{admin}\"\n\
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let label = db.label.clone();
+        let config = format!(
+            "listen = \"127.0.0.1:{port}\"\ndatabase_url = \"{}\"\ndata_dir = \"{}\"\nadmin_token = \"{admin}\"\n\
              master_key = \"{}\"\nworkers = {workers}\nlog = \"warn\"\n\
              naverworks_auth_url = \"{emu}/oauth2/v2.0\"\nnaverworks_api_url = \"{emu}/v1.0\"\n{extra}",
             db.url,
             dir.display(),
             crate::secrets::MasterKey::generate().to_base64().expose_secret(),
             emu = emulator.url,
-        ))?;
-        let app = Application::build(settings).await?;
-        let base = format!("http://127.0.0.1:{}", app.port());
-        let handle = app.handle();
-        let state = app.state();
-        tokio::spawn(app.run_until_stopped());
+        );
+        // Checked here, so that a mistake is an error, not a process that
+        // never answers.
+        Settings::with_overrides(&config)?;
+        let config_file = dir.join(format!("{label}.toml"));
+        std::fs::write(&config_file, config)?;
+        let log = std::fs::File::create(dir.join(format!("{label}.log")))?;
+        let mut command = std::process::Command::new(std::env::current_exe()?);
+        command
+            .arg("serve")
+            .env("BOTGATE_CONFIG", &config_file)
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        // The bench's settings are the file's alone.
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("BOTGATE_") && key != "BOTGATE_CONFIG" {
+                command.env_remove(key);
+            }
+        }
+        let mut process = command.spawn()?;
+        let base = format!("http://127.0.0.1:{port}");
         let http = client();
+        let started = Instant::now();
+        loop {
+            if let Some(status) = process.try_wait()? {
+                anyhow::bail!(
+                    "botgate exited ({status}); see {}",
+                    dir.join(format!("{label}.log")).display()
+                );
+            }
+            let ready = http.get(format!("{base}/readyz")).send().await;
+            if ready.is_ok_and(|r| r.status().is_success()) {
+                break;
+            }
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(60),
+                "botgate did not become ready"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         let tenant: serde_json::Value = http
             .post(format!("{base}/api/v1/tenants"))
             .bearer_auth(admin)
@@ -407,15 +452,30 @@ impl Gateway {
             api_key: tenant["api_key"].as_str().unwrap_or_default().to_owned(),
             base,
             http,
-            handle,
-            state,
+            process,
             db,
         })
     }
 
-    /// Group commits made so far.
-    fn commits(&self) -> u64 {
-        self.state.ingest.commits.load(Ordering::Relaxed)
+    /// Group commits of callbacks so far (from `/metrics`).
+    async fn commits(&self) -> anyhow::Result<u64> {
+        let metrics = self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await?
+            .text()
+            .await?;
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("botgate_group_commits_total{writer=\"callbacks\"} "))
+            .and_then(|n| n.trim().parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("no callback commits in /metrics"))
+    }
+
+    /// Resident memory of the botgate process, in MiB.
+    fn rss_mib(&self) -> f64 {
+        rss_mib(self.process.id())
     }
 
     /// Connects bots FIRST_BOT.. FIRST_BOT+n-1, `parallel` at a time.
@@ -480,9 +540,24 @@ impl Gateway {
         Ok(())
     }
 
-    async fn stop(self) {
-        self.state.signals.stop();
-        self.handle.stop(true).await;
+    /// SIGTERM, then waits for the process to finish its work and exit.
+    async fn stop(mut self) {
+        let stopped = std::process::Command::new("kill")
+            .args(["-TERM", &self.process.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        let started = Instant::now();
+        while stopped && started.elapsed() < Duration::from_secs(60) {
+            if !matches!(self.process.try_wait(), Ok(None)) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if matches!(self.process.try_wait(), Ok(None)) {
+            eprintln!("botgate did not stop after SIGTERM; killed");
+            let _ = self.process.kill();
+            let _ = self.process.wait();
+        }
         self.db.drop_now().await;
     }
 }
@@ -626,14 +701,14 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
         let gw = Gateway::start(db, &dir, false, "", &emulator).await?;
         let target = gw.connect(&emulator, 1).await?;
         if wants("b1") {
-            let commits = gw.commits();
+            let commits = gw.commits().await?;
             let b1 = max_throughput(
                 callbacks(target.clone(), 1000, None),
                 options.concurrency,
                 options.duration,
             )
             .await;
-            let commits = gw.commits() - commits;
+            let commits = gw.commits().await? - commits;
             println!(
                 "B1 ingest ({backend}), max: {} — {:.3} of the ceiling; {commits} commits ({:.1} callbacks each)",
                 b1.summary(),
@@ -687,8 +762,8 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
             let targets = gw.connect(&emulator, n).await?;
             let setup = started.elapsed();
             tokio::time::sleep(Duration::from_secs(1)).await;
-            let idle = rss_mib();
-            let (peak, watcher) = watch_rss();
+            let idle = gw.rss_mib();
+            let (peak, watcher) = watch_rss(gw.process.id());
             // Warm-up, not measured: one callback per connection, so the
             // measured load finds every connection read and its bot secret
             // opened once, as in a gateway that has been running a while (a
@@ -708,7 +783,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
             .await;
             watcher.abort();
             println!(
-                "B4 ingest over {n} connection(s) ({backend}): {} — {:.3} of the ceiling; RSS idle {idle:.0} MiB, under load {:.0} MiB (process incl. generator and emulator); {n} connections made in {:.1} s; first callback to each: {:.0} req/s",
+                "B4 ingest over {n} connection(s) ({backend}): {} — {:.3} of the ceiling; botgate's RSS idle {idle:.0} MiB, under load (peak) {:.0} MiB; {n} connections made in {:.1} s; first callback to each: {:.0} req/s",
                 run.summary(),
                 run.throughput() / c,
                 peak.load(Ordering::Relaxed) as f64 / 1024.0,

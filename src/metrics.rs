@@ -164,8 +164,22 @@ impl Metrics {
         }
     }
 
-    pub fn render(&self, queues: &[QueueDepth], cache: CacheStats) -> String {
+    /// The metrics as Prometheus text; `commits` are the group-commit
+    /// writers' transactions so far (label, count).
+    pub fn render(
+        &self,
+        queues: &[QueueDepth],
+        cache: CacheStats,
+        commits: &[(&str, u64)],
+    ) -> String {
         let mut out = String::with_capacity(4096);
+        let _ = writeln!(out, "# HELP botgate_group_commits_total Transactions of the group-commit writers: callbacks stored, the inbox's and the outbox's results.\n# TYPE botgate_group_commits_total counter");
+        for (writer, n) in commits {
+            let _ = writeln!(
+                out,
+                "botgate_group_commits_total{{writer=\"{writer}\"}} {n}"
+            );
+        }
         let _ = writeln!(
             out,
             "# HELP botgate_cache_lookups_total Connection and tenant lookups on the hot paths, by result.\n\

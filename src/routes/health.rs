@@ -52,7 +52,16 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         .queue_depths(now_millis())
         .await
         .unwrap_or_default();
+    let [inbox, outbox] = state.store.results_committed();
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(state.metrics.render(&queues, state.store.cache_stats()))
+        .body(state.metrics.render(
+            &queues,
+            state.store.cache_stats(),
+            &[
+                ("callbacks", state.ingest.commits.load(Ordering::Relaxed)),
+                ("inbox_results", inbox),
+                ("outbox_results", outbox),
+            ],
+        ))
 }

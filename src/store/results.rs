@@ -176,12 +176,16 @@ impl Store {
         answered.await.map_err(|_| StoreError::Busy)?
     }
 
-    /// Transactions that wrote worker results (for tests).
+    /// Transactions that wrote worker results.
     pub fn result_commits(&self) -> u64 {
+        self.results_committed().iter().sum()
+    }
+
+    /// Transactions that wrote the inbox's results, and the outbox's.
+    pub fn results_committed(&self) -> [u64; 2] {
         self.results
-            .iter()
+            .each_ref()
             .map(|r| r.commits.load(Ordering::Relaxed))
-            .sum()
     }
 
     /// One transaction for a batch of results; which of them applied.

@@ -994,6 +994,18 @@ async fn metrics_count_a_scripted_run(backend: Backend) {
         3.0
     );
     assert_eq!(get("botgate_naverworks_send_seconds_count"), 3.0);
+    // Group commits: the four callbacks stored (one a duplicate), the three
+    // events' results and the three messages', each in one batch or more.
+    for (writer, most) in [
+        ("callbacks", 4.0),
+        ("inbox_results", 3.0),
+        ("outbox_results", 3.0),
+    ] {
+        let n = get(&format!(
+            "botgate_group_commits_total{{writer=\"{writer}\"}}"
+        ));
+        assert!((1.0..=most).contains(&n), "{writer}: {n} commits");
+    }
     let tenant = &s.tenant.id;
     assert_eq!(
         get(&format!(
