@@ -24,6 +24,7 @@ pub const POSTGRES: Files = tree!("postgres";
     (5, "console sessions", "0005_console_sessions.sql"),
     (6, "cache notify", "0006_cache_notify.sql"),
     (7, "open conversation index", "0007_open_conversation_index.sql"),
+    (8, "drop unused open indexes", "0008_drop_unused_open_indexes.sql"),
 );
 
 pub const SQLITE: Files = tree!("sqlite";
@@ -34,6 +35,7 @@ pub const SQLITE: Files = tree!("sqlite";
     (5, "console sessions", "0005_console_sessions.sql"),
     (6, "cache notify", "0006_cache_notify.sql"),
     (7, "open conversation index", "0007_open_conversation_index.sql"),
+    (8, "drop unused open indexes", "0008_drop_unused_open_indexes.sql"),
 );
 
 /// The newest embedded migration's version.
