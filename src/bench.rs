@@ -58,6 +58,25 @@ impl Run {
         sorted[index] as f64 / 1000.0
     }
 
+    /// Several runs of one load as one.
+    pub fn merge(runs: Vec<Run>) -> Run {
+        runs.into_iter().fold(
+            Run {
+                requests: 0,
+                errors: 0,
+                elapsed: Duration::ZERO,
+                latencies_us: Vec::new(),
+            },
+            |mut all, run| {
+                all.requests += run.requests;
+                all.errors += run.errors;
+                all.elapsed += run.elapsed;
+                all.latencies_us.extend(run.latencies_us);
+                all
+            },
+        )
+    }
+
     pub fn summary(&self) -> String {
         format!(
             "{:.0} req/s, p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms, {} errors",
@@ -755,42 +774,78 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
     }
 
     if wants("b4") {
+        // Both gateways run at once and the loads alternate between them in
+        // slices, so that the machine's drift (its speed moves by a quarter
+        // from one minute to the next here) falls on both cases alike.
+        struct Case {
+            n: usize,
+            gw: Gateway,
+            targets: Vec<Target>,
+            setup: Duration,
+            idle: f64,
+            runs: Vec<Run>,
+        }
+        let mut cases = Vec::new();
         for n in [1, options.connections] {
             let db = FreshDb::new(base_db, &dir, &format!("b4_{n}")).await?;
             let gw = Gateway::start(db, &dir, false, "", &emulator).await?;
             let started = Instant::now();
             let targets = gw.connect(&emulator, n).await?;
-            let setup = started.elapsed();
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            let idle = gw.rss_mib();
-            let (peak, watcher) = watch_rss(gw.process.id());
+            cases.push(Case {
+                n,
+                gw,
+                targets,
+                setup: started.elapsed(),
+                idle: 0.0,
+                runs: Vec::new(),
+            });
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let mut watchers = Vec::new();
+        let mut warm = Vec::new();
+        for case in &mut cases {
+            case.idle = case.gw.rss_mib();
+            watchers.push(watch_rss(case.gw.process.id()));
             // Warm-up, not measured: one callback per connection, so the
             // measured load finds every connection read and its bot secret
             // opened once, as in a gateway that has been running a while (a
             // 10-second load over 10,000 connections would otherwise mostly
             // measure first contact). Reported on its own.
-            let warm = max_throughput_count(
-                callbacks(targets.clone(), 1000, None),
-                options.concurrency,
-                n as u64,
-            )
-            .await;
-            let run = max_throughput(
-                callbacks(targets, 1000, None),
-                options.concurrency,
-                options.duration,
-            )
-            .await;
+            warm.push(
+                max_throughput_count(
+                    callbacks(case.targets.clone(), 1000, None),
+                    options.concurrency,
+                    case.n as u64,
+                )
+                .await,
+            );
+        }
+        const SLICES: u32 = 5;
+        for _ in 0..SLICES {
+            for case in &mut cases {
+                let run = max_throughput(
+                    callbacks(case.targets.clone(), 1000, None),
+                    options.concurrency,
+                    options.duration / SLICES,
+                )
+                .await;
+                case.runs.push(run);
+            }
+        }
+        for ((case, (peak, watcher)), warm) in cases.into_iter().zip(watchers).zip(warm) {
             watcher.abort();
+            let run = Run::merge(case.runs);
+            let n = case.n;
             println!(
-                "B4 ingest over {n} connection(s) ({backend}): {} — {:.3} of the ceiling; botgate's RSS idle {idle:.0} MiB, under load (peak) {:.0} MiB; {n} connections made in {:.1} s; first callback to each: {:.0} req/s",
+                "B4 ingest over {n} connection(s) ({backend}): {} — {:.3} of the ceiling; botgate's RSS idle {:.0} MiB, under load (peak) {:.0} MiB; {n} connections made in {:.1} s; first callback to each: {:.0} req/s",
                 run.summary(),
                 run.throughput() / c,
+                case.idle,
                 peak.load(Ordering::Relaxed) as f64 / 1024.0,
-                setup.as_secs_f64(),
+                case.setup.as_secs_f64(),
                 warm.throughput()
             );
-            gw.stop().await;
+            case.gw.stop().await;
         }
     }
 
