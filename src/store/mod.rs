@@ -82,6 +82,20 @@ fn pow2_chunks<T>(rows: &[T]) -> Vec<&[T]> {
     chunks
 }
 
+impl Store {
+    /// Rows of a multi-row statement in chunks of at most [`MAX_CHUNK`], in
+    /// order. On PostgreSQL, a chunk of each size is one round trip and each
+    /// text a prepared statement its connection keeps (room for 500). On
+    /// SQLite, in this process, a statement is no round trip, but the
+    /// connection keeps 100 at most: power-of-two chunks ([`pow2_chunks`]).
+    fn chunks<'r, T>(&self, rows: &'r [T]) -> Vec<&'r [T]> {
+        match self.backend {
+            Backend::Postgres => rows.chunks(MAX_CHUNK).collect(),
+            Backend::Sqlite => pow2_chunks(rows),
+        }
+    }
+}
+
 /// `values` padded to the next power of two by repeating the last, for an
 /// `IN (…)` list whose statement text should recur (see [`pow2_chunks`]).
 fn padded<T: Clone>(values: &[T]) -> Vec<T> {
@@ -432,6 +446,12 @@ impl Store {
             if !text.contains('?') {
                 text.push_str("?mode=rwc");
             }
+        } else if !text.contains("statement-cache-capacity") {
+            // Room for every statement text the batches use (multi-row
+            // statements of 1 to 64 rows, see `Store::chunks`), so that none
+            // is parsed and planned again for want of a place (100 by default).
+            text.push_str(if text.contains('?') { "&" } else { "?" });
+            text.push_str("statement-cache-capacity=500");
         }
         let options = AnyConnectOptions::from_str(&text)
             .with_context(|| format!("invalid database URL {url}"))?;

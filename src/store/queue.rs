@@ -14,8 +14,7 @@ use sqlx::Row as _;
 
 use super::results::{Change, Replies, RowResult};
 use super::{
-    classify, decode_all, decode_one, padded, pow2_chunks, seq_params, values_rows, Store,
-    StoreResult,
+    classify, decode_all, decode_one, padded, seq_params, values_rows, Store, StoreResult,
 };
 use crate::domain::ids::{ConnectionId, TenantId};
 
@@ -247,7 +246,7 @@ impl Store {
             )
             .await?;
         let mut fresh: std::collections::HashSet<(String, String)> = Default::default();
-        for chunk in pow2_chunks(&firsts) {
+        for chunk in self.chunks(&firsts) {
             // Parameters from $2 on: $1 is the window.
             let values = values_rows(2, chunk.len(), 3, "({1}, {2}, {3})");
             let sql = format!(
@@ -280,7 +279,7 @@ impl Store {
                 ))
             })
             .collect();
-        for chunk in pow2_chunks(&new) {
+        for chunk in self.chunks(&new) {
             let values = values_rows(
                 1,
                 chunk.len(),

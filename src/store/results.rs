@@ -27,7 +27,7 @@ use sqlx::Row as _;
 use tokio::sync::oneshot;
 
 use super::queue::{NewOutbound, OutboundMessage, INBOX, OUTBOX};
-use super::{classify, pow2_chunks, seq_params, values_rows, Store, StoreError, StoreResult};
+use super::{classify, seq_params, values_rows, Store, StoreError, StoreResult};
 use crate::domain::ids::{ConnectionId, TenantId};
 
 /// What a result does to its row.
@@ -291,7 +291,7 @@ impl Store {
                     .map(|(r, _, _)| (r.connection_id.as_str(), r.conversation.as_str())),
             )
             .await?;
-        for chunk in pow2_chunks(&replies) {
+        for chunk in self.chunks(&replies) {
             let values = values_rows(
                 1,
                 chunk.len(),
