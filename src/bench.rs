@@ -422,8 +422,18 @@ impl Gateway {
         // Checked here, so that a mistake is an error, not a process that
         // never answers.
         Settings::with_overrides(&config)?;
+        // It holds the (generated) master key and admin token: the owner's alone.
         let config_file = dir.join(format!("{label}.toml"));
-        std::fs::write(&config_file, config)?;
+        {
+            use std::io::Write as _;
+            use std::os::unix::fs::OpenOptionsExt as _;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&config_file)?
+                .write_all(config.as_bytes())?;
+        }
         let log = std::fs::File::create(dir.join(format!("{label}.log")))?;
         let mut command = std::process::Command::new(std::env::current_exe()?);
         command

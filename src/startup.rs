@@ -167,12 +167,6 @@ impl Application {
         self.state.clone()
     }
 
-    /// Stops the HTTP server from elsewhere (the benchmarks); stop the
-    /// workers first with `state().signals.stop()`.
-    pub fn handle(&self) -> actix_web::dev::ServerHandle {
-        self.server.handle()
-    }
-
     /// Serves until SIGTERM or SIGINT, then stops in this order: the workers
     /// first (finishing what they hold, so no lease stays taken) while the
     /// HTTP server still accepts callbacks, then the HTTP server (no new

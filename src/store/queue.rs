@@ -216,7 +216,7 @@ impl Store {
         turn: super::WriteTurn<'_>,
     ) -> StoreResult<Vec<Inserted>> {
         // Two multi-row statements (per chunk of up to 64, see
-        // `pow2_chunks`): an upsert of the body hashes (RETURNING those that
+        // `Store::chunks`): an upsert of the body hashes (RETURNING those that
         // are new, or seen longer ago than the window), an insert of the new
         // events.
         let mut results = vec![Inserted::Duplicate; events.len()];
