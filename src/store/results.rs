@@ -188,6 +188,35 @@ impl Store {
             .map(|r| r.commits.load(Ordering::Relaxed))
     }
 
+    /// After commit, on PostgreSQL: whether a conversation of the rows
+    /// `seqs` closed (whose `RETURNING` saw no next row) has a pending row
+    /// after them now. A next row committed by another transaction while
+    /// this batch was writing was not seen by its statement, and its own
+    /// wake may have claimed before this batch committed (finding the closed
+    /// row still open); one of the two wakes comes after both commits only
+    /// if this one looks again. SQLite has one writer: nothing to look for.
+    /// On error: true (a claim too many costs little).
+    async fn next_after(&self, queue: &super::queue::Queue, seqs: &[i64]) -> bool {
+        if seqs.is_empty() || self.backend != super::Backend::Postgres {
+            return false;
+        }
+        let list = seq_params(seqs, 1);
+        let sql = format!(
+            "SELECT COUNT(*) AS n FROM (SELECT 1 FROM {t} c JOIN {t} p \
+               ON p.connection_id = c.connection_id AND p.conversation = c.conversation AND p.seq > c.seq \
+             WHERE c.seq IN ({l}) AND p.status = 'pending' LIMIT 1) x",
+            t = queue.table,
+            l = list.sql
+        );
+        match list.bind(sqlx::query(&sql)).fetch_one(&self.pool).await {
+            Ok(row) => row.try_get::<i64, _>("n").map_or(true, |n| n > 0),
+            Err(e) => {
+                tracing::warn!(error.message = %e, "could not look for the next rows of closed conversations; waking the worker");
+                true
+            }
+        }
+    }
+
     /// One transaction for a batch of results; which of them applied.
     async fn write_results(&self, batch: &[RowResult]) -> StoreResult<Vec<bool>> {
         // Results alike (same change, same owner) share one statement.
@@ -203,6 +232,8 @@ impl Store {
         // and when rows put back for later come due.
         let mut wake = [false, false];
         let mut due: Vec<(bool, i64)> = Vec::new();
+        // Rows closed with no next row seen, per queue (see `next_after`).
+        let mut last: [Vec<i64>; 2] = [Vec::new(), Vec::new()];
         for ((change, owner), (seqs, now)) in groups {
             let q = if change.outbox() { &OUTBOX } else { &INBOX };
             let (set, error, extra) = match change {
@@ -237,13 +268,8 @@ impl Store {
             let list = seq_params(&seqs, if extra.is_some() { 6 } else { 4 });
             // A row that leaves its queue makes the next one of its
             // conversation the head: the worker is woken for it (the write
-            // that creates a row wakes it for heads it could not hand over).
-            // On PostgreSQL a next row committed by another transaction
-            // after this statement read, whose own wake claimed before this
-            // one commits, is left to the poll (`worker_poll_ms`): rare (B2
-            // shows no such delay at its p99), never lost. Taking the
-            // conversations' advisory locks here and in every write of new
-            // rows would close that window, at a statement per batch.
+            // that creates a row wakes it for heads it could not hand over;
+            // on PostgreSQL, see `next_after` for one committed meanwhile).
             let next = if matches!(change, Change::Retry { .. }) {
                 "0".to_owned()
             } else {
@@ -273,8 +299,11 @@ impl Store {
             for row in &rows {
                 let seq: i64 = row.try_get("seq").map_err(classify)?;
                 applied.insert((change.outbox(), seq));
-                wake[usize::from(change.outbox())] |=
-                    row.try_get::<i64, _>("next").map_err(classify)? != 0;
+                if row.try_get::<i64, _>("next").map_err(classify)? != 0 {
+                    wake[usize::from(change.outbox())] = true;
+                } else if !matches!(change, Change::Retry { .. }) {
+                    last[usize::from(change.outbox())].push(seq);
+                }
             }
             if let (Change::Retry { next_at, .. }, false) = (change, rows.is_empty()) {
                 due.push((change.outbox(), *next_at));
@@ -337,6 +366,12 @@ impl Store {
         };
         // Replies not handed over are the outbox worker's to claim.
         wake[1] |= ids.iter().any(|id| !handed.contains(*id));
+        // Index 0 the inbox, 1 the outbox, as in `wake` and `last`.
+        for (i, queue) in [&INBOX, &OUTBOX].into_iter().enumerate() {
+            if !wake[i] && self.next_after(queue, &last[i]).await {
+                wake[i] = true;
+            }
+        }
         self.handoffs.wake(wake, &due);
         Ok(batch
             .iter()
