@@ -269,19 +269,22 @@ impl super::Store {
         }
     }
 
-    /// After commit: hands the `claimed` rows to the worker and gives back
-    /// those it did not take (it stopped meanwhile). Returns the ids of the
-    /// rows handed over — none if any had to be given back. A row that cannot
-    /// be read back keeps its lease until it expires (the write is committed;
-    /// nothing fails because of it).
+    /// After commit: hands the `claimed` rows to `reserved`'s worker and
+    /// gives back those it did not take (it stopped meanwhile). Returns the
+    /// ids of the rows handed over — none without a reservation, none if any
+    /// had to be given back. A row that cannot be read back keeps its lease
+    /// until it expires (the write is committed; nothing fails because of it).
     pub(super) async fn hand_over<T>(
         &self,
-        reserved: Reserved<'_, T>,
+        reserved: Option<Reserved<'_, T>>,
         queue: &Queue,
         claimed: &[AnyRow],
         decode: fn(&AnyRow) -> Result<T, sqlx::Error>,
         key: fn(&T) -> (i64, &str),
     ) -> HashSet<String> {
+        let Some(reserved) = reserved else {
+            return HashSet::new();
+        };
         let owner = reserved.owner.to_owned();
         let rows = super::decode_all(claimed, decode).unwrap_or_else(|e| {
             tracing::warn!(error.message = %e, queue = queue.table, "claimed rows could not be read back; their leases will expire");

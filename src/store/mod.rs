@@ -140,11 +140,16 @@ struct SeqParams {
 
 fn seq_params(seqs: &[i64], first: usize) -> SeqParams {
     let values = padded(seqs);
-    let sql = (first..first + values.len())
+    let sql = placeholders(first, values.len());
+    SeqParams { sql, values }
+}
+
+/// `n` parameters from `$first` on, as a list: `$4, $5, $6`.
+fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
         .map(|k| format!("${k}"))
         .collect::<Vec<_>>()
-        .join(", ");
-    SeqParams { sql, values }
+        .join(", ")
 }
 
 impl SeqParams {
@@ -1284,7 +1289,7 @@ async fn put_secret(
 
 #[cfg(test)]
 mod tests {
-    use super::{padded, pow2_chunks, values_rows};
+    use super::{padded, placeholders, pow2_chunks, values_rows};
 
     #[test]
     fn rows_go_in_power_of_two_chunks_in_order() {
@@ -1304,6 +1309,11 @@ mod tests {
         assert_eq!(padded(&[7]), [7]);
         assert_eq!(padded(&[1, 2, 3, 4]), [1, 2, 3, 4]);
         assert!(padded::<i64>(&[]).is_empty());
+    }
+
+    #[test]
+    fn placeholders_number_from_first() {
+        assert_eq!(placeholders(4, 3), "$4, $5, $6");
     }
 
     #[test]

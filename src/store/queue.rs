@@ -14,7 +14,8 @@ use sqlx::Row as _;
 
 use super::results::{Change, Replies, RowResult};
 use super::{
-    classify, decode_all, decode_one, padded, seq_params, values_rows, Store, StoreResult,
+    classify, decode_all, decode_one, padded, placeholders, seq_params, values_rows, Store,
+    StoreResult,
 };
 use crate::domain::ids::{ConnectionId, TenantId};
 
@@ -174,10 +175,7 @@ pub(super) async fn claim_written(
         return Ok(Vec::new());
     }
     let ids = padded(ids);
-    let list = (0..ids.len())
-        .map(|k| format!("${}", k + 5))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let list = placeholders(5, ids.len());
     let sql = format!(
         "UPDATE {t} SET status = '{w}', locked_by = $1, locked_until = $2, attempts = attempts + 1, updated_at = $3 \
          WHERE seq IN (SELECT e.seq FROM {t} e WHERE e.id IN ({list}) AND e.status = 'pending' AND NOT EXISTS ( \
@@ -307,15 +305,11 @@ impl Store {
         let ids: Vec<&str> = new.iter().map(|&i| events[i].id.as_str()).collect();
         let claimed = Self::claim_reserved(&mut tx, reserved.as_ref(), &INBOX, &ids).await?;
         tx.commit().await.map_err(classify)?;
-        let handed = match reserved {
-            Some(r) => {
-                self.hand_over(r, &INBOX, &claimed, InboundEvent::from_row, |e| {
-                    (e.seq, e.id.as_str())
-                })
-                .await
-            }
-            None => std::collections::HashSet::new(),
-        };
+        let handed = self
+            .hand_over(reserved, &INBOX, &claimed, InboundEvent::from_row, |e| {
+                (e.seq, e.id.as_str())
+            })
+            .await;
         for i in new {
             results[i] = if handed.contains(&events[i].id) {
                 Inserted::Claimed

@@ -355,15 +355,15 @@ impl Store {
         let ids: Vec<&str> = replies.iter().map(|(_, m, _)| m.id.as_str()).collect();
         let claimed = Self::claim_reserved(&mut tx, reserved.as_ref(), &OUTBOX, &ids).await?;
         tx.commit().await.map_err(classify)?;
-        let handed = match reserved {
-            Some(r) => {
-                self.hand_over(r, &OUTBOX, &claimed, OutboundMessage::from_row, |m| {
-                    (m.seq, m.id.as_str())
-                })
-                .await
-            }
-            None => HashSet::new(),
-        };
+        let handed = self
+            .hand_over(
+                reserved,
+                &OUTBOX,
+                &claimed,
+                OutboundMessage::from_row,
+                |m| (m.seq, m.id.as_str()),
+            )
+            .await;
         // Replies not handed over are the outbox worker's to claim.
         wake[1] |= ids.iter().any(|id| !handed.contains(*id));
         // Index 0 the inbox, 1 the outbox, as in `wake` and `last`.

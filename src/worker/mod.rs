@@ -221,11 +221,7 @@ async fn run(state: web::Data<AppState>, kind: Kind, slots: Arc<Semaphore>) {
         if *stop.borrow() {
             break;
         }
-        let tick = match kind {
-            Kind::Inbox => &state.worker_ticks[0],
-            Kind::Outbox => &state.worker_ticks[1],
-        };
-        tick.store(
+        state.worker_ticks[kind as usize].store(
             crate::domain::now_millis(),
             std::sync::atomic::Ordering::Relaxed,
         );
