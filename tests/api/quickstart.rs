@@ -148,6 +148,17 @@ fn readme_quickstart_works_on_a_fresh_directory() {
         .unwrap()
         .to_owned();
     assert!(logs.contains("request_id="), "request ids in the logs");
+    // Request lines name the route template, never the path (it carries
+    // the connection's public id).
+    assert!(
+        logs.contains("route=/webhooks/naverworks/{connection}"),
+        "the webhook's request line names its route: {logs}"
+    );
+    let webhook_path = &webhook[webhook.find("/webhooks/").unwrap()..];
+    assert!(
+        !logs.contains(&format!("route={webhook_path}")),
+        "a raw path in the logs"
+    );
     assert!(
         !logs.contains("my confidential message text"),
         "message text in the logs"
