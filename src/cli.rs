@@ -74,6 +74,11 @@ pub enum Command {
         /// Requests in flight in the closed-loop runs.
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
+        /// The ceiling and B1's maximum are also measured with this many
+        /// requests in flight, and each takes the higher of its two figures
+        /// (group commit grows its batches with the load); 0 skips it.
+        #[arg(long, default_value_t = 256)]
+        peak_concurrency: usize,
         /// Only these benchmarks (b1, b2, b3, b4, b5; comma-separated); all if absent.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,

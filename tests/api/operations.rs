@@ -242,3 +242,49 @@ async fn readiness_follows_the_database() {
     let (status, body) = app.get("/readyz", "").await;
     assert_eq!(status, StatusCode::OK, "ready again: {body}");
 }
+
+/// The README's benchmark command runs (briefly, on SQLite, at a small load):
+/// every figure line is printed and no request failed. Not timed: it proves
+/// the tool works on a clean checkout, not how fast anything is.
+#[test]
+fn bench_runs_and_reports_every_figure() {
+    let out = Command::new(env!("CARGO_BIN_EXE_botgate"))
+        .args([
+            "bench",
+            "--duration",
+            "1",
+            "--concurrency",
+            "4",
+            "--peak-concurrency",
+            "16",
+            "--only",
+            "b1,b3",
+        ])
+        .env_remove("BOTGATE_DATABASE_URL")
+        .output()
+        .expect("run botgate bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "ceiling (HMAC check + 200), 4 in flight:",
+        "ceiling (HMAC check + 200), 16 in flight:",
+        "B1 ingest (SQLite), 4 in flight:",
+        "B1 ingest (SQLite), 16 in flight:",
+        "B1 ingest (SQLite), max:",
+        "B1 ingest (SQLite), at half of max",
+        "B3 auth URL (SQLite), cached token:",
+    ] {
+        assert!(stdout.contains(line), "no {line:?} in:\n{stdout}");
+    }
+    let runs = stdout.lines().filter(|l| l.contains(" req/s, p50 ")).count();
+    assert_eq!(runs, 6, "{stdout}");
+    assert_eq!(
+        stdout.matches(", 0 errors").count(),
+        runs,
+        "a request failed:\n{stdout}"
+    );
+}
