@@ -106,7 +106,7 @@ async fn write_lane(
         store.end_batch(
             replies,
             &written,
-            &ingest.commits,
+            &[&ingest.commits],
             "a batch of callbacks could not be stored; every caller gets an error",
         );
     }

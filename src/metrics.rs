@@ -173,7 +173,7 @@ impl Metrics {
         commits: &[(&str, u64)],
     ) -> String {
         let mut out = String::with_capacity(4096);
-        let _ = writeln!(out, "# HELP botgate_group_commits_total Transactions of the group-commit writers: callbacks stored, the inbox's and the outbox's results.\n# TYPE botgate_group_commits_total counter");
+        let _ = writeln!(out, "# HELP botgate_group_commits_total Transactions of the group-commit writers: callbacks stored, the inbox's and the outbox's results (on SQLite one transaction may hold both, and counts for each).\n# TYPE botgate_group_commits_total counter");
         for (writer, n) in commits {
             let _ = writeln!(
                 out,

@@ -391,7 +391,8 @@ pub struct Store {
     /// Wakes the SQLite checkpointer after a commit.
     written: std::sync::Arc<tokio::sync::Notify>,
     /// The workers' results, group-committed (see [`results`]): the inbox's
-    /// and the outbox's, each in batches of its own.
+    /// and the outbox's, each in batches of its own on PostgreSQL; SQLite
+    /// batches both in the first.
     results: std::sync::Arc<[results::ResultWriter; 2]>,
     /// This process's workers, which take rows claimed as they are written.
     handoffs: std::sync::Arc<handoff::Handoffs>,

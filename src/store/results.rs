@@ -13,9 +13,9 @@
 //! leads — it takes every result waiting (its own included) and writes them;
 //! the others wait for their answer, or to lead the next batch if theirs was
 //! not taken (a caller whose result another leader wrote does not wait for
-//! the batches after it). The inbox's and the outbox's results are batched
-//! apart, so that on PostgreSQL one queue's batch does not wait for the
-//! other's. A result is applied only while its claim's lease is still held
+//! the batches after it). On PostgreSQL the inbox's and the outbox's results
+//! are batched apart, so that one queue's batch does not wait for the
+//! other's; SQLite writes both in one batch (one writer, one flush). A result is applied only while its claim's lease is still held
 //! (`locked_by` and the working status), exactly as when each was written
 //! alone; a lost lease answers `false`.
 
@@ -102,19 +102,21 @@ fn for_each_caller(error: &StoreError) -> StoreError {
 }
 
 impl Store {
-    /// Ends a group commit: on success counts it in `commits` and wakes the
+    /// Ends a group commit: on success counts it in each of `commits` and wakes the
     /// checkpointer, on failure logs `failure`; then answers each caller —
     /// its own result, in order, or the batch's error.
     pub(crate) fn end_batch<T: Clone>(
         &self,
         answers: Vec<oneshot::Sender<StoreResult<T>>>,
         written: &StoreResult<Vec<T>>,
-        commits: &AtomicU64,
+        commits: &[&AtomicU64],
         failure: &str,
     ) {
         match written {
             Ok(each) => {
-                commits.fetch_add(1, Ordering::Relaxed);
+                for counter in commits {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
                 self.written();
                 for (answer, one) in answers.into_iter().zip(each) {
                     let _ = answer.send(Ok(one.clone()));
@@ -133,9 +135,14 @@ impl Store {
     /// held (the result applied), false if another owner has the row now.
     pub(super) async fn write_result(&self, result: RowResult) -> StoreResult<bool> {
         let (answer, answered) = oneshot::channel();
-        // The inbox's and the outbox's results are batched apart: on
-        // PostgreSQL their transactions run side by side (SQLite takes turns).
-        let results = &self.results[usize::from(result.change.outbox())];
+        // On PostgreSQL the inbox's and the outbox's results are batched
+        // apart, and their transactions run side by side. SQLite has one
+        // writer: two batches would only take turns, each with a flush of
+        // its own, so both queues' results share one.
+        let results = match self.backend {
+            super::Backend::Postgres => &self.results[usize::from(result.change.outbox())],
+            super::Backend::Sqlite => &self.results[0],
+        };
         results
             .waiting
             .lock()
@@ -165,10 +172,22 @@ impl Store {
                 let (batch, answers): (Vec<RowResult>, Vec<Answer>) = batch.into_iter().unzip();
                 let written = self.write_results(&batch).await;
                 drop(turn);
+                // Counted for each queue with results in it.
+                let commits: Vec<&AtomicU64> = self
+                    .results
+                    .iter()
+                    .enumerate()
+                    .filter(|&(outbox, _)| {
+                        batch
+                            .iter()
+                            .any(|r| usize::from(r.change.outbox()) == outbox)
+                    })
+                    .map(|(_, writer)| &writer.commits)
+                    .collect();
                 self.end_batch(
                     answers,
                     &written,
-                    &results.commits,
+                    &commits,
                     "a batch of worker results could not be written; their leases will expire and the rows are tried again",
                 );
             }

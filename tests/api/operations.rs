@@ -280,7 +280,10 @@ fn bench_runs_and_reports_every_figure() {
     ] {
         assert!(stdout.contains(line), "no {line:?} in:\n{stdout}");
     }
-    let runs = stdout.lines().filter(|l| l.contains(" req/s, p50 ")).count();
+    let runs = stdout
+        .lines()
+        .filter(|l| l.contains(" req/s, p50 "))
+        .count();
     assert_eq!(runs, 6, "{stdout}");
     assert_eq!(
         stdout.matches(", 0 errors").count(),
