@@ -8,8 +8,9 @@
 //! - B1 ingest: signed, unique callbacks to one connection's webhook at
 //!   maximum throughput (closed loops with `concurrency` and with
 //!   `peak_concurrency` requests in flight, the higher of the two; the
-//!   ceiling is measured the same way), then at half that rate (open loop: each request's latency counts from when it
-//!   was due, so a stall is not hidden — no coordinated omission).
+//!   ceiling is measured the same way), then at half that rate (open loop:
+//!   each request's latency counts from when it was due, so a stall is not
+//!   hidden — no coordinated omission).
 //! - B3 auth hot path: GETs of a connection's auth URL with a cached token.
 //!
 //! B2 (end to end), B4 (tenant scale, with botgate's resident memory) and
