@@ -15,7 +15,8 @@
 //! not taken (a caller whose result another leader wrote does not wait for
 //! the batches after it). On PostgreSQL the inbox's and the outbox's results
 //! are batched apart, so that one queue's batch does not wait for the
-//! other's; SQLite writes both in one batch (one writer, one flush). A result is applied only while its claim's lease is still held
+//! other's; SQLite writes both in one batch (one writer, one flush). A
+//! result is applied only while its claim's lease is still held
 //! (`locked_by` and the working status), exactly as when each was written
 //! alone; a lost lease answers `false`.
 
@@ -102,8 +103,8 @@ fn for_each_caller(error: &StoreError) -> StoreError {
 }
 
 impl Store {
-    /// Ends a group commit: on success counts it in each of `commits` and wakes the
-    /// checkpointer, on failure logs `failure`; then answers each caller —
+    /// Ends a group commit: on success counts it in each of `commits` and
+    /// wakes the checkpointer, on failure logs `failure`; then answers each caller —
     /// its own result, in order, or the batch's error.
     pub(crate) fn end_batch<T: Clone>(
         &self,
