@@ -542,13 +542,17 @@ async fn connection_view(
             .unwrap_or_default()
             .to_owned()
     };
-    let token = state.store.token_meta(&c.id).await?;
     let events = state.store.events(&c.tenant_id, &c.id, None, 20).await?;
     let dead = state
         .store
         .events(&c.tenant_id, &c.id, Some("dead"), 100)
         .await?;
     let messages = state.store.recent_messages(&c.tenant_id, &c.id, 20).await?;
+    // Read after the messages: a message is delivered only with a token
+    // stored before it, so the page never shows a delivery beside "no token"
+    // (read first, a token stored and a message delivered between the two
+    // reads did; the browser test caught it under load).
+    let token = state.store.token_meta(&c.id).await?;
     let now = now_millis();
     let id = c.id.as_str();
     let body = html! {
