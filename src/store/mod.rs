@@ -382,6 +382,9 @@ const SECRET_COLUMNS: &str = "owner_id, field, tenant_id, connection_id, key_id,
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
+    /// The queue's writes: on SQLite one connection of its own (see
+    /// `Store::connect`), on PostgreSQL the pool.
+    writer: AnyPool,
     backend: Backend,
     /// Connections, tokens rows and tenants read on the hot paths (see
     /// [`cache`]); shared by every `Store` on this database in the process.
@@ -461,37 +464,56 @@ impl Store {
         }
         let options = AnyConnectOptions::from_str(&text)
             .with_context(|| format!("invalid database URL {url}"))?;
-        let pool = AnyPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(std::time::Duration::from_secs(10))
-            // A ping before each use catches a PostgreSQL connection the
-            // server dropped (a restart) before a real query fails on it. A
-            // SQLite connection is a file handle in this process, which no
-            // server can drop: the ping would only add a round trip to its
-            // thread per statement batch.
-            .test_before_acquire(backend == Backend::Postgres)
-            .after_connect(move |conn, _meta| {
-                Box::pin(async move {
-                    let setup = match backend {
-                        // WAL lets readers run beside the one writer; FULL sync so a
-                        // committed callback survives power loss, not just a crash.
-                        // No checkpoint inside a commit: `checkpoint_in_background`
-                        // copies the log into the database off the write path.
-                        Backend::Sqlite => {
-                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-                             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; \
-                             PRAGMA wal_autocheckpoint = 0;"
-                        }
-                        Backend::Postgres => {
-                            "SET application_name = 'botgate'; SET statement_timeout = '30s';"
-                        }
-                    };
-                    conn.execute(setup).await.map(|_| ())
+        let pool_options = |size: u32| {
+            AnyPoolOptions::new()
+                .max_connections(size)
+                .acquire_timeout(std::time::Duration::from_secs(10))
+                // A ping before each use catches a PostgreSQL connection the
+                // server dropped (a restart) before a real query fails on it. A
+                // SQLite connection is a file handle in this process, which no
+                // server can drop: the ping would only add a round trip to its
+                // thread per statement batch.
+                .test_before_acquire(backend == Backend::Postgres)
+                .after_connect(move |conn, _meta| {
+                    Box::pin(async move {
+                        let setup = match backend {
+                            // WAL lets readers run beside the one writer; FULL sync so a
+                            // committed callback survives power loss, not just a crash.
+                            // No checkpoint inside a commit: `checkpoint_in_background`
+                            // copies the log into the database off the write path.
+                            Backend::Sqlite => {
+                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                                 PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; \
+                                 PRAGMA wal_autocheckpoint = 0;"
+                            }
+                            Backend::Postgres => {
+                                "SET application_name = 'botgate'; SET statement_timeout = '30s';"
+                            }
+                        };
+                        conn.execute(setup).await.map(|_| ())
+                    })
                 })
-            })
-            .connect_with(options)
+        };
+        let pool = pool_options(max_connections)
+            .connect_with(options.clone())
             .await
             .with_context(|| format!("cannot connect to the database at {url}"))?;
+        // SQLite: the queue's writes, which take turns (`write_turn`), go
+        // through one connection of their own. A connection that finds the
+        // log changed by another since its last transaction empties its page
+        // cache and reads every page again; with the writes spread over the
+        // pool, each batch re-read the index pages it wrote into — one per
+        // callback with many connections (B4 in BENCHMARKS.md, session 6).
+        // Kept for the pool's life: its cache is the point.
+        let writer = match backend {
+            Backend::Sqlite => pool_options(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .connect_with(options)
+                .await
+                .with_context(|| format!("cannot connect to the database at {url}"))?,
+            Backend::Postgres => pool.clone(),
+        };
         let listen_to = match backend {
             Backend::Postgres => Some(
                 sqlx::postgres::PgConnectOptions::from_str(&text)
@@ -503,6 +525,7 @@ impl Store {
         let cache = cache::shared(&text, backend == Backend::Sqlite);
         Ok(Self {
             pool,
+            writer,
             backend,
             cache,
             listen_to,
@@ -575,6 +598,7 @@ impl Store {
     /// this database in the process then reads every row from the database).
     pub async fn close(&self) {
         self.cache.stop_listening();
+        self.writer.close().await;
         self.pool.close().await;
     }
 

@@ -229,7 +229,7 @@ impl Store {
             return Ok(results);
         }
         let _turn = turn;
-        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let mut tx = self.writer.begin().await.map_err(classify)?;
         let reserved = self
             .reserve(
                 self.handoffs.inbound.get(),
@@ -372,7 +372,7 @@ impl Store {
         let _turn = self.write_turn().await;
         let mut rows = list
             .bind(query)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.writer)
             .await
             .map_err(classify)?;
         rows.sort_by_key(|r| r.try_get::<i64, _>("seq").unwrap_or_default());
@@ -396,7 +396,7 @@ impl Store {
             l = list.sql
         );
         let query = list.bind(sqlx::query(&sql).bind(owner));
-        if let Err(e) = query.execute(&self.pool).await {
+        if let Err(e) = query.execute(&self.writer).await {
             tracing::warn!(error.message = %e, rows = seqs.len(), "claims no worker took could not be given back; their leases will expire");
         }
     }
@@ -653,7 +653,7 @@ impl Store {
         .bind(connection.as_str())
         .bind(event_id.unwrap_or(""))
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .map_err(classify)?;
         Ok(done.rows_affected())
@@ -673,7 +673,7 @@ impl Store {
     ) -> StoreResult<Vec<OutboundMessage>> {
         let key_of = |i: usize| idempotency_key.filter(|_| i == 0);
         let _turn = self.write_turn().await;
-        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let mut tx = self.writer.begin().await.map_err(classify)?;
         let mut stored = Vec::with_capacity(messages.len());
         for (i, m) in messages.iter().enumerate() {
             let sql = format!(
@@ -801,7 +801,7 @@ impl Store {
         let _turn = self.write_turn().await;
         let done = sqlx::query("DELETE FROM inbound_dedup WHERE seen_at < $1")
             .bind(before)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(classify)?;
         Ok(done.rows_affected())

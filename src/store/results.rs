@@ -246,7 +246,7 @@ impl Store {
             seqs.push(r.seq);
             *now = (*now).max(r.now);
         }
-        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let mut tx = self.writer.begin().await.map_err(classify)?;
         let mut applied: HashSet<(bool, i64)> = HashSet::new();
         // Whether to wake the inbox's and the outbox's worker after commit,
         // and when rows put back for later come due.
