@@ -262,6 +262,8 @@ pub struct BenchOptions {
     pub events: usize,
     /// B2's rates, as fractions of the ceiling.
     pub rates: Vec<f64>,
+    /// A ceiling given instead of measured (req/s).
+    pub ceiling: Option<f64>,
 }
 
 /// Resident memory of process `pid`, in MiB.
@@ -736,8 +738,8 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
         } else {
             vec![options.concurrency]
         };
-    let mut c: f64 = 0.0;
-    for &level in &levels {
+    let mut c: f64 = options.ceiling.unwrap_or(0.0);
+    for &level in levels.iter().filter(|_| options.ceiling.is_none()) {
         let ceiling = max_throughput(
             callbacks(vec![ceiling_target.clone()], 1000, None),
             level,
@@ -750,7 +752,11 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
         );
         c = c.max(ceiling.throughput());
     }
-    println!("ceiling: {c:.0} req/s (the higher)");
+    if options.ceiling.is_some() {
+        println!("ceiling: {c:.0} req/s (given, not measured)");
+    } else {
+        println!("ceiling: {c:.0} req/s (the higher)");
+    }
     let backend = if options.database_url.is_some() {
         "PostgreSQL"
     } else {

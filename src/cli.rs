@@ -91,6 +91,11 @@ pub enum Command {
         /// B2's rates, as fractions of the ceiling (comma-separated).
         #[arg(long, value_delimiter = ',', default_values_t = [0.01, 0.05])]
         rates: Vec<f64>,
+        /// Take this ceiling (req/s) instead of measuring it: for comparing
+        /// two builds at the same rates. A report's figures are measured
+        /// against its own run's ceiling.
+        #[arg(long)]
+        ceiling: Option<f64>,
     },
     /// Run the NAVER WORKS emulator (token endpoint, Bot API, callbacks), or
     /// use a running one. Point botgate at it with

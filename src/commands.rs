@@ -66,6 +66,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             connections,
             events,
             rates,
+            ceiling,
         } => {
             telemetry::init(crate::config::LogFormat::Pretty, "warn,sqlx=error");
             let options = crate::bench::BenchOptions {
@@ -77,6 +78,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 connections,
                 events,
                 rates,
+                ceiling,
             };
             return crate::bench::run(options).await;
         }
