@@ -25,6 +25,7 @@ pub const POSTGRES: Files = tree!("postgres";
     (6, "cache notify", "0006_cache_notify.sql"),
     (7, "open conversation index", "0007_open_conversation_index.sql"),
     (8, "drop unused open indexes", "0008_drop_unused_open_indexes.sql"),
+    (9, "lean queue indexes", "0009_lean_queue_indexes.sql"),
 );
 
 pub const SQLITE: Files = tree!("sqlite";
@@ -36,6 +37,7 @@ pub const SQLITE: Files = tree!("sqlite";
     (6, "cache notify", "0006_cache_notify.sql"),
     (7, "open conversation index", "0007_open_conversation_index.sql"),
     (8, "drop unused open indexes", "0008_drop_unused_open_indexes.sql"),
+    (9, "lean queue indexes", "0009_lean_queue_indexes.sql"),
 );
 
 /// The newest embedded migration's version.

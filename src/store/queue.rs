@@ -578,18 +578,26 @@ impl Store {
         status: Option<&str>,
         limit: i64,
     ) -> StoreResult<Vec<InboundEvent>> {
+        // Read through the connection's index, newest first; the dead events
+        // through their own (migration 0009), which the planner takes only
+        // for the literal status.
+        let filter = match status {
+            None => "",
+            Some("dead") => "AND status = 'dead'",
+            Some(_) => "AND status = $4",
+        };
         let sql = format!(
             "SELECT {INBOUND_COLUMNS} FROM inbound_events WHERE tenant_id = $1 AND connection_id = $2 \
-             AND ($3 = '' OR status = $3) ORDER BY seq DESC LIMIT $4"
+             {filter} ORDER BY seq DESC LIMIT $3"
         );
-        let rows = sqlx::query(&sql)
+        let mut query = sqlx::query(&sql)
             .bind(tenant.as_str())
             .bind(connection.as_str())
-            .bind(status.unwrap_or(""))
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(classify)?;
+            .bind(limit);
+        if filter.contains("$4") {
+            query = query.bind(status);
+        }
+        let rows = query.fetch_all(&self.pool).await.map_err(classify)?;
         decode_all(&rows, InboundEvent::from_row)
     }
 
