@@ -9,8 +9,12 @@
 //! memory once committed. The claim is the same lease the worker's own claim
 //! takes (`locked_by`, `locked_until`, one attempt counted): if the process
 //! dies before the row is processed, the lease expires and any worker claims
-//! it again. Rows that are not heads, or arrive while the worker is full,
-//! stay `pending` and are claimed as before.
+//! it again. A row that is not its conversation's head when written becomes
+//! it when a worker's result closes the row before it: that result's
+//! transaction claims it the same way (see `results`), so a busy
+//! conversation's rows move from one to the next without the worker's claim
+//! query. Rows that arrive while the worker is full stay `pending` and are
+//! claimed as before.
 //!
 //! On PostgreSQL, replicas may write rows of one conversation at the same
 //! moment; each such transaction first takes a transaction-level advisory

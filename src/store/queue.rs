@@ -160,9 +160,10 @@ pub(super) const OUTBOX: Queue = Queue {
     working: "sending",
 };
 
-/// Claims for `owner` those of the rows just written in `tx` (`ids`) that
+/// Claims for `owner` those of the rows `ids` that are pending and due, and
 /// head their conversation (no earlier open row), oldest first, at most
-/// `limit` (see [`super::handoff`]).
+/// `limit` (see [`super::handoff`]): rows just written in `tx`, or rows that
+/// `tx` made heads by closing the one before them.
 pub(super) async fn claim_written(
     tx: &mut sqlx::AnyConnection,
     q: &Queue,
@@ -178,7 +179,8 @@ pub(super) async fn claim_written(
     let list = placeholders(5, ids.len());
     let sql = format!(
         "UPDATE {t} SET status = '{w}', locked_by = $1, locked_until = $2, attempts = attempts + 1, updated_at = $3 \
-         WHERE seq IN (SELECT e.seq FROM {t} e WHERE e.id IN ({list}) AND e.status = 'pending' AND NOT EXISTS ( \
+         WHERE seq IN (SELECT e.seq FROM {t} e WHERE e.id IN ({list}) AND e.status = 'pending' \
+           AND e.next_attempt_at <= $3 AND NOT EXISTS ( \
              SELECT 1 FROM {t} p WHERE p.connection_id = e.connection_id AND p.conversation = e.conversation \
              AND p.status IN ('pending', '{w}') AND p.seq < e.seq) \
            ORDER BY e.seq LIMIT $4) \

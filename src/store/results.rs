@@ -73,6 +73,67 @@ pub(super) struct Replies {
     pub messages: Vec<NewOutbound>,
 }
 
+/// The next pending row of the conversation of each of the rows `seqs` just
+/// closed in `tx` (the new heads), and the rows that have none.
+async fn next_rows(
+    tx: &mut sqlx::AnyConnection,
+    q: &super::queue::Queue,
+    seqs: &[i64],
+) -> StoreResult<(Vec<Next>, Vec<i64>)> {
+    let (mut next, mut last) = (Vec::new(), Vec::new());
+    if seqs.is_empty() {
+        return Ok((next, last));
+    }
+    // The status repeated as the open-rows index's own condition lets SQLite
+    // search that index (and, inside an UPDATE's RETURNING, it read every
+    // later row of the table for each row closed: a SELECT of its own).
+    let list = seq_params(seqs, 1);
+    let sql = format!(
+        "SELECT c.seq, c.connection_id, c.conversation, \
+           (SELECT p.id FROM {t} p WHERE p.connection_id = c.connection_id \
+              AND p.conversation = c.conversation AND p.status IN ('pending', '{w}') \
+              AND p.status = 'pending' AND p.seq > c.seq ORDER BY p.seq LIMIT 1) AS next_id \
+         FROM {t} c WHERE c.seq IN ({l})",
+        t = q.table,
+        w = q.working,
+        l = list.sql
+    );
+    let rows = list
+        .bind(sqlx::query(&sql))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(classify)?;
+    for row in &rows {
+        let seq: i64 = row.try_get("seq").map_err(classify)?;
+        match row
+            .try_get::<Option<String>, _>("next_id")
+            .map_err(classify)?
+        {
+            Some(id) => next.push(Next {
+                id,
+                connection_id: row.try_get("connection_id").map_err(classify)?,
+                conversation: row.try_get("conversation").map_err(classify)?,
+            }),
+            None => last.push(seq),
+        }
+    }
+    Ok((next, last))
+}
+
+/// The next row of a conversation whose head a result closed.
+#[derive(Debug)]
+struct Next {
+    id: String,
+    connection_id: String,
+    conversation: String,
+}
+
+impl Next {
+    fn conversation(&self) -> (&str, &str) {
+        (&self.connection_id, &self.conversation)
+    }
+}
+
 /// One claimed row's result.
 #[derive(Debug)]
 pub(super) struct RowResult {
@@ -252,8 +313,8 @@ impl Store {
         // and when rows put back for later come due.
         let mut wake = [false, false];
         let mut due: Vec<(bool, i64)> = Vec::new();
-        // Rows closed with no next row seen, per queue (see `next_after`).
-        let mut last: [Vec<i64>; 2] = [Vec::new(), Vec::new()];
+        // Rows that left their queue, per queue.
+        let mut closed: [Vec<i64>; 2] = [Vec::new(), Vec::new()];
         for ((change, owner), (seqs, now)) in groups {
             let q = if change.outbox() { &OUTBOX } else { &INBOX };
             let (set, error, extra) = match change {
@@ -286,23 +347,9 @@ impl Store {
                 ),
             };
             let list = seq_params(&seqs, if extra.is_some() { 6 } else { 4 });
-            // A row that leaves its queue makes the next one of its
-            // conversation the head: the worker is woken for it (the write
-            // that creates a row wakes it for heads it could not hand over;
-            // on PostgreSQL, see `next_after` for one committed meanwhile).
-            let next = if matches!(change, Change::Retry { .. }) {
-                "0".to_owned()
-            } else {
-                format!(
-                    "CAST(CASE WHEN EXISTS (SELECT 1 FROM {t} p WHERE p.connection_id = {t}.connection_id \
-                       AND p.conversation = {t}.conversation AND p.status = 'pending' AND p.seq > {t}.seq) \
-                     THEN 1 ELSE 0 END AS BIGINT)",
-                    t = q.table
-                )
-            };
             let sql = format!(
                 "UPDATE {t} SET {set}, locked_by = NULL, locked_until = NULL, updated_at = $2 \
-                 WHERE seq IN ({l}) AND locked_by = $1 AND status = '{w}' RETURNING seq, {next} AS next",
+                 WHERE seq IN ({l}) AND locked_by = $1 AND status = '{w}' RETURNING seq",
                 t = q.table,
                 w = q.working,
                 l = list.sql
@@ -319,15 +366,23 @@ impl Store {
             for row in &rows {
                 let seq: i64 = row.try_get("seq").map_err(classify)?;
                 applied.insert((change.outbox(), seq));
-                if row.try_get::<i64, _>("next").map_err(classify)? != 0 {
-                    wake[usize::from(change.outbox())] = true;
-                } else if !matches!(change, Change::Retry { .. }) {
-                    last[usize::from(change.outbox())].push(seq);
+                if !matches!(change, Change::Retry { .. }) {
+                    closed[usize::from(change.outbox())].push(seq);
                 }
             }
             if let (Change::Retry { next_at, .. }, false) = (change, rows.is_empty()) {
                 due.push((change.outbox(), *next_at));
             }
+        }
+        // A row that leaves its queue makes the next one of its conversation
+        // the head: that one is claimed in this transaction and handed to
+        // the worker (below), or the worker is woken for it. Rows closed
+        // with no next row seen are looked at again after commit on
+        // PostgreSQL (`next_after`).
+        let mut next: [Vec<Next>; 2] = [Vec::new(), Vec::new()];
+        let mut last: [Vec<i64>; 2] = [Vec::new(), Vec::new()];
+        for (i, queue) in [&INBOX, &OUTBOX].into_iter().enumerate() {
+            (next[i], last[i]) = next_rows(&mut tx, queue, &closed[i]).await?;
         }
         // The replies of the events whose result applied.
         let replies: Vec<(&Replies, &NewOutbound, i64)> = batch
@@ -336,6 +391,21 @@ impl Store {
             .filter_map(|r| r.replies.as_ref().map(|replies| (replies, r.now)))
             .flat_map(|(replies, now)| replies.messages.iter().map(move |m| (replies, m, now)))
             .collect();
+        // The inbox's new heads, claimed for its worker (the inbox's
+        // conversation locks before the outbox's, as in every transaction
+        // that takes both).
+        let [next_in, next_out] = &next;
+        let reserved_in = self
+            .reserve(
+                self.handoffs.inbound.get(),
+                &mut tx,
+                INBOX.table,
+                next_in.iter().map(Next::conversation),
+            )
+            .await?;
+        let next_in_ids: Vec<&str> = next_in.iter().map(|n| n.id.as_str()).collect();
+        let claimed_in =
+            Self::claim_reserved(&mut tx, reserved_in.as_ref(), &INBOX, &next_in_ids).await?;
         let reserved = self
             .reserve(
                 self.handoffs.outbound.get(),
@@ -343,7 +413,10 @@ impl Store {
                 OUTBOX.table,
                 replies
                     .iter()
-                    .map(|(r, _, _)| (r.connection_id.as_str(), r.conversation.as_str())),
+                    .map(|(r, _, _)| (r.connection_id.as_str(), r.conversation.as_str()))
+                    .chain(next_out.iter().map(Next::conversation))
+                    .collect::<Vec<_>>()
+                    .into_iter(),
             )
             .await?;
         for chunk in self.chunks(&replies) {
@@ -372,9 +445,25 @@ impl Store {
             }
             query.execute(&mut *tx).await.map_err(classify)?;
         }
-        let ids: Vec<&str> = replies.iter().map(|(_, m, _)| m.id.as_str()).collect();
+        // The replies, and the outbox's new heads, claimed for its worker.
+        let ids: Vec<&str> = replies
+            .iter()
+            .map(|(_, m, _)| m.id.as_str())
+            .chain(next_out.iter().map(|n| n.id.as_str()))
+            .collect();
         let claimed = Self::claim_reserved(&mut tx, reserved.as_ref(), &OUTBOX, &ids).await?;
         tx.commit().await.map_err(classify)?;
+        let handed_in = self
+            .hand_over(
+                reserved_in,
+                &INBOX,
+                &claimed_in,
+                super::queue::InboundEvent::from_row,
+                |e| (e.seq, e.id.as_str()),
+            )
+            .await;
+        // New heads not handed over are the workers' to claim.
+        wake[0] |= next_in_ids.iter().any(|id| !handed_in.contains(*id));
         let handed = self
             .hand_over(
                 reserved,
@@ -384,7 +473,6 @@ impl Store {
                 |m| (m.seq, m.id.as_str()),
             )
             .await;
-        // Replies not handed over are the outbox worker's to claim.
         wake[1] |= ids.iter().any(|id| !handed.contains(*id));
         // Index 0 the inbox, 1 the outbox, as in `wake` and `last`.
         for (i, queue) in [&INBOX, &OUTBOX].into_iter().enumerate() {

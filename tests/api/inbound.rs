@@ -194,6 +194,7 @@ both_backends!(
     a_hanging_engine_does_not_hold_other_tenants,
     two_replicas_share_the_work_without_doubles,
     queue_reads_use_their_indexes,
+    results_hand_over_the_next_row_of_a_conversation,
 );
 
 async fn every_event_type_reaches_the_echo_engine_and_replies_arrive(backend: Backend) {
@@ -1474,4 +1475,47 @@ async fn queue_reads_use_their_indexes(backend: Backend) {
         let d: String = sqlx::Row::get(&row, "d");
         assert!(d.contains("IS NOT NULL"), "{index}: {d}");
     }
+}
+
+/// A result that closes the head of a conversation claims the next row of it
+/// in the same transaction and hands it to the worker. With the poll off,
+/// three messages of one user (the engine slow, so the later two wait behind
+/// the first) and three replies to each (the later two behind the first)
+/// all move by hand-over, in order: no claim of the worker's own.
+async fn results_hand_over_the_next_row_of_a_conversation(backend: Backend) {
+    let s = setup_with(
+        backend,
+        EmulatorConfig::default(),
+        "worker_poll_ms = 3600000",
+    )
+    .await;
+    let engine = spawn_engine(json!({"replies": [
+        {"type": "text", "text": "a {{text}}"},
+        {"type": "text", "text": "b {{text}}"},
+        {"type": "text", "text": "c {{text}}"}
+    ]}))
+    .await;
+    s.set_engine(
+        json!({"kind": "http", "url": engine.url, "secret": "engine-hmac-secret-0123456789"}),
+    )
+    .await;
+    *engine.mode.lock().unwrap() = "hang:300".into();
+    for m in 0..3 {
+        let (status, _) = s.post_signed(&message("u1", &format!("m{m}"))).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let messages = s.wait_messages(9, Duration::from_secs(20)).await;
+    let texts: Vec<&str> = messages
+        .iter()
+        .map(|m| m["content"]["text"].as_str().unwrap())
+        .collect();
+    let expected: Vec<String> = (0..3)
+        .flat_map(|m| ["a", "b", "c"].map(|r| format!("{r} m{m}")))
+        .collect();
+    assert_eq!(texts, expected);
+    assert_eq!(
+        s.app.state.store.handed_off(),
+        (3, 9),
+        "every event and every reply handed over as it became its conversation's head"
+    );
 }
