@@ -34,7 +34,7 @@ pub async fn naverworks(
 ) -> Result<HttpResponse, ApiError> {
     let result = receive(req, path, payload, &state).await;
     let outcome = match &result {
-        Ok(Inserted::New | Inserted::Claimed) => "accepted",
+        Ok(Inserted::New | Inserted::Claimed | Inserted::Queued) => "accepted",
         Ok(Inserted::Duplicate) => "duplicate",
         Err(ApiError::Signature(_)) => "bad_signature",
         Err(ApiError::BotMismatch(_)) => "bot_mismatch",
@@ -119,8 +119,9 @@ async fn receive(
     };
     // Group commit: answered once the batch holding it is committed.
     let inserted = state.ingest.submit(event).await?;
-    // A new event the write did not hand to this process's worker (not the
-    // head of its conversation, or no free slot) waits for a claim.
+    // A new event that heads its conversation but found no free slot waits
+    // for a claim. (One behind an open row is handed over, or woken for, by
+    // the result that closes that row.)
     if inserted == Inserted::New {
         state.signals.inbox.notify_one();
     }

@@ -136,6 +136,40 @@ impl<T> Handoff<T> {
     }
 }
 
+/// What becomes of a row about to be written (see
+/// [`super::Store::heads_to_claim`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Head {
+    /// It heads its conversation and is written claimed for the worker.
+    Claim,
+    /// It heads its conversation but the worker has no slot for it: it is
+    /// written pending and the worker is woken to claim it.
+    NoSlot,
+    /// An open row of its conversation comes before it: written pending;
+    /// the result that closes that row hands it over or wakes the worker
+    /// (see `results`), so nothing needs waking now.
+    Behind,
+}
+
+/// The claim columns (status, attempts, locked_by, locked_until) of a row
+/// written to `queue`: claimed for `reserved`'s worker if it is to be
+/// ([`Head::Claim`]), else pending.
+pub(super) fn claim_columns<'a, T>(
+    reserved: Option<&Reserved<'a, T>>,
+    queue: &Queue,
+    head: Head,
+) -> (&'static str, i64, Option<&'a str>, Option<i64>) {
+    match reserved {
+        Some(r) if head == Head::Claim => (
+            queue.working,
+            1,
+            Some(r.owner),
+            Some(crate::domain::now_millis() + r.lease_ms),
+        ),
+        _ => ("pending", 0, None, None),
+    }
+}
+
 /// Slots reserved for one write; those not used are freed when dropped.
 pub(super) struct Reserved<'a, T> {
     pub owner: &'a str,
@@ -273,6 +307,47 @@ impl super::Store {
         }
     }
 
+    /// Before the rows of `conversations` (in the order they are about to be
+    /// written to `queue` in `tx`) are written: which of them are written
+    /// claimed for the worker whose slots the write reserved — the first row
+    /// of each conversation that has no open row yet, oldest first, at most
+    /// `limit`. A row written claimed needs no claim of its own (an UPDATE:
+    /// on PostgreSQL a second version of the row and of its index entries).
+    pub(super) async fn heads_to_claim(
+        tx: &mut sqlx::AnyConnection,
+        limit: usize,
+        queue: &Queue,
+        conversations: &[(&str, &str)],
+    ) -> super::StoreResult<Vec<Head>> {
+        // No slot (or no worker here): nothing to look up; the worker is
+        // woken for every row, as for rows written while it is full.
+        let mut heads = vec![Head::NoSlot; conversations.len()];
+        if limit == 0 {
+            return Ok(heads);
+        }
+        let mut distinct: Vec<(&str, &str)> = Vec::new();
+        let mut seen = HashSet::new();
+        for &c in conversations {
+            if seen.insert(c) {
+                distinct.push(c);
+            }
+        }
+        let open = open_conversations(tx, queue, &distinct).await?;
+        let mut taken = 0;
+        let mut first = HashSet::new();
+        for (head, c) in heads.iter_mut().zip(conversations) {
+            *head = if !first.insert(*c) || open.contains(c) {
+                Head::Behind
+            } else if taken < limit {
+                taken += 1;
+                Head::Claim
+            } else {
+                Head::NoSlot
+            };
+        }
+        Ok(heads)
+    }
+
     /// After commit: hands the `claimed` rows to `reserved`'s worker and
     /// gives back those it did not take (it stopped meanwhile). Returns the
     /// ids of the rows handed over — none without a reservation, none if any
@@ -302,6 +377,44 @@ impl super::Store {
         }
         handed
     }
+}
+
+/// Those of `conversations` (distinct) with an open row in `queue`, as `tx`
+/// sees them.
+async fn open_conversations<'c>(
+    tx: &mut sqlx::AnyConnection,
+    queue: &Queue,
+    conversations: &[(&'c str, &'c str)],
+) -> super::StoreResult<HashSet<(&'c str, &'c str)>> {
+    let mut open = HashSet::new();
+    for chunk in conversations.chunks(64) {
+        // Padded, so that the statement's text recurs (see `super::padded`).
+        let chunk = super::padded(chunk);
+        // One index search per pair (VALUES columns are column1, … in both
+        // databases); `i` says which pair.
+        let values = (0..chunk.len())
+            .map(|i| format!("(${}, ${}, {i})", 2 * i + 1, 2 * i + 2))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT v.column3 AS i FROM (VALUES {values}) v WHERE EXISTS (SELECT 1 FROM {t} p \
+               WHERE p.connection_id = v.column1 AND p.conversation = v.column2 \
+               AND p.status IN ('pending', '{w}'))",
+            t = queue.table,
+            w = queue.working
+        );
+        let mut query = sqlx::query(&sql);
+        for (connection, conversation) in &chunk {
+            query = query.bind(*connection).bind(*conversation);
+        }
+        for row in query.fetch_all(&mut *tx).await.map_err(super::classify)? {
+            let i: i64 = sqlx::Row::try_get(&row, "i").map_err(super::classify)?;
+            if let Some(c) = usize::try_from(i).ok().and_then(|i| chunk.get(i)) {
+                open.insert(*c);
+            }
+        }
+    }
+    Ok(open)
 }
 
 /// Takes the advisory locks of `keys` (PostgreSQL), in order, until the

@@ -12,6 +12,7 @@
 use sqlx::any::AnyRow;
 use sqlx::Row as _;
 
+use super::handoff::{claim_columns, Head};
 use super::results::{Change, Replies, RowResult};
 use super::{
     classify, decode_all, decode_one, padded, placeholders, seq_params, values_rows, Store,
@@ -37,6 +38,10 @@ pub enum Inserted {
     /// New, and already claimed for this process's inbox worker and handed
     /// to it (see [`super::handoff`]): nothing needs waking.
     Claimed,
+    /// New, behind an open row of its conversation: the result that closes
+    /// that row hands this one over or wakes a worker for it (see
+    /// [`super::handoff`]); nothing needs waking now.
+    Queued,
     /// The same body arrived for this connection within the dedup window.
     Duplicate,
 }
@@ -145,7 +150,7 @@ struct Again<'a> {
 /// Which queue a claim works on: table, columns, and its in-flight status.
 pub(super) struct Queue {
     pub(super) table: &'static str,
-    columns: &'static str,
+    pub(super) columns: &'static str,
     pub(super) working: &'static str,
 }
 
@@ -279,20 +284,44 @@ impl Store {
                 ))
             })
             .collect();
-        for chunk in self.chunks(&new) {
+        // The heads among them are written claimed for the worker (if it has
+        // free slots), the rest pending.
+        let conversations: Vec<(&str, &str)> = new
+            .iter()
+            .map(|&i| {
+                (
+                    events[i].connection_id.as_str(),
+                    events[i].conversation.as_str(),
+                )
+            })
+            .collect();
+        let slots = reserved.as_ref().map_or(0, |r| r.count());
+        let heads = Self::heads_to_claim(&mut tx, slots, &INBOX, &conversations).await?;
+        let rows: Vec<(usize, Head)> = new.iter().copied().zip(heads).collect();
+        let mut claimed = Vec::new();
+        for chunk in self.chunks(&rows) {
             let values = values_rows(
                 1,
                 chunk.len(),
-                7,
-                "({1}, {2}, {3}, {4}, {5}, {6}, 'pending', 0, {7}, {7}, {7})",
+                11,
+                "({1}, {2}, {3}, {4}, {5}, {6}, {8}, {9}, {7}, {7}, {7}, {10}, {11})",
             );
+            // The claimed rows come back whole, for the worker.
+            let returning = if chunk.iter().any(|&(_, head)| head == Head::Claim) {
+                format!(" RETURNING {INBOUND_COLUMNS}")
+            } else {
+                String::new()
+            };
             let sql = format!(
                 "INSERT INTO inbound_events (id, tenant_id, connection_id, conversation, event_type, raw, \
-                   status, attempts, next_attempt_at, received_at, updated_at) VALUES {values}"
+                   status, attempts, next_attempt_at, received_at, updated_at, locked_by, locked_until) \
+                 VALUES {values}{returning}"
             );
             let mut query = sqlx::query(&sql);
-            for &i in chunk {
+            for &(i, head) in chunk {
                 let e = &events[i];
+                let (status, attempts, locked_by, locked_until) =
+                    claim_columns(reserved.as_ref(), &INBOX, head);
                 query = query
                     .bind(&e.id)
                     .bind(e.tenant_id.as_str())
@@ -300,21 +329,34 @@ impl Store {
                     .bind(&e.conversation)
                     .bind(&e.event_type)
                     .bind(&e.raw)
-                    .bind(e.received_at);
+                    .bind(e.received_at)
+                    .bind(status)
+                    .bind(attempts)
+                    .bind(locked_by)
+                    .bind(locked_until);
             }
-            query.execute(&mut *tx).await.map_err(classify)?;
+            if returning.is_empty() {
+                query.execute(&mut *tx).await.map_err(classify)?;
+            } else {
+                let written = query.fetch_all(&mut *tx).await.map_err(classify)?;
+                claimed.extend(written.into_iter().filter(|r| {
+                    r.try_get::<String, _>("status")
+                        .is_ok_and(|s| s == INBOX.working)
+                }));
+            }
         }
-        let ids: Vec<&str> = new.iter().map(|&i| events[i].id.as_str()).collect();
-        let claimed = Self::claim_reserved(&mut tx, reserved.as_ref(), &INBOX, &ids).await?;
+        claimed.sort_by_key(|r| r.try_get::<i64, _>("seq").unwrap_or_default());
         tx.commit().await.map_err(classify)?;
         let handed = self
             .hand_over(reserved, &INBOX, &claimed, InboundEvent::from_row, |e| {
                 (e.seq, e.id.as_str())
             })
             .await;
-        for i in new {
+        for (i, head) in rows {
             results[i] = if handed.contains(&events[i].id) {
                 Inserted::Claimed
+            } else if head == Head::Behind {
+                Inserted::Queued
             } else {
                 Inserted::New
             };

@@ -27,6 +27,7 @@ use std::sync::{Mutex, PoisonError};
 use sqlx::Row as _;
 use tokio::sync::oneshot;
 
+use super::handoff::{claim_columns, Head};
 use super::queue::{NewOutbound, OutboundMessage, INBOX, OUTBOX};
 use super::{classify, seq_params, values_rows, Store, StoreError, StoreResult};
 use crate::domain::ids::{ConnectionId, TenantId};
@@ -419,19 +420,41 @@ impl Store {
                     .into_iter(),
             )
             .await?;
-        for chunk in self.chunks(&replies) {
+        // The outbox's new heads, claimed for its worker; then the replies,
+        // those that head their conversations written claimed for it (in
+        // the slots left), the rest pending.
+        let next_out_ids: Vec<&str> = next_out.iter().map(|n| n.id.as_str()).collect();
+        let mut claimed =
+            Self::claim_reserved(&mut tx, reserved.as_ref(), &OUTBOX, &next_out_ids).await?;
+        let slots = reserved.as_ref().map_or(0, |r| r.count()) - claimed.len();
+        let conversations: Vec<(&str, &str)> = replies
+            .iter()
+            .map(|(r, _, _)| (r.connection_id.as_str(), r.conversation.as_str()))
+            .collect();
+        let heads = Self::heads_to_claim(&mut tx, slots, &OUTBOX, &conversations).await?;
+        let rows: Vec<(&(&Replies, &NewOutbound, i64), Head)> = replies.iter().zip(heads).collect();
+        for chunk in self.chunks(&rows) {
             let values = values_rows(
                 1,
                 chunk.len(),
-                9,
-                "({1}, {2}, {3}, {4}, {5}, {6}, {7}, {8}, 'pending', 0, {9}, {9}, {9})",
+                13,
+                "({1}, {2}, {3}, {4}, {5}, {6}, {7}, {8}, {10}, {11}, {9}, {9}, {9}, {12}, {13})",
             );
+            // The claimed rows come back whole, for the worker.
+            let returning = if chunk.iter().any(|&(_, head)| head == Head::Claim) {
+                format!(" RETURNING {}", OUTBOX.columns)
+            } else {
+                String::new()
+            };
             let sql = format!(
                 "INSERT INTO outbound_messages (id, tenant_id, connection_id, event_id, conversation, target_kind, \
-                   target_id, content, status, attempts, next_attempt_at, created_at, updated_at) VALUES {values}"
+                   target_id, content, status, attempts, next_attempt_at, created_at, updated_at, \
+                   locked_by, locked_until) VALUES {values}{returning}"
             );
             let mut query = sqlx::query(&sql);
-            for (replies, m, now) in chunk {
+            for &((replies, m, now), head) in chunk {
+                let (status, attempts, locked_by, locked_until) =
+                    claim_columns(reserved.as_ref(), &OUTBOX, head);
                 query = query
                     .bind(&m.id)
                     .bind(replies.tenant_id.as_str())
@@ -441,17 +464,31 @@ impl Store {
                     .bind(m.target_kind)
                     .bind(&m.target_id)
                     .bind(&m.content)
-                    .bind(*now);
+                    .bind(*now)
+                    .bind(status)
+                    .bind(attempts)
+                    .bind(locked_by)
+                    .bind(locked_until);
             }
-            query.execute(&mut *tx).await.map_err(classify)?;
+            if returning.is_empty() {
+                query.execute(&mut *tx).await.map_err(classify)?;
+            } else {
+                let written = query.fetch_all(&mut *tx).await.map_err(classify)?;
+                claimed.extend(written.into_iter().filter(|r| {
+                    r.try_get::<String, _>("status")
+                        .is_ok_and(|s| s == OUTBOX.working)
+                }));
+            }
         }
-        // The replies, and the outbox's new heads, claimed for its worker.
-        let ids: Vec<&str> = replies
+        claimed.sort_by_key(|r| r.try_get::<i64, _>("seq").unwrap_or_default());
+        // Rows behind an open row of their conversation need no wake (see
+        // `Head::Behind`); the others do, unless handed over.
+        let ids: Vec<&str> = rows
             .iter()
-            .map(|(_, m, _)| m.id.as_str())
-            .chain(next_out.iter().map(|n| n.id.as_str()))
+            .filter(|(_, head)| *head != Head::Behind)
+            .map(|((_, m, _), _)| m.id.as_str())
+            .chain(next_out_ids.iter().copied())
             .collect();
-        let claimed = Self::claim_reserved(&mut tx, reserved.as_ref(), &OUTBOX, &ids).await?;
         tx.commit().await.map_err(classify)?;
         let handed_in = self
             .hand_over(
