@@ -405,22 +405,33 @@ pub struct Store {
 /// dropped: see [`Store::write_turn`].
 pub type WriteTurn<'a> = Option<tokio::sync::MutexGuard<'a, ()>>;
 
-/// Log size (pages of 4 KiB) past which the checkpointer waits for the
-/// writer once to restart the log: 64 MiB.
+/// Log size (pages of 4 KiB) past which the checkpointer takes the write
+/// turn to restart the log: 64 MiB.
 const WAL_RESTART_PAGES: i64 = 16_384;
 
-/// One PASSIVE checkpoint; a RESTART one if the log has grown too long.
-async fn checkpoint(pool: &AnyPool) -> sqlx::Result<()> {
-    let row = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-        .fetch_one(pool)
-        .await?;
-    let log: i64 = row.try_get(1)?;
-    if log > WAL_RESTART_PAGES {
-        sqlx::query("PRAGMA wal_checkpoint(RESTART)")
-            .fetch_all(pool)
+impl Store {
+    /// One PASSIVE checkpoint; a RESTART one if the log has grown too long.
+    ///
+    /// The RESTART waits for the writer: taken in SQLite's busy handler, it
+    /// polled (1, 2, 5 … 100 ms) between batches that followed each other
+    /// without a gap, and lost to them for seconds (B1 at its maximum: one
+    /// RESTART of 3.5 s, callbacks timing out behind it). It takes the write
+    /// turn instead, as the queue's writers do, and runs on their
+    /// connection: the batches wait for it in turn, about as long as the
+    /// PASSIVE checkpoint just before it left to copy.
+    async fn checkpoint(&self) -> sqlx::Result<()> {
+        let row = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .fetch_one(&self.pool)
             .await?;
+        let log: i64 = row.try_get(1)?;
+        if log > WAL_RESTART_PAGES {
+            let _turn = self.write_turn().await;
+            sqlx::query("PRAGMA wal_checkpoint(RESTART)")
+                .fetch_all(&self.writer)
+                .await?;
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 impl std::fmt::Debug for Store {
@@ -610,24 +621,26 @@ impl Store {
     /// PASSIVE never blocks the writer; run between two batches it usually
     /// catches up, and the log then starts again from its beginning. If it
     /// does not and the log passes [`WAL_RESTART_PAGES`], a RESTART
-    /// checkpoint waits for the writer once and bounds the file. Commands
+    /// checkpoint takes the write turn once and bounds the file. Commands
     /// that run a few statements need not call this: the last connection to
     /// close checkpoints.
     pub fn checkpoint_in_background(&self) {
         if self.backend != Backend::Sqlite {
             return;
         }
-        let pool = self.pool.clone();
-        let written = self.written.clone();
+        let store = self.clone();
         tokio::spawn(async move {
+            let pool = &store.pool;
             loop {
-                let _ =
-                    tokio::time::timeout(std::time::Duration::from_millis(200), written.notified())
-                        .await;
+                let _ = tokio::time::timeout(
+                    std::time::Duration::from_millis(200),
+                    store.written.notified(),
+                )
+                .await;
                 if pool.is_closed() {
                     return;
                 }
-                if let Err(e) = checkpoint(&pool).await {
+                if let Err(e) = store.checkpoint().await {
                     if pool.is_closed() {
                         return;
                     }
