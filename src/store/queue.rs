@@ -300,28 +300,37 @@ impl Store {
         let rows: Vec<(usize, Head)> = new.iter().copied().zip(heads).collect();
         let mut claimed = Vec::new();
         for chunk in self.chunks(&rows) {
-            let values = values_rows(
-                1,
-                chunk.len(),
-                11,
-                "({1}, {2}, {3}, {4}, {5}, {6}, {8}, {9}, {7}, {7}, {7}, {10}, {11})",
-            );
-            // The claimed rows come back whole, for the worker.
-            let returning = if chunk.iter().any(|&(_, head)| head == Head::Claim) {
-                format!(" RETURNING {INBOUND_COLUMNS}")
+            // A chunk with a row to claim binds each row's claim columns and
+            // gets the claimed rows back whole, for the worker; one without
+            // (every chunk when no worker has a slot) writes them pending.
+            let claims = chunk.iter().any(|&(_, head)| head == Head::Claim);
+            let sql = if claims {
+                format!(
+                    "INSERT INTO inbound_events (id, tenant_id, connection_id, conversation, event_type, raw, \
+                       status, attempts, next_attempt_at, received_at, updated_at, locked_by, locked_until) \
+                     VALUES {} RETURNING {INBOUND_COLUMNS}",
+                    values_rows(
+                        1,
+                        chunk.len(),
+                        11,
+                        "({1}, {2}, {3}, {4}, {5}, {6}, {8}, {9}, {7}, {7}, {7}, {10}, {11})"
+                    )
+                )
             } else {
-                String::new()
+                format!(
+                    "INSERT INTO inbound_events (id, tenant_id, connection_id, conversation, event_type, raw, \
+                       status, attempts, next_attempt_at, received_at, updated_at) VALUES {}",
+                    values_rows(
+                        1,
+                        chunk.len(),
+                        7,
+                        "({1}, {2}, {3}, {4}, {5}, {6}, 'pending', 0, {7}, {7}, {7})"
+                    )
+                )
             };
-            let sql = format!(
-                "INSERT INTO inbound_events (id, tenant_id, connection_id, conversation, event_type, raw, \
-                   status, attempts, next_attempt_at, received_at, updated_at, locked_by, locked_until) \
-                 VALUES {values}{returning}"
-            );
             let mut query = sqlx::query(&sql);
             for &(i, head) in chunk {
                 let e = &events[i];
-                let (status, attempts, locked_by, locked_until) =
-                    claim_columns(reserved.as_ref(), &INBOX, head);
                 query = query
                     .bind(&e.id)
                     .bind(e.tenant_id.as_str())
@@ -329,13 +338,18 @@ impl Store {
                     .bind(&e.conversation)
                     .bind(&e.event_type)
                     .bind(&e.raw)
-                    .bind(e.received_at)
-                    .bind(status)
-                    .bind(attempts)
-                    .bind(locked_by)
-                    .bind(locked_until);
+                    .bind(e.received_at);
+                if claims {
+                    let (status, attempts, locked_by, locked_until) =
+                        claim_columns(reserved.as_ref(), &INBOX, head);
+                    query = query
+                        .bind(status)
+                        .bind(attempts)
+                        .bind(locked_by)
+                        .bind(locked_until);
+                }
             }
-            if returning.is_empty() {
+            if !claims {
                 query.execute(&mut *tx).await.map_err(classify)?;
             } else {
                 let written = query.fetch_all(&mut *tx).await.map_err(classify)?;

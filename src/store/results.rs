@@ -434,27 +434,36 @@ impl Store {
         let heads = Self::heads_to_claim(&mut tx, slots, &OUTBOX, &conversations).await?;
         let rows: Vec<(&(&Replies, &NewOutbound, i64), Head)> = replies.iter().zip(heads).collect();
         for chunk in self.chunks(&rows) {
-            let values = values_rows(
-                1,
-                chunk.len(),
-                13,
-                "({1}, {2}, {3}, {4}, {5}, {6}, {7}, {8}, {10}, {11}, {9}, {9}, {9}, {12}, {13})",
-            );
-            // The claimed rows come back whole, for the worker.
-            let returning = if chunk.iter().any(|&(_, head)| head == Head::Claim) {
-                format!(" RETURNING {}", OUTBOX.columns)
+            // As for callbacks (`insert_inbound_batch`): claim columns bound,
+            // and the claimed rows returned, only in a chunk that claims.
+            let claims = chunk.iter().any(|&(_, head)| head == Head::Claim);
+            let sql = if claims {
+                format!(
+                    "INSERT INTO outbound_messages (id, tenant_id, connection_id, event_id, conversation, target_kind, \
+                       target_id, content, status, attempts, next_attempt_at, created_at, updated_at, \
+                       locked_by, locked_until) VALUES {} RETURNING {}",
+                    values_rows(
+                        1,
+                        chunk.len(),
+                        13,
+                        "({1}, {2}, {3}, {4}, {5}, {6}, {7}, {8}, {10}, {11}, {9}, {9}, {9}, {12}, {13})"
+                    ),
+                    OUTBOX.columns
+                )
             } else {
-                String::new()
+                format!(
+                    "INSERT INTO outbound_messages (id, tenant_id, connection_id, event_id, conversation, target_kind, \
+                       target_id, content, status, attempts, next_attempt_at, created_at, updated_at) VALUES {}",
+                    values_rows(
+                        1,
+                        chunk.len(),
+                        9,
+                        "({1}, {2}, {3}, {4}, {5}, {6}, {7}, {8}, 'pending', 0, {9}, {9}, {9})"
+                    )
+                )
             };
-            let sql = format!(
-                "INSERT INTO outbound_messages (id, tenant_id, connection_id, event_id, conversation, target_kind, \
-                   target_id, content, status, attempts, next_attempt_at, created_at, updated_at, \
-                   locked_by, locked_until) VALUES {values}{returning}"
-            );
             let mut query = sqlx::query(&sql);
             for &((replies, m, now), head) in chunk {
-                let (status, attempts, locked_by, locked_until) =
-                    claim_columns(reserved.as_ref(), &OUTBOX, head);
                 query = query
                     .bind(&m.id)
                     .bind(replies.tenant_id.as_str())
@@ -464,13 +473,18 @@ impl Store {
                     .bind(m.target_kind)
                     .bind(&m.target_id)
                     .bind(&m.content)
-                    .bind(*now)
-                    .bind(status)
-                    .bind(attempts)
-                    .bind(locked_by)
-                    .bind(locked_until);
+                    .bind(*now);
+                if claims {
+                    let (status, attempts, locked_by, locked_until) =
+                        claim_columns(reserved.as_ref(), &OUTBOX, head);
+                    query = query
+                        .bind(status)
+                        .bind(attempts)
+                        .bind(locked_by)
+                        .bind(locked_until);
+                }
             }
-            if returning.is_empty() {
+            if !claims {
                 query.execute(&mut *tx).await.map_err(classify)?;
             } else {
                 let written = query.fetch_all(&mut *tx).await.map_err(classify)?;
