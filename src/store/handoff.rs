@@ -154,7 +154,7 @@ pub(super) enum Head {
 /// The claim columns (status, attempts, locked_by, locked_until) of a row
 /// written to `queue`: claimed for `reserved`'s worker if it is to be
 /// ([`Head::Claim`]), else pending.
-pub(super) fn claim_columns<'a, T>(
+fn claim_columns<'a, T>(
     reserved: Option<&Reserved<'a, T>>,
     queue: &Queue,
     head: Head,
@@ -168,6 +168,47 @@ pub(super) fn claim_columns<'a, T>(
         ),
         _ => ("pending", 0, None, None),
     }
+}
+
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+/// Binds a row's claim columns ([`claim_columns`]), in a chunk of rows that
+/// claims (`claims`); a chunk that does not writes them pending in its text.
+pub(super) fn bind_claim<'q, T>(
+    query: AnyQuery<'q>,
+    claims: bool,
+    reserved: Option<&Reserved<'q, T>>,
+    queue: &Queue,
+    head: Head,
+) -> AnyQuery<'q> {
+    if !claims {
+        return query;
+    }
+    let (status, attempts, locked_by, locked_until) = claim_columns(reserved, queue, head);
+    query
+        .bind(status)
+        .bind(attempts)
+        .bind(locked_by)
+        .bind(locked_until)
+}
+
+/// Runs a chunk's INSERT; if it claims (and so returns its rows), the rows
+/// written claimed, for the worker.
+pub(super) async fn insert_chunk(
+    tx: &mut sqlx::AnyConnection,
+    query: AnyQuery<'_>,
+    claims: bool,
+    queue: &Queue,
+) -> super::StoreResult<Vec<AnyRow>> {
+    if !claims {
+        query.execute(&mut *tx).await.map_err(super::classify)?;
+        return Ok(Vec::new());
+    }
+    let written = query.fetch_all(&mut *tx).await.map_err(super::classify)?;
+    Ok(written
+        .into_iter()
+        .filter(|r| sqlx::Row::try_get::<String, _>(r, "status").is_ok_and(|s| s == queue.working))
+        .collect())
 }
 
 /// Slots reserved for one write; those not used are freed when dropped.

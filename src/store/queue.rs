@@ -12,7 +12,7 @@
 use sqlx::any::AnyRow;
 use sqlx::Row as _;
 
-use super::handoff::{claim_columns, Head};
+use super::handoff::{bind_claim, insert_chunk, Head};
 use super::results::{Change, Replies, RowResult};
 use super::{
     classify, decode_all, decode_one, padded, placeholders, seq_params, values_rows, Store,
@@ -339,25 +339,9 @@ impl Store {
                     .bind(&e.event_type)
                     .bind(&e.raw)
                     .bind(e.received_at);
-                if claims {
-                    let (status, attempts, locked_by, locked_until) =
-                        claim_columns(reserved.as_ref(), &INBOX, head);
-                    query = query
-                        .bind(status)
-                        .bind(attempts)
-                        .bind(locked_by)
-                        .bind(locked_until);
-                }
+                query = bind_claim(query, claims, reserved.as_ref(), &INBOX, head);
             }
-            if !claims {
-                query.execute(&mut *tx).await.map_err(classify)?;
-            } else {
-                let written = query.fetch_all(&mut *tx).await.map_err(classify)?;
-                claimed.extend(written.into_iter().filter(|r| {
-                    r.try_get::<String, _>("status")
-                        .is_ok_and(|s| s == INBOX.working)
-                }));
-            }
+            claimed.extend(insert_chunk(&mut tx, query, claims, &INBOX).await?);
         }
         claimed.sort_by_key(|r| r.try_get::<i64, _>("seq").unwrap_or_default());
         tx.commit().await.map_err(classify)?;

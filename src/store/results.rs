@@ -27,7 +27,7 @@ use std::sync::{Mutex, PoisonError};
 use sqlx::Row as _;
 use tokio::sync::oneshot;
 
-use super::handoff::{claim_columns, Head};
+use super::handoff::{bind_claim, insert_chunk, Head};
 use super::queue::{NewOutbound, OutboundMessage, INBOX, OUTBOX};
 use super::{classify, seq_params, values_rows, Store, StoreError, StoreResult};
 use crate::domain::ids::{ConnectionId, TenantId};
@@ -474,25 +474,9 @@ impl Store {
                     .bind(&m.target_id)
                     .bind(&m.content)
                     .bind(*now);
-                if claims {
-                    let (status, attempts, locked_by, locked_until) =
-                        claim_columns(reserved.as_ref(), &OUTBOX, head);
-                    query = query
-                        .bind(status)
-                        .bind(attempts)
-                        .bind(locked_by)
-                        .bind(locked_until);
-                }
+                query = bind_claim(query, claims, reserved.as_ref(), &OUTBOX, head);
             }
-            if !claims {
-                query.execute(&mut *tx).await.map_err(classify)?;
-            } else {
-                let written = query.fetch_all(&mut *tx).await.map_err(classify)?;
-                claimed.extend(written.into_iter().filter(|r| {
-                    r.try_get::<String, _>("status")
-                        .is_ok_and(|s| s == OUTBOX.working)
-                }));
-            }
+            claimed.extend(insert_chunk(&mut tx, query, claims, &OUTBOX).await?);
         }
         claimed.sort_by_key(|r| r.try_get::<i64, _>("seq").unwrap_or_default());
         // Rows behind an open row of their conversation need no wake (see
