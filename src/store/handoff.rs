@@ -172,8 +172,9 @@ fn claim_columns<'a, T>(
 
 type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
 
-/// Binds a row's claim columns ([`claim_columns`]), in a chunk of rows that
-/// claims (`claims`); a chunk that does not writes them pending in its text.
+/// Binds a row's claim columns ([`claim_columns`]) after its other values,
+/// in a chunk of rows that claims (`claims`; see [`insert_sql`]); a chunk
+/// that does not writes them pending in its text.
 pub(super) fn bind_claim<'q, T>(
     query: AnyQuery<'q>,
     claims: bool,
@@ -190,6 +191,39 @@ pub(super) fn bind_claim<'q, T>(
         .bind(attempts)
         .bind(locked_by)
         .bind(locked_until)
+}
+
+/// The INSERT of a chunk of `rows` rows into `queue`: `columns` with their
+/// values' `shape` (`{1}` … `{width}` per row, see `super::values_rows`),
+/// then the claim columns — bound per row ([`bind_claim`]), with the rows
+/// returned whole, in a chunk that claims; written pending in one that does
+/// not.
+pub(super) fn insert_sql(
+    queue: &Queue,
+    columns: &str,
+    width: usize,
+    shape: &str,
+    rows: usize,
+    claims: bool,
+) -> String {
+    let (t, c) = (queue.table, queue.columns);
+    if claims {
+        let shape = format!(
+            "({shape}, {{{}}}, {{{}}}, {{{}}}, {{{}}})",
+            width + 1,
+            width + 2,
+            width + 3,
+            width + 4
+        );
+        let values = super::values_rows(1, rows, width + 4, &shape);
+        format!(
+            "INSERT INTO {t} ({columns}, status, attempts, locked_by, locked_until) \
+             VALUES {values} RETURNING {c}"
+        )
+    } else {
+        let values = super::values_rows(1, rows, width, &format!("({shape}, 'pending', 0)"));
+        format!("INSERT INTO {t} ({columns}, status, attempts) VALUES {values}")
+    }
 }
 
 /// Runs a chunk's INSERT; if it claims (and so returns its rows), the rows

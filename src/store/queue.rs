@@ -12,7 +12,7 @@
 use sqlx::any::AnyRow;
 use sqlx::Row as _;
 
-use super::handoff::{bind_claim, insert_chunk, Head};
+use super::handoff::{bind_claim, insert_chunk, insert_sql, Head};
 use super::results::{Change, Replies, RowResult};
 use super::{
     classify, decode_all, decode_one, padded, placeholders, seq_params, values_rows, Store,
@@ -304,30 +304,15 @@ impl Store {
             // gets the claimed rows back whole, for the worker; one without
             // (every chunk when no worker has a slot) writes them pending.
             let claims = chunk.iter().any(|&(_, head)| head == Head::Claim);
-            let sql = if claims {
-                format!(
-                    "INSERT INTO inbound_events (id, tenant_id, connection_id, conversation, event_type, raw, \
-                       status, attempts, next_attempt_at, received_at, updated_at, locked_by, locked_until) \
-                     VALUES {} RETURNING {INBOUND_COLUMNS}",
-                    values_rows(
-                        1,
-                        chunk.len(),
-                        11,
-                        "({1}, {2}, {3}, {4}, {5}, {6}, {8}, {9}, {7}, {7}, {7}, {10}, {11})"
-                    )
-                )
-            } else {
-                format!(
-                    "INSERT INTO inbound_events (id, tenant_id, connection_id, conversation, event_type, raw, \
-                       status, attempts, next_attempt_at, received_at, updated_at) VALUES {}",
-                    values_rows(
-                        1,
-                        chunk.len(),
-                        7,
-                        "({1}, {2}, {3}, {4}, {5}, {6}, 'pending', 0, {7}, {7}, {7})"
-                    )
-                )
-            };
+            let sql = insert_sql(
+                &INBOX,
+                "id, tenant_id, connection_id, conversation, event_type, raw, \
+                 next_attempt_at, received_at, updated_at",
+                7,
+                "{1}, {2}, {3}, {4}, {5}, {6}, {7}, {7}, {7}",
+                chunk.len(),
+                claims,
+            );
             let mut query = sqlx::query(&sql);
             for &(i, head) in chunk {
                 let e = &events[i];

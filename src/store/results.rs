@@ -27,9 +27,9 @@ use std::sync::{Mutex, PoisonError};
 use sqlx::Row as _;
 use tokio::sync::oneshot;
 
-use super::handoff::{bind_claim, insert_chunk, Head};
+use super::handoff::{bind_claim, insert_chunk, insert_sql, Head};
 use super::queue::{NewOutbound, OutboundMessage, INBOX, OUTBOX};
-use super::{classify, seq_params, values_rows, Store, StoreError, StoreResult};
+use super::{classify, seq_params, Store, StoreError, StoreResult};
 use crate::domain::ids::{ConnectionId, TenantId};
 
 /// What a result does to its row.
@@ -271,7 +271,7 @@ impl Store {
     }
 
     /// After commit, on PostgreSQL: whether a conversation of the rows
-    /// `seqs` closed (whose `RETURNING` saw no next row) has a pending row
+    /// `seqs` closed (in which `next_rows` saw no next row) has a pending row
     /// after them now. A next row committed by another transaction while
     /// this batch was writing was not seen by its statement, and its own
     /// wake may have claimed before this batch committed (finding the closed
@@ -407,14 +407,18 @@ impl Store {
         let next_in_ids: Vec<&str> = next_in.iter().map(|n| n.id.as_str()).collect();
         let claimed_in =
             Self::claim_reserved(&mut tx, reserved_in.as_ref(), &INBOX, &next_in_ids).await?;
+        let conversations: Vec<(&str, &str)> = replies
+            .iter()
+            .map(|(r, _, _)| (r.connection_id.as_str(), r.conversation.as_str()))
+            .collect();
         let reserved = self
             .reserve(
                 self.handoffs.outbound.get(),
                 &mut tx,
                 OUTBOX.table,
-                replies
+                conversations
                     .iter()
-                    .map(|(r, _, _)| (r.connection_id.as_str(), r.conversation.as_str()))
+                    .copied()
                     .chain(next_out.iter().map(Next::conversation))
                     .collect::<Vec<_>>()
                     .into_iter(),
@@ -427,41 +431,21 @@ impl Store {
         let mut claimed =
             Self::claim_reserved(&mut tx, reserved.as_ref(), &OUTBOX, &next_out_ids).await?;
         let slots = reserved.as_ref().map_or(0, |r| r.count()) - claimed.len();
-        let conversations: Vec<(&str, &str)> = replies
-            .iter()
-            .map(|(r, _, _)| (r.connection_id.as_str(), r.conversation.as_str()))
-            .collect();
         let heads = Self::heads_to_claim(&mut tx, slots, &OUTBOX, &conversations).await?;
         let rows: Vec<(&(&Replies, &NewOutbound, i64), Head)> = replies.iter().zip(heads).collect();
         for chunk in self.chunks(&rows) {
             // As for callbacks (`insert_inbound_batch`): claim columns bound,
             // and the claimed rows returned, only in a chunk that claims.
             let claims = chunk.iter().any(|&(_, head)| head == Head::Claim);
-            let sql = if claims {
-                format!(
-                    "INSERT INTO outbound_messages (id, tenant_id, connection_id, event_id, conversation, target_kind, \
-                       target_id, content, status, attempts, next_attempt_at, created_at, updated_at, \
-                       locked_by, locked_until) VALUES {} RETURNING {}",
-                    values_rows(
-                        1,
-                        chunk.len(),
-                        13,
-                        "({1}, {2}, {3}, {4}, {5}, {6}, {7}, {8}, {10}, {11}, {9}, {9}, {9}, {12}, {13})"
-                    ),
-                    OUTBOX.columns
-                )
-            } else {
-                format!(
-                    "INSERT INTO outbound_messages (id, tenant_id, connection_id, event_id, conversation, target_kind, \
-                       target_id, content, status, attempts, next_attempt_at, created_at, updated_at) VALUES {}",
-                    values_rows(
-                        1,
-                        chunk.len(),
-                        9,
-                        "({1}, {2}, {3}, {4}, {5}, {6}, {7}, {8}, 'pending', 0, {9}, {9}, {9})"
-                    )
-                )
-            };
+            let sql = insert_sql(
+                &OUTBOX,
+                "id, tenant_id, connection_id, event_id, conversation, target_kind, target_id, \
+                 content, next_attempt_at, created_at, updated_at",
+                9,
+                "{1}, {2}, {3}, {4}, {5}, {6}, {7}, {8}, {9}, {9}, {9}",
+                chunk.len(),
+                claims,
+            );
             let mut query = sqlx::query(&sql);
             for &((replies, m, now), head) in chunk {
                 query = query
