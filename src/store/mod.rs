@@ -492,10 +492,15 @@ impl Store {
                             // committed callback survives power loss, not just a crash.
                             // No checkpoint inside a commit: `checkpoint_in_background`
                             // copies the log into the database off the write path.
+                            // Temporary storage in memory: a multi-row statement keeps
+                            // the pages it changes in a statement journal, which past
+                            // 64 KiB spilled to a file of its own, created and deleted
+                            // for each statement (open, unlink, close on the writer's
+                            // thread, `strace`; BENCHMARKS.md, session 8).
                             Backend::Sqlite => {
                                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
                                  PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; \
-                                 PRAGMA wal_autocheckpoint = 0;"
+                                 PRAGMA wal_autocheckpoint = 0; PRAGMA temp_store = MEMORY;"
                             }
                             Backend::Postgres => {
                                 "SET application_name = 'botgate'; SET statement_timeout = '30s';"
