@@ -639,7 +639,8 @@ fn user_id(load: u64, i: u64) -> String {
     )
 }
 
-/// Signed, unique callbacks spread over the targets (user `n % users`).
+/// Signed, unique callbacks spread over the targets (user `n % users`),
+/// issued now, as NAVER WORKS's are.
 /// Each load's users are its own ([`user_id`]), so no load repeats
 /// another's bodies (botgate would rightly drop them as duplicates).
 fn callbacks(targets: Vec<Target>, users: u64, sent: Option<SendLog>) -> MakeRequest {
@@ -648,8 +649,9 @@ fn callbacks(targets: Vec<Target>, users: u64, sent: Option<SendLog>) -> MakeReq
     Arc::new(move |client: &reqwest::Client, n: u64| {
         let target = &targets[(n % targets.len() as u64) as usize];
         let body = format!(
-            r#"{{"type":"message","source":{{"userId":"{}","domainId":10000}},"issuedTime":"2026-11-23T00:00:00.000Z","content":{{"type":"text","text":"bench message {n}"}}}}"#,
-            user_id(load, n % users)
+            r#"{{"type":"message","source":{{"userId":"{}","domainId":10000}},"issuedTime":"{}","content":{{"type":"text","text":"bench message {n}"}}}}"#,
+            user_id(load, n % users),
+            crate::domain::rfc3339(crate::domain::now_millis())
         );
         if let Some(sent) = &sent {
             sent.lock()

@@ -113,6 +113,7 @@ async fn receive(
         connection_id: connection.id.clone(),
         conversation,
         event_type,
+        issued: issued_time(&callback),
         raw: body.to_vec(),
         body_hash: hex(&Sha256::digest(&body)),
         received_at: now_millis(),
@@ -160,6 +161,17 @@ fn classify(callback: &Value) -> Result<(String, String), ApiError> {
         return Err(invalid("the callback's type is not a short string"));
     }
     Ok((event_type.to_owned(), conversation))
+}
+
+/// The callback's `issuedTime` as sent, for its dedup key ('' if it has
+/// none or an implausibly long one: the key stays small).
+fn issued_time(callback: &Value) -> String {
+    callback
+        .get("issuedTime")
+        .and_then(Value::as_str)
+        .filter(|s| s.len() <= 64)
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// The connection's bot secret, decrypted once per connection version.

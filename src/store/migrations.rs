@@ -26,6 +26,7 @@ pub const POSTGRES: Files = tree!("postgres";
     (7, "open conversation index", "0007_open_conversation_index.sql"),
     (8, "drop unused open indexes", "0008_drop_unused_open_indexes.sql"),
     (9, "lean queue indexes", "0009_lean_queue_indexes.sql"),
+    (10, "dedup by issued time", "0010_dedup_by_issued_time.sql"),
 );
 
 pub const SQLITE: Files = tree!("sqlite";
@@ -38,6 +39,7 @@ pub const SQLITE: Files = tree!("sqlite";
     (7, "open conversation index", "0007_open_conversation_index.sql"),
     (8, "drop unused open indexes", "0008_drop_unused_open_indexes.sql"),
     (9, "lean queue indexes", "0009_lean_queue_indexes.sql"),
+    (10, "dedup by issued time", "0010_dedup_by_issued_time.sql"),
 );
 
 /// The newest embedded migration's version.

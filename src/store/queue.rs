@@ -28,6 +28,10 @@ pub struct NewInbound {
     pub conversation: String,
     pub event_type: String,
     pub raw: Vec<u8>,
+    /// The callback's `issuedTime` as sent ('' if it has none): the first
+    /// part of its dedup key, so that the hashes are written in about the
+    /// order they arrive (migration 0010).
+    pub issued: String,
     pub body_hash: String,
     pub received_at: i64,
 }
@@ -253,10 +257,10 @@ impl Store {
         let mut fresh: std::collections::HashSet<(String, String)> = Default::default();
         for chunk in self.chunks(&firsts) {
             // Parameters from $2 on: $1 is the window.
-            let values = values_rows(2, chunk.len(), 3, "({1}, {2}, {3})");
+            let values = values_rows(2, chunk.len(), 4, "({1}, {2}, {3}, {4})");
             let sql = format!(
-                "INSERT INTO inbound_dedup (connection_id, body_hash, seen_at) VALUES {values} \
-                 ON CONFLICT (connection_id, body_hash) DO UPDATE SET seen_at = excluded.seen_at \
+                "INSERT INTO inbound_dedup (issued, connection_id, body_hash, seen_at) VALUES {values} \
+                 ON CONFLICT (issued, connection_id, body_hash) DO UPDATE SET seen_at = excluded.seen_at \
                  WHERE inbound_dedup.seen_at < excluded.seen_at - $1 \
                  RETURNING connection_id, body_hash"
             );
@@ -264,6 +268,7 @@ impl Store {
             for &i in chunk {
                 let e = &events[i];
                 query = query
+                    .bind(&e.issued)
                     .bind(e.connection_id.as_str())
                     .bind(&e.body_hash)
                     .bind(e.received_at);

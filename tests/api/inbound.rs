@@ -186,6 +186,7 @@ both_backends!(
     rasa_answers_map_to_naverworks_content,
     bad_callbacks_are_refused_and_nothing_is_stored,
     duplicates_are_answered_but_delivered_once,
+    dedup_keys_begin_with_the_issued_time,
     replies_keep_order_per_user_under_concurrency,
     wakes_alone_move_every_row,
     engine_outage_then_recovery_delivers_everything_in_order,
@@ -547,6 +548,51 @@ async fn duplicates_are_answered_but_delivered_once(backend: Backend) {
     tokio::time::sleep(Duration::from_millis(500)).await; // a second delivery, if any, would arrive now
     assert_eq!(s.emu.messages().await.len(), 1, "{messages:?}");
     assert_eq!(s.events("").await.len(), 1);
+}
+
+/// The body hashes are keyed by the callback's `issuedTime` first
+/// (migration 0010), so that they are written in about the order they
+/// arrive; duplicates are still found by the whole body, and a body without
+/// an `issuedTime` is still deduplicated.
+async fn dedup_keys_begin_with_the_issued_time(backend: Backend) {
+    let s = setup_with(backend, EmulatorConfig::default(), "").await;
+    let accepted = (StatusCode::OK, json!({"status": "accepted"}));
+    let duplicate = (StatusCode::OK, json!({"status": "duplicate"}));
+    let first = message("u1", "one");
+    assert_eq!(s.post_signed(&first).await, accepted);
+    assert_eq!(s.post_signed(&first).await, duplicate);
+    // Issued at the same moment, another body: not a duplicate.
+    assert_eq!(s.post_signed(&message("u1", "two")).await, accepted);
+    let undated = json!({"type": "message", "source": {"userId": "u2", "domainId": 10000},
+        "content": {"type": "text", "text": "no issuedTime"}});
+    assert_eq!(s.post_signed(&undated).await, accepted);
+    assert_eq!(s.post_signed(&undated).await, duplicate);
+    assert_eq!(s.events("").await.len(), 3);
+
+    let mut conn = s.app.db.connect().await;
+    let issued: Vec<String> = sqlx::query("SELECT issued FROM inbound_dedup ORDER BY issued")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| sqlx::Row::get(row, "issued"))
+        .collect();
+    assert_eq!(
+        issued,
+        ["", "2026-11-23T00:00:00.000Z", "2026-11-23T00:00:00.000Z"]
+    );
+    let definition = match backend {
+        Backend::Sqlite => "SELECT sql AS d FROM sqlite_master WHERE name = 'inbound_dedup'",
+        Backend::Postgres => {
+            "SELECT indexdef AS d FROM pg_indexes WHERE indexname = 'inbound_dedup_pkey'"
+        }
+    };
+    let row = sqlx::query(definition).fetch_one(&mut conn).await.unwrap();
+    let d: String = sqlx::Row::get(&row, "d");
+    assert!(
+        d.contains("(issued, connection_id, body_hash)"),
+        "the key begins with the issued time: {d}"
+    );
 }
 
 async fn replies_keep_order_per_user_under_concurrency(backend: Backend) {
