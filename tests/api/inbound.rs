@@ -187,6 +187,7 @@ both_backends!(
     bad_callbacks_are_refused_and_nothing_is_stored,
     duplicates_are_answered_but_delivered_once,
     dedup_keys_begin_with_the_issued_time,
+    a_duplicate_heading_a_batch_strands_nothing,
     replies_keep_order_per_user_under_concurrency,
     wakes_alone_move_every_row,
     engine_outage_then_recovery_delivers_everything_in_order,
@@ -593,6 +594,62 @@ async fn dedup_keys_begin_with_the_issued_time(backend: Backend) {
         d.contains("(issued, connection_id, body_hash)"),
         "the key begins with the issued time: {d}"
     );
+}
+
+/// A batch whose first row of a conversation is a duplicate still moves the
+/// rows behind it: the duplicate is not their predecessor (nothing of it is
+/// written, no result of it hands them over). With the workers' poll an hour
+/// away, only a claim at write time or a wake moves them. (A write that chose
+/// the heads to claim before knowing the duplicates would strand them: tried
+/// on PostgreSQL in session 8, see BENCHMARKS.md.)
+async fn a_duplicate_heading_a_batch_strands_nothing(backend: Backend) {
+    use botgate::domain::ids::{ConnectionId, TenantId};
+    use botgate::store::queue::{Inserted, NewInbound};
+    use sha2::Digest as _;
+
+    let s = setup_with(
+        backend,
+        EmulatorConfig::default(),
+        "worker_poll_ms = 3600000",
+    )
+    .await;
+    let first = message("u1", "m0");
+    assert_eq!(s.post_signed(&first).await.0, StatusCode::OK);
+    s.wait_messages(1, Duration::from_secs(10)).await;
+    let event = |body: &Value| {
+        let raw = serde_json::to_vec(body).unwrap();
+        NewInbound {
+            id: botgate::domain::ids::queue_id("evt"),
+            tenant_id: TenantId::parse(&s.tenant.id).unwrap(),
+            connection_id: ConnectionId::parse(s.connection["id"].as_str().unwrap()).unwrap(),
+            conversation: "u:u1".into(),
+            event_type: "message".into(),
+            issued: body["issuedTime"].as_str().unwrap().into(),
+            body_hash: botgate::secrets::hex(&sha2::Sha256::digest(&raw)),
+            raw,
+            received_at: botgate::domain::now_millis(),
+        }
+    };
+    let batch = [
+        event(&first),
+        event(&message("u1", "m1")),
+        event(&message("u1", "m2")),
+    ];
+    let inserted = s
+        .app
+        .state
+        .store
+        .insert_inbound_batch(&batch, 86_400_000, None)
+        .await
+        .unwrap();
+    assert_eq!(inserted[0], Inserted::Duplicate);
+    let texts: Vec<String> = s
+        .wait_messages(3, Duration::from_secs(10))
+        .await
+        .iter()
+        .map(|m| m["content"]["text"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(texts, ["m0", "m1", "m2"]);
 }
 
 async fn replies_keep_order_per_user_under_concurrency(backend: Backend) {
