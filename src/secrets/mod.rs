@@ -250,13 +250,16 @@ impl KeyRing {
 
 /// Lowercase hex of a byte string.
 pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+    // By table, not `write!("{b:02x}")`: each callback hexes its body's hash
+    // and its event id, and the formatter's machinery was ~6% of the HTTP
+    // workers' time in B1 (`perf`, BENCHMARKS.md session 8).
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    s
 }
 
 /// `n` random bytes from the OS generator.
@@ -269,6 +272,12 @@ pub fn random_bytes(n: usize) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_is_lowercase_two_digits_per_byte() {
+        assert_eq!(hex(&[]), "");
+        assert_eq!(hex(&[0x00, 0x0f, 0x10, 0xab, 0xff]), "000f10abff");
+    }
 
     fn aad<'a>(connection: &'a str, field: &'a str) -> Aad<'a> {
         Aad {
