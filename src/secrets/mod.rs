@@ -250,14 +250,14 @@ impl KeyRing {
 
 /// Lowercase hex of a byte string.
 pub fn hex(bytes: &[u8]) -> String {
-    // By table, not `write!("{b:02x}")`: each callback hexes its body's hash
+    // Digit by digit, not `write!("{b:02x}")`: each callback hexes its body's hash
     // and its event id, and the formatter's machinery was ~6% of the HTTP
     // workers' time in B1 (`perf`, BENCHMARKS.md session 8).
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let digit = |n: u8| char::from_digit(u32::from(n), 16).unwrap_or('0');
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
-        s.push(char::from(DIGITS[usize::from(b >> 4)]));
-        s.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+        s.push(digit(b >> 4));
+        s.push(digit(b & 0x0f));
     }
     s
 }
