@@ -613,10 +613,10 @@ impl Store {
         // Read through the connection's index, newest first; the dead events
         // through their own (migration 0009), which the planner takes only
         // for the literal status.
-        let filter = match status {
-            None => "",
-            Some("dead") => "AND status = 'dead'",
-            Some(_) => "AND status = $4",
+        let (filter, bound) = match status {
+            None => ("", None),
+            Some("dead") => ("AND status = 'dead'", None),
+            Some(other) => ("AND status = $4", Some(other)),
         };
         let sql = format!(
             "SELECT {INBOUND_COLUMNS} FROM inbound_events WHERE tenant_id = $1 AND connection_id = $2 \
@@ -626,7 +626,7 @@ impl Store {
             .bind(tenant.as_str())
             .bind(connection.as_str())
             .bind(limit);
-        if filter.contains("$4") {
+        if let Some(status) = bound {
             query = query.bind(status);
         }
         let rows = query.fetch_all(&self.pool).await.map_err(classify)?;
