@@ -14,7 +14,9 @@
 //! transaction claims it the same way (see `results`), so a busy
 //! conversation's rows move from one to the next without the worker's claim
 //! query. Rows that arrive while the worker is full stay `pending` and are
-//! claimed as before.
+//! claimed as before. (On PostgreSQL the result and the write of the row
+//! behind may run side by side, each unseen by the other: both look again
+//! after their commit, see [`Head::BehindOpen`].)
 //!
 //! On PostgreSQL, replicas may write rows of one conversation at the same
 //! moment; each such transaction first takes a transaction-level advisory
@@ -31,7 +33,7 @@ use std::collections::HashSet;
 
 use sqlx::any::AnyRow;
 
-use super::queue::{claim_written, InboundEvent, OutboundMessage, Queue};
+use super::queue::{claim_written, InboundEvent, OutboundMessage, Queue, INBOX, OUTBOX};
 
 /// Where a worker takes rows claimed for it, and how many it can take.
 pub struct Handoff<T> {
@@ -145,10 +147,25 @@ pub(super) enum Head {
     /// It heads its conversation but the worker has no slot for it: it is
     /// written pending and the worker is woken to claim it.
     NoSlot,
-    /// An open row of its conversation comes before it: written pending;
+    /// An earlier row of the same write comes before it: written pending;
     /// the result that closes that row hands it over or wakes the worker
     /// (see `results`), so nothing needs waking now.
     Behind,
+    /// The first of its conversation in the write, behind an open row
+    /// written before: as [`Head::Behind`], except that on PostgreSQL the
+    /// result that closes that row may commit while this write is open, and
+    /// neither its statement nor its look after commit (`next_after`) need
+    /// see this row. The write looks again after its own commit
+    /// ([`super::Store::wake_for_heads`]): one of the two looks comes after
+    /// both commits.
+    BehindOpen,
+}
+
+impl Head {
+    /// Written pending behind another row (nothing to wake for now).
+    pub(super) fn waits(self) -> bool {
+        matches!(self, Self::Behind | Self::BehindOpen)
+    }
 }
 
 /// The claim columns (status, attempts, locked_by, locked_until) of a row
@@ -411,8 +428,10 @@ impl super::Store {
         let mut taken = 0;
         let mut first = HashSet::new();
         for (head, c) in heads.iter_mut().zip(conversations) {
-            *head = if !first.insert(*c) || open.contains(c) {
+            *head = if !first.insert(*c) {
                 Head::Behind
+            } else if open.contains(c) {
+                Head::BehindOpen
             } else if taken < limit {
                 taken += 1;
                 Head::Claim
@@ -451,6 +470,59 @@ impl super::Store {
             self.release_claimed(queue, &owner, &left).await;
         }
         handed
+    }
+}
+
+impl super::Store {
+    /// After the commit of a write, on PostgreSQL: wakes the inbox's worker
+    /// (the outbox's if `outbox`) (in a task of its own, so that the write's callers are not
+    /// held) if any of `ids`, rows the write left behind an open row
+    /// ([`Head::BehindOpen`]), is now pending at the head of its
+    /// conversation: the row before it was closed by a result that ran
+    /// beside the write and saw nothing after it. SQLite has one writer:
+    /// that result came before the write or sees its rows.
+    pub(super) fn wake_for_heads(&self, outbox: bool, ids: Vec<String>) {
+        if ids.is_empty() || self.backend != super::Backend::Postgres {
+            return;
+        }
+        let queue = if outbox { &OUTBOX } else { &INBOX };
+        let store = self.clone();
+        tokio::spawn(async move {
+            let heads = store.heads_now(queue, &ids).await.unwrap_or_else(|e| {
+                tracing::warn!(error.message = %e, queue = queue.table, "could not look for rows left behind closed ones; waking the worker");
+                true
+            });
+            if heads {
+                store.handoffs.wake([!outbox, outbox], &[]);
+            }
+        });
+    }
+
+    /// Whether any of the rows `ids` of `queue` is pending with no open row
+    /// before it in its conversation.
+    async fn heads_now(&self, queue: &Queue, ids: &[String]) -> super::StoreResult<bool> {
+        for chunk in ids.chunks(256) {
+            // Padded, so that the statement's text recurs.
+            let chunk = super::padded(chunk);
+            let sql = format!(
+                "SELECT COUNT(*) AS n FROM (SELECT 1 FROM {t} e WHERE e.id IN ({list}) \
+                   AND e.status = 'pending' AND NOT EXISTS (SELECT 1 FROM {t} p \
+                     WHERE p.connection_id = e.connection_id AND p.conversation = e.conversation \
+                     AND p.status IN ('pending', '{w}') AND p.seq < e.seq) LIMIT 1) x",
+                t = queue.table,
+                w = queue.working,
+                list = super::placeholders(1, chunk.len())
+            );
+            let mut query = sqlx::query(&sql);
+            for id in &chunk {
+                query = query.bind(id.as_str());
+            }
+            let row = query.fetch_one(&self.pool).await.map_err(super::classify)?;
+            if sqlx::Row::try_get::<i64, _>(&row, "n").map_err(super::classify)? > 0 {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 }
 

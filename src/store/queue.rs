@@ -44,7 +44,8 @@ pub enum Inserted {
     Claimed,
     /// New, behind an open row of its conversation: the result that closes
     /// that row hands this one over or wakes a worker for it (see
-    /// [`super::handoff`]); nothing needs waking now.
+    /// [`super::handoff`]; on PostgreSQL the store also looks again after
+    /// commit, see [`Store::wake_for_heads`]); nothing needs waking now.
     Queued,
     /// The same body arrived for this connection within the dedup window.
     Duplicate,
@@ -340,10 +341,17 @@ impl Store {
                 (e.seq, e.id.as_str())
             })
             .await;
+        self.wake_for_heads(
+            false,
+            rows.iter()
+                .filter(|&&(_, head)| head == Head::BehindOpen)
+                .map(|&(i, _)| events[i].id.clone())
+                .collect(),
+        );
         for (i, head) in rows {
             results[i] = if handed.contains(&events[i].id) {
                 Inserted::Claimed
-            } else if head == Head::Behind {
+            } else if head.waits() {
                 Inserted::Queued
             } else {
                 Inserted::New

@@ -273,10 +273,12 @@ impl Store {
     /// After commit, on PostgreSQL: whether a conversation of the rows
     /// `seqs` closed (in which `next_rows` saw no next row) has a pending row
     /// after them now. A next row committed by another transaction while
-    /// this batch was writing was not seen by its statement, and its own
-    /// wake may have claimed before this batch committed (finding the closed
-    /// row still open); one of the two wakes comes after both commits only
-    /// if this one looks again. SQLite has one writer: nothing to look for.
+    /// this batch was writing was not seen by its statement, and the look
+    /// that write takes after its own commit (`Store::wake_for_heads`, or
+    /// its own wake's claim) may have come before this batch committed
+    /// (finding the closed row still open); one of the two looks comes after
+    /// both commits only if this one looks again. SQLite has one writer:
+    /// nothing to look for.
     /// On error: true (a claim too many costs little).
     async fn next_after(&self, queue: &super::queue::Queue, seqs: &[i64]) -> bool {
         if seqs.is_empty() || self.backend != super::Backend::Postgres {
@@ -467,7 +469,7 @@ impl Store {
         // `Head::Behind`); the others do, unless handed over.
         let ids: Vec<&str> = rows
             .iter()
-            .filter(|(_, head)| *head != Head::Behind)
+            .filter(|(_, head)| !head.waits())
             .map(|((_, m, _), _)| m.id.as_str())
             .chain(next_out_ids.iter().copied())
             .collect();
@@ -493,6 +495,13 @@ impl Store {
             )
             .await;
         wake[1] |= ids.iter().any(|id| !handed.contains(*id));
+        self.wake_for_heads(
+            true,
+            rows.iter()
+                .filter(|(_, head)| *head == Head::BehindOpen)
+                .map(|((_, m, _), _)| m.id.clone())
+                .collect(),
+        );
         // Index 0 the inbox, 1 the outbox, as in `wake` and `last`.
         for (i, queue) in [&INBOX, &OUTBOX].into_iter().enumerate() {
             if !wake[i] && self.next_after(queue, &last[i]).await {

@@ -643,12 +643,7 @@ async fn a_duplicate_heading_a_batch_strands_nothing(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(inserted[0], Inserted::Duplicate);
-    let texts: Vec<String> = s
-        .wait_messages(3, Duration::from_secs(10))
-        .await
-        .iter()
-        .map(|m| m["content"]["text"].as_str().unwrap().to_owned())
-        .collect();
+    let texts = texts_of(&s.wait_messages(3, Duration::from_secs(10)).await);
     assert_eq!(texts, ["m0", "m1", "m2"]);
 }
 
@@ -1292,6 +1287,202 @@ async fn inbox_and_outbox_results_commit_apart() {
         "delivered once the lock went"
     );
     assert_eq!(s.events("done").await.len(), 2);
+}
+
+/// A row written behind an open row of its conversation is moved by the
+/// result that closes that row. On PostgreSQL that result may commit while
+/// the row's own write is still open: its statement does not see the row
+/// and its look after commit comes too early, so the write must look again
+/// after its own commit. Here the write is held (by an uncommitted row with
+/// the same id) after it has decided that its row waits, while the row
+/// before it is closed; the workers' poll is an hour away, so only a wake
+/// moves the row. (Found by `a_duplicate_heading_a_batch_strands_nothing`
+/// failing once in CI on the outbox's side of the same race.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callback_written_beside_its_predecessors_result_is_not_stranded() {
+    use botgate::domain::ids::{ConnectionId, TenantId};
+    use botgate::store::queue::{Inserted, NewInbound};
+    use sha2::Digest as _;
+
+    let s = setup_with(
+        Backend::Postgres,
+        EmulatorConfig::default(),
+        "worker_poll_ms = 3600000",
+    )
+    .await;
+    let store = s.app.state.store.clone();
+    let mut conn = s.app.db.connect().await;
+    // The row before: written behind the workers' backs, claimed by the test.
+    insert_pending_event(&s, &mut conn, "evt_before", "u:u1", b"{}").await;
+    let now = botgate::domain::now_millis();
+    let before = store
+        .claim_inbound("test-worker", now, now + 60_000, 10)
+        .await
+        .unwrap();
+    assert_eq!(before.len(), 1);
+
+    let body = message("u1", "behind");
+    let raw = serde_json::to_vec(&body).unwrap();
+    let event = NewInbound {
+        id: botgate::domain::ids::queue_id("evt"),
+        tenant_id: TenantId::parse(&s.tenant.id).unwrap(),
+        connection_id: ConnectionId::parse(s.connection["id"].as_str().unwrap()).unwrap(),
+        conversation: "u:u1".into(),
+        event_type: "message".into(),
+        issued: body["issuedTime"].as_str().unwrap().into(),
+        body_hash: botgate::secrets::hex(&sha2::Sha256::digest(&raw)),
+        raw,
+        received_at: now,
+    };
+    let mut blocker = s.app.db.connect().await;
+    sqlx::query("BEGIN").execute(&mut blocker).await.unwrap();
+    insert_pending_event(&s, &mut blocker, &event.id, "blocker", b"{}").await;
+    let write = tokio::spawn({
+        let store = store.clone();
+        async move {
+            store
+                .insert_inbound_batch(std::slice::from_ref(&event), 86_400_000, None)
+                .await
+        }
+    });
+    wait_for_a_lock_wait(&mut conn).await;
+    assert!(store
+        .finish_inbound(&before[0], "test-worker", &[], now)
+        .await
+        .unwrap());
+    sqlx::query("ROLLBACK").execute(&mut blocker).await.unwrap();
+    assert_eq!(write.await.unwrap().unwrap(), [Inserted::Queued]);
+    let texts = texts_of(&s.wait_messages(1, Duration::from_secs(10)).await);
+    assert_eq!(texts, ["behind"], "the callback was stranded");
+}
+
+/// The same race on the outbox's side: an event's reply written behind a
+/// message of its conversation that is being delivered, while that
+/// message's result commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_written_beside_its_predecessors_result_is_not_stranded() {
+    use botgate::domain::ids::{ConnectionId, TenantId};
+    use botgate::store::queue::NewOutbound;
+
+    let s = setup_with(
+        Backend::Postgres,
+        EmulatorConfig::default(),
+        "worker_poll_ms = 3600000",
+    )
+    .await;
+    let store = s.app.state.store.clone();
+    let mut conn = s.app.db.connect().await;
+    let tenant = TenantId::parse(&s.tenant.id).unwrap();
+    let connection = ConnectionId::parse(s.connection["id"].as_str().unwrap()).unwrap();
+    let now = botgate::domain::now_millis();
+    let reply = |text: &str| NewOutbound {
+        id: botgate::domain::ids::queue_id("msg"),
+        target_kind: "user",
+        target_id: "u1".into(),
+        content: json!({"type": "text", "text": text}).to_string(),
+    };
+    // The message before, being delivered by the test; the event whose
+    // result carries the reply, being processed by the test.
+    store
+        .enqueue_messages(&tenant, &connection, "u:u1", &[reply("before")], None, now)
+        .await
+        .unwrap();
+    let sending = store
+        .claim_outbound("test-worker", now, now + 60_000, 10)
+        .await
+        .unwrap();
+    assert_eq!(sending.len(), 1);
+    insert_pending_event(&s, &mut conn, "evt_replied", "u:u1", b"{}").await;
+    let event = store
+        .claim_inbound("test-worker", now, now + 60_000, 10)
+        .await
+        .unwrap();
+    assert_eq!(event.len(), 1);
+
+    let behind = reply("behind");
+    let mut blocker = s.app.db.connect().await;
+    sqlx::query("BEGIN").execute(&mut blocker).await.unwrap();
+    sqlx::query(
+        "INSERT INTO outbound_messages (id, tenant_id, connection_id, conversation, target_kind, \
+           target_id, content, status, next_attempt_at, created_at, updated_at) \
+         VALUES ($1, $2, $3, 'blocker', 'user', 'nobody', '{}', 'failed', 0, 0, 0)",
+    )
+    .bind(&behind.id)
+    .bind(&s.tenant.id)
+    .bind(s.connection["id"].as_str().unwrap())
+    .execute(&mut blocker)
+    .await
+    .unwrap();
+    let write = tokio::spawn({
+        let (store, event) = (store.clone(), event[0].clone());
+        async move {
+            store
+                .finish_inbound(&event, "test-worker", &[behind], now)
+                .await
+        }
+    });
+    wait_for_a_lock_wait(&mut conn).await;
+    assert!(store
+        .close_outbound(&sending[0], "test-worker", true, None, now)
+        .await
+        .unwrap());
+    sqlx::query("ROLLBACK").execute(&mut blocker).await.unwrap();
+    assert!(write.await.unwrap().unwrap());
+    let texts = texts_of(&s.wait_messages(1, Duration::from_secs(10)).await);
+    assert_eq!(texts, ["behind"], "the reply was stranded");
+}
+
+/// Writes a pending event straight into the inbox (no wake, no hand-over).
+async fn insert_pending_event(
+    s: &Inbound,
+    conn: &mut sqlx::AnyConnection,
+    id: &str,
+    conversation: &str,
+    raw: &[u8],
+) {
+    sqlx::query(
+        "INSERT INTO inbound_events (id, tenant_id, connection_id, conversation, event_type, raw, \
+           status, attempts, next_attempt_at, received_at, updated_at) \
+         VALUES ($1, $2, $3, $4, 'message', $5, 'pending', 0, 0, 0, 0)",
+    )
+    .bind(id)
+    .bind(&s.tenant.id)
+    .bind(s.connection["id"].as_str().unwrap())
+    .bind(conversation)
+    .bind(raw.to_vec())
+    .execute(conn)
+    .await
+    .unwrap();
+}
+
+/// Waits until a session of this database waits for a lock (PostgreSQL).
+async fn wait_for_a_lock_wait(conn: &mut sqlx::AnyConnection) {
+    let start = Instant::now();
+    loop {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+        if sqlx::Row::get::<i64, _>(&row, "n") > 0 {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the write never waited for the held row"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The texts of messages recorded by the emulator.
+fn texts_of(messages: &[Value]) -> Vec<String> {
+    messages
+        .iter()
+        .map(|m| m["content"]["text"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 /// The workers' results (an event done with its replies, a message
