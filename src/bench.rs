@@ -975,13 +975,14 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
                 latencies_us: latencies,
             };
             println!(
-                "B2 end to end ({backend}), {rate:.0} callbacks/s ({fraction:.2} of the ceiling) over 1000 connections: {} replies of {expected} callbacks; callback sent → reply recorded p50 {:.0} ms, p90 {:.0} ms, p99 {:.0} ms, max {:.0} ms (ms resolution); webhook p99 {:.2} ms",
+                "B2 end to end ({backend}), {rate:.0} callbacks/s ({fraction:.2} of the ceiling) over 1000 connections: {} replies of {expected} callbacks; callback sent → reply recorded p50 {:.0} ms, p90 {:.0} ms, p99 {:.0} ms, max {:.0} ms (ms resolution); webhook p99 {:.2} ms, {} callbacks not answered 2xx",
                 e2e.requests,
                 e2e.percentile_ms(0.5),
                 e2e.percentile_ms(0.9),
                 e2e.percentile_ms(0.99),
                 e2e.percentile_ms(1.0),
-                run.percentile_ms(0.99)
+                run.percentile_ms(0.99),
+                run.errors
             );
         }
         gw.stop().await;
