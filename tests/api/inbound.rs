@@ -603,9 +603,7 @@ async fn dedup_keys_begin_with_the_issued_time(backend: Backend) {
 /// the heads to claim before knowing the duplicates would strand them: tried
 /// on PostgreSQL in session 8, see BENCHMARKS.md.)
 async fn a_duplicate_heading_a_batch_strands_nothing(backend: Backend) {
-    use botgate::domain::ids::{ConnectionId, TenantId};
-    use botgate::store::queue::{Inserted, NewInbound};
-    use sha2::Digest as _;
+    use botgate::store::queue::Inserted;
 
     let s = setup_with(
         backend,
@@ -616,20 +614,7 @@ async fn a_duplicate_heading_a_batch_strands_nothing(backend: Backend) {
     let first = message("u1", "m0");
     assert_eq!(s.post_signed(&first).await.0, StatusCode::OK);
     s.wait_messages(1, Duration::from_secs(10)).await;
-    let event = |body: &Value| {
-        let raw = serde_json::to_vec(body).unwrap();
-        NewInbound {
-            id: botgate::domain::ids::queue_id("evt"),
-            tenant_id: TenantId::parse(&s.tenant.id).unwrap(),
-            connection_id: ConnectionId::parse(s.connection["id"].as_str().unwrap()).unwrap(),
-            conversation: "u:u1".into(),
-            event_type: "message".into(),
-            issued: body["issuedTime"].as_str().unwrap().into(),
-            body_hash: botgate::secrets::hex(&sha2::Sha256::digest(&raw)),
-            raw,
-            received_at: botgate::domain::now_millis(),
-        }
-    };
+    let event = |body: &Value| user_u1_event(&s, body);
     let batch = [
         event(&first),
         event(&message("u1", "m1")),
@@ -645,6 +630,25 @@ async fn a_duplicate_heading_a_batch_strands_nothing(backend: Backend) {
     assert_eq!(inserted[0], Inserted::Duplicate);
     let texts = texts_of(&s.wait_messages(3, Duration::from_secs(10)).await);
     assert_eq!(texts, ["m0", "m1", "m2"]);
+}
+
+/// A callback of user `u1` to the setup's connection, as the webhook would
+/// hand it to the store.
+fn user_u1_event(s: &Inbound, body: &Value) -> botgate::store::queue::NewInbound {
+    use botgate::domain::ids::{ConnectionId, TenantId};
+    use sha2::Digest as _;
+    let raw = serde_json::to_vec(body).unwrap();
+    botgate::store::queue::NewInbound {
+        id: botgate::domain::ids::queue_id("evt"),
+        tenant_id: TenantId::parse(&s.tenant.id).unwrap(),
+        connection_id: ConnectionId::parse(s.connection["id"].as_str().unwrap()).unwrap(),
+        conversation: "u:u1".into(),
+        event_type: "message".into(),
+        issued: body["issuedTime"].as_str().unwrap().into(),
+        body_hash: botgate::secrets::hex(&sha2::Sha256::digest(&raw)),
+        raw,
+        received_at: botgate::domain::now_millis(),
+    }
 }
 
 async fn replies_keep_order_per_user_under_concurrency(backend: Backend) {
@@ -1300,18 +1304,9 @@ async fn inbox_and_outbox_results_commit_apart() {
 /// failing once in CI on the outbox's side of the same race.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_callback_written_beside_its_predecessors_result_is_not_stranded() {
-    use botgate::domain::ids::{ConnectionId, TenantId};
-    use botgate::store::queue::{Inserted, NewInbound};
-    use sha2::Digest as _;
+    use botgate::store::queue::Inserted;
 
-    let s = setup_with(
-        Backend::Postgres,
-        EmulatorConfig::default(),
-        "worker_poll_ms = 3600000",
-    )
-    .await;
-    let store = s.app.state.store.clone();
-    let mut conn = s.app.db.connect().await;
+    let (s, store, mut conn) = polls_an_hour_apart().await;
     // The row before: written behind the workers' backs, claimed by the test.
     insert_pending_event(&s, &mut conn, "evt_before", "u:u1", b"{}").await;
     let now = botgate::domain::now_millis();
@@ -1321,19 +1316,7 @@ async fn a_callback_written_beside_its_predecessors_result_is_not_stranded() {
         .unwrap();
     assert_eq!(before.len(), 1);
 
-    let body = message("u1", "behind");
-    let raw = serde_json::to_vec(&body).unwrap();
-    let event = NewInbound {
-        id: botgate::domain::ids::queue_id("evt"),
-        tenant_id: TenantId::parse(&s.tenant.id).unwrap(),
-        connection_id: ConnectionId::parse(s.connection["id"].as_str().unwrap()).unwrap(),
-        conversation: "u:u1".into(),
-        event_type: "message".into(),
-        issued: body["issuedTime"].as_str().unwrap().into(),
-        body_hash: botgate::secrets::hex(&sha2::Sha256::digest(&raw)),
-        raw,
-        received_at: now,
-    };
+    let event = user_u1_event(&s, &message("u1", "behind"));
     let mut blocker = s.app.db.connect().await;
     sqlx::query("BEGIN").execute(&mut blocker).await.unwrap();
     insert_pending_event(&s, &mut blocker, &event.id, "blocker", b"{}").await;
@@ -1364,14 +1347,7 @@ async fn a_reply_written_beside_its_predecessors_result_is_not_stranded() {
     use botgate::domain::ids::{ConnectionId, TenantId};
     use botgate::store::queue::NewOutbound;
 
-    let s = setup_with(
-        Backend::Postgres,
-        EmulatorConfig::default(),
-        "worker_poll_ms = 3600000",
-    )
-    .await;
-    let store = s.app.state.store.clone();
-    let mut conn = s.app.db.connect().await;
+    let (s, store, mut conn) = polls_an_hour_apart().await;
     let tenant = TenantId::parse(&s.tenant.id).unwrap();
     let connection = ConnectionId::parse(s.connection["id"].as_str().unwrap()).unwrap();
     let now = botgate::domain::now_millis();
@@ -1430,6 +1406,20 @@ async fn a_reply_written_beside_its_predecessors_result_is_not_stranded() {
     assert!(write.await.unwrap().unwrap());
     let texts = texts_of(&s.wait_messages(1, Duration::from_secs(10)).await);
     assert_eq!(texts, ["behind"], "the reply was stranded");
+}
+
+/// PostgreSQL, the workers' poll an hour away (only a hand-over or a wake
+/// moves a row); the store, and a connection of the test's own.
+async fn polls_an_hour_apart() -> (Inbound, botgate::store::Store, sqlx::AnyConnection) {
+    let s = setup_with(
+        Backend::Postgres,
+        EmulatorConfig::default(),
+        "worker_poll_ms = 3600000",
+    )
+    .await;
+    let store = s.app.state.store.clone();
+    let conn = s.app.db.connect().await;
+    (s, store, conn)
 }
 
 /// Writes a pending event straight into the inbox (no wake, no hand-over).
