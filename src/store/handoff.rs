@@ -474,13 +474,13 @@ impl super::Store {
 }
 
 impl super::Store {
-    /// After the commit of a write, on PostgreSQL: wakes the inbox's worker
-    /// (the outbox's if `outbox`) (in a task of its own, so that the write's callers are not
-    /// held) if any of `ids`, rows the write left behind an open row
-    /// ([`Head::BehindOpen`]), is now pending at the head of its
-    /// conversation: the row before it was closed by a result that ran
-    /// beside the write and saw nothing after it. SQLite has one writer:
-    /// that result came before the write or sees its rows.
+    /// After the commit of a write, on PostgreSQL: wakes the inbox's worker,
+    /// or the outbox's if `outbox`, if any of `ids` — rows the write left
+    /// behind an open row ([`Head::BehindOpen`]) — is now pending at the
+    /// head of its conversation: the row before it was closed by a result
+    /// that ran beside the write and saw nothing after it. The look runs in
+    /// a task of its own, so that the write's callers are not held. SQLite
+    /// has one writer: that result came before the write or sees its rows.
     pub(super) fn wake_for_heads(&self, outbox: bool, ids: Vec<String>) {
         if ids.is_empty() || self.backend != super::Backend::Postgres {
             return;
