@@ -471,9 +471,7 @@ impl super::Store {
         }
         handed
     }
-}
 
-impl super::Store {
     /// After the commit of a write, on PostgreSQL: wakes the inbox's worker,
     /// or the outbox's if `outbox`, if any of `ids` — rows the write left
     /// behind an open row ([`Head::BehindOpen`]) — is now pending at the
@@ -506,12 +504,10 @@ impl super::Store {
             let chunk = super::padded(chunk);
             let sql = format!(
                 "SELECT COUNT(*) AS n FROM (SELECT 1 FROM {t} e WHERE e.id IN ({list}) \
-                   AND e.status = 'pending' AND NOT EXISTS (SELECT 1 FROM {t} p \
-                     WHERE p.connection_id = e.connection_id AND p.conversation = e.conversation \
-                     AND p.status IN ('pending', '{w}') AND p.seq < e.seq) LIMIT 1) x",
+                   AND e.status = 'pending' AND {heads} LIMIT 1) x",
                 t = queue.table,
-                w = queue.working,
-                list = super::placeholders(1, chunk.len())
+                list = super::placeholders(1, chunk.len()),
+                heads = queue.heads_sql()
             );
             let mut query = sqlx::query(&sql);
             for id in &chunk {

@@ -159,6 +159,21 @@ pub(super) struct Queue {
     pub(super) working: &'static str,
 }
 
+impl Queue {
+    /// The condition that the row `e` of this queue heads its conversation:
+    /// no earlier open row (shared by the claims at write time and the look
+    /// after commit, [`super::Store::wake_for_heads`]).
+    pub(super) fn heads_sql(&self) -> String {
+        format!(
+            "NOT EXISTS (SELECT 1 FROM {t} p WHERE p.connection_id = e.connection_id \
+               AND p.conversation = e.conversation AND p.status IN ('pending', '{w}') \
+               AND p.seq < e.seq)",
+            t = self.table,
+            w = self.working
+        )
+    }
+}
+
 pub(super) const INBOX: Queue = Queue {
     table: "inbound_events",
     columns: INBOUND_COLUMNS,
@@ -190,14 +205,13 @@ pub(super) async fn claim_written(
     let sql = format!(
         "UPDATE {t} SET status = '{w}', locked_by = $1, locked_until = $2, attempts = attempts + 1, updated_at = $3 \
          WHERE seq IN (SELECT e.seq FROM {t} e WHERE e.id IN ({list}) AND e.status = 'pending' \
-           AND e.next_attempt_at <= $3 AND NOT EXISTS ( \
-             SELECT 1 FROM {t} p WHERE p.connection_id = e.connection_id AND p.conversation = e.conversation \
-             AND p.status IN ('pending', '{w}') AND p.seq < e.seq) \
+           AND e.next_attempt_at <= $3 AND {heads} \
            ORDER BY e.seq LIMIT $4) \
          RETURNING {c}",
         t = q.table,
         w = q.working,
-        c = q.columns
+        c = q.columns,
+        heads = q.heads_sql()
     );
     let mut query = sqlx::query(&sql)
         .bind(owner)
