@@ -104,7 +104,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 TenantName::parse(&name).map_err(|e| anyhow::anyhow!("--name {}", e.message))?;
             let store = connect(&settings).await?;
             store.migrate().await?;
-            let (tenant, api_key) = crate::routes::create_tenant(&store, &name).await?;
+            let (tenant, api_key) = crate::service::tenants::create(&store, &name).await?;
             if json {
                 let out = json!({"id": tenant.id.as_str(), "name": tenant.name, "api_key": api_key.expose_secret()});
                 println!("{out}");

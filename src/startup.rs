@@ -11,48 +11,18 @@ use secrecy::SecretString;
 
 use crate::audit::AuditSink;
 use crate::config::Settings;
-use crate::domain::ids::ConnectionId;
 use crate::error::{json_error, not_found, path_error};
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
 use crate::naverworks::token::TokenClient;
-use crate::routes::auth_urls::FailureLimiter;
-use crate::secrets::vault::Vault;
+use crate::state::limiter::FailureLimiter;
+use crate::state::pacer::Pacer;
+use crate::state::signals::WorkerSignals;
+use crate::state::{AppState, API_BODY_LIMIT};
 use crate::store::Store;
 use crate::token_cache::TokenService;
-use crate::worker::pacer::Pacer;
-use crate::worker::{self, WorkerSignals};
+use crate::worker;
 use crate::{bootstrap, routes, telemetry};
-
-/// Largest JSON body the management API accepts.
-pub const API_BODY_LIMIT: usize = 64 * 1024;
-
-/// Everything a handler needs, built once per process.
-pub struct AppState {
-    pub store: Store,
-    pub vault: Arc<Vault>,
-    pub settings: Arc<Settings>,
-    /// Hash of the admin token (never the token itself).
-    pub admin_token_hash: String,
-    /// The one HTTP client for NAVER WORKS and engines (timeouts set).
-    pub http: reqwest::Client,
-    pub tokens: Arc<TokenService>,
-    pub limiter: FailureLimiter,
-    pub audit: AuditSink,
-    /// This process, as the owner of queue leases.
-    pub worker_id: String,
-    pub signals: WorkerSignals,
-    pub pacer: Pacer,
-    /// Decrypted bot secrets by connection, valid while the connection's
-    /// `updated_at` is the one stored with them.
-    pub bot_secrets:
-        std::sync::RwLock<std::collections::HashMap<ConnectionId, (i64, SecretString)>>,
-    pub metrics: Arc<Metrics>,
-    /// The webhook's group-commit writer.
-    pub ingest: Arc<Ingest>,
-    /// When each worker loop last went round (Unix ms), for /readyz.
-    pub worker_ticks: [std::sync::atomic::AtomicI64; 2],
-}
 
 /// The whole route table with its error handling; production and tests share it.
 pub fn configure_app(cfg: &mut web::ServiceConfig, state: web::Data<AppState>) {

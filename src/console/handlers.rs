@@ -17,10 +17,12 @@ use crate::domain::ids::{ConnectionId, TenantId};
 use crate::domain::tenant::TenantName;
 use crate::domain::{now_millis, FieldError};
 use crate::error::ApiError;
-use crate::routes::connections::{self, Check, ConnectionBody};
-use crate::routes::extract::Caller;
-use crate::routes::tenants::{self, EngineBody};
 use crate::secrets::hashing::{generate_token, hash_token};
+use crate::service::auth::Caller;
+use crate::service::checks::{run_checks, Check};
+use crate::service::connections::{self, ConnectionBody};
+use crate::service::events;
+use crate::service::tenants::{self, EngineBody};
 use crate::store::console::{ConsoleSession, Role};
 use crate::store::{ConnectionRecord, StoreError, TenantRecord};
 
@@ -329,7 +331,7 @@ pub async fn create_tenant(ctx: Ctx, form: Form) -> HttpResponse {
         match TenantName::parse(&name) {
             Err(e) => tenants_inner(&ctx, None, &[e], &name).await,
             Ok(valid) => {
-                let (tenant, key) = crate::routes::create_tenant(&ctx.state.store, &valid).await?;
+                let (tenant, key) = tenants::create(&ctx.state.store, &valid).await?;
                 tracing::info!(tenant_id = %tenant.id, "tenant created in the console");
                 tenants_inner(&ctx, Some((&tenant, key.expose_secret())), &[], "").await
             }
@@ -492,7 +494,7 @@ pub async fn create_connection(ctx: Ctx, form: Form) -> HttpResponse {
         genuine(&ctx, &form)?;
         let t = tenant(&ctx)?;
         let body = connection_body(&form, |_, _| true);
-        match connections::create_record(&ctx.state, t, &body).await {
+        match connections::create(&ctx.state, t, &body).await {
             Ok(record) => {
                 Ok(ctx.redirect(&format!("/console/connections/{}?created=1", record.id)))
             }
@@ -720,7 +722,7 @@ pub async fn test_connection(ctx: Ctx, path: web::Path<String>, form: Form) -> H
         genuine(&ctx, &form)?;
         let t = tenant(&ctx)?;
         let c = connection(&ctx, t, &path).await?;
-        let checks = connections::run_checks(&ctx.state, &c).await;
+        let checks = run_checks(&ctx.state, &c).await;
         connection_view(&ctx, &c, Some(&checks), None).await
     }
     .await;
@@ -732,12 +734,7 @@ pub async fn replay_all(ctx: Ctx, path: web::Path<String>, form: Form) -> HttpRe
         genuine(&ctx, &form)?;
         let t = tenant(&ctx)?;
         let c = connection(&ctx, t, &path).await?;
-        let n = ctx
-            .state
-            .store
-            .replay_dead(&c.tenant_id, &c.id, None, now_millis())
-            .await?;
-        ctx.state.signals.inbox.notify_one();
+        let n = events::replay(&ctx.state, &c, None).await?;
         Ok(ctx.redirect(&format!("/console/connections/{}?replayed={n}", c.id)))
     }
     .await;
@@ -749,12 +746,7 @@ pub async fn replay_one(ctx: Ctx, path: web::Path<(String, String)>, form: Form)
         genuine(&ctx, &form)?;
         let t = tenant(&ctx)?;
         let c = connection(&ctx, t, &path.0).await?;
-        let n = ctx
-            .state
-            .store
-            .replay_dead(&c.tenant_id, &c.id, Some(&path.1), now_millis())
-            .await?;
-        ctx.state.signals.inbox.notify_one();
+        let n = events::replay(&ctx.state, &c, Some(&path.1)).await?;
         Ok(ctx.redirect(&format!("/console/connections/{}?replayed={n}", c.id)))
     }
     .await;
@@ -830,7 +822,7 @@ pub async fn rotate(ctx: Ctx, path: web::Path<String>, form: Form) -> HttpRespon
             "rate_limit_per_minute" => value != rate,
             _ => true,
         });
-        match connections::update_record(&ctx.state, &c, &body).await {
+        match connections::update(&ctx.state, &c, &body).await {
             Ok(_) => Ok(ctx.redirect(&format!("/console/connections/{}?saved=1", c.id))),
             Err(ApiError::Validation(errors)) => {
                 let view = connections::view(&ctx.state, &c).await?;
@@ -879,8 +871,7 @@ pub async fn delete(ctx: Ctx, path: web::Path<String>, form: Form) -> HttpRespon
         genuine(&ctx, &form)?;
         let t = tenant(&ctx)?;
         let c = connection(&ctx, t, &path).await?;
-        ctx.state.store.delete_connection(&c.tenant_id, &c.id).await?;
-        tracing::info!(tenant_id = %c.tenant_id, connection_id = %c.id, "connection deleted in the console");
+        connections::delete(&ctx.state, &c).await?;
         Ok(ctx.redirect("/console/connections/deleted"))
     }
     .await;
@@ -995,7 +986,7 @@ pub async fn save_engine(ctx: Ctx, form: Form) -> HttpResponse {
             },
             fallback_text: field("fallback_text"),
         };
-        match tenants::apply_engine(&ctx.state, t, &body).await {
+        match tenants::set_engine(&ctx.state, t, &body).await {
             Ok(_) => Ok(ctx.redirect("/console/engine?saved=1")),
             Err(ApiError::Validation(errors)) => {
                 let mut values = (*form).clone();

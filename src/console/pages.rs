@@ -7,7 +7,7 @@ use maud::{html, Markup, DOCTYPE};
 use super::i18n::{fill, Lang, T};
 use super::session::Ctx;
 use crate::domain::FieldError;
-use crate::routes::connections::Check;
+use crate::service::checks::Check;
 use crate::store::console::Role;
 
 /// Every page: header with navigation, language switch and sign-out.

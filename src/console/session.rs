@@ -24,7 +24,7 @@ use crate::domain::now_millis;
 use crate::error::ApiError;
 use crate::secrets::hashing::hash_token;
 use crate::secrets::hex;
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::store::console::Role;
 use crate::store::TenantRecord;
 

@@ -129,6 +129,11 @@ pub fn queue_id(prefix: &str) -> String {
     )
 }
 
+/// A new outbound message's id (`msg_…`): replies and the send API's.
+pub fn new_message_id() -> String {
+    queue_id("msg")
+}
+
 #[cfg(test)]
 mod queue_id_tests {
     #[test]

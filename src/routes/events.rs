@@ -6,11 +6,11 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::connections::find;
 use super::extract::Caller;
-use crate::domain::{now_millis, rfc3339};
+use crate::domain::rfc3339;
 use crate::error::ApiError;
-use crate::startup::AppState;
+use crate::service::events;
+use crate::state::AppState;
 use crate::store::queue::{InboundEvent, OutboundMessage};
 
 const STATUSES: &[&str] = &["pending", "processing", "done", "dead"];
@@ -56,7 +56,7 @@ pub async fn list(
     path: web::Path<(String, String)>,
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let connection = find(&state, &caller, &path.0, &path.1).await?;
+    let connection = caller.connection(&state, &path.0, &path.1).await?;
     let status = query.status.as_deref();
     if status.is_some_and(|s| !STATUSES.contains(&s)) {
         return Err(ApiError::validation(
@@ -79,12 +79,8 @@ pub async fn replay_all(
     caller: Caller,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
-    let connection = find(&state, &caller, &path.0, &path.1).await?;
-    let count = state
-        .store
-        .replay_dead(&connection.tenant_id, &connection.id, None, now_millis())
-        .await?;
-    state.signals.inbox.notify_one();
+    let connection = caller.connection(&state, &path.0, &path.1).await?;
+    let count = events::replay(&state, &connection, None).await?;
     Ok(HttpResponse::Ok().json(json!({ "replayed": count })))
 }
 
@@ -94,20 +90,11 @@ pub async fn replay_one(
     caller: Caller,
     path: web::Path<(String, String, String)>,
 ) -> Result<HttpResponse, ApiError> {
-    let connection = find(&state, &caller, &path.0, &path.1).await?;
-    let count = state
-        .store
-        .replay_dead(
-            &connection.tenant_id,
-            &connection.id,
-            Some(&path.2),
-            now_millis(),
-        )
-        .await?;
+    let connection = caller.connection(&state, &path.0, &path.1).await?;
+    let count = events::replay(&state, &connection, Some(&path.2)).await?;
     if count == 0 {
         return Err(ApiError::NotFound("no dead event with this id"));
     }
-    state.signals.inbox.notify_one();
     Ok(HttpResponse::Ok().json(json!({ "replayed": count })))
 }
 
@@ -124,7 +111,7 @@ pub async fn outbox(
     path: web::Path<(String, String)>,
     query: web::Query<OutboxQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let connection = find(&state, &caller, &path.0, &path.1).await?;
+    let connection = caller.connection(&state, &path.0, &path.1).await?;
     let limit = query.limit.unwrap_or(1000).clamp(1, 10_000);
     let messages = state
         .store

@@ -1,6 +1,5 @@
-//! Who is calling the management API: the admin, or one tenant (by its API
-//! key). A tenant key reaches only that tenant's resources; anything else is
-//! answered 404, as if it did not exist, so ids do not leak.
+//! The management API's caller, from its `Authorization: Bearer` header:
+//! the admin token or a tenant's API key, resolved by [`Caller::of_token`].
 
 use std::future::Future;
 use std::pin::Pin;
@@ -8,16 +7,9 @@ use std::pin::Pin;
 use actix_web::http::header;
 use actix_web::{web, FromRequest, HttpRequest};
 
-use crate::domain::ids::TenantId;
 use crate::error::ApiError;
-use crate::secrets::hashing::{hash_token, verify_token, API_KEY_PREFIX};
-use crate::startup::AppState;
-use crate::store::TenantRecord;
-
-pub enum Caller {
-    Admin,
-    Tenant(TenantRecord),
-}
+pub use crate::service::auth::Caller;
+use crate::state::AppState;
 
 fn bearer(req: &HttpRequest) -> Option<String> {
     let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
@@ -42,41 +34,5 @@ impl FromRequest for Caller {
                 .await?
                 .ok_or(ApiError::Unauthorized)
         })
-    }
-}
-
-impl Caller {
-    /// Whose key or token this is, if anyone's. Also used by the console's
-    /// sign-in.
-    pub async fn of_token(state: &AppState, token: &str) -> Result<Option<Self>, ApiError> {
-        if token.starts_with(API_KEY_PREFIX) {
-            // 256-bit random keys: their hash is a safe lookup key.
-            let tenant = state
-                .store
-                .tenant_by_api_key_hash(&hash_token(token))
-                .await?;
-            return Ok(tenant.map(Caller::Tenant));
-        }
-        Ok(verify_token(token, &state.admin_token_hash).then_some(Caller::Admin))
-    }
-}
-
-impl Caller {
-    /// The tenant named in the path, if this caller may act on it.
-    pub async fn tenant(&self, state: &AppState, raw_id: &str) -> Result<TenantRecord, ApiError> {
-        const NOT_FOUND: ApiError = ApiError::NotFound("no such tenant");
-        let id = TenantId::parse(raw_id).ok_or(NOT_FOUND)?;
-        match self {
-            Caller::Tenant(tenant) if tenant.id == id => Ok(tenant.clone()),
-            Caller::Tenant(_) => Err(NOT_FOUND),
-            Caller::Admin => state.store.tenant(&id).await?.ok_or(NOT_FOUND),
-        }
-    }
-
-    pub fn require_admin(&self) -> Result<(), ApiError> {
-        match self {
-            Caller::Admin => Ok(()),
-            Caller::Tenant(_) => Err(ApiError::Forbidden("only the admin token may do this")),
-        }
     }
 }

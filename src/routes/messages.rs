@@ -16,14 +16,14 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::extract::Caller;
+use crate::domain::ids::new_message_id;
 use crate::domain::ids::ConnectionId;
 use crate::domain::{now_millis, rfc3339, FieldError};
 use crate::error::ApiError;
 use crate::naverworks::content::validate_message;
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::store::queue::{NewOutbound, OutboundMessage};
 use crate::store::ConnectionRecord;
-use crate::worker::inbox::new_message_id;
 
 /// NAVER WORKS' text limit (§4.2).
 pub const TEXT_LIMIT: usize = 2000;

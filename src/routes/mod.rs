@@ -11,8 +11,6 @@ mod messages;
 pub mod tenants;
 pub mod webhooks;
 
-pub use tenants::create_tenant;
-
 use actix_web::web;
 
 use crate::error::method_not_allowed;

@@ -19,7 +19,7 @@ use crate::domain::now_millis;
 use crate::error::ApiError;
 use crate::naverworks::signature;
 use crate::secrets::hex;
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::store::queue::{Inserted, NewInbound};
 use crate::store::{field, ConnectionRecord};
 

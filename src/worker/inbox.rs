@@ -12,7 +12,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::{lease_ms, retry::backoff, spawn_each, spawn_one, Kind, Outcome};
 use crate::domain::now_millis;
 use crate::engine::{Engine, EngineEvent};
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::store::queue::{InboundEvent, NewOutbound};
 use crate::store::{field, StoreResult, TenantRecord};
 
@@ -59,10 +59,6 @@ pub fn reply_target(callback: &Value) -> Option<(&'static str, String)> {
         .map(|u| ("user", u.to_owned()))
 }
 
-pub fn new_message_id() -> String {
-    crate::domain::ids::queue_id("msg")
-}
-
 fn messages(callback: &Value, contents: Vec<Value>) -> Vec<NewOutbound> {
     let Some((kind, target)) = reply_target(callback) else {
         return Vec::new();
@@ -70,7 +66,7 @@ fn messages(callback: &Value, contents: Vec<Value>) -> Vec<NewOutbound> {
     contents
         .into_iter()
         .map(|content| NewOutbound {
-            id: new_message_id(),
+            id: crate::domain::ids::new_message_id(),
             target_kind: kind,
             target_id: target.clone(),
             content: content.to_string(),

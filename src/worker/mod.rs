@@ -7,19 +7,19 @@
 
 pub mod inbox;
 pub mod outbox;
-pub mod pacer;
 pub mod retry;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::web;
-use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::store::handoff::{Handoff, Taken};
 
-use crate::startup::AppState;
+use crate::state::signals::Kind;
+use crate::state::AppState;
 
 /// Claims are leases longer than the longest call they cover (the engine
 /// timeout, or 15 s for a send), so a live worker never loses one; a crashed
@@ -30,45 +30,6 @@ pub fn lease_ms(settings: &crate::config::Settings) -> i64 {
 }
 /// Events or messages in flight at once, per worker.
 const CONCURRENCY: usize = 256;
-
-/// Wake-ups and the stop signal, shared by the web handlers and the workers.
-pub struct WorkerSignals {
-    pub inbox: Arc<Notify>,
-    pub outbox: Arc<Notify>,
-    /// Per worker: its last claim filled every free slot (or found none
-    /// free), so rows may be waiting for a slot; each slot freed wakes it
-    /// then, and only then.
-    hungry: [AtomicBool; 2],
-    stop: watch::Sender<bool>,
-}
-
-impl Default for WorkerSignals {
-    fn default() -> Self {
-        Self {
-            inbox: Arc::default(),
-            outbox: Arc::default(),
-            hungry: [AtomicBool::new(false), AtomicBool::new(false)],
-            stop: watch::channel(false).0,
-        }
-    }
-}
-
-impl WorkerSignals {
-    pub fn stop(&self) {
-        let _ = self.stop.send(true);
-    }
-
-    fn notify(&self, kind: Kind) -> &Notify {
-        match kind {
-            Kind::Inbox => &self.inbox,
-            Kind::Outbox => &self.outbox,
-        }
-    }
-
-    fn hungry(&self, kind: Kind) -> &AtomicBool {
-        &self.hungry[kind as usize]
-    }
-}
 
 /// What a step did.
 #[derive(Debug, PartialEq, Eq)]
@@ -207,12 +168,6 @@ async fn housekeeping(state: web::Data<AppState>) {
             _ = stop.changed() => break,
         }
     }
-}
-
-#[derive(Clone, Copy)]
-pub(crate) enum Kind {
-    Inbox = 0,
-    Outbox = 1,
 }
 
 async fn run(state: web::Data<AppState>, kind: Kind, slots: Arc<Semaphore>) {

@@ -15,7 +15,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::retry::{backoff, rate_limit_wait};
 use super::{lease_ms, spawn_each, spawn_one, Kind, Outcome};
 use crate::domain::now_millis;
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::store::queue::OutboundMessage;
 use crate::store::{ConnectionRecord, StoreResult};
 

@@ -1,0 +1,191 @@
+//! `POST …/connections/{id}/test`: the connection's credentials tried
+//! against NAVER WORKS now, each check in a sentence. It mints a token of
+//! its own; the shared token is not touched.
+
+use secrecy::ExposeSecret;
+
+use crate::domain::now_millis;
+use crate::state::AppState;
+use crate::store::ConnectionRecord;
+
+/// One check of `POST …/test`: what was checked, whether it passed, a code
+/// for failures and a sentence a builder can act on.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Check {
+    pub name: &'static str,
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<&'static str>,
+    pub message: String,
+    /// The variable part of the sentence (bot id, scopes, HTTP status), so
+    /// the console can say it in another language.
+    #[serde(skip)]
+    pub detail: Option<String>,
+}
+
+fn check(
+    name: &'static str,
+    ok: bool,
+    code: Option<&'static str>,
+    message: impl Into<String>,
+) -> Check {
+    Check {
+        name,
+        ok,
+        code,
+        message: message.into(),
+        detail: None,
+    }
+}
+
+impl Check {
+    fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+}
+
+/// The checks of the test endpoint, in order; stops at the first check the
+/// others depend on.
+pub async fn run_checks(state: &AppState, record: &ConnectionRecord) -> Vec<Check> {
+    let mut checks = Vec::new();
+    let creds = match state.tokens.credentials(record).await {
+        Ok((creds, _)) => creds,
+        Err(e) => {
+            tracing::error!(connection_id = %record.id, error.message = %e, "stored credentials unusable");
+            checks.push(check(
+                "credentials",
+                false,
+                Some("credentials_unreadable"),
+                "The stored credentials cannot be read; enter them again with PATCH.",
+            ));
+            return checks;
+        }
+    };
+    checks.push(check(
+        "credentials",
+        true,
+        None,
+        "The stored credentials decrypt and the private key parses.",
+    ));
+    let issued = match state
+        .tokens
+        .client()
+        .jwt_grant(&creds, now_millis() / 1000)
+        .await
+    {
+        Ok(issued) => issued,
+        Err(e) => {
+            use crate::naverworks::token::TokenError as T;
+            let advice = match &e {
+                T::InvalidClient => "Check the Client ID and Client Secret in the Developer Console.",
+                T::InvalidAssertion => "Check that the private key is the one issued for this app, and the Service Account.",
+                T::ScopeNotGranted(_) => "Grant the scope to the app in the Developer Console (OAuth Scopes), or remove it from this connection's scope.",
+                T::Unavailable(_) => "Try again in a moment.",
+                _ => "Check the app's settings in the Developer Console.",
+            };
+            checks.push(
+                check("token", false, Some(e.code()), format!("{e}. {advice}")).detail(match &e {
+                    T::ScopeNotGranted(scopes) => scopes.clone(),
+                    T::Rejected(status) => status.to_string(),
+                    other => other.to_string(),
+                }),
+            );
+            return checks;
+        }
+    };
+    checks.push(check(
+        "token",
+        true,
+        None,
+        "NAVER WORKS issued a token for these credentials.",
+    ));
+    let granted: Vec<&str> = issued.scope.split(' ').filter(|s| !s.is_empty()).collect();
+    let missing: Vec<&str> = record
+        .scope
+        .split(' ')
+        .filter(|s| !granted.contains(s))
+        .collect();
+    let can_send = granted.iter().any(|s| matches!(*s, "bot" | "bot.message"));
+    if !missing.is_empty() || !can_send {
+        let message = if can_send {
+            format!(
+                "These requested scopes were not granted: {}.",
+                missing.join(", ")
+            )
+        } else {
+            "The token cannot send messages: grant `bot` or `bot.message` to the app.".to_owned()
+        };
+        checks.push(
+            check("scopes", false, Some("scope_not_granted"), message).detail(if can_send {
+                missing.join(", ")
+            } else {
+                String::new()
+            }),
+        );
+    } else {
+        checks.push(
+            check(
+                "scopes",
+                true,
+                None,
+                format!("Granted scopes: {}.", granted.join(" ")),
+            )
+            .detail(granted.join(" ")),
+        );
+    }
+    let url = format!(
+        "{}/bots/{}",
+        state
+            .settings
+            .naverworks_api_url
+            .as_str()
+            .trim_end_matches('/'),
+        record.bot_id
+    );
+    let bot = state
+        .http
+        .get(&url)
+        .bearer_auth(issued.access_token.expose_secret())
+        .send()
+        .await;
+    checks.push(match bot.map(|r| r.status().as_u16()) {
+        Ok(200) => check(
+            "bot",
+            true,
+            None,
+            format!("Bot {} exists and belongs to this app.", record.bot_id),
+        )
+        .detail(&record.bot_id),
+        Ok(404) => check(
+            "bot",
+            false,
+            Some("bot_not_found"),
+            format!(
+                "Bot {} does not exist or does not belong to this app (is the Bot ID right?).",
+                record.bot_id
+            ),
+        )
+        .detail(&record.bot_id),
+        Ok(401 | 403) => check(
+            "bot",
+            false,
+            Some("bot_not_readable"),
+            "The token may not read the bot: grant `bot` or `bot.read` to the app.",
+        ),
+        Ok(status) => check(
+            "bot",
+            false,
+            Some("bot_check_failed"),
+            format!("The Bot API answered HTTP {status}."),
+        )
+        .detail(status.to_string()),
+        Err(_) => check(
+            "bot",
+            false,
+            Some("bot_check_failed"),
+            "The Bot API did not answer.",
+        ),
+    });
+    checks
+}

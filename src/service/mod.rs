@@ -1,0 +1,11 @@
+//! The business operations, one place for each rule: the JSON routes parse a
+//! request and answer with what these return, the console renders it, and
+//! the command line calls the same functions. Nothing here knows HTTP
+//! beyond the error catalogue (`ApiError`, whose field errors the console
+//! shows next to its form fields).
+
+pub mod auth;
+pub mod checks;
+pub mod connections;
+pub mod events;
+pub mod tenants;
