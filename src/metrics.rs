@@ -4,6 +4,7 @@
 //! depths and ages are read from the database at scrape time.
 
 use crate::store::cache::CacheStats;
+use crate::store::queue::QueueDepth;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -144,9 +145,6 @@ impl Default for Metrics {
         }
     }
 }
-
-/// Queue figures read at scrape time: (queue, status, count, oldest age in seconds).
-pub type QueueDepth = (&'static str, String, i64, f64);
 
 impl Metrics {
     /// Counts an engine call of a tenant.

@@ -3,7 +3,9 @@
 use sqlx::any::AnyRow;
 use sqlx::Row as _;
 
-use super::{classify, decode_all, decode_one, Store, StoreResult, TenantRecord, TENANT_COLUMNS};
+use super::error::{classify, StoreResult};
+use super::tenants::TENANT_COLUMNS;
+use super::{Store, TenantRecord};
 use crate::domain::ids::TenantId;
 
 /// Who a browser session belongs to.
@@ -71,16 +73,16 @@ impl Store {
 
     /// The session with this token hash, if it has not expired at `now`.
     pub async fn session(&self, token_hash: &str, now: i64) -> StoreResult<Option<ConsoleSession>> {
-        let row = sqlx::query(
-            "SELECT token_hash, role, tenant_id, created_at, expires_at FROM console_sessions \
+        self.fetch_optional(
+            sqlx::query(
+                "SELECT token_hash, role, tenant_id, created_at, expires_at FROM console_sessions \
              WHERE token_hash = $1 AND expires_at > $2",
+            )
+            .bind(token_hash)
+            .bind(now),
+            ConsoleSession::from_row,
         )
-        .bind(token_hash)
-        .bind(now)
-        .fetch_optional(&self.pool)
         .await
-        .map_err(classify)?;
-        decode_one(row.as_ref(), ConsoleSession::from_row)
     }
 
     /// Moves a session's expiry (sliding idle timeout).
@@ -129,10 +131,7 @@ impl Store {
     /// Every tenant, by name.
     pub async fn tenants(&self) -> StoreResult<Vec<TenantRecord>> {
         let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants ORDER BY name, id");
-        let rows = sqlx::query(&sql)
-            .fetch_all(&self.pool)
+        self.fetch_all(sqlx::query(&sql), TenantRecord::from_row)
             .await
-            .map_err(classify)?;
-        decode_all(&rows, TenantRecord::from_row)
     }
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use actix_web::web;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::store::handoff::{Handoff, Taken};
+use crate::store::queue::{Handoff, Taken};
 
 use crate::state::signals::Kind;
 use crate::state::AppState;

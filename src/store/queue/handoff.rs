@@ -32,8 +32,12 @@ use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 use std::collections::HashSet;
 
 use sqlx::any::AnyRow;
+use sqlx::Row as _;
 
-use super::queue::{claim_written, InboundEvent, OutboundMessage, Queue, INBOX, OUTBOX};
+use super::rows::{InboundEvent, OutboundMessage, Queue, INBOX, OUTBOX};
+use crate::store::error::{classify, StoreResult};
+use crate::store::sql::{decode_all, padded, placeholders, seq_params, values_rows};
+use crate::store::{Backend, Store};
 
 /// Where a worker takes rows claimed for it, and how many it can take.
 pub struct Handoff<T> {
@@ -139,7 +143,7 @@ impl<T> Handoff<T> {
 }
 
 /// What becomes of a row about to be written (see
-/// [`super::Store::heads_to_claim`]).
+/// [`Store::heads_to_claim`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Head {
     /// It heads its conversation and is written claimed for the worker.
@@ -156,7 +160,7 @@ pub(super) enum Head {
     /// result that closes that row may commit while this write is open, and
     /// neither its statement nor its look after commit (`next_after`) need
     /// see this row. The write looks again after its own commit
-    /// ([`super::Store::wake_for_heads`]): one of the two looks comes after
+    /// ([`Store::wake_for_heads`]): one of the two looks comes after
     /// both commits.
     BehindOpen,
 }
@@ -232,13 +236,13 @@ pub(super) fn insert_sql(
             width + 3,
             width + 4
         );
-        let values = super::values_rows(1, rows, width + 4, &shape);
+        let values = values_rows(1, rows, width + 4, &shape);
         format!(
             "INSERT INTO {t} ({columns}, status, attempts, locked_by, locked_until) \
              VALUES {values} RETURNING {c}"
         )
     } else {
-        let values = super::values_rows(1, rows, width, &format!("({shape}, 'pending', 0)"));
+        let values = values_rows(1, rows, width, &format!("({shape}, 'pending', 0)"));
         format!("INSERT INTO {t} ({columns}, status, attempts) VALUES {values}")
     }
 }
@@ -250,12 +254,12 @@ pub(super) async fn insert_chunk(
     query: AnyQuery<'_>,
     claims: bool,
     queue: &Queue,
-) -> super::StoreResult<Vec<AnyRow>> {
+) -> StoreResult<Vec<AnyRow>> {
     if !claims {
-        query.execute(&mut *tx).await.map_err(super::classify)?;
+        query.execute(&mut *tx).await.map_err(classify)?;
         return Ok(Vec::new());
     }
-    let written = query.fetch_all(&mut *tx).await.map_err(super::classify)?;
+    let written = query.fetch_all(&mut *tx).await.map_err(classify)?;
     Ok(written
         .into_iter()
         .filter(|r| sqlx::Row::try_get::<String, _>(r, "status").is_ok_and(|s| s == queue.working))
@@ -356,7 +360,7 @@ fn conversation_keys<'a>(
     keys
 }
 
-impl super::Store {
+impl Store {
     /// Slots of `worker` (if any, and free) for the rows of `conversations`
     /// that the transaction `tx` writes to `queue`; on PostgreSQL, with the
     /// conversations' advisory locks taken. None: claim nothing.
@@ -366,18 +370,16 @@ impl super::Store {
         tx: &mut sqlx::AnyConnection,
         queue: &str,
         conversations: impl ExactSizeIterator<Item = (&'c str, &'c str)>,
-    ) -> super::StoreResult<Option<Reserved<'w, T>>> {
+    ) -> StoreResult<Option<Reserved<'w, T>>> {
         let Some(reserved) = worker
             .map(|w| w.reserve(conversations.len()))
             .filter(|r| r.count() > 0)
         else {
             return Ok(None);
         };
-        if self.backend == super::Backend::Postgres {
+        if self.backend == Backend::Postgres {
             let keys = conversation_keys(queue, conversations);
-            lock_conversations(tx, &keys)
-                .await
-                .map_err(super::classify)?;
+            lock_conversations(tx, &keys).await.map_err(classify)?;
         }
         Ok(Some(reserved))
     }
@@ -389,7 +391,7 @@ impl super::Store {
         reserved: Option<&Reserved<'_, T>>,
         queue: &Queue,
         ids: &[&str],
-    ) -> super::StoreResult<Vec<AnyRow>> {
+    ) -> StoreResult<Vec<AnyRow>> {
         match reserved {
             Some(r) => {
                 let lease_until = crate::domain::now_millis() + r.lease_ms;
@@ -410,7 +412,7 @@ impl super::Store {
         limit: usize,
         queue: &Queue,
         conversations: &[(&str, &str)],
-    ) -> super::StoreResult<Vec<Head>> {
+    ) -> StoreResult<Vec<Head>> {
         // No slot (or no worker here): nothing to look up; the worker is
         // woken for every row, as for rows written while it is full.
         let mut heads = vec![Head::NoSlot; conversations.len()];
@@ -459,7 +461,7 @@ impl super::Store {
             return HashSet::new();
         };
         let owner = reserved.owner.to_owned();
-        let rows = super::decode_all(claimed, decode).unwrap_or_else(|e| {
+        let rows = decode_all(claimed, decode).unwrap_or_else(|e| {
             tracing::warn!(error.message = %e, queue = queue.table, "claimed rows could not be read back; their leases will expire");
             Vec::new()
         });
@@ -480,7 +482,7 @@ impl super::Store {
     /// a task of its own, so that the write's callers are not held. SQLite
     /// has one writer: that result came before the write or sees its rows.
     pub(super) fn wake_for_heads(&self, outbox: bool, ids: Vec<String>) {
-        if ids.is_empty() || self.backend != super::Backend::Postgres {
+        if ids.is_empty() || self.backend != Backend::Postgres {
             return;
         }
         let queue = if outbox { &OUTBOX } else { &INBOX };
@@ -498,23 +500,23 @@ impl super::Store {
 
     /// Whether any of the rows `ids` of `queue` is pending with no open row
     /// before it in its conversation.
-    async fn heads_now(&self, queue: &Queue, ids: &[String]) -> super::StoreResult<bool> {
+    async fn heads_now(&self, queue: &Queue, ids: &[String]) -> StoreResult<bool> {
         for chunk in ids.chunks(256) {
             // Padded, so that the statement's text recurs.
-            let chunk = super::padded(chunk);
+            let chunk = padded(chunk);
             let sql = format!(
                 "SELECT COUNT(*) AS n FROM (SELECT 1 FROM {t} e WHERE e.id IN ({list}) \
                    AND e.status = 'pending' AND {heads} LIMIT 1) x",
                 t = queue.table,
-                list = super::placeholders(1, chunk.len()),
+                list = placeholders(1, chunk.len()),
                 heads = queue.heads_sql()
             );
             let mut query = sqlx::query(&sql);
             for id in &chunk {
                 query = query.bind(id.as_str());
             }
-            let row = query.fetch_one(&self.pool).await.map_err(super::classify)?;
-            if sqlx::Row::try_get::<i64, _>(&row, "n").map_err(super::classify)? > 0 {
+            let row = query.fetch_one(&self.pool).await.map_err(classify)?;
+            if sqlx::Row::try_get::<i64, _>(&row, "n").map_err(classify)? > 0 {
                 return Ok(true);
             }
         }
@@ -528,11 +530,11 @@ async fn open_conversations<'c>(
     tx: &mut sqlx::AnyConnection,
     queue: &Queue,
     conversations: &[(&'c str, &'c str)],
-) -> super::StoreResult<HashSet<(&'c str, &'c str)>> {
+) -> StoreResult<HashSet<(&'c str, &'c str)>> {
     let mut open = HashSet::new();
     for chunk in conversations.chunks(64) {
-        // Padded, so that the statement's text recurs (see `super::padded`).
-        let chunk = super::padded(chunk);
+        // Padded, so that the statement's text recurs (see `padded`).
+        let chunk = padded(chunk);
         // One index search per pair (VALUES columns are column1, … in both
         // databases); `i` says which pair.
         let values = (0..chunk.len())
@@ -550,8 +552,8 @@ async fn open_conversations<'c>(
         for (connection, conversation) in &chunk {
             query = query.bind(*connection).bind(*conversation);
         }
-        for row in query.fetch_all(&mut *tx).await.map_err(super::classify)? {
-            let i: i64 = sqlx::Row::try_get(&row, "i").map_err(super::classify)?;
+        for row in query.fetch_all(&mut *tx).await.map_err(classify)? {
+            let i: i64 = sqlx::Row::try_get(&row, "i").map_err(classify)?;
             if let Some(c) = usize::try_from(i).ok().and_then(|i| chunk.get(i)) {
                 open.insert(*c);
             }
@@ -566,8 +568,8 @@ async fn lock_conversations(tx: &mut sqlx::AnyConnection, keys: &[i64]) -> sqlx:
     // A VALUES list is scanned in its order: the locks are taken in the keys'.
     for chunk in keys.chunks(1024) {
         // Repeating a key takes its lock again, which is harmless: the
-        // padded list's text recurs (see `super::padded`).
-        let chunk = super::padded(chunk);
+        // padded list's text recurs (see `padded`).
+        let chunk = padded(chunk);
         let sql = format!(
             "SELECT COUNT(*) FROM (SELECT pg_advisory_xact_lock(k) FROM (VALUES {}) v(k)) l",
             (1..=chunk.len())
@@ -582,4 +584,100 @@ async fn lock_conversations(tx: &mut sqlx::AnyConnection, keys: &[i64]) -> sqlx:
         query.fetch_one(&mut *tx).await?;
     }
     Ok(())
+}
+
+/// Claims for `owner` those of the rows `ids` that are pending and due, and
+/// head their conversation (no earlier open row), oldest first, at most
+/// `limit` (see the module comment): rows just written in `tx`, or rows that
+/// `tx` made heads by closing the one before them.
+pub(super) async fn claim_written(
+    tx: &mut sqlx::AnyConnection,
+    q: &Queue,
+    ids: &[&str],
+    owner: &str,
+    lease_until: i64,
+    limit: usize,
+) -> StoreResult<Vec<AnyRow>> {
+    if ids.is_empty() || limit == 0 {
+        return Ok(Vec::new());
+    }
+    let ids = padded(ids);
+    let list = placeholders(5, ids.len());
+    let sql = format!(
+        "UPDATE {t} SET status = '{w}', locked_by = $1, locked_until = $2, attempts = attempts + 1, updated_at = $3 \
+         WHERE seq IN (SELECT e.seq FROM {t} e WHERE e.id IN ({list}) AND e.status = 'pending' \
+           AND e.next_attempt_at <= $3 AND {heads} \
+           ORDER BY e.seq LIMIT $4) \
+         RETURNING {c}",
+        t = q.table,
+        w = q.working,
+        c = q.columns,
+        heads = q.heads_sql()
+    );
+    let mut query = sqlx::query(&sql)
+        .bind(owner)
+        .bind(lease_until)
+        .bind(crate::domain::now_millis())
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX));
+    for id in ids {
+        query = query.bind(id);
+    }
+    let mut rows = query.fetch_all(&mut *tx).await.map_err(classify)?;
+    rows.sort_by_key(|r| r.try_get::<i64, _>("seq").unwrap_or_default());
+    Ok(rows)
+}
+
+impl Store {
+    /// From now on, events written by this process's ingest are claimed for
+    /// `worker` as they are written, while it has free slots (see
+    /// [this module](self)). Once per Store; a second call is ignored.
+    pub fn hand_off_inbound(&self, worker: Handoff<InboundEvent>) {
+        let _ = self.handoffs.inbound.set(worker);
+    }
+
+    /// The same for replies enqueued by the inbox worker's results.
+    pub fn hand_off_outbound(&self, worker: Handoff<OutboundMessage>) {
+        let _ = self.handoffs.outbound.set(worker);
+    }
+
+    /// When the next row the inbox's worker (or the outbox's, `outbox`)
+    /// put back for later comes due after `now`, if any.
+    pub fn next_due(&self, outbox: bool, now: i64) -> Option<i64> {
+        if outbox {
+            self.handoffs.outbound.get()?.next_due(now)
+        } else {
+            self.handoffs.inbound.get()?.next_due(now)
+        }
+    }
+
+    /// Events and messages claimed as they were written and handed to this
+    /// process's workers so far.
+    pub fn handed_off(&self) -> (u64, u64) {
+        (
+            self.handoffs.inbound.get().map_or(0, Handoff::given),
+            self.handoffs.outbound.get().map_or(0, Handoff::given),
+        )
+    }
+
+    /// Gives back claims taken at write time that no worker took (it
+    /// stopped meanwhile): pending again, the attempt not counted. The caller
+    /// holds the write turn. The rows' write is committed, so a failure here
+    /// is only logged: their leases expire and they are claimed again.
+    pub(super) async fn release_claimed(&self, q: &Queue, owner: &str, seqs: &[i64]) {
+        if seqs.is_empty() {
+            return;
+        }
+        let list = seq_params(seqs, 2);
+        let sql = format!(
+            "UPDATE {t} SET status = 'pending', locked_by = NULL, locked_until = NULL, attempts = attempts - 1 \
+             WHERE seq IN ({l}) AND locked_by = $1 AND status = '{w}'",
+            t = q.table,
+            w = q.working,
+            l = list.sql
+        );
+        let query = list.bind(sqlx::query(&sql).bind(owner));
+        if let Err(e) = query.execute(&self.writer).await {
+            tracing::warn!(error.message = %e, rows = seqs.len(), "claims no worker took could not be given back; their leases will expire");
+        }
+    }
 }

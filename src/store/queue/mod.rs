@@ -9,139 +9,24 @@
 //! first), so one tenant's backlog does not starve the others. Results are
 //! written only while the lease is still held.
 
+mod handoff;
+mod results;
+mod rows;
+
+pub use handoff::{Handoff, Handoffs, Taken};
+pub(crate) use results::ResultWriter;
+pub use rows::{InboundEvent, Inserted, NewInbound, NewOutbound, OutboundMessage, QueueDepth};
+
 use sqlx::any::AnyRow;
 use sqlx::Row as _;
 
-use super::handoff::{bind_claim, insert_chunk, insert_sql, Head};
-use super::results::{Change, Replies, RowResult};
-use super::{
-    classify, decode_all, decode_one, padded, placeholders, seq_params, values_rows, Store,
-    StoreResult,
-};
+use super::error::{classify, is_unique_violation, StoreResult};
+use super::sql::{decode_all, seq_params, values_rows};
+use super::{Store, WriteTurn};
 use crate::domain::ids::{ConnectionId, TenantId};
-
-#[derive(Debug, Clone)]
-pub struct NewInbound {
-    pub id: String,
-    pub tenant_id: TenantId,
-    pub connection_id: ConnectionId,
-    pub conversation: String,
-    pub event_type: String,
-    pub raw: Vec<u8>,
-    /// The callback's `issuedTime` as sent ('' if it has none): the first
-    /// part of its dedup key, so that the hashes are written in about the
-    /// order they arrive (migration 0010).
-    pub issued: String,
-    pub body_hash: String,
-    pub received_at: i64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Inserted {
-    New,
-    /// New, and already claimed for this process's inbox worker and handed
-    /// to it (see [`super::handoff`]): nothing needs waking.
-    Claimed,
-    /// New, behind an open row of its conversation: the result that closes
-    /// that row hands this one over or wakes a worker for it (see
-    /// [`super::handoff`]; on PostgreSQL the store also looks again after
-    /// commit, see [`Store::wake_for_heads`]); nothing needs waking now.
-    Queued,
-    /// The same body arrived for this connection within the dedup window.
-    Duplicate,
-}
-
-#[derive(Debug, Clone)]
-pub struct InboundEvent {
-    pub seq: i64,
-    pub id: String,
-    pub tenant_id: TenantId,
-    pub connection_id: ConnectionId,
-    pub conversation: String,
-    pub event_type: String,
-    pub raw: Vec<u8>,
-    pub status: String,
-    pub attempts: i64,
-    pub last_error: Option<String>,
-    pub received_at: i64,
-    pub updated_at: i64,
-}
-
-const INBOUND_COLUMNS: &str = "seq, id, tenant_id, connection_id, conversation, event_type, raw, \
-     status, attempts, last_error, received_at, updated_at";
-
-impl InboundEvent {
-    pub(super) fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
-        Ok(Self {
-            seq: row.try_get("seq")?,
-            id: row.try_get("id")?,
-            tenant_id: TenantId::from_trusted(row.try_get("tenant_id")?),
-            connection_id: ConnectionId::from_trusted(row.try_get("connection_id")?),
-            conversation: row.try_get("conversation")?,
-            event_type: row.try_get("event_type")?,
-            raw: row.try_get("raw")?,
-            status: row.try_get("status")?,
-            attempts: row.try_get("attempts")?,
-            last_error: row.try_get("last_error")?,
-            received_at: row.try_get("received_at")?,
-            updated_at: row.try_get("updated_at")?,
-        })
-    }
-}
-
-/// A message to enqueue.
-#[derive(Debug, Clone)]
-pub struct NewOutbound {
-    pub id: String,
-    pub target_kind: &'static str,
-    pub target_id: String,
-    /// NAVER WORKS `content` JSON.
-    pub content: String,
-}
-
-#[derive(Debug, Clone)]
-pub struct OutboundMessage {
-    pub seq: i64,
-    pub id: String,
-    pub tenant_id: TenantId,
-    pub connection_id: ConnectionId,
-    pub event_id: Option<String>,
-    pub conversation: String,
-    pub target_kind: String,
-    pub target_id: String,
-    pub content: String,
-    pub status: String,
-    pub attempts: i64,
-    pub last_error: Option<String>,
-    pub created_at: i64,
-    pub updated_at: i64,
-    pub delivered_at: Option<i64>,
-}
-
-const OUTBOUND_COLUMNS: &str = "seq, id, tenant_id, connection_id, event_id, conversation, \
-     target_kind, target_id, content, status, attempts, last_error, created_at, updated_at, delivered_at";
-
-impl OutboundMessage {
-    pub(super) fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
-        Ok(Self {
-            seq: row.try_get("seq")?,
-            id: row.try_get("id")?,
-            tenant_id: TenantId::from_trusted(row.try_get("tenant_id")?),
-            connection_id: ConnectionId::from_trusted(row.try_get("connection_id")?),
-            event_id: row.try_get("event_id")?,
-            conversation: row.try_get("conversation")?,
-            target_kind: row.try_get("target_kind")?,
-            target_id: row.try_get("target_id")?,
-            content: row.try_get("content")?,
-            status: row.try_get("status")?,
-            attempts: row.try_get("attempts")?,
-            last_error: row.try_get("last_error")?,
-            created_at: row.try_get("created_at")?,
-            updated_at: row.try_get("updated_at")?,
-            delivered_at: row.try_get("delivered_at")?,
-        })
-    }
-}
+use handoff::{bind_claim, insert_chunk, insert_sql, Head};
+use results::{Change, Replies, RowResult};
+use rows::{Queue, INBOUND_COLUMNS, INBOX, OUTBOUND_COLUMNS, OUTBOX};
 
 /// When and why a claimed row goes back to the queue.
 struct Again<'a> {
@@ -150,80 +35,6 @@ struct Again<'a> {
     /// Whether this attempt counts towards the retry budget.
     count: bool,
     now: i64,
-}
-
-/// Which queue a claim works on: table, columns, and its in-flight status.
-pub(super) struct Queue {
-    pub(super) table: &'static str,
-    pub(super) columns: &'static str,
-    pub(super) working: &'static str,
-}
-
-impl Queue {
-    /// The condition that the row `e` of this queue heads its conversation:
-    /// no earlier open row (shared by the claims at write time and the look
-    /// after commit, [`super::Store::wake_for_heads`]).
-    pub(super) fn heads_sql(&self) -> String {
-        format!(
-            "NOT EXISTS (SELECT 1 FROM {t} p WHERE p.connection_id = e.connection_id \
-               AND p.conversation = e.conversation AND p.status IN ('pending', '{w}') \
-               AND p.seq < e.seq)",
-            t = self.table,
-            w = self.working
-        )
-    }
-}
-
-pub(super) const INBOX: Queue = Queue {
-    table: "inbound_events",
-    columns: INBOUND_COLUMNS,
-    working: "processing",
-};
-pub(super) const OUTBOX: Queue = Queue {
-    table: "outbound_messages",
-    columns: OUTBOUND_COLUMNS,
-    working: "sending",
-};
-
-/// Claims for `owner` those of the rows `ids` that are pending and due, and
-/// head their conversation (no earlier open row), oldest first, at most
-/// `limit` (see [`super::handoff`]): rows just written in `tx`, or rows that
-/// `tx` made heads by closing the one before them.
-pub(super) async fn claim_written(
-    tx: &mut sqlx::AnyConnection,
-    q: &Queue,
-    ids: &[&str],
-    owner: &str,
-    lease_until: i64,
-    limit: usize,
-) -> StoreResult<Vec<AnyRow>> {
-    if ids.is_empty() || limit == 0 {
-        return Ok(Vec::new());
-    }
-    let ids = padded(ids);
-    let list = placeholders(5, ids.len());
-    let sql = format!(
-        "UPDATE {t} SET status = '{w}', locked_by = $1, locked_until = $2, attempts = attempts + 1, updated_at = $3 \
-         WHERE seq IN (SELECT e.seq FROM {t} e WHERE e.id IN ({list}) AND e.status = 'pending' \
-           AND e.next_attempt_at <= $3 AND {heads} \
-           ORDER BY e.seq LIMIT $4) \
-         RETURNING {c}",
-        t = q.table,
-        w = q.working,
-        c = q.columns,
-        heads = q.heads_sql()
-    );
-    let mut query = sqlx::query(&sql)
-        .bind(owner)
-        .bind(lease_until)
-        .bind(crate::domain::now_millis())
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX));
-    for id in ids {
-        query = query.bind(id);
-    }
-    let mut rows = query.fetch_all(&mut *tx).await.map_err(classify)?;
-    rows.sort_by_key(|r| r.try_get::<i64, _>("seq").unwrap_or_default());
-    Ok(rows)
 }
 
 impl Store {
@@ -237,7 +48,7 @@ impl Store {
         &self,
         events: &[NewInbound],
         dedup_window_ms: i64,
-        turn: super::WriteTurn<'_>,
+        turn: WriteTurn<'_>,
     ) -> StoreResult<Vec<Inserted>> {
         // Two multi-row statements (per chunk of up to 64, see
         // `Store::chunks`): an upsert of the body hashes (RETURNING those that
@@ -431,28 +242,6 @@ impl Store {
             .map_err(classify)?;
         rows.sort_by_key(|r| r.try_get::<i64, _>("seq").unwrap_or_default());
         Ok(rows)
-    }
-
-    /// Gives back claims taken at write time that no worker took (it
-    /// stopped meanwhile): pending again, the attempt not counted. The caller
-    /// holds the write turn. The rows' write is committed, so a failure here
-    /// is only logged: their leases expire and they are claimed again.
-    pub(super) async fn release_claimed(&self, q: &Queue, owner: &str, seqs: &[i64]) {
-        if seqs.is_empty() {
-            return;
-        }
-        let list = seq_params(seqs, 2);
-        let sql = format!(
-            "UPDATE {t} SET status = 'pending', locked_by = NULL, locked_until = NULL, attempts = attempts - 1 \
-             WHERE seq IN ({l}) AND locked_by = $1 AND status = '{w}'",
-            t = q.table,
-            w = q.working,
-            l = list.sql
-        );
-        let query = list.bind(sqlx::query(&sql).bind(owner));
-        if let Err(e) = query.execute(&self.writer).await {
-            tracing::warn!(error.message = %e, rows = seqs.len(), "claims no worker took could not be given back; their leases will expire");
-        }
     }
 
     pub async fn claim_inbound(
@@ -651,8 +440,7 @@ impl Store {
         if let Some(status) = bound {
             query = query.bind(status);
         }
-        let rows = query.fetch_all(&self.pool).await.map_err(classify)?;
-        decode_all(&rows, InboundEvent::from_row)
+        self.fetch_all(query, InboundEvent::from_row).await
     }
 
     /// A connection's messages, oldest first (for the status API and tests).
@@ -688,14 +476,14 @@ impl Store {
             "SELECT {OUTBOUND_COLUMNS} FROM outbound_messages WHERE tenant_id = $1 AND connection_id = $2 \
              ORDER BY seq {order} LIMIT $3"
         );
-        let rows = sqlx::query(&sql)
-            .bind(tenant.as_str())
-            .bind(connection.as_str())
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(classify)?;
-        decode_all(&rows, OutboundMessage::from_row)
+        self.fetch_all(
+            sqlx::query(&sql)
+                .bind(tenant.as_str())
+                .bind(connection.as_str())
+                .bind(limit),
+            OutboundMessage::from_row,
+        )
+        .await
     }
 
     /// Puts dead events back in the queue: one (by id) or all of a connection.
@@ -758,7 +546,7 @@ impl Store {
                 .await;
             match row {
                 Ok(row) => stored.push(OutboundMessage::from_row(&row).map_err(classify)?),
-                Err(e) if super::is_unique_violation(&e) && idempotency_key.is_some() => {
+                Err(e) if is_unique_violation(&e) && idempotency_key.is_some() => {
                     drop(tx);
                     return self
                         .messages_by_key(connection, idempotency_key.unwrap_or_default())
@@ -780,13 +568,11 @@ impl Store {
             "SELECT {OUTBOUND_COLUMNS} FROM outbound_messages WHERE connection_id = $1 \
              AND idempotency_group = $2 ORDER BY seq"
         );
-        let rows = sqlx::query(&sql)
-            .bind(connection.as_str())
-            .bind(key)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(classify)?;
-        decode_all(&rows, OutboundMessage::from_row)
+        self.fetch_all(
+            sqlx::query(&sql).bind(connection.as_str()).bind(key),
+            OutboundMessage::from_row,
+        )
+        .await
     }
 
     /// One message of a connection.
@@ -798,13 +584,11 @@ impl Store {
         let sql = format!(
             "SELECT {OUTBOUND_COLUMNS} FROM outbound_messages WHERE connection_id = $1 AND id = $2"
         );
-        let row = sqlx::query(&sql)
-            .bind(connection.as_str())
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(classify)?;
-        decode_one(row.as_ref(), OutboundMessage::from_row)
+        self.fetch_optional(
+            sqlx::query(&sql).bind(connection.as_str()).bind(id),
+            OutboundMessage::from_row,
+        )
+        .await
     }
 
     /// A connection's messages, newest first, filtered by status and creation time.
@@ -819,20 +603,20 @@ impl Store {
             "SELECT {OUTBOUND_COLUMNS} FROM outbound_messages WHERE connection_id = $1 \
              AND ($2 = '' OR status = $2) AND created_at >= $3 ORDER BY seq DESC LIMIT $4"
         );
-        let rows = sqlx::query(&sql)
-            .bind(connection.as_str())
-            .bind(status.unwrap_or(""))
-            .bind(since)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(classify)?;
-        decode_all(&rows, OutboundMessage::from_row)
+        self.fetch_all(
+            sqlx::query(&sql)
+                .bind(connection.as_str())
+                .bind(status.unwrap_or(""))
+                .bind(since)
+                .bind(limit),
+            OutboundMessage::from_row,
+        )
+        .await
     }
 
     /// (queue, status, count, oldest age in seconds) for the open and dead
     /// rows of both queues, for /metrics.
-    pub async fn queue_depths(&self, now: i64) -> StoreResult<Vec<crate::metrics::QueueDepth>> {
+    pub async fn queue_depths(&self, now: i64) -> StoreResult<Vec<QueueDepth>> {
         let mut out = Vec::new();
         for (queue, table, time) in [
             ("inbox", "inbound_events", "received_at"),

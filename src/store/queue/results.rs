@@ -28,9 +28,11 @@ use sqlx::Row as _;
 use tokio::sync::oneshot;
 
 use super::handoff::{bind_claim, insert_chunk, insert_sql, Head};
-use super::queue::{NewOutbound, OutboundMessage, INBOX, OUTBOX};
-use super::{classify, seq_params, Store, StoreError, StoreResult};
+use super::rows::{InboundEvent, NewOutbound, OutboundMessage, Queue, INBOX, OUTBOX};
 use crate::domain::ids::{ConnectionId, TenantId};
+use crate::store::error::{classify, StoreError, StoreResult};
+use crate::store::sql::seq_params;
+use crate::store::{Backend, Store};
 
 /// What a result does to its row.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -78,7 +80,7 @@ pub(super) struct Replies {
 /// closed in `tx` (the new heads), and the rows that have none.
 async fn next_rows(
     tx: &mut sqlx::AnyConnection,
-    q: &super::queue::Queue,
+    q: &Queue,
     seqs: &[i64],
 ) -> StoreResult<(Vec<Next>, Vec<i64>)> {
     let (mut next, mut last) = (Vec::new(), Vec::new());
@@ -149,7 +151,7 @@ type Answer = oneshot::Sender<StoreResult<bool>>;
 
 /// Results waiting for the next batch, and the right to write it.
 #[derive(Default)]
-pub(super) struct ResultWriter {
+pub(crate) struct ResultWriter {
     waiting: Mutex<Vec<(RowResult, Answer)>>,
     leader: tokio::sync::Mutex<()>,
     commits: AtomicU64,
@@ -203,8 +205,8 @@ impl Store {
         // writer: two batches would only take turns, each with a flush of
         // its own, so both queues' results share one.
         let results = match self.backend {
-            super::Backend::Postgres => &self.results[usize::from(result.change.outbox())],
-            super::Backend::Sqlite => &self.results[0],
+            Backend::Postgres => &self.results[usize::from(result.change.outbox())],
+            Backend::Sqlite => &self.results[0],
         };
         results
             .waiting
@@ -280,8 +282,8 @@ impl Store {
     /// both commits only if this one looks again. SQLite has one writer:
     /// nothing to look for.
     /// On error: true (a claim too many costs little).
-    async fn next_after(&self, queue: &super::queue::Queue, seqs: &[i64]) -> bool {
-        if seqs.is_empty() || self.backend != super::Backend::Postgres {
+    async fn next_after(&self, queue: &Queue, seqs: &[i64]) -> bool {
+        if seqs.is_empty() || self.backend != Backend::Postgres {
             return false;
         }
         let list = seq_params(seqs, 1);
@@ -479,7 +481,7 @@ impl Store {
                 reserved_in,
                 &INBOX,
                 &claimed_in,
-                super::queue::InboundEvent::from_row,
+                InboundEvent::from_row,
                 |e| (e.seq, e.id.as_str()),
             )
             .await;

@@ -1,0 +1,170 @@
+//! The queue's rows: what is written (`NewInbound`, `NewOutbound`), what is
+//! read back (`InboundEvent`, `OutboundMessage`), and the two tables a claim
+//! works on (`INBOX`, `OUTBOX`). The lowest file of the queue: it imports
+//! none of the others.
+
+use sqlx::any::AnyRow;
+use sqlx::Row as _;
+
+use crate::domain::ids::{ConnectionId, TenantId};
+
+#[derive(Debug, Clone)]
+pub struct NewInbound {
+    pub id: String,
+    pub tenant_id: TenantId,
+    pub connection_id: ConnectionId,
+    pub conversation: String,
+    pub event_type: String,
+    pub raw: Vec<u8>,
+    /// The callback's `issuedTime` as sent ('' if it has none): the first
+    /// part of its dedup key, so that the hashes are written in about the
+    /// order they arrive (migration 0010).
+    pub issued: String,
+    pub body_hash: String,
+    pub received_at: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inserted {
+    New,
+    /// New, and already claimed for this process's inbox worker and handed
+    /// to it (see [`super::handoff`]): nothing needs waking.
+    Claimed,
+    /// New, behind an open row of its conversation: the result that closes
+    /// that row hands this one over or wakes a worker for it (see
+    /// [`super::handoff`]; on PostgreSQL the store also looks again after
+    /// commit, see [`crate::store::Store::wake_for_heads`]); nothing needs waking now.
+    Queued,
+    /// The same body arrived for this connection within the dedup window.
+    Duplicate,
+}
+
+#[derive(Debug, Clone)]
+pub struct InboundEvent {
+    pub seq: i64,
+    pub id: String,
+    pub tenant_id: TenantId,
+    pub connection_id: ConnectionId,
+    pub conversation: String,
+    pub event_type: String,
+    pub raw: Vec<u8>,
+    pub status: String,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub received_at: i64,
+    pub updated_at: i64,
+}
+
+pub(crate) const INBOUND_COLUMNS: &str =
+    "seq, id, tenant_id, connection_id, conversation, event_type, raw, \
+     status, attempts, last_error, received_at, updated_at";
+
+impl InboundEvent {
+    pub(crate) fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            seq: row.try_get("seq")?,
+            id: row.try_get("id")?,
+            tenant_id: TenantId::from_trusted(row.try_get("tenant_id")?),
+            connection_id: ConnectionId::from_trusted(row.try_get("connection_id")?),
+            conversation: row.try_get("conversation")?,
+            event_type: row.try_get("event_type")?,
+            raw: row.try_get("raw")?,
+            status: row.try_get("status")?,
+            attempts: row.try_get("attempts")?,
+            last_error: row.try_get("last_error")?,
+            received_at: row.try_get("received_at")?,
+            updated_at: row.try_get("updated_at")?,
+        })
+    }
+}
+
+/// A message to enqueue.
+#[derive(Debug, Clone)]
+pub struct NewOutbound {
+    pub id: String,
+    pub target_kind: &'static str,
+    pub target_id: String,
+    /// NAVER WORKS `content` JSON.
+    pub content: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct OutboundMessage {
+    pub seq: i64,
+    pub id: String,
+    pub tenant_id: TenantId,
+    pub connection_id: ConnectionId,
+    pub event_id: Option<String>,
+    pub conversation: String,
+    pub target_kind: String,
+    pub target_id: String,
+    pub content: String,
+    pub status: String,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub delivered_at: Option<i64>,
+}
+
+pub(crate) const OUTBOUND_COLUMNS: &str = "seq, id, tenant_id, connection_id, event_id, conversation, \
+     target_kind, target_id, content, status, attempts, last_error, created_at, updated_at, delivered_at";
+
+impl OutboundMessage {
+    pub(crate) fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            seq: row.try_get("seq")?,
+            id: row.try_get("id")?,
+            tenant_id: TenantId::from_trusted(row.try_get("tenant_id")?),
+            connection_id: ConnectionId::from_trusted(row.try_get("connection_id")?),
+            event_id: row.try_get("event_id")?,
+            conversation: row.try_get("conversation")?,
+            target_kind: row.try_get("target_kind")?,
+            target_id: row.try_get("target_id")?,
+            content: row.try_get("content")?,
+            status: row.try_get("status")?,
+            attempts: row.try_get("attempts")?,
+            last_error: row.try_get("last_error")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+            delivered_at: row.try_get("delivered_at")?,
+        })
+    }
+}
+
+/// Which queue a claim works on: table, columns, and its in-flight status.
+pub(crate) struct Queue {
+    pub(crate) table: &'static str,
+    pub(crate) columns: &'static str,
+    pub(crate) working: &'static str,
+}
+
+impl Queue {
+    /// The condition that the row `e` of this queue heads its conversation:
+    /// no earlier open row (shared by the claims at write time and the look
+    /// after commit, [`crate::store::Store::wake_for_heads`]).
+    pub(crate) fn heads_sql(&self) -> String {
+        format!(
+            "NOT EXISTS (SELECT 1 FROM {t} p WHERE p.connection_id = e.connection_id \
+               AND p.conversation = e.conversation AND p.status IN ('pending', '{w}') \
+               AND p.seq < e.seq)",
+            t = self.table,
+            w = self.working
+        )
+    }
+}
+
+pub(crate) const INBOX: Queue = Queue {
+    table: "inbound_events",
+    columns: INBOUND_COLUMNS,
+    working: "processing",
+};
+pub(crate) const OUTBOX: Queue = Queue {
+    table: "outbound_messages",
+    columns: OUTBOUND_COLUMNS,
+    working: "sending",
+};
+
+/// (queue, status, count, oldest age in seconds) of one queue's open or
+/// dead rows, for /metrics.
+pub type QueueDepth = (&'static str, String, i64, f64);

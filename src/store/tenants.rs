@@ -1,0 +1,132 @@
+//! Tenants: one chatbot each, with its API key's hash and its engine.
+
+use sqlx::any::AnyRow;
+use sqlx::Row as _;
+
+use super::error::{classify, StoreResult};
+use super::secrets::{field, put_secret};
+use super::Store;
+use crate::domain::ids::TenantId;
+use crate::secrets::Sealed;
+
+#[derive(Debug, Clone)]
+pub struct TenantRecord {
+    pub id: TenantId,
+    pub name: String,
+    pub api_key_hash: String,
+    pub engine_kind: String,
+    pub engine_url: Option<String>,
+    /// Sent to the user when the engine stays down (dead-lettered event).
+    pub fallback_text: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl TenantRecord {
+    pub(crate) fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            id: TenantId::from_trusted(row.try_get("id")?),
+            name: row.try_get("name")?,
+            api_key_hash: row.try_get("api_key_hash")?,
+            engine_kind: row.try_get("engine_kind")?,
+            engine_url: row.try_get("engine_url")?,
+            fallback_text: row.try_get("fallback_text")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+        })
+    }
+}
+
+pub(crate) const TENANT_COLUMNS: &str =
+    "id, name, api_key_hash, engine_kind, engine_url, fallback_text, created_at, updated_at";
+
+#[derive(Debug, Clone)]
+pub struct NewTenant {
+    pub id: TenantId,
+    pub name: String,
+    pub api_key_hash: String,
+    pub now: i64,
+}
+
+impl Store {
+    pub async fn create_tenant(&self, tenant: &NewTenant) -> StoreResult<TenantRecord> {
+        let sql = format!(
+            "INSERT INTO tenants (id, name, api_key_hash, engine_kind, created_at, updated_at) \
+             VALUES ($1, $2, $3, 'echo', $4, $4) RETURNING {TENANT_COLUMNS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(tenant.id.as_str())
+            .bind(&tenant.name)
+            .bind(&tenant.api_key_hash)
+            .bind(tenant.now)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(classify)?;
+        TenantRecord::from_row(&row).map_err(classify)
+    }
+
+    /// A tenant, from the cache when it holds it (see [`cache`]).
+    pub async fn tenant(&self, id: &TenantId) -> StoreResult<Option<TenantRecord>> {
+        if let Some(tenant) = self.cache.tenant(id.as_str()) {
+            return Ok(Some(TenantRecord::clone(&tenant)));
+        }
+        let epoch = self.cache.epoch();
+        let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1");
+        let tenant = self
+            .fetch_optional(sqlx::query(&sql).bind(id.as_str()), TenantRecord::from_row)
+            .await?;
+        if let Some(t) = &tenant {
+            self.cache
+                .keep_tenant(epoch, std::sync::Arc::new(t.clone()));
+        }
+        Ok(tenant)
+    }
+
+    pub async fn tenant_by_api_key_hash(&self, hash: &str) -> StoreResult<Option<TenantRecord>> {
+        let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE api_key_hash = $1");
+        self.fetch_optional(sqlx::query(&sql).bind(hash), TenantRecord::from_row)
+            .await
+    }
+
+    /// Sets the engine and replaces its sealed secret, in one transaction.
+    /// Returns the updated tenant, or `None` if there is no such tenant.
+    pub async fn set_engine(
+        &self,
+        tenant: &TenantId,
+        kind: &str,
+        url: Option<&str>,
+        secret: Option<&Sealed>,
+        fallback_text: Option<&str>,
+        now: i64,
+    ) -> StoreResult<Option<TenantRecord>> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let sql = format!(
+            "UPDATE tenants SET engine_kind = $2, engine_url = $3, fallback_text = $5, updated_at = $4 \
+             WHERE id = $1 RETURNING {TENANT_COLUMNS}"
+        );
+        let Some(row) = sqlx::query(&sql)
+            .bind(tenant.as_str())
+            .bind(kind)
+            .bind(url)
+            .bind(now)
+            .bind(fallback_text)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(classify)?
+        else {
+            return Ok(None);
+        };
+        sqlx::query("DELETE FROM secrets WHERE owner_id = $1 AND field = $2")
+            .bind(tenant.as_str())
+            .bind(field::ENGINE_SECRET)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        if let Some(sealed) = secret {
+            put_secret(&mut tx, tenant, None, field::ENGINE_SECRET, sealed, now).await?;
+        }
+        tx.commit().await.map_err(classify)?;
+        self.cache.forget_tenant(tenant.as_str());
+        TenantRecord::from_row(&row).map(Some).map_err(classify)
+    }
+}

@@ -1,0 +1,172 @@
+//! A connection's shared token: the row with what is not secret and the
+//! refresh lease (the token itself is sealed in `secrets`).
+
+use sqlx::any::AnyRow;
+use sqlx::Row as _;
+
+use super::error::{classify, StoreResult};
+use super::secrets::{field, put_secret};
+use super::Store;
+use crate::domain::ids::{ConnectionId, TenantId};
+use crate::secrets::Sealed;
+
+/// A connection's token row: what is not secret, and the refresh lease.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TokenMeta {
+    /// Random per stored token; `None` before the first.
+    pub token_id: Option<String>,
+    pub generation: i64,
+    pub issued_at: Option<i64>,
+    pub expires_at: Option<i64>,
+    pub refresh_expires_at: Option<i64>,
+    pub scope: Option<String>,
+    pub lease_owner: Option<String>,
+    pub lease_until: Option<i64>,
+}
+
+pub(crate) const TOKEN_COLUMNS: &str = "token_id, generation, issued_at, expires_at, refresh_expires_at, scope, lease_owner, lease_until";
+
+impl TokenMeta {
+    pub(crate) fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            token_id: row.try_get("token_id")?,
+            generation: row.try_get("generation")?,
+            issued_at: row.try_get("issued_at")?,
+            expires_at: row.try_get("expires_at")?,
+            refresh_expires_at: row.try_get("refresh_expires_at")?,
+            scope: row.try_get("scope")?,
+            lease_owner: row.try_get("lease_owner")?,
+            lease_until: row.try_get("lease_until")?,
+        })
+    }
+}
+
+/// A token to store; times are Unix milliseconds.
+#[derive(Debug)]
+pub struct NewToken {
+    pub access: Sealed,
+    /// `None` keeps the current refresh token (no rotation).
+    pub refresh: Option<Sealed>,
+    pub issued_at: i64,
+    pub expires_at: i64,
+    pub refresh_expires_at: Option<i64>,
+    pub scope: String,
+}
+
+impl Store {
+    pub async fn token_meta(&self, connection: &ConnectionId) -> StoreResult<Option<TokenMeta>> {
+        let sql = format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE connection_id = $1");
+        self.fetch_optional(
+            sqlx::query(&sql).bind(connection.as_str()),
+            TokenMeta::from_row,
+        )
+        .await
+    }
+
+    /// Takes the connection's refresh lease for `owner` until `until` if it is
+    /// free, expired or already `owner`'s. Committed before any network call,
+    /// so no transaction is held while NAVER WORKS answers.
+    pub async fn acquire_token_lease(
+        &self,
+        tenant: &TenantId,
+        connection: &ConnectionId,
+        owner: &str,
+        now: i64,
+        until: i64,
+    ) -> StoreResult<bool> {
+        let created = sqlx::query(
+            "INSERT INTO tokens (connection_id, tenant_id, generation, updated_at) VALUES ($1, $2, 0, $3) \
+             ON CONFLICT (connection_id) DO NOTHING",
+        )
+        .bind(connection.as_str())
+        .bind(tenant.as_str())
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(classify)?;
+        if created.rows_affected() > 0 {
+            self.cache.forget_connection(connection.as_str());
+        }
+        let done = sqlx::query(
+            "UPDATE tokens SET lease_owner = $2, lease_until = $3 WHERE connection_id = $1 \
+             AND (lease_owner IS NULL OR lease_until < $4 OR lease_owner = $2)",
+        )
+        .bind(connection.as_str())
+        .bind(owner)
+        .bind(until)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(classify)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn release_token_lease(
+        &self,
+        connection: &ConnectionId,
+        owner: &str,
+    ) -> StoreResult<()> {
+        sqlx::query("UPDATE tokens SET lease_owner = NULL, lease_until = NULL WHERE connection_id = $1 AND lease_owner = $2")
+            .bind(connection.as_str())
+            .bind(owner)
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    /// Stores a new token if `owner` still holds the lease (credentials may
+    /// have been rotated meanwhile, which drops the row), releasing the lease.
+    /// Returns the new (token id, generation), or `None` if the lease was lost.
+    pub async fn store_token(
+        &self,
+        tenant: &TenantId,
+        connection: &ConnectionId,
+        owner: &str,
+        token: &NewToken,
+    ) -> StoreResult<Option<(String, i64)>> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let row = sqlx::query(
+            "UPDATE tokens SET generation = generation + 1, token_id = $7, issued_at = $3, expires_at = $4, \
+               refresh_expires_at = COALESCE($5, refresh_expires_at), scope = $6, \
+               lease_owner = NULL, lease_until = NULL, updated_at = $3 \
+             WHERE connection_id = $1 AND lease_owner = $2 RETURNING token_id, generation",
+        )
+        .bind(connection.as_str())
+        .bind(owner)
+        .bind(token.issued_at)
+        .bind(token.expires_at)
+        .bind(token.refresh_expires_at)
+        .bind(&token.scope)
+        .bind(crate::secrets::hex(&crate::secrets::random_bytes(16)))
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(classify)?;
+        let Some(row) = row else { return Ok(None) };
+        let generation: i64 = row.try_get("generation").map_err(classify)?;
+        let token_id: String = row.try_get("token_id").map_err(classify)?;
+        put_secret(
+            &mut tx,
+            tenant,
+            Some(connection),
+            field::ACCESS_TOKEN,
+            &token.access,
+            token.issued_at,
+        )
+        .await?;
+        if let Some(refresh) = &token.refresh {
+            put_secret(
+                &mut tx,
+                tenant,
+                Some(connection),
+                field::REFRESH_TOKEN,
+                refresh,
+                token.issued_at,
+            )
+            .await?;
+        }
+        tx.commit().await.map_err(classify)?;
+        self.cache.forget_connection(connection.as_str());
+        Ok(Some((token_id, generation)))
+    }
+}
