@@ -57,30 +57,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             return send(args).await;
         }
-        Command::Bench {
-            database_url,
-            duration,
-            concurrency,
-            peak_concurrency,
-            only,
-            connections,
-            events,
-            rates,
-            ceiling,
-        } => {
-            telemetry::init(crate::config::LogFormat::Pretty, "warn,sqlx=error");
-            let options = crate::bench::BenchOptions {
-                database_url,
-                duration: std::time::Duration::from_secs(duration),
-                concurrency,
-                peak_concurrency,
-                only,
-                connections,
-                events,
-                rates,
-                ceiling,
-            };
-            return crate::bench::run(options).await;
+        // The load generator is the executable's (src/bin/botgate), not the
+        // library's: it never reaches here from `botgate bench`.
+        Command::Bench { .. } => {
+            anyhow::bail!("the benchmarks run from the botgate executable: `botgate bench`")
         }
         other => other,
     };

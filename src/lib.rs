@@ -3,7 +3,6 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
-pub mod bench;
 pub mod bootstrap;
 pub mod cli;
 pub mod commands;

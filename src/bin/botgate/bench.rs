@@ -30,9 +30,9 @@ use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use secrecy::ExposeSecret as _;
 use serde_json::json;
 
-use crate::config::Settings;
-use crate::emulator::{AppConfig, BotConfig, EmulatorConfig, EmulatorServer};
-use crate::naverworks::signature;
+use botgate::config::Settings;
+use botgate::emulator::{AppConfig, BotConfig, EmulatorConfig, EmulatorServer};
+use botgate::naverworks::signature;
 
 const BOT_SECRET: &str = "bench-bot-secret-0123456789";
 const AUTH_HEADER: &str = "bench-auth-header-0123456789";
@@ -350,13 +350,13 @@ impl FreshDb {
 /// 2000002, …; rate limit raised so that it does not pace the benchmarks.
 struct Emulator {
     url: String,
-    app: crate::emulator::admin::GeneratedApp,
+    app: botgate::emulator::admin::GeneratedApp,
 }
 
 const FIRST_BOT: u64 = 2_000_001;
 
 async fn start_emulator(bots: usize) -> anyhow::Result<Emulator> {
-    let app = crate::emulator::admin::generate_app(&Default::default())?.0;
+    let app = botgate::emulator::admin::generate_app(&Default::default())?.0;
     let config = EmulatorConfig {
         apps: vec![AppConfig {
             client_id: app.client_id.clone(),
@@ -422,7 +422,7 @@ impl Gateway {
              naverworks_auth_url = \"{emu}/oauth2/v2.0\"\nnaverworks_api_url = \"{emu}/v1.0\"\n{extra}",
             db.url,
             dir.display(),
-            crate::secrets::MasterKey::generate().to_base64().expose_secret(),
+            botgate::secrets::MasterKey::generate().to_base64().expose_secret(),
             emu = emulator.url,
         );
         // Checked here, so that a mistake is an error, not a process that
@@ -651,12 +651,12 @@ fn callbacks(targets: Vec<Target>, users: u64, sent: Option<SendLog>) -> MakeReq
         let body = format!(
             r#"{{"type":"message","source":{{"userId":"{}","domainId":10000}},"issuedTime":"{}","content":{{"type":"text","text":"bench message {n}"}}}}"#,
             user_id(load, n % users),
-            crate::domain::rfc3339(crate::domain::now_millis())
+            botgate::domain::rfc3339(botgate::domain::now_millis())
         );
         if let Some(sent) = &sent {
             sent.lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .push((n, crate::domain::now_millis()));
+                .push((n, botgate::domain::now_millis()));
         }
         let sig = signature::sign(BOT_SECRET.as_bytes(), body.as_bytes());
         client
@@ -768,7 +768,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
     };
     let dir = std::env::temp_dir().join(format!(
         "botgate-bench-{}",
-        crate::secrets::hex(&crate::secrets::random_bytes(6))
+        botgate::secrets::hex(&botgate::secrets::random_bytes(6))
     ));
     std::fs::create_dir_all(&dir)?;
     let base_db = options.database_url.as_deref();
