@@ -12,6 +12,7 @@ mod console;
 mod crash;
 mod emulator;
 mod keys;
+mod layers;
 mod operations;
 mod quickstart;
 mod secrets_at_rest;
