@@ -6,7 +6,7 @@
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
-use serde_json::json;
+use serde::Serialize;
 
 use crate::domain::FieldError;
 use crate::store::StoreError;
@@ -118,10 +118,14 @@ impl ResponseError for ApiError {
         if let Self::Internal(e) = self {
             tracing::error!(error.cause_chain = ?e, error.message = %e, "request failed");
         }
-        let mut body = json!({"code": self.code(), "message": self.to_string()});
-        if let Self::Validation(fields) = self {
-            body["fields"] = json!(fields);
-        }
+        let body = ErrorBody {
+            code: self.code(),
+            message: self.to_string(),
+            fields: match self {
+                Self::Validation(fields) => Some(fields),
+                _ => None,
+            },
+        };
         let mut response = HttpResponse::build(self.status_code());
         match self {
             Self::Unauthorized => {
@@ -135,8 +139,26 @@ impl ResponseError for ApiError {
             }
             _ => {}
         }
-        response.json(json!({ "error": body }))
+        response.json(ErrorEnvelope { error: body })
     }
+}
+
+/// Every failure's body: `{"error": {"code", "message", "fields"?}}`.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorEnvelope<'a> {
+    pub error: ErrorBody<'a>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody<'a> {
+    /// A stable snake_case code, e.g. `validation_failed`, `not_found`.
+    pub code: &'static str,
+    /// A sentence a person can act on; never a secret.
+    pub message: String,
+    /// Validation failures: each field with its problem.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fields: Option<&'a [FieldError]>,
 }
 
 impl From<StoreError> for ApiError {

@@ -20,7 +20,7 @@ use crate::error::ApiError;
 use crate::secrets::hashing::{generate_token, hash_token};
 use crate::service::auth::Caller;
 use crate::service::checks::{run_checks, Check};
-use crate::service::connections::{self, ConnectionBody};
+use crate::service::connections::{self, ConnectionBody, ConnectionView};
 use crate::service::events;
 use crate::service::tenants::{self, EngineBody};
 use crate::store::console::{ConsoleSession, Role};
@@ -538,12 +538,6 @@ async fn connection_view(
     let l = ctx.lang;
     let state = &ctx.state;
     let view = connections::view(state, c).await?;
-    let s = |key: &str| {
-        view.get(key)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned()
-    };
     let events = state.store.events(&c.tenant_id, &c.id, None, 20).await?;
     let dead = state
         .store
@@ -561,9 +555,9 @@ async fn connection_view(
         @if let Some(f) = flash { (f) }
         section #urls {
             h2 { (T::Urls.get(l)) }
-            (copyable("webhook-url", T::WebhookUrl.get(l), &s("webhook_url"), l))
-            (copyable("auth-url", T::AuthUrl.get(l), &s("auth_url"), l))
-            (copyable("auth-refresh-url", T::AuthRefreshUrl.get(l), &s("auth_refresh_url"), l))
+            (copyable("webhook-url", T::WebhookUrl.get(l), &view.webhook_url, l))
+            (copyable("auth-url", T::AuthUrl.get(l), &view.auth_url, l))
+            (copyable("auth-refresh-url", T::AuthRefreshUrl.get(l), &view.auth_refresh_url, l))
             small.hint { (T::UrlsHint.get(l)) }
         }
         section #test {
@@ -663,10 +657,10 @@ async fn connection_view(
             h2 { (T::Details.get(l)) }
             dl {
                 dt { (T::ClientId.get(l)) } dd { code { (c.client_id) } }
-                dt { (T::ClientSecret.get(l)) } dd { code { (s("client_secret")) } }
+                dt { (T::ClientSecret.get(l)) } dd { code { (view.client_secret.as_deref().unwrap_or_default()) } }
                 dt { (T::ServiceAccount.get(l)) } dd { code { (c.service_account) } }
                 dt { (T::PrivateKey.get(l)) } dd { code { (c.private_key_info) } }
-                dt { (T::BotSecret.get(l)) } dd { code { (s("bot_secret")) } }
+                dt { (T::BotSecret.get(l)) } dd { code { (view.bot_secret.as_deref().unwrap_or_default()) } }
                 dt { (T::AuthHeader.get(l)) } dd { code { "****" } }
                 dt { (T::Scopes.get(l)) } dd { code { (c.scope) } }
                 dt { (T::RateLimit.get(l)) } dd { (c.rate_limit_per_minute) }
@@ -756,7 +750,7 @@ pub async fn replay_one(ctx: Ctx, path: web::Path<(String, String)>, form: Form)
 fn rotate_form(
     ctx: &Ctx,
     c: &ConnectionRecord,
-    view: &Value,
+    view: &ConnectionView,
     values: &HashMap<String, String>,
     errors: &[FieldError],
 ) -> Markup {
@@ -772,7 +766,8 @@ fn rotate_form(
         },
     };
     let current = |name: &str| match name {
-        "client_secret" | "bot_secret" => view.get(name).and_then(Value::as_str).map(str::to_owned),
+        "client_secret" => view.client_secret.clone(),
+        "bot_secret" => view.bot_secret.clone(),
         "private_key" => Some(c.private_key_info.clone()),
         "auth_header" => Some("****".to_owned()),
         _ => None,
@@ -892,11 +887,12 @@ async fn engine_form(
     let get = |name: &str| -> String {
         match values {
             Some(v) => v.get(name).cloned().unwrap_or_default(),
-            None => view
-                .get(name)
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned(),
+            None => match name {
+                "kind" => view.kind.clone(),
+                "url" => view.url.clone().unwrap_or_default(),
+                "fallback_text" => view.fallback_text.clone().unwrap_or_default(),
+                _ => String::new(),
+            },
         }
     };
     let kind = get("kind");
@@ -907,10 +903,7 @@ async fn engine_form(
             .map(|e| super::i18n::say(&e.message, l))
             .collect()
     };
-    let secret_now = view
-        .get("secret")
-        .and_then(Value::as_str)
-        .map(str::to_owned);
+    let secret_now = view.secret.clone();
     let body = html! {
         @if saved { (notice(T::Saved.get(l))) }
         @if !errors.is_empty() { (alert(T::FixErrors.get(l))) }

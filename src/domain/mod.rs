@@ -7,7 +7,7 @@ pub mod tenant;
 
 /// One field that failed validation, with a sentence a person can act on.
 /// Messages never contain the submitted value of a secret field.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     pub field: String,
     pub message: String,

@@ -3,16 +3,54 @@
 //! test it, read its audit. The rules live in `service::connections`.
 
 use actix_web::{web, HttpResponse};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 
 use super::extract::Caller;
 use crate::domain::rfc3339;
-use crate::error::ApiError;
-use crate::service::checks::run_checks;
-use crate::service::connections::{self, view, ConnectionBody};
+use crate::error::{ApiError, ErrorEnvelope};
+use crate::service::checks::{run_checks, Check};
+use crate::service::connections::{self, view, ConnectionBody, ConnectionView};
 use crate::state::AppState;
 
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ConnectionList {
+    pub connections: Vec<ConnectionView>,
+}
+
+/// The test's answer: whether every check passed, and each check.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TestReport {
+    pub ok: bool,
+    pub checks: Vec<Check>,
+}
+
+/// One read or refresh through the auth URLs (never the token).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct AuditView<'a> {
+    /// RFC 3339.
+    pub at: String,
+    pub client_addr: &'a str,
+    /// `read` or `refresh`.
+    pub action: &'a str,
+    /// `ok`, `wrong_header`, `blocked`, …
+    pub outcome: &'a str,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct AuditList<'a> {
+    pub entries: Vec<AuditView<'a>>,
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/tenants/{tenant}/connections",
+    summary = "Connect a NAVER WORKS bot",
+    tag = "connections",
+    params(("tenant" = String, Path, description = "Tenant id (`ten_…`)")),
+    request_body = ConnectionBody,
+    responses((status = 201, description = "Created, with webhook_url, auth_url, auth_refresh_url and masked secrets", body = ConnectionView), (status = 401, description = "Missing or wrong credentials", body = ErrorEnvelope<'static>), (status = 404, description = "No such resource (also for another tenant's)", body = ErrorEnvelope<'static>), (status = 409, description = "This tenant already connected this bot", body = ErrorEnvelope<'static>), (status = 422, description = "Invalid fields", body = ErrorEnvelope<'static>)),
+    security(("bearer" = []))
+)]
 pub async fn create(
     state: web::Data<AppState>,
     caller: Caller,
@@ -24,6 +62,15 @@ pub async fn create(
     Ok(HttpResponse::Created().json(view(&state, &record).await?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/tenants/{tenant}/connections",
+    summary = "List connections",
+    tag = "connections",
+    params(("tenant" = String, Path, description = "Tenant id (`ten_…`)")),
+    responses((status = 200, description = "Connections", body = ConnectionList), (status = 401, description = "Missing or wrong credentials", body = ErrorEnvelope<'static>), (status = 404, description = "No such resource (also for another tenant's)", body = ErrorEnvelope<'static>)),
+    security(("bearer" = []))
+)]
 pub async fn list(
     state: web::Data<AppState>,
     caller: Caller,
@@ -34,9 +81,18 @@ pub async fn list(
     for record in state.store.connections(&tenant.id).await? {
         views.push(view(&state, &record).await?);
     }
-    Ok(HttpResponse::Ok().json(json!({ "connections": views })))
+    Ok(HttpResponse::Ok().json(ConnectionList { connections: views }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/tenants/{tenant}/connections/{connection}",
+    summary = "Read a connection (secrets masked)",
+    tag = "connections",
+    params(("tenant" = String, Path, description = "Tenant id (`ten_…`)"), ("connection" = String, Path, description = "Connection id (`con_…`)")),
+    responses((status = 200, description = "The connection", body = ConnectionView), (status = 401, description = "Missing or wrong credentials", body = ErrorEnvelope<'static>), (status = 404, description = "No such resource (also for another tenant's)", body = ErrorEnvelope<'static>)),
+    security(("bearer" = []))
+)]
 pub async fn get(
     state: web::Data<AppState>,
     caller: Caller,
@@ -46,6 +102,16 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(view(&state, &record).await?))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/api/v1/tenants/{tenant}/connections/{connection}",
+    summary = "Rotate credentials or change settings",
+    tag = "connections",
+    params(("tenant" = String, Path, description = "Tenant id (`ten_…`)"), ("connection" = String, Path, description = "Connection id (`con_…`)")),
+    request_body = ConnectionBody,
+    responses((status = 200, description = "The connection", body = ConnectionView), (status = 401, description = "Missing or wrong credentials", body = ErrorEnvelope<'static>), (status = 404, description = "No such resource (also for another tenant's)", body = ErrorEnvelope<'static>), (status = 422, description = "Invalid fields", body = ErrorEnvelope<'static>)),
+    security(("bearer" = []))
+)]
 pub async fn update(
     state: web::Data<AppState>,
     caller: Caller,
@@ -57,6 +123,15 @@ pub async fn update(
     Ok(HttpResponse::Ok().json(view(&state, &record).await?))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/tenants/{tenant}/connections/{connection}",
+    summary = "Remove a connection and wipe its tokens",
+    tag = "connections",
+    params(("tenant" = String, Path, description = "Tenant id (`ten_…`)"), ("connection" = String, Path, description = "Connection id (`con_…`)")),
+    responses((status = 204, description = "Removed"), (status = 401, description = "Missing or wrong credentials", body = ErrorEnvelope<'static>), (status = 404, description = "No such resource (also for another tenant's)", body = ErrorEnvelope<'static>)),
+    security(("bearer" = []))
+)]
 pub async fn delete(
     state: web::Data<AppState>,
     caller: Caller,
@@ -70,6 +145,15 @@ pub async fn delete(
 /// `POST /api/v1/tenants/{tenant}/connections/{id}/test`: tries the
 /// credentials against NAVER WORKS now and reports each check in a sentence.
 /// It mints a token of its own; the shared token is not touched.
+#[utoipa::path(
+    post,
+    path = "/api/v1/tenants/{tenant}/connections/{connection}/test",
+    summary = "Try the credentials against NAVER WORKS now",
+    tag = "connections",
+    params(("tenant" = String, Path, description = "Tenant id (`ten_…`)"), ("connection" = String, Path, description = "Connection id (`con_…`)")),
+    responses((status = 200, description = "Each check in a sentence", body = TestReport), (status = 401, description = "Missing or wrong credentials", body = ErrorEnvelope<'static>), (status = 404, description = "No such resource (also for another tenant's)", body = ErrorEnvelope<'static>)),
+    security(("bearer" = []))
+)]
 pub async fn test(
     state: web::Data<AppState>,
     caller: Caller,
@@ -78,16 +162,27 @@ pub async fn test(
     let record = caller.connection(&state, &path.0, &path.1).await?;
     let checks = run_checks(&state, &record).await;
     let ok = checks.iter().all(|c| c.ok);
-    Ok(HttpResponse::Ok().json(json!({"ok": ok, "checks": checks})))
+    Ok(HttpResponse::Ok().json(TestReport { ok, checks }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
+    /// At most this many (1 to 1,000; 100 by default).
     limit: Option<i64>,
 }
 
 /// `GET /api/v1/tenants/{tenant}/connections/{id}/audit`: reads and refreshes
 /// through the auth URLs, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/tenants/{tenant}/connections/{connection}/audit",
+    summary = "Token reads and refreshes through the auth URLs, newest first",
+    tag = "connections",
+    params(("tenant" = String, Path, description = "Tenant id (`ten_…`)"), ("connection" = String, Path, description = "Connection id (`con_…`)"), AuditQuery),
+    responses((status = 200, description = "The entries", body = AuditList<'static>), (status = 401, description = "Missing or wrong credentials", body = ErrorEnvelope<'static>), (status = 404, description = "No such resource (also for another tenant's)", body = ErrorEnvelope<'static>)),
+    security(("bearer" = []))
+)]
 pub async fn audit(
     state: web::Data<AppState>,
     caller: Caller,
@@ -100,9 +195,14 @@ pub async fn audit(
         .store
         .audit(&record.tenant_id, &record.id, limit)
         .await?;
-    let entries: Vec<Value> = entries
-        .into_iter()
-        .map(|e| json!({"at": rfc3339(e.at), "client_addr": e.client_addr, "action": e.action, "outcome": e.outcome}))
+    let entries = entries
+        .iter()
+        .map(|e| AuditView {
+            at: rfc3339(e.at),
+            client_addr: &e.client_addr,
+            action: &e.action,
+            outcome: &e.outcome,
+        })
         .collect();
-    Ok(HttpResponse::Ok().json(json!({ "entries": entries })))
+    Ok(HttpResponse::Ok().json(AuditList { entries }))
 }

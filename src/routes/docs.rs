@@ -1,51 +1,164 @@
-//! `GET /api/openapi.json` (the OpenAPI 3 document, kept beside the route
-//! table; a test checks that the two agree) and `GET /api/docs`, a page
-//! listing every operation.
+//! `GET /api/openapi.json`, the OpenAPI document generated from the
+//! handlers' own annotations and types (utoipa), and `GET /api/docs`, a page
+//! listing every operation. A test checks that the document's operations are
+//! exactly the router's ([`super::routes`]).
+
+use std::sync::LazyLock;
 
 use actix_web::HttpResponse;
-use serde_json::Value;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::OpenApi as _;
 
-pub const OPENAPI: &str = include_str!("openapi.json");
+use super::{auth_urls, connections, events, health, messages, tenants, webhooks};
+use crate::error::ErrorEnvelope;
 
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "botgate",
+        description = "A multi-tenant chatbot channel gateway for NAVER WORKS bots. \
+                       Errors are {\"error\": {\"code\", \"message\"}}."
+    ),
+    paths(
+        health::healthz,
+        health::readyz,
+        health::metrics,
+        openapi,
+        page,
+        tenants::create,
+        tenants::get,
+        tenants::set_engine,
+        connections::create,
+        connections::list,
+        connections::get,
+        connections::update,
+        connections::delete,
+        connections::test,
+        connections::audit,
+        events::list,
+        events::replay_all,
+        events::replay_one,
+        events::outbox,
+        webhooks::naverworks,
+        auth_urls::read,
+        auth_urls::refresh,
+        messages::send,
+        messages::list,
+        messages::get,
+    ),
+    components(schemas(ErrorEnvelope<'static>)),
+    modifiers(&SecuritySchemes),
+    security(("bearer" = []))
+)]
+struct ApiDoc;
+
+/// The two ways in: a bearer token (admin or tenant key) for the management
+/// API, the `DANBEE-NAVERWORKS-AUTH` header for the auth URLs.
+struct SecuritySchemes;
+
+impl utoipa::Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("The admin token or a tenant's API key"))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "naverworksAuth",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new(auth_urls::AUTH_HEADER))),
+        );
+    }
+}
+
+/// The document, generated once per process.
+pub static DOCUMENT: LazyLock<utoipa::openapi::OpenApi> = LazyLock::new(ApiDoc::openapi);
+
+static DOCUMENT_JSON: LazyLock<String> = LazyLock::new(|| {
+    DOCUMENT
+        .to_pretty_json()
+        .unwrap_or_else(|_| "{}".to_owned())
+});
+
+#[utoipa::path(
+    get,
+    path = "/api/openapi.json",
+    summary = "This document",
+    tag = "operations",
+    responses((status = 200, description = "OpenAPI document", body = Object)),
+    security(())
+)]
 pub async fn openapi() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/json")
-        .body(OPENAPI)
+        .body(DOCUMENT_JSON.as_str())
 }
 
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
+#[utoipa::path(
+    get,
+    path = "/api/docs",
+    summary = "A page listing the API",
+    tag = "operations",
+    responses((status = 200, description = "HTML page", content_type = "text/html", body = String)),
+    security(())
+)]
 pub async fn page() -> HttpResponse {
-    let doc: Value = serde_json::from_str(OPENAPI).unwrap_or(Value::Null);
-    let mut rows = String::new();
-    if let Some(paths) = doc.get("paths").and_then(Value::as_object) {
-        for (path, ops) in paths {
-            for (method, op) in ops.as_object().into_iter().flatten() {
-                let summary = op.get("summary").and_then(Value::as_str).unwrap_or("");
-                rows.push_str(&format!(
-                    "<tr><td><code>{}</code></td><td><code>{}</code></td><td>{}</td></tr>\n",
-                    escape(&method.to_uppercase()),
-                    escape(path),
-                    escape(summary)
-                ));
+    let rows: Vec<(String, String, String)> = DOCUMENT
+        .paths
+        .paths
+        .iter()
+        .flat_map(|(path, item)| {
+            operations(item).map(move |(method, op)| {
+                (
+                    method.to_uppercase(),
+                    path.clone(),
+                    op.summary.clone().unwrap_or_default(),
+                )
+            })
+        })
+        .collect();
+    let html = maud::html! {
+        (maud::DOCTYPE)
+        html lang="en" {
+            head { meta charset="utf-8"; title { "botgate API" } }
+            body {
+                h1 { "botgate API" }
+                p { "The machine-readable document: " a href="/api/openapi.json" { "/api/openapi.json" } "." }
+                table {
+                    thead { tr { th { "Method" } th { "Path" } th { "What" } } }
+                    tbody {
+                        @for (method, path, summary) in &rows {
+                            tr { td { code { (method) } } td { code { (path) } } td { (summary) } }
+                        }
+                    }
+                }
             }
         }
-    }
-    let html = format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>botgate API</title></head>\
-         <body><h1>botgate API</h1><p>The machine-readable document: <a href=\"/api/openapi.json\">/api/openapi.json</a>.</p>\
-         <table><thead><tr><th>Method</th><th>Path</th><th>What</th></tr></thead><tbody>\n{rows}</tbody></table></body></html>"
-    );
+    };
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
         .insert_header((
             "Content-Security-Policy",
             "default-src 'none'; style-src 'self'",
         ))
-        .body(html)
+        .body(html.into_string())
+}
+
+/// A path's operations with their methods' names.
+fn operations(
+    item: &utoipa::openapi::PathItem,
+) -> impl Iterator<Item = (&'static str, &utoipa::openapi::path::Operation)> {
+    [
+        ("get", &item.get),
+        ("put", &item.put),
+        ("post", &item.post),
+        ("delete", &item.delete),
+        ("patch", &item.patch),
+    ]
+    .into_iter()
+    .filter_map(|(method, op)| op.as_ref().map(|op| (method, op)))
 }

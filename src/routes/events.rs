@@ -3,53 +3,132 @@
 //! sent or waiting.
 
 use actix_web::{web, HttpResponse};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::extract::Caller;
 use crate::domain::rfc3339;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorEnvelope};
 use crate::service::events;
 use crate::state::AppState;
 use crate::store::queue::{InboundEvent, OutboundMessage};
 
 const STATUSES: &[&str] = &["pending", "processing", "done", "dead"];
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
+    /// pending | processing | done | dead.
     status: Option<String>,
     limit: Option<i64>,
 }
 
-fn event_view(e: &InboundEvent) -> Value {
-    json!({
-        "id": e.id,
-        "type": e.event_type,
-        "conversation": e.conversation,
-        "status": e.status,
-        "attempts": e.attempts,
-        "last_error": e.last_error,
-        "received_at": rfc3339(e.received_at),
-        "updated_at": rfc3339(e.updated_at),
-    })
+/// One inbound event as the API shows it (not its body).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct EventView<'a> {
+    pub id: &'a str,
+    /// The callback's type: `message`, `postback`, `join`, …
+    #[serde(rename = "type")]
+    pub event_type: &'a str,
+    /// `user:…` or `channel:…`: events of one conversation are handled in order.
+    pub conversation: &'a str,
+    /// pending | processing | done | dead.
+    pub status: &'a str,
+    pub attempts: i64,
+    pub last_error: Option<&'a str>,
+    /// RFC 3339.
+    pub received_at: String,
+    pub updated_at: String,
 }
 
-fn message_view(m: &OutboundMessage) -> Value {
-    json!({
-        "id": m.id,
-        "event_id": m.event_id,
-        "target": {"kind": m.target_kind, "id": m.target_id},
-        "content": serde_json::from_str::<Value>(&m.content).unwrap_or(Value::Null),
-        "status": m.status,
-        "attempts": m.attempts,
-        "last_error": m.last_error,
-        "created_at": rfc3339(m.created_at),
-        "delivered_at": m.delivered_at.map(rfc3339),
-    })
+impl<'a> From<&'a InboundEvent> for EventView<'a> {
+    fn from(e: &'a InboundEvent) -> Self {
+        Self {
+            id: &e.id,
+            event_type: &e.event_type,
+            conversation: &e.conversation,
+            status: &e.status,
+            attempts: e.attempts,
+            last_error: e.last_error.as_deref(),
+            received_at: rfc3339(e.received_at),
+            updated_at: rfc3339(e.updated_at),
+        }
+    }
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct EventList<'a> {
+    pub events: Vec<EventView<'a>>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Replayed {
+    /// How many dead events went back into the queue.
+    pub replayed: u64,
+}
+
+/// Whom a message goes to.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Target<'a> {
+    /// `user` or `channel`.
+    pub kind: &'a str,
+    pub id: &'a str,
+}
+
+/// One message of the outbox.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct OutboxMessage<'a> {
+    pub id: &'a str,
+    /// The event it answers, if it is a reply.
+    pub event_id: Option<&'a str>,
+    pub target: Target<'a>,
+    /// The NAVER WORKS content sent.
+    #[schema(value_type = Object)]
+    pub content: Value,
+    /// pending | sending | delivered | failed.
+    pub status: &'a str,
+    pub attempts: i64,
+    pub last_error: Option<&'a str>,
+    /// RFC 3339.
+    pub created_at: String,
+    pub delivered_at: Option<String>,
+}
+
+impl<'a> From<&'a OutboundMessage> for OutboxMessage<'a> {
+    fn from(m: &'a OutboundMessage) -> Self {
+        Self {
+            id: &m.id,
+            event_id: m.event_id.as_deref(),
+            target: Target {
+                kind: &m.target_kind,
+                id: &m.target_id,
+            },
+            content: serde_json::from_str::<Value>(&m.content).unwrap_or(Value::Null),
+            status: &m.status,
+            attempts: m.attempts,
+            last_error: m.last_error.as_deref(),
+            created_at: rfc3339(m.created_at),
+            delivered_at: m.delivered_at.map(rfc3339),
+        }
+    }
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct OutboxList<'a> {
+    pub messages: Vec<OutboxMessage<'a>>,
 }
 
 /// `GET …/events?status=dead&limit=100`, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/tenants/{tenant}/connections/{connection}/events",
+    summary = "Inbound events by status (pending, processing, done, dead), newest first",
+    tag = "events",
+    params(("tenant" = String, Path, description = "Tenant id (`ten_…`)"), ("connection" = String, Path, description = "Connection id (`con_…`)"), ListQuery),
+    responses((status = 200, description = "The events", body = EventList<'static>), (status = 401, description = "Missing or wrong credentials", body = ErrorEnvelope<'static>), (status = 404, description = "No such resource (also for another tenant's)", body = ErrorEnvelope<'static>), (status = 422, description = "Unknown status", body = ErrorEnvelope<'static>)),
+    security(("bearer" = []))
+)]
 pub async fn list(
     state: web::Data<AppState>,
     caller: Caller,
@@ -69,11 +148,21 @@ pub async fn list(
         .store
         .events(&connection.tenant_id, &connection.id, status, limit)
         .await?;
-    Ok(HttpResponse::Ok()
-        .json(json!({"events": events.iter().map(event_view).collect::<Vec<_>>()})))
+    Ok(HttpResponse::Ok().json(EventList {
+        events: events.iter().map(EventView::from).collect(),
+    }))
 }
 
 /// `POST …/events/replay`: every dead event of the connection, back in the queue.
+#[utoipa::path(
+    post,
+    path = "/api/v1/tenants/{tenant}/connections/{connection}/events/replay",
+    summary = "Replay every dead event",
+    tag = "events",
+    params(("tenant" = String, Path, description = "Tenant id (`ten_…`)"), ("connection" = String, Path, description = "Connection id (`con_…`)")),
+    responses((status = 200, description = "How many", body = Replayed), (status = 401, description = "Missing or wrong credentials", body = ErrorEnvelope<'static>), (status = 404, description = "No such resource (also for another tenant's)", body = ErrorEnvelope<'static>)),
+    security(("bearer" = []))
+)]
 pub async fn replay_all(
     state: web::Data<AppState>,
     caller: Caller,
@@ -81,10 +170,19 @@ pub async fn replay_all(
 ) -> Result<HttpResponse, ApiError> {
     let connection = caller.connection(&state, &path.0, &path.1).await?;
     let count = events::replay(&state, &connection, None).await?;
-    Ok(HttpResponse::Ok().json(json!({ "replayed": count })))
+    Ok(HttpResponse::Ok().json(Replayed { replayed: count }))
 }
 
 /// `POST …/events/{event}/replay`: one dead event.
+#[utoipa::path(
+    post,
+    path = "/api/v1/tenants/{tenant}/connections/{connection}/events/{event}/replay",
+    summary = "Replay one dead event",
+    tag = "events",
+    params(("tenant" = String, Path, description = "Tenant id (`ten_…`)"), ("connection" = String, Path, description = "Connection id (`con_…`)"), ("event" = String, Path, description = "Event id (`evt_…`)")),
+    responses((status = 200, description = "How many", body = Replayed), (status = 401, description = "Missing or wrong credentials", body = ErrorEnvelope<'static>), (status = 404, description = "No such resource (also for another tenant's)", body = ErrorEnvelope<'static>)),
+    security(("bearer" = []))
+)]
 pub async fn replay_one(
     state: web::Data<AppState>,
     caller: Caller,
@@ -95,16 +193,27 @@ pub async fn replay_one(
     if count == 0 {
         return Err(ApiError::NotFound("no dead event with this id"));
     }
-    Ok(HttpResponse::Ok().json(json!({ "replayed": count })))
+    Ok(HttpResponse::Ok().json(Replayed { replayed: count }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct OutboxQuery {
+    /// At most this many (1 to 10,000; 1,000 by default).
     limit: Option<i64>,
 }
 
 /// `GET …/outbox`: messages to this connection's users and rooms, oldest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/tenants/{tenant}/connections/{connection}/outbox",
+    summary = "Messages to this connection's users and rooms, oldest first",
+    tag = "events",
+    params(("tenant" = String, Path, description = "Tenant id (`ten_…`)"), ("connection" = String, Path, description = "Connection id (`con_…`)"), OutboxQuery),
+    responses((status = 200, description = "The messages", body = OutboxList<'static>), (status = 401, description = "Missing or wrong credentials", body = ErrorEnvelope<'static>), (status = 404, description = "No such resource (also for another tenant's)", body = ErrorEnvelope<'static>)),
+    security(("bearer" = []))
+)]
 pub async fn outbox(
     state: web::Data<AppState>,
     caller: Caller,
@@ -117,6 +226,7 @@ pub async fn outbox(
         .store
         .messages(&connection.tenant_id, &connection.id, limit)
         .await?;
-    Ok(HttpResponse::Ok()
-        .json(json!({"messages": messages.iter().map(message_view).collect::<Vec<_>>()})))
+    Ok(HttpResponse::Ok().json(OutboxList {
+        messages: messages.iter().map(OutboxMessage::from).collect(),
+    }))
 }

@@ -19,7 +19,7 @@ use super::extract::Caller;
 use crate::domain::ids::new_message_id;
 use crate::domain::ids::ConnectionId;
 use crate::domain::{now_millis, rfc3339, FieldError};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorEnvelope};
 use crate::naverworks::content::validate_message;
 use crate::state::AppState;
 use crate::store::queue::{NewOutbound, OutboundMessage};
@@ -28,12 +28,18 @@ use crate::store::ConnectionRecord;
 /// NAVER WORKS' text limit (§4.2).
 pub const TEXT_LIMIT: usize = 2000;
 
-#[derive(Deserialize)]
+/// One of `user_id` and `channel_id`, and the NAVER WORKS `content`.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SendBody {
+    #[schema(value_type = Option<String>)]
     user_id: Option<Value>,
+    #[schema(value_type = Option<String>)]
     channel_id: Option<Value>,
+    /// NAVER WORKS message content, e.g. `{"type": "text", "text": "…"}`.
+    #[schema(value_type = Object)]
     content: Option<Value>,
+    /// Split a text longer than 2,000 characters into several messages.
     split_long_text: Option<bool>,
 }
 
@@ -115,6 +121,16 @@ pub fn split_text(text: &str) -> Vec<String> {
     parts
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/connections/{connection}/messages",
+    summary = "Send a message to a user or a room (Idempotency-Key honoured)",
+    tag = "messages",
+    params(("connection" = String, Path, description = "Connection id (`con_…`)"), ("Idempotency-Key" = Option<String>, Header, description = "Repeats with the same key answer the first message")),
+    request_body = SendBody,
+    responses((status = 202, description = "{id, status: queued}", body = Object), (status = 400, description = "Bad Idempotency-Key", body = ErrorEnvelope<'static>), (status = 401, description = "Missing or wrong credentials", body = ErrorEnvelope<'static>), (status = 404, description = "No such resource (also for another tenant's)", body = ErrorEnvelope<'static>), (status = 422, description = "Invalid message; the field path and limit are named", body = ErrorEnvelope<'static>)),
+    security(("bearer" = []))
+)]
 pub async fn send(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -225,6 +241,15 @@ pub async fn send(
     Ok(HttpResponse::Accepted().json(answer))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/connections/{connection}/messages/{id}",
+    summary = "A message's delivery status",
+    tag = "messages",
+    params(("connection" = String, Path, description = "Connection id (`con_…`)"), ("id" = String, Path, description = "Message id (`msg_…`)")),
+    responses((status = 200, description = "queued | sending | delivered | failed, attempts, last_error", body = Object), (status = 401, description = "Missing or wrong credentials", body = ErrorEnvelope<'static>), (status = 404, description = "No such resource (also for another tenant's)", body = ErrorEnvelope<'static>)),
+    security(("bearer" = []))
+)]
 pub async fn get(
     state: web::Data<AppState>,
     caller: Caller,
@@ -239,15 +264,26 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(view(&message)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
+    /// queued | sending | delivered | failed.
     status: Option<String>,
     /// RFC 3339; messages created at or after it.
     since: Option<String>,
     limit: Option<i64>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/connections/{connection}/messages",
+    summary = "List messages by status and time",
+    tag = "messages",
+    params(("connection" = String, Path, description = "Connection id (`con_…`)"), ListQuery),
+    responses((status = 200, description = "{messages}", body = Object), (status = 401, description = "Missing or wrong credentials", body = ErrorEnvelope<'static>), (status = 404, description = "No such resource (also for another tenant's)", body = ErrorEnvelope<'static>), (status = 422, description = "Bad filter", body = ErrorEnvelope<'static>)),
+    security(("bearer" = []))
+)]
 pub async fn list(
     state: web::Data<AppState>,
     caller: Caller,

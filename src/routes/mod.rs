@@ -1,5 +1,5 @@
-//! The route table. Handlers parse input into domain types, call the store,
-//! and shape responses; every failure goes through `ApiError`.
+//! The route table. Handlers parse input into domain types, call a service
+//! or the store, and shape responses; every failure goes through `ApiError`.
 
 pub mod auth_urls;
 pub mod connections;
@@ -11,77 +11,160 @@ mod messages;
 pub mod tenants;
 pub mod webhooks;
 
-use actix_web::web;
+use actix_web::http::Method;
+use actix_web::{web, Route};
 
 use crate::error::method_not_allowed;
 
-/// A resource whose unmatched methods answer 405 in the JSON envelope.
-fn resource(path: &str) -> actix_web::Resource {
-    web::resource(path).default_service(web::to(method_not_allowed))
+/// One operation: its method, its path pattern (as the OpenAPI document
+/// names it) and its handler.
+struct Operation {
+    method: Method,
+    path: &'static str,
+    route: Route,
 }
 
-/// Routes are tried in the order they are registered, and each pattern with
-/// a `{segment}` is a regex run over the path: the hot ones (callbacks from
+fn op(method: Method, path: &'static str, route: Route) -> Operation {
+    Operation {
+        method: method.clone(),
+        path,
+        route: route.method(method),
+    }
+}
+
+/// Every operation of the API, in the order they are tried. Routes are
+/// tried in the order they are registered, and each pattern with a
+/// `{segment}` is a regex run over the path: the hot ones (callbacks from
 /// NAVER WORKS, the auth URLs) come first, so they are found on the first
 /// try or two instead of after every API route.
+fn operations() -> Vec<Operation> {
+    use Method as M;
+    vec![
+        op(
+            M::POST,
+            "/webhooks/naverworks/{connection}",
+            web::to(webhooks::naverworks),
+        ),
+        op(
+            M::GET,
+            "/auth/naverworks/{connection}",
+            web::to(auth_urls::read),
+        ),
+        op(
+            M::POST,
+            "/auth/naverworks/{connection}/refresh",
+            web::to(auth_urls::refresh),
+        ),
+        op(M::GET, "/healthz", web::to(health::healthz)),
+        op(M::GET, "/readyz", web::to(health::readyz)),
+        op(M::GET, "/metrics", web::to(health::metrics)),
+        op(M::GET, "/api/openapi.json", web::to(docs::openapi)),
+        op(M::GET, "/api/docs", web::to(docs::page)),
+        op(M::POST, "/api/v1/tenants", web::to(tenants::create)),
+        op(M::GET, "/api/v1/tenants/{tenant}", web::to(tenants::get)),
+        op(
+            M::PUT,
+            "/api/v1/tenants/{tenant}/engine",
+            web::to(tenants::set_engine),
+        ),
+        op(
+            M::POST,
+            "/api/v1/tenants/{tenant}/connections",
+            web::to(connections::create),
+        ),
+        op(
+            M::GET,
+            "/api/v1/tenants/{tenant}/connections",
+            web::to(connections::list),
+        ),
+        op(
+            M::GET,
+            "/api/v1/tenants/{tenant}/connections/{connection}/events",
+            web::to(events::list),
+        ),
+        op(
+            M::POST,
+            "/api/v1/tenants/{tenant}/connections/{connection}/events/replay",
+            web::to(events::replay_all),
+        ),
+        op(
+            M::POST,
+            "/api/v1/tenants/{tenant}/connections/{connection}/events/{event}/replay",
+            web::to(events::replay_one),
+        ),
+        op(
+            M::GET,
+            "/api/v1/tenants/{tenant}/connections/{connection}/outbox",
+            web::to(events::outbox),
+        ),
+        op(
+            M::POST,
+            "/api/v1/connections/{connection}/messages",
+            web::to(messages::send),
+        ),
+        op(
+            M::GET,
+            "/api/v1/connections/{connection}/messages",
+            web::to(messages::list),
+        ),
+        op(
+            M::GET,
+            "/api/v1/connections/{connection}/messages/{id}",
+            web::to(messages::get),
+        ),
+        op(
+            M::POST,
+            "/api/v1/tenants/{tenant}/connections/{connection}/test",
+            web::to(connections::test),
+        ),
+        op(
+            M::GET,
+            "/api/v1/tenants/{tenant}/connections/{connection}/audit",
+            web::to(connections::audit),
+        ),
+        op(
+            M::GET,
+            "/api/v1/tenants/{tenant}/connections/{connection}",
+            web::to(connections::get),
+        ),
+        op(
+            M::PATCH,
+            "/api/v1/tenants/{tenant}/connections/{connection}",
+            web::to(connections::update),
+        ),
+        op(
+            M::DELETE,
+            "/api/v1/tenants/{tenant}/connections/{connection}",
+            web::to(connections::delete),
+        ),
+    ]
+}
+
+/// The (method, path) of every operation the router serves: the same table
+/// `configure` registers, so a test can hold the OpenAPI document to it.
+pub fn routes() -> Vec<(String, &'static str)> {
+    operations()
+        .into_iter()
+        .map(|o| (o.method.to_string(), o.path))
+        .collect()
+}
+
+/// Registers the operations, one resource per path (in the order of each
+/// path's first operation); a resource's other methods answer 405 in the
+/// JSON envelope.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        resource("/webhooks/naverworks/{connection}").route(web::post().to(webhooks::naverworks)),
-    )
-    .service(resource("/auth/naverworks/{connection}").route(web::get().to(auth_urls::read)))
-    .service(
-        resource("/auth/naverworks/{connection}/refresh").route(web::post().to(auth_urls::refresh)),
-    )
-    .service(resource("/healthz").route(web::get().to(health::healthz)))
-    .service(resource("/readyz").route(web::get().to(health::readyz)))
-    .service(resource("/metrics").route(web::get().to(health::metrics)))
-    .service(resource("/api/openapi.json").route(web::get().to(docs::openapi)))
-    .service(resource("/api/docs").route(web::get().to(docs::page)))
-    .service(resource("/api/v1/tenants").route(web::post().to(tenants::create)))
-    .service(resource("/api/v1/tenants/{tenant}").route(web::get().to(tenants::get)))
-    .service(resource("/api/v1/tenants/{tenant}/engine").route(web::put().to(tenants::set_engine)))
-    .service(
-        resource("/api/v1/tenants/{tenant}/connections")
-            .route(web::post().to(connections::create))
-            .route(web::get().to(connections::list)),
-    )
-    .service(
-        resource("/api/v1/tenants/{tenant}/connections/{connection}/events")
-            .route(web::get().to(events::list)),
-    )
-    .service(
-        resource("/api/v1/tenants/{tenant}/connections/{connection}/events/replay")
-            .route(web::post().to(events::replay_all)),
-    )
-    .service(
-        resource("/api/v1/tenants/{tenant}/connections/{connection}/events/{event}/replay")
-            .route(web::post().to(events::replay_one)),
-    )
-    .service(
-        resource("/api/v1/tenants/{tenant}/connections/{connection}/outbox")
-            .route(web::get().to(events::outbox)),
-    )
-    .service(
-        resource("/api/v1/connections/{connection}/messages")
-            .route(web::post().to(messages::send))
-            .route(web::get().to(messages::list)),
-    )
-    .service(
-        resource("/api/v1/connections/{connection}/messages/{id}")
-            .route(web::get().to(messages::get)),
-    )
-    .service(
-        resource("/api/v1/tenants/{tenant}/connections/{connection}/test")
-            .route(web::post().to(connections::test)),
-    )
-    .service(
-        resource("/api/v1/tenants/{tenant}/connections/{connection}/audit")
-            .route(web::get().to(connections::audit)),
-    )
-    .service(
-        resource("/api/v1/tenants/{tenant}/connections/{connection}")
-            .route(web::get().to(connections::get))
-            .route(web::patch().to(connections::update))
-            .route(web::delete().to(connections::delete)),
-    );
+    let mut paths: Vec<(&'static str, Vec<Route>)> = Vec::new();
+    for o in operations() {
+        match paths.iter_mut().find(|(path, _)| *path == o.path) {
+            Some((_, routes)) => routes.push(o.route),
+            None => paths.push((o.path, vec![o.route])),
+        }
+    }
+    for (path, routes) in paths {
+        let resource = routes.into_iter().fold(
+            web::resource(path).default_service(web::to(method_not_allowed)),
+            actix_web::Resource::route,
+        );
+        cfg.service(resource);
+    }
 }

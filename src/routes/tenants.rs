@@ -4,20 +4,39 @@
 
 use actix_web::{web, HttpResponse};
 use secrecy::ExposeSecret;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::extract::Caller;
-use crate::error::ApiError;
-use crate::service::tenants::{self, EngineBody};
+use crate::error::{ApiError, ErrorEnvelope};
+use crate::service::tenants::{self, EngineBody, EngineView, TenantView};
 use crate::state::AppState;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTenantBody {
+    #[schema(value_type = String, example = "lucky-draw")]
     name: Option<Value>,
 }
 
+/// The new tenant with its API key, shown this once.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CreatedTenant<'a> {
+    #[serde(flatten)]
+    pub tenant: TenantView,
+    /// `bgk_…`: stored only as a hash, never shown again.
+    pub api_key: &'a str,
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/tenants",
+    summary = "Create a tenant (admin token); its API key is shown once",
+    tag = "tenants",
+    request_body = CreateTenantBody,
+    responses((status = 201, description = "Created", body = CreatedTenant<'static>), (status = 401, description = "Missing or wrong credentials", body = ErrorEnvelope<'static>), (status = 403, description = "A tenant key may not create tenants", body = ErrorEnvelope<'static>), (status = 422, description = "Invalid fields", body = ErrorEnvelope<'static>)),
+    security(("bearer" = []))
+)]
 pub async fn create(
     state: web::Data<AppState>,
     caller: Caller,
@@ -26,11 +45,22 @@ pub async fn create(
     caller.require_admin()?;
     let name = tenants::parse_name(body.name.as_ref())?;
     let (tenant, api_key) = tenants::create(&state.store, &name).await?;
-    let mut view = tenants::view(&state, &tenant).await?;
-    view["api_key"] = json!(api_key.expose_secret());
-    Ok(HttpResponse::Created().json(view))
+    let view = tenants::view(&state, &tenant).await?;
+    Ok(HttpResponse::Created().json(CreatedTenant {
+        tenant: view,
+        api_key: api_key.expose_secret(),
+    }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/tenants/{tenant}",
+    summary = "Read a tenant",
+    tag = "tenants",
+    params(("tenant" = String, Path, description = "Tenant id (`ten_…`)")),
+    responses((status = 200, description = "The tenant", body = TenantView), (status = 401, description = "Missing or wrong credentials", body = ErrorEnvelope<'static>), (status = 404, description = "No such resource (also for another tenant's)", body = ErrorEnvelope<'static>)),
+    security(("bearer" = []))
+)]
 pub async fn get(
     state: web::Data<AppState>,
     caller: Caller,
@@ -40,6 +70,16 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(tenants::view(&state, &tenant).await?))
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/v1/tenants/{tenant}/engine",
+    summary = "Set the dialogue engine (echo | http | rasa) and fallback text",
+    tag = "tenants",
+    params(("tenant" = String, Path, description = "Tenant id (`ten_…`)")),
+    request_body = EngineBody,
+    responses((status = 200, description = "The engine, secret masked", body = EngineView), (status = 401, description = "Missing or wrong credentials", body = ErrorEnvelope<'static>), (status = 404, description = "No such resource (also for another tenant's)", body = ErrorEnvelope<'static>), (status = 422, description = "Invalid fields", body = ErrorEnvelope<'static>)),
+    security(("bearer" = []))
+)]
 pub async fn set_engine(
     state: web::Data<AppState>,
     caller: Caller,

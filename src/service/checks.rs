@@ -10,7 +10,7 @@ use crate::store::ConnectionRecord;
 
 /// One check of `POST …/test`: what was checked, whether it passed, a code
 /// for failures and a sentence a builder can act on.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct Check {
     pub name: &'static str,
     pub ok: bool,
@@ -20,6 +20,7 @@ pub struct Check {
     /// The variable part of the sentence (bot id, scopes, HTTP status), so
     /// the console can say it in another language.
     #[serde(skip)]
+    #[schema(ignore)]
     pub detail: Option<String>,
 }
 

@@ -4,8 +4,8 @@
 //! they share every rule.
 
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::domain::ids::{ConnectionId, PublicId, TenantId};
 use crate::domain::naverworks::{
@@ -26,18 +26,36 @@ pub const CHANNEL_NAVERWORKS: &str = "naverworks";
 /// is taken as raw JSON and parsed here, so that no serde message can echo a
 /// secret and every problem is reported at once.
 /// The console builds the same body from its form, so both share every rule.
-#[derive(Deserialize, Default)]
+/// (The schema names the type each field must have; a value of another
+/// type is refused with a field error, not a parse error.)
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectionBody {
+    /// `naverworks` (the default).
+    #[schema(value_type = Option<String>, example = "naverworks")]
     pub channel: Option<Value>,
+    /// Required to create; cannot be changed.
+    #[schema(value_type = Option<String>, example = "2000001")]
     pub bot_id: Option<Value>,
+    #[schema(value_type = Option<String>, example = "ZbsOq6zjt0IhtZZnrc")]
     pub client_id: Option<Value>,
+    #[schema(value_type = Option<String>)]
     pub client_secret: Option<Value>,
+    #[schema(value_type = Option<String>, example = "1wagx.serviceaccount@example.com")]
     pub service_account: Option<Value>,
+    /// The PEM key file's text.
+    #[schema(value_type = Option<String>, example = "-----BEGIN PRIVATE KEY-----\n…")]
     pub private_key: Option<Value>,
+    #[schema(value_type = Option<String>)]
     pub bot_secret: Option<Value>,
+    /// The `DANBEE-NAVERWORKS-AUTH` value internal services will send: at
+    /// least 16 characters, stored salted and hashed.
+    #[schema(value_type = Option<String>)]
     pub auth_header: Option<Value>,
+    /// Space-separated OAuth scopes (default `bot`).
+    #[schema(value_type = Option<String>, example = "bot")]
     pub scope: Option<Value>,
+    #[schema(value_type = Option<i64>, example = 240)]
     pub rate_limit_per_minute: Option<Value>,
 }
 
@@ -310,16 +328,56 @@ pub async fn delete(state: &AppState, record: &ConnectionRecord) -> Result<(), A
     Ok(())
 }
 
+/// The public view of a connection: plain ids, masked secrets, and the URLs
+/// to paste.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ConnectionView {
+    pub id: String,
+    pub tenant_id: String,
+    /// `naverworks`.
+    pub channel: String,
+    pub bot_id: String,
+    pub client_id: String,
+    /// Masked (`…a1b2`); null if it does not decrypt.
+    pub client_secret: Option<String>,
+    pub service_account: String,
+    /// The private key's size and public-key fingerprint; never the key.
+    pub private_key: String,
+    /// Masked; null if it does not decrypt.
+    pub bot_secret: Option<String>,
+    /// Always `****`: stored only as a salted hash.
+    pub auth_header: &'static str,
+    pub scope: String,
+    pub rate_limit_per_minute: i64,
+    /// The Callback URL to paste into the NAVER WORKS Developer Console.
+    pub webhook_url: String,
+    /// Where internal services read the bot's token (`DANBEE-NAVERWORKS-AUTH`).
+    pub auth_url: String,
+    pub auth_refresh_url: String,
+    /// RFC 3339.
+    pub created_at: String,
+    pub updated_at: String,
+    /// Secrets that no longer decrypt; re-entering them with PATCH repairs
+    /// them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unreadable_secrets: Vec<String>,
+}
+
 /// The public view: plain ids, masked secrets, and the URLs to paste.
-pub async fn view(state: &AppState, c: &ConnectionRecord) -> Result<Value, ApiError> {
-    let mut masked = json!({});
+pub async fn view(state: &AppState, c: &ConnectionRecord) -> Result<ConnectionView, ApiError> {
+    let mut client_secret = None;
+    let mut bot_secret = None;
     let mut unreadable = Vec::new();
     for secret in state.store.secrets(c.id.as_str()).await? {
         if secret.field == field::PRIVATE_KEY {
             continue; // shown by size and fingerprint, never decrypted here
         }
         match state.vault.open_str(&secret.sealed, secret.aad()) {
-            Ok(plain) => masked[&secret.field] = json!(mask(plain.expose_secret())),
+            Ok(plain) => match secret.field.as_str() {
+                field::CLIENT_SECRET => client_secret = Some(mask(plain.expose_secret())),
+                field::BOT_SECRET => bot_secret = Some(mask(plain.expose_secret())),
+                _ => {}
+            },
             Err(e) => {
                 tracing::error!(connection_id = %c.id, field = %secret.field, error.message = %e, "stored secret does not decrypt");
                 unreadable.push(secret.field.clone());
@@ -327,28 +385,25 @@ pub async fn view(state: &AppState, c: &ConnectionRecord) -> Result<Value, ApiEr
         }
     }
     let public = c.public_id.as_str();
-    let mut view = json!({
-        "id": c.id.as_str(),
-        "tenant_id": c.tenant_id.as_str(),
-        "channel": c.channel,
-        "bot_id": c.bot_id,
-        "client_id": c.client_id,
-        "client_secret": masked.get(field::CLIENT_SECRET),
-        "service_account": c.service_account,
-        "private_key": c.private_key_info,
-        "bot_secret": masked.get(field::BOT_SECRET),
-        "auth_header": "****",
-        "scope": c.scope,
-        "rate_limit_per_minute": c.rate_limit_per_minute,
-        "webhook_url": state.settings.public_link(&format!("webhooks/naverworks/{public}")),
-        "auth_url": state.settings.public_link(&format!("auth/naverworks/{public}")),
-        "auth_refresh_url": state.settings.public_link(&format!("auth/naverworks/{public}/refresh")),
-        "created_at": rfc3339(c.created_at),
-        "updated_at": rfc3339(c.updated_at),
-    });
-    if !unreadable.is_empty() {
-        // Re-entering the value with PATCH repairs it.
-        view["unreadable_secrets"] = json!(unreadable);
-    }
-    Ok(view)
+    let link = |path: String| state.settings.public_link(&path);
+    Ok(ConnectionView {
+        id: c.id.as_str().to_owned(),
+        tenant_id: c.tenant_id.as_str().to_owned(),
+        channel: c.channel.clone(),
+        bot_id: c.bot_id.clone(),
+        client_id: c.client_id.clone(),
+        client_secret,
+        service_account: c.service_account.clone(),
+        private_key: c.private_key_info.clone(),
+        bot_secret,
+        auth_header: "****",
+        scope: c.scope.clone(),
+        rate_limit_per_minute: c.rate_limit_per_minute,
+        webhook_url: link(format!("webhooks/naverworks/{public}")),
+        auth_url: link(format!("auth/naverworks/{public}")),
+        auth_refresh_url: link(format!("auth/naverworks/{public}/refresh")),
+        created_at: rfc3339(c.created_at),
+        updated_at: rfc3339(c.updated_at),
+        unreadable_secrets: unreadable,
+    })
 }

@@ -3,8 +3,8 @@
 //! JSON API, the console and `botgate tenant create` call these.
 
 use secrecy::ExposeSecret;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::domain::ids::TenantId;
 use crate::domain::tenant::{EngineConfig, TenantName};
@@ -45,14 +45,21 @@ pub async fn create(
     Ok((record, api_key))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EngineBody {
+    /// `echo`, `http` or `rasa`.
+    #[schema(value_type = Option<String>, example = "http")]
     pub kind: Option<Value>,
+    /// The engine's URL (http, rasa).
+    #[schema(value_type = Option<String>, example = "https://engine.example.com/botgate")]
     pub url: Option<Value>,
+    /// The http engine's HMAC secret.
+    #[schema(value_type = Option<String>)]
     pub secret: Option<Value>,
     /// Sent to the user when an event is dead-lettered because the engine
     /// stayed down; absent or null for none.
+    #[schema(value_type = Option<String>)]
     pub fallback_text: Option<Value>,
 }
 
@@ -102,32 +109,58 @@ fn engine_aad(tenant: &TenantId) -> Aad<'_> {
     }
 }
 
-pub async fn engine_view(state: &AppState, tenant: &TenantRecord) -> Result<Value, ApiError> {
-    let mut view = json!({"kind": tenant.engine_kind});
-    if let Some(url) = &tenant.engine_url {
-        view["url"] = json!(url);
-    }
-    if let Some(text) = &tenant.fallback_text {
-        view["fallback_text"] = json!(text);
-    }
-    if tenant.engine_kind == "http" {
+/// A tenant's engine as the API shows it: the HMAC secret masked.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct EngineView {
+    /// `echo`, `http` or `rasa`.
+    pub kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Sent to the user when an event is dead-lettered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback_text: Option<String>,
+    /// The http engine's HMAC secret, masked (`…a1b2`; `!unreadable` if it
+    /// does not decrypt).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TenantView {
+    pub id: String,
+    pub name: String,
+    pub engine: EngineView,
+    /// RFC 3339.
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+pub async fn engine_view(state: &AppState, tenant: &TenantRecord) -> Result<EngineView, ApiError> {
+    let secret = if tenant.engine_kind == "http" {
         let secrets = state.store.secrets(tenant.id.as_str()).await?;
         let masked = secrets
             .iter()
             .find(|s| s.field == field::ENGINE_SECRET)
             .and_then(|s| state.vault.open_str(&s.sealed, s.aad()).ok())
             .map_or_else(|| "!unreadable".to_owned(), |s| mask(s.expose_secret()));
-        view["secret"] = json!(masked);
-    }
-    Ok(view)
+        Some(masked)
+    } else {
+        None
+    };
+    Ok(EngineView {
+        kind: tenant.engine_kind.clone(),
+        url: tenant.engine_url.clone(),
+        fallback_text: tenant.fallback_text.clone(),
+        secret,
+    })
 }
 
-pub async fn view(state: &AppState, tenant: &TenantRecord) -> Result<Value, ApiError> {
-    Ok(json!({
-        "id": tenant.id.as_str(),
-        "name": tenant.name,
-        "engine": engine_view(state, tenant).await?,
-        "created_at": rfc3339(tenant.created_at),
-        "updated_at": rfc3339(tenant.updated_at),
-    }))
+pub async fn view(state: &AppState, tenant: &TenantRecord) -> Result<TenantView, ApiError> {
+    Ok(TenantView {
+        id: tenant.id.as_str().to_owned(),
+        name: tenant.name.clone(),
+        engine: engine_view(state, tenant).await?,
+        created_at: rfc3339(tenant.created_at),
+        updated_at: rfc3339(tenant.updated_at),
+    })
 }
