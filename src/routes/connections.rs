@@ -5,7 +5,7 @@
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 
-use super::extract::Caller;
+use super::extract::{PathConnection, PathTenant};
 use crate::domain::rfc3339;
 use crate::error::{ApiError, ErrorEnvelope};
 use crate::service::checks::{run_checks, Check};
@@ -53,11 +53,9 @@ pub struct AuditList<'a> {
 )]
 pub async fn create(
     state: web::Data<AppState>,
-    caller: Caller,
-    path: web::Path<String>,
+    PathTenant(tenant): PathTenant,
     body: web::Json<ConnectionBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let tenant = caller.tenant(&state, &path).await?;
     let record = connections::create(&state, &tenant, &body).await?;
     Ok(HttpResponse::Created().json(view(&state, &record).await?))
 }
@@ -73,10 +71,8 @@ pub async fn create(
 )]
 pub async fn list(
     state: web::Data<AppState>,
-    caller: Caller,
-    path: web::Path<String>,
+    PathTenant(tenant): PathTenant,
 ) -> Result<HttpResponse, ApiError> {
-    let tenant = caller.tenant(&state, &path).await?;
     let mut views = Vec::new();
     for record in state.store.connections(&tenant.id).await? {
         views.push(view(&state, &record).await?);
@@ -95,10 +91,8 @@ pub async fn list(
 )]
 pub async fn get(
     state: web::Data<AppState>,
-    caller: Caller,
-    path: web::Path<(String, String)>,
+    PathConnection(record): PathConnection,
 ) -> Result<HttpResponse, ApiError> {
-    let record = caller.connection(&state, &path.0, &path.1).await?;
     Ok(HttpResponse::Ok().json(view(&state, &record).await?))
 }
 
@@ -114,11 +108,9 @@ pub async fn get(
 )]
 pub async fn update(
     state: web::Data<AppState>,
-    caller: Caller,
-    path: web::Path<(String, String)>,
+    PathConnection(current): PathConnection,
     body: web::Json<ConnectionBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let current = caller.connection(&state, &path.0, &path.1).await?;
     let record = connections::update(&state, &current, &body).await?;
     Ok(HttpResponse::Ok().json(view(&state, &record).await?))
 }
@@ -134,10 +126,8 @@ pub async fn update(
 )]
 pub async fn delete(
     state: web::Data<AppState>,
-    caller: Caller,
-    path: web::Path<(String, String)>,
+    PathConnection(record): PathConnection,
 ) -> Result<HttpResponse, ApiError> {
-    let record = caller.connection(&state, &path.0, &path.1).await?;
     connections::delete(&state, &record).await?;
     Ok(HttpResponse::NoContent().finish())
 }
@@ -156,10 +146,8 @@ pub async fn delete(
 )]
 pub async fn test(
     state: web::Data<AppState>,
-    caller: Caller,
-    path: web::Path<(String, String)>,
+    PathConnection(record): PathConnection,
 ) -> Result<HttpResponse, ApiError> {
-    let record = caller.connection(&state, &path.0, &path.1).await?;
     let checks = run_checks(&state, &record).await;
     let ok = checks.iter().all(|c| c.ok);
     Ok(HttpResponse::Ok().json(TestReport { ok, checks }))
@@ -185,11 +173,9 @@ pub struct AuditQuery {
 )]
 pub async fn audit(
     state: web::Data<AppState>,
-    caller: Caller,
-    path: web::Path<(String, String)>,
+    PathConnection(record): PathConnection,
     query: web::Query<AuditQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let record = caller.connection(&state, &path.0, &path.1).await?;
     let limit = query.limit.unwrap_or(100).clamp(1, 1000);
     let entries = state
         .store

@@ -6,7 +6,7 @@ use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::extract::Caller;
+use super::extract::PathConnection;
 use crate::domain::rfc3339;
 use crate::error::{ApiError, ErrorEnvelope};
 use crate::service::events;
@@ -131,11 +131,9 @@ pub struct OutboxList<'a> {
 )]
 pub async fn list(
     state: web::Data<AppState>,
-    caller: Caller,
-    path: web::Path<(String, String)>,
+    PathConnection(connection): PathConnection,
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let connection = caller.connection(&state, &path.0, &path.1).await?;
     let status = query.status.as_deref();
     if status.is_some_and(|s| !STATUSES.contains(&s)) {
         return Err(ApiError::validation(
@@ -165,10 +163,8 @@ pub async fn list(
 )]
 pub async fn replay_all(
     state: web::Data<AppState>,
-    caller: Caller,
-    path: web::Path<(String, String)>,
+    PathConnection(connection): PathConnection,
 ) -> Result<HttpResponse, ApiError> {
-    let connection = caller.connection(&state, &path.0, &path.1).await?;
     let count = events::replay(&state, &connection, None).await?;
     Ok(HttpResponse::Ok().json(Replayed { replayed: count }))
 }
@@ -185,10 +181,9 @@ pub async fn replay_all(
 )]
 pub async fn replay_one(
     state: web::Data<AppState>,
-    caller: Caller,
+    PathConnection(connection): PathConnection,
     path: web::Path<(String, String, String)>,
 ) -> Result<HttpResponse, ApiError> {
-    let connection = caller.connection(&state, &path.0, &path.1).await?;
     let count = events::replay(&state, &connection, Some(&path.2)).await?;
     if count == 0 {
         return Err(ApiError::NotFound("no dead event with this id"));
@@ -216,11 +211,9 @@ pub struct OutboxQuery {
 )]
 pub async fn outbox(
     state: web::Data<AppState>,
-    caller: Caller,
-    path: web::Path<(String, String)>,
+    PathConnection(connection): PathConnection,
     query: web::Query<OutboxQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let connection = caller.connection(&state, &path.0, &path.1).await?;
     let limit = query.limit.unwrap_or(1000).clamp(1, 10_000);
     let messages = state
         .store

@@ -10,6 +10,7 @@ use actix_web::{web, FromRequest, HttpRequest};
 use crate::error::ApiError;
 pub use crate::service::auth::Caller;
 use crate::state::AppState;
+use crate::store::{ConnectionRecord, TenantRecord};
 
 fn bearer(req: &HttpRequest) -> Option<String> {
     let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
@@ -22,7 +23,7 @@ fn bearer(req: &HttpRequest) -> Option<String> {
 
 impl FromRequest for Caller {
     type Error = ApiError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+    type Future = Resolving<Self>;
 
     fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
         let state = req.app_data::<web::Data<AppState>>().cloned();
@@ -33,6 +34,74 @@ impl FromRequest for Caller {
             Caller::of_token(&state, &token)
                 .await?
                 .ok_or(ApiError::Unauthorized)
+        })
+    }
+}
+
+/// The tenant named by the path's `{tenant}`, if the caller may act on it
+/// (else 404, as if it did not exist).
+pub struct PathTenant(pub TenantRecord);
+
+/// The connection named by the path's `{connection}` (under `{tenant}`
+/// when the path has one), if the caller may act on it (else 404).
+pub struct PathConnection(pub ConnectionRecord);
+
+type Resolving<T> = Pin<Box<dyn Future<Output = Result<T, ApiError>>>>;
+
+/// The path's `{tenant}` (if it has one) and `{connection}`.
+struct Segments {
+    tenant: Option<String>,
+    connection: String,
+}
+
+/// Resolves the caller, then `find`s what the path names for it with the
+/// app state: the one preamble of the path-resolving extractors.
+fn resolve<T: 'static>(
+    req: &HttpRequest,
+    payload: &mut actix_web::dev::Payload,
+    find: fn(Caller, web::Data<AppState>, Segments) -> Resolving<T>,
+) -> Resolving<T> {
+    let caller = Caller::from_request(req, payload);
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let segment = |name| req.match_info().get(name).map(str::to_owned);
+    let segments = Segments {
+        tenant: segment("tenant"),
+        connection: segment("connection").unwrap_or_default(),
+    };
+    Box::pin(async move {
+        let caller = caller.await?;
+        let state = state.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no app state")))?;
+        find(caller, state, segments).await
+    })
+}
+
+impl FromRequest for PathTenant {
+    type Error = ApiError;
+    type Future = Resolving<Self>;
+
+    fn from_request(req: &HttpRequest, payload: &mut actix_web::dev::Payload) -> Self::Future {
+        resolve(req, payload, |caller, state, path| {
+            Box::pin(async move {
+                let tenant = path.tenant.unwrap_or_default();
+                Ok(Self(caller.tenant(&state, &tenant).await?))
+            })
+        })
+    }
+}
+
+impl FromRequest for PathConnection {
+    type Error = ApiError;
+    type Future = Resolving<Self>;
+
+    fn from_request(req: &HttpRequest, payload: &mut actix_web::dev::Payload) -> Self::Future {
+        resolve(req, payload, |caller, state, path| {
+            Box::pin(async move {
+                let record = match &path.tenant {
+                    Some(tenant) => caller.connection(&state, tenant, &path.connection).await?,
+                    None => caller.connection_by_id(&state, &path.connection).await?,
+                };
+                Ok(Self(record))
+            })
         })
     }
 }

@@ -15,15 +15,13 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::extract::Caller;
+use super::extract::PathConnection;
 use crate::domain::ids::new_message_id;
-use crate::domain::ids::ConnectionId;
 use crate::domain::{now_millis, rfc3339, FieldError};
 use crate::error::{ApiError, ErrorEnvelope};
 use crate::naverworks::content::validate_message;
 use crate::state::AppState;
 use crate::store::queue::{NewOutbound, OutboundMessage};
-use crate::store::ConnectionRecord;
 
 /// NAVER WORKS' text limit (§4.2).
 pub const TEXT_LIMIT: usize = 2000;
@@ -41,22 +39,6 @@ pub struct SendBody {
     content: Option<Value>,
     /// Split a text longer than 2,000 characters into several messages.
     split_long_text: Option<bool>,
-}
-
-/// The connection named in the path, if the caller may use it (else 404).
-async fn connection(
-    state: &AppState,
-    caller: &Caller,
-    raw: &str,
-) -> Result<ConnectionRecord, ApiError> {
-    const NOT_FOUND: ApiError = ApiError::NotFound("no such connection");
-    let id = ConnectionId::parse(raw).ok_or(NOT_FOUND)?;
-    let record = state.store.connection_by_id(&id).await?.ok_or(NOT_FOUND)?;
-    match caller {
-        Caller::Admin => Ok(record),
-        Caller::Tenant(t) if t.id == record.tenant_id => Ok(record),
-        Caller::Tenant(_) => Err(NOT_FOUND),
-    }
 }
 
 /// API names of the stored statuses.
@@ -134,11 +116,9 @@ pub fn split_text(text: &str) -> Vec<String> {
 pub async fn send(
     req: HttpRequest,
     state: web::Data<AppState>,
-    caller: Caller,
-    path: web::Path<String>,
+    PathConnection(record): PathConnection,
     body: web::Json<SendBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let record = connection(&state, &caller, &path).await?;
     let mut errors = Vec::new();
     let target = match (&body.user_id, &body.channel_id) {
         (Some(u), None) => target_id("user_id", u)
@@ -252,10 +232,9 @@ pub async fn send(
 )]
 pub async fn get(
     state: web::Data<AppState>,
-    caller: Caller,
+    PathConnection(record): PathConnection,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
-    let record = connection(&state, &caller, &path.0).await?;
     let message = state
         .store
         .message(&record.id, &path.1)
@@ -286,11 +265,9 @@ pub struct ListQuery {
 )]
 pub async fn list(
     state: web::Data<AppState>,
-    caller: Caller,
-    path: web::Path<String>,
+    PathConnection(record): PathConnection,
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let record = connection(&state, &caller, &path).await?;
     let status = match query.status.as_deref() {
         None => None,
         Some("queued") => Some("pending"),

@@ -7,7 +7,7 @@ use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::extract::Caller;
+use super::extract::{Caller, PathTenant};
 use crate::error::{ApiError, ErrorEnvelope};
 use crate::service::tenants::{self, EngineBody, EngineView, TenantView};
 use crate::state::AppState;
@@ -63,10 +63,8 @@ pub async fn create(
 )]
 pub async fn get(
     state: web::Data<AppState>,
-    caller: Caller,
-    path: web::Path<String>,
+    PathTenant(tenant): PathTenant,
 ) -> Result<HttpResponse, ApiError> {
-    let tenant = caller.tenant(&state, &path).await?;
     Ok(HttpResponse::Ok().json(tenants::view(&state, &tenant).await?))
 }
 
@@ -82,11 +80,9 @@ pub async fn get(
 )]
 pub async fn set_engine(
     state: web::Data<AppState>,
-    caller: Caller,
-    path: web::Path<String>,
+    PathTenant(tenant): PathTenant,
     body: web::Json<EngineBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let tenant = caller.tenant(&state, &path).await?;
     let updated = tenants::set_engine(&state, &tenant, &body).await?;
     Ok(HttpResponse::Ok().json(tenants::engine_view(&state, &updated).await?))
 }

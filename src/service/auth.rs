@@ -58,6 +58,23 @@ impl Caller {
             .ok_or(NOT_FOUND)
     }
 
+    /// A connection named by its id alone (the send API's paths): the
+    /// admin's, or the calling tenant's own.
+    pub async fn connection_by_id(
+        &self,
+        state: &AppState,
+        raw_id: &str,
+    ) -> Result<ConnectionRecord, ApiError> {
+        const NOT_FOUND: ApiError = ApiError::NotFound("no such connection");
+        let id = ConnectionId::parse(raw_id).ok_or(NOT_FOUND)?;
+        let record = state.store.connection_by_id(&id).await?.ok_or(NOT_FOUND)?;
+        match self {
+            Caller::Admin => Ok(record),
+            Caller::Tenant(t) if t.id == record.tenant_id => Ok(record),
+            Caller::Tenant(_) => Err(NOT_FOUND),
+        }
+    }
+
     pub fn require_admin(&self) -> Result<(), ApiError> {
         match self {
             Caller::Admin => Ok(()),
