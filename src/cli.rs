@@ -64,39 +64,7 @@ pub enum Command {
     },
     /// Run the benchmarks of BENCHMARKS.md against an in-process botgate,
     /// emulator and ceiling server (build with --release).
-    Bench {
-        /// PostgreSQL URL of an empty database; SQLite in a temporary file if absent.
-        #[arg(long)]
-        database_url: Option<String>,
-        /// Seconds per measurement.
-        #[arg(long, default_value_t = 10)]
-        duration: u64,
-        /// Requests in flight in the closed-loop runs.
-        #[arg(long, default_value_t = 64)]
-        concurrency: usize,
-        /// The ceiling and B1's maximum are also measured with this many
-        /// requests in flight, and each takes the higher of its two figures
-        /// (group commit grows its batches with the load); 0 skips it.
-        #[arg(long, default_value_t = 256)]
-        peak_concurrency: usize,
-        /// Only these benchmarks (b1, b2, b3, b4, b5; comma-separated); all if absent.
-        #[arg(long, value_delimiter = ',')]
-        only: Vec<String>,
-        /// Connections in B4's large case.
-        #[arg(long, default_value_t = 10_000)]
-        connections: usize,
-        /// Events in B5's backlog.
-        #[arg(long, default_value_t = 20_000)]
-        events: usize,
-        /// B2's rates, as fractions of the ceiling (comma-separated).
-        #[arg(long, value_delimiter = ',', default_values_t = [0.01, 0.05])]
-        rates: Vec<f64>,
-        /// Take this ceiling (req/s) instead of measuring it: for comparing
-        /// two builds at the same rates. A report's figures are measured
-        /// against its own run's ceiling.
-        #[arg(long)]
-        ceiling: Option<f64>,
-    },
+    Bench(BenchArgs),
     /// Run the NAVER WORKS emulator (token endpoint, Bot API, callbacks), or
     /// use a running one. Point botgate at it with
     /// BOTGATE_NAVERWORKS_AUTH_URL=http://ADDR/oauth2/v2.0 and
@@ -188,4 +156,40 @@ pub enum KeysCommand {
         #[arg(long)]
         retire: bool,
     },
+}
+
+/// `botgate bench`'s options (the load generator is the executable's).
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// PostgreSQL URL of an empty database; SQLite in a temporary file if absent.
+    #[arg(long)]
+    pub database_url: Option<String>,
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 10)]
+    pub duration: u64,
+    /// Requests in flight in the closed-loop runs.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// The ceiling and B1's maximum are also measured with this many
+    /// requests in flight, and each takes the higher of its two figures
+    /// (group commit grows its batches with the load); 0 skips it.
+    #[arg(long, default_value_t = 256)]
+    pub peak_concurrency: usize,
+    /// Only these benchmarks (b1, b2, b3, b4, b5; comma-separated); all if absent.
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
+    /// Connections in B4's large case.
+    #[arg(long, default_value_t = 10_000)]
+    pub connections: usize,
+    /// Events in B5's backlog.
+    #[arg(long, default_value_t = 20_000)]
+    pub events: usize,
+    /// B2's rates, as fractions of the ceiling (comma-separated).
+    #[arg(long, value_delimiter = ',', default_values_t = [0.01, 0.05])]
+    pub rates: Vec<f64>,
+    /// Take this ceiling (req/s) instead of measuring it: for comparing
+    /// two builds at the same rates. A report's figures are measured
+    /// against its own run's ceiling.
+    #[arg(long)]
+    pub ceiling: Option<f64>,
 }

@@ -59,7 +59,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         // The load generator is the executable's (src/bin/botgate), not the
         // library's: it never reaches here from `botgate bench`.
-        Command::Bench { .. } => {
+        Command::Bench(_) => {
             anyhow::bail!("the benchmarks run from the botgate executable: `botgate bench`")
         }
         other => other,
@@ -108,7 +108,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         | Command::Emulator { .. }
         | Command::Send { .. }
-        | Command::Bench { .. } => Ok(()),
+        | Command::Bench(_) => Ok(()),
     }
 }
 

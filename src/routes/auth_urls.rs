@@ -15,9 +15,10 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
+use super::docs::{PublicPath, TokenDenied};
 use crate::domain::ids::PublicId;
 use crate::domain::{now_millis, rfc3339};
-use crate::error::{ApiError, ErrorEnvelope};
+use crate::error::ApiError;
 use crate::secrets::hashing::verify_salted;
 use crate::state::AppState;
 use crate::store::AuditEntry;
@@ -29,15 +30,11 @@ pub const AUTH_HEADER: &str = "DANBEE-NAVERWORKS-AUTH";
 /// long as a wrong header on a real one. Matches nothing.
 const DUMMY_HASH: &str = "s256$00000000000000000000000000000000$0000000000000000000000000000000000000000000000000000000000000000";
 
-#[utoipa::path(
-    get,
-    path = "/auth/naverworks/{connection}",
-    summary = "The bot's current access token (DANBEE-NAVERWORKS-AUTH)",
-    tag = "naverworks",
-    params(("connection" = String, Path, description = "The connection's public id, from its webhook or auth URL")),
-    responses((status = 200, description = "{access_token, token_type, expires_at, expires_in, scope, bot_id}", body = Object), (status = 401, description = "Missing or wrong header, or unknown connection", body = ErrorEnvelope<'static>), (status = 429, description = "Too many failures from this address", body = ErrorEnvelope<'static>), (status = 502, description = "NAVER WORKS refused the credentials", body = ErrorEnvelope<'static>), (status = 503, description = "NAVER WORKS unavailable", body = ErrorEnvelope<'static>)),
-    security(("naverworksAuth" = []))
-)]
+#[utoipa::path(get, path = "/auth/naverworks/{connection}",
+    summary = "The bot's current access token (DANBEE-NAVERWORKS-AUTH)", tag = "naverworks",
+    params(PublicPath),
+    responses((status = 200, description = "{access_token, token_type, expires_at, expires_in, scope, bot_id}", body = Object), TokenDenied),
+    security(("naverworksAuth" = [])))]
 pub async fn read(
     req: HttpRequest,
     path: web::Path<String>,
@@ -46,15 +43,10 @@ pub async fn read(
     serve(req, &path, &state, false).await
 }
 
-#[utoipa::path(
-    post,
-    path = "/auth/naverworks/{connection}/refresh",
-    summary = "Force a new access token",
-    tag = "naverworks",
-    params(("connection" = String, Path, description = "The connection's public id, from its webhook or auth URL")),
-    responses((status = 200, description = "The new token", body = Object), (status = 401, description = "Missing or wrong header, or unknown connection", body = ErrorEnvelope<'static>), (status = 429, description = "Too many failures from this address", body = ErrorEnvelope<'static>), (status = 502, description = "NAVER WORKS refused the credentials", body = ErrorEnvelope<'static>), (status = 503, description = "NAVER WORKS unavailable", body = ErrorEnvelope<'static>)),
-    security(("naverworksAuth" = []))
-)]
+#[utoipa::path(post, path = "/auth/naverworks/{connection}/refresh",
+    summary = "Force a new access token", tag = "naverworks", params(PublicPath),
+    responses((status = 200, description = "The new token", body = Object), TokenDenied),
+    security(("naverworksAuth" = [])))]
 pub async fn refresh(
     req: HttpRequest,
     path: web::Path<String>,

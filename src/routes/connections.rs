@@ -5,6 +5,7 @@
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 
+use super::docs::{ConnectionPath, Denied, Invalid, TenantPath};
 use super::extract::{PathConnection, PathTenant};
 use crate::domain::rfc3339;
 use crate::error::{ApiError, ErrorEnvelope};
@@ -41,16 +42,11 @@ pub struct AuditList<'a> {
     pub entries: Vec<AuditView<'a>>,
 }
 
-#[utoipa::path(
-    post,
-    path = "/api/v1/tenants/{tenant}/connections",
-    summary = "Connect a NAVER WORKS bot",
-    tag = "connections",
-    params(("tenant" = String, Path, description = "Tenant id (`ten_…`)")),
+#[utoipa::path(post, path = "/api/v1/tenants/{tenant}/connections",
+    summary = "Connect a NAVER WORKS bot", tag = "connections", params(TenantPath),
     request_body = ConnectionBody,
-    responses((status = 201, description = "Created, with webhook_url, auth_url, auth_refresh_url and masked secrets", body = ConnectionView), (status = 401, description = "Missing or wrong credentials", body = ErrorEnvelope<'static>), (status = 404, description = "No such resource (also for another tenant's)", body = ErrorEnvelope<'static>), (status = 409, description = "This tenant already connected this bot", body = ErrorEnvelope<'static>), (status = 422, description = "Invalid fields", body = ErrorEnvelope<'static>)),
-    security(("bearer" = []))
-)]
+    responses((status = 201, description = "Created, with webhook_url, auth_url, auth_refresh_url and masked secrets", body = ConnectionView), Denied, (status = 409, description = "This tenant already connected this bot", body = ErrorEnvelope<'static>), Invalid),
+    security(("bearer" = [])))]
 pub async fn create(
     state: web::Data<AppState>,
     PathTenant(tenant): PathTenant,
@@ -60,15 +56,10 @@ pub async fn create(
     Ok(HttpResponse::Created().json(view(&state, &record).await?))
 }
 
-#[utoipa::path(
-    get,
-    path = "/api/v1/tenants/{tenant}/connections",
-    summary = "List connections",
-    tag = "connections",
-    params(("tenant" = String, Path, description = "Tenant id (`ten_…`)")),
-    responses((status = 200, description = "Connections", body = ConnectionList), (status = 401, description = "Missing or wrong credentials", body = ErrorEnvelope<'static>), (status = 404, description = "No such resource (also for another tenant's)", body = ErrorEnvelope<'static>)),
-    security(("bearer" = []))
-)]
+#[utoipa::path(get, path = "/api/v1/tenants/{tenant}/connections",
+    summary = "List connections", tag = "connections", params(TenantPath),
+    responses((status = 200, description = "Connections", body = ConnectionList), Denied),
+    security(("bearer" = [])))]
 pub async fn list(
     state: web::Data<AppState>,
     PathTenant(tenant): PathTenant,
@@ -80,15 +71,10 @@ pub async fn list(
     Ok(HttpResponse::Ok().json(ConnectionList { connections: views }))
 }
 
-#[utoipa::path(
-    get,
-    path = "/api/v1/tenants/{tenant}/connections/{connection}",
-    summary = "Read a connection (secrets masked)",
-    tag = "connections",
-    params(("tenant" = String, Path, description = "Tenant id (`ten_…`)"), ("connection" = String, Path, description = "Connection id (`con_…`)")),
-    responses((status = 200, description = "The connection", body = ConnectionView), (status = 401, description = "Missing or wrong credentials", body = ErrorEnvelope<'static>), (status = 404, description = "No such resource (also for another tenant's)", body = ErrorEnvelope<'static>)),
-    security(("bearer" = []))
-)]
+#[utoipa::path(get, path = "/api/v1/tenants/{tenant}/connections/{connection}",
+    summary = "Read a connection (secrets masked)", tag = "connections", params(ConnectionPath),
+    responses((status = 200, description = "The connection", body = ConnectionView), Denied),
+    security(("bearer" = [])))]
 pub async fn get(
     state: web::Data<AppState>,
     PathConnection(record): PathConnection,
@@ -96,16 +82,11 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(view(&state, &record).await?))
 }
 
-#[utoipa::path(
-    patch,
-    path = "/api/v1/tenants/{tenant}/connections/{connection}",
-    summary = "Rotate credentials or change settings",
-    tag = "connections",
-    params(("tenant" = String, Path, description = "Tenant id (`ten_…`)"), ("connection" = String, Path, description = "Connection id (`con_…`)")),
+#[utoipa::path(patch, path = "/api/v1/tenants/{tenant}/connections/{connection}",
+    summary = "Rotate credentials or change settings", tag = "connections", params(ConnectionPath),
     request_body = ConnectionBody,
-    responses((status = 200, description = "The connection", body = ConnectionView), (status = 401, description = "Missing or wrong credentials", body = ErrorEnvelope<'static>), (status = 404, description = "No such resource (also for another tenant's)", body = ErrorEnvelope<'static>), (status = 422, description = "Invalid fields", body = ErrorEnvelope<'static>)),
-    security(("bearer" = []))
-)]
+    responses((status = 200, description = "The connection", body = ConnectionView), Denied, Invalid),
+    security(("bearer" = [])))]
 pub async fn update(
     state: web::Data<AppState>,
     PathConnection(current): PathConnection,
@@ -115,15 +96,10 @@ pub async fn update(
     Ok(HttpResponse::Ok().json(view(&state, &record).await?))
 }
 
-#[utoipa::path(
-    delete,
-    path = "/api/v1/tenants/{tenant}/connections/{connection}",
-    summary = "Remove a connection and wipe its tokens",
-    tag = "connections",
-    params(("tenant" = String, Path, description = "Tenant id (`ten_…`)"), ("connection" = String, Path, description = "Connection id (`con_…`)")),
-    responses((status = 204, description = "Removed"), (status = 401, description = "Missing or wrong credentials", body = ErrorEnvelope<'static>), (status = 404, description = "No such resource (also for another tenant's)", body = ErrorEnvelope<'static>)),
-    security(("bearer" = []))
-)]
+#[utoipa::path(delete, path = "/api/v1/tenants/{tenant}/connections/{connection}",
+    summary = "Remove a connection and wipe its tokens", tag = "connections",
+    params(ConnectionPath), responses((status = 204, description = "Removed"), Denied),
+    security(("bearer" = [])))]
 pub async fn delete(
     state: web::Data<AppState>,
     PathConnection(record): PathConnection,
@@ -135,15 +111,11 @@ pub async fn delete(
 /// `POST /api/v1/tenants/{tenant}/connections/{id}/test`: tries the
 /// credentials against NAVER WORKS now and reports each check in a sentence.
 /// It mints a token of its own; the shared token is not touched.
-#[utoipa::path(
-    post,
-    path = "/api/v1/tenants/{tenant}/connections/{connection}/test",
-    summary = "Try the credentials against NAVER WORKS now",
-    tag = "connections",
-    params(("tenant" = String, Path, description = "Tenant id (`ten_…`)"), ("connection" = String, Path, description = "Connection id (`con_…`)")),
-    responses((status = 200, description = "Each check in a sentence", body = TestReport), (status = 401, description = "Missing or wrong credentials", body = ErrorEnvelope<'static>), (status = 404, description = "No such resource (also for another tenant's)", body = ErrorEnvelope<'static>)),
-    security(("bearer" = []))
-)]
+#[utoipa::path(post, path = "/api/v1/tenants/{tenant}/connections/{connection}/test",
+    summary = "Try the credentials against NAVER WORKS now", tag = "connections",
+    params(ConnectionPath),
+    responses((status = 200, description = "Each check in a sentence", body = TestReport), Denied),
+    security(("bearer" = [])))]
 pub async fn test(
     state: web::Data<AppState>,
     PathConnection(record): PathConnection,
@@ -162,15 +134,11 @@ pub struct AuditQuery {
 
 /// `GET /api/v1/tenants/{tenant}/connections/{id}/audit`: reads and refreshes
 /// through the auth URLs, newest first.
-#[utoipa::path(
-    get,
-    path = "/api/v1/tenants/{tenant}/connections/{connection}/audit",
-    summary = "Token reads and refreshes through the auth URLs, newest first",
-    tag = "connections",
-    params(("tenant" = String, Path, description = "Tenant id (`ten_…`)"), ("connection" = String, Path, description = "Connection id (`con_…`)"), AuditQuery),
-    responses((status = 200, description = "The entries", body = AuditList<'static>), (status = 401, description = "Missing or wrong credentials", body = ErrorEnvelope<'static>), (status = 404, description = "No such resource (also for another tenant's)", body = ErrorEnvelope<'static>)),
-    security(("bearer" = []))
-)]
+#[utoipa::path(get, path = "/api/v1/tenants/{tenant}/connections/{connection}/audit",
+    summary = "Token reads and refreshes through the auth URLs, newest first", tag = "connections",
+    params(ConnectionPath, AuditQuery),
+    responses((status = 200, description = "The entries", body = AuditList<'static>), Denied),
+    security(("bearer" = [])))]
 pub async fn audit(
     state: web::Data<AppState>,
     PathConnection(record): PathConnection,

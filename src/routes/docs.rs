@@ -84,28 +84,19 @@ static DOCUMENT_JSON: LazyLock<String> = LazyLock::new(|| {
         .unwrap_or_else(|_| "{}".to_owned())
 });
 
-#[utoipa::path(
-    get,
-    path = "/api/openapi.json",
-    summary = "This document",
-    tag = "operations",
-    responses((status = 200, description = "OpenAPI document", body = Object)),
-    security(())
-)]
+#[utoipa::path(get, path = "/api/openapi.json",
+    summary = "This document", tag = "operations",
+    responses((status = 200, description = "OpenAPI document", body = Object)), security(()))]
 pub async fn openapi() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/json")
         .body(DOCUMENT_JSON.as_str())
 }
 
-#[utoipa::path(
-    get,
-    path = "/api/docs",
-    summary = "A page listing the API",
-    tag = "operations",
+#[utoipa::path(get, path = "/api/docs",
+    summary = "A page listing the API", tag = "operations",
     responses((status = 200, description = "HTML page", content_type = "text/html", body = String)),
-    security(())
-)]
+    security(()))]
 pub async fn page() -> HttpResponse {
     let rows: Vec<(String, String, String)> = DOCUMENT
         .paths
@@ -161,4 +152,74 @@ fn operations(
     ]
     .into_iter()
     .filter_map(|(method, op)| op.as_ref().map(|op| (method, op)))
+}
+
+/// The failures of every operation on a tenant's resources.
+#[derive(utoipa::IntoResponses)]
+pub enum Denied {
+    /// Missing or wrong credentials
+    #[response(status = 401)]
+    Unauthorized(ErrorEnvelope<'static>),
+    /// No such resource (also for another tenant's)
+    #[response(status = 404)]
+    NotFound(ErrorEnvelope<'static>),
+}
+
+/// A body or query the operation refuses.
+#[derive(utoipa::IntoResponses)]
+pub enum Invalid {
+    /// Invalid fields, each named with its problem
+    #[response(status = 422)]
+    Fields(ErrorEnvelope<'static>),
+}
+
+/// The failures of the header-guarded auth URLs.
+#[derive(utoipa::IntoResponses)]
+pub enum TokenDenied {
+    /// Missing or wrong header, or unknown connection
+    #[response(status = 401)]
+    Unauthorized(ErrorEnvelope<'static>),
+    /// Too many failures from this address
+    #[response(status = 429)]
+    TooMany(ErrorEnvelope<'static>),
+    /// NAVER WORKS refused the credentials
+    #[response(status = 502)]
+    Refused(ErrorEnvelope<'static>),
+    /// NAVER WORKS unavailable
+    #[response(status = 503)]
+    Unavailable(ErrorEnvelope<'static>),
+}
+
+/// `{tenant}`.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct TenantPath {
+    /// Tenant id (`ten_…`)
+    pub tenant: String,
+}
+
+/// `{tenant}` and `{connection}`.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct ConnectionPath {
+    /// Tenant id (`ten_…`)
+    pub tenant: String,
+    /// Connection id (`con_…`)
+    pub connection: String,
+}
+
+/// `{connection}` of the send API.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct SendPath {
+    /// Connection id (`con_…`)
+    pub connection: String,
+}
+
+/// `{connection}` of a webhook or auth URL.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct PublicPath {
+    /// The connection's public id, from its webhook or auth URL
+    pub connection: String,
 }

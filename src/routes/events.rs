@@ -6,6 +6,7 @@ use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::docs::{ConnectionPath, Denied};
 use super::extract::PathConnection;
 use crate::domain::rfc3339;
 use crate::error::{ApiError, ErrorEnvelope};
@@ -120,15 +121,11 @@ pub struct OutboxList<'a> {
 }
 
 /// `GET …/events?status=dead&limit=100`, newest first.
-#[utoipa::path(
-    get,
-    path = "/api/v1/tenants/{tenant}/connections/{connection}/events",
+#[utoipa::path(get, path = "/api/v1/tenants/{tenant}/connections/{connection}/events",
     summary = "Inbound events by status (pending, processing, done, dead), newest first",
-    tag = "events",
-    params(("tenant" = String, Path, description = "Tenant id (`ten_…`)"), ("connection" = String, Path, description = "Connection id (`con_…`)"), ListQuery),
-    responses((status = 200, description = "The events", body = EventList<'static>), (status = 401, description = "Missing or wrong credentials", body = ErrorEnvelope<'static>), (status = 404, description = "No such resource (also for another tenant's)", body = ErrorEnvelope<'static>), (status = 422, description = "Unknown status", body = ErrorEnvelope<'static>)),
-    security(("bearer" = []))
-)]
+    tag = "events", params(ConnectionPath, ListQuery),
+    responses((status = 200, description = "The events", body = EventList<'static>), Denied, (status = 422, description = "Unknown status", body = ErrorEnvelope<'static>)),
+    security(("bearer" = [])))]
 pub async fn list(
     state: web::Data<AppState>,
     PathConnection(connection): PathConnection,
@@ -152,15 +149,10 @@ pub async fn list(
 }
 
 /// `POST …/events/replay`: every dead event of the connection, back in the queue.
-#[utoipa::path(
-    post,
-    path = "/api/v1/tenants/{tenant}/connections/{connection}/events/replay",
-    summary = "Replay every dead event",
-    tag = "events",
-    params(("tenant" = String, Path, description = "Tenant id (`ten_…`)"), ("connection" = String, Path, description = "Connection id (`con_…`)")),
-    responses((status = 200, description = "How many", body = Replayed), (status = 401, description = "Missing or wrong credentials", body = ErrorEnvelope<'static>), (status = 404, description = "No such resource (also for another tenant's)", body = ErrorEnvelope<'static>)),
-    security(("bearer" = []))
-)]
+#[utoipa::path(post, path = "/api/v1/tenants/{tenant}/connections/{connection}/events/replay",
+    summary = "Replay every dead event", tag = "events", params(ConnectionPath),
+    responses((status = 200, description = "How many", body = Replayed), Denied),
+    security(("bearer" = [])))]
 pub async fn replay_all(
     state: web::Data<AppState>,
     PathConnection(connection): PathConnection,
@@ -170,15 +162,11 @@ pub async fn replay_all(
 }
 
 /// `POST …/events/{event}/replay`: one dead event.
-#[utoipa::path(
-    post,
-    path = "/api/v1/tenants/{tenant}/connections/{connection}/events/{event}/replay",
-    summary = "Replay one dead event",
-    tag = "events",
-    params(("tenant" = String, Path, description = "Tenant id (`ten_…`)"), ("connection" = String, Path, description = "Connection id (`con_…`)"), ("event" = String, Path, description = "Event id (`evt_…`)")),
-    responses((status = 200, description = "How many", body = Replayed), (status = 401, description = "Missing or wrong credentials", body = ErrorEnvelope<'static>), (status = 404, description = "No such resource (also for another tenant's)", body = ErrorEnvelope<'static>)),
-    security(("bearer" = []))
-)]
+#[utoipa::path(post, path = "/api/v1/tenants/{tenant}/connections/{connection}/events/{event}/replay",
+    summary = "Replay one dead event", tag = "events",
+    params(ConnectionPath, ("event" = String, Path, description = "Event id (`evt_…`)")),
+    responses((status = 200, description = "How many", body = Replayed), Denied),
+    security(("bearer" = [])))]
 pub async fn replay_one(
     state: web::Data<AppState>,
     PathConnection(connection): PathConnection,
@@ -200,15 +188,11 @@ pub struct OutboxQuery {
 }
 
 /// `GET …/outbox`: messages to this connection's users and rooms, oldest first.
-#[utoipa::path(
-    get,
-    path = "/api/v1/tenants/{tenant}/connections/{connection}/outbox",
-    summary = "Messages to this connection's users and rooms, oldest first",
-    tag = "events",
-    params(("tenant" = String, Path, description = "Tenant id (`ten_…`)"), ("connection" = String, Path, description = "Connection id (`con_…`)"), OutboxQuery),
-    responses((status = 200, description = "The messages", body = OutboxList<'static>), (status = 401, description = "Missing or wrong credentials", body = ErrorEnvelope<'static>), (status = 404, description = "No such resource (also for another tenant's)", body = ErrorEnvelope<'static>)),
-    security(("bearer" = []))
-)]
+#[utoipa::path(get, path = "/api/v1/tenants/{tenant}/connections/{connection}/outbox",
+    summary = "Messages to this connection's users and rooms, oldest first", tag = "events",
+    params(ConnectionPath, OutboxQuery),
+    responses((status = 200, description = "The messages", body = OutboxList<'static>), Denied),
+    security(("bearer" = [])))]
 pub async fn outbox(
     state: web::Data<AppState>,
     PathConnection(connection): PathConnection,

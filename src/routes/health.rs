@@ -9,14 +9,9 @@ use serde_json::json;
 use crate::domain::now_millis;
 use crate::state::AppState;
 
-#[utoipa::path(
-    get,
-    path = "/healthz",
-    summary = "Liveness: the process answers",
-    tag = "operations",
-    responses((status = 200, description = "Alive", body = Object)),
-    security(())
-)]
+#[utoipa::path(get, path = "/healthz",
+    summary = "Liveness: the process answers", tag = "operations",
+    responses((status = 200, description = "Alive", body = Object)), security(()))]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
@@ -24,14 +19,10 @@ pub async fn healthz() -> HttpResponse {
 /// A worker that has not gone round for this long is considered stuck.
 const WORKER_STALE_MS: i64 = 10_000;
 
-#[utoipa::path(
-    get,
-    path = "/readyz",
-    summary = "Readiness: database reachable, schema current, workers running",
-    tag = "operations",
+#[utoipa::path(get, path = "/readyz",
+    summary = "Readiness: database reachable, schema current, workers running", tag = "operations",
     responses((status = 200, description = "Ready", body = Object), (status = 503, description = "Not ready", body = Object)),
-    security(())
-)]
+    security(()))]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let database = state.store.ping().await;
     let schema = match &database {
@@ -62,14 +53,10 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 }
 
 /// Prometheus text exposition.
-#[utoipa::path(
-    get,
-    path = "/metrics",
-    summary = "Prometheus metrics (text exposition)",
-    tag = "operations",
+#[utoipa::path(get, path = "/metrics",
+    summary = "Prometheus metrics (text exposition)", tag = "operations",
     responses((status = 200, description = "Metrics", content_type = "text/plain", body = String)),
-    security(())
-)]
+    security(()))]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let queues = state
         .store

@@ -15,6 +15,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::docs::{Denied, SendPath};
 use super::extract::PathConnection;
 use crate::domain::ids::new_message_id;
 use crate::domain::{now_millis, rfc3339, FieldError};
@@ -103,16 +104,12 @@ pub fn split_text(text: &str) -> Vec<String> {
     parts
 }
 
-#[utoipa::path(
-    post,
-    path = "/api/v1/connections/{connection}/messages",
-    summary = "Send a message to a user or a room (Idempotency-Key honoured)",
-    tag = "messages",
-    params(("connection" = String, Path, description = "Connection id (`con_…`)"), ("Idempotency-Key" = Option<String>, Header, description = "Repeats with the same key answer the first message")),
+#[utoipa::path(post, path = "/api/v1/connections/{connection}/messages",
+    summary = "Send a message to a user or a room (Idempotency-Key honoured)", tag = "messages",
+    params(SendPath, ("Idempotency-Key" = Option<String>, Header, description = "Repeats with the same key answer the first message")),
     request_body = SendBody,
-    responses((status = 202, description = "{id, status: queued}", body = Object), (status = 400, description = "Bad Idempotency-Key", body = ErrorEnvelope<'static>), (status = 401, description = "Missing or wrong credentials", body = ErrorEnvelope<'static>), (status = 404, description = "No such resource (also for another tenant's)", body = ErrorEnvelope<'static>), (status = 422, description = "Invalid message; the field path and limit are named", body = ErrorEnvelope<'static>)),
-    security(("bearer" = []))
-)]
+    responses((status = 202, description = "{id, status: queued}", body = Object), (status = 400, description = "Bad Idempotency-Key", body = ErrorEnvelope<'static>), Denied, (status = 422, description = "Invalid message; the field path and limit are named", body = ErrorEnvelope<'static>)),
+    security(("bearer" = [])))]
 pub async fn send(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -221,15 +218,11 @@ pub async fn send(
     Ok(HttpResponse::Accepted().json(answer))
 }
 
-#[utoipa::path(
-    get,
-    path = "/api/v1/connections/{connection}/messages/{id}",
-    summary = "A message's delivery status",
-    tag = "messages",
-    params(("connection" = String, Path, description = "Connection id (`con_…`)"), ("id" = String, Path, description = "Message id (`msg_…`)")),
-    responses((status = 200, description = "queued | sending | delivered | failed, attempts, last_error", body = Object), (status = 401, description = "Missing or wrong credentials", body = ErrorEnvelope<'static>), (status = 404, description = "No such resource (also for another tenant's)", body = ErrorEnvelope<'static>)),
-    security(("bearer" = []))
-)]
+#[utoipa::path(get, path = "/api/v1/connections/{connection}/messages/{id}",
+    summary = "A message's delivery status", tag = "messages",
+    params(SendPath, ("id" = String, Path, description = "Message id (`msg_…`)")),
+    responses((status = 200, description = "queued | sending | delivered | failed, attempts, last_error", body = Object), Denied),
+    security(("bearer" = [])))]
 pub async fn get(
     state: web::Data<AppState>,
     PathConnection(record): PathConnection,
@@ -254,15 +247,10 @@ pub struct ListQuery {
     limit: Option<i64>,
 }
 
-#[utoipa::path(
-    get,
-    path = "/api/v1/connections/{connection}/messages",
-    summary = "List messages by status and time",
-    tag = "messages",
-    params(("connection" = String, Path, description = "Connection id (`con_…`)"), ListQuery),
-    responses((status = 200, description = "{messages}", body = Object), (status = 401, description = "Missing or wrong credentials", body = ErrorEnvelope<'static>), (status = 404, description = "No such resource (also for another tenant's)", body = ErrorEnvelope<'static>), (status = 422, description = "Bad filter", body = ErrorEnvelope<'static>)),
-    security(("bearer" = []))
-)]
+#[utoipa::path(get, path = "/api/v1/connections/{connection}/messages",
+    summary = "List messages by status and time", tag = "messages", params(SendPath, ListQuery),
+    responses((status = 200, description = "{messages}", body = Object), Denied, (status = 422, description = "Bad filter", body = ErrorEnvelope<'static>)),
+    security(("bearer" = [])))]
 pub async fn list(
     state: web::Data<AppState>,
     PathConnection(record): PathConnection,

@@ -7,6 +7,7 @@ use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::docs::{Denied, Invalid, TenantPath};
 use super::extract::{Caller, PathTenant};
 use crate::error::{ApiError, ErrorEnvelope};
 use crate::service::tenants::{self, EngineBody, EngineView, TenantView};
@@ -28,15 +29,11 @@ pub struct CreatedTenant<'a> {
     pub api_key: &'a str,
 }
 
-#[utoipa::path(
-    post,
-    path = "/api/v1/tenants",
-    summary = "Create a tenant (admin token); its API key is shown once",
-    tag = "tenants",
+#[utoipa::path(post, path = "/api/v1/tenants",
+    summary = "Create a tenant (admin token); its API key is shown once", tag = "tenants",
     request_body = CreateTenantBody,
-    responses((status = 201, description = "Created", body = CreatedTenant<'static>), (status = 401, description = "Missing or wrong credentials", body = ErrorEnvelope<'static>), (status = 403, description = "A tenant key may not create tenants", body = ErrorEnvelope<'static>), (status = 422, description = "Invalid fields", body = ErrorEnvelope<'static>)),
-    security(("bearer" = []))
-)]
+    responses((status = 201, description = "Created", body = CreatedTenant<'static>), (status = 401, description = "Missing or wrong credentials", body = ErrorEnvelope<'static>), (status = 403, description = "A tenant key may not create tenants", body = ErrorEnvelope<'static>), Invalid),
+    security(("bearer" = [])))]
 pub async fn create(
     state: web::Data<AppState>,
     caller: Caller,
@@ -52,15 +49,10 @@ pub async fn create(
     }))
 }
 
-#[utoipa::path(
-    get,
-    path = "/api/v1/tenants/{tenant}",
-    summary = "Read a tenant",
-    tag = "tenants",
-    params(("tenant" = String, Path, description = "Tenant id (`ten_…`)")),
-    responses((status = 200, description = "The tenant", body = TenantView), (status = 401, description = "Missing or wrong credentials", body = ErrorEnvelope<'static>), (status = 404, description = "No such resource (also for another tenant's)", body = ErrorEnvelope<'static>)),
-    security(("bearer" = []))
-)]
+#[utoipa::path(get, path = "/api/v1/tenants/{tenant}",
+    summary = "Read a tenant", tag = "tenants", params(TenantPath),
+    responses((status = 200, description = "The tenant", body = TenantView), Denied),
+    security(("bearer" = [])))]
 pub async fn get(
     state: web::Data<AppState>,
     PathTenant(tenant): PathTenant,
@@ -68,16 +60,11 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(tenants::view(&state, &tenant).await?))
 }
 
-#[utoipa::path(
-    put,
-    path = "/api/v1/tenants/{tenant}/engine",
-    summary = "Set the dialogue engine (echo | http | rasa) and fallback text",
-    tag = "tenants",
-    params(("tenant" = String, Path, description = "Tenant id (`ten_…`)")),
-    request_body = EngineBody,
-    responses((status = 200, description = "The engine, secret masked", body = EngineView), (status = 401, description = "Missing or wrong credentials", body = ErrorEnvelope<'static>), (status = 404, description = "No such resource (also for another tenant's)", body = ErrorEnvelope<'static>), (status = 422, description = "Invalid fields", body = ErrorEnvelope<'static>)),
-    security(("bearer" = []))
-)]
+#[utoipa::path(put, path = "/api/v1/tenants/{tenant}/engine",
+    summary = "Set the dialogue engine (echo | http | rasa) and fallback text", tag = "tenants",
+    params(TenantPath), request_body = EngineBody,
+    responses((status = 200, description = "The engine, secret masked", body = EngineView), Denied, Invalid),
+    security(("bearer" = [])))]
 pub async fn set_engine(
     state: web::Data<AppState>,
     PathTenant(tenant): PathTenant,

@@ -14,6 +14,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use super::docs::PublicPath;
 use crate::domain::ids::PublicId;
 use crate::domain::now_millis;
 use crate::error::{ApiError, ErrorEnvelope};
@@ -26,16 +27,12 @@ use crate::store::{field, ConnectionRecord};
 /// Callbacks are small JSON documents; this is generous.
 pub const WEBHOOK_BODY_LIMIT: usize = 256 * 1024;
 
-#[utoipa::path(
-    post,
-    path = "/webhooks/naverworks/{connection}",
-    summary = "NAVER WORKS callback (X-WORKS-Signature, X-WORKS-BotId)",
-    tag = "naverworks",
-    params(("connection" = String, Path, description = "The connection's public id, from its webhook or auth URL")),
+#[utoipa::path(post, path = "/webhooks/naverworks/{connection}",
+    summary = "NAVER WORKS callback (X-WORKS-Signature, X-WORKS-BotId)", tag = "naverworks",
+    params(PublicPath),
     request_body(content = Object, description = "The callback as NAVER WORKS sends it"),
     responses((status = 200, description = "{status: accepted | duplicate}", body = Object), (status = 400, description = "Malformed callback or missing X-WORKS-BotId", body = ErrorEnvelope<'static>), (status = 401, description = "Missing or wrong signature", body = ErrorEnvelope<'static>), (status = 403, description = "X-WORKS-BotId is another bot", body = ErrorEnvelope<'static>), (status = 404, description = "Unknown webhook", body = ErrorEnvelope<'static>), (status = 413, description = "Body too large", body = ErrorEnvelope<'static>)),
-    security(())
-)]
+    security(()))]
 pub async fn naverworks(
     req: HttpRequest,
     path: web::Path<String>,

@@ -248,23 +248,7 @@ async fn ceiling_server() -> anyhow::Result<String> {
     Ok(format!("http://127.0.0.1:{port}/hook"))
 }
 
-pub struct BenchOptions {
-    pub database_url: Option<String>,
-    pub duration: Duration,
-    pub concurrency: usize,
-    /// A second level for the ceiling and B1's maximum (0: none).
-    pub peak_concurrency: usize,
-    /// Which benchmarks: b1, b2, b3, b4, b5.
-    pub only: Vec<String>,
-    /// B4's many-connections case.
-    pub connections: usize,
-    /// B5's backlog.
-    pub events: usize,
-    /// B2's rates, as fractions of the ceiling.
-    pub rates: Vec<f64>,
-    /// A ceiling given instead of measured (req/s).
-    pub ceiling: Option<f64>,
-}
+pub use botgate::cli::BenchArgs as BenchOptions;
 
 /// Resident memory of process `pid`, in MiB.
 fn rss_mib(pid: u32) -> f64 {
@@ -725,6 +709,7 @@ async fn await_replies(
 
 /// Runs the ceiling and the chosen benchmarks and prints a report.
 pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
+    let duration = Duration::from_secs(options.duration);
     let wants =
         |b: &str| options.only.is_empty() || options.only.iter().any(|o| o.eq_ignore_ascii_case(b));
     let ceiling_url = ceiling_server().await?;
@@ -749,7 +734,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
             let ceiling = max_throughput(
                 callbacks(vec![ceiling_target.clone()], 1000, None),
                 level,
-                options.duration,
+                duration,
             )
             .await;
             println!(
@@ -783,12 +768,8 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
             let mut max: f64 = 0.0;
             for &level in &levels {
                 let commits = gw.commits().await?;
-                let b1 = max_throughput(
-                    callbacks(target.clone(), 1000, None),
-                    level,
-                    options.duration,
-                )
-                .await;
+                let b1 =
+                    max_throughput(callbacks(target.clone(), 1000, None), level, duration).await;
                 let commits = gw.commits().await? - commits;
                 println!(
                     "B1 ingest ({backend}), {level} in flight: {} — {:.3} of the ceiling; {commits} commits ({:.1} callbacks each)",
@@ -802,12 +783,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
                 "B1 ingest ({backend}), max: {max:.0} req/s — {:.3} of the ceiling",
                 max / c
             );
-            let half = fixed_rate(
-                callbacks(target.clone(), 1000, None),
-                max / 2.0,
-                options.duration,
-            )
-            .await;
+            let half = fixed_rate(callbacks(target.clone(), 1000, None), max / 2.0, duration).await;
             println!(
                 "B1 ingest ({backend}), at half of max ({:.0}/s): {}",
                 max / 2.0,
@@ -831,7 +807,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
                     .get(&auth_url)
                     .header("DANBEE-NAVERWORKS-AUTH", AUTH_HEADER)
             });
-            let b3 = max_throughput(auth, options.concurrency, options.duration).await;
+            let b3 = max_throughput(auth, options.concurrency, duration).await;
             println!(
                 "B3 auth URL ({backend}), cached token: {} — {:.3} of the ceiling",
                 b3.summary(),
@@ -894,7 +870,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
                 let run = max_throughput(
                     callbacks(case.targets.clone(), 1000, None),
                     options.concurrency,
-                    options.duration / SLICES,
+                    duration / SLICES,
                 )
                 .await;
                 case.runs.push(run);
@@ -942,7 +918,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
             let run = fixed_rate(
                 callbacks(targets.clone(), 1000, Some(sent.clone())),
                 rate,
-                options.duration,
+                duration,
             )
             .await;
             let expected = run.requests as usize;

@@ -11,33 +11,10 @@ use clap::Parser as _;
 async fn main() -> std::process::ExitCode {
     let result = match Cli::parse() {
         Cli {
-            command:
-                Some(Command::Bench {
-                    database_url,
-                    duration,
-                    concurrency,
-                    peak_concurrency,
-                    only,
-                    connections,
-                    events,
-                    rates,
-                    ceiling,
-                }),
-            ..
+            command: Some(Command::Bench(options)),
         } => {
             botgate::telemetry::init(botgate::config::LogFormat::Pretty, "warn,sqlx=error");
-            bench::run(bench::BenchOptions {
-                database_url,
-                duration: std::time::Duration::from_secs(duration),
-                concurrency,
-                peak_concurrency,
-                only,
-                connections,
-                events,
-                rates,
-                ceiling,
-            })
-            .await
+            bench::run(options).await
         }
         cli => botgate::commands::run(cli).await,
     };
