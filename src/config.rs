@@ -35,6 +35,7 @@ const KEYS: &[&str] = &[
     "log_format",
     "log",
     "token_refresh_margin_seconds",
+    "token_lease_seconds",
     "auth_failure_limit",
     "auth_block_seconds",
     "workers",
@@ -66,6 +67,10 @@ pub struct Settings {
     pub log: String,
     /// Refresh a token when less than this is left (or half its lifetime).
     pub token_refresh_margin: std::time::Duration,
+    /// How long a replica's claim on a token refresh holds before another
+    /// replica may take over (a holder that died); a live holder's token
+    /// requests are cut off at three quarters of it.
+    pub token_lease: std::time::Duration,
     /// Failed auth-header checks from one client address within a minute
     /// before it is refused (429) for `auth_block`.
     pub auth_failure_limit: u32,
@@ -169,6 +174,7 @@ impl std::fmt::Debug for Settings {
             .field("log_format", &self.log_format)
             .field("log", &self.log)
             .field("token_refresh_margin", &self.token_refresh_margin)
+            .field("token_lease", &self.token_lease)
             .field("auth_failure_limit", &self.auth_failure_limit)
             .field("auth_block", &self.auth_block)
             .field("workers", &self.workers)
@@ -290,6 +296,7 @@ impl Settings {
         };
         let seconds = |max: u64| units(1, "seconds", max);
         let token_refresh_margin = p.parse("token_refresh_margin_seconds", seconds(86_400));
+        let token_lease = p.parse("token_lease_seconds", seconds(600));
         let auth_failure_limit = p.parse("auth_failure_limit", |s| {
             s.parse::<u32>()
                 .ok()
@@ -358,6 +365,7 @@ impl Settings {
             log_format,
             log,
             token_refresh_margin,
+            token_lease,
             auth_failure_limit,
             auth_block,
             workers,

@@ -75,7 +75,7 @@ impl Application {
             store.clone(),
             vault.clone(),
             TokenClient::new(http.clone(), &settings.naverworks_auth_url),
-            settings.token_refresh_margin,
+            (settings.token_refresh_margin, settings.token_lease),
             metrics.clone(),
         ));
         let state = web::Data::new(AppState {

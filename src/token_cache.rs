@@ -29,10 +29,9 @@ use crate::secrets::vault::Vault;
 use crate::secrets::{random_bytes, Aad, OpenError};
 use crate::store::{field, ConnectionRecord, NewToken, Store, StoreError, TokenMeta};
 
-/// How long a refresh lease holds before another replica may take over.
-const LEASE_MS: i64 = 30_000;
-/// How long a request waits for someone else's refresh.
-const WAIT_MS: i64 = 35_000;
+/// How much longer than a refresh lease a request waits for someone
+/// else's refresh, so that a waiter outlives a holder that died.
+const WAIT_PAST_LEASE_MS: i64 = 5_000;
 /// Refresh tokens live 90 days (§1.4).
 const REFRESH_LIFETIME_MS: i64 = 90 * 86_400 * 1000;
 
@@ -75,6 +74,10 @@ pub struct TokenService {
     vault: Arc<Vault>,
     client: TokenClient,
     margin_ms: i64,
+    /// How long a refresh lease holds before another replica may take it
+    /// over (`token_lease_seconds`). A live holder never loses it: its
+    /// token requests are cut off at three quarters of it.
+    lease_ms: i64,
     /// This process, as a lease owner.
     owner: String,
     cache: RwLock<HashMap<ConnectionId, Cached>>,
@@ -87,14 +90,16 @@ impl TokenService {
         store: Store,
         vault: Arc<Vault>,
         client: TokenClient,
-        margin: Duration,
+        (margin, lease): (Duration, Duration),
         metrics: Arc<crate::metrics::Metrics>,
     ) -> Self {
+        let millis = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4);
         Self {
             store,
             vault,
             client,
-            margin_ms: i64::try_from(margin.as_millis()).unwrap_or(i64::MAX / 4),
+            margin_ms: millis(margin),
+            lease_ms: millis(lease).max(1000),
             owner: format!("replica-{}", crate::secrets::hex(&random_bytes(8))),
             cache: RwLock::default(),
             flights: Mutex::default(),
@@ -129,7 +134,7 @@ impl TokenService {
             if let Some(m) = meta.as_ref().filter(|m| acceptable(m, now)) {
                 return self.serve(connection, m).await;
             }
-            if now - started > WAIT_MS {
+            if now - started > self.lease_ms + WAIT_PAST_LEASE_MS {
                 return Err(TokenFailure::Timeout);
             }
             let flight = self.flight(&connection.id);
@@ -140,15 +145,15 @@ impl TokenService {
             if meta.as_ref().is_some_and(|m| acceptable(m, now)) {
                 continue;
             }
-            let until = now + LEASE_MS;
+            let seen_generation = meta.as_ref().map_or(0, |m| m.generation);
             if self
                 .store
                 .acquire_token_lease(
                     &connection.tenant_id,
                     &connection.id,
                     &self.owner,
-                    now,
-                    until,
+                    (now, now + self.lease_ms),
+                    seen_generation,
                 )
                 .await?
             {
@@ -296,14 +301,22 @@ impl TokenService {
         let (creds, refresh_token) = self.credentials(connection).await?;
         let now = now_millis();
         let refresh_valid = current.refresh_expires_at.is_some_and(|t| t > now);
-        let minted = self
-            .mint(
+        // Bounded well inside the lease, so that no other replica takes it
+        // over while this one still waits for NAVER WORKS.
+        let deadline = Duration::from_millis(u64::try_from(self.lease_ms * 3 / 4).unwrap_or(1000));
+        let minted = tokio::time::timeout(
+            deadline,
+            self.mint(
                 connection,
                 &creds,
                 refresh_token.filter(|_| refresh_valid),
                 now,
-            )
-            .await;
+            ),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(TokenError::Unavailable("no answer within the refresh lease".to_owned()).into())
+        });
         let (issued, via_refresh) = match minted {
             Ok(minted) => {
                 self.metrics

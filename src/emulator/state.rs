@@ -71,6 +71,9 @@ pub struct Faults {
     pub token_expire_after_seconds: Option<u64>,
     /// The token endpoint answers 503.
     pub token_endpoint_down: bool,
+    /// Delay before the token endpoint answers (and issues), in
+    /// milliseconds: holds a refresh in flight.
+    pub token_latency_ms: u64,
     /// User ids the Bot API treats as nonexistent: a send to them answers
     /// 404 NOT_FOUND (the real answer is undocumented, NAVERWORKS.md §4.4 [I]).
     pub unknown_users: Vec<String>,

@@ -54,6 +54,10 @@ fn fields(req: &HttpRequest, body: &[u8]) -> HashMap<String, String> {
 
 async fn token(req: HttpRequest, body: web::Bytes, emulator: web::Data<Emulator>) -> HttpResponse {
     let form = fields(&req, &body);
+    let delay = emulator.lock().faults.token_latency_ms;
+    if delay > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+    }
     let mut state = emulator.lock();
     if state.faults.token_endpoint_down {
         return HttpResponse::ServiceUnavailable()

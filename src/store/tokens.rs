@@ -64,15 +64,24 @@ impl Store {
     }
 
     /// Takes the connection's refresh lease for `owner` until `until` if it is
-    /// free, expired or already `owner`'s. Committed before any network call,
-    /// so no transaction is held while NAVER WORKS answers.
+    /// free, expired or already `owner`'s, and the token row is still at
+    /// `seen_generation` (0 before the first token): the generation the
+    /// caller read before deciding to refresh. Committed before any network
+    /// call, so no transaction is held while NAVER WORKS answers.
+    ///
+    /// The generation is what makes a refresh single-flight across
+    /// processes: without it, a replica that read the row before another's
+    /// refresh committed took the lease that refresh had just released and
+    /// minted a second token (issue 20: two tokens 19 ms apart). A lease taken
+    /// after a newer token was stored is refused; the caller reads the row
+    /// again and serves that token.
     pub async fn acquire_token_lease(
         &self,
         tenant: &TenantId,
         connection: &ConnectionId,
         owner: &str,
-        now: i64,
-        until: i64,
+        (now, until): (i64, i64),
+        seen_generation: i64,
     ) -> StoreResult<bool> {
         let created = sqlx::query(
             "INSERT INTO tokens (connection_id, tenant_id, generation, updated_at) VALUES ($1, $2, 0, $3) \
@@ -89,12 +98,13 @@ impl Store {
         }
         let done = sqlx::query(
             "UPDATE tokens SET lease_owner = $2, lease_until = $3 WHERE connection_id = $1 \
-             AND (lease_owner IS NULL OR lease_until < $4 OR lease_owner = $2)",
+             AND generation = $5 AND (lease_owner IS NULL OR lease_until < $4 OR lease_owner = $2)",
         )
         .bind(connection.as_str())
         .bind(owner)
         .bind(until)
         .bind(now)
+        .bind(seen_generation)
         .execute(&self.pool)
         .await
         .map_err(classify)?;

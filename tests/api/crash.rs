@@ -17,7 +17,7 @@ use crate::both_backends;
 use crate::emulator::{app_config, spawn_emulator};
 use crate::helpers::*;
 
-struct Process(Child);
+pub(crate) struct Process(pub(crate) Child);
 
 impl Drop for Process {
     fn drop(&mut self) {
@@ -26,7 +26,7 @@ impl Drop for Process {
     }
 }
 
-fn start(env: &[(String, String)], dir: &std::path::Path) -> Process {
+pub(crate) fn start(env: &[(String, String)], dir: &std::path::Path) -> Process {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_botgate"));
     cmd.current_dir(dir)
         .env_clear()
@@ -48,7 +48,7 @@ fn start(env: &[(String, String)], dir: &std::path::Path) -> Process {
     )
 }
 
-async fn wait_healthy(client: &reqwest::Client, base: &str) {
+pub(crate) async fn wait_healthy(client: &reqwest::Client, base: &str) {
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(30) {
         if client

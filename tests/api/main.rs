@@ -15,6 +15,7 @@ mod keys;
 mod layers;
 mod operations;
 mod quickstart;
+mod replicas;
 mod secrets_at_rest;
 mod send;
 mod tenants;

@@ -303,8 +303,11 @@ async fn replicas_issue_once_per_refresh(backend: Backend) {
         generation as u64,
         "every token request made a stored generation: none competed"
     );
+    // Each round after the first refreshed; the first round's forced
+    // refreshes may have started before any token existed, and then the
+    // first token (newer than none) answers them.
     assert!(
-        generation >= 6,
+        generation >= 5,
         "the forced refreshes did refresh: {generation}"
     );
     let (_, last) = get_token(&replica, &path, Some(HEADER)).await;
