@@ -41,6 +41,8 @@ const KEYS: &[&str] = &[
     "workers",
     "dedup_window_seconds",
     "engine_timeout_seconds",
+    "engine_allowed_networks",
+    "engine_max_answer_bytes",
     "engine_max_attempts",
     "send_max_attempts",
     "retry_base_ms",
@@ -80,6 +82,12 @@ pub struct Settings {
     /// A callback body seen again within this window is a duplicate.
     pub dedup_window: std::time::Duration,
     pub engine_timeout: std::time::Duration,
+    /// Networks a tenant's engine URL may reach although the outbound
+    /// policy refuses them by default (loopback, private, …): see
+    /// `outbound`.
+    pub engine_allowed_networks: Vec<crate::outbound::Network>,
+    /// The largest engine answer read; a longer one fails the attempt.
+    pub engine_max_answer_bytes: usize,
     /// Engine calls per event before it is dead-lettered.
     pub engine_max_attempts: u32,
     /// Send attempts per message before it is failed.
@@ -180,6 +188,8 @@ impl std::fmt::Debug for Settings {
             .field("workers", &self.workers)
             .field("dedup_window", &self.dedup_window)
             .field("engine_timeout", &self.engine_timeout)
+            .field("engine_allowed_networks", &self.engine_allowed_networks)
+            .field("engine_max_answer_bytes", &self.engine_max_answer_bytes)
             .field("engine_max_attempts", &self.engine_max_attempts)
             .field("send_max_attempts", &self.send_max_attempts)
             .field("retry_base", &self.retry_base)
@@ -311,6 +321,16 @@ impl Settings {
         });
         let dedup_window = p.parse("dedup_window_seconds", seconds(86_400));
         let engine_timeout = p.parse("engine_timeout_seconds", seconds(300));
+        let engine_allowed_networks = p.parse(
+            "engine_allowed_networks",
+            crate::outbound::Network::parse_list,
+        );
+        let engine_max_answer_bytes = p.parse("engine_max_answer_bytes", |s| {
+            s.parse::<usize>()
+                .ok()
+                .filter(|n| (1024..=64 * 1024 * 1024).contains(n))
+                .ok_or_else(|| "must be a whole number of bytes from 1024 to 67108864".to_owned())
+        });
         let count = |max: u32| {
             move |s: &str| {
                 s.parse::<u32>()
@@ -371,6 +391,8 @@ impl Settings {
             workers,
             dedup_window,
             engine_timeout,
+            engine_allowed_networks,
+            engine_max_answer_bytes,
             engine_max_attempts,
             send_max_attempts,
             retry_base,

@@ -15,6 +15,7 @@ pub mod error;
 pub mod ingest;
 pub mod metrics;
 pub mod naverworks;
+pub mod outbound;
 pub mod rotation;
 pub mod routes;
 pub mod secrets;

@@ -67,6 +67,14 @@ impl Application {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .context("cannot build the HTTP client")?;
+        let outbound = crate::outbound::Client::new(
+            crate::outbound::Policy::new(
+                settings.engine_allowed_networks.clone(),
+                Some(settings.listen),
+            ),
+            settings.engine_max_answer_bytes,
+        )
+        .context("cannot build the outbound HTTP client")?;
         let metrics = Arc::new(Metrics::default());
         let dedup_window_ms =
             i64::try_from(settings.dedup_window.as_millis()).unwrap_or(i64::MAX / 4);
@@ -86,6 +94,7 @@ impl Application {
             settings: Arc::new(settings),
             admin_token_hash,
             http,
+            outbound,
             tokens,
             worker_id: format!(
                 "worker-{}",

@@ -53,7 +53,7 @@ pub fn request_body(event: &EngineEvent<'_>) -> Value {
 }
 
 pub async fn answer(
-    http: &reqwest::Client,
+    client: &crate::outbound::Client,
     timeout: Duration,
     url: &str,
     secret: &SecretString,
@@ -62,8 +62,8 @@ pub async fn answer(
     let body = serde_json::to_vec(&request_body(event))
         .map_err(|e| EngineError::Unreadable(e.to_string()))?;
     let timestamp = time::OffsetDateTime::now_utc().unix_timestamp().to_string();
-    let response = http
-        .post(url)
+    let response = client
+        .post(url)?
         .timeout(timeout)
         .header("Content-Type", "application/json")
         .header("X-Botgate-Timestamp", &timestamp)
@@ -77,9 +77,7 @@ pub async fn answer(
     if !response.status().is_success() {
         return Err(EngineError::Status(response.status().as_u16()));
     }
-    let answer: Value = response
-        .json()
-        .await
+    let answer: Value = serde_json::from_slice(&client.read(response).await?)
         .map_err(|_| EngineError::Unreadable("not JSON".into()))?;
     let replies = answer
         .get("replies")

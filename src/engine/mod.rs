@@ -74,11 +74,26 @@ pub enum EngineError {
     Status(u16),
     #[error("the engine's answer could not be read: {0}")]
     Unreadable(String),
+    #[error("the engine's URL was refused: {0}")]
+    Refused(#[from] crate::outbound::Refused),
+    #[error("the engine's answer is larger than {0} bytes")]
+    TooLarge(usize),
+}
+
+impl From<crate::outbound::ReadError> for EngineError {
+    fn from(e: crate::outbound::ReadError) -> Self {
+        match e {
+            crate::outbound::ReadError::TooLarge(cap) => Self::TooLarge(cap),
+            crate::outbound::ReadError::Cut(e) => e.into(),
+        }
+    }
 }
 
 impl From<reqwest::Error> for EngineError {
     fn from(e: reqwest::Error) -> Self {
-        if e.is_timeout() {
+        if let Some(refused) = crate::outbound::refused(&e) {
+            Self::Refused(refused)
+        } else if e.is_timeout() {
             Self::Timeout
         } else {
             Self::Unreachable
@@ -90,14 +105,14 @@ impl Engine {
     /// The NAVER WORKS contents to send in answer, in order.
     pub async fn answer(
         &self,
-        http: &reqwest::Client,
+        client: &crate::outbound::Client,
         timeout: Duration,
         event: &EngineEvent<'_>,
     ) -> Result<Vec<Value>, EngineError> {
         match self {
             Engine::Echo => Ok(echo::answer(event)),
-            Engine::Http { url, secret } => http::answer(http, timeout, url, secret, event).await,
-            Engine::Rasa { url } => rasa::answer(http, timeout, url, event).await,
+            Engine::Http { url, secret } => http::answer(client, timeout, url, secret, event).await,
+            Engine::Rasa { url } => rasa::answer(client, timeout, url, event).await,
         }
     }
 }
@@ -136,7 +151,8 @@ pub fn reply_to_content(reply: &Value) -> Result<Value, String> {
             .get("content")
             .cloned()
             .ok_or("native reply needs content")?,
-        other => return Err(format!("unknown reply type {other:?}")),
+        // The engine's value is not repeated: the error is stored for the tenant.
+        _ => return Err("unknown reply type".to_owned()),
     };
     validate_message(&json!({ "content": content }))
         .map_err(|e| format!("reply is not valid NAVER WORKS content: {e}"))?;

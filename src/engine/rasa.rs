@@ -75,7 +75,7 @@ pub fn map_item(item: &Value) -> Result<Vec<Value>, String> {
 }
 
 pub async fn answer(
-    http: &reqwest::Client,
+    client: &crate::outbound::Client,
     timeout: Duration,
     url: &str,
     event: &EngineEvent<'_>,
@@ -83,13 +83,16 @@ pub async fn answer(
     let Some(body) = request_body(event) else {
         return Ok(Vec::new());
     };
-    let response = http.post(url).timeout(timeout).json(&body).send().await?;
+    let response = client
+        .post(url)?
+        .timeout(timeout)
+        .json(&body)
+        .send()
+        .await?;
     if !response.status().is_success() {
         return Err(EngineError::Status(response.status().as_u16()));
     }
-    let items: Value = response
-        .json()
-        .await
+    let items: Value = serde_json::from_slice(&client.read(response).await?)
         .map_err(|_| EngineError::Unreadable("not JSON".into()))?;
     let items = items
         .as_array()

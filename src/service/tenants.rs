@@ -71,6 +71,15 @@ pub async fn set_engine(
 ) -> Result<TenantRecord, ApiError> {
     let engine = EngineConfig::parse(body.kind.as_ref(), body.url.as_ref(), body.secret.as_ref())
         .map_err(ApiError::Validation)?;
+    // An address the outbound policy refuses is refused now, with the
+    // reason; a name is checked again at every call, where it resolves.
+    if let Some(url) = engine.url() {
+        state
+            .outbound
+            .policy()
+            .check_url(url.as_str())
+            .map_err(|refused| ApiError::validation("url", refused.to_string()))?;
+    }
     let fallback = match &body.fallback_text {
         None | Some(Value::Null) => None,
         Some(Value::String(t)) if !t.trim().is_empty() && t.chars().count() <= 2000 => {

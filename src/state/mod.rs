@@ -33,8 +33,12 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// Hash of the admin token (never the token itself).
     pub admin_token_hash: String,
-    /// The one HTTP client for NAVER WORKS and engines (timeouts set).
+    /// The HTTP client for NAVER WORKS and the operator's own URLs
+    /// (timeouts set).
     pub http: reqwest::Client,
+    /// The HTTP client for tenant-given URLs (engines): the outbound policy,
+    /// bounded answers.
+    pub outbound: crate::outbound::Client,
     pub tokens: Arc<TokenService>,
     pub limiter: FailureLimiter,
     pub audit: AuditSink,

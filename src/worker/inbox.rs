@@ -127,7 +127,7 @@ async fn process(state: &AppState, event: &InboundEvent) -> StoreResult<()> {
             };
             let started = std::time::Instant::now();
             let answer = engine
-                .answer(&state.http, state.settings.engine_timeout, &ev)
+                .answer(&state.outbound, state.settings.engine_timeout, &ev)
                 .await;
             state.metrics.engine_latency.observe(started.elapsed());
             state

@@ -130,6 +130,7 @@ async fn stop_mid_load(backend: Backend, graceful: bool) {
         ),
         ("BOTGATE_NAVERWORKS_API_URL", format!("{}/v1.0", emu.url)),
         ("BOTGATE_RETRY_BASE_MS", "50".to_owned()),
+        ("BOTGATE_ENGINE_ALLOWED_NETWORKS", "127.0.0.0/8".to_owned()),
         ("BOTGATE_LOG", "botgate=info".to_owned()),
     ]
     .into_iter()

@@ -241,9 +241,16 @@ pub async fn spawn_app_with(backend: Backend, options: Options) -> TestApp {
             MasterKey::generate().to_base64().expose_secret()
         )
     };
+    // The test engines listen on this machine, which the outbound policy
+    // refuses unless allowed (a test of the policy sets its own).
+    let engines = if options.extra.contains("engine_allowed_networks") {
+        ""
+    } else {
+        "engine_allowed_networks = \"127.0.0.0/8,::1/128\"\n"
+    };
     let toml = format!(
         "listen = \"127.0.0.1:0\"\npublic_url = \"{}\"\n\
-         database_url = \"{}\"\ndata_dir = \"{}\"\nadmin_token = \"{admin_token}\"\n{key_line}\n{}",
+         database_url = \"{}\"\ndata_dir = \"{}\"\nadmin_token = \"{admin_token}\"\n{key_line}\n{engines}{}",
         options
             .public_url
             .as_deref()

@@ -14,6 +14,7 @@ mod emulator;
 mod keys;
 mod layers;
 mod operations;
+mod outbound;
 mod quickstart;
 mod replicas;
 mod secrets_at_rest;

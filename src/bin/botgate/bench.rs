@@ -403,7 +403,8 @@ impl Gateway {
         let config = format!(
             "listen = \"127.0.0.1:{port}\"\ndatabase_url = \"{}\"\ndata_dir = \"{}\"\nadmin_token = \"{admin}\"\n\
              master_key = \"{}\"\nworkers = {workers}\nlog = \"warn\"\n\
-             naverworks_auth_url = \"{emu}/oauth2/v2.0\"\nnaverworks_api_url = \"{emu}/v1.0\"\n{extra}",
+             naverworks_auth_url = \"{emu}/oauth2/v2.0\"\nnaverworks_api_url = \"{emu}/v1.0\"\n\
+             engine_allowed_networks = \"127.0.0.0/8\"\n{extra}",
             db.url,
             dir.display(),
             botgate::secrets::MasterKey::generate().to_base64().expose_secret(),
