@@ -45,6 +45,7 @@ const KEYS: &[&str] = &[
     "engine_max_answer_bytes",
     "engine_max_attempts",
     "send_max_attempts",
+    "send_timeout_seconds",
     "retry_base_ms",
     "worker_poll_ms",
     "console_session_idle_minutes",
@@ -90,6 +91,8 @@ pub struct Settings {
     pub engine_max_answer_bytes: usize,
     /// Engine calls per event before it is dead-lettered.
     pub engine_max_attempts: u32,
+    /// How long one send to NAVER WORKS may take.
+    pub send_timeout: std::time::Duration,
     /// Send attempts per message before it is failed.
     pub send_max_attempts: u32,
     /// First retry delay; later ones follow a fixed schedule of multiples.
@@ -191,6 +194,7 @@ impl std::fmt::Debug for Settings {
             .field("engine_allowed_networks", &self.engine_allowed_networks)
             .field("engine_max_answer_bytes", &self.engine_max_answer_bytes)
             .field("engine_max_attempts", &self.engine_max_attempts)
+            .field("send_timeout", &self.send_timeout)
             .field("send_max_attempts", &self.send_max_attempts)
             .field("retry_base", &self.retry_base)
             .field("worker_poll", &self.worker_poll)
@@ -340,6 +344,7 @@ impl Settings {
             }
         };
         let engine_max_attempts = p.parse("engine_max_attempts", count(100));
+        let send_timeout = p.parse("send_timeout_seconds", seconds(300));
         let send_max_attempts = p.parse("send_max_attempts", count(100));
         let millis = |min: u64, max: u64| {
             move |s: &str| {
@@ -394,6 +399,7 @@ impl Settings {
             engine_allowed_networks,
             engine_max_answer_bytes,
             engine_max_attempts,
+            send_timeout,
             send_max_attempts,
             retry_base,
             worker_poll,

@@ -22,11 +22,17 @@ use crate::state::signals::Kind;
 use crate::state::AppState;
 
 /// Claims are leases longer than the longest call they cover (the engine
-/// timeout, or 15 s for a send), so a live worker never loses one; a crashed
+/// timeout, or a send's), so a live worker never loses one; a crashed
 /// worker's claims come back after this long.
 pub fn lease_ms(settings: &crate::config::Settings) -> i64 {
-    let longest = settings.engine_timeout.max(Duration::from_secs(15));
+    let longest = settings.engine_timeout.max(settings.send_timeout);
     i64::try_from((longest + Duration::from_secs(10)).as_millis()).unwrap_or(60_000)
+}
+
+/// How long one attempt may run: the lease less a margin for writing its
+/// result, so that the result is written while the lease still holds.
+pub fn attempt_budget(settings: &crate::config::Settings) -> Duration {
+    Duration::from_millis(u64::try_from(lease_ms(settings) - 5_000).unwrap_or(1_000))
 }
 /// Events or messages in flight at once, per worker.
 const CONCURRENCY: usize = 256;

@@ -119,7 +119,7 @@ async fn send_once(
     let response = state
         .http
         .post(url)
-        .timeout(std::time::Duration::from_secs(15))
+        .timeout(state.settings.send_timeout)
         .bearer_auth(token.expose_secret())
         .header("Content-Type", "application/json")
         .body(body)
@@ -156,6 +156,23 @@ async fn send_once(
         500..=599 => Sent::ServerError(format!("HTTP {status}: {text}")),
         _ => Sent::Rejected(format!("HTTP {status}: {text}")),
     }
+}
+
+/// The connection's shared token, fetched on a task of its own: an attempt
+/// that gives up at its deadline leaves the refresh running, so that it
+/// completes (and releases its lease) for the next attempt and every other
+/// caller, instead of being cut off in the middle.
+async fn shared_token(
+    state: &AppState,
+    connection: &ConnectionRecord,
+    meta: Option<crate::store::TokenMeta>,
+    force: bool,
+) -> Result<crate::token_cache::ServedToken, String> {
+    let (tokens, connection) = (state.tokens.clone(), connection.clone());
+    tokio::spawn(async move { tokens.token(&connection, meta, force).await })
+        .await
+        .map_err(|e| format!("the token task failed: {e}"))?
+        .map_err(|e| e.to_string())
 }
 
 async fn process(state: &AppState, message: &OutboundMessage) -> StoreResult<()> {
@@ -199,26 +216,47 @@ async fn process(state: &AppState, message: &OutboundMessage) -> StoreResult<()>
                 .await
         }
     };
-    let token = match state.tokens.token(&connection, meta, false).await {
-        Ok(t) => t,
-        Err(e) => {
-            state.metrics.sends.inc("token_error");
-            retry_later(format!("no token: {e}")).await?;
+    // One deadline for the whole attempt — the token (which may wait for
+    // another replica's refresh), the send, one refresh and one more send —
+    // inside the lease: past it, another worker could claim the message and
+    // send it while this one still might.
+    let attempt = async {
+        let token = match shared_token(state, &connection, meta, false).await {
+            Ok(t) => t,
+            Err(e) => {
+                state.metrics.sends.inc("token_error");
+                return Err(format!("no token: {e}"));
+            }
+        };
+        let outcome = send(state, &connection, message, &token.access_token).await;
+        if !matches!(outcome, Sent::Unauthorized) {
+            return Ok(outcome);
+        }
+        // One refresh, one more try.
+        let meta = state
+            .store
+            .token_meta(&connection.id)
+            .await
+            .map_err(|e| format!("the token row could not be read: {e}"))?;
+        match shared_token(state, &connection, meta, true).await {
+            Ok(fresh) => Ok(send(state, &connection, message, &fresh.access_token).await),
+            Err(e) => Err(format!("token refresh failed: {e}")),
+        }
+    };
+    let outcome = match tokio::time::timeout(super::attempt_budget(&state.settings), attempt).await
+    {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(error)) => {
+            retry_later(error).await?;
+            return Ok(());
+        }
+        Err(_) => {
+            state.metrics.sends.inc("deadline");
+            tracing::warn!(message_id = %message.id, "the attempt did not finish within its lease; given back for later");
+            retry_later("the attempt did not finish within its lease".into()).await?;
             return Ok(());
         }
     };
-    let mut outcome = send(state, &connection, message, &token.access_token).await;
-    if matches!(outcome, Sent::Unauthorized) {
-        // One refresh, one more try.
-        let meta = state.store.token_meta(&connection.id).await?;
-        outcome = match state.tokens.token(&connection, meta, true).await {
-            Ok(fresh) => send(state, &connection, message, &fresh.access_token).await,
-            Err(e) => {
-                retry_later(format!("token refresh failed: {e}")).await?;
-                return Ok(());
-            }
-        };
-    }
     let now = now_millis();
     match outcome {
         Sent::Delivered => {

@@ -62,6 +62,7 @@ both_backends!(
     a_tight_rate_limit_is_paced_and_nothing_is_lost,
     a_refused_message_fails_without_endless_retries,
     tenants_cannot_use_each_others_connections,
+    an_attempt_ends_before_its_lease_and_nothing_is_sent_twice,
 );
 
 async fn every_content_type_is_delivered_as_sent(backend: Backend) {
@@ -359,4 +360,52 @@ async fn tenants_cannot_use_each_others_connections(backend: Backend) {
         .output()
         .unwrap();
     assert!(!out.status.success(), "another tenant's key is refused");
+}
+
+/// The token endpoint answers after 14 s, longer than the message's lease
+/// (11 s with 1 s timeouts): the attempt gives up at its deadline (6 s),
+/// inside the lease, and the message goes back to the queue; the refresh
+/// goes on and the next attempt sends with its token. Before, the lease
+/// expired under the waiting attempt, a second claim waited for the same
+/// token, and both sent.
+async fn an_attempt_ends_before_its_lease_and_nothing_is_sent_twice(backend: Backend) {
+    let s = setup_with(
+        backend,
+        EmulatorConfig::default(),
+        "send_timeout_seconds = 1\nengine_timeout_seconds = 1",
+    )
+    .await;
+    let res = s
+        .emu
+        .client
+        .put(format!("{}/emulator/faults", s.emu.url))
+        .json(&json!({"token_latency_ms": 14_000}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let (status, answer) = s
+        .send(
+            &json!({"user_id": "slow-token", "content": {"type": "text", "text": "once"}}),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    let id = answer["id"].as_str().unwrap();
+    let delivered = s.wait_status(id, "delivered").await;
+    assert_eq!(delivered["status"], "delivered", "{delivered}");
+    assert!(
+        delivered["attempts"].as_i64().unwrap() >= 2,
+        "the first attempt gave up at its deadline: {delivered}"
+    );
+    // A second send would come at about the same moment as the first.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let sent: Vec<Value> = s
+        .emu
+        .messages()
+        .await
+        .into_iter()
+        .filter(|m| m["content"]["text"] == "once")
+        .collect();
+    assert_eq!(sent.len(), 1, "sent exactly once: {sent:?}");
 }
