@@ -30,6 +30,7 @@ const KEYS: &[&str] = &[
     "master_key",
     "master_key_file",
     "admin_token",
+    "metrics_token",
     "naverworks_auth_url",
     "naverworks_api_url",
     "log_format",
@@ -64,6 +65,9 @@ pub struct Settings {
     pub master_key: Option<SecretString>,
     pub master_key_file: Option<PathBuf>,
     pub admin_token: Option<SecretString>,
+    /// Bearer token for `/metrics`; without one, only unproxied requests
+    /// from this machine are served.
+    pub metrics_token: Option<SecretString>,
     pub naverworks_auth_url: Url,
     pub naverworks_api_url: Url,
     pub log_format: LogFormat,
@@ -180,6 +184,7 @@ impl std::fmt::Debug for Settings {
             .field("master_key", &redact(&self.master_key))
             .field("master_key_file", &self.master_key_file)
             .field("admin_token", &redact(&self.admin_token))
+            .field("metrics_token", &redact(&self.metrics_token))
             .field("naverworks_auth_url", &self.naverworks_auth_url.as_str())
             .field("naverworks_api_url", &self.naverworks_api_url.as_str())
             .field("log_format", &self.log_format)
@@ -282,6 +287,7 @@ impl Settings {
         let master_key = p.optional_secret("master_key");
         let master_key_file = p.optional("master_key_file", |s| non_empty(s).map(PathBuf::from));
         let admin_token = p.optional_secret("admin_token");
+        let metrics_token = p.optional_secret("metrics_token");
         if let Some(Some(token)) = &admin_token {
             if token.expose_secret().len() < 16 {
                 p.error(
@@ -385,6 +391,7 @@ impl Settings {
             master_key,
             master_key_file,
             admin_token,
+            metrics_token,
             naverworks_auth_url,
             naverworks_api_url,
             log_format,

@@ -3,10 +3,14 @@
 
 use std::sync::atomic::Ordering;
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError as _};
 use serde_json::json;
 
+use secrecy::ExposeSecret as _;
+use subtle::ConstantTimeEq as _;
+
 use crate::domain::now_millis;
+use crate::error::{ApiError, ErrorEnvelope};
 use crate::state::AppState;
 
 #[utoipa::path(get, path = "/healthz",
@@ -55,9 +59,14 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 /// Prometheus text exposition.
 #[utoipa::path(get, path = "/metrics",
     summary = "Prometheus metrics (text exposition)", tag = "operations",
-    responses((status = 200, description = "Metrics", content_type = "text/plain", body = String)),
+    responses((status = 200, description = "Metrics", content_type = "text/plain", body = String),
+        (status = 401, description = "metrics_token is set and was not presented", body = ErrorEnvelope<'static>),
+        (status = 403, description = "No metrics_token set: served only to unproxied requests from this machine", body = ErrorEnvelope<'static>)),
     security(()))]
-pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+pub async fn metrics(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
+    if let Err(refused) = may_scrape(&state, &req) {
+        return refused.error_response();
+    }
     let queues = state
         .store
         .queue_depths(now_millis())
@@ -75,4 +84,36 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
                 ("outbox_results", outbox),
             ],
         ))
+}
+
+/// Who may read `/metrics`: a bearer of `metrics_token` when one is set,
+/// else a request from this machine that no proxy forwarded (behind the
+/// README's reverse proxy every request comes from loopback, with a
+/// forwarding header).
+fn may_scrape(state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
+    if let Some(token) = &state.settings.metrics_token {
+        let presented = req
+            .headers()
+            .get(actix_web::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        let expected = token.expose_secret().as_bytes();
+        return if bool::from(presented.as_bytes().ct_eq(expected)) {
+            Ok(())
+        } else {
+            Err(ApiError::Unauthorized)
+        };
+    }
+    let local = req.peer_addr().is_some_and(|a| a.ip().is_loopback());
+    let proxied = ["forwarded", "x-forwarded-for", "x-real-ip"]
+        .iter()
+        .any(|h| req.headers().contains_key(*h));
+    if local && !proxied {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(
+            "metrics are served to this machine only; set metrics_token to scrape them from elsewhere",
+        ))
+    }
 }

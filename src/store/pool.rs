@@ -95,6 +95,9 @@ impl Store {
                     format!("cannot create the database directory {}", dir.display())
                 })?;
             }
+            if !path.is_empty() && !path.starts_with(':') {
+                owner_only(std::path::Path::new(path))?;
+            }
             if !text.contains('?') {
                 text.push_str("?mode=rwc");
             }
@@ -292,4 +295,38 @@ impl Store {
     pub fn written(&self) {
         self.written.notify_one();
     }
+}
+
+/// The SQLite file (user messages, sealed secrets) and its log readable by
+/// botgate's user alone: created 0600, tightened to it if it was looser.
+/// SQLite creates the `-wal` and `-shm` files with the database's mode.
+fn owner_only(path: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    if !path.exists() {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .with_context(|| format!("cannot create the database file {}", path.display()))?;
+    }
+    let with = |suffix: &str| {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        std::path::PathBuf::from(name)
+    };
+    for file in [path.to_path_buf(), with("-wal"), with("-shm")] {
+        let Ok(meta) = std::fs::metadata(&file) else {
+            continue;
+        };
+        if meta.permissions().mode() & 0o077 != 0 {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).with_context(
+                || format!("cannot make {} readable by its owner only", file.display()),
+            )?;
+            tracing::warn!(file = %file.display(), "the database file was readable by others; now 0600");
+        }
+    }
+    Ok(())
 }

@@ -318,3 +318,63 @@ fn bench_runs_and_reports_every_figure() {
         "a request failed:\n{stdout}"
     );
 }
+
+/// `/metrics` is not for anyone: without `metrics_token`, only unproxied
+/// requests from this machine; with one, only its bearer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_served_to_the_operator_only() {
+    let open = spawn_app(Backend::Sqlite).await;
+    let res = open.client.get(open.url("/metrics")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK, "this machine, no proxy");
+    for header in ["X-Forwarded-For", "Forwarded", "X-Real-IP"] {
+        let res = open
+            .client
+            .get(open.url("/metrics"))
+            .header(header, "for=203.0.113.9")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            res.status(),
+            StatusCode::FORBIDDEN,
+            "{header}: a proxied request"
+        );
+        let body: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "forbidden", "{body}");
+    }
+
+    let guarded = spawn_app_with(
+        Backend::Sqlite,
+        Options {
+            extra: "metrics_token = \"metrics-scraper-token-0123456789\"".to_owned(),
+            ..Options::default()
+        },
+    )
+    .await;
+    let scrape = |token: Option<&'static str>| {
+        let mut req = guarded
+            .client
+            .get(guarded.url("/metrics"))
+            .header("X-Forwarded-For", "203.0.113.9");
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        req.send()
+    };
+    assert_eq!(
+        scrape(None).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        scrape(Some("metrics-scraper-token-wrong"))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let res = scrape(Some("metrics-scraper-token-0123456789"))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(res.text().await.unwrap().contains("# TYPE"));
+}

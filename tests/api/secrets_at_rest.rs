@@ -162,3 +162,32 @@ async fn moved_ciphertext_does_not_decrypt(backend: Backend) {
     assert_eq!(body["client_secret"], "****7777");
     assert!(body.get("unreadable_secrets").is_none());
 }
+
+/// The SQLite file and its log are readable by botgate's user alone, and a
+/// looser existing file is tightened at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sqlite_file_and_its_log_are_owner_only() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let app = spawn_app(Backend::Sqlite).await;
+    let tenant = app.create_tenant("Files").await;
+    app.create_connection(&tenant, &connection_body("7000009"))
+        .await;
+    let db = app.db.sqlite_path.clone().unwrap();
+    let mode = |suffix: &str| {
+        let mut name = db.as_os_str().to_owned();
+        name.push(suffix);
+        std::fs::metadata(std::path::PathBuf::from(name)).map(|m| m.permissions().mode() & 0o777)
+    };
+    assert_eq!(mode("").unwrap(), 0o600, "the database file");
+    assert_eq!(mode("-wal").unwrap(), 0o600, "its write-ahead log");
+
+    // A file made readable by others is tightened when botgate opens it.
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let url = format!("sqlite://{}", db.display());
+    let settings_url = botgate::config::DatabaseUrl::parse(&url).unwrap();
+    let store = botgate::store::Store::connect(&settings_url, 2)
+        .await
+        .unwrap();
+    store.close().await;
+    assert_eq!(mode("").unwrap(), 0o600, "tightened at start");
+}
