@@ -12,7 +12,8 @@ pub use crate::service::auth::Caller;
 use crate::state::AppState;
 use crate::store::{ConnectionRecord, TenantRecord};
 
-fn bearer(req: &HttpRequest) -> Option<String> {
+/// The token of an `Authorization: Bearer …` header (the scheme in any case).
+pub(super) fn bearer(req: &HttpRequest) -> Option<String> {
     let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.trim().split_once(' ')?;
     scheme

@@ -92,12 +92,7 @@ pub async fn metrics(state: web::Data<AppState>, req: HttpRequest) -> HttpRespon
 /// forwarding header).
 fn may_scrape(state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
     if let Some(token) = &state.settings.metrics_token {
-        let presented = req
-            .headers()
-            .get(actix_web::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or_default();
+        let presented = super::extract::bearer(req).unwrap_or_default();
         let expected = token.expose_secret().as_bytes();
         return if bool::from(presented.as_bytes().ct_eq(expected)) {
             Ok(())

@@ -144,7 +144,7 @@ impl Emu {
         assert_eq!(status, StatusCode::OK);
     }
 
-    async fn faults(&self, faults: Value) {
+    pub async fn faults(&self, faults: Value) {
         let (status, body) = self.admin(reqwest::Method::PUT, "/faults", faults).await;
         assert_eq!(status, StatusCode::OK, "{body}");
     }
@@ -153,6 +153,16 @@ impl Emu {
         self.admin(reqwest::Method::GET, "/stats", Value::Null)
             .await
             .1
+    }
+
+    /// Tokens the emulator issued to the test app: (JWT grants, refresh grants).
+    pub async fn tokens_issued(&self) -> (u64, u64) {
+        let stats = self.stats().await;
+        let app = &stats["apps"][app_config().client_id];
+        (
+            app["tokens_issued"].as_u64().unwrap(),
+            app["tokens_refreshed"].as_u64().unwrap(),
+        )
     }
 
     pub async fn messages(&self) -> Vec<Value> {

@@ -131,30 +131,12 @@ impl Pair {
     /// Token requests the emulator answered with a token: JWT grants and
     /// refresh grants.
     async fn issued(&self) -> u64 {
-        let stats: Value = self
-            .emu
-            .client
-            .get(format!("{}/emulator/stats", self.emu.url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let app = &stats["apps"][app_config().client_id];
-        app["tokens_issued"].as_u64().unwrap() + app["tokens_refreshed"].as_u64().unwrap()
+        let (jwt, refreshed) = self.emu.tokens_issued().await;
+        jwt + refreshed
     }
 
     async fn token_latency(&self, ms: u64) {
-        let res = self
-            .emu
-            .client
-            .put(format!("{}/emulator/faults", self.emu.url))
-            .json(&json!({"token_latency_ms": ms}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), StatusCode::OK);
+        self.emu.faults(json!({"token_latency_ms": ms})).await;
     }
 
     /// `n` requests at once (reads, or forced refreshes), spread over the

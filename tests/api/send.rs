@@ -375,15 +375,7 @@ async fn an_attempt_ends_before_its_lease_and_nothing_is_sent_twice(backend: Bac
         "send_timeout_seconds = 1\nengine_timeout_seconds = 1",
     )
     .await;
-    let res = s
-        .emu
-        .client
-        .put(format!("{}/emulator/faults", s.emu.url))
-        .json(&json!({"token_latency_ms": 14_000}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
+    s.emu.faults(json!({"token_latency_ms": 14_000})).await;
     let (status, answer) = s
         .send(
             &json!({"user_id": "slow-token", "content": {"type": "text", "text": "once"}}),

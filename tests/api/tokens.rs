@@ -43,25 +43,8 @@ impl Inbound {
         url.replace("https://botgate.example.com/base", "")
     }
 
-    async fn stats(&self) -> Value {
-        self.emu
-            .client
-            .get(format!("{}/emulator/stats", self.emu.url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-
     async fn issued(&self) -> (u64, u64) {
-        let stats = self.stats().await;
-        let app = &stats["apps"][app_config().client_id];
-        (
-            app["tokens_issued"].as_u64().unwrap(),
-            app["tokens_refreshed"].as_u64().unwrap(),
-        )
+        self.emu.tokens_issued().await
     }
 
     /// Whether the emulator accepts `token` for a send.
