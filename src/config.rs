@@ -33,6 +33,8 @@ const KEYS: &[&str] = &[
     "metrics_token",
     "naverworks_auth_url",
     "naverworks_api_url",
+    "slack_api_url",
+    "slack_authorize_url",
     "log_format",
     "log",
     "token_refresh_margin_seconds",
@@ -70,6 +72,10 @@ pub struct Settings {
     pub metrics_token: Option<SecretString>,
     pub naverworks_auth_url: Url,
     pub naverworks_api_url: Url,
+    /// Slack's Web API base (`https://slack.com/api`), or the emulator's.
+    pub slack_api_url: Url,
+    /// Slack's OAuth v2 authorize page, or the emulator's.
+    pub slack_authorize_url: Url,
     pub log_format: LogFormat,
     pub log: String,
     /// Refresh a token when less than this is left (or half its lifetime).
@@ -187,6 +193,8 @@ impl std::fmt::Debug for Settings {
             .field("metrics_token", &redact(&self.metrics_token))
             .field("naverworks_auth_url", &self.naverworks_auth_url.as_str())
             .field("naverworks_api_url", &self.naverworks_api_url.as_str())
+            .field("slack_api_url", &self.slack_api_url.as_str())
+            .field("slack_authorize_url", &self.slack_authorize_url.as_str())
             .field("log_format", &self.log_format)
             .field("log", &self.log)
             .field("token_refresh_margin", &self.token_refresh_margin)
@@ -298,6 +306,8 @@ impl Settings {
         }
         let naverworks_auth_url = p.parse("naverworks_auth_url", parse_base_url);
         let naverworks_api_url = p.parse("naverworks_api_url", parse_base_url);
+        let slack_api_url = p.parse("slack_api_url", parse_base_url);
+        let slack_authorize_url = p.parse("slack_authorize_url", parse_base_url);
         let log_format = p.parse("log_format", |s| match s {
             "pretty" => Ok(LogFormat::Pretty),
             "json" => Ok(LogFormat::Json),
@@ -394,6 +404,8 @@ impl Settings {
             metrics_token,
             naverworks_auth_url,
             naverworks_api_url,
+            slack_api_url,
+            slack_authorize_url,
             log_format,
             log,
             token_refresh_margin,

@@ -25,6 +25,9 @@ pub enum ApiError {
     InvalidJson(String),
     #[error("the request body must be JSON (Content-Type: application/json)")]
     UnsupportedMediaType,
+    /// A body of another type than the route takes (the sentence names it).
+    #[error("{0}")]
+    MediaType(&'static str),
     #[error("the request body is larger than the limit of {0} bytes")]
     PayloadTooLarge(usize),
     #[error("{}", validation_message(.0))]
@@ -41,6 +44,9 @@ pub enum ApiError {
     BadRequest(&'static str, String),
     #[error("no NAVER WORKS token: {0}")]
     Token(crate::naverworks::token::TokenError),
+    /// A platform botgate had to ask could not answer (502).
+    #[error("{0}")]
+    Upstream(&'static str),
     #[error("an internal error occurred")]
     Internal(#[source] anyhow::Error),
 }
@@ -62,7 +68,7 @@ impl ApiError {
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::InvalidJson(_) => "invalid_json",
-            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::UnsupportedMediaType | Self::MediaType(_) => "unsupported_media_type",
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::Validation(_) => "validation_failed",
             Self::Conflict(_) => "conflict",
@@ -71,6 +77,7 @@ impl ApiError {
             Self::Signature(_) => "invalid_signature",
             Self::BotMismatch(_) => "bot_id_mismatch",
             Self::BadRequest(code, _) => code,
+            Self::Upstream(_) => "upstream_unavailable",
             Self::Internal(_) => "internal_error",
         }
     }
@@ -100,7 +107,7 @@ impl ResponseError for ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::InvalidJson(_) => StatusCode::BAD_REQUEST,
-            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::UnsupportedMediaType | Self::MediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Conflict(_) => StatusCode::CONFLICT,
@@ -110,6 +117,7 @@ impl ResponseError for ApiError {
             Self::Signature(_) => StatusCode::UNAUTHORIZED,
             Self::BotMismatch(_) => StatusCode::FORBIDDEN,
             Self::BadRequest(..) => StatusCode::BAD_REQUEST,
+            Self::Upstream(_) => StatusCode::BAD_GATEWAY,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod bootstrap;
+pub mod channels;
 pub mod cli;
 pub mod commands;
 pub mod config;

@@ -281,23 +281,32 @@ impl Client {
 
     /// The answer's body, refused past the cap (by its length if it says
     /// one, else while reading).
-    pub async fn read(&self, mut response: reqwest::Response) -> Result<Vec<u8>, ReadError> {
-        let cap = self.max_answer;
-        if response
-            .content_length()
-            .is_some_and(|n| n > u64::try_from(cap).unwrap_or(u64::MAX))
-        {
+    pub async fn read(&self, response: reqwest::Response) -> Result<Vec<u8>, ReadError> {
+        read_capped(response, self.max_answer).await
+    }
+}
+
+/// An answer's body, refused past `cap` bytes (by its length if it says
+/// one, else while reading): for every answer botgate reads from a platform
+/// or an engine.
+pub async fn read_capped(
+    mut response: reqwest::Response,
+    cap: usize,
+) -> Result<Vec<u8>, ReadError> {
+    if response
+        .content_length()
+        .is_some_and(|n| n > u64::try_from(cap).unwrap_or(u64::MAX))
+    {
+        return Err(ReadError::TooLarge(cap));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(ReadError::Cut)? {
+        if body.len() + chunk.len() > cap {
             return Err(ReadError::TooLarge(cap));
         }
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(ReadError::Cut)? {
-            if body.len() + chunk.len() > cap {
-                return Err(ReadError::TooLarge(cap));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(body)
+        body.extend_from_slice(&chunk);
     }
+    Ok(body)
 }
 
 /// Whether `error` (a request's failure) was the policy refusing an address.

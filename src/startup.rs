@@ -102,7 +102,7 @@ impl Application {
             ),
             signals: WorkerSignals::default(),
             pacer: Pacer::default(),
-            bot_secrets: Default::default(),
+            connection_secrets: Default::default(),
             metrics,
             ingest,
             worker_ticks: Default::default(),

@@ -477,6 +477,7 @@ fn connection_body(
         auth_header: get("auth_header"),
         scope: get("scope"),
         rate_limit_per_minute: get("rate_limit_per_minute"),
+        ..ConnectionBody::default()
     }
 }
 
@@ -555,9 +556,9 @@ async fn connection_view(
         @if let Some(f) = flash { (f) }
         section #urls {
             h2 { (T::Urls.get(l)) }
-            (copyable("webhook-url", T::WebhookUrl.get(l), &view.webhook_url, l))
-            (copyable("auth-url", T::AuthUrl.get(l), &view.auth_url, l))
-            (copyable("auth-refresh-url", T::AuthRefreshUrl.get(l), &view.auth_refresh_url, l))
+            (copyable("webhook-url", T::WebhookUrl.get(l), view.webhook_url.as_deref().unwrap_or_default(), l))
+            (copyable("auth-url", T::AuthUrl.get(l), view.auth_url.as_deref().unwrap_or_default(), l))
+            (copyable("auth-refresh-url", T::AuthRefreshUrl.get(l), view.auth_refresh_url.as_deref().unwrap_or_default(), l))
             small.hint { (T::UrlsHint.get(l)) }
         }
         section #test {
@@ -657,10 +658,10 @@ async fn connection_view(
             h2 { (T::Details.get(l)) }
             dl {
                 dt { (T::ClientId.get(l)) } dd { code { (c.client_id) } }
-                dt { (T::ClientSecret.get(l)) } dd { code { (view.client_secret.as_deref().unwrap_or_default()) } }
+                dt { (T::ClientSecret.get(l)) } dd { code { (view.client_secret.clone().flatten().unwrap_or_default()) } }
                 dt { (T::ServiceAccount.get(l)) } dd { code { (c.service_account) } }
                 dt { (T::PrivateKey.get(l)) } dd { code { (c.private_key_info) } }
-                dt { (T::BotSecret.get(l)) } dd { code { (view.bot_secret.as_deref().unwrap_or_default()) } }
+                dt { (T::BotSecret.get(l)) } dd { code { (view.bot_secret.clone().flatten().unwrap_or_default()) } }
                 dt { (T::AuthHeader.get(l)) } dd { code { "****" } }
                 dt { (T::Scopes.get(l)) } dd { code { (c.scope) } }
                 dt { (T::RateLimit.get(l)) } dd { (c.rate_limit_per_minute) }
@@ -766,8 +767,8 @@ fn rotate_form(
         },
     };
     let current = |name: &str| match name {
-        "client_secret" => view.client_secret.clone(),
-        "bot_secret" => view.bot_secret.clone(),
+        "client_secret" => view.client_secret.clone().flatten(),
+        "bot_secret" => view.bot_secret.clone().flatten(),
         "private_key" => Some(c.private_key_info.clone()),
         "auth_header" => Some("****".to_owned()),
         _ => None,

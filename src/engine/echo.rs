@@ -1,54 +1,56 @@
-//! The built-in echo engine: a text comes back as the same text; other
-//! events get a short sentence, or nothing where no one could read it.
+//! The built-in echo engine: a text comes back as the same text, a button
+//! press and a slash command are named back; other events get a short
+//! sentence, or nothing where no one could read it. It answers in botgate's
+//! reply forms, which each channel renders.
 
 use serde_json::{json, Value};
 
-use super::EngineEvent;
+use crate::channels::{Channel, Turn};
 
-pub fn answer(event: &EngineEvent<'_>) -> Vec<Value> {
-    let text = |t: String| vec![json!({"type": "text", "text": t})];
-    match event.event_type() {
-        "message" => {
-            let content = event.content().cloned().unwrap_or(Value::Null);
-            match content.get("type").and_then(Value::as_str) {
-                Some("text") => {
-                    let said = content.get("text").and_then(Value::as_str).unwrap_or("");
-                    // NAVER WORKS refuses empty texts; keep within 2000 characters.
-                    let echoed: String = said.chars().take(2000).collect();
-                    if echoed.is_empty() {
-                        text("(empty message)".into())
-                    } else {
-                        text(echoed)
-                    }
+/// The longest text echoed (NAVER WORKS' limit; Slack's is higher).
+const LIMIT: usize = 2000;
+
+fn text(t: String) -> Vec<Value> {
+    vec![json!({"type": "text", "text": t.chars().take(LIMIT).collect::<String>()})]
+}
+
+pub fn answer(turn: &Turn) -> Vec<Value> {
+    let content = &turn.content;
+    match turn.kind.as_str() {
+        "message" => match content.get("type").and_then(Value::as_str) {
+            Some("text") => {
+                let said = content.get("text").and_then(Value::as_str).unwrap_or("");
+                // NAVER WORKS refuses empty texts.
+                if said.is_empty() {
+                    text("(empty message)".into())
+                } else {
+                    text(said.to_owned())
                 }
-                Some("location") => {
-                    let address = content
-                        .get("address")
-                        .and_then(Value::as_str)
-                        .unwrap_or("somewhere");
-                    text(
-                        format!("You shared a location: {address}")
-                            .chars()
-                            .take(2000)
-                            .collect(),
-                    )
-                }
-                Some("sticker") => vec![json!({
+            }
+            Some("location") => {
+                let address = content
+                    .get("address")
+                    .and_then(Value::as_str)
+                    .unwrap_or("somewhere");
+                text(format!("You shared a location: {address}"))
+            }
+            Some("sticker") if turn.channel == Channel::NaverWorks => {
+                vec![json!({"type": "native", "content": {
                     "type": "sticker",
                     "packageId": content.get("packageId").cloned().unwrap_or(json!("1")),
                     "stickerId": content.get("stickerId").cloned().unwrap_or(json!("1")),
-                })],
-                Some(kind) => text(format!("I received your {kind}.")),
-                None => text("I received your message.".into()),
+                }})]
             }
-        }
-        "postback" => {
-            let data = event
-                .callback
-                .get("data")
-                .and_then(Value::as_str)
-                .unwrap_or("");
-            text(format!("You chose: {data}").chars().take(2000).collect())
+            Some(kind) => text(format!("I received your {kind}.")),
+            None => text("I received your message.".into()),
+        },
+        "postback" => text(format!("You chose: {}", turn.postback_data().unwrap_or(""))),
+        "command" => {
+            let command = content.get("command").and_then(Value::as_str).unwrap_or("");
+            match content.get("text").and_then(Value::as_str).unwrap_or("") {
+                "" => text(format!("You ran {command}.")),
+                said => text(format!("You ran {command} {said}")),
+            }
         }
         "join" => text("Hello! Thanks for adding me. Everything you say, I say back.".into()),
         "joined" => text("Welcome!".into()),

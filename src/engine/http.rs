@@ -10,7 +10,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
 use sha2::Sha256;
 
-use super::{reply_to_content, EngineError, EngineEvent};
+use super::{EngineError, EngineEvent};
 
 /// `sha256=<hex>` over `timestamp.body`.
 pub fn signature(secret: &[u8], timestamp: &str, body: &[u8]) -> String {
@@ -26,28 +26,23 @@ pub fn signature(secret: &[u8], timestamp: &str, body: &[u8]) -> String {
     )
 }
 
-/// The request body for an event.
+/// The request body for an event (DESIGN.md, "Dialogue engine protocol").
 pub fn request_body(event: &EngineEvent<'_>) -> Value {
-    let domain = event
-        .callback
-        .get("source")
-        .and_then(|s| s.get("domainId"))
-        .cloned()
-        .unwrap_or(Value::Null);
+    let turn = event.turn;
     let mut body = json!({
         "event_id": event.event_id,
         "tenant_id": event.tenant_id,
         "connection_id": event.connection_id,
-        "channel": "naverworks",
-        "type": event.event_type(),
-        "conversation": {"user_id": event.user_id(), "channel_id": event.channel_id(), "domain_id": domain},
-        "content": event.content().cloned().unwrap_or(Value::Null),
-        "issued_time": event.callback.get("issuedTime").cloned().unwrap_or(Value::Null),
-        "raw": event.callback,
+        "channel": turn.channel.name(),
+        "type": turn.kind,
+        "conversation": turn.conversation,
+        "content": turn.content,
+        "issued_time": turn.issued_time,
+        "raw": turn.raw,
     });
     // Postbacks reach the engine as such, with their data.
-    if let Some(data) = event.callback.get("data") {
-        body["postback"] = json!({"data": data});
+    if let Some(postback) = &turn.postback {
+        body["postback"] = postback.clone();
     }
     body
 }
@@ -83,8 +78,5 @@ pub async fn answer(
         .get("replies")
         .and_then(Value::as_array)
         .ok_or(EngineError::Unreadable("no replies list".into()))?;
-    replies
-        .iter()
-        .map(|r| reply_to_content(r).map_err(EngineError::Unreadable))
-        .collect()
+    event.render(replies)
 }

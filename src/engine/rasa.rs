@@ -2,44 +2,54 @@
 //! a list of `{"recipient_id", "text" | "image" | "buttons" | "custom"}`.
 //! Texts map to text, images to image, text with buttons to a button
 //! template (each button a message action carrying its payload as postback),
-//! `custom` to NAVER WORKS content as is. A postback reaches Rasa as its
+//! `custom` to the channel's own message as is. A postback reaches Rasa as its
 //! payload, the way Rasa's own channels send button payloads.
 
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::{reply_to_content, EngineError, EngineEvent};
+use super::{EngineError, EngineEvent};
 
 pub fn request_body(event: &EngineEvent<'_>) -> Option<Value> {
+    let turn = event.turn;
     let message = match event.event_type() {
-        "message" => event.text().unwrap_or("").to_owned(),
-        "postback" => event
-            .callback
-            .get("data")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_owned(),
+        "message" => turn.text().unwrap_or("").to_owned(),
+        "postback" => turn.postback_data().unwrap_or("").to_owned(),
+        // A slash command reaches Rasa as what was typed.
+        "command" => format!(
+            "{} {}",
+            turn.content
+                .get("command")
+                .and_then(Value::as_str)
+                .unwrap_or(""),
+            turn.content
+                .get("text")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+        )
+        .trim()
+        .to_owned(),
         // Rasa has no notion of the other events; nothing to ask.
         _ => return None,
     };
     // A room is one conversation for Rasa; a 1:1 chat is the user's.
-    let sender = event.channel_id().or(event.user_id()).unwrap_or("unknown");
+    let sender = turn.channel_id().or(turn.user_id()).unwrap_or("unknown");
     Some(json!({
         "sender": sender,
         "message": message,
         "metadata": {
             "event_id": event.event_id,
-            "user_id": event.user_id(),
-            "channel_id": event.channel_id(),
+            "user_id": turn.user_id(),
+            "channel_id": turn.channel_id(),
             "type": event.event_type(),
-            "content": event.content(),
+            "content": turn.content,
         },
     }))
 }
 
-/// One Rasa answer item → NAVER WORKS contents.
-pub fn map_item(item: &Value) -> Result<Vec<Value>, String> {
+/// One Rasa answer item → botgate's reply forms.
+pub fn map_item(item: &Value) -> Vec<Value> {
     let mut out = Vec::new();
     let text = item.get("text").and_then(Value::as_str);
     match (text, item.get("buttons").and_then(Value::as_array)) {
@@ -56,22 +66,18 @@ pub fn map_item(item: &Value) -> Result<Vec<Value>, String> {
                     }
                 })
                 .collect();
-            out.push(reply_to_content(
-                &json!({"type": "buttons", "text": text, "buttons": buttons}),
-            )?);
+            out.push(json!({"type": "buttons", "text": text, "buttons": buttons}));
         }
-        (Some(text), _) => out.push(reply_to_content(&json!({"type": "text", "text": text}))?),
+        (Some(text), _) => out.push(json!({"type": "text", "text": text})),
         (None, _) => {}
     }
     if let Some(url) = item.get("image").and_then(Value::as_str) {
-        out.push(reply_to_content(&json!({"type": "image", "url": url}))?);
+        out.push(json!({"type": "image", "url": url}));
     }
     if let Some(custom) = item.get("custom") {
-        out.push(reply_to_content(
-            &json!({"type": "native", "content": custom}),
-        )?);
+        out.push(json!({"type": "native", "content": custom}));
     }
-    Ok(out)
+    out
 }
 
 pub async fn answer(
@@ -97,9 +103,6 @@ pub async fn answer(
     let items = items
         .as_array()
         .ok_or(EngineError::Unreadable("not a list".into()))?;
-    let mut out = Vec::new();
-    for item in items {
-        out.extend(map_item(item).map_err(EngineError::Unreadable)?);
-    }
-    Ok(out)
+    let replies: Vec<Value> = items.iter().flat_map(map_item).collect();
+    event.render(&replies)
 }

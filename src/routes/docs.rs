@@ -9,14 +9,14 @@ use actix_web::HttpResponse;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::OpenApi as _;
 
-use super::{auth_urls, connections, events, health, messages, tenants, webhooks};
+use super::{auth_urls, connections, events, health, messages, slack, tenants, webhooks};
 use crate::error::ErrorEnvelope;
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
     info(
         title = "botgate",
-        description = "A multi-tenant chatbot channel gateway for NAVER WORKS bots. \
+        description = "A multi-tenant chatbot channel gateway for NAVER WORKS and Slack bots. \
                        Errors are {\"error\": {\"code\", \"message\"}}."
     ),
     paths(
@@ -40,6 +40,9 @@ use crate::error::ErrorEnvelope;
         events::replay_one,
         events::outbox,
         webhooks::naverworks,
+        slack::events,
+        slack::commands,
+        slack::interactions,
         auth_urls::read,
         auth_urls::refresh,
         messages::send,

@@ -17,12 +17,11 @@ use serde_json::{json, Value};
 
 use super::docs::{Denied, SendPath};
 use super::extract::PathConnection;
-use crate::domain::ids::new_message_id;
+use crate::channels::{Channel, Outgoing};
 use crate::domain::{now_millis, rfc3339, FieldError};
 use crate::error::{ApiError, ErrorEnvelope};
-use crate::naverworks::content::validate_message;
 use crate::state::AppState;
-use crate::store::queue::{NewOutbound, OutboundMessage};
+use crate::store::queue::OutboundMessage;
 
 /// NAVER WORKS' text limit (§4.2).
 pub const TEXT_LIMIT: usize = 2000;
@@ -35,9 +34,14 @@ pub struct SendBody {
     user_id: Option<Value>,
     #[schema(value_type = Option<String>)]
     channel_id: Option<Value>,
-    /// NAVER WORKS message content, e.g. `{"type": "text", "text": "…"}`.
+    /// The channel's message: NAVER WORKS content, e.g. `{"type": "text",
+    /// "text": "…"}`; for Slack a message body, e.g. `{"text": "…",
+    /// "blocks": […]}`.
     #[schema(value_type = Object)]
     content: Option<Value>,
+    /// Slack: the thread to post in.
+    #[schema(value_type = Option<String>)]
+    thread_ts: Option<Value>,
     /// Split a text longer than 2,000 characters into several messages.
     split_long_text: Option<bool>,
 }
@@ -147,12 +151,13 @@ pub async fn send(
     let Some(content) = body.content.as_ref() else {
         errors.push(FieldError::new(
             "content",
-            "is required: a NAVER WORKS content object",
+            "is required: the channel's message object",
         ));
         return Err(ApiError::Validation(errors));
     };
     // A long text, split on request; everything else as it is.
-    let long_text = content.get("type").and_then(Value::as_str) == Some("text")
+    let long_text = Channel::of(&record) == Channel::NaverWorks
+        && content.get("type").and_then(Value::as_str) == Some("text")
         && content
             .get("text")
             .and_then(Value::as_str)
@@ -173,29 +178,30 @@ pub async fn send(
     } else {
         vec![content.clone()]
     };
-    for c in &contents {
-        if let Err(message) = validate_message(&json!({ "content": c })) {
-            let (field, reason) = message
-                .split_once(": ")
-                .unwrap_or(("content", message.as_str()));
-            errors.push(FieldError::new(field, reason));
-            break;
+    let thread_ts = match &body.thread_ts {
+        None | Some(Value::Null) => None,
+        Some(Value::String(ts)) => Some(ts.clone()),
+        Some(_) => {
+            errors.push(FieldError::new("thread_ts", "must be a string"));
+            None
         }
-    }
+    };
     let (Some((kind, target)), true) = (target, errors.is_empty()) else {
         return Err(ApiError::Validation(errors));
     };
-    let messages: Vec<NewOutbound> = contents
-        .iter()
-        .map(|c| NewOutbound {
-            id: new_message_id(),
-            target_kind: kind,
-            target_id: target.clone(),
-            content: c.to_string(),
-        })
-        .collect();
-    // The same conversation key as replies, so both keep one order.
-    let conversation = format!("{}:{target}", if kind == "channel" { "c" } else { "u" });
+    // The channel checks its own message bodies and keys the conversation
+    // as its replies are keyed, so both keep one order.
+    let (conversation, messages) = Channel::of(&record)
+        .outgoing(
+            &record,
+            &Outgoing {
+                target_kind: kind,
+                target_id: target,
+                thread_ts,
+                contents: &contents,
+            },
+        )
+        .map_err(ApiError::Validation)?;
     let stored = state
         .store
         .enqueue_messages(

@@ -8,6 +8,7 @@ mod events;
 pub mod extract;
 mod health;
 mod messages;
+pub mod slack;
 pub mod tenants;
 pub mod webhooks;
 
@@ -44,6 +45,21 @@ fn operations() -> Vec<Operation> {
             M::POST,
             "/webhooks/naverworks/{connection}",
             web::to(webhooks::naverworks),
+        ),
+        op(
+            M::POST,
+            "/webhooks/slack/{connection}/events",
+            web::to(slack::events),
+        ),
+        op(
+            M::POST,
+            "/webhooks/slack/{connection}/commands",
+            web::to(slack::commands),
+        ),
+        op(
+            M::POST,
+            "/webhooks/slack/{connection}/interactions",
+            web::to(slack::interactions),
         ),
         op(
             M::GET,

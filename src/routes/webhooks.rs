@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use super::docs::PublicPath;
+use crate::channels::{self, naverworks, Channel};
 use crate::domain::ids::PublicId;
 use crate::domain::now_millis;
 use crate::error::{ApiError, ErrorEnvelope};
@@ -22,7 +23,7 @@ use crate::naverworks::signature;
 use crate::secrets::hex;
 use crate::state::AppState;
 use crate::store::queue::{Inserted, NewInbound};
-use crate::store::{field, ConnectionRecord};
+use crate::store::ConnectionRecord;
 
 /// Callbacks are small JSON documents; this is generous.
 pub const WEBHOOK_BODY_LIMIT: usize = 256 * 1024;
@@ -66,18 +67,8 @@ async fn receive(
     payload: web::Payload,
     state: &AppState,
 ) -> Result<Inserted, ApiError> {
-    const UNKNOWN: ApiError = ApiError::NotFound("no such webhook");
-    let body = match payload.to_bytes_limited(WEBHOOK_BODY_LIMIT).await {
-        Ok(Ok(body)) => body,
-        Ok(Err(_)) => return Err(ApiError::InvalidJson("the body could not be read".into())),
-        Err(_) => return Err(ApiError::PayloadTooLarge(WEBHOOK_BODY_LIMIT)),
-    };
-    let public_id = PublicId::parse(&path).ok_or(UNKNOWN)?;
-    let (connection, _) = state
-        .store
-        .connection_by_public_id(public_id.as_str())
-        .await?
-        .ok_or(UNKNOWN)?;
+    let body = read_body(payload).await?;
+    let connection = webhook_connection(state, &path, Channel::NaverWorks).await?;
 
     // Header names are case-insensitive (HTTP, and the docs say so).
     let header = |name: &str| {
@@ -89,7 +80,7 @@ async fn receive(
     let presented = header("x-works-signature").ok_or(ApiError::Signature(
         "the X-WORKS-Signature header is missing",
     ))?;
-    let secret = bot_secret(state, &connection).await?;
+    let secret = webhook_secret(state, &connection).await?;
     if !signature::verify(secret.expose_secret().as_bytes(), &body, presented) {
         tracing::warn!(connection_id = %connection.id, "callback with a bad signature refused");
         return Err(ApiError::Signature(
@@ -113,18 +104,55 @@ async fn receive(
 
     let callback: Value =
         serde_json::from_slice(&body).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
-    let (event_type, conversation) = classify(&callback)?;
+    let (event_type, conversation) =
+        naverworks::classify(&callback).map_err(|m| ApiError::BadRequest("invalid_callback", m))?;
+    let received_at = now_millis();
     let event = NewInbound {
         id: crate::domain::ids::queue_id("evt"),
         tenant_id: connection.tenant_id.clone(),
         connection_id: connection.id.clone(),
         conversation,
         event_type,
-        issued: issued_time(&callback),
+        issued: naverworks::issued_time(&callback),
         raw: body.to_vec(),
         body_hash: hex(&Sha256::digest(&body)),
-        received_at: now_millis(),
+        received_at,
+        dedup_at: received_at,
     };
+    store_event(state, event).await
+}
+
+/// A webhook's body, read under [`WEBHOOK_BODY_LIMIT`].
+pub(super) async fn read_body(payload: web::Payload) -> Result<web::Bytes, ApiError> {
+    match payload.to_bytes_limited(WEBHOOK_BODY_LIMIT).await {
+        Ok(Ok(body)) => Ok(body),
+        Ok(Err(_)) => Err(ApiError::InvalidJson("the body could not be read".into())),
+        Err(_) => Err(ApiError::PayloadTooLarge(WEBHOOK_BODY_LIMIT)),
+    }
+}
+
+/// The connection of a webhook URL, if it is one of `channel`'s (the same
+/// 404 for an unknown id and another channel's).
+pub(super) async fn webhook_connection(
+    state: &AppState,
+    public_id: &str,
+    channel: Channel,
+) -> Result<ConnectionRecord, ApiError> {
+    const UNKNOWN: ApiError = ApiError::NotFound("no such webhook");
+    let public_id = PublicId::parse(public_id).ok_or(UNKNOWN)?;
+    match state
+        .store
+        .connection_by_public_id(public_id.as_str())
+        .await?
+    {
+        Some((connection, _)) if Channel::of(&connection) == channel => Ok(connection),
+        _ => Err(UNKNOWN),
+    }
+}
+
+/// Stores a verified event (group commit) and wakes a worker when it heads
+/// its conversation.
+pub(super) async fn store_event(state: &AppState, event: NewInbound) -> Result<Inserted, ApiError> {
     // Group commit: answered once the batch holding it is committed.
     let inserted = state.ingest.submit(event).await?;
     // A new event that heads its conversation but found no free slot waits
@@ -136,92 +164,19 @@ async fn receive(
     Ok(inserted)
 }
 
-/// The event type and conversation key of a callback: `c:<channelId>` for a
-/// room, `u:<userId>` for a 1:1 chat (which has no channelId, §3.3). Unknown
-/// types and fields are accepted: the platform adds them.
-fn classify(callback: &Value) -> Result<(String, String), ApiError> {
-    let invalid = |m: &str| ApiError::BadRequest("invalid_callback", m.to_owned());
-    let event_type = callback
-        .get("type")
-        .and_then(Value::as_str)
-        .ok_or_else(|| invalid("the callback has no type"))?;
-    let source = callback
-        .get("source")
-        .and_then(Value::as_object)
-        .ok_or_else(|| invalid("the callback has no source"))?;
-    let id = |name: &str| {
-        source
-            .get(name)
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty() && s.len() <= 256)
-    };
-    let conversation = match (id("channelId"), id("userId")) {
-        (Some(channel), _) => format!("c:{channel}"),
-        (None, Some(user)) => format!("u:{user}"),
-        (None, None) => {
-            return Err(invalid(
-                "the callback's source has neither channelId nor userId",
-            ))
-        }
-    };
-    if event_type.is_empty() || event_type.len() > 64 {
-        return Err(invalid("the callback's type is not a short string"));
-    }
-    Ok((event_type.to_owned(), conversation))
-}
-
-/// The callback's `issuedTime` as sent, for its dedup key ('' if it has
-/// none or an implausibly long one: the key stays small).
-fn issued_time(callback: &Value) -> String {
-    callback
-        .get("issuedTime")
-        .and_then(Value::as_str)
-        .filter(|s| s.len() <= 64)
-        .unwrap_or_default()
-        .to_owned()
-}
-
-/// The connection's bot secret, decrypted once per connection version.
-async fn bot_secret(
+/// The connection's webhook secret (its bot secret, its signing secret).
+pub(super) async fn webhook_secret(
     state: &AppState,
     connection: &ConnectionRecord,
 ) -> Result<SecretString, ApiError> {
-    let cached = {
-        let cache = state
-            .bot_secrets
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        cache
-            .get(&connection.id)
-            .filter(|(version, _)| *version == connection.updated_at)
-            .map(|(_, s)| s.clone())
-    };
-    if let Some(secret) = cached {
-        return Ok(secret);
+    let field = Channel::of(connection).webhook_secret_field();
+    match channels::connection_secret(state, connection, field).await {
+        Ok(Some(secret)) => Ok(secret),
+        Ok(None) => Err(ApiError::Internal(anyhow::anyhow!(
+            "connection {} has no {field}",
+            connection.id
+        ))),
+        Err(channels::SecretError::Store(e)) => Err(e.into()),
+        Err(e) => Err(ApiError::Internal(anyhow::Error::new(e))),
     }
-    let secrets = state.store.secrets(connection.id.as_str()).await?;
-    let sealed = secrets
-        .iter()
-        .find(|s| s.field == field::BOT_SECRET)
-        .ok_or_else(|| {
-            ApiError::Internal(anyhow::anyhow!(
-                "connection {} has no bot secret",
-                connection.id
-            ))
-        })?;
-    let secret = state
-        .vault
-        .open_str(&sealed.sealed, sealed.aad())
-        .map_err(|e| {
-            ApiError::Internal(anyhow::Error::new(e).context("bot secret does not decrypt"))
-        })?;
-    let mut cache = state
-        .bot_secrets
-        .write()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    cache.insert(
-        connection.id.clone(),
-        (connection.updated_at, secret.clone()),
-    );
-    Ok(secret)
 }

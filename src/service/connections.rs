@@ -7,6 +7,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::channels::Channel;
 use crate::domain::ids::{ConnectionId, PublicId, TenantId};
 use crate::domain::naverworks::{
     parse_rate_limit, parse_scope, parse_secret, parse_service_account, parse_text, BotId, Charset,
@@ -19,8 +20,6 @@ use crate::secrets::mask::mask;
 use crate::secrets::{Aad, Sealed};
 use crate::state::AppState;
 use crate::store::{field, ConnectionRecord, ConnectionUpdate, TenantRecord};
-
-pub const CHANNEL_NAVERWORKS: &str = "naverworks";
 
 /// The body of create (all credentials) and update (any subset). Every field
 /// is taken as raw JSON and parsed here, so that no serde message can echo a
@@ -57,17 +56,58 @@ pub struct ConnectionBody {
     pub scope: Option<Value>,
     #[schema(value_type = Option<i64>, example = 240)]
     pub rate_limit_per_minute: Option<Value>,
+    /// Slack: the app's Signing Secret (Basic Information → App Credentials).
+    #[schema(value_type = Option<String>)]
+    pub signing_secret: Option<Value>,
+    /// Slack: a bot token (`xoxb-…`) for one workspace (OAuth & Permissions).
+    #[schema(value_type = Option<String>, example = "xoxb-…")]
+    pub bot_token: Option<Value>,
+    /// Slack: comma-separated bot scopes for installs.
+    #[schema(value_type = Option<String>, example = "chat:write,commands,app_mentions:read")]
+    pub scopes: Option<Value>,
+    /// Slack: answered at once (ephemeral) to a slash command, e.g.
+    /// "Working on it…"; none by default.
+    #[schema(value_type = Option<String>)]
+    pub command_ack_text: Option<Value>,
+}
+
+impl ConnectionBody {
+    /// The fields of one channel set in a body meant for another.
+    fn foreign_fields(&self, channel: Channel) -> Vec<&'static str> {
+        let naverworks = [
+            ("bot_id", self.bot_id.is_some()),
+            ("service_account", self.service_account.is_some()),
+            ("private_key", self.private_key.is_some()),
+            ("bot_secret", self.bot_secret.is_some()),
+            ("scope", self.scope.is_some()),
+        ];
+        let slack = [
+            ("signing_secret", self.signing_secret.is_some()),
+            ("bot_token", self.bot_token.is_some()),
+            ("scopes", self.scopes.is_some()),
+            ("command_ack_text", self.command_ack_text.is_some()),
+        ];
+        let foreign: &[(&'static str, bool)] = match channel {
+            Channel::NaverWorks => &slack,
+            Channel::Slack => &naverworks,
+        };
+        foreign
+            .iter()
+            .filter(|(_, set)| *set)
+            .map(|(n, _)| *n)
+            .collect()
+    }
 }
 
 /// Collects field errors while parsing.
 #[derive(Default)]
-struct Fields {
-    errors: Vec<FieldError>,
+pub(super) struct Fields {
+    pub(super) errors: Vec<FieldError>,
 }
 
 impl Fields {
     /// Parses a present, non-null value; `None` if absent or invalid.
-    fn optional<T>(
+    pub(super) fn optional<T>(
         &mut self,
         value: &Option<Value>,
         parse: impl FnOnce(&Value) -> Result<T, FieldError>,
@@ -78,7 +118,7 @@ impl Fields {
         }
     }
 
-    fn required<T>(
+    pub(super) fn required<T>(
         &mut self,
         name: &str,
         value: &Option<Value>,
@@ -91,10 +131,10 @@ impl Fields {
     }
 }
 
-fn client_id(v: &Value) -> Result<String, FieldError> {
+pub(super) fn client_id(v: &Value) -> Result<String, FieldError> {
     parse_text("client_id", v, 1, 128, Charset::Id)
 }
-fn client_secret(v: &Value) -> Result<SecretString, FieldError> {
+pub(super) fn client_secret(v: &Value) -> Result<SecretString, FieldError> {
     parse_secret("client_secret", v, 1, 256)
 }
 fn bot_secret(v: &Value) -> Result<SecretString, FieldError> {
@@ -102,7 +142,7 @@ fn bot_secret(v: &Value) -> Result<SecretString, FieldError> {
 }
 /// Chosen by people and checked on every token request: at least 16
 /// characters, stored salted and hashed.
-fn auth_header(v: &Value) -> Result<SecretString, FieldError> {
+pub(super) fn auth_header(v: &Value) -> Result<SecretString, FieldError> {
     parse_secret("auth_header", v, 16, 256)
 }
 fn private_key(v: &Value) -> Result<PrivateKeyPem, FieldError> {
@@ -121,12 +161,12 @@ fn private_key(v: &Value) -> Result<PrivateKeyPem, FieldError> {
     PrivateKeyPem::parse(text).map_err(|m| FieldError::new("private_key", m))
 }
 
-/// The three secrets botgate can read back, sealed for one connection.
-fn seal_secrets(
+/// The secrets botgate can read back, sealed for one connection.
+pub(super) fn seal_secrets<const N: usize>(
     state: &AppState,
     tenant: &TenantId,
     connection: &ConnectionId,
-    values: [(&'static str, Option<&SecretString>); 3],
+    values: [(&'static str, Option<&SecretString>); N],
 ) -> Vec<(&'static str, Sealed)> {
     values
         .into_iter()
@@ -141,6 +181,26 @@ fn seal_secrets(
         .collect()
 }
 
+/// The body's channel (NAVER WORKS when it names none), or the field error.
+fn channel_of(body: &ConnectionBody) -> Result<Channel, ApiError> {
+    match &body.channel {
+        None | Some(Value::Null) => Ok(Channel::NaverWorks),
+        Some(Value::String(s)) => Channel::parse(s).ok_or(()),
+        Some(_) => Err(()),
+    }
+    .map_err(|()| ApiError::validation("channel", "must be \"naverworks\" or \"slack\""))
+}
+
+/// Refuses the fields of another channel, all at once.
+pub(super) fn refuse_foreign(f: &mut Fields, body: &ConnectionBody, channel: Channel) {
+    for name in body.foreign_fields(channel) {
+        f.errors.push(FieldError::new(
+            name,
+            format!("is not a field of {} connections", channel.name()),
+        ));
+    }
+}
+
 /// Validates a new connection (every problem at once), seals its secrets and
 /// stores it.
 pub async fn create(
@@ -148,14 +208,40 @@ pub async fn create(
     tenant: &TenantRecord,
     body: &ConnectionBody,
 ) -> Result<ConnectionRecord, ApiError> {
+    let record = match channel_of(body)? {
+        Channel::NaverWorks => create_naverworks(state, tenant, body).await?,
+        Channel::Slack => super::slack::create(state, tenant, body).await?,
+    };
+    tracing::info!(tenant_id = %tenant.id, connection_id = %record.id, channel = %record.channel, "connection created");
+    Ok(record)
+}
+
+/// Stores a validated connection; `Conflict` names the bot already connected.
+pub(super) async fn store_new(
+    state: &AppState,
+    record: &ConnectionRecord,
+    sealed: &[(&'static str, Sealed)],
+) -> Result<(), ApiError> {
+    state
+        .store
+        .create_connection(record, sealed)
+        .await
+        .map_err(|e| match e {
+            crate::store::StoreError::Conflict(_) => ApiError::Conflict(format!(
+                "this tenant already has a connection for bot {}",
+                record.bot_id
+            )),
+            other => other.into(),
+        })
+}
+
+async fn create_naverworks(
+    state: &AppState,
+    tenant: &TenantRecord,
+    body: &ConnectionBody,
+) -> Result<ConnectionRecord, ApiError> {
     let mut f = Fields::default();
-    f.optional(&body.channel, |v| match v {
-        Value::String(s) if s == CHANNEL_NAVERWORKS => Ok(()),
-        _ => Err(FieldError::new(
-            "channel",
-            "must be \"naverworks\" (the only channel so far)",
-        )),
-    });
+    refuse_foreign(&mut f, body, Channel::NaverWorks);
     let bot_id = f.required("bot_id", &body.bot_id, |v| BotId::parse("bot_id", v));
     let client_id = f.required("client_id", &body.client_id, client_id);
     let client_secret = f.required("client_secret", &body.client_secret, client_secret);
@@ -197,7 +283,7 @@ pub async fn create(
         id: ConnectionId::generate(),
         tenant_id: tenant.id.clone(),
         public_id: PublicId::generate(),
-        channel: CHANNEL_NAVERWORKS.to_owned(),
+        channel: Channel::NaverWorks.name().to_owned(),
         bot_id: bot_id.as_str().to_owned(),
         client_id,
         service_account,
@@ -205,6 +291,7 @@ pub async fn create(
         rate_limit_per_minute: i64::from(rate_limit.unwrap_or(DEFAULT_RATE_LIMIT_PER_MINUTE)),
         private_key_info: private_key.description(),
         auth_header_hash: hash_salted(&auth_header),
+        details: "{}".to_owned(),
         created_at: now,
         updated_at: now,
     };
@@ -218,18 +305,7 @@ pub async fn create(
             (field::BOT_SECRET, Some(&bot_secret)),
         ],
     );
-    state
-        .store
-        .create_connection(&record, &sealed)
-        .await
-        .map_err(|e| match e {
-            crate::store::StoreError::Conflict(_) => ApiError::Conflict(format!(
-                "this tenant already has a connection for bot {}",
-                record.bot_id
-            )),
-            other => other.into(),
-        })?;
-    tracing::info!(tenant_id = %tenant.id, connection_id = %record.id, "connection created");
+    store_new(state, &record, &sealed).await?;
     Ok(record)
 }
 
@@ -239,7 +315,21 @@ pub async fn update(
     current: &ConnectionRecord,
     body: &ConnectionBody,
 ) -> Result<ConnectionRecord, ApiError> {
+    let record = match Channel::of(current) {
+        Channel::NaverWorks => update_naverworks(state, current, body).await?,
+        Channel::Slack => super::slack::update(state, current, body).await?,
+    };
+    tracing::info!(tenant_id = %record.tenant_id, connection_id = %record.id, "connection updated");
+    Ok(record)
+}
+
+async fn update_naverworks(
+    state: &AppState,
+    current: &ConnectionRecord,
+    body: &ConnectionBody,
+) -> Result<ConnectionRecord, ApiError> {
     let mut f = Fields::default();
+    refuse_foreign(&mut f, body, Channel::NaverWorks);
     if body.channel.is_some() {
         f.errors.push(FieldError::new(
             "channel",
@@ -270,6 +360,7 @@ pub async fn update(
         rate_limit_per_minute: rate_limit.map(i64::from),
         private_key_info: private_key.as_ref().map(PrivateKeyPem::description),
         auth_header_hash: auth_header.as_ref().map(hash_salted),
+        details: None,
     };
     let sealed = seal_secrets(
         state,
@@ -299,7 +390,7 @@ pub async fn update(
         || update.scope.is_some()
         || client_secret.is_some()
         || private_key.is_some();
-    let record = state
+    state
         .store
         .update_connection(
             &current.tenant_id,
@@ -310,9 +401,7 @@ pub async fn update(
             now_millis(),
         )
         .await?
-        .ok_or(ApiError::NotFound("no such connection"))?;
-    tracing::info!(tenant_id = %record.tenant_id, connection_id = %record.id, "connection updated");
-    Ok(record)
+        .ok_or(ApiError::NotFound("no such connection"))
 }
 
 /// Removes a connection with its secrets, tokens and queues.
@@ -329,31 +418,69 @@ pub async fn delete(state: &AppState, record: &ConnectionRecord) -> Result<(), A
 }
 
 /// The public view of a connection: plain ids, masked secrets, and the URLs
-/// to paste.
+/// to paste. Fields of one channel are absent from the other's view; a
+/// masked secret is null when it no longer decrypts.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ConnectionView {
     pub id: String,
     pub tenant_id: String,
-    /// `naverworks`.
+    /// `naverworks` or `slack`.
     pub channel: String,
+    /// NAVER WORKS: the bot id. Slack: the bot id `auth.test` named
+    /// (`B…`), or `app:<client id>` for an app installed by OAuth.
     pub bot_id: String,
     pub client_id: String,
-    /// Masked (`…a1b2`); null if it does not decrypt.
-    pub client_secret: Option<String>,
-    pub service_account: String,
+    /// Masked (`…a1b2`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub client_secret: Option<Option<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_account: Option<String>,
     /// The private key's size and public-key fingerprint; never the key.
-    pub private_key: String,
-    /// Masked; null if it does not decrypt.
-    pub bot_secret: Option<String>,
-    /// Always `****`: stored only as a salted hash.
-    pub auth_header: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub private_key: Option<String>,
+    /// Masked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub bot_secret: Option<Option<String>>,
+    /// Slack: masked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub signing_secret: Option<Option<String>>,
+    /// Slack: masked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub bot_token: Option<Option<String>>,
+    /// Slack: the workspace and bot of the pasted token (`auth.test`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub workspace: Option<crate::channels::slack::api::Identity>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command_ack_text: Option<String>,
+    /// Always `****` when set: stored only as a salted hash.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_header: Option<&'static str>,
+    /// NAVER WORKS: space-separated OAuth scopes. Slack: comma-separated
+    /// bot scopes.
     pub scope: String,
     pub rate_limit_per_minute: i64,
-    /// The Callback URL to paste into the NAVER WORKS Developer Console.
-    pub webhook_url: String,
+    /// NAVER WORKS: the Callback URL to paste into the Developer Console.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<String>,
     /// Where internal services read the bot's token (`DANBEE-NAVERWORKS-AUTH`).
-    pub auth_url: String,
-    pub auth_refresh_url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_refresh_url: Option<String>,
+    /// Slack: Event Subscriptions → Request URL.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events_url: Option<String>,
+    /// Slack: Slash Commands → Request URL.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commands_url: Option<String>,
+    /// Slack: Interactivity & Shortcuts → Request URL.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interactions_url: Option<String>,
     /// RFC 3339.
     pub created_at: String,
     pub updated_at: String,
@@ -365,45 +492,82 @@ pub struct ConnectionView {
 
 /// The public view: plain ids, masked secrets, and the URLs to paste.
 pub async fn view(state: &AppState, c: &ConnectionRecord) -> Result<ConnectionView, ApiError> {
-    let mut client_secret = None;
-    let mut bot_secret = None;
+    let mut masked: Vec<(String, Option<String>)> = Vec::new();
     let mut unreadable = Vec::new();
     for secret in state.store.secrets(c.id.as_str()).await? {
-        if secret.field == field::PRIVATE_KEY {
-            continue; // shown by size and fingerprint, never decrypted here
+        if matches!(
+            secret.field.as_str(),
+            field::PRIVATE_KEY | field::ACCESS_TOKEN | field::REFRESH_TOKEN
+        ) {
+            continue; // shown by size and fingerprint, or never
         }
         match state.vault.open_str(&secret.sealed, secret.aad()) {
-            Ok(plain) => match secret.field.as_str() {
-                field::CLIENT_SECRET => client_secret = Some(mask(plain.expose_secret())),
-                field::BOT_SECRET => bot_secret = Some(mask(plain.expose_secret())),
-                _ => {}
-            },
+            Ok(plain) => masked.push((secret.field.clone(), Some(mask(plain.expose_secret())))),
             Err(e) => {
                 tracing::error!(connection_id = %c.id, field = %secret.field, error.message = %e, "stored secret does not decrypt");
+                masked.push((secret.field.clone(), None));
                 unreadable.push(secret.field.clone());
             }
         }
     }
+    // Some(masked or null) for a secret the connection has.
+    let secret = |name: &str| {
+        masked
+            .iter()
+            .find(|(f, _)| f == name)
+            .map(|(_, m)| m.clone())
+    };
     let public = c.public_id.as_str();
-    let link = |path: String| state.settings.public_link(&path);
-    Ok(ConnectionView {
+    let link = |path: String| Some(state.settings.public_link(&path));
+    let channel = Channel::of(c);
+    let mut view = ConnectionView {
         id: c.id.as_str().to_owned(),
         tenant_id: c.tenant_id.as_str().to_owned(),
         channel: c.channel.clone(),
         bot_id: c.bot_id.clone(),
         client_id: c.client_id.clone(),
-        client_secret,
-        service_account: c.service_account.clone(),
-        private_key: c.private_key_info.clone(),
-        bot_secret,
-        auth_header: "****",
+        client_secret: secret(field::CLIENT_SECRET),
+        service_account: None,
+        private_key: None,
+        bot_secret: None,
+        signing_secret: None,
+        bot_token: None,
+        workspace: None,
+        command_ack_text: None,
+        auth_header: (!c.auth_header_hash.is_empty()).then_some("****"),
         scope: c.scope.clone(),
         rate_limit_per_minute: c.rate_limit_per_minute,
-        webhook_url: link(format!("webhooks/naverworks/{public}")),
-        auth_url: link(format!("auth/naverworks/{public}")),
-        auth_refresh_url: link(format!("auth/naverworks/{public}/refresh")),
+        webhook_url: None,
+        auth_url: None,
+        auth_refresh_url: None,
+        events_url: None,
+        commands_url: None,
+        interactions_url: None,
         created_at: rfc3339(c.created_at),
         updated_at: rfc3339(c.updated_at),
         unreadable_secrets: unreadable,
-    })
+    };
+    match channel {
+        Channel::NaverWorks => {
+            // Always present for NAVER WORKS (null when unreadable).
+            view.client_secret = Some(view.client_secret.flatten());
+            view.service_account = Some(c.service_account.clone());
+            view.private_key = Some(c.private_key_info.clone());
+            view.bot_secret = Some(secret(field::BOT_SECRET).flatten());
+            view.webhook_url = link(format!("webhooks/naverworks/{public}"));
+            view.auth_url = link(format!("auth/naverworks/{public}"));
+            view.auth_refresh_url = link(format!("auth/naverworks/{public}/refresh"));
+        }
+        Channel::Slack => {
+            let details = crate::channels::slack::Details::of(c);
+            view.signing_secret = secret(field::SIGNING_SECRET);
+            view.bot_token = secret(field::BOT_TOKEN);
+            view.workspace = details.identity;
+            view.command_ack_text = details.command_ack_text;
+            view.events_url = link(format!("webhooks/slack/{public}/events"));
+            view.commands_url = link(format!("webhooks/slack/{public}/commands"));
+            view.interactions_url = link(format!("webhooks/slack/{public}/interactions"));
+        }
+    }
+    Ok(view)
 }

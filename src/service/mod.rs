@@ -8,4 +8,5 @@ pub mod auth;
 pub mod checks;
 pub mod connections;
 pub mod events;
+pub mod slack;
 pub mod tenants;

@@ -46,10 +46,13 @@ pub struct AppState {
     pub worker_id: String,
     pub signals: WorkerSignals,
     pub pacer: Pacer,
-    /// Decrypted bot secrets by connection, valid while the connection's
-    /// `updated_at` is the one stored with them.
-    pub bot_secrets:
-        std::sync::RwLock<std::collections::HashMap<ConnectionId, (i64, SecretString)>>,
+    /// Decrypted connection secrets read on every request or send (the
+    /// webhooks' signing secrets, Slack's bot tokens), valid while the
+    /// connection's `updated_at` is the one stored with them: see
+    /// `channels::connection_secret`.
+    pub connection_secrets: std::sync::RwLock<
+        std::collections::HashMap<ConnectionId, (i64, Vec<(&'static str, SecretString)>)>,
+    >,
     pub metrics: Arc<Metrics>,
     /// The webhook's group-commit writer.
     pub ingest: Arc<Ingest>,

@@ -7,29 +7,26 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use crate::domain::ids::ConnectionId;
-
 #[derive(Default)]
 pub struct Pacer {
-    /// Earliest time (Unix ms) of the next send, per connection.
-    next: Mutex<HashMap<ConnectionId, i64>>,
+    /// Earliest time (Unix ms) of the next send, per pace key (the
+    /// connection, or for Slack the connection's channel).
+    next: Mutex<HashMap<String, i64>>,
 }
 
 impl Pacer {
     /// Takes a send slot now, or says when one will be free.
-    pub fn try_acquire(
-        &self,
-        connection: &ConnectionId,
-        per_minute: i64,
-        now: i64,
-    ) -> Result<(), i64> {
+    pub fn try_acquire(&self, key: &str, per_minute: i64, now: i64) -> Result<(), i64> {
         let spacing = 60_000 / per_minute.max(1);
         let mut next = self
             .next
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         // Allow a short burst (one second's worth) after idleness, then space.
-        let slot = next.entry(connection.clone()).or_insert(now - 1000);
+        let slot = match next.get_mut(key) {
+            Some(slot) => slot,
+            None => next.entry(key.to_owned()).or_insert(now - 1000),
+        };
         let earliest = (*slot).max(now - 1000);
         if earliest > now {
             return Err(earliest);
@@ -39,12 +36,12 @@ impl Pacer {
     }
 
     /// Holds the connection's sends until `until` (after a 429).
-    pub fn pause(&self, connection: &ConnectionId, until: i64) {
+    pub fn pause(&self, key: &str, until: i64) {
         let mut next = self
             .next
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let slot = next.entry(connection.clone()).or_insert(until);
+        let slot = next.entry(key.to_owned()).or_insert(until);
         *slot = (*slot).max(until);
     }
 }
@@ -56,18 +53,18 @@ mod tests {
     #[test]
     fn spaces_sends_per_connection() {
         let pacer = Pacer::default();
-        let (a, b) = (ConnectionId::generate(), ConnectionId::generate());
+        let (a, b) = ("con_a", "con_b/C1");
         let now = 1_000_000;
         // 60 per minute: a one-second burst, then one a second.
-        assert!(pacer.try_acquire(&a, 60, now).is_ok());
-        assert!(pacer.try_acquire(&a, 60, now).is_ok());
-        assert_eq!(pacer.try_acquire(&a, 60, now), Err(now + 1000));
+        assert!(pacer.try_acquire(a, 60, now).is_ok());
+        assert!(pacer.try_acquire(a, 60, now).is_ok());
+        assert_eq!(pacer.try_acquire(a, 60, now), Err(now + 1000));
         assert!(
-            pacer.try_acquire(&b, 60, now).is_ok(),
+            pacer.try_acquire(b, 60, now).is_ok(),
             "another connection is not held"
         );
-        assert!(pacer.try_acquire(&a, 60, now + 1000).is_ok());
-        pacer.pause(&b, now + 30_000);
-        assert_eq!(pacer.try_acquire(&b, 60, now + 1000), Err(now + 30_000));
+        assert!(pacer.try_acquire(a, 60, now + 1000).is_ok());
+        pacer.pause(b, now + 30_000);
+        assert_eq!(pacer.try_acquire(b, 60, now + 1000), Err(now + 30_000));
     }
 }

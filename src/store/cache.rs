@@ -380,6 +380,7 @@ mod tests {
                 rate_limit_per_minute: 1,
                 private_key_info: String::new(),
                 auth_header_hash: String::new(),
+                details: "{}".into(),
                 created_at: 0,
                 updated_at: 0,
             },

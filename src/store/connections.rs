@@ -27,13 +27,16 @@ pub struct ConnectionRecord {
     /// Size and public-key fingerprint of the private key (not secret).
     pub private_key_info: String,
     pub auth_header_hash: String,
+    /// What the channel's adapter keeps that is neither secret nor common to
+    /// every channel: a JSON object (`{}` for NAVER WORKS).
+    pub details: String,
     pub created_at: i64,
     pub updated_at: i64,
 }
 
 const CONNECTION_COLUMNS: &str = "id, tenant_id, public_id, channel, bot_id, client_id, \
      service_account, scope, rate_limit_per_minute, private_key_info, auth_header_hash, \
-     created_at, updated_at";
+     details, created_at, updated_at";
 
 impl ConnectionRecord {
     pub(crate) fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
@@ -49,6 +52,7 @@ impl ConnectionRecord {
             rate_limit_per_minute: row.try_get("rate_limit_per_minute")?,
             private_key_info: row.try_get("private_key_info")?,
             auth_header_hash: row.try_get("auth_header_hash")?,
+            details: row.try_get("details")?,
             created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,
         })
@@ -64,6 +68,7 @@ pub struct ConnectionUpdate {
     pub rate_limit_per_minute: Option<i64>,
     pub private_key_info: Option<String>,
     pub auth_header_hash: Option<String>,
+    pub details: Option<String>,
 }
 
 impl Store {
@@ -77,7 +82,7 @@ impl Store {
         let mut tx = self.pool.begin().await.map_err(classify)?;
         let sql = format!(
             "INSERT INTO connections ({CONNECTION_COLUMNS}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
         );
         sqlx::query(&sql)
             .bind(c.id.as_str())
@@ -91,6 +96,7 @@ impl Store {
             .bind(c.rate_limit_per_minute)
             .bind(&c.private_key_info)
             .bind(&c.auth_header_hash)
+            .bind(&c.details)
             .bind(c.created_at)
             .bind(c.updated_at)
             .execute(&mut *tx)
@@ -175,7 +181,8 @@ impl Store {
                rate_limit_per_minute = COALESCE($6, rate_limit_per_minute), \
                private_key_info = COALESCE($7, private_key_info), \
                auth_header_hash = COALESCE($8, auth_header_hash), \
-               updated_at = $9 \
+               updated_at = $9, \
+               details = COALESCE($10, details) \
              WHERE tenant_id = $1 AND id = $2 RETURNING {CONNECTION_COLUMNS}"
         );
         let Some(row) = sqlx::query(&sql)
@@ -188,6 +195,7 @@ impl Store {
             .bind(update.private_key_info.as_deref())
             .bind(update.auth_header_hash.as_deref())
             .bind(now)
+            .bind(update.details.as_deref())
             .fetch_optional(&mut *tx)
             .await
             .map_err(classify)?

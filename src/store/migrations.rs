@@ -27,6 +27,7 @@ pub const POSTGRES: Files = tree!("postgres";
     (8, "drop unused open indexes", "0008_drop_unused_open_indexes.sql"),
     (9, "lean queue indexes", "0009_lean_queue_indexes.sql"),
     (10, "dedup by issued time", "0010_dedup_by_issued_time.sql"),
+    (11, "channel details", "0011_channel_details.sql"),
 );
 
 pub const SQLITE: Files = tree!("sqlite";
@@ -40,6 +41,7 @@ pub const SQLITE: Files = tree!("sqlite";
     (8, "drop unused open indexes", "0008_drop_unused_open_indexes.sql"),
     (9, "lean queue indexes", "0009_lean_queue_indexes.sql"),
     (10, "dedup by issued time", "0010_dedup_by_issued_time.sql"),
+    (11, "channel details", "0011_channel_details.sql"),
 );
 
 /// The newest embedded migration's version.

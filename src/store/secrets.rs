@@ -15,6 +15,9 @@ pub mod field {
     pub const CLIENT_SECRET: &str = "client_secret";
     pub const PRIVATE_KEY: &str = "private_key";
     pub const BOT_SECRET: &str = "bot_secret";
+    /// Slack: the app's Signing Secret, its bot token (`xoxb-…`).
+    pub const SIGNING_SECRET: &str = "signing_secret";
+    pub const BOT_TOKEN: &str = "bot_token";
     pub const ENGINE_SECRET: &str = "engine_secret";
     pub const ACCESS_TOKEN: &str = "access_token";
     pub const REFRESH_TOKEN: &str = "refresh_token";

@@ -6,14 +6,14 @@ use std::sync::Arc;
 
 use actix_web::web;
 use secrecy::SecretString;
-use serde_json::Value;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::{lease_ms, retry::backoff, spawn_each, spawn_one, Kind, Outcome};
+use crate::channels::Channel;
 use crate::domain::now_millis;
 use crate::engine::{Engine, EngineEvent};
 use crate::state::AppState;
-use crate::store::queue::{InboundEvent, NewOutbound};
+use crate::store::queue::InboundEvent;
 use crate::store::{field, StoreResult, TenantRecord};
 
 pub async fn step(
@@ -45,33 +45,6 @@ pub(super) fn start(state: &web::Data<AppState>, slot: OwnedSemaphorePermit, eve
         |state, event| async move { process(&state, &event).await },
         Kind::Inbox,
     );
-}
-
-/// Where replies to a callback go: its room, else its user (NAVERWORKS.md §4.1).
-pub fn reply_target(callback: &Value) -> Option<(&'static str, String)> {
-    let source = callback.get("source")?;
-    if let Some(channel) = source.get("channelId").and_then(Value::as_str) {
-        return Some(("channel", channel.to_owned()));
-    }
-    source
-        .get("userId")
-        .and_then(Value::as_str)
-        .map(|u| ("user", u.to_owned()))
-}
-
-fn messages(callback: &Value, contents: Vec<Value>) -> Vec<NewOutbound> {
-    let Some((kind, target)) = reply_target(callback) else {
-        return Vec::new();
-    };
-    contents
-        .into_iter()
-        .map(|content| NewOutbound {
-            id: crate::domain::ids::new_message_id(),
-            target_kind: kind,
-            target_id: target.clone(),
-            content: content.to_string(),
-        })
-        .collect()
 }
 
 async fn engine_of(state: &AppState, tenant: &TenantRecord) -> Result<Engine, String> {
@@ -109,7 +82,22 @@ async fn engine_of(state: &AppState, tenant: &TenantRecord) -> Result<Engine, St
 async fn process(state: &AppState, event: &InboundEvent) -> StoreResult<()> {
     let owner = &state.worker_id;
     let now = || now_millis();
-    let callback: Value = serde_json::from_slice(&event.raw).unwrap_or(Value::Null);
+    let channel = match state
+        .store
+        .connection_with_token(&event.connection_id)
+        .await?
+    {
+        Some((connection, _)) => Channel::of(&connection),
+        None => return Ok(()), // deleted: its events went with it
+    };
+    let turn = channel.turn(&event.event_type, &event.raw, event.received_at);
+    if let Some(reason) = turn.ignored {
+        state
+            .store
+            .ignore_inbound(event, owner, reason, now())
+            .await?;
+        return Ok(());
+    }
     let Some(tenant) = state.store.tenant(&event.tenant_id).await? else {
         state
             .store
@@ -123,7 +111,7 @@ async fn process(state: &AppState, event: &InboundEvent) -> StoreResult<()> {
                 event_id: &event.id,
                 tenant_id: tenant.id.as_str(),
                 connection_id: event.connection_id.as_str(),
-                callback: &callback,
+                turn: &turn,
             };
             let started = std::time::Instant::now();
             let answer = engine
@@ -139,7 +127,7 @@ async fn process(state: &AppState, event: &InboundEvent) -> StoreResult<()> {
     };
     match answer {
         Ok(contents) => {
-            let replies = messages(&callback, contents);
+            let replies = channel.replies(&turn, contents);
             // Its replies are handed to the outbox worker, or it is woken
             // for them, by the result's write.
             state
@@ -154,12 +142,12 @@ async fn process(state: &AppState, event: &InboundEvent) -> StoreResult<()> {
                 let fallback = tenant
                     .fallback_text
                     .as_ref()
-                    .map(|t| {
-                        messages(
-                            &callback,
-                            vec![serde_json::json!({"type": "text", "text": t})],
-                        )
+                    .and_then(|t| {
+                        channel
+                            .render(&serde_json::json!({"type": "text", "text": t}))
+                            .ok()
                     })
+                    .map(|content| channel.replies(&turn, vec![content]))
                     .unwrap_or_default();
                 let dead = state
                     .store

@@ -1,5 +1,5 @@
 //! Retry delays as data: a schedule of multiples of a base delay, with
-//! jitter, and a clamp for the server's own hint (`rateLimit-reset`).
+//! jitter (the platforms' own rate-limit hints are read by their adapters).
 
 use std::time::Duration;
 
@@ -26,15 +26,6 @@ pub fn backoff(base: Duration, attempts: i64) -> Duration {
     Duration::from_millis((millis as f64 * jitter) as u64)
 }
 
-/// The wait NAVER WORKS asks for with `rateLimit-reset` (seconds until the
-/// window resets), clamped to 1..=60 s; 5 s when absent or unreadable.
-pub fn rate_limit_wait(reset: Option<&str>) -> Duration {
-    let seconds = reset
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .unwrap_or(5);
-    Duration::from_secs(seconds.clamp(1, 60))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -47,9 +38,5 @@ mod tests {
         let third = backoff(base, 3);
         assert!((400..=600).contains(&third.as_millis()), "{third:?}");
         assert!(backoff(base, 1000) <= Duration::from_millis(36_000));
-        assert_eq!(rate_limit_wait(Some("12")), Duration::from_secs(12));
-        assert_eq!(rate_limit_wait(Some("0")), Duration::from_secs(1));
-        assert_eq!(rate_limit_wait(Some("9999")), Duration::from_secs(60));
-        assert_eq!(rate_limit_wait(None), Duration::from_secs(5));
     }
 }

@@ -648,6 +648,7 @@ fn user_u1_event(s: &Inbound, body: &Value) -> botgate::store::queue::NewInbound
         body_hash: botgate::secrets::hex(&sha2::Sha256::digest(&raw)),
         raw,
         received_at: botgate::domain::now_millis(),
+        dedup_at: botgate::domain::now_millis(),
     }
 }
 

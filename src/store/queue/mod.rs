@@ -97,7 +97,7 @@ impl Store {
                     .bind(&e.issued)
                     .bind(e.connection_id.as_str())
                     .bind(&e.body_hash)
-                    .bind(e.received_at);
+                    .bind(e.dedup_at);
             }
             for r in query.fetch_all(&mut *tx).await.map_err(classify)? {
                 fresh.insert((
@@ -276,6 +276,20 @@ impl Store {
         now: i64,
     ) -> StoreResult<bool> {
         self.close_inbound(event, owner, "done", None, replies, now)
+            .await
+    }
+
+    /// Closes an event no engine is asked about (a bot's own message, an
+    /// event type botgate does not answer), with the reason, if `owner`
+    /// still holds its lease.
+    pub async fn ignore_inbound(
+        &self,
+        event: &InboundEvent,
+        owner: &str,
+        reason: &str,
+        now: i64,
+    ) -> StoreResult<bool> {
+        self.close_inbound(event, owner, "ignored", Some(reason), &[], now)
             .await
     }
 

@@ -22,6 +22,10 @@ pub struct NewInbound {
     pub issued: String,
     pub body_hash: String,
     pub received_at: i64,
+    /// The time the dedup entry counts from: `received_at`, or for a
+    /// platform that retries with the same id (Slack) a time that keeps the
+    /// entry past its retries (see `routes::slack`).
+    pub dedup_at: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,538 @@
+//! The Slack adapter (SLACK.md): Events API messages and mentions, slash
+//! commands and block actions as turns; replies as `chat.postMessage`
+//! bodies (Block Kit for buttons and images) in the thread the user wrote
+//! in, or at a command's `response_url` while it is valid; delivery with the
+//! workspace's bot token, paced per channel.
+//!
+//! An outbox row of a Slack connection holds a delivery document, not only
+//! the message: `{"message": {text, blocks?, …}, "channel", "thread_ts"?,
+//! "response_url"?, "respond_until"?}` (`target_id` is the channel).
+
+pub mod api;
+pub mod inbound;
+pub mod signature;
+
+use serde_json::{json, Map, Value};
+
+use super::{bounded_text, connection_secret, Outgoing, Sent, Turn};
+use crate::domain::{now_millis, rfc3339, FieldError};
+use crate::state::AppState;
+use crate::store::queue::{NewOutbound, OutboundMessage};
+use crate::store::{field, ConnectionRecord};
+
+/// A `response_url` takes up to 5 messages within 30 minutes (SLACK.md §3).
+pub const RESPONSE_URL_USES: usize = 5;
+pub const RESPONSE_URL_LIFETIME_MS: i64 = 30 * 60 * 1000;
+/// Slack truncates texts past 40,000 characters; botgate refuses them.
+pub const TEXT_LIMIT: usize = 40_000;
+pub const MAX_BLOCKS: usize = 50;
+/// The default pacing: about one message per second per channel.
+pub const DEFAULT_RATE_LIMIT_PER_MINUTE: u32 = 60;
+
+/// What botgate keeps about a Slack connection besides its secrets (the
+/// connection's `details`).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct Details {
+    /// Who the pasted bot token belongs to, from `auth.test`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<api::Identity>,
+    /// Answered at once to a slash command (ephemeral), if set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_ack_text: Option<String>,
+}
+
+impl Details {
+    pub fn of(connection: &ConnectionRecord) -> Self {
+        serde_json::from_str(&connection.details).unwrap_or_default()
+    }
+}
+
+fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
+    path.iter().try_fold(v, |v, k| v.get(*k))?.as_str()
+}
+
+/// The engine protocol's conversation for Slack.
+fn conversation(
+    user: Option<&str>,
+    channel: Option<&str>,
+    team: Option<&str>,
+    thread: Option<&str>,
+) -> Value {
+    json!({"user_id": user, "channel_id": channel, "team_id": team, "thread_ts": thread})
+}
+
+/// A stored Slack request as the engines see it.
+pub fn turn(event_type: &str, raw: &[u8], received_at: i64) -> Turn {
+    let mut turn = Turn {
+        channel: super::Channel::Slack,
+        kind: event_type.to_owned(),
+        conversation: Value::Null,
+        content: Value::Null,
+        postback: None,
+        issued_time: json!(rfc3339(received_at)),
+        received_at,
+        raw: Value::Null,
+        ignored: None,
+    };
+    match event_type {
+        "command" => {
+            let fields = inbound::form_fields(raw).unwrap_or_default();
+            let f = |name: &str| fields.get(name).and_then(Value::as_str).map(str::to_owned);
+            turn.conversation = conversation(
+                f("user_id").as_deref(),
+                f("channel_id").as_deref(),
+                f("team_id").as_deref(),
+                None,
+            );
+            turn.content = json!({"type": "command", "command": f("command"), "text": f("text").unwrap_or_default()});
+            turn.raw = Value::Object(fields);
+        }
+        "block_actions" => {
+            let fields = inbound::form_fields(raw).unwrap_or_default();
+            let doc: Value = fields
+                .get("payload")
+                .and_then(Value::as_str)
+                .and_then(|p| serde_json::from_str(p).ok())
+                .unwrap_or(Value::Null);
+            let action = doc
+                .get("actions")
+                .and_then(|a| a.get(0))
+                .cloned()
+                .unwrap_or(Value::Null);
+            let data = action
+                .get("value")
+                .or_else(|| action.get("action_id"))
+                .cloned()
+                .unwrap_or(Value::Null);
+            let thread = str_at(&doc, &["container", "thread_ts"])
+                .or(str_at(&doc, &["message", "thread_ts"]));
+            turn.kind = "postback".into();
+            turn.conversation = conversation(
+                str_at(&doc, &["user", "id"]),
+                str_at(&doc, &["channel", "id"]),
+                str_at(&doc, &["team", "id"]),
+                thread,
+            );
+            turn.content =
+                json!({"type": "postback", "data": data, "action_id": action.get("action_id")});
+            turn.postback = Some(json!({ "data": data }));
+            turn.raw = doc;
+        }
+        _ => event(
+            &mut turn,
+            serde_json::from_slice(raw).unwrap_or(Value::Null),
+        ),
+    }
+    turn
+}
+
+/// An Events API event: messages and mentions are asked about; a bot's
+/// messages (its own among them), edits and deletions, and other event
+/// types are stored and ignored (a bot that answers bots loops).
+fn event(turn: &mut Turn, doc: Value) {
+    let event = doc.get("event").cloned().unwrap_or(Value::Null);
+    let text = event.get("text").and_then(Value::as_str).unwrap_or("");
+    // The bot's own user (authorizations, SLACK.md §2): a mention of it is
+    // the app_mention's to answer, and is cut from the text engines see.
+    let bot_user = doc
+        .get("authorizations")
+        .and_then(Value::as_array)
+        .and_then(|a| {
+            a.iter()
+                .find(|a| a.get("is_bot").and_then(Value::as_bool) == Some(true))
+        })
+        .and_then(|a| a.get("user_id"))
+        .and_then(Value::as_str);
+    let mention = bot_user.map(|u| format!("<@{u}>"));
+    turn.ignored = match turn.kind.as_str() {
+        "message" | "app_mention" if event.get("bot_id").is_some() => Some("a bot's message"),
+        "message" | "app_mention" if event.get("subtype").is_some() => {
+            Some("not a user's message (it has a subtype)")
+        }
+        "message"
+            if event.get("channel_type").and_then(Value::as_str) != Some("im")
+                && mention.as_deref().is_some_and(|m| text.contains(m)) =>
+        {
+            Some("a mention of the bot: answered as its app_mention")
+        }
+        "message" | "app_mention" => None,
+        _ => Some("an event type no engine is asked about"),
+    };
+    let said = match &mention {
+        Some(m) if turn.kind == "app_mention" => text.replace(m.as_str(), "").trim().to_owned(),
+        _ => text.to_owned(),
+    };
+    turn.kind = if turn.kind == "app_mention" {
+        "message".into()
+    } else {
+        turn.kind.clone()
+    };
+    turn.conversation = conversation(
+        event.get("user").and_then(Value::as_str),
+        event.get("channel").and_then(Value::as_str),
+        doc.get("team_id").and_then(Value::as_str),
+        event.get("thread_ts").and_then(Value::as_str),
+    );
+    turn.content = json!({"type": "text", "text": said});
+    if let Some(seconds) = doc.get("event_time").and_then(Value::as_i64) {
+        turn.issued_time = json!(rfc3339(seconds.saturating_mul(1000)));
+    }
+    turn.raw = doc;
+}
+
+fn https(url: &str) -> bool {
+    url.len() <= 3000
+        && url::Url::parse(url).is_ok_and(|u| u.scheme() == "https" && u.host().is_some())
+}
+
+fn plain(text: &str) -> Value {
+    json!({"type": "plain_text", "text": text, "emoji": true})
+}
+
+/// One engine reply as a `chat.postMessage` body (without `channel`).
+pub fn render(reply: &Value) -> Result<Value, String> {
+    let kind = reply
+        .get("type")
+        .and_then(Value::as_str)
+        .ok_or("a reply needs a type")?;
+    let str_of = |name: &str| {
+        reply
+            .get(name)
+            .and_then(Value::as_str)
+            .ok_or(format!("{kind} reply needs {name}"))
+    };
+    let message = match kind {
+        "text" => json!({ "text": str_of("text")? }),
+        "image" => {
+            let url = str_of("url")?;
+            if !https(url) {
+                return Err("image reply needs an https url".into());
+            }
+            json!({"text": "image", "blocks": [{"type": "image", "image_url": url, "alt_text": "image"}]})
+        }
+        "buttons" => {
+            let text = str_of("text")?;
+            let buttons = reply
+                .get("buttons")
+                .and_then(Value::as_array)
+                .filter(|b| !b.is_empty() && b.len() <= 25)
+                .ok_or("buttons reply needs 1 to 25 buttons")?;
+            let elements = buttons
+                .iter()
+                .enumerate()
+                .map(|(i, b)| button(i, b))
+                .collect::<Result<Vec<_>, _>>()?;
+            if text.chars().count() > 3000 {
+                return Err("buttons reply text is longer than 3,000 characters".into());
+            }
+            json!({"text": text, "blocks": [
+                {"type": "section", "text": {"type": "mrkdwn", "text": text}},
+                {"type": "actions", "elements": elements}]})
+        }
+        "native" => reply
+            .get("content")
+            .cloned()
+            .ok_or("native reply needs content")?,
+        _ => return Err("unknown reply type".to_owned()),
+    };
+    check_message(&message).map_err(|e| format!("reply is not a valid Slack message: {e}"))?;
+    Ok(message)
+}
+
+/// A button: `{label, postback}` → a button carrying the postback as its
+/// value, `{label, url}` → a link button.
+fn button(index: usize, b: &Value) -> Result<Value, String> {
+    let label = b
+        .get("label")
+        .and_then(Value::as_str)
+        .filter(|l| !l.is_empty() && l.chars().count() <= 75)
+        .ok_or("a button needs a label of 1 to 75 characters")?;
+    let action_id = format!("botgate_{index}");
+    if let Some(url) = b.get("url").and_then(Value::as_str) {
+        if !https(url) {
+            return Err("a button's url must be https".into());
+        }
+        return Ok(
+            json!({"type": "button", "text": plain(label), "url": url, "action_id": action_id}),
+        );
+    }
+    let value = b
+        .get("postback")
+        .and_then(Value::as_str)
+        .filter(|v| v.chars().count() <= 2000)
+        .ok_or("a button needs postback (at most 2,000 characters) or url")?;
+    Ok(json!({"type": "button", "text": plain(label), "value": value, "action_id": action_id}))
+}
+
+/// A Slack message body: an object with a text or blocks within Slack's
+/// limits; `channel` is botgate's to set.
+pub fn check_message(message: &Value) -> Result<(), String> {
+    let object = message.as_object().ok_or("must be an object")?;
+    let text = object.get("text");
+    let blocks = object.get("blocks");
+    match text {
+        None => {}
+        Some(Value::String(t)) if t.chars().count() <= TEXT_LIMIT => {}
+        Some(Value::String(_)) => {
+            return Err(format!("text: must be at most {TEXT_LIMIT} characters"))
+        }
+        Some(_) => return Err("text: must be a string".into()),
+    }
+    match blocks {
+        None => {}
+        Some(Value::Array(b)) if b.len() <= MAX_BLOCKS && b.iter().all(Value::is_object) => {}
+        Some(_) => {
+            return Err(format!(
+                "blocks: must be a list of at most {MAX_BLOCKS} block objects"
+            ))
+        }
+    }
+    let empty_text = text.and_then(Value::as_str).is_none_or(str::is_empty);
+    if empty_text && blocks.is_none() {
+        return Err("text: a message needs a text or blocks".into());
+    }
+    if object.contains_key("channel") {
+        return Err("channel: is set by botgate (give channel_id)".into());
+    }
+    if message.to_string().len() > 64 * 1024 {
+        return Err("is larger than 64 KiB".into());
+    }
+    Ok(())
+}
+
+/// Outbox rows for an event's rendered replies: a command's first five go
+/// to its `response_url` (checked again when sent), the rest and every
+/// other event's to `chat.postMessage` in the thread the user wrote in.
+pub fn replies(turn: &Turn, rendered: Vec<Value>) -> Vec<NewOutbound> {
+    let Some(channel) = turn.channel_id().map(str::to_owned) else {
+        return Vec::new();
+    };
+    let thread = turn.conversation.get("thread_ts").and_then(Value::as_str);
+    let response_url = (turn.kind == "command")
+        .then(|| turn.raw.get("response_url").and_then(Value::as_str))
+        .flatten()
+        .filter(|u| u.len() <= 1024);
+    rendered
+        .into_iter()
+        .enumerate()
+        .map(|(i, message)| {
+            let mut doc = json!({"message": message, "channel": channel});
+            if let Some(ts) = thread {
+                doc["thread_ts"] = json!(ts);
+            }
+            if let (Some(url), true) = (response_url, i < RESPONSE_URL_USES) {
+                doc["response_url"] = json!(url);
+                doc["respond_until"] = json!(turn.received_at + RESPONSE_URL_LIFETIME_MS);
+            }
+            NewOutbound {
+                id: crate::domain::ids::new_message_id(),
+                target_kind: "channel",
+                target_id: channel.clone(),
+                content: doc.to_string(),
+            }
+        })
+        .collect()
+}
+
+/// A send-API message for a Slack connection: `channel_id` (or a
+/// `user_id`, which Slack takes as the channel of the app's direct
+/// messages), an optional `thread_ts`, and Slack message bodies.
+pub fn outgoing(
+    connection: &ConnectionRecord,
+    request: &Outgoing<'_>,
+) -> Result<(String, Vec<NewOutbound>), Vec<FieldError>> {
+    if request.target_id.contains(':') {
+        return Err(vec![FieldError::new("channel_id", "is not a Slack id")]);
+    }
+    let thread = match &request.thread_ts {
+        Some(ts) if ts.len() <= 32 && ts.bytes().all(|b| b.is_ascii_digit() || b == b'.') => {
+            Some(ts.as_str())
+        }
+        Some(_) => {
+            return Err(vec![FieldError::new(
+                "thread_ts",
+                "must be a Slack ts such as 1700000000.000100",
+            )])
+        }
+        None => None,
+    };
+    for c in request.contents {
+        if let Err(message) = check_message(c) {
+            let (field, reason) = message.split_once(": ").unwrap_or(("", message.as_str()));
+            let path = if field.is_empty() {
+                "content".to_owned()
+            } else {
+                format!("content.{field}")
+            };
+            return Err(vec![FieldError::new(path, reason)]);
+        }
+    }
+    let team = Details::of(connection)
+        .identity
+        .map_or_else(|| "-".to_owned(), |i| i.team_id);
+    let channel = &request.target_id;
+    let conversation = match thread {
+        Some(ts) => format!("s:{team}:{channel}:{ts}"),
+        None => format!("s:{team}:{channel}"),
+    };
+    let messages = request
+        .contents
+        .iter()
+        .map(|message| {
+            let mut doc = json!({"message": message, "channel": channel});
+            if let Some(ts) = thread {
+                doc["thread_ts"] = json!(ts);
+            }
+            NewOutbound {
+                id: crate::domain::ids::new_message_id(),
+                target_kind: "channel",
+                target_id: channel.clone(),
+                content: doc.to_string(),
+            }
+        })
+        .collect();
+    Ok((conversation, messages))
+}
+
+/// Whether botgate may post to a `response_url`: Slack's own host over
+/// HTTPS, or the origin of the configured API (the emulator). It came in a
+/// signed request, but it is still a URL botgate did not choose.
+fn response_url_allowed(state: &AppState, url: &str) -> bool {
+    let Ok(url) = url::Url::parse(url) else {
+        return false;
+    };
+    let slack = url.scheme() == "https" && url.host_str() == Some("hooks.slack.com");
+    let api = &state.settings.slack_api_url;
+    let configured = url.scheme() == api.scheme()
+        && url.host_str() == api.host_str()
+        && url.port_or_known_default() == api.port_or_known_default();
+    slack || configured
+}
+
+/// One attempt: the `response_url` while it is valid (falling back to
+/// `chat.postMessage` once Slack says it is used up or expired), else
+/// `chat.postMessage` with the bot token.
+pub async fn deliver(
+    state: &AppState,
+    connection: &ConnectionRecord,
+    message: &OutboundMessage,
+) -> Result<Sent, String> {
+    let Ok(doc) = serde_json::from_str::<Value>(&message.content) else {
+        return Ok(Sent::Rejected("the stored message is unreadable".into()));
+    };
+    let body = doc.get("message").cloned().unwrap_or(Value::Null);
+    let timeout = state.settings.send_timeout;
+    let started = std::time::Instant::now();
+    let response_url = doc
+        .get("response_url")
+        .and_then(Value::as_str)
+        .filter(|_| {
+            doc.get("respond_until")
+                .and_then(Value::as_i64)
+                .is_some_and(|t| now_millis() < t)
+        })
+        .filter(|u| response_url_allowed(state, u));
+    if let Some(url) = response_url {
+        let mut answer = body.clone();
+        if answer.get("response_type").is_none() {
+            // Seen by the channel, as a bot's answer to a command usually is.
+            answer["response_type"] = json!("in_channel");
+        }
+        let sent = api::respond(&state.http, url, &answer, timeout).await;
+        count(state, "response_url", started, &sent);
+        // Used up (5 uses) or expired: Slack answers 404 [I]; post instead.
+        if !matches!(&sent, Sent::Rejected(e) if e.contains("HTTP 404") || e.contains("HTTP 410") || e.contains("expired"))
+        {
+            return Ok(sent);
+        }
+    }
+    let token = match connection_secret(state, connection, field::BOT_TOKEN).await {
+        Ok(Some(token)) => token,
+        Ok(None) => {
+            return Err("no bot token for this workspace (paste one or install the app)".into())
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    let mut post = match body {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    };
+    post.insert("channel".into(), json!(message.target_id));
+    if let Some(ts) = doc
+        .get("thread_ts")
+        .filter(|_| !post.contains_key("thread_ts"))
+    {
+        post.insert("thread_ts".into(), ts.clone());
+    }
+    let started = std::time::Instant::now();
+    let (sent, _) = api::call(
+        &state.http,
+        &state.settings.slack_api_url,
+        "chat.postMessage",
+        &token,
+        &Value::Object(post),
+        timeout,
+    )
+    .await;
+    count(state, "chat.postMessage", started, &sent);
+    Ok(sent)
+}
+
+fn count(state: &AppState, endpoint: &'static str, started: std::time::Instant, sent: &Sent) {
+    state.metrics.send_endpoints.inc(endpoint);
+    state.metrics.send_latency.observe(started.elapsed());
+    state.metrics.sends.inc(sent.label());
+}
+
+/// A Slack text for storage or display.
+pub fn short(text: &str) -> String {
+    bounded_text(text, 200)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_render_as_block_kit() {
+        assert_eq!(
+            render(&json!({"type": "text", "text": "hi"})).unwrap(),
+            json!({"text": "hi"})
+        );
+        let b = render(&json!({"type": "buttons", "text": "Pick", "buttons": [
+            {"label": "Yes", "postback": "yes"}, {"label": "Docs", "url": "https://e.example"}]}))
+        .unwrap();
+        assert_eq!(b["blocks"][1]["elements"][0]["value"], "yes");
+        assert_eq!(b["blocks"][1]["elements"][1]["url"], "https://e.example");
+        assert!(render(&json!({"type": "image", "url": "http://e.example/a.png"})).is_err());
+        assert!(
+            render(&json!({"type": "native", "content": {"text": "x", "channel": "C9"}})).is_err()
+        );
+        assert!(render(&json!({"type": "text", "text": "x".repeat(TEXT_LIMIT + 1)})).is_err());
+    }
+
+    #[test]
+    fn a_bots_message_and_a_doubled_mention_are_ignored() {
+        let raw = |event: Value| {
+            json!({"type": "event_callback", "team_id": "T1", "event_id": "Ev1",
+            "authorizations": [{"user_id": "UBOT", "is_bot": true}], "event": event})
+            .to_string()
+        };
+        let t = turn("message", raw(json!({"type": "message", "channel": "C1", "user": "U1", "text": "hi", "bot_id": "B1"})).as_bytes(), 0);
+        assert!(t.ignored.is_some());
+        let t = turn("message", raw(json!({"type": "message", "channel": "C1", "channel_type": "channel", "user": "U1", "text": "<@UBOT> hi"})).as_bytes(), 0);
+        assert!(t.ignored.is_some());
+        let t = turn(
+            "app_mention",
+            raw(
+                json!({"type": "app_mention", "channel": "C1", "user": "U1", "text": "<@UBOT> hi"}),
+            )
+            .as_bytes(),
+            0,
+        );
+        assert_eq!(
+            (t.ignored, t.text(), t.kind.as_str()),
+            (None, Some("hi"), "message")
+        );
+    }
+}
