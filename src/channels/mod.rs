@@ -12,7 +12,7 @@
 //! Verifying and acknowledging inbound requests is each adapter's own
 //! (`routes::webhooks` for NAVER WORKS, `routes::slack` for Slack), because
 //! each platform's requests have their own shape and timing; both end in the
-//! same durable inbox ([`crate::ingest`]).
+//! same durable inbox (the `ingest` group commit).
 //!
 //! Adding a platform: a module here, one arm in each `match` of this file
 //! (the registration point), its routes, and its tile on the console's

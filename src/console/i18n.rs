@@ -159,6 +159,7 @@ texts! {
     StatusProcessing => "processing", "처리 중";
     StatusDone => "done", "완료";
     StatusDead => "dead", "실패";
+    StatusIgnored => "ignored", "무시됨";
     StatusQueued => "queued", "대기";
     StatusSending => "sending", "보내는 중";
     StatusDelivered => "delivered", "전달됨";

@@ -229,6 +229,7 @@ pub fn status_text(status: &str) -> Option<T> {
         "pending" => T::StatusPending,
         "processing" => T::StatusProcessing,
         "done" => T::StatusDone,
+        "ignored" => T::StatusIgnored,
         "dead" => T::StatusDead,
         "queued" => T::StatusQueued,
         "sending" => T::StatusSending,

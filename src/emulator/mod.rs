@@ -1,4 +1,5 @@
-//! `botgate emulator`: a local stand-in for NAVER WORKS, following
+//! `botgate emulator`: a local stand-in for NAVER WORKS (and Slack: see
+//! [`slack`], under `/slack/…`), following
 //! `shared/NAVERWORKS.md` (section numbers in comments refer to it). One HTTP
 //! server serves the auth base (`/oauth2/v2.0/…`), the API base (`/v1.0/…`)
 //! and the emulator's own admin API (`/emulator/…`).
@@ -11,6 +12,7 @@
 pub mod admin;
 mod bot_api;
 pub mod config;
+pub mod slack;
 pub use crate::naverworks::content;
 mod state;
 mod token;
@@ -54,6 +56,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .configure(token::configure)
     .configure(bot_api::configure)
     .configure(admin::configure)
+    .configure(slack::configure)
     .default_service(web::to(api_not_exists));
 }
 

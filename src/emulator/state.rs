@@ -114,6 +114,8 @@ pub struct Emulator {
     pub base_url: String,
     /// For sending callbacks.
     pub http: reqwest::Client,
+    /// The Slack half (`emulator::slack`).
+    pub slack: super::slack::Slack,
 }
 
 impl Emulator {
@@ -140,6 +142,7 @@ impl Emulator {
             http: reqwest::Client::builder()
                 .timeout(std::time::Duration::from_secs(30))
                 .build()?,
+            slack: super::slack::Slack::default(),
         };
         for app in apps {
             emulator.register_app(app)?;

@@ -14,7 +14,7 @@ use crate::service::events;
 use crate::state::AppState;
 use crate::store::queue::{InboundEvent, OutboundMessage};
 
-const STATUSES: &[&str] = &["pending", "processing", "done", "dead"];
+const STATUSES: &[&str] = &["pending", "processing", "done", "ignored", "dead"];
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]

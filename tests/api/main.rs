@@ -19,5 +19,6 @@ mod quickstart;
 mod replicas;
 mod secrets_at_rest;
 mod send;
+mod slack;
 mod tenants;
 mod tokens;

@@ -184,8 +184,7 @@ async fn openapi_document_matches_the_routes(backend: Backend) {
         );
     }
     assert_eq!(
-        doc["components"]["schemas"]["ConnectionView"]["properties"]["webhook_url"]["type"],
-        "string",
+        doc["components"]["schemas"]["ConnectionView"]["properties"]["bot_id"]["type"], "string",
         "the connection's schema comes from its type"
     );
     let mut documented = std::collections::BTreeSet::new();

@@ -1,0 +1,634 @@
+//! The Slack half of `botgate emulator`, following `shared/SLACK.md`:
+//! - the Web API methods botgate calls, under `/slack/api/{method}`:
+//!   `auth.test` and `chat.postMessage` (bearer check, `ok:false` errors,
+//!   HTTP 429 with `Retry-After` past a per-channel rate);
+//! - `response_url`s (`/slack/response/{id}`: 5 uses within 30 minutes);
+//! - deliveries to a gateway as Slack sends them (`POST
+//!   /slack/emulator/deliver`): signed events, slash commands and block
+//!   actions; an event not acknowledged with a 2xx within the ack window
+//!   (3 s, configurable to compress time in tests) is sent again with
+//!   `X-Slack-Retry-Num`/`X-Slack-Retry-Reason`, up to 3 times, after the
+//!   schedule's delays (at once, ~1 min, ~5 min; configurable);
+//! - inspection: apps, messages received, deliveries made, faults.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::Emulator;
+
+/// One Slack app installed in one workspace.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SlackApp {
+    pub app_id: String,
+    pub team_id: String,
+    pub team: String,
+    pub bot_id: String,
+    pub bot_user_id: String,
+    pub bot_token: String,
+    pub signing_secret: String,
+    pub client_id: String,
+    pub client_secret: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SlackMessage {
+    pub seq: u64,
+    pub app_id: String,
+    pub channel: String,
+    pub thread_ts: Option<String>,
+    pub ts: String,
+    pub text: Option<String>,
+    pub blocks: Option<Value>,
+    /// `chat.postMessage` or `response_url`.
+    pub via: &'static str,
+    pub response_type: Option<String>,
+}
+
+/// Faults and limits switched on by tests.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SlackFaults {
+    /// `chat.postMessage` calls per second per channel (a short burst of
+    /// `burst` is allowed), as Slack's ~1/s per channel (SLACK.md §5).
+    pub per_channel_per_second: f64,
+    pub burst: f64,
+    /// Share (0..1) of Web API calls answered HTTP 500.
+    pub rate_5xx: f64,
+    pub latency_ms: u64,
+    /// Channels that answer `channel_not_found`.
+    pub unknown_channels: Vec<String>,
+    /// Bot tokens that answer `token_revoked`.
+    pub revoked_tokens: Vec<String>,
+    /// Every response_url answers as expired.
+    pub expire_response_urls: bool,
+}
+
+impl Default for SlackFaults {
+    fn default() -> Self {
+        Self {
+            per_channel_per_second: 1.0,
+            burst: 3.0,
+            rate_5xx: 0.0,
+            latency_ms: 0,
+            unknown_channels: Vec::new(),
+            revoked_tokens: Vec::new(),
+            expire_response_urls: false,
+        }
+    }
+}
+
+struct ResponseUrl {
+    app_id: String,
+    channel: String,
+    uses_left: u32,
+    expires: Instant,
+}
+
+#[derive(Default)]
+pub struct SlackState {
+    pub apps: Vec<SlackApp>,
+    pub messages: Vec<SlackMessage>,
+    pub deliveries: Vec<Value>,
+    pub faults: SlackFaults,
+    pub rate_limited: u64,
+    next_seq: u64,
+    /// channel → (tokens, last refill).
+    buckets: HashMap<String, (f64, Instant)>,
+    response_urls: HashMap<String, ResponseUrl>,
+}
+
+pub struct Slack {
+    state: Mutex<SlackState>,
+}
+
+impl Default for Slack {
+    fn default() -> Self {
+        Self {
+            state: Mutex::new(SlackState::default()),
+        }
+    }
+}
+
+impl Slack {
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, SlackState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/slack/api/{method}", web::post().to(api))
+        .route("/slack/response/{id}", web::post().to(response_url))
+        .route("/slack/emulator/apps", web::post().to(add_app))
+        .route("/slack/emulator/apps", web::get().to(list_apps))
+        .route("/slack/emulator/messages", web::get().to(messages))
+        .route("/slack/emulator/deliveries", web::get().to(deliveries))
+        .route("/slack/emulator/faults", web::put().to(set_faults))
+        .route("/slack/emulator/reset", web::post().to(reset))
+        .route("/slack/emulator/deliver", web::post().to(deliver));
+}
+
+fn random(prefix: &str, len: usize) -> String {
+    let chars: String = crate::secrets::hex(&crate::secrets::random_bytes(len))
+        .to_ascii_uppercase()
+        .chars()
+        .take(len)
+        .collect();
+    format!("{prefix}{chars}")
+}
+
+fn ok_false(error: &str) -> HttpResponse {
+    HttpResponse::Ok().json(json!({"ok": false, "error": error}))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct NewApp {
+    team_id: Option<String>,
+    team: Option<String>,
+    signing_secret: Option<String>,
+}
+
+/// Creates an app installed in a workspace; answers its credentials.
+async fn add_app(emulator: web::Data<Emulator>, body: web::Json<NewApp>) -> HttpResponse {
+    let body = body.into_inner();
+    let app = SlackApp {
+        app_id: random("A", 10),
+        team_id: body.team_id.unwrap_or_else(|| random("T", 10)),
+        team: body.team.unwrap_or_else(|| "Emulated Workspace".into()),
+        bot_id: random("B", 10),
+        bot_user_id: random("U", 10),
+        bot_token: format!(
+            "xoxb-{}-{}",
+            random("", 12),
+            random("", 24).to_ascii_lowercase()
+        ),
+        signing_secret: body
+            .signing_secret
+            .unwrap_or_else(|| crate::secrets::hex(&crate::secrets::random_bytes(16))),
+        client_id: format!("{}.{}", random("", 12), random("", 12)),
+        client_secret: crate::secrets::hex(&crate::secrets::random_bytes(16)),
+    };
+    emulator.slack.lock().apps.push(app.clone());
+    HttpResponse::Created().json(app)
+}
+
+async fn list_apps(emulator: web::Data<Emulator>) -> HttpResponse {
+    HttpResponse::Ok().json(&emulator.slack.lock().apps)
+}
+
+#[derive(Deserialize)]
+struct MessageQuery {
+    channel: Option<String>,
+}
+
+async fn messages(emulator: web::Data<Emulator>, query: web::Query<MessageQuery>) -> HttpResponse {
+    let state = emulator.slack.lock();
+    let list: Vec<&SlackMessage> = state
+        .messages
+        .iter()
+        .filter(|m| query.channel.as_ref().is_none_or(|c| *c == m.channel))
+        .collect();
+    HttpResponse::Ok().json(json!({"messages": list, "rate_limited": state.rate_limited}))
+}
+
+async fn deliveries(emulator: web::Data<Emulator>) -> HttpResponse {
+    HttpResponse::Ok().json(&emulator.slack.lock().deliveries)
+}
+
+async fn set_faults(emulator: web::Data<Emulator>, body: web::Json<SlackFaults>) -> HttpResponse {
+    let faults = body.into_inner();
+    emulator.slack.lock().faults = faults.clone();
+    HttpResponse::Ok().json(faults)
+}
+
+async fn reset(emulator: web::Data<Emulator>) -> HttpResponse {
+    let mut state = emulator.slack.lock();
+    state.messages.clear();
+    state.deliveries.clear();
+    state.rate_limited = 0;
+    state.buckets.clear();
+    state.faults = SlackFaults::default();
+    HttpResponse::Ok().json(json!({"status": "reset"}))
+}
+
+/// The Web API: `auth.test` and `chat.postMessage` (other methods:
+/// `unknown_method`, as Slack answers).
+async fn api(
+    emulator: web::Data<Emulator>,
+    req: HttpRequest,
+    method: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    let latency = emulator.slack.lock().faults.latency_ms;
+    if latency > 0 {
+        tokio::time::sleep(Duration::from_millis(latency)).await;
+    }
+    let token = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned);
+    let mut state = emulator.slack.lock();
+    if state.faults.rate_5xx > 0.0 && rand::random::<f64>() < state.faults.rate_5xx {
+        return HttpResponse::InternalServerError().finish();
+    }
+    let Some(token) = token else {
+        return ok_false("not_authed");
+    };
+    if state.faults.revoked_tokens.contains(&token) {
+        return ok_false("token_revoked");
+    }
+    let Some(app) = state.apps.iter().find(|a| a.bot_token == token).cloned() else {
+        return ok_false("invalid_auth");
+    };
+    match method.as_str() {
+        "auth.test" => HttpResponse::Ok().json(json!({
+            "ok": true, "url": format!("https://{}.slack.com/", app.team.to_lowercase().replace(' ', "-")),
+            "team": app.team, "user": "botgate", "team_id": app.team_id, "user_id": app.bot_user_id,
+            "bot_id": app.bot_id, "is_enterprise_install": false})),
+        "chat.postMessage" => {
+            let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+                return ok_false("invalid_json");
+            };
+            post_message(&mut state, &app, &body)
+        }
+        _ => ok_false("unknown_method"),
+    }
+}
+
+fn post_message(state: &mut SlackState, app: &SlackApp, body: &Value) -> HttpResponse {
+    let Some(channel) = body
+        .get("channel")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+    else {
+        return ok_false("channel_not_found");
+    };
+    if state.faults.unknown_channels.contains(&channel) {
+        return ok_false("channel_not_found");
+    }
+    let text = body.get("text").and_then(Value::as_str).map(str::to_owned);
+    let blocks = body.get("blocks").cloned();
+    if text.as_deref().is_none_or(str::is_empty) && blocks.is_none() {
+        return ok_false("no_text");
+    }
+    if text.as_ref().is_some_and(|t| t.chars().count() > 40_000) {
+        return ok_false("msg_too_long");
+    }
+    if blocks.as_ref().is_some_and(|b| {
+        !b.as_array()
+            .is_some_and(|a| a.len() <= 50 && a.iter().all(|b| b.get("type").is_some()))
+    }) {
+        return ok_false("invalid_blocks");
+    }
+    // Per channel: a bucket of `burst`, refilled at the per-second rate.
+    let (rate, burst) = (
+        state.faults.per_channel_per_second,
+        state.faults.burst.max(1.0),
+    );
+    let now = Instant::now();
+    let bucket = state.buckets.entry(channel.clone()).or_insert((burst, now));
+    bucket.0 = (bucket.0 + now.duration_since(bucket.1).as_secs_f64() * rate).min(burst);
+    bucket.1 = now;
+    if bucket.0 < 1.0 {
+        let wait = ((1.0 - bucket.0) / rate.max(0.001)).ceil().max(1.0);
+        state.rate_limited += 1;
+        return HttpResponse::TooManyRequests()
+            .insert_header(("Retry-After", format!("{wait}")))
+            .json(json!({"ok": false, "error": "ratelimited"}));
+    }
+    bucket.0 -= 1.0;
+    let ts = record(state, app, &channel, body, "chat.postMessage");
+    HttpResponse::Ok().json(
+        json!({"ok": true, "channel": channel, "ts": ts, "message": {"text": text, "ts": ts}}),
+    )
+}
+
+fn record(
+    state: &mut SlackState,
+    app: &SlackApp,
+    channel: &str,
+    body: &Value,
+    via: &'static str,
+) -> String {
+    state.next_seq += 1;
+    let now = crate::domain::now_millis();
+    let ts = format!("{}.{:06}", now / 1000, state.next_seq % 1_000_000);
+    state.messages.push(SlackMessage {
+        seq: state.next_seq,
+        app_id: app.app_id.clone(),
+        channel: channel.to_owned(),
+        thread_ts: body
+            .get("thread_ts")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        ts: ts.clone(),
+        text: body.get("text").and_then(Value::as_str).map(str::to_owned),
+        blocks: body.get("blocks").cloned(),
+        via,
+        response_type: body
+            .get("response_type")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+    });
+    ts
+}
+
+/// A command's `response_url`: 5 uses within 30 minutes, then 404
+/// (`used_url`/`expired_url`: the exact answer is not documented [I]).
+async fn response_url(
+    emulator: web::Data<Emulator>,
+    id: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    let mut state = emulator.slack.lock();
+    let expired_fault = state.faults.expire_response_urls;
+    let Some(url) = state.response_urls.get_mut(id.as_str()) else {
+        return HttpResponse::NotFound().json(json!({"ok": false, "error": "expired_url"}));
+    };
+    if expired_fault || Instant::now() > url.expires {
+        return HttpResponse::NotFound().json(json!({"ok": false, "error": "expired_url"}));
+    }
+    if url.uses_left == 0 {
+        return HttpResponse::NotFound().json(json!({"ok": false, "error": "used_url"}));
+    }
+    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+        return HttpResponse::BadRequest().json(json!({"ok": false, "error": "invalid_payload"}));
+    };
+    url.uses_left -= 1;
+    let (app_id, channel) = (url.app_id.clone(), url.channel.clone());
+    let Some(app) = state.apps.iter().find(|a| a.app_id == app_id).cloned() else {
+        return HttpResponse::NotFound().finish();
+    };
+    record(&mut state, &app, &channel, &body, "response_url");
+    HttpResponse::Ok().json(json!({"ok": true}))
+}
+
+/// What to deliver, as a user would cause it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Delivery {
+    pub app_id: String,
+    /// The gateway's Request URL for this kind.
+    pub url: String,
+    /// `message`, `mention`, `command`, `action`, or `event` (with `event`).
+    pub kind: String,
+    #[serde(default)]
+    pub channel: Option<String>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub text: Option<String>,
+    #[serde(default)]
+    pub thread_ts: Option<String>,
+    /// `command`: the command, e.g. `/luckydraw`.
+    #[serde(default)]
+    pub command: Option<String>,
+    /// `action`: the button's value.
+    #[serde(default)]
+    pub value: Option<String>,
+    /// `message`: sent as a bot's (`bot_id` set).
+    #[serde(default)]
+    pub from_bot: bool,
+    /// `event`: the inner event object as is.
+    #[serde(default)]
+    pub event: Option<Value>,
+    /// Extra deliveries of the same event, as if each earlier answer had
+    /// been lost (`X-Slack-Retry-Reason: http_timeout`).
+    #[serde(default)]
+    pub forced_retries: u32,
+    /// How long an answer may take before it counts as not acknowledged
+    /// (Slack: 3,000 ms).
+    #[serde(default = "default_ack_ms")]
+    pub ack_timeout_ms: u64,
+    /// Delays before retries 1..3 (Slack: about 0, 60 and 300 s).
+    #[serde(default = "default_retry_delays")]
+    pub retry_delays_ms: Vec<u64>,
+}
+
+fn default_ack_ms() -> u64 {
+    3000
+}
+
+fn default_retry_delays() -> Vec<u64> {
+    vec![0, 60_000, 300_000]
+}
+
+/// The body and content type of a delivery; for a command, its response_url id.
+fn delivery_body(
+    emulator: &Emulator,
+    app: &SlackApp,
+    d: &Delivery,
+    now: i64,
+) -> Result<(Vec<u8>, &'static str, Value), String> {
+    let channel = d.channel.clone().unwrap_or_else(|| "C0000000001".into());
+    let user = d.user.clone().unwrap_or_else(|| "U0000000001".into());
+    let text = d.text.clone().unwrap_or_default();
+    let ts = format!("{}.{:06}", now / 1000, now % 1_000_000);
+    let event_id = random("Ev", 10);
+    let envelope = |event: Value| {
+        json!({"token": "deprecated", "team_id": app.team_id, "api_app_id": app.app_id, "event": event,
+               "type": "event_callback", "event_id": event_id, "event_time": now / 1000,
+               "authorizations": [{"team_id": app.team_id, "user_id": app.bot_user_id, "is_bot": true, "is_enterprise_install": false}],
+               "is_ext_shared_channel": false, "context_team_id": app.team_id})
+    };
+    match d.kind.as_str() {
+        "message" | "mention" => {
+            let mut event = json!({"type": if d.kind == "mention" { "app_mention" } else { "message" },
+                "channel": channel, "user": user, "ts": ts, "event_ts": ts,
+                "channel_type": if channel.starts_with('D') { "im" } else { "channel" },
+                "text": if d.kind == "mention" { format!("<@{}> {text}", app.bot_user_id) } else { text }});
+            if let Some(t) = &d.thread_ts {
+                event["thread_ts"] = json!(t);
+            }
+            if d.from_bot {
+                event["bot_id"] = json!(app.bot_id);
+                event["subtype"] = json!("bot_message");
+            }
+            let body = envelope(event);
+            Ok((
+                serde_json::to_vec(&body).map_err(|e| e.to_string())?,
+                "application/json",
+                body,
+            ))
+        }
+        "event" => {
+            let body = envelope(d.event.clone().ok_or("kind event needs event")?);
+            Ok((
+                serde_json::to_vec(&body).map_err(|e| e.to_string())?,
+                "application/json",
+                body,
+            ))
+        }
+        "command" => {
+            let id = random("", 20).to_ascii_lowercase();
+            emulator.slack.lock().response_urls.insert(
+                id.clone(),
+                ResponseUrl {
+                    app_id: app.app_id.clone(),
+                    channel: channel.clone(),
+                    uses_left: 5,
+                    expires: Instant::now() + Duration::from_secs(30 * 60),
+                },
+            );
+            let response_url = format!("{}/slack/response/{id}", emulator.base_url);
+            let fields = [
+                ("token", "deprecated"),
+                ("team_id", &app.team_id),
+                ("team_domain", "emulated"),
+                ("channel_id", &channel),
+                ("channel_name", "general"),
+                ("user_id", &user),
+                ("user_name", "someone"),
+                ("command", d.command.as_deref().unwrap_or("/luckydraw")),
+                ("text", &text),
+                ("api_app_id", &app.app_id),
+                ("is_enterprise_install", "false"),
+                ("response_url", &response_url),
+                ("trigger_id", &random("", 16)),
+            ];
+            let body = url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(fields)
+                .finish();
+            let shown = json!(fields
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), json!(v)))
+                .collect::<serde_json::Map<_, _>>());
+            Ok((
+                body.into_bytes(),
+                "application/x-www-form-urlencoded",
+                shown,
+            ))
+        }
+        "action" => {
+            let mut container = json!({"type": "message", "message_ts": ts, "channel_id": channel, "is_ephemeral": false});
+            if let Some(t) = &d.thread_ts {
+                container["thread_ts"] = json!(t);
+            }
+            let payload = json!({"type": "block_actions", "team": {"id": app.team_id, "domain": "emulated"},
+                "user": {"id": user, "team_id": app.team_id}, "api_app_id": app.app_id, "container": container,
+                "channel": {"id": channel, "name": "general"}, "trigger_id": random("", 16),
+                "actions": [{"action_id": "botgate_0", "block_id": "b1", "type": "button",
+                    "value": d.value.clone().unwrap_or_default(), "action_ts": ts,
+                    "text": {"type": "plain_text", "text": "button"}}]});
+            let body = url::form_urlencoded::Serializer::new(String::new())
+                .append_pair("payload", &payload.to_string())
+                .finish();
+            Ok((
+                body.into_bytes(),
+                "application/x-www-form-urlencoded",
+                payload,
+            ))
+        }
+        other => Err(format!(
+            "unknown kind {other}: message, mention, command, action or event"
+        )),
+    }
+}
+
+/// Sends one delivery (and, for events, Slack's retries) and answers what
+/// happened to the first attempt; later retries are recorded in
+/// `/slack/emulator/deliveries`.
+async fn deliver(emulator: web::Data<Emulator>, body: web::Json<Delivery>) -> HttpResponse {
+    let d = body.into_inner();
+    let Some(app) = emulator
+        .slack
+        .lock()
+        .apps
+        .iter()
+        .find(|a| a.app_id == d.app_id)
+        .cloned()
+    else {
+        return HttpResponse::BadRequest().json(json!({"error": "no such app"}));
+    };
+    let (raw, content_type, shown) =
+        match delivery_body(&emulator, &app, &d, crate::domain::now_millis()) {
+            Ok(x) => x,
+            Err(e) => return HttpResponse::BadRequest().json(json!({"error": e})),
+        };
+    let first = attempt(&emulator, &app, &d, &raw, content_type, 0).await;
+    let events = content_type == "application/json";
+    let mut acked = first.get("acked").and_then(Value::as_bool) == Some(true);
+    // Retries: events only (commands and actions are not retried, §3).
+    let retries = if events {
+        d.retry_delays_ms
+            .iter()
+            .take(3)
+            .copied()
+            .collect::<Vec<_>>()
+    } else {
+        Vec::new()
+    };
+    let forced = d.forced_retries;
+    let emu = emulator.clone();
+    let url_first = first.clone();
+    tokio::spawn(async move {
+        for (i, delay) in retries.into_iter().enumerate() {
+            let n = u32::try_from(i).unwrap_or(0) + 1;
+            if acked && n > forced {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+            let again = attempt(&emu, &app, &d, &raw, content_type, n).await;
+            acked = again.get("acked").and_then(Value::as_bool) == Some(true);
+        }
+    });
+    HttpResponse::Ok().json(json!({"first": url_first, "body": shown}))
+}
+
+async fn attempt(
+    emulator: &Emulator,
+    app: &SlackApp,
+    d: &Delivery,
+    raw: &[u8],
+    content_type: &str,
+    retry: u32,
+) -> Value {
+    let timestamp = (crate::domain::now_millis() / 1000).to_string();
+    let signature =
+        crate::channels::slack::signature::sign(app.signing_secret.as_bytes(), &timestamp, raw);
+    let mut request = emulator
+        .http
+        .post(&d.url)
+        .timeout(Duration::from_millis(d.ack_timeout_ms))
+        .header("Content-Type", content_type)
+        .header("X-Slack-Request-Timestamp", &timestamp)
+        .header("X-Slack-Signature", &signature)
+        .body(raw.to_vec());
+    if retry > 0 {
+        request = request
+            .header("X-Slack-Retry-Num", retry.to_string())
+            .header("X-Slack-Retry-Reason", "http_timeout");
+    }
+    let started = Instant::now();
+    let result = request.send().await;
+    let elapsed = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let record = match result {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            let text: String = response
+                .text()
+                .await
+                .unwrap_or_default()
+                .chars()
+                .take(2000)
+                .collect();
+            json!({"retry": retry, "status": status, "response": text, "elapsed_ms": elapsed,
+                   "acked": (200..300).contains(&status) && elapsed <= d.ack_timeout_ms})
+        }
+        Err(e) => {
+            json!({"retry": retry, "error": if e.is_timeout() { "http_timeout" } else { "connection_failed" },
+                          "elapsed_ms": elapsed, "acked": false})
+        }
+    };
+    emulator.slack.lock().deliveries.push(record.clone());
+    record
+}

@@ -1,0 +1,828 @@
+//! The Slack channel over real HTTP: the emulator delivers signed events,
+//! commands and button presses to botgate, botgate answers through the
+//! emulator's Web API and response_urls. Both backends.
+
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use botgate::emulator::EmulatorConfig;
+
+use crate::both_backends;
+use crate::emulator::{spawn_emulator, Emu};
+use crate::helpers::*;
+
+pub struct SlackSetup {
+    pub app: TestApp,
+    pub emu: Emu,
+    pub tenant: Tenant,
+    pub connection: Value,
+    /// The emulator's app: ids, bot token, signing secret.
+    pub slack: Value,
+}
+
+pub async fn new_slack_app(emu: &Emu) -> Value {
+    let res = emu
+        .client
+        .post(format!("{}/slack/emulator/apps", emu.url))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    res.json().await.unwrap()
+}
+
+pub fn slack_body(slack: &Value) -> Value {
+    json!({"channel": "slack", "signing_secret": slack["signing_secret"], "bot_token": slack["bot_token"]})
+}
+
+pub async fn setup(backend: Backend, extra: &str) -> SlackSetup {
+    let emu = spawn_emulator(EmulatorConfig {
+        rate_limit_per_minute: 1_000_000,
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let slack = new_slack_app(&emu).await;
+    let extra = format!(
+        "slack_api_url = \"{0}/slack/api\"\nnaverworks_auth_url = \"{0}/oauth2/v2.0\"\nnaverworks_api_url = \"{0}/v1.0\"\nretry_base_ms = 50\n{extra}",
+        emu.url
+    );
+    let app = spawn_app_with(
+        backend,
+        Options {
+            extra,
+            ..Options::default()
+        },
+    )
+    .await;
+    let tenant = app.create_tenant("Slack").await;
+    let connection = app.create_connection(&tenant, &slack_body(&slack)).await;
+    SlackSetup {
+        app,
+        emu,
+        tenant,
+        connection,
+        slack,
+    }
+}
+
+impl SlackSetup {
+    /// A URL of the connection's answer (public URL) on the test server.
+    pub fn local(&self, field: &str) -> String {
+        let public = self.connection[field].as_str().unwrap();
+        self.app.url(
+            public
+                .strip_prefix("https://botgate.example.com/base")
+                .unwrap(),
+        )
+    }
+
+    pub async fn deliver(&self, kind: &str, extra: Value) -> Value {
+        let url = match kind {
+            "command" => self.local("commands_url"),
+            "action" => self.local("interactions_url"),
+            _ => self.local("events_url"),
+        };
+        let mut body = json!({"app_id": self.slack["app_id"], "url": url, "kind": kind});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let res = self
+            .emu
+            .client
+            .post(format!("{}/slack/emulator/deliver", self.emu.url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        res.json().await.unwrap()
+    }
+
+    pub async fn messages(&self) -> Vec<Value> {
+        let v: Value = self
+            .emu
+            .client
+            .get(format!("{}/slack/emulator/messages", self.emu.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["messages"].as_array().unwrap().clone()
+    }
+
+    pub async fn rate_limited(&self) -> u64 {
+        let v: Value = self
+            .emu
+            .client
+            .get(format!("{}/slack/emulator/messages", self.emu.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["rate_limited"].as_u64().unwrap()
+    }
+
+    pub async fn wait_messages(&self, n: usize, within: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + within;
+        loop {
+            let messages = self.messages().await;
+            if messages.len() >= n || Instant::now() > deadline {
+                return messages;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn events(&self) -> Vec<Value> {
+        let (status, body) = self
+            .app
+            .get(
+                &format!(
+                    "/api/v1/tenants/{}/connections/{}/events?limit=500",
+                    self.tenant.id,
+                    self.connection["id"].as_str().unwrap()
+                ),
+                &self.tenant.api_key,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["events"].as_array().unwrap().clone()
+    }
+
+    pub async fn deliveries(&self) -> Vec<Value> {
+        self.emu
+            .client
+            .get(format!("{}/slack/emulator/deliveries", self.emu.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    pub async fn slack_faults(&self, faults: Value) {
+        let res = self
+            .emu
+            .client
+            .put(format!("{}/slack/emulator/faults", self.emu.url))
+            .json(&faults)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+
+    /// A request signed as Slack signs it (or not), straight to a route.
+    pub async fn post_signed(
+        &self,
+        url: &str,
+        body: &[u8],
+        content_type: &str,
+        timestamp: Option<i64>,
+        signature: Option<String>,
+    ) -> (StatusCode, String) {
+        let mut req = self
+            .app
+            .client
+            .post(url)
+            .header("Content-Type", content_type)
+            .body(body.to_vec());
+        if let Some(ts) = timestamp {
+            req = req.header("X-Slack-Request-Timestamp", ts.to_string());
+        }
+        if let Some(sig) = signature {
+            req = req.header("X-Slack-Signature", sig);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status();
+        (status, res.text().await.unwrap())
+    }
+
+    pub fn sign(&self, timestamp: i64, body: &[u8]) -> String {
+        botgate::channels::slack::signature::sign(
+            self.slack["signing_secret"].as_str().unwrap().as_bytes(),
+            &timestamp.to_string(),
+            body,
+        )
+    }
+}
+
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+fn texts(messages: &[Value], channel: &str) -> Vec<String> {
+    messages
+        .iter()
+        .filter(|m| m["channel"] == channel)
+        .map(|m| m["text"].as_str().unwrap_or("").to_owned())
+        .collect()
+}
+
+/// A message, a threaded message, a mention, a slash command and a button
+/// press each reach the echo engine once; each reply lands in the channel
+/// and thread it belongs to, the command's at its response_url; a bot's
+/// message is stored as ignored and answered by no one.
+async fn each_kind_reaches_the_engine_once_and_is_answered_in_place(backend: Backend) {
+    let s = setup(backend, "").await;
+    assert_eq!(s.connection["workspace"]["team_id"], s.slack["team_id"]);
+    assert_eq!(s.connection["bot_id"], s.slack["bot_id"]);
+    let token = s.slack["bot_token"].as_str().unwrap();
+    assert!(
+        !s.connection.to_string().contains(token),
+        "the bot token is masked"
+    );
+    assert!(!s
+        .connection
+        .to_string()
+        .contains(s.slack["signing_secret"].as_str().unwrap()));
+
+    let first = s
+        .deliver("message", json!({"channel": "C1", "text": "hello"}))
+        .await;
+    assert_eq!(first["first"]["status"], 200, "{first}");
+    assert_eq!(first["first"]["acked"], true);
+    s.deliver(
+        "message",
+        json!({"channel": "C1", "text": "in a thread", "thread_ts": "1700000000.000100"}),
+    )
+    .await;
+    s.deliver("mention", json!({"channel": "C2", "text": "hi there"}))
+        .await;
+    s.deliver(
+        "command",
+        json!({"channel": "C3", "command": "/luckydraw", "text": "3"}),
+    )
+    .await;
+    s.deliver("action", json!({"channel": "C4", "value": "yes"}))
+        .await;
+    s.deliver(
+        "message",
+        json!({"channel": "C5", "text": "from a bot", "from_bot": true}),
+    )
+    .await;
+
+    let messages = s.wait_messages(5, Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let messages = if messages.len() == 5 {
+        s.messages().await
+    } else {
+        messages
+    };
+    assert_eq!(messages.len(), 5, "{messages:?}");
+    let find = |channel: &str, text: &str| {
+        messages
+            .iter()
+            .find(|m| m["channel"] == channel && m["text"] == text)
+            .unwrap_or_else(|| panic!("no {text:?} in {channel}: {messages:?}"))
+            .clone()
+    };
+    assert_eq!(find("C1", "hello")["thread_ts"], Value::Null);
+    assert_eq!(find("C1", "in a thread")["thread_ts"], "1700000000.000100");
+    assert_eq!(find("C2", "hi there")["via"], "chat.postMessage");
+    let command = find("C3", "You ran /luckydraw 3");
+    assert_eq!(command["via"], "response_url");
+    assert_eq!(command["response_type"], "in_channel");
+    assert_eq!(find("C4", "You chose: yes")["via"], "chat.postMessage");
+    assert!(texts(&messages, "C5").is_empty());
+
+    let events = s.events().await;
+    assert_eq!(events.len(), 6, "{events:?}");
+    let ignored: Vec<&Value> = events.iter().filter(|e| e["status"] == "ignored").collect();
+    assert_eq!(ignored.len(), 1, "{events:?}");
+    assert!(events
+        .iter()
+        .filter(|e| e["status"] != "ignored")
+        .all(|e| e["status"] == "done"));
+
+    // The challenge of url_verification, once signed.
+    let body = br#"{"token":"x","challenge":"3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P","type":"url_verification"}"#;
+    let ts = now();
+    let (status, text) = s
+        .post_signed(
+            &s.local("events_url"),
+            body,
+            "application/json",
+            Some(ts),
+            Some(s.sign(ts, body)),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        serde_json::from_str::<Value>(&text).unwrap()["challenge"],
+        "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"
+    );
+}
+
+/// At least 25 bad Slack requests: each answered as DESIGN.md says, the
+/// refused ones storing nothing, none answered by the bot.
+async fn bad_slack_requests_are_refused_and_change_nothing(backend: Backend) {
+    let s = setup(backend, "").await;
+    let events = s.local("events_url");
+    let commands = s.local("commands_url");
+    let interactions = s.local("interactions_url");
+    let (team, app) = (
+        s.slack["team_id"].as_str().unwrap(),
+        s.slack["app_id"].as_str().unwrap(),
+    );
+    let good_event = |event: Value| {
+        json!({"type": "event_callback", "team_id": team, "api_app_id": app, "event_id": format!("Ev{}", rand_id()),
+               "event_time": now(), "event": event}).to_string().into_bytes()
+    };
+    let message = good_event(
+        json!({"type": "message", "channel": "C9", "user": "U1", "text": "hi", "ts": "1.1"}),
+    );
+    let command =
+        b"command=%2Fluckydraw&team_id=T1&channel_id=C9&user_id=U1&text=hello+world&response_url=x"
+            .to_vec();
+    let form = |payload: &str| format!("payload={}", urlencode(payload)).into_bytes();
+    let ts = now();
+    const JSON: &str = "application/json";
+    const FORM: &str = "application/x-www-form-urlencoded";
+    // (name, url, body, content type, timestamp, signature override, status)
+    type Case = (
+        &'static str,
+        String,
+        Vec<u8>,
+        &'static str,
+        Option<i64>,
+        Option<Option<String>>,
+        u16,
+    );
+    let other_secret = |ts: i64, body: &[u8]| {
+        botgate::channels::slack::signature::sign(
+            b"not-the-signing-secret-at-all",
+            &ts.to_string(),
+            body,
+        )
+    };
+    let cases: Vec<Case> = vec![
+        ("missing timestamp", events.clone(), message.clone(), JSON, None, None, 401),
+        ("missing signature", events.clone(), message.clone(), JSON, Some(ts), Some(None), 401),
+        ("wrong secret", events.clone(), message.clone(), JSON, Some(ts), Some(Some(other_secret(ts, &message))), 401),
+        ("stale timestamp", events.clone(), message.clone(), JSON, Some(ts - 301), None, 401),
+        ("future timestamp", events.clone(), message.clone(), JSON, Some(ts + 301), None, 401),
+        ("v1 prefix", events.clone(), message.clone(), JSON, Some(ts), Some(Some(s.sign(ts, &message).replace("v0=", "v1=")))  , 401),
+        ("signature of another body", events.clone(), message.clone(), JSON, Some(ts), Some(Some(s.sign(ts, b"{}"))), 401),
+        ("timestamp not a number", events.clone(), message.clone(), JSON, Some(ts), Some(Some("v0=zz".into())), 401),
+        ("signature not hex", events.clone(), message.clone(), JSON, Some(ts), Some(Some(format!("v0={}", "g".repeat(64)))), 401),
+        ("re-encoded form", commands.clone(), command.clone(), FORM, Some(ts), Some(Some(s.sign(ts, &command.iter().map(|&b| if b == b'+' { b' ' } else { b }).collect::<Vec<u8>>()))), 401),
+        ("events as text/plain", events.clone(), message.clone(), "text/plain", Some(ts), None, 415),
+        ("command as JSON", commands.clone(), br#"{"command":"/x"}"#.to_vec(), JSON, Some(ts), None, 415),
+        ("oversized body", events.clone(), vec![b' '; 300 * 1024], JSON, Some(ts), None, 413),
+        ("malformed JSON", events.clone(), b"{\"type\": ".to_vec(), JSON, Some(ts), None, 400),
+        ("malformed payload", interactions.clone(), form("{not json"), FORM, Some(ts), None, 400),
+        ("interaction without payload", interactions.clone(), b"other=1".to_vec(), FORM, Some(ts), None, 400),
+        ("event without team", events.clone(), json!({"type": "event_callback", "event_id": "Ev1", "event": {"type": "message", "channel": "C9"}}).to_string().into_bytes(), JSON, Some(ts), None, 400),
+        ("message without channel", events.clone(), good_event(json!({"type": "message", "user": "U1", "text": "hi"})), JSON, Some(ts), None, 400),
+        ("event without event_id", events.clone(), json!({"type": "event_callback", "team_id": team, "event": {"type": "message", "channel": "C9"}}).to_string().into_bytes(), JSON, Some(ts), None, 400),
+        ("body without type", events.clone(), b"{}".to_vec(), JSON, Some(ts), None, 400),
+        ("command without channel", commands.clone(), b"command=%2Fx&team_id=T1&user_id=U1".to_vec(), FORM, Some(ts), None, 400),
+        ("command without team", commands.clone(), b"command=%2Fx&channel_id=C9&user_id=U1".to_vec(), FORM, Some(ts), None, 400),
+        ("command without a slash", commands.clone(), b"command=x&team_id=T1&channel_id=C9&user_id=U1".to_vec(), FORM, Some(ts), None, 400),
+        ("block_actions without channel", interactions.clone(), form(&json!({"type": "block_actions", "team": {"id": "T1"}, "user": {"id": "U1"}, "actions": [{"value": "v"}]}).to_string()), FORM, Some(ts), None, 400),
+        ("url_verification, badly signed", events.clone(), br#"{"type":"url_verification","challenge":"c"}"#.to_vec(), JSON, Some(ts), Some(Some(s.sign(ts, b"x"))), 401),
+        ("unknown connection", s.app.url("/webhooks/slack/AAAAAAAAAAAAAAAAAAAAAA/events"), message.clone(), JSON, Some(ts), None, 404),
+        // Accepted, not answered:
+        ("unknown outer type", events.clone(), br#"{"type":"app_rate_limited","team_id":"T1","minute_rate_limited":1}"#.to_vec(), JSON, Some(ts), None, 200),
+        ("another interaction type", interactions.clone(), form(r#"{"type":"view_submission","team":{"id":"T1"}}"#), FORM, Some(ts), None, 200),
+        ("unknown event type", events.clone(), good_event(json!({"type": "reaction_added", "user": "U1", "reaction": "tada"})), JSON, Some(ts), None, 200),
+        ("a bot's own message", events.clone(), good_event(json!({"type": "message", "channel": "C9", "bot_id": s.slack["bot_id"], "text": "echo", "ts": "1.2"})), JSON, Some(ts), None, 200),
+        ("a message edit", events.clone(), good_event(json!({"type": "message", "subtype": "message_changed", "channel": "C9", "ts": "1.3"})), JSON, Some(ts), None, 200),
+    ];
+    assert!(cases.len() >= 25);
+    let stored_before = s.events().await.len();
+    let mut stored_expected = 0;
+    for (name, url, body, content_type, timestamp, signature, expected) in cases {
+        let signature = match signature {
+            None => timestamp.map(|t| s.sign(t, &body)),
+            Some(explicit) => explicit,
+        };
+        let timestamp = if name == "timestamp not a number" {
+            None
+        } else {
+            timestamp
+        };
+        let mut req = s
+            .app
+            .client
+            .post(&url)
+            .header("Content-Type", content_type)
+            .body(body.clone());
+        if name == "timestamp not a number" {
+            req = req.header("X-Slack-Request-Timestamp", "yesterday");
+        }
+        if let Some(ts) = timestamp {
+            req = req.header("X-Slack-Request-Timestamp", ts.to_string());
+        }
+        if let Some(sig) = signature {
+            req = req.header("X-Slack-Signature", sig);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status().as_u16();
+        let text = res.text().await.unwrap();
+        assert_eq!(status, expected, "{name}: {text}");
+        if status >= 400 {
+            let error: Value =
+                serde_json::from_str(&text).unwrap_or_else(|_| panic!("{name}: not JSON: {text}"));
+            assert!(error["error"]["code"].is_string(), "{name}: {text}");
+            assert!(!text.contains(s.slack["signing_secret"].as_str().unwrap()));
+        }
+        if [
+            "unknown event type",
+            "a bot's own message",
+            "a message edit",
+        ]
+        .contains(&name)
+        {
+            stored_expected += 1;
+        }
+        assert_eq!(
+            s.events().await.len(),
+            stored_before + stored_expected,
+            "{name}: stored rows"
+        );
+    }
+    // Nothing was answered, and the stored ones were ignored.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(s.messages().await.is_empty(), "{:?}", s.messages().await);
+    let events = s.events().await;
+    assert_eq!(events.len(), 3);
+    assert!(
+        events.iter().all(|e| e["status"] == "ignored"),
+        "{events:?}"
+    );
+}
+
+fn rand_id() -> String {
+    botgate::secrets::hex(&botgate::secrets::random_bytes(6))
+}
+
+fn urlencode(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+/// An engine that takes 10 s: every Slack request is acknowledged within
+/// 3 s, the retries Slack sends when it thinks an answer was lost are not
+/// processed twice, and the replies arrive once, in order.
+async fn a_slow_engine_is_acknowledged_in_time_and_retries_are_not_processed_twice(
+    backend: Backend,
+) {
+    let s = setup(backend, "engine_timeout_seconds = 30\n").await;
+    let engine = spawn_engine(json!({"replies": [{"type": "text", "text": "re: {{text}}"}]})).await;
+    *engine.mode.lock().unwrap() = "hang:10000".into();
+    let (status, body) = s
+        .app
+        .send_json(
+            Method::PUT,
+            &format!("/api/v1/tenants/{}/engine", s.tenant.id),
+            &s.tenant.api_key,
+            &json!({"kind": "http", "url": engine.url, "secret": "engine-secret-0123456789"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // Each event delivered, then sent again twice at once as if the
+    // answers had been lost.
+    let retry = json!({"forced_retries": 2, "retry_delays_ms": [0, 200, 400]});
+    for text in ["one", "two"] {
+        let mut d = retry.clone();
+        d["channel"] = json!("C1");
+        d["text"] = json!(text);
+        s.deliver("message", d).await;
+    }
+    s.deliver(
+        "command",
+        json!({"channel": "C1", "command": "/luckydraw", "text": "three"}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let deliveries = s.deliveries().await;
+    assert_eq!(deliveries.len(), 7, "{deliveries:?}");
+    for d in &deliveries {
+        assert_eq!(d["status"], 200, "{d}");
+        assert!(d["elapsed_ms"].as_u64().unwrap() < 3000, "{d}");
+    }
+    assert_eq!(
+        deliveries
+            .iter()
+            .filter(|d| d["response"].as_str().unwrap().contains("duplicate"))
+            .count(),
+        4
+    );
+    let messages = s.wait_messages(3, Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(s.messages().await.len(), 3);
+    assert_eq!(texts(&messages, "C1"), ["re: one", "re: two", "re: three"]);
+    assert_eq!(
+        engine.received.lock().unwrap().len(),
+        3,
+        "the engine was asked once per event"
+    );
+}
+
+/// 20 channels × 30 messages through the send API against a per-channel
+/// limit lower than the connection's pace: all delivered in per-channel
+/// order, 429s honoured, and a message to a quiet channel is not held
+/// behind the others' backlog.
+async fn channels_are_paced_one_by_one_and_keep_their_order(backend: Backend) {
+    let s = setup(backend, "").await;
+    s.slack_faults(json!({"per_channel_per_second": 2.0, "burst": 2.0}))
+        .await;
+    let id = s.connection["id"].as_str().unwrap();
+    let (status, body) = s
+        .app
+        .send_json(
+            Method::PATCH,
+            &format!("/api/v1/tenants/{}/connections/{id}", s.tenant.id),
+            &s.tenant.api_key,
+            &json!({"rate_limit_per_minute": 1200}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let path = format!("/api/v1/connections/{id}/messages");
+    // Message j of every channel at once; j + 1 only once all j are queued.
+    for j in 0..30 {
+        join_all((0..20).map(|c| {
+            let (app, key, path) = (&s.app, &s.tenant.api_key, &path);
+            async move {
+                let (status, body) = app
+                    .send_json(Method::POST, path, key, &json!({"channel_id": format!("C{c:02}"), "content": {"text": format!("{j:02}")}}))
+                    .await;
+                assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+            }
+        }))
+        .await;
+    }
+    let (status, _) = s
+        .app
+        .send_json(
+            Method::POST,
+            &path,
+            &s.tenant.api_key,
+            &json!({"channel_id": "CQUIET", "content": {"text": "quiet"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let messages = s.wait_messages(601, Duration::from_secs(90)).await;
+    assert_eq!(messages.len(), 601);
+    for c in 0..20 {
+        let got = texts(&messages, &format!("C{c:02}"));
+        let expected: Vec<String> = (0..30).map(|j| format!("{j:02}")).collect();
+        assert_eq!(got, expected, "channel C{c:02} in order");
+    }
+    assert!(
+        s.rate_limited().await > 0,
+        "the emulator's limit was reached and honoured"
+    );
+    let quiet = messages
+        .iter()
+        .position(|m| m["channel"] == "CQUIET")
+        .unwrap();
+    assert!(
+        quiet < 500,
+        "the quiet channel waited behind the backlog (position {quiet})"
+    );
+}
+
+/// NAVER WORKS and Slack connections side by side, in one tenant and in
+/// two: each webhook takes only its own channel's connections, and a key
+/// never reaches another tenant's (404).
+async fn naverworks_and_slack_connections_are_isolated(backend: Backend) {
+    let s = setup(backend, "").await;
+    let nw = s
+        .app
+        .create_connection(&s.tenant, &connection_body("2000001"))
+        .await;
+    let other = s.app.create_tenant("Other").await;
+    let slack2 = new_slack_app(&s.emu).await;
+    let other_conn = s.app.create_connection(&other, &slack_body(&slack2)).await;
+    // A Slack connection's id on the NAVER WORKS webhook, and the reverse.
+    let slack_public = s.connection["events_url"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    let nw_public = nw["webhook_url"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let res = s
+        .app
+        .client
+        .post(s.app.url(&format!("/webhooks/naverworks/{slack_public}")))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    let body = b"{}";
+    let ts = now();
+    let (status, _) = s
+        .post_signed(
+            &s.app.url(&format!("/webhooks/slack/{nw_public}/events")),
+            body,
+            "application/json",
+            Some(ts),
+            Some(s.sign(ts, body)),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // Another tenant's key.
+    for path in [
+        format!(
+            "/api/v1/tenants/{}/connections/{}",
+            s.tenant.id,
+            s.connection["id"].as_str().unwrap()
+        ),
+        format!(
+            "/api/v1/connections/{}/messages",
+            s.connection["id"].as_str().unwrap()
+        ),
+    ] {
+        let (status, _) = s.app.get(&path, &other.api_key).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+    }
+    // Other tenant's app signs for its own connection only.
+    let other_events = other_conn["events_url"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("https://botgate.example.com/base")
+        .unwrap()
+        .to_owned();
+    let (status, _) = s
+        .post_signed(
+            &s.app.url(&other_events),
+            body,
+            "application/json",
+            Some(ts),
+            Some(s.sign(ts, body)),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "signed with another app's secret"
+    );
+    // A connection lists with its channel's fields only.
+    let (status, list) = s
+        .app
+        .get(
+            &format!("/api/v1/tenants/{}/connections", s.tenant.id),
+            &s.tenant.api_key,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let list = list["connections"].as_array().unwrap();
+    let slack_view = list.iter().find(|c| c["channel"] == "slack").unwrap();
+    let nw_view = list.iter().find(|c| c["channel"] == "naverworks").unwrap();
+    assert!(slack_view.get("webhook_url").is_none() && slack_view.get("private_key").is_none());
+    assert!(nw_view.get("events_url").is_none() && nw_view["webhook_url"].is_string());
+}
+
+/// Connect-time checks: a token Slack refuses, a token that is not a bot
+/// token, and missing credentials are refused with field errors and store
+/// nothing; a revoked token stops sends with the reason shown.
+async fn slack_credentials_are_checked(backend: Backend) {
+    let s = setup(backend, "send_max_attempts = 2\n").await;
+    let cases = [
+        (
+            json!({"channel": "slack", "signing_secret": s.slack["signing_secret"], "bot_token": "xoxb-1234-not-a-real-token"}),
+            "bot_token",
+        ),
+        (
+            json!({"channel": "slack", "signing_secret": s.slack["signing_secret"], "bot_token": "xoxp-user-token-1234"}),
+            "bot_token",
+        ),
+        (
+            json!({"channel": "slack", "signing_secret": s.slack["signing_secret"]}),
+            "bot_token",
+        ),
+        (
+            json!({"channel": "slack", "bot_token": s.slack["bot_token"]}),
+            "signing_secret",
+        ),
+        (
+            json!({"channel": "slack", "signing_secret": s.slack["signing_secret"], "bot_token": s.slack["bot_token"], "private_key": "x"}),
+            "private_key",
+        ),
+        (json!({"channel": "teams"}), "channel"),
+    ];
+    let path = format!("/api/v1/tenants/{}/connections", s.tenant.id);
+    for (body, field) in cases {
+        let (status, answer) = s
+            .app
+            .send_json(Method::POST, &path, &s.tenant.api_key, &body)
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {answer}");
+        assert!(
+            answer["error"]["fields"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|f| f["field"] == field),
+            "{body}: {answer}"
+        );
+        assert!(!answer.to_string().contains("xoxb-1234"), "no token echoed");
+    }
+    let (_, list) = s.app.get(&path, &s.tenant.api_key).await;
+    assert_eq!(list["connections"].as_array().unwrap().len(), 1);
+    // The same bot twice: a conflict.
+    let (status, _) = s
+        .app
+        .send_json(
+            Method::POST,
+            &path,
+            &s.tenant.api_key,
+            &slack_body(&s.slack),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+
+    // Revoked: the message is retried, then fails with Slack's reason.
+    s.slack_faults(json!({"revoked_tokens": [s.slack["bot_token"]]}))
+        .await;
+    let id = s.connection["id"].as_str().unwrap();
+    let (status, sent) = s
+        .app
+        .send_json(
+            Method::POST,
+            &format!("/api/v1/connections/{id}/messages"),
+            &s.tenant.api_key,
+            &json!({"channel_id": "C1", "content": {"text": "hi"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{sent}");
+    let message_path = format!(
+        "/api/v1/connections/{id}/messages/{}",
+        sent["id"].as_str().unwrap()
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        let (_, m) = s.app.get(&message_path, &s.tenant.api_key).await;
+        if m["status"] == "failed" || Instant::now() > deadline {
+            break m;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(status["status"], "failed", "{status}");
+    assert!(
+        status["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("token_revoked"),
+        "{status}"
+    );
+    // And a message to a channel Slack does not know fails at once.
+    s.slack_faults(json!({"unknown_channels": ["CGONE"]})).await;
+    let (_, sent) = s
+        .app
+        .send_json(
+            Method::POST,
+            &format!("/api/v1/connections/{id}/messages"),
+            &s.tenant.api_key,
+            &json!({"channel_id": "CGONE", "content": {"text": "hi"}}),
+        )
+        .await;
+    let message_path = format!(
+        "/api/v1/connections/{id}/messages/{}",
+        sent["id"].as_str().unwrap()
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        let (_, m) = s.app.get(&message_path, &s.tenant.api_key).await;
+        if m["status"] == "failed" || Instant::now() > deadline {
+            break m;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(status["attempts"], 1, "{status}");
+    assert!(
+        status["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("channel_not_found"),
+        "{status}"
+    );
+}
+
+both_backends!(
+    each_kind_reaches_the_engine_once_and_is_answered_in_place,
+    bad_slack_requests_are_refused_and_change_nothing,
+    a_slow_engine_is_acknowledged_in_time_and_retries_are_not_processed_twice,
+    channels_are_paced_one_by_one_and_keep_their_order,
+    naverworks_and_slack_connections_are_isolated,
+    slack_credentials_are_checked,
+);
