@@ -567,7 +567,7 @@ async fn channels_are_paced_one_by_one_and_keep_their_order(backend: Backend) {
             Method::POST,
             &path,
             &s.tenant.api_key,
-            &json!({"channel_id": "CQUIET", "content": {"text": "quiet"}}),
+            &json!({"channel_id": "CQUIET", "content": {"type": "text", "text": "quiet"}}),
         )
         .await;
     assert_eq!(status, StatusCode::ACCEPTED);
@@ -826,3 +826,181 @@ both_backends!(
     naverworks_and_slack_connections_are_isolated,
     slack_credentials_are_checked,
 );
+
+/// SIGKILL in the middle of Slack traffic, then a restart: every event that
+/// was acknowledged is answered.
+async fn sigkill_mid_slack_load_loses_no_acknowledged_event(backend: Backend) {
+    use crate::crash::{start, wait_healthy};
+    use secrecy::ExposeSecret;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let emu = spawn_emulator(EmulatorConfig::default()).await;
+    let slack = new_slack_app(&emu).await;
+    let res = emu
+        .client
+        .put(format!("{}/slack/emulator/faults", emu.url))
+        .json(&json!({"per_channel_per_second": 10000.0, "burst": 10000.0}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let engine = spawn_engine(json!({"replies": [{"type": "text", "text": "{{text}}"}]})).await;
+    *engine.mode.lock().unwrap() = "hang:100".into();
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new(backend, dir.path()).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let admin = "crash-test-admin-token-0123456789".to_owned();
+    let env: Vec<(String, String)> = [
+        ("BOTGATE_LISTEN", format!("127.0.0.1:{port}")),
+        ("BOTGATE_DATABASE_URL", db.url.clone()),
+        (
+            "BOTGATE_DATA_DIR",
+            dir.path().join("data").display().to_string(),
+        ),
+        (
+            "BOTGATE_MASTER_KEY",
+            botgate::secrets::MasterKey::generate()
+                .to_base64()
+                .expose_secret()
+                .to_owned(),
+        ),
+        ("BOTGATE_ADMIN_TOKEN", admin.clone()),
+        ("BOTGATE_SLACK_API_URL", format!("{}/slack/api", emu.url)),
+        ("BOTGATE_RETRY_BASE_MS", "50".to_owned()),
+        ("BOTGATE_ENGINE_ALLOWED_NETWORKS", "127.0.0.0/8".to_owned()),
+        ("BOTGATE_LOG", "botgate=info".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let client = reqwest::Client::new();
+    let mut process = Some(start(&env, dir.path()));
+    wait_healthy(&client, &base).await;
+    let tenant: Value = client
+        .post(format!("{base}/api/v1/tenants"))
+        .bearer_auth(&admin)
+        .json(&json!({"name": "Crash"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (tenant_id, key) = (
+        tenant["id"].as_str().unwrap(),
+        tenant["api_key"].as_str().unwrap(),
+    );
+    let res = client
+        .put(format!("{base}/api/v1/tenants/{tenant_id}/engine"))
+        .bearer_auth(key)
+        .json(
+            &json!({"kind": "http", "url": engine.url, "secret": "engine-hmac-secret-0123456789"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let mut body = slack_body(&slack);
+    body["rate_limit_per_minute"] = json!(6000);
+    let conn: Value = client
+        .post(format!("{base}/api/v1/tenants/{tenant_id}/connections"))
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let path = conn["events_url"]
+        .as_str()
+        .unwrap()
+        .replace("http://127.0.0.1:8080", "");
+    let secret = slack["signing_secret"].as_str().unwrap().to_owned();
+    let team = slack["team_id"].as_str().unwrap().to_owned();
+
+    let acked: Arc<Mutex<Vec<String>>> = Arc::default();
+    let killed = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for c in 0..10 {
+        let (acked, killed, client, url, secret, team) = (
+            acked.clone(),
+            killed.clone(),
+            client.clone(),
+            format!("{base}{path}"),
+            secret.clone(),
+            team.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            for m in 0..40 {
+                if killed.load(Ordering::SeqCst) {
+                    break;
+                }
+                let text = format!("c{c}-{m}");
+                let raw = json!({"type": "event_callback", "team_id": team, "event_id": format!("Ev{c}x{m}"), "event_time": now(),
+                    "event": {"type": "message", "channel": format!("C{c}"), "channel_type": "channel", "user": "U1", "text": text, "ts": format!("1.{m}")}})
+                    .to_string();
+                let ts = now().to_string();
+                let sig = botgate::channels::slack::signature::sign(secret.as_bytes(), &ts, raw.as_bytes());
+                let res = client.post(&url).header("Content-Type", "application/json").header("X-Slack-Request-Timestamp", ts)
+                    .header("X-Slack-Signature", sig).body(raw).send().await;
+                if res.is_ok_and(|r| r.status() == StatusCode::OK) {
+                    acked.lock().unwrap().push(text);
+                }
+            }
+        }));
+    }
+    while acked.lock().unwrap().len() < 100 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    drop(process.take()); // SIGKILL, mid-load
+    killed.store(true, Ordering::SeqCst);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    let messages = |emu: &Emu| {
+        let (client, url) = (
+            emu.client.clone(),
+            format!("{}/slack/emulator/messages", emu.url),
+        );
+        async move {
+            let v: Value = client.get(url).send().await.unwrap().json().await.unwrap();
+            v["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["text"].as_str().unwrap_or("").to_owned())
+                .collect::<Vec<String>>()
+        }
+    };
+    assert!(
+        messages(&emu).await.len() < acked.len(),
+        "the kill came before everything was answered"
+    );
+    *engine.mode.lock().unwrap() = "ok".into();
+    let _restarted = start(&env, dir.path());
+    wait_healthy(&client, &base).await;
+    let started = Instant::now();
+    loop {
+        let delivered = messages(&emu).await;
+        let missing: Vec<&String> = acked.iter().filter(|t| !delivered.contains(t)).collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "{} acknowledged events never answered: {missing:?}",
+            missing.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+both_backends!(sigkill_mid_slack_load_loses_no_acknowledged_event);

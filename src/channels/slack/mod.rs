@@ -14,7 +14,7 @@ pub mod signature;
 
 use serde_json::{json, Map, Value};
 
-use super::{bounded_text, connection_secret, Outgoing, Sent, Turn};
+use super::{connection_secret, Outgoing, Sent, Turn};
 use crate::domain::{now_millis, rfc3339, FieldError};
 use crate::state::AppState;
 use crate::store::queue::{NewOutbound, OutboundMessage};
@@ -356,7 +356,21 @@ pub fn outgoing(
         }
         None => None,
     };
-    for c in request.contents {
+    // The NAVER WORKS text form (`botgate send` sends it) is taken as a
+    // Slack text.
+    let contents: Vec<Value> = request
+        .contents
+        .iter()
+        .map(
+            |c| match (c.get("type").and_then(Value::as_str), c.get("text")) {
+                (Some("text"), Some(text)) if c.as_object().is_some_and(|o| o.len() == 2) => {
+                    json!({ "text": text })
+                }
+                _ => c.clone(),
+            },
+        )
+        .collect();
+    for c in &contents {
         if let Err(message) = check_message(c) {
             let (field, reason) = message.split_once(": ").unwrap_or(("", message.as_str()));
             let path = if field.is_empty() {
@@ -375,8 +389,7 @@ pub fn outgoing(
         Some(ts) => format!("s:{team}:{channel}:{ts}"),
         None => format!("s:{team}:{channel}"),
     };
-    let messages = request
-        .contents
+    let messages = contents
         .iter()
         .map(|message| {
             let mut doc = json!({"message": message, "channel": channel});
@@ -482,11 +495,6 @@ fn count(state: &AppState, endpoint: &'static str, started: std::time::Instant, 
     state.metrics.send_endpoints.inc(endpoint);
     state.metrics.send_latency.observe(started.elapsed());
     state.metrics.sends.inc(sent.label());
-}
-
-/// A Slack text for storage or display.
-pub fn short(text: &str) -> String {
-    bounded_text(text, 200)
 }
 
 #[cfg(test)]
