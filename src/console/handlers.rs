@@ -13,6 +13,7 @@ use serde_json::Value;
 use super::i18n::{Lang, T};
 use super::pages::{self, alert, copyable, csrf, layout, notice, status_badge, when};
 use super::session::{csrf_of, millis, same, Ctx, Session, SESSION_COOKIE, SIGN_IN_COOKIE};
+use crate::channels::Channel;
 use crate::domain::ids::{ConnectionId, TenantId};
 use crate::domain::tenant::TenantName;
 use crate::domain::{now_millis, FieldError};
@@ -382,7 +383,11 @@ pub async fn connections_page(ctx: Ctx) -> HttpResponse {
                     }
                 }
             }
-            p { a.button #connect href="/console/connections/new" { (T::ConnectNaverWorks.get(l)) } }
+            p {
+                a.button #connect href="/console/connections/new" { (T::ConnectNaverWorks.get(l)) }
+                " "
+                a.button #connect-slack href="/console/connections/new?channel=slack" { (T::ConnectSlack.get(l)) }
+            }
         };
         ok(&ctx, layout(&ctx, T::Connections.get(l), body))
     }
@@ -404,9 +409,11 @@ pub async fn deleted_page(ctx: Ctx) -> HttpResponse {
     finish(&ctx, page)
 }
 
-/// The connect form, empty or with what was typed (never the secrets).
+/// The connect form of a channel, empty or with what was typed (never the
+/// secrets), below a tile per channel.
 fn connect_form(
     ctx: &Ctx,
+    channel: Channel,
     values: &HashMap<String, String>,
     errors: &[FieldError],
     problem: Option<&str>,
@@ -417,23 +424,49 @@ fn connect_form(
         None if name == "scope" => "bot".to_owned(),
         None => String::new(),
     };
+    let (title, intro) = match channel {
+        Channel::NaverWorks => (T::ConnectNaverWorks, T::ConnectIntro),
+        Channel::Slack => (T::ConnectSlack, T::SlackIntro),
+    };
     let body = html! {
-        p { (T::ConnectIntro.get(l)) }
+        nav.tiles aria-label=(T::ChooseChannel.get(l)) {
+            @for (c, label) in [(Channel::NaverWorks, "NAVER WORKS"), (Channel::Slack, "Slack")] {
+                a.tile.selected[c == channel] #{ "tile-" (c.name()) } href={ "/console/connections/new?channel=" (c.name()) }
+                    aria-current=[(c == channel).then_some("page")] { (label) }
+            }
+        }
+        p { (intro.get(l)) }
         @if !errors.is_empty() { (alert(T::FixErrors.get(l))) }
         @if let Some(p) = problem { (alert(p)) }
         form.card #connect-form method="post" action="/console/connections" novalidate {
             (csrf(ctx))
-            (pages::connection_fields(l, &value, errors, &|_| None, &[]))
+            input type="hidden" name="channel" value=(channel.name());
+            (pages::connection_fields(l, pages::fields_of(channel), &value, errors, &|_| None, &[]))
             button #submit-connect type="submit" { (T::Connect.get(l)) }
         }
     };
-    layout(ctx, T::ConnectNaverWorks.get(l), body)
+    layout(ctx, title.get(l), body)
 }
 
-pub async fn new_connection(ctx: Ctx) -> HttpResponse {
+/// The channel a form or query names (NAVER WORKS when none).
+fn channel_named(value: Option<&str>) -> Channel {
+    value
+        .and_then(Channel::parse)
+        .unwrap_or(Channel::NaverWorks)
+}
+
+pub async fn new_connection(ctx: Ctx, req: HttpRequest) -> HttpResponse {
+    let channel = channel_named(
+        req.query_string()
+            .split('&')
+            .find_map(|p| p.strip_prefix("channel=")),
+    );
     let page = async {
         tenant(&ctx)?;
-        ok(&ctx, connect_form(&ctx, &HashMap::new(), &[], None))
+        ok(
+            &ctx,
+            connect_form(&ctx, channel, &HashMap::new(), &[], None),
+        )
     }
     .await;
     finish(&ctx, page)
@@ -468,6 +501,10 @@ fn connection_body(
     };
     ConnectionBody {
         channel: None,
+        signing_secret: get("signing_secret"),
+        bot_token: get("bot_token"),
+        scopes: get("scopes"),
+        command_ack_text: get("command_ack_text"),
         bot_id: get("bot_id"),
         client_id: get("client_id"),
         client_secret: get("client_secret"),
@@ -482,8 +519,8 @@ fn connection_body(
 }
 
 /// What was typed, minus the secrets, to show the form again.
-fn typed(form: &HashMap<String, String>) -> HashMap<String, String> {
-    pages::CONNECT_FIELDS
+fn typed(form: &HashMap<String, String>, channel: Channel) -> HashMap<String, String> {
+    pages::fields_of(channel)
         .iter()
         .filter(|(_, _, _, kind)| matches!(kind, pages::Kind::Text | pages::Kind::Number))
         .filter_map(|(name, ..)| form.get(*name).map(|v| ((*name).to_owned(), v.clone())))
@@ -494,7 +531,9 @@ pub async fn create_connection(ctx: Ctx, form: Form) -> HttpResponse {
     let page = async {
         genuine(&ctx, &form)?;
         let t = tenant(&ctx)?;
-        let body = connection_body(&form, |_, _| true);
+        let channel = channel_named(form.get("channel").map(String::as_str));
+        let mut body = connection_body(&form, |_, _| true);
+        body.channel = Some(Value::String(channel.name().to_owned()));
         match connections::create(&ctx.state, t, &body).await {
             Ok(record) => {
                 Ok(ctx.redirect(&format!("/console/connections/{}?created=1", record.id)))
@@ -502,14 +541,15 @@ pub async fn create_connection(ctx: Ctx, form: Form) -> HttpResponse {
             Err(ApiError::Validation(errors)) => Ok(html_page(
                 &ctx,
                 StatusCode::UNPROCESSABLE_ENTITY,
-                connect_form(&ctx, &typed(&form), &errors, None),
+                connect_form(&ctx, channel, &typed(&form, channel), &errors, None),
             )),
             Err(ApiError::Conflict(message)) => Ok(html_page(
                 &ctx,
                 StatusCode::CONFLICT,
                 connect_form(
                     &ctx,
-                    &typed(&form),
+                    channel,
+                    &typed(&form, channel),
                     &[],
                     Some(&conflict_text(&message, ctx.lang)),
                 ),
@@ -552,18 +592,30 @@ async fn connection_view(
     let token = state.store.token_meta(&c.id).await?;
     let now = now_millis();
     let id = c.id.as_str();
+    let slack = Channel::of(c) == Channel::Slack;
     let body = html! {
         @if let Some(f) = flash { (f) }
         section #urls {
             h2 { (T::Urls.get(l)) }
-            (copyable("webhook-url", T::WebhookUrl.get(l), view.webhook_url.as_deref().unwrap_or_default(), l))
-            (copyable("auth-url", T::AuthUrl.get(l), view.auth_url.as_deref().unwrap_or_default(), l))
-            (copyable("auth-refresh-url", T::AuthRefreshUrl.get(l), view.auth_refresh_url.as_deref().unwrap_or_default(), l))
-            small.hint { (T::UrlsHint.get(l)) }
+            @let urls = [
+                ("webhook-url", T::WebhookUrl, &view.webhook_url),
+                ("auth-url", T::AuthUrl, &view.auth_url),
+                ("auth-refresh-url", T::AuthRefreshUrl, &view.auth_refresh_url),
+                ("events-url", T::EventsUrl, &view.events_url),
+                ("commands-url", T::CommandsUrl, &view.commands_url),
+                ("interactions-url", T::InteractionsUrl, &view.interactions_url),
+            ];
+            @for (id, label, url) in urls {
+                @if let Some(url) = url { (copyable(id, label.get(l), url, l)) }
+            }
+            @match Channel::of(c) {
+                Channel::NaverWorks => small.hint { (T::UrlsHint.get(l)) },
+                Channel::Slack => small.hint { (T::SlackUrlsHint.get(l)) },
+            }
         }
         section #test {
             h2 { (T::TestConnection.get(l)) }
-            p { (T::TestIntro.get(l)) }
+            p { (if slack { T::SlackTestIntro } else { T::TestIntro }.get(l)) }
             @if let Some(checks) = checks {
                 @let passed = checks.iter().all(|c| c.ok);
                 div #test-result data-ok=(passed) {
@@ -583,7 +635,7 @@ async fn connection_view(
                 button #test-connection type="submit" { (T::TestConnection.get(l)) }
             }
         }
-        section #token {
+        @if !slack { section #token {
             h2 { (T::Token.get(l)) }
             @match token.as_ref().and_then(|t| t.expires_at.map(|e| (e, t.issued_at))) {
                 None => p #token-state data-state="none" { (T::NoToken.get(l)) },
@@ -596,7 +648,7 @@ async fn connection_view(
                     }
                 }
             }
-        }
+        } }
         section #events {
             h2 { (T::RecentEvents.get(l)) }
             @if !dead.is_empty() {
@@ -657,12 +709,26 @@ async fn connection_view(
         section #credentials {
             h2 { (T::Details.get(l)) }
             dl {
-                dt { (T::ClientId.get(l)) } dd { code { (c.client_id) } }
-                dt { (T::ClientSecret.get(l)) } dd { code { (view.client_secret.clone().flatten().unwrap_or_default()) } }
-                dt { (T::ServiceAccount.get(l)) } dd { code { (c.service_account) } }
-                dt { (T::PrivateKey.get(l)) } dd { code { (c.private_key_info) } }
-                dt { (T::BotSecret.get(l)) } dd { code { (view.bot_secret.clone().flatten().unwrap_or_default()) } }
-                dt { (T::AuthHeader.get(l)) } dd { code { "****" } }
+                @let masked = |v: &Option<Option<String>>| v.clone().flatten().unwrap_or_default();
+                @if slack {
+                    @if let Some(w) = &view.workspace {
+                        dt { (T::Workspace.get(l)) } dd { (w.team) " " code { (w.team_id) } }
+                    }
+                    dt { (T::SigningSecret.get(l)) } dd { code { (masked(&view.signing_secret)) } }
+                    @if view.bot_token.is_some() { dt { (T::BotToken.get(l)) } dd { code { (masked(&view.bot_token)) } } }
+                    @if !c.client_id.is_empty() {
+                        dt { (T::ClientId.get(l)) } dd { code { (c.client_id) } }
+                        dt { (T::ClientSecret.get(l)) } dd { code { (masked(&view.client_secret)) } }
+                    }
+                    @if let Some(ack) = &view.command_ack_text { dt { (T::CommandAck.get(l)) } dd { (ack) } }
+                } @else {
+                    dt { (T::ClientId.get(l)) } dd { code { (c.client_id) } }
+                    dt { (T::ClientSecret.get(l)) } dd { code { (masked(&view.client_secret)) } }
+                    dt { (T::ServiceAccount.get(l)) } dd { code { (c.service_account) } }
+                    dt { (T::PrivateKey.get(l)) } dd { code { (c.private_key_info) } }
+                    dt { (T::BotSecret.get(l)) } dd { code { (masked(&view.bot_secret)) } }
+                }
+                @if let Some(h) = view.auth_header { dt { (T::AuthHeader.get(l)) } dd { code { (h) } } }
                 dt { (T::Scopes.get(l)) } dd { code { (c.scope) } }
                 dt { (T::RateLimit.get(l)) } dd { (c.rate_limit_per_minute) }
             }
@@ -678,14 +744,23 @@ async fn connection_view(
     )
 }
 
-fn created_steps(l: Lang) -> Markup {
+fn created_steps(l: Lang, channel: Channel) -> Markup {
+    let (intro, steps) = match channel {
+        Channel::NaverWorks => (T::Connected, [T::StepCallback, T::StepEvents, T::StepAdd]),
+        Channel::Slack => (
+            T::SlackConnected,
+            [
+                T::SlackStepEvents,
+                T::SlackStepCommands,
+                T::SlackStepInteractivity,
+            ],
+        ),
+    };
     html! {
         div.notice #next-steps role="status" {
-            p { strong { (T::Connected.get(l)) } }
+            p { strong { (intro.get(l)) } }
             ol {
-                li { (T::StepCallback.get(l)) }
-                li { (T::StepEvents.get(l)) }
-                li { (T::StepAdd.get(l)) }
+                @for step in steps { li { (step.get(l)) } }
             }
         }
     }
@@ -697,7 +772,7 @@ pub async fn connection_page(ctx: Ctx, req: HttpRequest, path: web::Path<String>
         let c = connection(&ctx, t, &path).await?;
         let query = req.query_string();
         let flash = if query.contains("created=1") {
-            Some(created_steps(ctx.lang))
+            Some(created_steps(ctx.lang, Channel::of(&c)))
         } else if query.contains("saved=1") {
             Some(notice(T::Saved.get(ctx.lang)))
         } else if let Some(n) = query.split('&').find_map(|p| p.strip_prefix("replayed=")) {
@@ -761,7 +836,8 @@ fn rotate_form(
         None => match name {
             "client_id" => c.client_id.clone(),
             "service_account" => c.service_account.clone(),
-            "scope" => c.scope.clone(),
+            "scope" | "scopes" => c.scope.clone(),
+            "command_ack_text" => view.command_ack_text.clone().unwrap_or_default(),
             "rate_limit_per_minute" => c.rate_limit_per_minute.to_string(),
             _ => String::new(),
         },
@@ -769,8 +845,10 @@ fn rotate_form(
     let current = |name: &str| match name {
         "client_secret" => view.client_secret.clone().flatten(),
         "bot_secret" => view.bot_secret.clone().flatten(),
+        "signing_secret" => view.signing_secret.clone().flatten(),
+        "bot_token" => view.bot_token.clone().flatten(),
         "private_key" => Some(c.private_key_info.clone()),
-        "auth_header" => Some("****".to_owned()),
+        "auth_header" => view.auth_header.map(str::to_owned),
         _ => None,
     };
     let body = html! {
@@ -778,7 +856,7 @@ fn rotate_form(
         @if !errors.is_empty() { (alert(T::FixErrors.get(l))) }
         form.card #rotate-form method="post" action={ "/console/connections/" (c.id.as_str()) "/rotate" } novalidate {
             (csrf(ctx))
-            (pages::connection_fields(l, &value, errors, &current, &["bot_id"]))
+            (pages::connection_fields(l, pages::fields_of(Channel::of(c)), &value, errors, &current, &["bot_id"]))
             button #submit-rotate type="submit" { (T::Save.get(l)) }
             " "
             a href={ "/console/connections/" (c.id.as_str()) } { (T::Cancel.get(l)) }
@@ -810,11 +888,15 @@ pub async fn rotate(ctx: Ctx, path: web::Path<String>, form: Form) -> HttpRespon
         // Unchanged plain fields are left out, so that saving the form as
         // shown does not drop the token for nothing.
         let rate = c.rate_limit_per_minute.to_string();
+        let ack = crate::channels::slack::Details::of(&c)
+            .command_ack_text
+            .unwrap_or_default();
         let body = connection_body(&form, |name, value| match name {
             "bot_id" => false,
             "client_id" => value != c.client_id,
             "service_account" => value != c.service_account,
-            "scope" => value != c.scope,
+            "scope" | "scopes" => value != c.scope,
+            "command_ack_text" => value != ack,
             "rate_limit_per_minute" => value != rate,
             _ => true,
         });
@@ -825,7 +907,7 @@ pub async fn rotate(ctx: Ctx, path: web::Path<String>, form: Form) -> HttpRespon
                 Ok(html_page(
                     &ctx,
                     StatusCode::UNPROCESSABLE_ENTITY,
-                    rotate_form(&ctx, &c, &view, &typed(&form), &errors),
+                    rotate_form(&ctx, &c, &view, &typed(&form, Channel::of(&c)), &errors),
                 ))
             }
             Err(e) => Err(e.into()),

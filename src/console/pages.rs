@@ -146,17 +146,63 @@ pub const CONNECT_FIELDS: &[(&str, T, T, Kind)] = &[
     ),
 ];
 
+/// The Slack connect / rotate form's fields.
+pub const SLACK_FIELDS: &[(&str, T, T, Kind)] = &[
+    (
+        "signing_secret",
+        T::SigningSecret,
+        T::SigningSecretHint,
+        Kind::Secret,
+    ),
+    ("bot_token", T::BotToken, T::BotTokenHint, Kind::Secret),
+    ("client_id", T::ClientId, T::SlackClientIdHint, Kind::Text),
+    (
+        "client_secret",
+        T::ClientSecret,
+        T::SlackClientSecretHint,
+        Kind::Secret,
+    ),
+    ("scopes", T::Scopes, T::SlackScopesHint, Kind::Text),
+    (
+        "command_ack_text",
+        T::CommandAck,
+        T::CommandAckHint,
+        Kind::Text,
+    ),
+    (
+        "auth_header",
+        T::AuthHeader,
+        T::SlackAuthHeaderHint,
+        Kind::Secret,
+    ),
+    (
+        "rate_limit_per_minute",
+        T::RateLimit,
+        T::SlackRateLimitHint,
+        Kind::Number,
+    ),
+];
+
+/// The fields of a channel's connect form.
+pub fn fields_of(channel: crate::channels::Channel) -> &'static [(&'static str, T, T, Kind)] {
+    match channel {
+        crate::channels::Channel::NaverWorks => CONNECT_FIELDS,
+        crate::channels::Channel::Slack => SLACK_FIELDS,
+    }
+}
+
 /// The fields of a connection form, with inline errors. Secrets are never
 /// put back into the page; `current` shows what is stored (rotation).
 pub fn connection_fields(
     lang: Lang,
+    fields: &[(&str, T, T, Kind)],
     values: &dyn Fn(&str) -> String,
     errors: &[FieldError],
     current: &dyn Fn(&str) -> Option<String>,
     skip: &[&str],
 ) -> Markup {
     html! {
-        @for (name, label, hint, kind) in CONNECT_FIELDS {
+        @for (name, label, hint, kind) in fields {
             @if !skip.contains(name) {
                 @let field_errors: Vec<&FieldError> = errors.iter().filter(|e| e.field == *name).collect();
                 @let hint_id = format!("{name}-hint");

@@ -1,6 +1,7 @@
 //! `POST …/connections/{id}/test`: the connection's credentials tried
-//! against NAVER WORKS now, each check in a sentence. It mints a token of
-//! its own; the shared token is not touched.
+//! against its platform now, each check in a sentence. NAVER WORKS: it
+//! mints a token of its own; the shared token is not touched. Slack: see
+//! `service::slack::checks`.
 
 use secrecy::ExposeSecret;
 
@@ -24,7 +25,7 @@ pub struct Check {
     pub detail: Option<String>,
 }
 
-fn check(
+pub(super) fn check(
     name: &'static str,
     ok: bool,
     code: Option<&'static str>,
@@ -49,6 +50,9 @@ impl Check {
 /// The checks of the test endpoint, in order; stops at the first check the
 /// others depend on.
 pub async fn run_checks(state: &AppState, record: &ConnectionRecord) -> Vec<Check> {
+    if crate::channels::Channel::of(record) == crate::channels::Channel::Slack {
+        return super::slack::checks(state, record).await;
+    }
     let mut checks = Vec::new();
     let creds = match state.tokens.credentials(record).await {
         Ok((creds, _)) => creds,

@@ -283,3 +283,66 @@ pub async fn update(
         .await?
         .ok_or(ApiError::NotFound("no such connection"))
 }
+
+/// `POST …/test` for Slack: the stored secrets decrypt, and `auth.test`
+/// with the bot token names the workspace and bot.
+pub async fn checks(state: &AppState, record: &ConnectionRecord) -> Vec<super::checks::Check> {
+    use super::checks::check;
+    use crate::channels::connection_secret;
+    let signing = connection_secret(state, record, field::SIGNING_SECRET).await;
+    let token = connection_secret(state, record, field::BOT_TOKEN).await;
+    let (Ok(Some(_)), Ok(token)) = (signing, token) else {
+        return vec![check(
+            "credentials",
+            false,
+            Some("credentials_unreadable"),
+            "The stored credentials cannot be read; enter them again with PATCH.",
+        )];
+    };
+    let mut checks = vec![check(
+        "credentials",
+        true,
+        None,
+        "The stored secrets decrypt.",
+    )];
+    let Some(token) = token else {
+        checks.push(check(
+            "token",
+            false,
+            Some("no_bot_token"),
+            "No bot token is stored: paste one, or install the app into a workspace.",
+        ));
+        return checks;
+    };
+    match api::auth_test(
+        &state.http,
+        &state.settings.slack_api_url,
+        &token,
+        AUTH_TEST_TIMEOUT,
+    )
+    .await
+    {
+        Ok(identity) => checks.push(check(
+            "token",
+            true,
+            None,
+            format!(
+                "Slack's auth.test accepts the bot token: workspace {} ({}), bot {}.",
+                identity.team, identity.team_id, identity.bot_id
+            ),
+        )),
+        Err(Sent::CredentialsRefused(e) | Sent::Rejected(e)) => checks.push(check(
+            "token",
+            false,
+            Some("slack_token_refused"),
+            format!("{e}. Reinstall the app or paste a new bot token."),
+        )),
+        Err(_) => checks.push(check(
+            "token",
+            false,
+            Some("slack_unavailable"),
+            "Slack's auth.test could not be reached. Try again in a moment.",
+        )),
+    }
+    checks
+}

@@ -28,7 +28,7 @@ async fn console_app(backend: Backend, emu: &Emu, public_url: &str) -> TestApp {
         Options {
             extra: format!(
                 "naverworks_auth_url = \"{0}/oauth2/v2.0\"\nnaverworks_api_url = \"{0}/v1.0\"\n\
-                 retry_base_ms = 50\nengine_max_attempts = 2\nengine_timeout_seconds = 2",
+                 slack_api_url = \"{0}/slack/api\"\nretry_base_ms = 50\nengine_max_attempts = 2\nengine_timeout_seconds = 2",
                 emu.url
             ),
             public_url: Some(public_url.to_owned()),
@@ -365,6 +365,120 @@ async fn a_builder_connects_a_bot_in_a_real_browser() {
     assert!(browser.text(".notice").await.contains("signed out"));
     browser.goto(&connection_url).await;
     assert!(browser.url().await.ends_with("/console/sign-in"));
+    browser.quit().await;
+}
+
+/// The Slack tile in a real browser: the fields with their hints, a wrong
+/// token refused inline, the three Request URLs with copy buttons, Test
+/// connection (auth.test), an event and its echo on the page, Korean.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_builder_connects_a_slack_app_in_a_real_browser() {
+    let emu = spawn_emulator(EmulatorConfig::default()).await;
+    let public = "http://botgate.example.com/base";
+    let app = console_app(Backend::Sqlite, &emu, public).await;
+    let tenant = app.create_tenant("Slack browser test").await;
+    let slack = crate::slack::new_slack_app(&emu).await;
+    let work = tempfile::tempdir().unwrap();
+    let driver = Driver::start().await;
+    let browser = driver.browser("en-US", work.path()).await;
+    browser.goto(&app.url("/console")).await;
+    browser.fill("#key", &tenant.api_key).await;
+    browser.click("#sign-in").await;
+    browser.click("#connect-slack").await;
+    assert!(browser.text("h1").await.contains("Connect Slack"));
+    let tile = browser.find("#tile-slack").await;
+    assert_eq!(
+        browser.attribute(&tile, "aria-current").await.as_deref(),
+        Some("page")
+    );
+    assert!(browser
+        .text("#connect-form")
+        .await
+        .contains("Basic Information → App Credentials"));
+    // A token Slack refuses: the inline error, nothing stored.
+    browser
+        .fill("#signing_secret", slack["signing_secret"].as_str().unwrap())
+        .await;
+    browser
+        .fill("#bot_token", "xoxb-0000-not-this-workspace")
+        .await;
+    browser.click("#submit-connect").await;
+    assert!(browser.text("#bot_token-error").await.contains("auth.test"));
+    assert_eq!(connections_of(&app, &tenant).await, Vec::<Value>::new());
+    browser
+        .fill("#signing_secret", slack["signing_secret"].as_str().unwrap())
+        .await;
+    browser
+        .fill("#bot_token", slack["bot_token"].as_str().unwrap())
+        .await;
+    browser.fill("#command_ack_text", "Drawing…").await;
+    browser.click("#submit-connect").await;
+    assert!(browser
+        .text("#next-steps")
+        .await
+        .contains("Event Subscriptions"));
+    let events_url = browser.text("#events-url").await;
+    assert!(
+        events_url.starts_with(&format!("{public}/webhooks/slack/"))
+            && events_url.ends_with("/events"),
+        "{events_url}"
+    );
+    assert!(browser.text("#commands-url").await.ends_with("/commands"));
+    assert!(browser
+        .text("#interactions-url")
+        .await
+        .ends_with("/interactions"));
+    assert!(browser.find_all("button[data-copy=events-url]").await.len() == 1);
+    assert!(!browser
+        .source()
+        .await
+        .contains(slack["bot_token"].as_str().unwrap()));
+    let connection_url = browser.url().await.split('?').next().unwrap().to_owned();
+    browser.click("#test-connection").await;
+    let result = browser.find("#test-result").await;
+    assert_eq!(
+        browser.attribute(&result, "data-ok").await.as_deref(),
+        Some("true"),
+        "{}",
+        browser.text("#test-result").await
+    );
+    assert!(browser
+        .text("#test-result")
+        .await
+        .contains(slack["team_id"].as_str().unwrap()));
+    assert!(
+        browser.find_all("#token-state").await.is_empty(),
+        "no NAVER WORKS token section"
+    );
+    assert!(browser
+        .text("#credentials")
+        .await
+        .contains("Signing Secret"));
+    // A user writes in Slack: the event and the echo on the page.
+    let res = emu
+        .client
+        .post(format!("{}/slack/emulator/deliver", emu.url))
+        .json(&json!({"app_id": slack["app_id"], "url": events_url.replace(public, &app.address), "kind": "message", "channel": "C1", "text": "hello from Slack"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    wait_for_page(&browser, &connection_url, "the done event", |s| {
+        s.contains("data-status=\"done\"") && s.contains("data-status=\"delivered\"")
+    })
+    .await;
+    browser
+        .screenshot(&screenshots().join("slack-connection-en.png"))
+        .await;
+    // Korean.
+    browser.click("#lang-ko").await;
+    assert!(browser.text("#urls").await.contains("api.slack.com/apps"));
+    browser
+        .goto(&app.url("/console/connections/new?channel=slack"))
+        .await;
+    assert!(browser.text("h1").await.contains("Slack 연결"));
+    assert!(browser.text("#connect-form").await.contains("워크스페이스"));
+    browser.click("#lang-en").await;
     browser.quit().await;
 }
 
