@@ -229,6 +229,48 @@ impl Sent {
     }
 }
 
+/// One engine reply being rendered: its `type` and its string fields, with
+/// the errors every channel reports alike.
+pub(crate) struct Reply<'a> {
+    pub kind: &'a str,
+    value: &'a Value,
+}
+
+impl<'a> Reply<'a> {
+    pub fn parse(value: &'a Value) -> Result<Self, String> {
+        let kind = value
+            .get("type")
+            .and_then(Value::as_str)
+            .ok_or("a reply needs a type")?;
+        Ok(Self { kind, value })
+    }
+
+    /// A required string field.
+    pub fn text(&self, name: &str) -> Result<&'a str, String> {
+        self.value
+            .get(name)
+            .and_then(Value::as_str)
+            .ok_or(format!("{} reply needs {name}", self.kind))
+    }
+
+    /// The `buttons` list.
+    pub fn buttons(&self) -> Result<&'a [Value], String> {
+        self.value
+            .get("buttons")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .ok_or("buttons reply needs buttons".to_owned())
+    }
+
+    /// A `native` reply's platform message, as is.
+    pub fn native(&self) -> Result<Value, String> {
+        self.value
+            .get("content")
+            .cloned()
+            .ok_or("native reply needs content".to_owned())
+    }
+}
+
 /// A platform's text, bounded for storage and display: at most `max`
 /// characters, control characters dropped. Platform and engine answers are
 /// never stored or shown raw.

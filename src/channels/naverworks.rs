@@ -13,7 +13,7 @@
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
 
-use super::{bounded_text, Outgoing, Sent, Turn};
+use super::{bounded_text, Outgoing, Reply, Sent, Turn};
 use crate::domain::FieldError;
 use crate::naverworks::content::validate_message;
 use crate::state::AppState;
@@ -95,37 +95,22 @@ pub fn turn(raw: &[u8], received_at: i64) -> Turn {
 /// Maps botgate's reply forms (DESIGN.md) to NAVER WORKS content, checked
 /// against the documented limits.
 pub fn render(reply: &Value) -> Result<Value, String> {
-    let kind = reply
-        .get("type")
-        .and_then(Value::as_str)
-        .ok_or("a reply needs a type")?;
-    let str_of = |name: &str| {
-        reply
-            .get(name)
-            .and_then(Value::as_str)
-            .ok_or(format!("{kind} reply needs {name}"))
-    };
-    let content = match kind {
-        "text" => json!({"type": "text", "text": str_of("text")?}),
+    let reply = Reply::parse(reply)?;
+    let content = match reply.kind {
+        "text" => json!({"type": "text", "text": reply.text("text")?}),
         "image" => {
-            let url = str_of("url")?;
+            let url = reply.text("url")?;
             json!({"type": "image", "previewImageUrl": url, "originalContentUrl": url})
         }
         "buttons" => {
-            let buttons = reply
-                .get("buttons")
-                .and_then(Value::as_array)
-                .ok_or("buttons reply needs buttons")?;
-            let actions = buttons
+            let actions = reply
+                .buttons()?
                 .iter()
                 .map(button_action)
                 .collect::<Result<Vec<_>, _>>()?;
-            json!({"type": "button_template", "contentText": str_of("text")?, "actions": actions})
+            json!({"type": "button_template", "contentText": reply.text("text")?, "actions": actions})
         }
-        "native" => reply
-            .get("content")
-            .cloned()
-            .ok_or("native reply needs content")?,
+        "native" => reply.native()?,
         // The engine's value is not repeated: the error is stored for the tenant.
         _ => return Err("unknown reply type".to_owned()),
     };

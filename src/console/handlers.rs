@@ -514,7 +514,6 @@ fn connection_body(
         auth_header: get("auth_header"),
         scope: get("scope"),
         rate_limit_per_minute: get("rate_limit_per_minute"),
-        ..ConnectionBody::default()
     }
 }
 

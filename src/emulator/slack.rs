@@ -569,7 +569,6 @@ async fn deliver(emulator: web::Data<Emulator>, body: web::Json<Delivery>) -> Ht
     };
     let forced = d.forced_retries;
     let emu = emulator.clone();
-    let url_first = first.clone();
     tokio::spawn(async move {
         for (i, delay) in retries.into_iter().enumerate() {
             let n = u32::try_from(i).unwrap_or(0) + 1;
@@ -581,7 +580,7 @@ async fn deliver(emulator: web::Data<Emulator>, body: web::Json<Delivery>) -> Ht
             acked = again.get("acked").and_then(Value::as_bool) == Some(true);
         }
     });
-    HttpResponse::Ok().json(json!({"first": url_first, "body": shown}))
+    HttpResponse::Ok().json(json!({"first": first, "body": shown}))
 }
 
 async fn attempt(

@@ -49,11 +49,59 @@ use crate::error::ErrorEnvelope;
         messages::list,
         messages::get,
     ),
-    components(schemas(ErrorEnvelope<'static>)),
+    components(schemas(ErrorEnvelope<'static>, EngineRequest, EngineAnswer)),
     modifiers(&SecuritySchemes),
     security(("bearer" = []))
 )]
 struct ApiDoc;
+
+/// What botgate POSTs to an `http` engine (signed with
+/// `X-Botgate-Timestamp` and `X-Botgate-Signature: sha256=<hex
+/// HMAC-SHA256(secret, timestamp + "." + body)>`), for every channel. Not an
+/// operation of botgate's: documented here for engine authors.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // a schema only
+struct EngineRequest {
+    event_id: String,
+    tenant_id: String,
+    connection_id: String,
+    /// `naverworks` or `slack`.
+    #[schema(example = "slack")]
+    channel: String,
+    /// `message`, `postback`, `command` (Slack), or a NAVER WORKS event type
+    /// (`join`, `leave`, `joined`, `left`, `begin`, `end`, …).
+    #[schema(example = "command")]
+    r#type: String,
+    /// NAVER WORKS: `{user_id, channel_id, domain_id}`. Slack: `{user_id,
+    /// channel_id, team_id, thread_ts}`.
+    #[schema(value_type = Object)]
+    conversation: serde_json::Value,
+    /// `{"type":"text","text"}`; Slack commands `{"type":"command",
+    /// "command":"/luckydraw","text"}`; Slack buttons `{"type":"postback",
+    /// "data","action_id"}`; NAVER WORKS content as sent otherwise.
+    #[schema(value_type = Object)]
+    content: serde_json::Value,
+    /// A button press: `{"data": …}`.
+    #[schema(value_type = Option<Object>)]
+    postback: Option<serde_json::Value>,
+    /// RFC 3339.
+    issued_time: Option<String>,
+    /// The platform's request as sent (a Slack command's form fields as an
+    /// object).
+    #[schema(value_type = Object)]
+    raw: serde_json::Value,
+}
+
+/// An engine's answer: `{"replies": [...]}`, each `{"type":"text","text"}`,
+/// `{"type":"image","url"}` (https), `{"type":"buttons","text","buttons":
+/// [{"label","postback"|"url"}]}` or `{"type":"native","content"}` (the
+/// channel's own message body: NAVER WORKS content, or a Slack message).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // a schema only
+struct EngineAnswer {
+    #[schema(value_type = Vec<Object>)]
+    replies: Vec<serde_json::Value>,
+}
 
 /// The two ways in: a bearer token (admin or tenant key) for the management
 /// API, the `DANBEE-NAVERWORKS-AUTH` header for the auth URLs.

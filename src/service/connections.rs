@@ -315,6 +315,12 @@ pub async fn update(
     current: &ConnectionRecord,
     body: &ConnectionBody,
 ) -> Result<ConnectionRecord, ApiError> {
+    if body.channel.is_some() {
+        return Err(ApiError::validation(
+            "channel",
+            "cannot be changed; create a new connection",
+        ));
+    }
     let record = match Channel::of(current) {
         Channel::NaverWorks => update_naverworks(state, current, body).await?,
         Channel::Slack => super::slack::update(state, current, body).await?,
@@ -330,12 +336,6 @@ async fn update_naverworks(
 ) -> Result<ConnectionRecord, ApiError> {
     let mut f = Fields::default();
     refuse_foreign(&mut f, body, Channel::NaverWorks);
-    if body.channel.is_some() {
-        f.errors.push(FieldError::new(
-            "channel",
-            "cannot be changed; create a new connection",
-        ));
-    }
     if body.bot_id.is_some() {
         f.errors.push(FieldError::new(
             "bot_id",
@@ -375,28 +375,33 @@ async fn update_naverworks(
             (field::BOT_SECRET, bot_secret.as_ref()),
         ],
     );
-    let nothing = sealed.is_empty()
-        && update.client_id.is_none()
-        && update.service_account.is_none()
-        && update.scope.is_none()
-        && update.rate_limit_per_minute.is_none()
-        && update.auth_header_hash.is_none();
-    if nothing {
-        return Err(ApiError::validation("body", "names no field to change"));
-    }
     // New credentials make the stored tokens stale: every replica drops them.
     let discard_tokens = update.client_id.is_some()
         || update.service_account.is_some()
         || update.scope.is_some()
         || client_secret.is_some()
         || private_key.is_some();
+    apply(state, current, &update, &sealed, discard_tokens).await
+}
+
+/// Writes a validated update (refused when it changes nothing).
+pub(super) async fn apply(
+    state: &AppState,
+    current: &ConnectionRecord,
+    update: &ConnectionUpdate,
+    sealed: &[(&'static str, Sealed)],
+    discard_tokens: bool,
+) -> Result<ConnectionRecord, ApiError> {
+    if sealed.is_empty() && update.is_empty() {
+        return Err(ApiError::validation("body", "names no field to change"));
+    }
     state
         .store
         .update_connection(
             &current.tenant_id,
             &current.id,
-            &update,
-            &sealed,
+            update,
+            sealed,
             discard_tokens,
             now_millis(),
         )

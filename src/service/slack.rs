@@ -121,21 +121,66 @@ async fn identify(state: &AppState, token: &SecretString) -> Result<api::Identit
     }
 }
 
+/// A Slack connection's fields as given (each parsed, its errors kept).
+struct Given {
+    f: Fields,
+    signing: Option<SecretString>,
+    token: Option<SecretString>,
+    client: Option<String>,
+    secret: Option<SecretString>,
+    scope: Option<String>,
+    rate: Option<u32>,
+    ack: Option<String>,
+    header: Option<SecretString>,
+}
+
+impl Given {
+    fn parse(body: &ConnectionBody) -> Self {
+        let mut f = Fields::default();
+        refuse_foreign(&mut f, body, Channel::Slack);
+        Self {
+            signing: f.optional(&body.signing_secret, signing_secret),
+            token: f.optional(&body.bot_token, bot_token),
+            client: f.optional(&body.client_id, client_id),
+            secret: f.optional(&body.client_secret, client_secret),
+            scope: f.optional(&body.scopes, scopes),
+            rate: f.optional(&body.rate_limit_per_minute, parse_rate_limit),
+            ack: f.optional(&body.command_ack_text, ack_text),
+            header: f.optional(&body.auth_header, auth_header),
+            f,
+        }
+    }
+
+    /// The secrets given, sealed for the connection.
+    fn sealed(
+        &self,
+        state: &AppState,
+        c: &ConnectionRecord,
+    ) -> Vec<(&'static str, crate::secrets::Sealed)> {
+        seal_secrets(
+            state,
+            &c.tenant_id,
+            &c.id,
+            [
+                (field::SIGNING_SECRET, self.signing.as_ref()),
+                (field::BOT_TOKEN, self.token.as_ref()),
+                (field::CLIENT_SECRET, self.secret.as_ref()),
+            ],
+        )
+    }
+}
+
 pub async fn create(
     state: &AppState,
     tenant: &TenantRecord,
     body: &ConnectionBody,
 ) -> Result<ConnectionRecord, ApiError> {
-    let mut f = Fields::default();
-    refuse_foreign(&mut f, body, Channel::Slack);
-    let signing = f.required("signing_secret", &body.signing_secret, signing_secret);
-    let token = f.optional(&body.bot_token, bot_token);
-    let client = f.optional(&body.client_id, client_id);
-    let secret = f.optional(&body.client_secret, client_secret);
-    let scope = f.optional(&body.scopes, scopes);
-    let rate = f.optional(&body.rate_limit_per_minute, parse_rate_limit);
-    let ack = f.optional(&body.command_ack_text, ack_text);
-    let header = f.optional(&body.auth_header, auth_header);
+    let mut given = Given::parse(body);
+    let f = &mut given.f;
+    if body.signing_secret.is_none() {
+        f.errors
+            .push(FieldError::new("signing_secret", "is required"));
+    }
     if body.bot_token.is_none() && body.client_id.is_none() {
         f.errors.push(FieldError::new(
             "bot_token",
@@ -148,23 +193,23 @@ pub async fn create(
             "client_id and client_secret go together",
         ));
     }
-    let (Some(signing), true) = (signing, f.errors.is_empty()) else {
-        return Err(ApiError::Validation(f.errors));
-    };
-    let identity = match &token {
+    if !f.errors.is_empty() {
+        return Err(ApiError::Validation(std::mem::take(&mut f.errors)));
+    }
+    let identity = match &given.token {
         Some(token) => Some(identify(state, token).await?),
         None => None,
     };
     let now = now_millis();
-    let bot_id = match (&identity, &client) {
+    let bot_id = match (&identity, &given.client) {
         (Some(i), _) if !i.bot_id.is_empty() => i.bot_id.clone(),
         (Some(i), _) => format!("user:{}", i.bot_user_id),
         (None, Some(client)) => format!("app:{client}"),
-        (None, None) => unreachable_bot(),
+        (None, None) => return Err(ApiError::validation("bot_token", "is required")),
     };
     let details = Details {
         identity,
-        command_ack_text: ack.filter(|t| !t.is_empty()),
+        command_ack_text: given.ack.clone().filter(|t| !t.is_empty()),
     };
     let record = ConnectionRecord {
         id: ConnectionId::generate(),
@@ -172,33 +217,21 @@ pub async fn create(
         public_id: PublicId::generate(),
         channel: Channel::Slack.name().to_owned(),
         bot_id,
-        client_id: client.unwrap_or_default(),
+        client_id: given.client.clone().unwrap_or_default(),
         service_account: String::new(),
-        scope: scope.unwrap_or_else(|| DEFAULT_SCOPES.to_owned()),
-        rate_limit_per_minute: i64::from(rate.unwrap_or(DEFAULT_RATE_LIMIT_PER_MINUTE)),
+        scope: given
+            .scope
+            .clone()
+            .unwrap_or_else(|| DEFAULT_SCOPES.to_owned()),
+        rate_limit_per_minute: i64::from(given.rate.unwrap_or(DEFAULT_RATE_LIMIT_PER_MINUTE)),
         private_key_info: String::new(),
-        auth_header_hash: header.as_ref().map(hash_salted).unwrap_or_default(),
+        auth_header_hash: given.header.as_ref().map(hash_salted).unwrap_or_default(),
         details: serde_json::to_string(&details).unwrap_or_else(|_| "{}".into()),
         created_at: now,
         updated_at: now,
     };
-    let sealed = seal_secrets(
-        state,
-        &tenant.id,
-        &record.id,
-        [
-            (field::SIGNING_SECRET, Some(&signing)),
-            (field::BOT_TOKEN, token.as_ref()),
-            (field::CLIENT_SECRET, secret.as_ref()),
-        ],
-    );
-    store_new(state, &record, &sealed).await?;
+    store_new(state, &record, &given.sealed(state, &record)).await?;
     Ok(record)
-}
-
-/// Validation guarantees a bot token or a client id.
-fn unreachable_bot() -> String {
-    "unknown".to_owned()
 }
 
 pub async fn update(
@@ -206,28 +239,13 @@ pub async fn update(
     current: &ConnectionRecord,
     body: &ConnectionBody,
 ) -> Result<ConnectionRecord, ApiError> {
-    let mut f = Fields::default();
-    refuse_foreign(&mut f, body, Channel::Slack);
-    if body.channel.is_some() {
-        f.errors.push(FieldError::new(
-            "channel",
-            "cannot be changed; create a new connection",
-        ));
-    }
-    let signing = f.optional(&body.signing_secret, signing_secret);
-    let token = f.optional(&body.bot_token, bot_token);
-    let client = f.optional(&body.client_id, client_id);
-    let secret = f.optional(&body.client_secret, client_secret);
-    let scope = f.optional(&body.scopes, scopes);
-    let rate = f.optional(&body.rate_limit_per_minute, parse_rate_limit);
-    let ack = f.optional(&body.command_ack_text, ack_text);
-    let header = f.optional(&body.auth_header, auth_header);
-    if !f.errors.is_empty() {
-        return Err(ApiError::Validation(f.errors));
+    let given = Given::parse(body);
+    if !given.f.errors.is_empty() {
+        return Err(ApiError::Validation(given.f.errors));
     }
     let mut details = Details::of(current);
     let mut changed_details = false;
-    if let Some(token) = &token {
+    if let Some(token) = &given.token {
         let identity = identify(state, token).await?;
         if !current.bot_id.starts_with("app:") && identity.bot_id != current.bot_id {
             return Err(ApiError::validation(
@@ -238,50 +256,27 @@ pub async fn update(
         details.identity = Some(identity);
         changed_details = true;
     }
-    if let Some(ack) = ack {
+    if let Some(ack) = given.ack.clone() {
         details.command_ack_text = Some(ack).filter(|t| !t.is_empty());
         changed_details = true;
     }
-    let sealed = seal_secrets(
-        state,
-        &current.tenant_id,
-        &current.id,
-        [
-            (field::SIGNING_SECRET, signing.as_ref()),
-            (field::BOT_TOKEN, token.as_ref()),
-            (field::CLIENT_SECRET, secret.as_ref()),
-        ],
-    );
     let update = ConnectionUpdate {
-        client_id: client,
-        scope,
-        rate_limit_per_minute: rate.map(i64::from),
-        auth_header_hash: header.as_ref().map(hash_salted),
+        client_id: given.client.clone(),
+        scope: given.scope.clone(),
+        rate_limit_per_minute: given.rate.map(i64::from),
+        auth_header_hash: given.header.as_ref().map(hash_salted),
         details: changed_details
             .then(|| serde_json::to_string(&details).unwrap_or_else(|_| "{}".into())),
         ..ConnectionUpdate::default()
     };
-    let nothing = sealed.is_empty()
-        && update.client_id.is_none()
-        && update.scope.is_none()
-        && update.rate_limit_per_minute.is_none()
-        && update.auth_header_hash.is_none()
-        && update.details.is_none();
-    if nothing {
-        return Err(ApiError::validation("body", "names no field to change"));
-    }
-    state
-        .store
-        .update_connection(
-            &current.tenant_id,
-            &current.id,
-            &update,
-            &sealed,
-            false,
-            now_millis(),
-        )
-        .await?
-        .ok_or(ApiError::NotFound("no such connection"))
+    super::connections::apply(
+        state,
+        current,
+        &update,
+        &given.sealed(state, current),
+        false,
+    )
+    .await
 }
 
 /// `POST …/test` for Slack: the stored secrets decrypt, and `auth.test`

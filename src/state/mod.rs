@@ -26,6 +26,10 @@ use signals::WorkerSignals;
 /// Largest JSON body the management API accepts.
 pub const API_BODY_LIMIT: usize = 64 * 1024;
 
+/// One connection's decrypted secrets: the `updated_at` they belong to, and
+/// each field's value.
+pub type SecretsOf = (i64, Vec<(&'static str, SecretString)>);
+
 /// Everything a handler needs, built once per process.
 pub struct AppState {
     pub store: Store,
@@ -50,9 +54,7 @@ pub struct AppState {
     /// webhooks' signing secrets, Slack's bot tokens), valid while the
     /// connection's `updated_at` is the one stored with them: see
     /// `channels::connection_secret`.
-    pub connection_secrets: std::sync::RwLock<
-        std::collections::HashMap<ConnectionId, (i64, Vec<(&'static str, SecretString)>)>,
-    >,
+    pub connection_secrets: std::sync::RwLock<std::collections::HashMap<ConnectionId, SecretsOf>>,
     pub metrics: Arc<Metrics>,
     /// The webhook's group-commit writer.
     pub ingest: Arc<Ingest>,

@@ -71,6 +71,19 @@ pub struct ConnectionUpdate {
     pub details: Option<String>,
 }
 
+impl ConnectionUpdate {
+    /// Whether it changes no column.
+    pub fn is_empty(&self) -> bool {
+        self.client_id.is_none()
+            && self.service_account.is_none()
+            && self.scope.is_none()
+            && self.rate_limit_per_minute.is_none()
+            && self.private_key_info.is_none()
+            && self.auth_header_hash.is_none()
+            && self.details.is_none()
+    }
+}
+
 impl Store {
     /// Inserts a connection and its sealed secrets in one transaction.
     /// `Conflict` when the tenant already has a connection for this bot.

@@ -14,7 +14,7 @@ pub mod signature;
 
 use serde_json::{json, Map, Value};
 
-use super::{connection_secret, Outgoing, Sent, Turn};
+use super::{connection_secret, Outgoing, Reply, Sent, Turn};
 use crate::domain::{now_millis, rfc3339, FieldError};
 use crate::state::AppState;
 use crate::store::queue::{NewOutbound, OutboundMessage};
@@ -191,32 +191,22 @@ fn plain(text: &str) -> Value {
 
 /// One engine reply as a `chat.postMessage` body (without `channel`).
 pub fn render(reply: &Value) -> Result<Value, String> {
-    let kind = reply
-        .get("type")
-        .and_then(Value::as_str)
-        .ok_or("a reply needs a type")?;
-    let str_of = |name: &str| {
-        reply
-            .get(name)
-            .and_then(Value::as_str)
-            .ok_or(format!("{kind} reply needs {name}"))
-    };
-    let message = match kind {
-        "text" => json!({ "text": str_of("text")? }),
+    let reply = Reply::parse(reply)?;
+    let message = match reply.kind {
+        "text" => json!({ "text": reply.text("text")? }),
         "image" => {
-            let url = str_of("url")?;
+            let url = reply.text("url")?;
             if !https(url) {
                 return Err("image reply needs an https url".into());
             }
             json!({"text": "image", "blocks": [{"type": "image", "image_url": url, "alt_text": "image"}]})
         }
         "buttons" => {
-            let text = str_of("text")?;
-            let buttons = reply
-                .get("buttons")
-                .and_then(Value::as_array)
-                .filter(|b| !b.is_empty() && b.len() <= 25)
-                .ok_or("buttons reply needs 1 to 25 buttons")?;
+            let text = reply.text("text")?;
+            let buttons = reply.buttons()?;
+            if buttons.is_empty() || buttons.len() > 25 {
+                return Err("buttons reply needs 1 to 25 buttons".into());
+            }
             let elements = buttons
                 .iter()
                 .enumerate()
@@ -229,10 +219,7 @@ pub fn render(reply: &Value) -> Result<Value, String> {
                 {"type": "section", "text": {"type": "mrkdwn", "text": text}},
                 {"type": "actions", "elements": elements}]})
         }
-        "native" => reply
-            .get("content")
-            .cloned()
-            .ok_or("native reply needs content")?,
+        "native" => reply.native()?,
         _ => return Err("unknown reply type".to_owned()),
     };
     check_message(&message).map_err(|e| format!("reply is not a valid Slack message: {e}"))?;
