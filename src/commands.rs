@@ -323,8 +323,12 @@ async fn emulator(
             }
             let server = crate::emulator::EmulatorServer::build(config, listen)?;
             let url = server.url();
+            let slack = server.emulator().slack.generate_app();
             println!(
-                "NAVER WORKS emulator on {url}\n  BOTGATE_NAVERWORKS_AUTH_URL={url}/oauth2/v2.0\n  BOTGATE_NAVERWORKS_API_URL={url}/v1.0"
+                "NAVER WORKS emulator on {url}\n  BOTGATE_NAVERWORKS_AUTH_URL={url}/oauth2/v2.0\n  BOTGATE_NAVERWORKS_API_URL={url}/v1.0\n\
+                 Slack emulator on {url}/slack\n  BOTGATE_SLACK_API_URL={url}/slack/api\n  \
+                 a Slack app: {{\"channel\": \"slack\", \"signing_secret\": \"{}\", \"bot_token\": \"{}\"}} (app_id {}, team {})",
+                slack.signing_secret, slack.bot_token, slack.app_id, slack.team_id
             );
             server
                 .run_until_stopped()

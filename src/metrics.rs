@@ -95,17 +95,19 @@ impl Histogram {
 
 /// Every counter botgate keeps; one per process, in `AppState`.
 pub struct Metrics {
-    pub webhooks: Counters<7>,
+    pub webhooks: Counters<9>,
     pub auth_urls: Counters<4>,
     pub tokens: Counters<3>,
     pub engine_calls: Counters<2>,
     pub engine_latency: Histogram,
-    pub sends: Counters<8>,
+    pub sends: Counters<9>,
     pub send_latency: Histogram,
-    pub pacing_delays: Counters<1>,
+    pub pacing_delays: Counters<2>,
     pub dead_letters: Counters<1>,
     /// Bot API sends by endpoint (users | channels).
     pub send_endpoints: Counters<2>,
+    /// Slack sends by method (chat.postMessage | response_url).
+    pub slack_sends: Counters<2>,
     /// Engine calls by tenant: (ok, error). Tenants are created by the
     /// operator, so this label stays bounded; user and connection ids never
     /// appear.
@@ -123,6 +125,8 @@ impl Default for Metrics {
                 "unknown_connection",
                 "too_large",
                 "invalid",
+                "challenge",
+                "ignored",
             ]),
             auth_urls: Counters::new(["ok", "denied", "limited", "error"]),
             tokens: Counters::new(["issued", "refreshed", "failed"]),
@@ -137,11 +141,13 @@ impl Default for Metrics {
                 "network_error",
                 "token_error",
                 "deadline",
+                "credentials_refused",
             ]),
             send_latency: Histogram::new(),
-            pacing_delays: Counters::new(["deferred"]),
+            pacing_delays: Counters::new(["deferred", "held"]),
             dead_letters: Counters::new(["dead"]),
             send_endpoints: Counters::new(["users", "channels"]),
+            slack_sends: Counters::new(["chat.postMessage", "response_url"]),
             engine_by_tenant: std::sync::Mutex::default(),
         }
     }
@@ -225,18 +231,24 @@ impl Metrics {
             &mut out,
             "botgate_naverworks_sends_total",
             "outcome",
-            "Bot API message sends, by outcome.",
+            "Message sends of every channel (the name is kept from when NAVER WORKS was the only one), by outcome.",
         );
         self.send_latency.render(
             &mut out,
             "botgate_naverworks_send_seconds",
-            "Bot API message send latency.",
+            "Message send latency, every channel.",
         );
         self.send_endpoints.render(
             &mut out,
             "botgate_naverworks_sends_by_endpoint_total",
             "endpoint",
             "Bot API message sends, by endpoint.",
+        );
+        self.slack_sends.render(
+            &mut out,
+            "botgate_slack_sends_by_method_total",
+            "method",
+            "Slack message sends, by Web API method or response_url.",
         );
         let _ = writeln!(out, "# HELP botgate_engine_calls_by_tenant_total Dialogue engine calls, by tenant and outcome.\n# TYPE botgate_engine_calls_by_tenant_total counter");
         for (tenant, (ok, err)) in self

@@ -157,26 +157,38 @@ struct NewApp {
 
 /// Creates an app installed in a workspace; answers its credentials.
 async fn add_app(emulator: web::Data<Emulator>, body: web::Json<NewApp>) -> HttpResponse {
-    let body = body.into_inner();
-    let app = SlackApp {
-        app_id: random("A", 10),
-        team_id: body.team_id.unwrap_or_else(|| random("T", 10)),
-        team: body.team.unwrap_or_else(|| "Emulated Workspace".into()),
-        bot_id: random("B", 10),
-        bot_user_id: random("U", 10),
-        bot_token: format!(
-            "xoxb-{}-{}",
-            random("", 12),
-            random("", 24).to_ascii_lowercase()
-        ),
-        signing_secret: body
-            .signing_secret
-            .unwrap_or_else(|| crate::secrets::hex(&crate::secrets::random_bytes(16))),
-        client_id: format!("{}.{}", random("", 12), random("", 12)),
-        client_secret: crate::secrets::hex(&crate::secrets::random_bytes(16)),
-    };
-    emulator.slack.lock().apps.push(app.clone());
-    HttpResponse::Created().json(app)
+    HttpResponse::Created().json(emulator.slack.add_app(body.into_inner()))
+}
+
+impl Slack {
+    /// A new app installed in a workspace (ids, bot token and secrets
+    /// generated unless given).
+    fn add_app(&self, body: NewApp) -> SlackApp {
+        let app = SlackApp {
+            app_id: random("A", 10),
+            team_id: body.team_id.unwrap_or_else(|| random("T", 10)),
+            team: body.team.unwrap_or_else(|| "Emulated Workspace".into()),
+            bot_id: random("B", 10),
+            bot_user_id: random("U", 10),
+            bot_token: format!(
+                "xoxb-{}-{}",
+                random("", 12),
+                random("", 24).to_ascii_lowercase()
+            ),
+            signing_secret: body
+                .signing_secret
+                .unwrap_or_else(|| crate::secrets::hex(&crate::secrets::random_bytes(16))),
+            client_id: format!("{}.{}", random("", 12), random("", 12)),
+            client_secret: crate::secrets::hex(&crate::secrets::random_bytes(16)),
+        };
+        self.lock().apps.push(app.clone());
+        app
+    }
+
+    /// A generated app, for `botgate emulator`'s start.
+    pub fn generate_app(&self) -> SlackApp {
+        self.add_app(NewApp::default())
+    }
 }
 
 async fn list_apps(emulator: web::Data<Emulator>) -> HttpResponse {

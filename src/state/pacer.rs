@@ -36,6 +36,15 @@ impl Pacer {
     }
 
     /// Holds the connection's sends until `until` (after a 429).
+    /// When a paused key may send again, if it is paused past `now`.
+    pub fn held(&self, key: &str, now: i64) -> Option<i64> {
+        let next = self
+            .next
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        next.get(key).copied().filter(|until| *until > now)
+    }
+
     pub fn pause(&self, key: &str, until: i64) {
         let mut next = self
             .next

@@ -20,6 +20,15 @@ use crate::state::AppState;
 use crate::store::queue::OutboundMessage;
 use crate::store::StoreResult;
 
+/// How long a connection's sends are held after its credentials were
+/// refused (a rotated token is used once the hold ends): 20 retry bases
+/// (20 s by default), at most a minute.
+fn credentials_pause_ms(settings: &crate::config::Settings) -> i64 {
+    i64::try_from(settings.retry_base.as_millis().saturating_mul(20))
+        .unwrap_or(60_000)
+        .min(60_000)
+}
+
 pub async fn step(
     state: &web::Data<AppState>,
     slots: &Arc<Semaphore>,
@@ -68,6 +77,19 @@ async fn process(state: &AppState, message: &OutboundMessage) -> StoreResult<()>
     };
     let channel = Channel::of(&connection);
     let pace_key = channel.pace_key(message);
+    // A connection whose credentials were refused holds all its sends (its
+    // pace keys may be finer than the connection, as Slack's channels).
+    let held = (pace_key != connection.id.as_str())
+        .then(|| state.pacer.held(connection.id.as_str(), now))
+        .flatten();
+    if let Some(until) = held {
+        state.metrics.pacing_delays.inc("held");
+        state
+            .store
+            .retry_outbound(message, owner, None, until, false, now)
+            .await?;
+        return Ok(());
+    }
     if let Err(ready) = state
         .pacer
         .try_acquire(&pace_key, connection.rate_limit_per_minute, now)
@@ -140,7 +162,11 @@ async fn process(state: &AppState, message: &OutboundMessage) -> StoreResult<()>
             retry_later(error).await?;
         }
         Sent::CredentialsRefused(error) => {
-            tracing::warn!(connection_id = %connection.id, error.message = %error, "the platform refused the connection's credentials");
+            // Every send of the connection waits; this one counts an attempt
+            // and fails with the reason after the last.
+            let until = now + credentials_pause_ms(&state.settings);
+            state.pacer.pause(connection.id.as_str(), until);
+            tracing::warn!(connection_id = %connection.id, error.message = %error, "the platform refused the connection's credentials; its sends are held");
             retry_later(error).await?;
         }
         Sent::Rejected(error) => {

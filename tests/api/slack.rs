@@ -293,6 +293,15 @@ async fn each_kind_reaches_the_engine_once_and_is_answered_in_place(backend: Bac
     assert_eq!(command["response_type"], "in_channel");
     assert_eq!(find("C4", "You chose: yes")["via"], "chat.postMessage");
     assert!(texts(&messages, "C5").is_empty());
+    let metrics = s.app.get_text("/metrics").await;
+    assert!(
+        metrics.contains("botgate_slack_sends_by_method_total{method=\"response_url\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("botgate_slack_sends_by_method_total{method=\"chat.postMessage\"} 4"),
+        "{metrics}"
+    );
 
     let events = s.events().await;
     assert_eq!(events.len(), 6, "{events:?}");
@@ -785,6 +794,16 @@ async fn slack_credentials_are_checked(backend: Backend) {
             .contains("token_revoked"),
         "{status}"
     );
+    let metrics = s.app.get_text("/metrics").await;
+    assert!(
+        !metrics.contains("botgate_naverworks_sends_total{outcome=\"credentials_refused\"} 0"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("botgate_pacing_delays_total{kind=\"held\"} 0"),
+        "the connection's sends were held: {metrics}"
+    );
+    s.slack_faults(json!({})).await;
     // And a message to a channel Slack does not know fails at once.
     s.slack_faults(json!({"unknown_channels": ["CGONE"]})).await;
     let (_, sent) = s

@@ -479,7 +479,7 @@ pub async fn deliver(
 }
 
 fn count(state: &AppState, endpoint: &'static str, started: std::time::Instant, sent: &Sent) {
-    state.metrics.send_endpoints.inc(endpoint);
+    state.metrics.slack_sends.inc(endpoint);
     state.metrics.send_latency.observe(started.elapsed());
     state.metrics.sends.inc(sent.label());
 }
