@@ -82,6 +82,36 @@ impl Channel {
         }
     }
 
+    /// Why an event is not to be answered at all, beyond [`Turn::ignored`]:
+    /// Slack's workspaces that have no installation.
+    pub async fn admit(
+        self,
+        state: &AppState,
+        connection: &ConnectionRecord,
+        turn: &Turn,
+    ) -> Result<Option<&'static str>, crate::store::StoreError> {
+        match self {
+            Channel::NaverWorks => Ok(None),
+            Channel::Slack => slack::admit(state, connection, turn).await,
+        }
+    }
+
+    /// What sends of this message are held by when the platform refuses the
+    /// credentials: the connection, or for Slack the workspace's
+    /// installation.
+    pub fn hold_key(self, message: &OutboundMessage) -> std::borrow::Cow<'_, str> {
+        match self {
+            Channel::NaverWorks => message.connection_id.as_str().into(),
+            Channel::Slack => {
+                let team = serde_json::from_str::<Value>(&message.content)
+                    .ok()
+                    .and_then(|d| d.get("team").and_then(Value::as_str).map(str::to_owned))
+                    .unwrap_or_default();
+                format!("{}#{team}", message.connection_id).into()
+            }
+        }
+    }
+
     /// The outbox rows for an event's rendered replies: where each goes.
     pub fn replies(self, turn: &Turn, rendered: Vec<Value>) -> Vec<NewOutbound> {
         match self {
@@ -187,6 +217,8 @@ pub struct Outgoing<'a> {
     pub target_id: String,
     /// Slack: the thread to answer in.
     pub thread_ts: Option<String>,
+    /// Slack: the workspace (for a connection installed in several).
+    pub team_id: Option<String>,
     /// The platform's message bodies (several when a long text was split).
     pub contents: &'a [Value],
 }

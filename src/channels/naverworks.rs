@@ -166,11 +166,13 @@ pub fn replies(turn: &Turn, rendered: Vec<Value>) -> Vec<NewOutbound> {
 /// A send-API message: each content checked against the documented limits;
 /// the same conversation key as replies, so both keep one order.
 pub fn outgoing(request: &Outgoing<'_>) -> Result<(String, Vec<NewOutbound>), Vec<FieldError>> {
-    if request.thread_ts.is_some() {
-        return Err(vec![FieldError::new(
-            "thread_ts",
-            "is for Slack connections; NAVER WORKS has no threads",
-        )]);
+    for (set, name) in [
+        (request.thread_ts.is_some(), "thread_ts"),
+        (request.team_id.is_some(), "team_id"),
+    ] {
+        if set {
+            return Err(vec![FieldError::new(name, "is for Slack connections")]);
+        }
     }
     for c in request.contents {
         if let Err(message) = validate_message(&json!({ "content": c })) {

@@ -33,6 +33,42 @@ pub struct SlackApp {
     pub signing_secret: String,
     pub client_id: String,
     pub client_secret: String,
+    /// Token rotation on: installs answer a refresh token and `expires_in`.
+    #[serde(default)]
+    pub rotation: bool,
+    /// With rotation, how long an access token lives (Slack: 12 h).
+    #[serde(default = "default_lifetime")]
+    pub token_lifetime_seconds: u64,
+}
+
+fn default_lifetime() -> u64 {
+    43_200
+}
+
+/// A workspace's install of an app.
+#[derive(Debug, Clone, Serialize)]
+pub struct Install {
+    pub app_id: String,
+    pub team_id: String,
+    pub team: String,
+    /// Shown by `/slack/emulator/stats` (the emulator's own, for tests).
+    pub access_token: String,
+    pub refresh_token: Option<String>,
+    #[serde(skip)]
+    pub expires: Option<Instant>,
+    /// Access tokens replaced by a refresh: they work until they expire
+    /// (a refresh revokes the old refresh token, not the access token [I]).
+    #[serde(skip)]
+    pub previous: Vec<(String, Instant)>,
+    pub refreshes: u64,
+}
+
+struct Code {
+    app_id: String,
+    team_id: String,
+    team: String,
+    redirect_uri: String,
+    expires: Instant,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -40,6 +76,8 @@ pub struct SlackMessage {
     pub seq: u64,
     pub app_id: String,
     pub channel: String,
+    /// The workspace of the token it was sent with.
+    pub team_id: String,
     pub thread_ts: Option<String>,
     pub ts: String,
     pub text: Option<String>,
@@ -66,6 +104,8 @@ pub struct SlackFaults {
     pub revoked_tokens: Vec<String>,
     /// Every response_url answers as expired.
     pub expire_response_urls: bool,
+    /// Refresh grants answer `invalid_refresh_token`.
+    pub refuse_refresh: bool,
 }
 
 impl Default for SlackFaults {
@@ -78,6 +118,7 @@ impl Default for SlackFaults {
             unknown_channels: Vec::new(),
             revoked_tokens: Vec::new(),
             expire_response_urls: false,
+            refuse_refresh: false,
         }
     }
 }
@@ -100,6 +141,10 @@ pub struct SlackState {
     /// channel → (tokens, last refill).
     buckets: HashMap<String, (f64, Instant)>,
     response_urls: HashMap<String, ResponseUrl>,
+    pub installs: Vec<Install>,
+    codes: HashMap<String, Code>,
+    /// Refresh grants answered.
+    pub refreshes: u64,
 }
 
 pub struct Slack {
@@ -125,6 +170,8 @@ impl Slack {
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/slack/api/{method}", web::post().to(api))
         .route("/slack/response/{id}", web::post().to(response_url))
+        .route("/slack/oauth/v2/authorize", web::get().to(authorize))
+        .route("/slack/emulator/stats", web::get().to(stats))
         .route("/slack/emulator/apps", web::post().to(add_app))
         .route("/slack/emulator/apps", web::get().to(list_apps))
         .route("/slack/emulator/messages", web::get().to(messages))
@@ -153,6 +200,8 @@ struct NewApp {
     team_id: Option<String>,
     team: Option<String>,
     signing_secret: Option<String>,
+    rotation: bool,
+    token_lifetime_seconds: Option<u64>,
 }
 
 /// Creates an app installed in a workspace; answers its credentials.
@@ -180,6 +229,8 @@ impl Slack {
                 .unwrap_or_else(|| crate::secrets::hex(&crate::secrets::random_bytes(16))),
             client_id: format!("{}.{}", random("", 12), random("", 12)),
             client_secret: crate::secrets::hex(&crate::secrets::random_bytes(16)),
+            rotation: body.rotation,
+            token_lifetime_seconds: body.token_lifetime_seconds.unwrap_or(43_200),
         };
         self.lock().apps.push(app.clone());
         app
@@ -252,15 +303,46 @@ async fn api(
     if state.faults.rate_5xx > 0.0 && rand::random::<f64>() < state.faults.rate_5xx {
         return HttpResponse::InternalServerError().finish();
     }
+    if method.as_str() == "oauth.v2.access" {
+        return oauth_access(&mut state, &req, &body);
+    }
     let Some(token) = token else {
         return ok_false("not_authed");
     };
     if state.faults.revoked_tokens.contains(&token) {
         return ok_false("token_revoked");
     }
-    let Some(app) = state.apps.iter().find(|a| a.bot_token == token).cloned() else {
-        return ok_false("invalid_auth");
+    // The app's own workspace token, or an install's.
+    let found = match state.apps.iter().find(|a| a.bot_token == token) {
+        Some(app) => Some((app.clone(), app.team_id.clone(), app.team.clone())),
+        None => {
+            let now = Instant::now();
+            let valid = |i: &&Install| {
+                (i.access_token == token && i.expires.is_none_or(|e| now <= e))
+                    || i.previous.iter().any(|(t, e)| *t == token && now <= *e)
+            };
+            state.installs.iter().find(valid).and_then(|i| {
+                state
+                    .apps
+                    .iter()
+                    .find(|a| a.app_id == i.app_id)
+                    .map(|a| (a.clone(), i.team_id.clone(), i.team.clone()))
+            })
+        }
     };
+    let Some((mut app, team_id, team)) = found else {
+        let expired = state
+            .installs
+            .iter()
+            .any(|i| i.access_token == token || i.previous.iter().any(|(t, _)| *t == token));
+        return ok_false(if expired {
+            "token_expired"
+        } else {
+            "invalid_auth"
+        });
+    };
+    app.team_id = team_id;
+    app.team = team;
     match method.as_str() {
         "auth.test" => HttpResponse::Ok().json(json!({
             "ok": true, "url": format!("https://{}.slack.com/", app.team.to_lowercase().replace(' ', "-")),
@@ -338,6 +420,7 @@ fn record(
         seq: state.next_seq,
         app_id: app.app_id.clone(),
         channel: channel.to_owned(),
+        team_id: app.team_id.clone(),
         thread_ts: body
             .get("thread_ts")
             .and_then(Value::as_str)
@@ -407,6 +490,9 @@ pub struct Delivery {
     /// `action`: the button's value.
     #[serde(default)]
     pub value: Option<String>,
+    /// The workspace it happens in (an install's), else the app's own.
+    #[serde(default)]
+    pub team: Option<String>,
     /// `message`: sent as a bot's (`bot_id` set).
     #[serde(default)]
     pub from_bot: bool,
@@ -551,7 +637,7 @@ fn delivery_body(
 /// `/slack/emulator/deliveries`.
 async fn deliver(emulator: web::Data<Emulator>, body: web::Json<Delivery>) -> HttpResponse {
     let d = body.into_inner();
-    let Some(app) = emulator
+    let Some(mut app) = emulator
         .slack
         .lock()
         .apps
@@ -561,6 +647,9 @@ async fn deliver(emulator: web::Data<Emulator>, body: web::Json<Delivery>) -> Ht
     else {
         return HttpResponse::BadRequest().json(json!({"error": "no such app"}));
     };
+    if let Some(team) = &d.team {
+        app.team_id = team.clone();
+    }
     let (raw, content_type, shown) =
         match delivery_body(&emulator, &app, &d, crate::domain::now_millis()) {
             Ok(x) => x,
@@ -642,4 +731,187 @@ async fn attempt(
     };
     emulator.slack.lock().deliveries.push(record.clone());
     record
+}
+
+#[derive(Deserialize)]
+struct AuthorizeQuery {
+    client_id: String,
+    #[serde(default)]
+    scope: String,
+    redirect_uri: String,
+    #[serde(default)]
+    state: String,
+    /// A workspace to install into; a new one when absent.
+    #[serde(default)]
+    team: Option<String>,
+}
+
+/// Slack's consent page: "Allow" redirects to the redirect URL with a
+/// single-use code (10 minutes) and the state; "Cancel" with
+/// `error=access_denied`.
+async fn authorize(
+    emulator: web::Data<Emulator>,
+    query: web::Query<AuthorizeQuery>,
+) -> HttpResponse {
+    let q = query.into_inner();
+    let mut state = emulator.slack.lock();
+    let Some(app) = state
+        .apps
+        .iter()
+        .find(|a| a.client_id == q.client_id)
+        .cloned()
+    else {
+        return HttpResponse::BadRequest()
+            .content_type("text/html")
+            .body("<p id=error>invalid_client_id</p>");
+    };
+    let Ok(mut allow) = url::Url::parse(&q.redirect_uri) else {
+        return HttpResponse::BadRequest()
+            .content_type("text/html")
+            .body("<p id=error>bad_redirect_uri</p>");
+    };
+    let team_id = q.team.clone().unwrap_or_else(|| random("T", 10));
+    let team = format!("Workspace {team_id}");
+    let code = random("", 24).to_ascii_lowercase();
+    state.codes.insert(
+        code.clone(),
+        Code {
+            app_id: app.app_id.clone(),
+            team_id,
+            team: team.clone(),
+            redirect_uri: q.redirect_uri.clone(),
+            expires: Instant::now() + Duration::from_secs(600),
+        },
+    );
+    let mut deny = allow.clone();
+    allow
+        .query_pairs_mut()
+        .append_pair("code", &code)
+        .append_pair("state", &q.state);
+    deny.query_pairs_mut()
+        .append_pair("error", "access_denied")
+        .append_pair("state", &q.state);
+    let escape = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('"', "&quot;")
+    };
+    let page = format!(
+        "<!doctype html><html><head><title>Allow {app}?</title></head><body>\
+         <h1>Allow the app to access {team}?</h1><p id=scopes>{scopes}</p>\
+         <p><a id=allow href=\"{allow}\">Allow</a> <a id=deny href=\"{deny}\">Cancel</a></p></body></html>",
+        app = escape(&app.app_id),
+        team = escape(&team),
+        scopes = escape(&q.scope),
+        allow = escape(allow.as_str()),
+        deny = escape(deny.as_str()),
+    );
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(page)
+}
+
+/// `oauth.v2.access`: a code (single use, this app's, the same
+/// redirect_uri) or, with rotation, a refresh token (single use: each
+/// refresh answers a new one and revokes the old, SLACK.md §6).
+fn oauth_access(state: &mut SlackState, req: &HttpRequest, body: &[u8]) -> HttpResponse {
+    let form: HashMap<String, String> = url::form_urlencoded::parse(body).into_owned().collect();
+    // Client credentials in the form, or HTTP Basic.
+    let basic = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b).ok())
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| s.split_once(':').map(|(a, b)| (a.to_owned(), b.to_owned())));
+    let (client_id, client_secret) = match (form.get("client_id"), form.get("client_secret"), basic)
+    {
+        (Some(id), Some(secret), _) => (id.clone(), secret.clone()),
+        (_, _, Some(pair)) => pair,
+        _ => return ok_false("invalid_client_id"),
+    };
+    let Some(app) = state
+        .apps
+        .iter()
+        .find(|a| a.client_id == client_id)
+        .cloned()
+    else {
+        return ok_false("invalid_client_id");
+    };
+    if app.client_secret != client_secret {
+        return ok_false("bad_client_secret");
+    }
+    let lifetime = Duration::from_secs(app.token_lifetime_seconds.max(1));
+    let new_token = || {
+        format!(
+            "{}xoxb-{}-{}",
+            if app.rotation { "xoxe." } else { "" },
+            random("", 12),
+            random("", 24).to_ascii_lowercase()
+        )
+    };
+    let new_refresh = || format!("xoxe-1-{}", random("", 40).to_ascii_lowercase());
+    if form.get("grant_type").map(String::as_str) == Some("refresh_token") {
+        let presented = form.get("refresh_token").cloned().unwrap_or_default();
+        if state.faults.refuse_refresh {
+            return ok_false("invalid_refresh_token");
+        }
+        let Some(install) = state.installs.iter_mut().find(|i| {
+            i.app_id == app.app_id && i.refresh_token.as_deref() == Some(presented.as_str())
+        }) else {
+            return ok_false("invalid_refresh_token");
+        };
+        if let Some(expires) = install.expires {
+            let old = std::mem::take(&mut install.access_token);
+            install.previous.push((old, expires));
+            install.previous.retain(|(_, e)| *e > Instant::now());
+        }
+        install.access_token = new_token();
+        install.refresh_token = Some(new_refresh());
+        install.expires = Some(Instant::now() + lifetime);
+        install.refreshes += 1;
+        let answer = json!({"ok": true, "app_id": app.app_id, "access_token": install.access_token, "token_type": "bot",
+            "scope": "chat:write,commands", "bot_user_id": app.bot_user_id, "team": {"id": install.team_id, "name": install.team},
+            "enterprise": null, "is_enterprise_install": false, "refresh_token": install.refresh_token, "expires_in": lifetime.as_secs()});
+        state.refreshes += 1;
+        return HttpResponse::Ok().json(answer);
+    }
+    let Some(code) = form.get("code").and_then(|c| state.codes.remove(c)) else {
+        return ok_false("invalid_code");
+    };
+    if code.app_id != app.app_id || code.expires < Instant::now() {
+        return ok_false("invalid_code");
+    }
+    if form.get("redirect_uri") != Some(&code.redirect_uri) {
+        return ok_false("bad_redirect_uri");
+    }
+    let install = Install {
+        app_id: app.app_id.clone(),
+        team_id: code.team_id.clone(),
+        team: code.team,
+        access_token: new_token(),
+        refresh_token: app.rotation.then(new_refresh),
+        expires: app.rotation.then(|| Instant::now() + lifetime),
+        previous: Vec::new(),
+        refreshes: 0,
+    };
+    let mut answer = json!({"ok": true, "app_id": app.app_id, "access_token": install.access_token, "token_type": "bot",
+        "scope": "chat:write,commands", "bot_user_id": app.bot_user_id, "team": {"id": install.team_id, "name": install.team},
+        "enterprise": null, "is_enterprise_install": false, "authed_user": {"id": "U0INSTALLER"}});
+    if app.rotation {
+        answer["refresh_token"] = json!(install.refresh_token);
+        answer["expires_in"] = json!(lifetime.as_secs());
+    }
+    // A re-install replaces the workspace's tokens.
+    state
+        .installs
+        .retain(|i| !(i.app_id == install.app_id && i.team_id == install.team_id));
+    state.installs.push(install);
+    HttpResponse::Ok().json(answer)
+}
+
+async fn stats(emulator: web::Data<Emulator>) -> HttpResponse {
+    let state = emulator.slack.lock();
+    HttpResponse::Ok().json(json!({"refreshes": state.refreshes, "installs": state.installs}))
 }

@@ -16,6 +16,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
 use super::docs::{PublicPath, TokenDenied};
+use crate::channels::Channel;
 use crate::domain::ids::PublicId;
 use crate::domain::{now_millis, rfc3339};
 use crate::error::ApiError;
@@ -40,7 +41,7 @@ pub async fn read(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    serve(req, &path, &state, false).await
+    serve(req, &path, &state, false, Channel::NaverWorks).await
 }
 
 #[utoipa::path(post, path = "/auth/naverworks/{connection}/refresh",
@@ -52,8 +53,37 @@ pub async fn refresh(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    serve(req, &path, &state, true).await
+    serve(req, &path, &state, true, Channel::NaverWorks).await
 }
+
+#[utoipa::path(get, path = "/auth/slack/{connection}",
+    summary = "A workspace's current bot token (DANBEE-NAVERWORKS-AUTH or X-Botgate-Auth)", tag = "slack",
+    params(PublicPath, ("team" = Option<String>, Query, description = "The workspace (T…); the pasted token's when absent")),
+    responses((status = 200, description = "{access_token, token_type, team_id, bot_user_id, scope, expires_at?, expires_in?}", body = Object), TokenDenied, (status = 404, description = "No installation for that workspace"), (status = 409, description = "The workspace must install the app again")),
+    security(("naverworksAuth" = [])))]
+pub async fn slack_read(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    serve(req, &path, &state, false, Channel::Slack).await
+}
+
+#[utoipa::path(post, path = "/auth/slack/{connection}/refresh",
+    summary = "A refreshed bot token (with token rotation; else the current one)", tag = "slack",
+    params(PublicPath, ("team" = Option<String>, Query)),
+    responses((status = 200, description = "The token", body = Object), TokenDenied, (status = 404, description = "No installation for that workspace"), (status = 409, description = "The workspace must install the app again")),
+    security(("naverworksAuth" = [])))]
+pub async fn slack_refresh(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    serve(req, &path, &state, true, Channel::Slack).await
+}
+
+/// The header botgate's own name for every channel, beside the contract's.
+pub const BOTGATE_AUTH_HEADER: &str = "X-Botgate-Auth";
 
 fn unauthorized() -> HttpResponse {
     HttpResponse::Unauthorized().json(json!({"error": {
@@ -67,6 +97,7 @@ async fn serve(
     public_id: &str,
     state: &AppState,
     force: bool,
+    channel: Channel,
 ) -> Result<HttpResponse, ApiError> {
     let ip = req
         .peer_addr()
@@ -77,15 +108,18 @@ async fn serve(
             .insert_header((header::RETRY_AFTER, retry.to_string()))
             .json(json!({"error": {"code": "too_many_failures", "message": "too many failed attempts from this address; try again later"}})));
     }
-    let presented = req
-        .headers()
-        .get(AUTH_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let presented = match channel {
+        Channel::NaverWorks => header(AUTH_HEADER),
+        Channel::Slack => header(AUTH_HEADER).or(header(BOTGATE_AUTH_HEADER)),
+    }
+    .unwrap_or("");
+    // Another channel's connection is as unknown as none.
     let found = match PublicId::parse(public_id) {
         Some(id) => state.store.connection_by_public_id(id.as_str()).await?,
         None => None,
-    };
+    }
+    .filter(|(c, _)| Channel::of(c) == channel);
     let hash = found
         .as_ref()
         .map_or(DUMMY_HASH, |(c, _)| c.auth_header_hash.as_str());
@@ -112,6 +146,9 @@ async fn serve(
         }
         return Ok(unauthorized());
     };
+    if channel == Channel::Slack {
+        return slack_token(&req, state, connection, force, &audit).await;
+    }
     match state.tokens.token(connection, meta.clone(), force).await {
         Ok(token) => {
             audit("ok");
@@ -131,6 +168,61 @@ async fn serve(
             audit(error.code());
             state.metrics.auth_urls.inc("error");
             Err(error)
+        }
+    }
+}
+
+/// The Slack auth URL's answer: the named workspace's bot token.
+async fn slack_token(
+    req: &HttpRequest,
+    state: &AppState,
+    connection: &crate::store::ConnectionRecord,
+    force: bool,
+    audit: &dyn Fn(&str),
+) -> Result<HttpResponse, ApiError> {
+    use crate::channels::slack::installs::{bot_token, TokenProblem};
+    let team = url::form_urlencoded::parse(req.query_string().as_bytes())
+        .find(|(k, _)| k == "team")
+        .map(|(_, v)| v.into_owned())
+        .filter(|t| !t.is_empty() && t.len() <= 64 && t.bytes().all(|b| b.is_ascii_alphanumeric()));
+    match bot_token(state, connection, team.as_deref(), force).await {
+        Ok(token) => {
+            audit("ok");
+            state.metrics.auth_urls.inc("ok");
+            let now = now_millis();
+            let mut body = json!({
+                "access_token": secrecy::ExposeSecret::expose_secret(&token.token),
+                "token_type": "Bearer",
+                "team_id": token.team_id,
+                "bot_user_id": token.bot_user_id,
+                "scope": token.scopes,
+            });
+            if let Some(expires) = token.expires_at {
+                body["expires_at"] = json!(rfc3339(expires));
+                body["expires_in"] = json!((expires - now).max(0) / 1000);
+            }
+            Ok(HttpResponse::Ok().json(body))
+        }
+        Err(problem) => {
+            state.metrics.auth_urls.inc("error");
+            let (status, code) = match &problem {
+                TokenProblem::NoInstallation(_) => {
+                    (actix_web::http::StatusCode::NOT_FOUND, "no_installation")
+                }
+                TokenProblem::NeedsReinstall(_) => {
+                    (actix_web::http::StatusCode::CONFLICT, "needs_reinstall")
+                }
+                TokenProblem::Unavailable(_) => (
+                    actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+                    "slack_unavailable",
+                ),
+                TokenProblem::Store(_) => {
+                    (actix_web::http::StatusCode::SERVICE_UNAVAILABLE, "busy")
+                }
+            };
+            audit(code);
+            Ok(HttpResponse::build(status)
+                .json(json!({"error": {"code": code, "message": problem.to_string()}})))
         }
     }
 }

@@ -160,3 +160,60 @@ pub async fn audit(
         .collect();
     Ok(HttpResponse::Ok().json(AuditList { entries }))
 }
+
+/// One Slack installation as the API shows it (tokens masked).
+fn installation_view(i: &crate::store::Installation, masked: Option<String>) -> serde_json::Value {
+    serde_json::json!({
+        "team_id": i.team_id,
+        "team_name": i.team_name,
+        "enterprise_id": i.enterprise_id,
+        "app_id": i.app_id,
+        "bot_user_id": i.bot_user_id,
+        "scopes": i.scopes,
+        "status": i.status,
+        "bot_token": masked,
+        "token_rotation": i.expires_at.is_some(),
+        "expires_at": i.expires_at.map(crate::domain::rfc3339),
+        "installed_at": crate::domain::rfc3339(i.installed_at),
+    })
+}
+
+#[utoipa::path(get, path = "/api/v1/tenants/{tenant}/connections/{connection}/installations",
+    summary = "A Slack connection's installations (one per workspace; tokens masked)", tag = "slack", params(ConnectionPath),
+    responses((status = 200, description = "{installations: [{team_id, team_name, status, bot_token (masked), installed_at, scopes, …}]}", body = Object), Denied),
+    security(("bearer" = [])))]
+pub async fn installations(
+    state: web::Data<AppState>,
+    PathConnection(record): PathConnection,
+) -> Result<HttpResponse, ApiError> {
+    let secrets = state.store.secrets(record.id.as_str()).await?;
+    let mut list = Vec::new();
+    for i in state.store.installations(&record.id).await? {
+        let field = crate::store::bot_token_field(&i.team_id);
+        let masked = secrets
+            .iter()
+            .find(|s| s.field == field)
+            .and_then(|s| state.vault.open_str(&s.sealed, s.aad()).ok())
+            .map(|t| crate::secrets::mask::mask(secrecy::ExposeSecret::expose_secret(&t)));
+        list.push(installation_view(&i, masked));
+    }
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "installations": list })))
+}
+
+#[utoipa::path(delete, path = "/api/v1/tenants/{tenant}/connections/{connection}/installations/{team}",
+    summary = "Remove a workspace's installation and its tokens", tag = "slack",
+    params(ConnectionPath, ("team" = String, Path, description = "The workspace (T…)")),
+    responses((status = 204, description = "Removed"), Denied),
+    security(("bearer" = [])))]
+pub async fn delete_installation(
+    state: web::Data<AppState>,
+    PathConnection(record): PathConnection,
+    path: web::Path<(String, String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let team = &path.2;
+    if !state.store.delete_installation(&record.id, team).await? {
+        return Err(ApiError::NotFound("no installation for that workspace"));
+    }
+    tracing::info!(connection_id = %record.id, team_id = %team, "Slack installation removed");
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -9,7 +9,9 @@ use actix_web::HttpResponse;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::OpenApi as _;
 
-use super::{auth_urls, connections, events, health, messages, slack, tenants, webhooks};
+use super::{
+    auth_urls, connections, events, health, messages, slack, slack_oauth, tenants, webhooks,
+};
 use crate::error::ErrorEnvelope;
 
 #[derive(utoipa::OpenApi)]
@@ -35,6 +37,8 @@ use crate::error::ErrorEnvelope;
         connections::delete,
         connections::test,
         connections::audit,
+        connections::installations,
+        connections::delete_installation,
         events::list,
         events::replay_all,
         events::replay_one,
@@ -43,8 +47,12 @@ use crate::error::ErrorEnvelope;
         slack::events,
         slack::commands,
         slack::interactions,
+        slack_oauth::install,
+        slack_oauth::callback,
         auth_urls::read,
         auth_urls::refresh,
+        auth_urls::slack_read,
+        auth_urls::slack_refresh,
         messages::send,
         messages::list,
         messages::get,

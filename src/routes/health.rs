@@ -73,17 +73,26 @@ pub async fn metrics(state: web::Data<AppState>, req: HttpRequest) -> HttpRespon
         .await
         .unwrap_or_default();
     let [inbox, outbox] = state.store.results_committed();
+    let mut text = state.metrics.render(
+        &queues,
+        state.store.cache_stats(),
+        &[
+            ("callbacks", state.ingest.commits.load(Ordering::Relaxed)),
+            ("inbox_results", inbox),
+            ("outbox_results", outbox),
+        ],
+    );
+    if let Ok(n) = state.store.installations_needing_reinstall().await {
+        text.push_str(&format!(
+            "# HELP botgate_slack_installations_needing_reinstall Slack workspaces whose refresh token was refused.
+             # TYPE botgate_slack_installations_needing_reinstall gauge
+             botgate_slack_installations_needing_reinstall {n}
+"
+        ));
+    }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(state.metrics.render(
-            &queues,
-            state.store.cache_stats(),
-            &[
-                ("callbacks", state.ingest.commits.load(Ordering::Relaxed)),
-                ("inbox_results", inbox),
-                ("outbox_results", outbox),
-            ],
-        ))
+        .body(text)
 }
 
 /// Who may read `/metrics`: a bearer of `metrics_token` when one is set,

@@ -42,6 +42,9 @@ pub struct SendBody {
     /// Slack: the thread to post in.
     #[schema(value_type = Option<String>)]
     thread_ts: Option<Value>,
+    /// Slack: the workspace, for a connection installed in several.
+    #[schema(value_type = Option<String>)]
+    team_id: Option<Value>,
     /// Split a text longer than 2,000 characters into several messages.
     split_long_text: Option<bool>,
 }
@@ -178,14 +181,16 @@ pub async fn send(
     } else {
         vec![content.clone()]
     };
-    let thread_ts = match &body.thread_ts {
+    let mut text_field = |name: &str, value: &Option<Value>| match value {
         None | Some(Value::Null) => None,
-        Some(Value::String(ts)) => Some(ts.clone()),
+        Some(Value::String(v)) => Some(v.clone()),
         Some(_) => {
-            errors.push(FieldError::new("thread_ts", "must be a string"));
+            errors.push(FieldError::new(name, "must be a string"));
             None
         }
     };
+    let thread_ts = text_field("thread_ts", &body.thread_ts);
+    let team_id = text_field("team_id", &body.team_id);
     let (Some((kind, target)), true) = (target, errors.is_empty()) else {
         return Err(ApiError::Validation(errors));
     };
@@ -198,6 +203,7 @@ pub async fn send(
                 target_kind: kind,
                 target_id: target,
                 thread_ts,
+                team_id,
                 contents: &contents,
             },
         )

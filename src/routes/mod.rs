@@ -9,6 +9,7 @@ pub mod extract;
 mod health;
 mod messages;
 pub mod slack;
+pub mod slack_oauth;
 pub mod tenants;
 pub mod webhooks;
 
@@ -60,6 +61,26 @@ fn operations() -> Vec<Operation> {
             M::POST,
             "/webhooks/slack/{connection}/interactions",
             web::to(slack::interactions),
+        ),
+        op(
+            M::GET,
+            "/auth/slack/{connection}",
+            web::to(auth_urls::slack_read),
+        ),
+        op(
+            M::POST,
+            "/auth/slack/{connection}/refresh",
+            web::to(auth_urls::slack_refresh),
+        ),
+        op(
+            M::GET,
+            "/oauth/slack/{connection}/install",
+            web::to(slack_oauth::install),
+        ),
+        op(
+            M::GET,
+            "/oauth/slack/callback",
+            web::to(slack_oauth::callback),
         ),
         op(
             M::GET,
@@ -127,6 +148,16 @@ fn operations() -> Vec<Operation> {
             M::GET,
             "/api/v1/connections/{connection}/messages/{id}",
             web::to(messages::get),
+        ),
+        op(
+            M::GET,
+            "/api/v1/tenants/{tenant}/connections/{connection}/installations",
+            web::to(connections::installations),
+        ),
+        op(
+            M::DELETE,
+            "/api/v1/tenants/{tenant}/connections/{connection}/installations/{team}",
+            web::to(connections::delete_installation),
         ),
         op(
             M::POST,

@@ -192,6 +192,7 @@ async fn receive(
         .event_time
         .map(|s| s.saturating_mul(1000).clamp(now - RETRY_HORIZON_MS, now))
         .map_or(now, |t| (t + RETRY_HORIZON_MS - window).max(t));
+    let (team, uninstalls) = (event.team.clone(), event.uninstalls);
     let stored = store_event(
         state,
         NewInbound {
@@ -208,6 +209,15 @@ async fn receive(
         },
     )
     .await?;
+    if uninstalls
+        && state
+            .store
+            .delete_installation(&connection.id, &team)
+            .await?
+    {
+        // Every replica reads installations from the database: gone for all.
+        tracing::info!(connection_id = %connection.id, team_id = %team, "Slack workspace uninstalled; its tokens are deleted");
+    }
     if stored == Inserted::Duplicate {
         let retry = header("x-slack-retry-num").unwrap_or("");
         tracing::info!(connection_id = %connection.id, retry = %retry.chars().take(4).collect::<String>(), "Slack delivery already stored; not processed again");

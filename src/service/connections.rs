@@ -486,6 +486,12 @@ pub struct ConnectionView {
     /// Slack: Interactivity & Shortcuts → Request URL.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub interactions_url: Option<String>,
+    /// Slack, with a client id: the "Add to Slack" page to share.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub install_url: Option<String>,
+    /// Slack, with a client id: OAuth & Permissions → Redirect URLs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oauth_redirect_url: Option<String>,
     /// RFC 3339.
     pub created_at: String,
     pub updated_at: String,
@@ -548,6 +554,8 @@ pub async fn view(state: &AppState, c: &ConnectionRecord) -> Result<ConnectionVi
         events_url: None,
         commands_url: None,
         interactions_url: None,
+        install_url: None,
+        oauth_redirect_url: None,
         created_at: rfc3339(c.created_at),
         updated_at: rfc3339(c.updated_at),
         unreadable_secrets: unreadable,
@@ -572,6 +580,10 @@ pub async fn view(state: &AppState, c: &ConnectionRecord) -> Result<ConnectionVi
             view.events_url = link(format!("webhooks/slack/{public}/events"));
             view.commands_url = link(format!("webhooks/slack/{public}/commands"));
             view.interactions_url = link(format!("webhooks/slack/{public}/interactions"));
+            if !c.client_id.is_empty() {
+                view.install_url = link(format!("oauth/slack/{public}/install"));
+                view.oauth_redirect_url = link("oauth/slack/callback".to_owned());
+            }
         }
     }
     Ok(view)

@@ -210,6 +210,7 @@ pub async fn create(
     let details = Details {
         identity,
         command_ack_text: given.ack.clone().filter(|t| !t.is_empty()),
+        app_id: None,
     };
     let record = ConnectionRecord {
         id: ConnectionId::generate(),

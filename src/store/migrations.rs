@@ -28,6 +28,7 @@ pub const POSTGRES: Files = tree!("postgres";
     (9, "lean queue indexes", "0009_lean_queue_indexes.sql"),
     (10, "dedup by issued time", "0010_dedup_by_issued_time.sql"),
     (11, "channel details", "0011_channel_details.sql"),
+    (12, "slack installations", "0012_slack_installations.sql"),
 );
 
 pub const SQLITE: Files = tree!("sqlite";
@@ -42,6 +43,7 @@ pub const SQLITE: Files = tree!("sqlite";
     (9, "lean queue indexes", "0009_lean_queue_indexes.sql"),
     (10, "dedup by issued time", "0010_dedup_by_issued_time.sql"),
     (11, "channel details", "0011_channel_details.sql"),
+    (12, "slack installations", "0012_slack_installations.sql"),
 );
 
 /// The newest embedded migration's version.

@@ -82,16 +82,20 @@ async fn engine_of(state: &AppState, tenant: &TenantRecord) -> Result<Engine, St
 async fn process(state: &AppState, event: &InboundEvent) -> StoreResult<()> {
     let owner = &state.worker_id;
     let now = || now_millis();
-    let channel = match state
+    let Some((connection, _)) = state
         .store
         .connection_with_token(&event.connection_id)
         .await?
-    {
-        Some((connection, _)) => Channel::of(&connection),
-        None => return Ok(()), // deleted: its events went with it
+    else {
+        return Ok(()); // deleted: its events went with it
     };
+    let channel = Channel::of(&connection);
     let turn = channel.turn(&event.event_type, &event.raw, event.received_at);
-    if let Some(reason) = turn.ignored {
+    let ignored = match turn.ignored {
+        Some(reason) => Some(reason),
+        None => channel.admit(state, &connection, &turn).await?,
+    };
+    if let Some(reason) = ignored {
         state
             .store
             .ignore_inbound(event, owner, reason, now())

@@ -77,10 +77,11 @@ async fn process(state: &AppState, message: &OutboundMessage) -> StoreResult<()>
     };
     let channel = Channel::of(&connection);
     let pace_key = channel.pace_key(message);
-    // A connection whose credentials were refused holds all its sends (its
-    // pace keys may be finer than the connection, as Slack's channels).
-    let held = (pace_key != connection.id.as_str())
-        .then(|| state.pacer.held(connection.id.as_str(), now))
+    // Credentials that were refused hold every send they serve (the
+    // connection, or a Slack workspace), whatever its finer pace key.
+    let hold_key = channel.hold_key(message);
+    let held = (pace_key != hold_key)
+        .then(|| state.pacer.held(&hold_key, now))
         .flatten();
     if let Some(until) = held {
         state.metrics.pacing_delays.inc("held");
@@ -165,7 +166,7 @@ async fn process(state: &AppState, message: &OutboundMessage) -> StoreResult<()>
             // Every send of the connection waits; this one counts an attempt
             // and fails with the reason after the last.
             let until = now + credentials_pause_ms(&state.settings);
-            state.pacer.pause(connection.id.as_str(), until);
+            state.pacer.pause(&hold_key, until);
             tracing::warn!(connection_id = %connection.id, error.message = %error, "the platform refused the connection's credentials; its sends are held");
             retry_later(error).await?;
         }

@@ -20,5 +20,6 @@ mod replicas;
 mod secrets_at_rest;
 mod send;
 mod slack;
+mod slack_installs;
 mod tenants;
 mod tokens;

@@ -16,6 +16,11 @@ pub struct Event {
     /// Events API type (stored, then ignored by the worker).
     pub event_type: String,
     pub conversation: String,
+    /// The workspace (`team_id`).
+    pub team: String,
+    /// `app_uninstalled`, or `tokens_revoked` naming bot tokens: the
+    /// workspace's installation is to be removed.
+    pub uninstalls: bool,
     /// The dedup key's two parts: the Events API `event_id` (hashed), or
     /// the body's hash for commands and actions (which Slack does not retry).
     pub issued: String,
@@ -103,9 +108,17 @@ pub fn event_body(body: &[u8]) -> Result<Parsed, String> {
             // share one conversation per workspace.
             let thread = id(event.get("thread_ts"));
             let key = conversation(team, channel.unwrap_or("-"), thread);
+            let revoked_bots = event
+                .get("tokens")
+                .and_then(|t| t.get("bot"))
+                .and_then(Value::as_array)
+                .is_some_and(|b| !b.is_empty());
             Ok(Parsed::Store(Event {
                 event_type: event_type.to_owned(),
                 conversation: key,
+                team: team.to_owned(),
+                uninstalls: event_type == "app_uninstalled"
+                    || (event_type == "tokens_revoked" && revoked_bots),
                 issued: String::new(),
                 key_hash: hash(&[b"slack-event:", event_id.as_bytes()]),
                 event_time: doc.get("event_time").and_then(Value::as_i64),
@@ -151,6 +164,8 @@ pub fn command_body(body: &[u8]) -> Result<Parsed, String> {
     Ok(Parsed::Store(Event {
         event_type: "command".into(),
         conversation: conversation(team, channel, None),
+        team: team.to_owned(),
+        uninstalls: false,
         issued: String::new(),
         key_hash: hash(&[b"slack-command:", body]),
         event_time: None,
@@ -193,6 +208,8 @@ pub fn interaction_body(body: &[u8]) -> Result<Parsed, String> {
     Ok(Parsed::Store(Event {
         event_type: "block_actions".into(),
         conversation: conversation(team, channel, thread),
+        team: team.to_owned(),
+        uninstalls: false,
         issued: String::new(),
         key_hash: hash(&[b"slack-action:", body]),
         event_time: None,

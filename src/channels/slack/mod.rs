@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod inbound;
+pub mod installs;
 pub mod signature;
 
 use serde_json::{json, Map, Value};
@@ -39,6 +40,10 @@ pub struct Details {
     /// Answered at once to a slash command (ephemeral), if set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command_ack_text: Option<String>,
+    /// The app installs were made for (`oauth.v2.access`'s `app_id`, kept
+    /// from the first): an install by another app is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_id: Option<String>,
 }
 
 impl Details {
@@ -295,6 +300,7 @@ pub fn replies(turn: &Turn, rendered: Vec<Value>) -> Vec<NewOutbound> {
         return Vec::new();
     };
     let thread = turn.conversation.get("thread_ts").and_then(Value::as_str);
+    let team = turn.conversation.get("team_id").and_then(Value::as_str);
     let response_url = (turn.kind == "command")
         .then(|| turn.raw.get("response_url").and_then(Value::as_str))
         .flatten()
@@ -303,7 +309,7 @@ pub fn replies(turn: &Turn, rendered: Vec<Value>) -> Vec<NewOutbound> {
         .into_iter()
         .enumerate()
         .map(|(i, message)| {
-            let mut doc = json!({"message": message, "channel": channel});
+            let mut doc = json!({"message": message, "channel": channel, "team": team});
             if let Some(ts) = thread {
                 doc["thread_ts"] = json!(ts);
             }
@@ -368,9 +374,19 @@ pub fn outgoing(
             return Err(vec![FieldError::new(path, reason)]);
         }
     }
-    let team = Details::of(connection)
-        .identity
-        .map_or_else(|| "-".to_owned(), |i| i.team_id);
+    let team = match &request.team_id {
+        Some(team)
+            if !team.is_empty()
+                && team.len() <= 64
+                && team.bytes().all(|b| b.is_ascii_alphanumeric()) =>
+        {
+            team.clone()
+        }
+        Some(_) => return Err(vec![FieldError::new("team_id", "is not a Slack team id")]),
+        None => Details::of(connection)
+            .identity
+            .map_or_else(|| "-".to_owned(), |i| i.team_id),
+    };
     let channel = &request.target_id;
     let conversation = match thread {
         Some(ts) => format!("s:{team}:{channel}:{ts}"),
@@ -379,7 +395,7 @@ pub fn outgoing(
     let messages = contents
         .iter()
         .map(|message| {
-            let mut doc = json!({"message": message, "channel": channel});
+            let mut doc = json!({"message": message, "channel": channel, "team": team});
             if let Some(ts) = thread {
                 doc["thread_ts"] = json!(ts);
             }
@@ -392,6 +408,38 @@ pub fn outgoing(
         })
         .collect();
     Ok((conversation, messages))
+}
+
+/// Whether an event's workspace may be answered: it has an installation,
+/// or it is the pasted token's (an event of another workspace is never
+/// answered with that token).
+pub async fn admit(
+    state: &AppState,
+    connection: &ConnectionRecord,
+    turn: &Turn,
+) -> Result<Option<&'static str>, crate::store::StoreError> {
+    let Some(team) = turn.conversation.get("team_id").and_then(Value::as_str) else {
+        return Ok(None);
+    };
+    if state
+        .store
+        .installation(&connection.id, team)
+        .await?
+        .is_some()
+    {
+        return Ok(None);
+    }
+    let pasted = Details::of(connection).identity.map(|i| i.team_id);
+    let has_token = connection_secret(state, connection, field::BOT_TOKEN)
+        .await
+        .ok()
+        .flatten()
+        .is_some();
+    Ok(match pasted {
+        Some(t) if t == team => None,
+        None if has_token => None,
+        _ => Some("no installation for this workspace: not answered"),
+    })
 }
 
 /// Whether botgate may post to a `response_url`: Slack's own host over
@@ -446,11 +494,17 @@ pub async fn deliver(
             return Ok(sent);
         }
     }
-    let token = match connection_secret(state, connection, field::BOT_TOKEN).await {
-        Ok(Some(token)) => token,
-        Ok(None) => {
-            return Err("no bot token for this workspace (paste one or install the app)".into())
-        }
+    let team = doc
+        .get("team")
+        .and_then(Value::as_str)
+        .filter(|t| *t != "-");
+    let token = match installs::bot_token(state, connection, team, false).await {
+        Ok(token) => token.token,
+        // Until the workspace installs (again), this message cannot be sent.
+        Err(
+            e @ (installs::TokenProblem::NoInstallation(_)
+            | installs::TokenProblem::NeedsReinstall(_)),
+        ) => return Ok(Sent::Rejected(e.to_string())),
         Err(e) => return Err(e.to_string()),
     };
     let mut post = match body {

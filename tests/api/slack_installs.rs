@@ -1,0 +1,602 @@
+//! "Add to Slack" through the emulator's consent page, per-workspace tokens,
+//! rotation across replicas, uninstall. Both backends.
+
+use std::time::{Duration, Instant};
+
+use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use botgate::emulator::EmulatorConfig;
+
+use crate::both_backends;
+use crate::emulator::{spawn_emulator, Emu};
+use crate::helpers::*;
+
+const PUBLIC: &str = "https://botgate.example.com/base";
+const AUTH: &str = "internal-services-slack-auth-0123";
+
+pub struct Installs {
+    pub app: TestApp,
+    pub emu: Emu,
+    pub tenant: Tenant,
+    pub connection: Value,
+    pub slack: Value,
+}
+
+async fn emulator_app(emu: &Emu, body: Value) -> Value {
+    let res = emu
+        .client
+        .post(format!("{}/slack/emulator/apps", emu.url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    res.json().await.unwrap()
+}
+
+async fn setup(backend: Backend, app_options: Value) -> Installs {
+    let emu = spawn_emulator(EmulatorConfig::default()).await;
+    let slack = emulator_app(&emu, app_options).await;
+    let extra = format!(
+        "slack_api_url = \"{0}/slack/api\"\nslack_authorize_url = \"{0}/slack/oauth/v2/authorize\"\nretry_base_ms = 50\n",
+        emu.url
+    );
+    let app = spawn_app_with(
+        backend,
+        Options {
+            extra,
+            ..Options::default()
+        },
+    )
+    .await;
+    let tenant = app.create_tenant("Installs").await;
+    let connection = app
+        .create_connection(
+            &tenant,
+            &json!({"channel": "slack", "signing_secret": slack["signing_secret"], "client_id": slack["client_id"],
+                    "client_secret": slack["client_secret"], "auth_header": AUTH, "rate_limit_per_minute": 6000}),
+        )
+        .await;
+    Installs {
+        app,
+        emu,
+        tenant,
+        connection,
+        slack,
+    }
+}
+
+fn local(app: &TestApp, public: &str) -> String {
+    app.url(
+        public
+            .strip_prefix(PUBLIC)
+            .unwrap_or_else(|| panic!("{public}")),
+    )
+}
+
+/// A browser's first two steps: the install redirect (and its cookie), then
+/// the consent page's "Allow" and "Cancel" links.
+pub struct Consent {
+    pub cookie: String,
+    pub allow: String,
+    pub deny: String,
+}
+
+impl Installs {
+    async fn start(&self, team: Option<&str>) -> Consent {
+        let install = local(&self.app, self.connection["install_url"].as_str().unwrap());
+        let res = self
+            .app
+            .client
+            .get(format!("{install}?direct=1"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::FOUND);
+        let cookie = res
+            .headers()
+            .get(SET_COOKIE)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_owned();
+        let mut authorize = res
+            .headers()
+            .get(LOCATION)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            authorize.starts_with(&format!("{}/slack/oauth/v2/authorize?", self.emu.url)),
+            "{authorize}"
+        );
+        assert!(authorize.contains(&format!(
+            "client_id={}",
+            self.slack["client_id"].as_str().unwrap()
+        )));
+        assert!(
+            authorize.contains(
+                "redirect_uri=https%3A%2F%2Fbotgate.example.com%2Fbase%2Foauth%2Fslack%2Fcallback"
+            ),
+            "{authorize}"
+        );
+        if let Some(team) = team {
+            authorize.push_str(&format!("&team={team}"));
+        }
+        let page = self
+            .emu
+            .client
+            .get(&authorize)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let link = |id: &str| {
+            let at = page
+                .find(&format!("id={id} href=\""))
+                .unwrap_or_else(|| panic!("{page}"))
+                + id.len()
+                + 10;
+            let end = page[at..].find('"').unwrap();
+            page[at..at + end].replace("&amp;", "&")
+        };
+        Consent {
+            cookie,
+            allow: link("allow"),
+            deny: link("deny"),
+        }
+    }
+
+    /// Follows Slack's redirect back to botgate with a cookie (or none).
+    async fn back(&self, url: &str, cookie: Option<&str>) -> (StatusCode, String) {
+        let mut req = self.app.client.get(local(&self.app, url));
+        if let Some(c) = cookie {
+            req = req.header(COOKIE, c);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status();
+        (status, res.text().await.unwrap())
+    }
+
+    async fn install(&self, team: &str) {
+        let consent = self.start(Some(team)).await;
+        let (status, page) = self.back(&consent.allow, Some(&consent.cookie)).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        assert!(page.contains(&format!("data-team=\"{team}\"")), "{page}");
+    }
+
+    async fn installations(&self) -> Vec<Value> {
+        let (status, body) = self
+            .app
+            .get(
+                &format!(
+                    "/api/v1/tenants/{}/connections/{}/installations",
+                    self.tenant.id,
+                    self.connection["id"].as_str().unwrap()
+                ),
+                &self.tenant.api_key,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["installations"].as_array().unwrap().clone()
+    }
+
+    async fn deliver(&self, team: &str, kind: &str, extra: Value) {
+        let mut body = json!({"app_id": self.slack["app_id"], "url": local(&self.app, self.connection["events_url"].as_str().unwrap()),
+                              "kind": kind, "team": team});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let res = self
+            .emu
+            .client
+            .post(format!("{}/slack/emulator/deliver", self.emu.url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+
+    async fn messages(&self) -> Vec<Value> {
+        let v: Value = self
+            .emu
+            .client
+            .get(format!("{}/slack/emulator/messages", self.emu.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["messages"].as_array().unwrap().clone()
+    }
+
+    async fn stats(&self) -> Value {
+        self.emu
+            .client
+            .get(format!("{}/slack/emulator/stats", self.emu.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    async fn faults(&self, faults: Value) {
+        let res = self
+            .emu
+            .client
+            .put(format!("{}/slack/emulator/faults", self.emu.url))
+            .json(&faults)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+
+    async fn wait_messages(&self, n: usize) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let m = self.messages().await;
+            if m.len() >= n || Instant::now() > deadline {
+                return m;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn token_url(&self, app: &TestApp, team: &str, refresh: bool) -> (StatusCode, Value) {
+        let url = local(app, self.connection["events_url"].as_str().unwrap())
+            .replace("/webhooks/slack/", "/auth/slack/")
+            .replace("/events", if refresh { "/refresh" } else { "" });
+        let req = app
+            .client
+            .request(
+                if refresh { Method::POST } else { Method::GET },
+                format!("{url}?team={team}"),
+            )
+            .header("X-Botgate-Auth", AUTH);
+        decode(req.send().await.unwrap()).await
+    }
+}
+
+/// Two workspaces install through the consent page; each is answered with
+/// its own token; a workspace with no installation is not answered; an
+/// uninstall removes the tokens and later events of that team are refused.
+async fn two_workspaces_install_and_are_answered_with_their_own_tokens(backend: Backend) {
+    let s = setup(backend, json!({})).await;
+    assert!(s.connection["oauth_redirect_url"]
+        .as_str()
+        .unwrap()
+        .ends_with("/oauth/slack/callback"));
+    s.install("TAAA").await;
+    s.install("TBBB").await;
+    let list = s.installations().await;
+    assert_eq!(list.len(), 2, "{list:?}");
+    let stats = s.stats().await;
+    for i in &list {
+        let token = stats["installs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["team_id"] == i["team_id"])
+            .unwrap()["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(!i.to_string().contains(&token), "masked: {i}");
+        assert_eq!(i["status"], "active");
+    }
+    s.deliver(
+        "TAAA",
+        "message",
+        json!({"channel": "C1", "text": "hello A"}),
+    )
+    .await;
+    s.deliver(
+        "TBBB",
+        "message",
+        json!({"channel": "C1", "text": "hello B"}),
+    )
+    .await;
+    s.deliver(
+        "TCCC",
+        "message",
+        json!({"channel": "C1", "text": "nobody installed me"}),
+    )
+    .await;
+    let messages = s.wait_messages(2).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let messages = if messages.len() == 2 {
+        s.messages().await
+    } else {
+        messages
+    };
+    if messages.len() != 2 {
+        let (_, events) = s
+            .app
+            .get(
+                &format!(
+                    "/api/v1/tenants/{}/connections/{}/events",
+                    s.tenant.id,
+                    s.connection["id"].as_str().unwrap()
+                ),
+                &s.tenant.api_key,
+            )
+            .await;
+        let (_, outbox) = s
+            .app
+            .get(
+                &format!(
+                    "/api/v1/connections/{}/messages",
+                    s.connection["id"].as_str().unwrap()
+                ),
+                &s.tenant.api_key,
+            )
+            .await;
+        panic!("{messages:?}\n{events}\n{outbox}");
+    }
+    let by_text = |t: &str| {
+        messages
+            .iter()
+            .find(|m| m["text"] == t)
+            .unwrap_or_else(|| panic!("{t}: {messages:?}"))
+            .clone()
+    };
+    assert_eq!(by_text("hello A")["team_id"], "TAAA");
+    assert_eq!(by_text("hello B")["team_id"], "TBBB");
+
+    // The token URL: each workspace's own; none for a workspace not installed.
+    let (status, a) = s.token_url(&s.app, "TAAA", false).await;
+    assert_eq!(status, StatusCode::OK, "{a}");
+    let (_, b) = s.token_url(&s.app, "TBBB", false).await;
+    assert_ne!(a["access_token"], b["access_token"]);
+    assert_eq!(a["team_id"], "TAAA");
+    let (status, body) = s.token_url(&s.app, "TCCC", false).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let wrong = s
+        .app
+        .client
+        .get(
+            local(&s.app, s.connection["events_url"].as_str().unwrap())
+                .replace("/webhooks/slack/", "/auth/slack/")
+                .replace("/events", "?team=TAAA"),
+        )
+        .header("X-Botgate-Auth", "not-the-header-value-at-all")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+
+    // Uninstalled: the tokens are gone at once; later events are not answered.
+    s.deliver(
+        "TAAA",
+        "event",
+        json!({"event": {"type": "app_uninstalled"}}),
+    )
+    .await;
+    let list = s.installations().await;
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0]["team_id"], "TBBB");
+    let (status, _) = s.token_url(&s.app, "TAAA", false).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    s.deliver(
+        "TAAA",
+        "message",
+        json!({"channel": "C1", "text": "after the uninstall"}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(s.messages().await.len(), 2);
+    // A re-install of TBBB replaces its token.
+    s.install("TBBB").await;
+    let (_, b2) = s.token_url(&s.app, "TBBB", false).await;
+    assert_ne!(b2["access_token"], b["access_token"]);
+    assert_eq!(s.installations().await.len(), 1);
+    // Removed through the API.
+    let (status, _) = s
+        .app
+        .delete(
+            &format!(
+                "/api/v1/tenants/{}/connections/{}/installations/TBBB",
+                s.tenant.id,
+                s.connection["id"].as_str().unwrap()
+            ),
+            &s.tenant.api_key,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert!(s.installations().await.is_empty());
+
+    // No token or refresh token in plaintext at rest.
+    let raw = s.app.db.raw_contents().await;
+    for install in s.stats().await["installs"].as_array().unwrap() {
+        let token = install["access_token"].as_str().unwrap();
+        assert!(
+            !raw.windows(token.len()).any(|w| w == token.as_bytes()),
+            "a bot token in plaintext"
+        );
+    }
+}
+
+/// Forged, reused, expired and other-browser states are refused with a page
+/// and nothing stored; Slack's access_denied gets a friendly page.
+async fn bad_install_states_are_refused_and_store_nothing(backend: Backend) {
+    let s = setup(backend, json!({})).await;
+    let callback = format!("{PUBLIC}/oauth/slack/callback");
+    // Forged.
+    let (status, page) = s
+        .back(
+            &format!("{callback}?code=abc&state=forged-state-value"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{page}");
+    assert!(page.contains("id=\"problem\""), "{page}");
+    // No state at all.
+    let (status, _) = s.back(&format!("{callback}?code=abc"), None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    // Another browser (no cookie, then another browser's cookie).
+    let consent = s.start(Some("TOTHER")).await;
+    let (status, page) = s.back(&consent.allow, None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{page}");
+    assert!(page.contains("another browser"), "{page}");
+    let consent = s.start(Some("TOTHER")).await;
+    let (status, _) = s
+        .back(
+            &consent.allow,
+            Some("botgate_slack_install=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    // Reused: the first use installs, the second is refused.
+    let consent = s.start(Some("TONCE")).await;
+    let (status, _) = s.back(&consent.allow, Some(&consent.cookie)).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, page) = s.back(&consent.allow, Some(&consent.cookie)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{page}");
+    assert!(page.contains("already used"), "{page}");
+    // Expired: the state is ten minutes old.
+    let consent = s.start(Some("TLATE")).await;
+    let mut conn = s.app.db.connect().await;
+    sqlx::query("UPDATE oauth_states SET expires_at = 0")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let (status, page) = s.back(&consent.allow, Some(&consent.cookie)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{page}");
+    assert!(page.contains("expired"), "{page}");
+    // Cancelled at Slack.
+    let consent = s.start(Some("TNO")).await;
+    let (status, page) = s.back(&consent.deny, Some(&consent.cookie)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("cancelled"), "{page}");
+    let teams: Vec<Value> = s
+        .installations()
+        .await
+        .iter()
+        .map(|i| i["team_id"].clone())
+        .collect();
+    assert_eq!(
+        teams,
+        vec![json!("TONCE")],
+        "only the one good install is stored"
+    );
+    // A connection without a client id has no install page.
+    let plain = s.app.create_connection(&s.tenant, &json!({"channel": "slack", "signing_secret": "0123456789abcdef0123", "bot_token": emulator_app(&s.emu, json!({})).await["bot_token"]})).await;
+    assert!(plain.get("install_url").is_none());
+}
+
+/// Token rotation with 4-second tokens on two replicas: every message is
+/// delivered, and the emulator sees one refresh per token lifetime, also
+/// when 200 callers want the token at once when it is due.
+async fn rotating_tokens_refresh_once_per_lifetime_across_replicas(backend: Backend) {
+    let s = setup(
+        backend,
+        json!({"rotation": true, "token_lifetime_seconds": 4}),
+    )
+    .await;
+    let replica = spawn_replica(&s.app).await;
+    s.install("TROT").await;
+    assert_eq!(s.installations().await[0]["token_rotation"], true);
+    // Due after half its life: 200 concurrent readers on two replicas.
+    tokio::time::sleep(Duration::from_millis(2300)).await;
+    let before = s.stats().await["refreshes"].as_u64().unwrap();
+    let answers = join_all((0..200).map(|i| {
+        let app = if i % 2 == 0 { &s.app } else { &replica };
+        s.token_url(app, "TROT", false)
+    }))
+    .await;
+    for (status, body) in &answers {
+        assert_eq!(*status, StatusCode::OK, "{body}");
+    }
+    let after = s.stats().await["refreshes"].as_u64().unwrap();
+    assert_eq!(after - before, 1, "one refresh for 200 callers");
+    // Messages through both replicas for 10 s (2.5 lifetimes).
+    let id = s.connection["id"].as_str().unwrap();
+    let started = Instant::now();
+    let mut sent = 0;
+    while started.elapsed() < Duration::from_secs(10) {
+        let app = if sent % 2 == 0 { &s.app } else { &replica };
+        let (status, body) = app
+            .send_json(Method::POST, &format!("/api/v1/connections/{id}/messages"), &s.tenant.api_key,
+                &json!({"channel_id": format!("C{}", sent % 4), "team_id": "TROT", "content": {"text": format!("m{sent}")}}))
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        sent += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let messages = s.wait_messages(sent).await;
+    if messages.len() != sent {
+        let (_, outbox) = s
+            .app
+            .get(
+                &format!("/api/v1/connections/{id}/messages?limit=5"),
+                &s.tenant.api_key,
+            )
+            .await;
+        let metrics = s.app.get_text("/metrics").await;
+        panic!(
+            "{} of {sent} delivered: {outbox}\n{metrics}",
+            messages.len()
+        );
+    }
+    assert!(messages.iter().all(|m| m["team_id"] == "TROT"));
+    let stats = s.stats().await;
+    let refreshes = stats["refreshes"].as_u64().unwrap();
+    assert_eq!(
+        refreshes,
+        stats["installs"][0]["refreshes"].as_u64().unwrap()
+    );
+    // 4 s tokens refreshed at half their life, over the whole run: one per
+    // two seconds at most (never two for one lifetime).
+    let run = started.elapsed().as_secs_f64() + 2.3;
+    let most = (run / 2.0).ceil() as u64 + 1;
+    assert!(
+        (3..=most).contains(&refreshes),
+        "{refreshes} refreshes in {run:.1} s"
+    );
+    assert_eq!(s.installations().await[0]["status"], "active");
+
+    // A refused refresh token: the workspace needs a re-install.
+    s.faults(json!({"refuse_refresh": true})).await;
+    let (status, body) = s.token_url(&s.app, "TROT", true).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"]["code"], "needs_reinstall");
+    assert_eq!(s.installations().await[0]["status"], "needs_reinstall");
+    let metrics = s.app.get_text("/metrics").await;
+    assert!(
+        metrics.contains("botgate_slack_installations_needing_reinstall 1"),
+        "{metrics}"
+    );
+    // Installing again repairs it.
+    s.faults(json!({})).await;
+    s.install("TROT").await;
+    assert_eq!(s.installations().await[0]["status"], "active");
+    let raw = s.app.db.raw_contents().await;
+    for install in s.stats().await["installs"].as_array().unwrap() {
+        for field in ["access_token", "refresh_token"] {
+            let token = install[field].as_str().unwrap();
+            assert!(
+                !raw.windows(token.len()).any(|w| w == token.as_bytes()),
+                "{field} in plaintext"
+            );
+        }
+    }
+}
+
+both_backends!(
+    two_workspaces_install_and_are_answered_with_their_own_tokens,
+    bad_install_states_are_refused_and_store_nothing,
+    rotating_tokens_refresh_once_per_lifetime_across_replicas,
+);
