@@ -592,6 +592,11 @@ async fn connection_view(
     let now = now_millis();
     let id = c.id.as_str();
     let slack = Channel::of(c) == Channel::Slack;
+    let installations = if slack {
+        state.store.installations(&c.id).await?
+    } else {
+        Vec::new()
+    };
     let body = html! {
         @if let Some(f) = flash { (f) }
         section #urls {
@@ -603,6 +608,8 @@ async fn connection_view(
                 ("events-url", T::EventsUrl, &view.events_url),
                 ("commands-url", T::CommandsUrl, &view.commands_url),
                 ("interactions-url", T::InteractionsUrl, &view.interactions_url),
+                ("install-url", T::InstallUrl, &view.install_url),
+                ("oauth-redirect-url", T::OAuthRedirectUrl, &view.oauth_redirect_url),
             ];
             @for (id, label, url) in urls {
                 @if let Some(url) = url { (copyable(id, label.get(l), url, l)) }
@@ -648,6 +655,35 @@ async fn connection_view(
                 }
             }
         } }
+        @if slack && !c.client_id.is_empty() {
+            section #installations {
+                h2 { (T::Installations.get(l)) }
+                @if installations.is_empty() {
+                    p.empty { (T::NoInstallations.get(l)) }
+                } @else {
+                    table {
+                        thead { tr { th { (T::Workspace.get(l)) } th { (T::Status.get(l)) } th { (T::Scopes.get(l)) } th { (T::InstalledAt.get(l)) } } }
+                        tbody {
+                            @for i in &installations {
+                                tr data-team=(i.team_id) data-status=(i.status) {
+                                    td { (i.team_name) " " code { (i.team_id) } }
+                                    td {
+                                        @if i.status == "active" {
+                                            span.status { (T::StatusActive.get(l)) }
+                                        } @else {
+                                            span.status.failed { (T::NeedsReinstall.get(l)) }
+                                        }
+                                    }
+                                    td { code { (i.scopes) } }
+                                    td { (when(i.installed_at)) }
+                                }
+                            }
+                        }
+                    }
+                }
+                small.hint { (T::InstallHint.get(l)) }
+            }
+        }
         section #events {
             h2 { (T::RecentEvents.get(l)) }
             @if !dead.is_empty() {

@@ -116,6 +116,14 @@ texts! {
     InteractionsUrl => "Interactivity & Shortcuts → Request URL", "Interactivity & Shortcuts → Request URL";
     SlackUrlsHint => "Paste each URL into your app's settings at api.slack.com/apps; subscribe to message.im, message.channels and app_mention bot events.", "각 URL을 api.slack.com/apps의 앱 설정에 붙여 넣고, 봇 이벤트 message.im, message.channels, app_mention을 구독하세요.";
     Workspace => "Workspace", "워크스페이스";
+    InstallUrl => "Add to Slack page (share it with workspace admins)", "Add to Slack 페이지(워크스페이스 관리자에게 공유)";
+    OAuthRedirectUrl => "OAuth & Permissions → Redirect URLs", "OAuth & Permissions → Redirect URLs";
+    Installations => "Installations", "설치된 워크스페이스";
+    NoInstallations => "No workspace has installed the app yet: share the Add to Slack page.", "아직 앱을 설치한 워크스페이스가 없습니다. Add to Slack 페이지를 공유하세요.";
+    InstalledAt => "Installed", "설치 시각";
+    StatusActive => "active", "정상";
+    NeedsReinstall => "needs re-install", "재설치 필요";
+    InstallHint => "A workspace marked \"needs re-install\" lost its refresh token: its admin opens the Add to Slack page again. Uninstalling the app in Slack removes its tokens here at once.", "\"재설치 필요\"로 표시된 워크스페이스는 갱신 토큰이 거부된 것입니다. 해당 관리자가 Add to Slack 페이지를 다시 열어야 합니다. Slack에서 앱을 제거하면 여기의 토큰도 즉시 삭제됩니다.";
     SlackConnected => "Connected. Three steps are left in your app's settings at api.slack.com/apps:", "연결되었습니다. api.slack.com/apps의 앱 설정에서 남은 세 단계:";
     SlackStepEvents => "Event Subscriptions: turn it on, paste the Events Request URL below (Slack checks it at once), and subscribe to the bot events message.im, message.channels and app_mention.", "Event Subscriptions: 사용으로 바꾸고 아래 Events Request URL을 붙여 넣은 뒤(Slack이 바로 확인합니다) 봇 이벤트 message.im, message.channels, app_mention을 구독하세요.";
     SlackStepCommands => "Slash Commands: create each command (e.g. /luckydraw) with the Commands Request URL below.", "Slash Commands: 각 명령(예: /luckydraw)을 만들고 아래 Commands Request URL을 입력하세요.";

@@ -28,7 +28,7 @@ async fn console_app(backend: Backend, emu: &Emu, public_url: &str) -> TestApp {
         Options {
             extra: format!(
                 "naverworks_auth_url = \"{0}/oauth2/v2.0\"\nnaverworks_api_url = \"{0}/v1.0\"\n\
-                 slack_api_url = \"{0}/slack/api\"\nretry_base_ms = 50\nengine_max_attempts = 2\nengine_timeout_seconds = 2",
+                 slack_api_url = \"{0}/slack/api\"\nslack_authorize_url = \"{0}/slack/oauth/v2/authorize\"\nretry_base_ms = 50\nengine_max_attempts = 2\nengine_timeout_seconds = 2",
                 emu.url
             ),
             public_url: Some(public_url.to_owned()),
@@ -470,6 +470,26 @@ async fn a_builder_connects_a_slack_app_in_a_real_browser() {
     browser
         .screenshot(&screenshots().join("slack-connection-en.png"))
         .await;
+
+    // An app for many workspaces: "Add to Slack" through the consent page.
+    browser.goto(&app.url("/console/connections/new?channel=slack")).await;
+    browser.fill("#signing_secret", slack["signing_secret"].as_str().unwrap()).await;
+    browser.fill("#client_id", slack["client_id"].as_str().unwrap()).await;
+    browser.fill("#client_secret", slack["client_secret"].as_str().unwrap()).await;
+    browser.click("#submit-connect").await;
+    let install_url = browser.text("#install-url").await;
+    assert!(browser.text("#oauth-redirect-url").await.ends_with("/oauth/slack/callback"));
+    assert!(browser.text("#installations").await.contains("No workspace"));
+    let apps_page = browser.url().await.split('?').next().unwrap().to_owned();
+    browser.goto(&install_url.replace(public, &app.address)).await;
+    browser.click("#add-to-slack").await;
+    let allow = browser.find("#allow").await;
+    let back = browser.attribute(&allow, "href").await.unwrap();
+    browser.goto(&back.replace(public, &app.address)).await;
+    let installed = browser.text("#installed").await;
+    assert!(installed.contains("installed in"), "{installed}");
+    browser.goto(&apps_page).await;
+    assert_eq!(browser.find_all("#installations tr[data-status=active]").await.len(), 1);
     // Korean.
     browser.click("#lang-ko").await;
     assert!(browser.text("#urls").await.contains("api.slack.com/apps"));
