@@ -472,16 +472,32 @@ async fn a_builder_connects_a_slack_app_in_a_real_browser() {
         .await;
 
     // An app for many workspaces: "Add to Slack" through the consent page.
-    browser.goto(&app.url("/console/connections/new?channel=slack")).await;
-    browser.fill("#signing_secret", slack["signing_secret"].as_str().unwrap()).await;
-    browser.fill("#client_id", slack["client_id"].as_str().unwrap()).await;
-    browser.fill("#client_secret", slack["client_secret"].as_str().unwrap()).await;
+    browser
+        .goto(&app.url("/console/connections/new?channel=slack"))
+        .await;
+    browser
+        .fill("#signing_secret", slack["signing_secret"].as_str().unwrap())
+        .await;
+    browser
+        .fill("#client_id", slack["client_id"].as_str().unwrap())
+        .await;
+    browser
+        .fill("#client_secret", slack["client_secret"].as_str().unwrap())
+        .await;
     browser.click("#submit-connect").await;
     let install_url = browser.text("#install-url").await;
-    assert!(browser.text("#oauth-redirect-url").await.ends_with("/oauth/slack/callback"));
-    assert!(browser.text("#installations").await.contains("No workspace"));
+    assert!(browser
+        .text("#oauth-redirect-url")
+        .await
+        .ends_with("/oauth/slack/callback"));
+    assert!(browser
+        .text("#installations")
+        .await
+        .contains("No workspace"));
     let apps_page = browser.url().await.split('?').next().unwrap().to_owned();
-    browser.goto(&install_url.replace(public, &app.address)).await;
+    browser
+        .goto(&install_url.replace(public, &app.address))
+        .await;
     browser.click("#add-to-slack").await;
     let allow = browser.find("#allow").await;
     let back = browser.attribute(&allow, "href").await.unwrap();
@@ -489,7 +505,13 @@ async fn a_builder_connects_a_slack_app_in_a_real_browser() {
     let installed = browser.text("#installed").await;
     assert!(installed.contains("installed in"), "{installed}");
     browser.goto(&apps_page).await;
-    assert_eq!(browser.find_all("#installations tr[data-status=active]").await.len(), 1);
+    assert_eq!(
+        browser
+            .find_all("#installations tr[data-status=active]")
+            .await
+            .len(),
+        1
+    );
     // Korean.
     browser.click("#lang-ko").await;
     assert!(browser.text("#urls").await.contains("api.slack.com/apps"));
