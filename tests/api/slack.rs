@@ -1020,6 +1020,15 @@ async fn sigkill_mid_slack_load_loses_no_acknowledged_event(backend: Backend) {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Neither secret reached the processes' log.
+    let log = std::fs::read_to_string(dir.path().join("botgate.log")).unwrap();
+    assert!(log.contains("connection created"), "the log was written");
+    for secret in [
+        slack["bot_token"].as_str().unwrap(),
+        slack["signing_secret"].as_str().unwrap(),
+    ] {
+        assert!(!log.contains(secret), "a secret in the log");
+    }
 }
 
 both_backends!(sigkill_mid_slack_load_loses_no_acknowledged_event);

@@ -403,6 +403,19 @@ async fn two_workspaces_install_and_are_answered_with_their_own_tokens(backend: 
     let (_, b2) = s.token_url(&s.app, "TBBB", false).await;
     assert_ne!(b2["access_token"], b["access_token"]);
     assert_eq!(s.installations().await.len(), 1);
+    // tokens_revoked naming the bot removes a workspace's tokens too.
+    s.install("TREV").await;
+    s.deliver(
+        "TREV",
+        "event",
+        json!({"event": {"type": "tokens_revoked", "tokens": {"oauth": [], "bot": ["UBOT"]}}}),
+    )
+    .await;
+    assert!(s
+        .installations()
+        .await
+        .iter()
+        .all(|i| i["team_id"] != "TREV"));
     // Removed through the API.
     let (status, _) = s
         .app
@@ -509,10 +522,10 @@ async fn rotating_tokens_refresh_once_per_lifetime_across_replicas(backend: Back
     let replica = spawn_replica(&s.app).await;
     s.install("TROT").await;
     assert_eq!(s.installations().await[0]["token_rotation"], true);
-    // Due after half its life: 200 concurrent readers on two replicas.
+    // Due after half its life: 500 concurrent readers on two replicas.
     tokio::time::sleep(Duration::from_millis(2300)).await;
     let before = s.stats().await["refreshes"].as_u64().unwrap();
-    let answers = join_all((0..200).map(|i| {
+    let answers = join_all((0..500).map(|i| {
         let app = if i % 2 == 0 { &s.app } else { &replica };
         s.token_url(app, "TROT", false)
     }))
@@ -521,7 +534,7 @@ async fn rotating_tokens_refresh_once_per_lifetime_across_replicas(backend: Back
         assert_eq!(*status, StatusCode::OK, "{body}");
     }
     let after = s.stats().await["refreshes"].as_u64().unwrap();
-    assert_eq!(after - before, 1, "one refresh for 200 callers");
+    assert_eq!(after - before, 1, "one refresh for 500 callers");
     // Messages through both replicas for 10 s (2.5 lifetimes).
     let id = s.connection["id"].as_str().unwrap();
     let started = Instant::now();
@@ -600,3 +613,183 @@ both_backends!(
     bad_install_states_are_refused_and_store_nothing,
     rotating_tokens_refresh_once_per_lifetime_across_replicas,
 );
+
+/// A real process at debug logging: an install, a message and a token
+/// refresh leave no bot token, refresh token or secret in its log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_install_and_a_refresh_leave_no_token_in_the_log() {
+    use crate::crash::{start, wait_healthy};
+    use secrecy::ExposeSecret;
+    let emu = spawn_emulator(EmulatorConfig::default()).await;
+    let slack = emulator_app(&emu, json!({"rotation": true, "token_lifetime_seconds": 4})).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new(Backend::Sqlite, dir.path()).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let admin = "install-log-admin-token-0123456789".to_owned();
+    let env: Vec<(String, String)> = [
+        ("BOTGATE_LISTEN", format!("127.0.0.1:{port}")),
+        ("BOTGATE_PUBLIC_URL", format!("{base}/")),
+        ("BOTGATE_DATABASE_URL", db.url.clone()),
+        (
+            "BOTGATE_DATA_DIR",
+            dir.path().join("data").display().to_string(),
+        ),
+        (
+            "BOTGATE_MASTER_KEY",
+            botgate::secrets::MasterKey::generate()
+                .to_base64()
+                .expose_secret()
+                .to_owned(),
+        ),
+        ("BOTGATE_ADMIN_TOKEN", admin.clone()),
+        ("BOTGATE_SLACK_API_URL", format!("{}/slack/api", emu.url)),
+        (
+            "BOTGATE_SLACK_AUTHORIZE_URL",
+            format!("{}/slack/oauth/v2/authorize", emu.url),
+        ),
+        ("BOTGATE_LOG", "botgate=debug".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let _process = start(&env, dir.path());
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    wait_healthy(&client, &base).await;
+    let tenant: Value = client
+        .post(format!("{base}/api/v1/tenants"))
+        .bearer_auth(&admin)
+        .json(&json!({"name": "Log"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = tenant["api_key"].as_str().unwrap();
+    let conn: Value = client.post(format!("{base}/api/v1/tenants/{}/connections", tenant["id"].as_str().unwrap())).bearer_auth(key)
+        .json(&json!({"channel": "slack", "signing_secret": slack["signing_secret"], "client_id": slack["client_id"],
+                      "client_secret": slack["client_secret"], "auth_header": AUTH}))
+        .send().await.unwrap().json().await.unwrap();
+    let res = client
+        .get(format!(
+            "{}?direct=1",
+            conn["install_url"].as_str().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap();
+    let cookie = res
+        .headers()
+        .get(SET_COOKIE)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let page = emu
+        .client
+        .get(res.headers().get(LOCATION).unwrap().to_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let at = page.find("id=allow href=\"").unwrap() + 15;
+    let allow = page[at..at + page[at..].find('"').unwrap()].replace("&amp;", "&");
+    let res = client
+        .get(&allow)
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    // A message with the installed token, then a forced refresh.
+    let team = emu
+        .client
+        .get(format!("{}/slack/emulator/stats", emu.url))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap()["installs"][0]["team_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let res = client
+        .post(format!(
+            "{base}/api/v1/connections/{}/messages",
+            conn["id"].as_str().unwrap()
+        ))
+        .bearer_auth(key)
+        .json(&json!({"channel_id": "C1", "team_id": team, "content": {"text": "logged?"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let auth = conn["events_url"]
+        .as_str()
+        .unwrap()
+        .replace("/webhooks/slack/", "/auth/slack/")
+        .replace("/events", "/refresh");
+    let res = client
+        .post(format!("{auth}?team={team}"))
+        .header("X-Botgate-Auth", AUTH)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let served: Value = res.json().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let v: Value = emu
+            .client
+            .get(format!("{}/slack/emulator/messages", emu.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if !v["messages"].as_array().unwrap().is_empty() || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stats: Value = emu
+        .client
+        .get(format!("{}/slack/emulator/stats", emu.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(stats["refreshes"].as_u64().unwrap() >= 1);
+    let log = std::fs::read_to_string(dir.path().join("botgate.log")).unwrap();
+    assert!(
+        log.contains("Slack workspace installed") && log.contains("Slack token refreshed"),
+        "{log}"
+    );
+    let install = &stats["installs"][0];
+    for secret in [
+        install["access_token"].as_str().unwrap(),
+        install["refresh_token"].as_str().unwrap(),
+        served["access_token"].as_str().unwrap(),
+        slack["client_secret"].as_str().unwrap(),
+        slack["signing_secret"].as_str().unwrap(),
+    ] {
+        assert!(!log.contains(secret), "a secret in the log");
+    }
+}
