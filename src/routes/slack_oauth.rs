@@ -30,6 +30,8 @@ use crate::store::{ConnectionUpdate, Installation};
 
 const COOKIE: &str = "botgate_slack_install";
 const STATE_LIFETIME_MS: i64 = 10 * 60 * 1000;
+/// Installs of one connection that may be in progress at once.
+const MAX_STATES_IN_FLIGHT: i64 = 1000;
 
 fn hash(text: &str) -> String {
     crate::secrets::hex(&Sha256::digest(text.as_bytes()))
@@ -101,6 +103,19 @@ pub async fn install(
         .unwrap_or_else(random_token);
     let oauth_state = random_token();
     let now = now_millis();
+    // Anyone may open the page; what it stores is bounded per connection.
+    if state
+        .store
+        .oauth_states_in_flight(&connection.id, now)
+        .await?
+        >= MAX_STATES_IN_FLIGHT
+    {
+        return Ok(page(
+            actix_web::http::StatusCode::TOO_MANY_REQUESTS,
+            "Too many installs in progress",
+            html! { p #problem { "Too many installs of this app were started in the last ten minutes. Try again later." } },
+        ));
+    }
     state
         .store
         .put_oauth_state(

@@ -7,6 +7,9 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+/// Keys kept before the idle ones are dropped.
+const MAX_KEYS: usize = 100_000;
+
 #[derive(Default)]
 pub struct Pacer {
     /// Earliest time (Unix ms) of the next send, per pace key (the
@@ -22,6 +25,11 @@ impl Pacer {
             .next
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Keys are per connection, and for Slack per channel and workspace:
+        // past a bound, the idle ones (free to send again) are forgotten.
+        if next.len() >= MAX_KEYS && !next.contains_key(key) {
+            next.retain(|_, at| *at > now);
+        }
         // Allow a short burst (one second's worth) after idleness, then space.
         let slot = match next.get_mut(key) {
             Some(slot) => slot,
@@ -75,5 +83,20 @@ mod tests {
         assert!(pacer.try_acquire(a, 60, now + 1000).is_ok());
         pacer.pause(b, now + 30_000);
         assert_eq!(pacer.try_acquire(b, 60, now + 1000), Err(now + 30_000));
+    }
+
+    #[test]
+    fn idle_keys_are_forgotten_past_the_bound() {
+        let pacer = Pacer::default();
+        let now = 1_000_000;
+        for i in 0..MAX_KEYS {
+            assert!(pacer.try_acquire(&format!("con/C{i}"), 60, now).is_ok());
+        }
+        pacer.pause("con#T1", now + 60_000);
+        // Later, the idle keys go; the paused one stays.
+        assert!(pacer.try_acquire("con/new", 60, now + 5_000).is_ok());
+        let kept = pacer.next.lock().unwrap().len();
+        assert_eq!(kept, 2, "the paused key and the new one");
+        assert_eq!(pacer.held("con#T1", now + 5_000), Some(now + 60_000));
     }
 }

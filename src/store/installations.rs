@@ -303,6 +303,24 @@ impl Store {
         row.try_get("n").map_err(classify)
     }
 
+    /// Unexpired states of a connection (the install page is public: they
+    /// are capped).
+    pub async fn oauth_states_in_flight(
+        &self,
+        connection: &ConnectionId,
+        now: i64,
+    ) -> StoreResult<i64> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM oauth_states WHERE connection_id = $1 AND expires_at >= $2",
+        )
+        .bind(connection.as_str())
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(classify)?;
+        row.try_get("n").map_err(classify)
+    }
+
     pub async fn put_oauth_state(
         &self,
         state_hash: &str,

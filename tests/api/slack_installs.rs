@@ -505,6 +505,27 @@ async fn bad_install_states_are_refused_and_store_nothing(backend: Backend) {
         vec![json!("TONCE")],
         "only the one good install is stored"
     );
+    // The public install page stores at most 1,000 states in flight.
+    let id = s.connection["id"].as_str().unwrap();
+    let values: Vec<String> = (0..1000)
+        .map(|i| format!("('flood-{i}', '{id}', 'x', 9000000000000)"))
+        .collect();
+    sqlx::query(&format!(
+        "INSERT INTO oauth_states (state_hash, connection_id, browser_hash, expires_at) VALUES {}",
+        values.join(", ")
+    ))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let install = local(&s.app, s.connection["install_url"].as_str().unwrap());
+    let res = s
+        .app
+        .client
+        .get(format!("{install}?direct=1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
     // A connection without a client id has no install page.
     let plain = s.app.create_connection(&s.tenant, &json!({"channel": "slack", "signing_secret": "0123456789abcdef0123", "bot_token": emulator_app(&s.emu, json!({})).await["bot_token"]})).await;
     assert!(plain.get("install_url").is_none());
