@@ -41,6 +41,7 @@ const KEYS: &[&str] = &[
     "token_lease_seconds",
     "auth_failure_limit",
     "auth_block_seconds",
+    "trusted_proxies",
     "workers",
     "dedup_window_seconds",
     "engine_timeout_seconds",
@@ -88,6 +89,10 @@ pub struct Settings {
     /// before it is refused (429) for `auth_block`.
     pub auth_failure_limit: u32,
     pub auth_block: std::time::Duration,
+    /// Proxies whose `X-Forwarded-For` / `Forwarded` names the client for
+    /// the failure limiter (CIDR list); from any other peer the header is
+    /// ignored.
+    pub trusted_proxies: Vec<crate::outbound::Network>,
     /// Run the inbox and outbox workers in this process (off: API only).
     pub workers: bool,
     /// A callback body seen again within this window is a duplicate.
@@ -205,6 +210,7 @@ impl std::fmt::Debug for Settings {
             .field("dedup_window", &self.dedup_window)
             .field("engine_timeout", &self.engine_timeout)
             .field("engine_allowed_networks", &self.engine_allowed_networks)
+            .field("trusted_proxies", &self.trusted_proxies)
             .field("engine_max_answer_bytes", &self.engine_max_answer_bytes)
             .field("engine_max_attempts", &self.engine_max_attempts)
             .field("send_timeout", &self.send_timeout)
@@ -345,6 +351,7 @@ impl Settings {
             "engine_allowed_networks",
             crate::outbound::Network::parse_list,
         );
+        let trusted_proxies = p.parse("trusted_proxies", crate::outbound::Network::parse_list);
         let engine_max_answer_bytes = p.parse("engine_max_answer_bytes", |s| {
             s.parse::<usize>()
                 .ok()
@@ -416,6 +423,7 @@ impl Settings {
             dedup_window,
             engine_timeout,
             engine_allowed_networks,
+            trusted_proxies,
             engine_max_answer_bytes,
             engine_max_attempts,
             send_timeout,

@@ -44,6 +44,9 @@ pub enum ApiError {
     BadRequest(&'static str, String),
     #[error("no NAVER WORKS token: {0}")]
     Token(crate::naverworks::token::TokenError),
+    /// Too many failed attempts from this client; retry after the seconds.
+    #[error("too many failed attempts from this address; try again later")]
+    Throttled(u64),
     /// A platform botgate had to ask could not answer (502).
     #[error("{0}")]
     Upstream(&'static str),
@@ -78,6 +81,7 @@ impl ApiError {
             Self::BotMismatch(_) => "bot_id_mismatch",
             Self::BadRequest(code, _) => code,
             Self::Upstream(_) => "upstream_unavailable",
+            Self::Throttled(_) => "too_many_failures",
             Self::Internal(_) => "internal_error",
         }
     }
@@ -118,6 +122,7 @@ impl ResponseError for ApiError {
             Self::BotMismatch(_) => StatusCode::FORBIDDEN,
             Self::BadRequest(..) => StatusCode::BAD_REQUEST,
             Self::Upstream(_) => StatusCode::BAD_GATEWAY,
+            Self::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -141,6 +146,9 @@ impl ResponseError for ApiError {
             }
             Self::Busy => {
                 response.insert_header((header::RETRY_AFTER, "1"));
+            }
+            Self::Throttled(seconds) => {
+                response.insert_header((header::RETRY_AFTER, seconds.to_string()));
             }
             Self::Token(e) if e.is_transient() => {
                 response.insert_header((header::RETRY_AFTER, "5"));

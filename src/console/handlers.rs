@@ -191,12 +191,15 @@ async fn sign_in_inner(ctx: &Ctx, req: &HttpRequest, form: &HashMap<String, Stri
     if !genuine {
         return Ok(form_expired(ctx));
     }
-    let ip = req
-        .peer_addr()
-        .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |a| a.ip());
-    // Guessing keys here counts against the same per-address budget as the
-    // auth URLs.
-    if ctx.state.limiter.blocked(ip).is_some() {
+    // Guessing keys here is counted per client, as on the auth URLs.
+    let ip = crate::state::limiter::client(
+        req.peer_addr().map(|a| a.ip()),
+        req.headers(),
+        &ctx.state.settings.trusted_proxies,
+    );
+    let attempt =
+        crate::state::limiter::Attempt::new(ip, crate::state::limiter::Family::Console, None);
+    if ctx.state.limiter.blocked(&attempt).is_some() {
         return Ok(sign_in_form(ctx, StatusCode::TOO_MANY_REQUESTS, true, None));
     }
     let key = text(form, "key");
@@ -206,7 +209,7 @@ async fn sign_in_inner(ctx: &Ctx, req: &HttpRequest, form: &HashMap<String, Stri
         Caller::of_token(&ctx.state, &key).await?
     };
     let Some(caller) = caller else {
-        tokio::time::sleep(ctx.state.limiter.failure(ip)).await;
+        tokio::time::sleep(ctx.state.limiter.failure(&attempt)).await;
         return Ok(sign_in_form(ctx, StatusCode::UNAUTHORIZED, true, None));
     };
     let (role, tenant_id) = match caller {

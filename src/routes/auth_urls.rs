@@ -9,8 +9,6 @@
 //! refused with 429 for a while after `auth_failure_limit`. Every attempt on
 //! a known connection goes to the audit log (never the token).
 
-use std::net::IpAddr;
-
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
@@ -21,6 +19,7 @@ use crate::domain::ids::PublicId;
 use crate::domain::{now_millis, rfc3339};
 use crate::error::ApiError;
 use crate::secrets::hashing::verify_salted;
+use crate::state::limiter::{client, Attempt, Family};
 use crate::state::AppState;
 use crate::store::AuditEntry;
 use crate::token_cache::TokenFailure;
@@ -99,10 +98,13 @@ async fn serve(
     force: bool,
     channel: Channel,
 ) -> Result<HttpResponse, ApiError> {
-    let ip = req
-        .peer_addr()
-        .map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
-    if let Some(retry) = state.limiter.blocked(ip) {
+    let ip = client(
+        req.peer_addr().map(|a| a.ip()),
+        req.headers(),
+        &state.settings.trusted_proxies,
+    );
+    let attempt = Attempt::new(ip, Family::AuthUrls, Some(public_id));
+    if let Some(retry) = state.limiter.blocked(&attempt) {
         state.metrics.auth_urls.inc("limited");
         return Ok(HttpResponse::TooManyRequests()
             .insert_header((header::RETRY_AFTER, retry.to_string()))
@@ -140,7 +142,7 @@ async fn serve(
     let Some((connection, meta)) = found.as_ref().filter(|_| valid) else {
         audit("denied");
         state.metrics.auth_urls.inc("denied");
-        let delay = state.limiter.failure(ip);
+        let delay = state.limiter.failure(&attempt);
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }

@@ -9,6 +9,7 @@ use actix_web::{web, FromRequest, HttpRequest};
 
 use crate::error::ApiError;
 pub use crate::service::auth::Caller;
+use crate::state::limiter::{client, Attempt, Family};
 use crate::state::AppState;
 use crate::store::{ConnectionRecord, TenantRecord};
 
@@ -29,12 +30,36 @@ impl FromRequest for Caller {
     fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
         let state = req.app_data::<web::Data<AppState>>().cloned();
         let token = bearer(req);
+        // Wrong tokens are counted per client, and slowed then refused.
+        let attempt = state.as_ref().map(|s| {
+            let ip = client(
+                req.peer_addr().map(|a| a.ip()),
+                req.headers(),
+                &s.settings.trusted_proxies,
+            );
+            Attempt::new(ip, Family::Api, None)
+        });
         Box::pin(async move {
-            let state = state.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no app state")))?;
-            let token = token.ok_or(ApiError::Unauthorized)?;
-            Caller::of_token(&state, &token)
-                .await?
-                .ok_or(ApiError::Unauthorized)
+            let (Some(state), Some(attempt)) = (state, attempt) else {
+                return Err(ApiError::Internal(anyhow::anyhow!("no app state")));
+            };
+            if let Some(retry) = state.limiter.blocked(&attempt) {
+                return Err(ApiError::Throttled(retry));
+            }
+            let caller = match token {
+                Some(token) => Caller::of_token(&state, &token).await?,
+                None => None,
+            };
+            match caller {
+                Some(caller) => Ok(caller),
+                None => {
+                    let delay = state.limiter.failure(&attempt);
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
+                    Err(ApiError::Unauthorized)
+                }
+            }
         })
     }
 }

@@ -611,3 +611,149 @@ async fn changes_made_elsewhere_reach_the_cache() {
         "the listener is back"
     );
 }
+
+/// Behind a trusted proxy: each client is counted by the address the proxy
+/// names (IPv6 by /64), per connection; a correct header from another
+/// client is never refused because of someone else's failures; a client
+/// cannot name itself through the header without the proxy. The
+/// management API's bearer tokens are counted too.
+async fn failures_are_counted_per_client_behind_a_trusted_proxy(backend: Backend) {
+    let s = setup(
+        backend,
+        EmulatorConfig::default(),
+        "auth_failure_limit = 6\nauth_block_seconds = 60\ntrusted_proxies = \"127.0.0.1/32\"",
+    )
+    .await;
+    let path = s.auth_path();
+    let from = |client: &str, header: &str| {
+        s.app
+            .client
+            .get(s.app.url(&path))
+            .header("X-Forwarded-For", format!("{client}, 127.0.0.1"))
+            .header(AUTH, header.to_owned())
+            .send()
+    };
+    for _ in 0..6 {
+        assert_eq!(
+            from("203.0.113.7", "guess-guess-guess-guess")
+                .await
+                .unwrap()
+                .status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(
+        from("203.0.113.7", HEADER).await.unwrap().status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "its own failures"
+    );
+    assert_eq!(
+        from("198.51.100.9", HEADER).await.unwrap().status(),
+        StatusCode::OK,
+        "another client behind the same proxy"
+    );
+    // IPv6: one /64 is one client.
+    for _ in 0..6 {
+        from("2001:db8:5:6::1", "guess-guess-guess-guess")
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        from("2001:db8:5:6::ffff", HEADER).await.unwrap().status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(
+        from("2001:db8:5:7::1", HEADER).await.unwrap().status(),
+        StatusCode::OK
+    );
+    // Another connection of the same tenant: the blocked client is served there.
+    let other = s
+        .app
+        .create_connection(&s.tenant, &connection_body("3000003"))
+        .await;
+    let other_path = other["auth_url"]
+        .as_str()
+        .unwrap()
+        .replace("https://botgate.example.com/base", "");
+    let res = s
+        .app
+        .client
+        .get(s.app.url(&other_path))
+        .header("X-Forwarded-For", "203.0.113.7")
+        .header(AUTH, "auth-header-3000003-ZxcvBnmLkj")
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(
+        res.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "the block is per connection"
+    );
+
+    // Not through the proxy (another peer): the header names no one.
+    let direct = reqwest::Client::builder()
+        .local_address(IpAddr::from([127, 0, 0, 3]))
+        .build()
+        .unwrap();
+    for i in 0..6 {
+        direct
+            .get(s.app.url(&path))
+            .header("X-Forwarded-For", format!("192.0.2.{i}"))
+            .header(AUTH, "guess-guess-guess-guess")
+            .send()
+            .await
+            .unwrap();
+    }
+    let res = direct
+        .get(s.app.url(&path))
+        .header("X-Forwarded-For", "192.0.2.200")
+        .header(AUTH, HEADER)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "a spoofed header does not escape the count"
+    );
+
+    // The management API: wrong bearer tokens are slowed, then refused,
+    // for that client only.
+    let api = |client: &str, token: &str| {
+        s.app
+            .client
+            .get(s.app.url(&format!("/api/v1/tenants/{}", s.tenant.id)))
+            .header("X-Forwarded-For", client.to_owned())
+            .bearer_auth(token.to_owned())
+            .send()
+    };
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        statuses.push(
+            api("203.0.113.50", "bgk_wrong-wrong-wrong")
+                .await
+                .unwrap()
+                .status(),
+        );
+    }
+    assert!(
+        statuses.contains(&StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+    assert_eq!(
+        api("203.0.113.50", &s.tenant.api_key)
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(
+        api("203.0.113.51", &s.tenant.api_key)
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+}
+
+both_backends!(failures_are_counted_per_client_behind_a_trusted_proxy);
