@@ -42,13 +42,16 @@ pub enum Family {
     Console,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// A connection is keyed by a 64-bit hash of the id presented (no
+/// allocation a request; a collision only merges two connections' budgets
+/// for the same client).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Scope {
     Family(Family),
-    Connection(String),
+    Connection(u64),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct Key {
     client: IpAddr,
     scope: Scope,
@@ -72,7 +75,7 @@ impl Generations {
     fn get(&mut self, key: &Key) -> Option<&mut Entry> {
         if !self.current.contains_key(key) {
             let old = self.previous.remove(key)?;
-            self.insert(key.clone(), old);
+            self.insert(*key, old);
         }
         self.current.get_mut(key)
     }
@@ -93,11 +96,11 @@ pub struct FailureLimiter {
 }
 
 /// Who is asking, and for what: the keys a request is counted under.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct Attempt {
     client: IpAddr,
     family: Family,
-    connection: Option<String>,
+    connection: Option<u64>,
 }
 
 impl Attempt {
@@ -105,19 +108,23 @@ impl Attempt {
         Self {
             client: counted(client),
             family,
-            // An unknown or hostile id is still a key, but a short one.
-            connection: connection.map(|c| c.chars().take(64).collect()),
+            connection: connection.map(|c| {
+                use std::hash::{Hash as _, Hasher as _};
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                c.hash(&mut hasher);
+                hasher.finish()
+            }),
         }
     }
 
-    fn keys(&self) -> impl Iterator<Item = (Key, u32)> + '_ {
+    fn keys(&self) -> impl Iterator<Item = (Key, u32)> {
         let family = Key {
             client: self.client,
             scope: Scope::Family(self.family),
         };
-        let connection = self.connection.as_ref().map(|c| Key {
+        let connection = self.connection.map(|c| Key {
             client: self.client,
-            scope: Scope::Connection(c.clone()),
+            scope: Scope::Connection(c),
         });
         // A family is the only key of an attempt that names no connection
         // (the API, the console): then it has the base budget.
@@ -168,7 +175,7 @@ impl FailureLimiter {
             let limit = self.limit.saturating_mul(factor);
             if entries.get(&key).is_none() {
                 entries.insert(
-                    key.clone(),
+                    key,
                     Entry {
                         window_start: now,
                         failures: 0,
