@@ -5,7 +5,7 @@
 
 use serde_json::{json, Value};
 
-use crate::channels::{Channel, Turn};
+use crate::channels::Turn;
 
 /// The longest text echoed (NAVER WORKS' limit; Slack's is higher).
 const LIMIT: usize = 2000;
@@ -34,7 +34,8 @@ pub fn answer(turn: &Turn) -> Vec<Value> {
                     .unwrap_or("somewhere");
                 text(format!("You shared a location: {address}"))
             }
-            Some("sticker") if turn.channel == Channel::NaverWorks => {
+            // Only NAVER WORKS sends stickers; its own content comes back.
+            Some("sticker") => {
                 vec![json!({"type": "native", "content": {
                     "type": "sticker",
                     "packageId": content.get("packageId").cloned().unwrap_or(json!("1")),

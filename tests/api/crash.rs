@@ -64,6 +64,40 @@ pub(crate) async fn wait_healthy(client: &reqwest::Client, base: &str) {
     panic!("botgate did not start");
 }
 
+/// The environment of a botgate process on a free port: the test database,
+/// a data directory in `dir`, a fresh master key, `admin` as the admin
+/// token, and the settings `extra` makes from the base URL (`BOTGATE_*`
+/// names). Answers the base URL and the environment.
+pub(crate) fn process_env(
+    db: &TestDb,
+    dir: &std::path::Path,
+    admin: &str,
+    extra: impl FnOnce(&str) -> Vec<(&'static str, String)>,
+) -> (String, Vec<(String, String)>) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut env: Vec<(&'static str, String)> = vec![
+        ("BOTGATE_LISTEN", format!("127.0.0.1:{port}")),
+        ("BOTGATE_DATABASE_URL", db.url.clone()),
+        ("BOTGATE_DATA_DIR", dir.join("data").display().to_string()),
+        (
+            "BOTGATE_MASTER_KEY",
+            botgate::secrets::MasterKey::generate()
+                .to_base64()
+                .expose_secret()
+                .to_owned(),
+        ),
+        ("BOTGATE_ADMIN_TOKEN", admin.to_owned()),
+    ];
+    env.extend(extra(&base));
+    let env = env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+    (base, env)
+}
+
 both_backends!(
     sigkill_mid_load_loses_no_acknowledged_callback,
     sigterm_mid_load_drains_and_holds_no_lease
@@ -102,40 +136,19 @@ async fn stop_mid_load(backend: Backend, graceful: bool) {
     *engine.mode.lock().unwrap() = "hang:100".into(); // keep work in flight
     let dir = tempfile::tempdir().unwrap();
     let db = TestDb::new(backend, dir.path()).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let base = format!("http://127.0.0.1:{port}");
     let admin = "crash-test-admin-token-0123456789".to_owned();
-    let env: Vec<(String, String)> = [
-        ("BOTGATE_LISTEN", format!("127.0.0.1:{port}")),
-        ("BOTGATE_DATABASE_URL", db.url.clone()),
-        (
-            "BOTGATE_DATA_DIR",
-            dir.path().join("data").display().to_string(),
-        ),
-        (
-            "BOTGATE_MASTER_KEY",
-            botgate::secrets::MasterKey::generate()
-                .to_base64()
-                .expose_secret()
-                .to_owned(),
-        ),
-        ("BOTGATE_ADMIN_TOKEN", admin.clone()),
-        (
-            "BOTGATE_NAVERWORKS_AUTH_URL",
-            format!("{}/oauth2/v2.0", emu.url),
-        ),
-        ("BOTGATE_NAVERWORKS_API_URL", format!("{}/v1.0", emu.url)),
-        ("BOTGATE_RETRY_BASE_MS", "50".to_owned()),
-        ("BOTGATE_ENGINE_ALLOWED_NETWORKS", "127.0.0.0/8".to_owned()),
-        ("BOTGATE_LOG", "botgate=info".to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
+    let (base, env) = crate::crash::process_env(&db, dir.path(), &admin, |_| {
+        vec![
+            (
+                "BOTGATE_NAVERWORKS_AUTH_URL",
+                format!("{}/oauth2/v2.0", emu.url),
+            ),
+            ("BOTGATE_NAVERWORKS_API_URL", format!("{}/v1.0", emu.url)),
+            ("BOTGATE_RETRY_BASE_MS", "50".to_owned()),
+            ("BOTGATE_ENGINE_ALLOWED_NETWORKS", "127.0.0.0/8".to_owned()),
+            ("BOTGATE_LOG", "botgate=info".to_owned()),
+        ]
+    });
     let client = reqwest::Client::new();
     let mut process = Some(start(&env, dir.path()));
     wait_healthy(&client, &base).await;

@@ -206,6 +206,34 @@ impl SlackSetup {
         (status, res.text().await.unwrap())
     }
 
+    /// Sends a text to a channel through the send API and waits (up to
+    /// `within`) for the message to fail; its status as the API shows it.
+    pub async fn send_until_failed(&self, channel: &str, within: Duration) -> Value {
+        let id = self.connection["id"].as_str().unwrap();
+        let (status, sent) = self
+            .app
+            .send_json(
+                Method::POST,
+                &format!("/api/v1/connections/{id}/messages"),
+                &self.tenant.api_key,
+                &json!({"channel_id": channel, "content": {"text": "hi"}}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{sent}");
+        let path = format!(
+            "/api/v1/connections/{id}/messages/{}",
+            sent["id"].as_str().unwrap()
+        );
+        let deadline = Instant::now() + within;
+        loop {
+            let (_, m) = self.app.get(&path, &self.tenant.api_key).await;
+            if m["status"] == "failed" || Instant::now() > deadline {
+                return m;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub fn sign(&self, timestamp: i64, body: &[u8]) -> String {
         botgate::channels::slack::signature::sign(
             self.slack["signing_secret"].as_str().unwrap().as_bytes(),
@@ -763,29 +791,7 @@ async fn slack_credentials_are_checked(backend: Backend) {
     // Revoked: the message is retried, then fails with Slack's reason.
     s.slack_faults(json!({"revoked_tokens": [s.slack["bot_token"]]}))
         .await;
-    let id = s.connection["id"].as_str().unwrap();
-    let (status, sent) = s
-        .app
-        .send_json(
-            Method::POST,
-            &format!("/api/v1/connections/{id}/messages"),
-            &s.tenant.api_key,
-            &json!({"channel_id": "C1", "content": {"text": "hi"}}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{sent}");
-    let message_path = format!(
-        "/api/v1/connections/{id}/messages/{}",
-        sent["id"].as_str().unwrap()
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        let (_, m) = s.app.get(&message_path, &s.tenant.api_key).await;
-        if m["status"] == "failed" || Instant::now() > deadline {
-            break m;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let status = s.send_until_failed("C1", Duration::from_secs(20)).await;
     assert_eq!(status["status"], "failed", "{status}");
     assert!(
         status["last_error"]
@@ -803,30 +809,9 @@ async fn slack_credentials_are_checked(backend: Backend) {
         !metrics.contains("botgate_pacing_delays_total{kind=\"held\"} 0"),
         "the connection's sends were held: {metrics}"
     );
-    s.slack_faults(json!({})).await;
     // And a message to a channel Slack does not know fails at once.
     s.slack_faults(json!({"unknown_channels": ["CGONE"]})).await;
-    let (_, sent) = s
-        .app
-        .send_json(
-            Method::POST,
-            &format!("/api/v1/connections/{id}/messages"),
-            &s.tenant.api_key,
-            &json!({"channel_id": "CGONE", "content": {"text": "hi"}}),
-        )
-        .await;
-    let message_path = format!(
-        "/api/v1/connections/{id}/messages/{}",
-        sent["id"].as_str().unwrap()
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        let (_, m) = s.app.get(&message_path, &s.tenant.api_key).await;
-        if m["status"] == "failed" || Instant::now() > deadline {
-            break m;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let status = s.send_until_failed("CGONE", Duration::from_secs(10)).await;
     assert_eq!(status["attempts"], 1, "{status}");
     assert!(
         status["last_error"]
@@ -850,7 +835,6 @@ both_backends!(
 /// was acknowledged is answered.
 async fn sigkill_mid_slack_load_loses_no_acknowledged_event(backend: Backend) {
     use crate::crash::{start, wait_healthy};
-    use secrecy::ExposeSecret;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex};
 
@@ -868,36 +852,15 @@ async fn sigkill_mid_slack_load_loses_no_acknowledged_event(backend: Backend) {
     *engine.mode.lock().unwrap() = "hang:100".into();
     let dir = tempfile::tempdir().unwrap();
     let db = TestDb::new(backend, dir.path()).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let base = format!("http://127.0.0.1:{port}");
     let admin = "crash-test-admin-token-0123456789".to_owned();
-    let env: Vec<(String, String)> = [
-        ("BOTGATE_LISTEN", format!("127.0.0.1:{port}")),
-        ("BOTGATE_DATABASE_URL", db.url.clone()),
-        (
-            "BOTGATE_DATA_DIR",
-            dir.path().join("data").display().to_string(),
-        ),
-        (
-            "BOTGATE_MASTER_KEY",
-            botgate::secrets::MasterKey::generate()
-                .to_base64()
-                .expose_secret()
-                .to_owned(),
-        ),
-        ("BOTGATE_ADMIN_TOKEN", admin.clone()),
-        ("BOTGATE_SLACK_API_URL", format!("{}/slack/api", emu.url)),
-        ("BOTGATE_RETRY_BASE_MS", "50".to_owned()),
-        ("BOTGATE_ENGINE_ALLOWED_NETWORKS", "127.0.0.0/8".to_owned()),
-        ("BOTGATE_LOG", "botgate=info".to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
+    let (base, env) = crate::crash::process_env(&db, dir.path(), &admin, |_| {
+        vec![
+            ("BOTGATE_SLACK_API_URL", format!("{}/slack/api", emu.url)),
+            ("BOTGATE_RETRY_BASE_MS", "50".to_owned()),
+            ("BOTGATE_ENGINE_ALLOWED_NETWORKS", "127.0.0.0/8".to_owned()),
+            ("BOTGATE_LOG", "botgate=info".to_owned()),
+        ]
+    });
     let client = reqwest::Client::new();
     let mut process = Some(start(&env, dir.path()));
     wait_healthy(&client, &base).await;

@@ -640,44 +640,22 @@ both_backends!(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_install_and_a_refresh_leave_no_token_in_the_log() {
     use crate::crash::{start, wait_healthy};
-    use secrecy::ExposeSecret;
     let emu = spawn_emulator(EmulatorConfig::default()).await;
     let slack = emulator_app(&emu, json!({"rotation": true, "token_lifetime_seconds": 4})).await;
     let dir = tempfile::tempdir().unwrap();
     let db = TestDb::new(Backend::Sqlite, dir.path()).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let base = format!("http://127.0.0.1:{port}");
     let admin = "install-log-admin-token-0123456789".to_owned();
-    let env: Vec<(String, String)> = [
-        ("BOTGATE_LISTEN", format!("127.0.0.1:{port}")),
-        ("BOTGATE_PUBLIC_URL", format!("{base}/")),
-        ("BOTGATE_DATABASE_URL", db.url.clone()),
-        (
-            "BOTGATE_DATA_DIR",
-            dir.path().join("data").display().to_string(),
-        ),
-        (
-            "BOTGATE_MASTER_KEY",
-            botgate::secrets::MasterKey::generate()
-                .to_base64()
-                .expose_secret()
-                .to_owned(),
-        ),
-        ("BOTGATE_ADMIN_TOKEN", admin.clone()),
-        ("BOTGATE_SLACK_API_URL", format!("{}/slack/api", emu.url)),
-        (
-            "BOTGATE_SLACK_AUTHORIZE_URL",
-            format!("{}/slack/oauth/v2/authorize", emu.url),
-        ),
-        ("BOTGATE_LOG", "botgate=debug".to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
+    let (base, env) = crate::crash::process_env(&db, dir.path(), &admin, |base| {
+        vec![
+            ("BOTGATE_PUBLIC_URL", format!("{base}/")),
+            ("BOTGATE_SLACK_API_URL", format!("{}/slack/api", emu.url)),
+            (
+                "BOTGATE_SLACK_AUTHORIZE_URL",
+                format!("{}/slack/oauth/v2/authorize", emu.url),
+            ),
+            ("BOTGATE_LOG", "botgate=debug".to_owned()),
+        ]
+    });
     let _process = start(&env, dir.path());
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
