@@ -109,6 +109,15 @@ mod tests {
             Err(Refusal::Stale)
         );
         assert_eq!(
+            verify(SECRET, Some("1531420618"), Some(expected), BODY, now - 301),
+            Err(Refusal::Stale),
+            "a timestamp more than 300 s in the future"
+        );
+        assert_eq!(
+            verify(SECRET, Some("1531420618"), Some(expected), BODY, now + 300),
+            Ok(())
+        );
+        assert_eq!(
             verify(SECRET, Some("1531420618"), Some(expected), b"other", now),
             Err(Refusal::Mismatch)
         );
