@@ -44,6 +44,10 @@ pub enum ApiError {
     BadRequest(&'static str, String),
     #[error("no NAVER WORKS token: {0}")]
     Token(crate::naverworks::token::TokenError),
+    /// A user-account connection that waits for a person's authorisation
+    /// (`not_authorized`, `needs_reauthorization`): 409.
+    #[error("{1}")]
+    Authorization(&'static str, String),
     /// Too many failed attempts from this client; retry after the seconds.
     #[error("too many failed attempts from this address; try again later")]
     Throttled(u64),
@@ -79,7 +83,7 @@ impl ApiError {
             Self::Token(e) => e.code(),
             Self::Signature(_) => "invalid_signature",
             Self::BotMismatch(_) => "bot_id_mismatch",
-            Self::BadRequest(code, _) => code,
+            Self::BadRequest(code, _) | Self::Authorization(code, _) => code,
             Self::Upstream(_) => "upstream_unavailable",
             Self::Throttled(_) => "too_many_failures",
             Self::Internal(_) => "internal_error",
@@ -114,7 +118,7 @@ impl ResponseError for ApiError {
             Self::UnsupportedMediaType | Self::MediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Conflict(_) | Self::Authorization(..) => StatusCode::CONFLICT,
             Self::Busy => StatusCode::SERVICE_UNAVAILABLE,
             Self::Token(e) if e.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
             Self::Token(_) => StatusCode::BAD_GATEWAY,

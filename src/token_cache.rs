@@ -22,9 +22,11 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::domain::ids::ConnectionId;
-use crate::domain::naverworks::PrivateKeyPem;
+use crate::domain::naverworks::{AuthMode, PrivateKeyPem};
 use crate::domain::now_millis;
-use crate::naverworks::token::{Credentials, IssuedToken, TokenClient, TokenError};
+use crate::naverworks::token::{
+    Credentials, IssuedToken, ServiceAccount, TokenClient, TokenError,
+};
 use crate::secrets::vault::Vault;
 use crate::secrets::{random_bytes, Aad, OpenError};
 use crate::store::{field, ConnectionRecord, NewToken, Store, StoreError, TokenMeta};
@@ -49,6 +51,13 @@ pub enum TokenFailure {
     Timeout,
     #[error("the stored token is missing")]
     Missing,
+    /// A user-account connection no one has authorised yet (§2).
+    #[error("the connection is not authorised yet: a NAVER WORKS member must sign in and allow it (its authorize URL)")]
+    NotAuthorized,
+    /// A user-account connection whose refresh token NAVER WORKS refused
+    /// (expired after about 90 days, or revoked): no JWT can stand in.
+    #[error("the connection needs re-authorisation: its refresh token was refused, so a NAVER WORKS member must sign in and allow it again")]
+    NeedsReauthorization,
 }
 
 /// A token as served to callers.
@@ -144,6 +153,16 @@ impl TokenService {
             let now = now_millis();
             if meta.as_ref().is_some_and(|m| acceptable(m, now)) {
                 continue;
+            }
+            if AuthMode::of_details(&connection.details) == AuthMode::User {
+                // Only a person can mint a user token: never a JWT.
+                match meta.as_ref() {
+                    Some(m) if m.reauthorize_since.is_some() => {
+                        return Err(TokenFailure::NeedsReauthorization)
+                    }
+                    Some(m) if m.token_id.is_some() => {}
+                    _ => return Err(TokenFailure::NotAuthorized),
+                }
             }
             let seen_generation = meta.as_ref().map_or(0, |m| m.generation);
             if self
@@ -271,17 +290,25 @@ impl TokenService {
             }
         };
         let client_secret = open(field::CLIENT_SECRET)?.ok_or(TokenFailure::BadKey)?;
-        let pem = open(field::PRIVATE_KEY)?.ok_or(TokenFailure::BadKey)?;
-        let private_key = PrivateKeyPem::parse(pem.expose_secret())
-            .and_then(|k| k.rsa_key())
-            .map_err(|_| TokenFailure::BadKey)?;
+        let service_account = match AuthMode::of_details(&connection.details) {
+            AuthMode::User => None,
+            AuthMode::ServiceAccount => {
+                let pem = open(field::PRIVATE_KEY)?.ok_or(TokenFailure::BadKey)?;
+                let private_key = PrivateKeyPem::parse(pem.expose_secret())
+                    .and_then(|k| k.rsa_key())
+                    .map_err(|_| TokenFailure::BadKey)?;
+                Some(ServiceAccount {
+                    id: connection.service_account.clone(),
+                    private_key,
+                })
+            }
+        };
         let refresh = open(field::REFRESH_TOKEN)?;
         Ok((
             Credentials {
                 client_id: connection.client_id.clone(),
                 client_secret,
-                service_account: connection.service_account.clone(),
-                private_key,
+                service_account,
                 scope: connection.scope.clone(),
             },
             refresh,
@@ -324,6 +351,14 @@ impl TokenService {
                     .inc(if minted.1 { "refreshed" } else { "issued" });
                 minted
             }
+            Err(TokenFailure::NeedsReauthorization) => {
+                self.metrics.tokens.inc("failed");
+                tracing::warn!(connection_id = %connection.id, "user token's refresh refused; the connection needs re-authorisation");
+                self.store
+                    .mark_reauthorize(&connection.id, &self.owner, now_millis())
+                    .await?;
+                return Err(TokenFailure::NeedsReauthorization);
+            }
             Err(e) => {
                 self.metrics.tokens.inc("failed");
                 return Err(e);
@@ -349,7 +384,8 @@ impl TokenService {
     }
 
     /// One token request: the refresh grant when there is a valid refresh
-    /// token, falling back to a new JWT grant. `true` when it was a refresh.
+    /// token, falling back to a new JWT grant (a user-account connection has
+    /// none: then it needs re-authorisation). `true` when it was a refresh.
     async fn mint(
         &self,
         connection: &ConnectionRecord,
@@ -361,12 +397,23 @@ impl TokenService {
             match self.client.refresh_grant(creds, &rt).await {
                 Ok(issued) => return Ok((issued, true)),
                 Err(e) if e.is_transient() => return Err(e.into()),
+                // A user token's client credentials refused: re-authorising
+                // would not help; correcting the Client Secret does.
+                Err(e @ TokenError::InvalidClient) if creds.service_account.is_none() => {
+                    return Err(e.into())
+                }
                 Err(e) => {
-                    tracing::info!(connection_id = %connection.id, error.code = e.code(), "refresh grant refused; minting a new JWT token");
+                    tracing::info!(connection_id = %connection.id, error.code = e.code(), "refresh grant refused");
                 }
             }
         }
-        Ok((self.client.jwt_grant(creds, now / 1000).await?, false))
+        let Some(account) = &creds.service_account else {
+            return Err(TokenFailure::NeedsReauthorization);
+        };
+        Ok((
+            self.client.jwt_grant(creds, account, now / 1000).await?,
+            false,
+        ))
     }
 
     async fn store_issued(
@@ -401,5 +448,50 @@ impl TokenService {
             .store
             .store_token(&connection.tenant_id, &connection.id, &self.owner, &token)
             .await?)
+    }
+
+    /// Stores the tokens of a person's authorisation (the OAuth callback),
+    /// replacing whatever the connection had, and serves them at once.
+    pub async fn authorized(
+        &self,
+        connection: &ConnectionRecord,
+        issued: IssuedToken,
+        now: i64,
+    ) -> Result<ServedToken, TokenFailure> {
+        let aad = |field| Aad {
+            tenant: connection.tenant_id.as_str(),
+            connection: Some(connection.id.as_str()),
+            field,
+        };
+        let token = NewToken {
+            access: self
+                .vault
+                .seal(&issued.access_token, aad(field::ACCESS_TOKEN)),
+            refresh: issued
+                .refresh_token
+                .as_ref()
+                .map(|rt| self.vault.seal(rt, aad(field::REFRESH_TOKEN))),
+            issued_at: now,
+            expires_at: now + issued.expires_in * 1000,
+            refresh_expires_at: issued
+                .refresh_token
+                .is_some()
+                .then_some(now + REFRESH_LIFETIME_MS),
+            scope: issued.scope.clone(),
+        };
+        let (token_id, generation) = self
+            .store
+            .put_authorized_token(&connection.tenant_id, &connection.id, &token)
+            .await?;
+        self.metrics.tokens.inc("authorized");
+        let served = ServedToken {
+            token_id,
+            access_token: issued.access_token,
+            expires_at: token.expires_at,
+            scope: issued.scope,
+            generation,
+        };
+        self.remember(connection, &served);
+        Ok(served)
     }
 }

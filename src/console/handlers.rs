@@ -504,6 +504,7 @@ fn connection_body(
     };
     ConnectionBody {
         channel: None,
+        auth_mode: get("auth_mode"),
         signing_secret: get("signing_secret"),
         bot_token: get("bot_token"),
         scopes: get("scopes"),

@@ -23,6 +23,60 @@ pub const DEFAULT_RATE_LIMIT_PER_MINUTE: u32 = 240;
 /// Scope requested when a connection does not say.
 pub const DEFAULT_SCOPE: &str = "bot";
 
+/// How a NAVER WORKS connection gets its tokens (DESIGN.md "NAVER WORKS
+/// user-account connections"): a service account's JWT (the default), or a
+/// person's consent through the OAuth authorization-code flow
+/// (NAVERWORKS.md §2), refreshed with its refresh token. Kept in the
+/// connection's `details` JSON as `auth_mode`; a connection without one is a
+/// service account's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AuthMode {
+    #[default]
+    ServiceAccount,
+    User,
+}
+
+impl AuthMode {
+    pub fn parse(value: &Value) -> Result<Self, FieldError> {
+        match value.as_str() {
+            Some("service_account") => Ok(Self::ServiceAccount),
+            Some("user") => Ok(Self::User),
+            _ => Err(FieldError::new(
+                "auth_mode",
+                "must be \"service_account\" (JWT, the default) or \"user\" (a person signs in)",
+            )),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::ServiceAccount => "service_account",
+            Self::User => "user",
+        }
+    }
+
+    /// The mode a connection's `details` JSON names (a service account's
+    /// when it names none or does not parse).
+    pub fn of_details(details: &str) -> Self {
+        if !details.contains("auth_mode") {
+            return Self::ServiceAccount; // '{}': every service-account connection
+        }
+        serde_json::from_str::<Value>(details)
+            .ok()
+            .and_then(|v| v.get("auth_mode").map(Self::parse))
+            .and_then(Result::ok)
+            .unwrap_or_default()
+    }
+
+    /// The `details` JSON of a new connection of this mode.
+    pub fn details(self) -> String {
+        match self {
+            Self::ServiceAccount => "{}".to_owned(),
+            Self::User => "{\"auth_mode\":\"user\"}".to_owned(),
+        }
+    }
+}
+
 /// A numeric NAVER WORKS id (bot id), kept as text: it can exceed 2^53.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BotId(String);

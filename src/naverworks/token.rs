@@ -19,20 +19,31 @@ use super::jwt::{sign_assertion, MAX_LIFETIME_SECS};
 
 pub const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 
-/// What botgate needs to mint a token for one connection. Never printed.
+/// What botgate needs to mint or refresh a token for one connection.
+/// Never printed.
 pub struct Credentials {
     pub client_id: String,
     pub client_secret: SecretString,
-    pub service_account: String,
-    pub private_key: RsaPrivateKey,
+    /// A service-account connection's; `None` for a user-account one, whose
+    /// tokens come from a person's consent (§2) and are only refreshed.
+    pub service_account: Option<ServiceAccount>,
     pub scope: String,
+}
+
+/// The app's service account and the private key its JWTs are signed with.
+pub struct ServiceAccount {
+    pub id: String,
+    pub private_key: RsaPrivateKey,
 }
 
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Credentials")
             .field("client_id", &self.client_id)
-            .field("service_account", &self.service_account)
+            .field(
+                "service_account",
+                &self.service_account.as_ref().map(|sa| &sa.id),
+            )
             .field("scope", &self.scope)
             .finish_non_exhaustive()
     }
@@ -101,12 +112,13 @@ impl TokenClient {
     pub async fn jwt_grant(
         &self,
         creds: &Credentials,
+        account: &ServiceAccount,
         now: i64,
     ) -> Result<IssuedToken, TokenError> {
         let assertion = sign_assertion(
-            &creds.private_key,
+            &account.private_key,
             &creds.client_id,
-            &creds.service_account,
+            &account.id,
             now,
             MAX_LIFETIME_SECS,
         );
@@ -116,6 +128,26 @@ impl TokenClient {
             ("client_id", creds.client_id.as_str()),
             ("client_secret", creds.client_secret.expose_secret()),
             ("scope", creds.scope.as_str()),
+        ];
+        self.post(&form, false).await
+    }
+
+    /// The authorization-code grant (§2): the code NAVER WORKS gave the
+    /// redirect URL, exchanged form-encoded with the same `redirect_uri`.
+    /// No scope: it carries over from the authorize request [O].
+    pub async fn code_grant(
+        &self,
+        client_id: &str,
+        client_secret: &SecretString,
+        code: &str,
+        redirect_uri: &str,
+    ) -> Result<IssuedToken, TokenError> {
+        let form = [
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("client_id", client_id),
+            ("client_secret", client_secret.expose_secret()),
+            ("redirect_uri", redirect_uri),
         ];
         self.post(&form, false).await
     }

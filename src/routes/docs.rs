@@ -10,7 +10,8 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::OpenApi as _;
 
 use super::{
-    auth_urls, connections, events, health, messages, slack, slack_oauth, tenants, webhooks,
+    auth_urls, connections, events, health, messages, naverworks_oauth, slack, slack_oauth, tenants,
+    webhooks,
 };
 use crate::error::ErrorEnvelope;
 
@@ -49,6 +50,8 @@ use crate::error::ErrorEnvelope;
         slack::interactions,
         slack_oauth::install,
         slack_oauth::callback,
+        naverworks_oauth::authorize,
+        naverworks_oauth::callback,
         auth_urls::read,
         auth_urls::refresh,
         auth_urls::slack_read,

@@ -82,13 +82,24 @@ pub async fn metrics(state: web::Data<AppState>, req: HttpRequest) -> HttpRespon
             ("outbox_results", outbox),
         ],
     );
-    if let Ok(n) = state.store.installations_needing_reinstall().await {
-        text.push_str(&format!(
-            "# HELP botgate_slack_installations_needing_reinstall Slack workspaces whose refresh token was refused.
-             # TYPE botgate_slack_installations_needing_reinstall gauge
-             botgate_slack_installations_needing_reinstall {n}
-"
-        ));
+    let gauges = [
+        (
+            "botgate_slack_installations_needing_reinstall",
+            "Slack workspaces whose refresh token was refused.",
+            state.store.installations_needing_reinstall().await,
+        ),
+        (
+            "botgate_naverworks_connections_needing_reauthorization",
+            "NAVER WORKS user-account connections whose refresh token was refused.",
+            state.store.connections_needing_reauthorization().await,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        if let Ok(n) = value {
+            text.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {n}\n"
+            ));
+        }
     }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")

@@ -9,6 +9,8 @@ pub mod extract;
 mod health;
 mod messages;
 pub mod slack;
+pub mod naverworks_oauth;
+mod oauth;
 pub mod slack_oauth;
 pub mod tenants;
 pub mod webhooks;
@@ -81,6 +83,16 @@ fn operations() -> Vec<Operation> {
             M::GET,
             "/oauth/slack/callback",
             web::to(slack_oauth::callback),
+        ),
+        op(
+            M::GET,
+            "/oauth/naverworks/{connection}/authorize",
+            web::to(naverworks_oauth::authorize),
+        ),
+        op(
+            M::GET,
+            "/oauth/naverworks/callback",
+            web::to(naverworks_oauth::callback),
         ),
         op(
             M::GET,

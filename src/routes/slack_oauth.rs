@@ -9,16 +9,13 @@
 //! stored), the code exchanged (`oauth.v2.access`), the answer checked (this
 //! connection's app, a team), the workspace's tokens sealed and stored.
 
-use actix_web::cookie::{Cookie, SameSite};
-use actix_web::http::header;
+use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
-use maud::{html, Markup, DOCTYPE};
+use maud::html;
 use secrecy::ExposeSecret;
-use sha2::{Digest, Sha256};
 
 use super::docs::PublicPath;
+use super::oauth::{self, page, Flow};
 use super::webhooks::webhook_connection;
 use crate::channels::slack::installs::{self, ExchangeError};
 use crate::channels::slack::Details;
@@ -28,51 +25,20 @@ use crate::error::ApiError;
 use crate::state::AppState;
 use crate::store::{ConnectionUpdate, Installation};
 
-const COOKIE: &str = "botgate_slack_install";
-const STATE_LIFETIME_MS: i64 = 10 * 60 * 1000;
-/// Installs of one connection that may be in progress at once.
-const MAX_STATES_IN_FLIGHT: i64 = 1000;
-
-fn hash(text: &str) -> String {
-    crate::secrets::hex(&Sha256::digest(text.as_bytes()))
-}
-
-fn random_token() -> String {
-    URL_SAFE_NO_PAD.encode(crate::secrets::random_bytes(32))
-}
+const FLOW: Flow = Flow {
+    cookie: "botgate_slack_install",
+    path: "/oauth/slack",
+    refused_title: "The install did not go through",
+    restart: "Nothing was installed. Start again from the app's install page.",
+};
 
 /// The redirect URL to paste into Slack's OAuth & Permissions.
 pub fn redirect_url(state: &AppState) -> String {
     state.settings.public_link("oauth/slack/callback")
 }
 
-/// A small page (no scripts, nothing embedded, never framed).
-fn page(status: actix_web::http::StatusCode, title: &str, body: Markup) -> HttpResponse {
-    let html = html! {
-        (DOCTYPE)
-        html lang="en" {
-            head { meta charset="utf-8"; meta name="viewport" content="width=device-width"; title { (title) " · botgate" } }
-            body style="font-family: system-ui, sans-serif; max-width: 36rem; margin: 3rem auto; line-height: 1.5" {
-                h1 { (title) }
-                (body)
-            }
-        }
-    };
-    HttpResponse::build(status)
-        .content_type("text/html; charset=utf-8")
-        .insert_header(("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; form-action 'none'; frame-ancestors 'none'"))
-        .insert_header(("X-Frame-Options", "DENY"))
-        .insert_header(("Referrer-Policy", "no-referrer"))
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .body(html.into_string())
-}
-
 fn refused(message: &str) -> HttpResponse {
-    page(
-        actix_web::http::StatusCode::BAD_REQUEST,
-        "The install did not go through",
-        html! { p #problem { (message) } p { "Nothing was installed. Start again from the app's install page." } },
-    )
+    oauth::refused(&FLOW, message)
 }
 
 #[utoipa::path(get, path = "/oauth/slack/{connection}/install",
@@ -91,41 +57,10 @@ pub async fn install(
             "this connection takes no installs (it has no client id)",
         ));
     }
-    // One browser nonce per browser, reused while it lasts.
-    let browser = req
-        .cookie(COOKIE)
-        .map(|c| c.value().to_owned())
-        .filter(|v| {
-            v.len() == 43
-                && v.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
-        .unwrap_or_else(random_token);
-    let oauth_state = random_token();
-    let now = now_millis();
-    // Anyone may open the page; what it stores is bounded per connection.
-    if state
-        .store
-        .oauth_states_in_flight(&connection.id, now)
-        .await?
-        >= MAX_STATES_IN_FLIGHT
-    {
-        return Ok(page(
-            actix_web::http::StatusCode::TOO_MANY_REQUESTS,
-            "Too many installs in progress",
-            html! { p #problem { "Too many installs of this app were started in the last ten minutes. Try again later." } },
-        ));
-    }
-    state
-        .store
-        .put_oauth_state(
-            &hash(&oauth_state),
-            &connection.id,
-            &hash(&browser),
-            now + STATE_LIFETIME_MS,
-            now,
-        )
-        .await?;
+    let started = match oauth::start(&req, &state, &FLOW, &connection.id).await? {
+        Ok(started) => started,
+        Err(busy) => return Ok(busy),
+    };
     // The setting is kept as a base URL (with a trailing '/'); Slack's page
     // is `…/oauth/v2/authorize`, without one.
     let mut authorize = url::Url::parse(
@@ -141,24 +76,13 @@ pub async fn install(
         .append_pair("client_id", &connection.client_id)
         .append_pair("scope", &connection.scope)
         .append_pair("redirect_uri", &redirect_url(&state))
-        .append_pair("state", &oauth_state);
-    let cookie = Cookie::build(COOKIE, browser)
-        .path("/oauth/slack")
-        .http_only(true)
-        .secure(state.settings.public_url.scheme() == "https")
-        .same_site(SameSite::Lax)
-        .max_age(actix_web::cookie::time::Duration::minutes(10))
-        .finish();
+        .append_pair("state", &started.state);
     let direct = req.query_string().split('&').any(|p| p == "direct=1");
-    let mut response = if direct {
-        HttpResponse::Found()
-            .insert_header((header::LOCATION, authorize.as_str()))
-            .insert_header((header::CACHE_CONTROL, "no-store"))
-            .insert_header(("Referrer-Policy", "no-referrer"))
-            .finish()
+    let response = if direct {
+        oauth::redirect(authorize.as_str())
     } else {
         page(
-            actix_web::http::StatusCode::OK,
+            StatusCode::OK,
             "Add this app to your Slack workspace",
             html! {
                 p { "You will be asked to allow the app in your workspace. The link works for ten minutes, in this browser." }
@@ -166,19 +90,7 @@ pub async fn install(
             },
         )
     };
-    response
-        .add_cookie(&cookie)
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!("cookie: {e}")))?;
-    Ok(response)
-}
-
-/// One query parameter, bounded.
-fn param<'a>(query: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    query
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
-        .filter(|v| !v.is_empty() && v.len() <= 512)
+    oauth::answer(&started, response)
 }
 
 #[utoipa::path(get, path = "/oauth/slack/callback",
@@ -190,43 +102,19 @@ pub async fn callback(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let query: Vec<(String, String)> = url::form_urlencoded::parse(req.query_string().as_bytes())
-        .into_owned()
-        .take(16)
-        .collect();
-    let Some(oauth_state) = param(&query, "state") else {
-        return Ok(refused(
-            "The link has no state: it did not come from an install started here.",
-        ));
+    let query = oauth::query(&req);
+    let connection_id = match oauth::finish(&req, &state, &FLOW, &query).await? {
+        Ok(id) => id,
+        Err(refused) => return Ok(refused),
     };
-    let Some((connection_id, browser_hash, expires_at)) =
-        state.store.take_oauth_state(&hash(oauth_state)).await?
-    else {
-        return Ok(refused(
-            "This install link is not valid: it was already used, or it was not made here.",
-        ));
-    };
-    if expires_at < now_millis() {
-        return Ok(refused(
-            "This install link has expired (after ten minutes).",
-        ));
-    }
-    let same_browser = req
-        .cookie(COOKIE)
-        .is_some_and(|c| hash(c.value()) == browser_hash);
-    if !same_browser {
-        return Ok(refused(
-            "This install was started in another browser. Start it again here.",
-        ));
-    }
-    if param(&query, "error").is_some() {
+    if oauth::param(&query, "error").is_some() {
         return Ok(page(
-            actix_web::http::StatusCode::OK,
+            StatusCode::OK,
             "The install was cancelled",
             html! { p #cancelled { "Nothing was installed. You can start again from the install page whenever you like." } },
         ));
     }
-    let Some(code) = param(&query, "code") else {
+    let Some(code) = oauth::param(&query, "code") else {
         return Ok(refused("Slack sent no code."));
     };
     let Some(connection) = state
@@ -263,7 +151,7 @@ pub async fn callback(
         }
         Err(ExchangeError::Unavailable(_)) => {
             return Ok(page(
-                actix_web::http::StatusCode::BAD_GATEWAY,
+                StatusCode::BAD_GATEWAY,
                 "Slack could not be reached",
                 html! { p #problem { "Nothing was installed. Try again in a moment." } },
             ));
@@ -319,7 +207,7 @@ pub async fn callback(
     state.store.put_installation(&installation, &tokens).await?;
     tracing::info!(connection_id = %connection.id, team_id = %granted.team_id, rotation = granted.refresh_token.is_some(), "Slack workspace installed");
     Ok(page(
-        actix_web::http::StatusCode::OK,
+        StatusCode::OK,
         "Installed",
         html! {
             p #installed data-team=(granted.team_id) { "The app is installed in " strong { (granted.team_name) } " (" code { (granted.team_id) } ")." }

@@ -71,16 +71,37 @@ pub async fn run_checks(state: &AppState, record: &ConnectionRecord) -> Vec<Chec
         "credentials",
         true,
         None,
-        "The stored credentials decrypt and the private key parses.",
+        if creds.service_account.is_some() {
+            "The stored credentials decrypt and the private key parses."
+        } else {
+            "The stored credentials decrypt."
+        },
     ));
-    let issued = match state
-        .tokens
-        .client()
-        .jwt_grant(&creds, now_millis() / 1000)
-        .await
-    {
+    let issued = match &creds.service_account {
+        Some(account) => state
+            .tokens
+            .client()
+            .jwt_grant(&creds, account, now_millis() / 1000)
+            .await
+            .map(|t| (t.access_token, t.scope))
+            .map_err(TokenProblem::Token),
+        // A user-account connection: the shared token a person authorised
+        // (refreshed if due); botgate cannot mint one of its own.
+        None => user_token(state, record).await,
+    };
+    let issued = match issued {
         Ok(issued) => issued,
-        Err(e) => {
+        Err(TokenProblem::Failure(e)) => {
+            use crate::token_cache::TokenFailure as F;
+            let code = match e {
+                F::NotAuthorized => "not_authorized",
+                F::NeedsReauthorization => "needs_reauthorization",
+                _ => "token_failed",
+            };
+            checks.push(check("token", false, Some(code), e.to_string()));
+            return checks;
+        }
+        Err(TokenProblem::Token(e)) => {
             use crate::naverworks::token::TokenError as T;
             let advice = match &e {
                 T::InvalidClient => "Check the Client ID and Client Secret in the Developer Console.",
@@ -99,13 +120,14 @@ pub async fn run_checks(state: &AppState, record: &ConnectionRecord) -> Vec<Chec
             return checks;
         }
     };
+    let (access_token, scope) = issued;
     checks.push(check(
         "token",
         true,
         None,
         "NAVER WORKS issued a token for these credentials.",
     ));
-    let granted: Vec<&str> = issued.scope.split(' ').filter(|s| !s.is_empty()).collect();
+    let granted: Vec<&str> = scope.split(' ').filter(|s| !s.is_empty()).collect();
     let missing: Vec<&str> = record
         .scope
         .split(' ')
@@ -151,7 +173,7 @@ pub async fn run_checks(state: &AppState, record: &ConnectionRecord) -> Vec<Chec
     let bot = state
         .http
         .get(&url)
-        .bearer_auth(issued.access_token.expose_secret())
+        .bearer_auth(access_token.expose_secret())
         .send()
         .await;
     checks.push(match bot.map(|r| r.status().as_u16()) {
@@ -193,4 +215,26 @@ pub async fn run_checks(state: &AppState, record: &ConnectionRecord) -> Vec<Chec
         ),
     });
     checks
+}
+
+enum TokenProblem {
+    Token(crate::naverworks::token::TokenError),
+    Failure(crate::token_cache::TokenFailure),
+}
+
+/// A user-account connection's shared token, for the checks.
+async fn user_token(
+    state: &AppState,
+    record: &ConnectionRecord,
+) -> Result<(secrecy::SecretString, String), TokenProblem> {
+    let meta = state
+        .store
+        .token_meta(&record.id)
+        .await
+        .map_err(|e| TokenProblem::Failure(e.into()))?;
+    match state.tokens.token(record, meta, false).await {
+        Ok(t) => Ok((t.access_token, t.scope)),
+        Err(crate::token_cache::TokenFailure::Token(e)) => Err(TokenProblem::Token(e)),
+        Err(e) => Err(TokenProblem::Failure(e)),
+    }
 }

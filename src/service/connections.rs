@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::channels::Channel;
 use crate::domain::ids::{ConnectionId, PublicId, TenantId};
 use crate::domain::naverworks::{
-    parse_rate_limit, parse_scope, parse_secret, parse_service_account, parse_text, BotId, Charset,
+    parse_rate_limit, AuthMode, parse_scope, parse_secret, parse_service_account, parse_text, BotId, Charset,
     PrivateKeyPem, DEFAULT_RATE_LIMIT_PER_MINUTE, DEFAULT_SCOPE,
 };
 use crate::domain::{now_millis, rfc3339, FieldError};
@@ -33,6 +33,11 @@ pub struct ConnectionBody {
     /// `naverworks` (the default).
     #[schema(value_type = Option<String>, example = "naverworks")]
     pub channel: Option<Value>,
+    /// NAVER WORKS: `service_account` (JWT, the default) or `user` (a
+    /// member signs in and allows the app: OAuth authorization code; then
+    /// no service account or private key). Cannot be changed.
+    #[schema(value_type = Option<String>, example = "service_account")]
+    pub auth_mode: Option<Value>,
     /// Required to create; cannot be changed.
     #[schema(value_type = Option<String>, example = "2000001")]
     pub bot_id: Option<Value>,
@@ -75,6 +80,7 @@ impl ConnectionBody {
     /// The fields of one channel set in a body meant for another.
     fn foreign_fields(&self, channel: Channel) -> Vec<&'static str> {
         let naverworks = [
+            ("auth_mode", self.auth_mode.is_some()),
             ("bot_id", self.bot_id.is_some()),
             ("service_account", self.service_account.is_some()),
             ("private_key", self.private_key.is_some()),
@@ -242,15 +248,25 @@ async fn create_naverworks(
 ) -> Result<ConnectionRecord, ApiError> {
     let mut f = Fields::default();
     refuse_foreign(&mut f, body, Channel::NaverWorks);
+    let mode = f.optional(&body.auth_mode, AuthMode::parse).unwrap_or_default();
     let bot_id = f.required("bot_id", &body.bot_id, |v| BotId::parse("bot_id", v));
     let client_id = f.required("client_id", &body.client_id, client_id);
     let client_secret = f.required("client_secret", &body.client_secret, client_secret);
-    let service_account = f.required(
-        "service_account",
-        &body.service_account,
-        parse_service_account,
-    );
-    let private_key = f.required("private_key", &body.private_key, private_key);
+    // A user-account connection's tokens come from a person's consent.
+    let (service_account, private_key) = if mode == AuthMode::User {
+        refuse_service_account(&mut f, body);
+        (Some(String::new()), Some(None))
+    } else {
+        (
+            f.required(
+                "service_account",
+                &body.service_account,
+                parse_service_account,
+            ),
+            f.required("private_key", &body.private_key, private_key)
+                .map(Some),
+        )
+    };
     let bot_secret = f.required("bot_secret", &body.bot_secret, bot_secret);
     let auth_header = f.required("auth_header", &body.auth_header, auth_header);
     let scope = f.optional(&body.scope, parse_scope);
@@ -289,9 +305,12 @@ async fn create_naverworks(
         service_account,
         scope: scope.unwrap_or_else(|| DEFAULT_SCOPE.to_owned()),
         rate_limit_per_minute: i64::from(rate_limit.unwrap_or(DEFAULT_RATE_LIMIT_PER_MINUTE)),
-        private_key_info: private_key.description(),
+        private_key_info: private_key
+            .as_ref()
+            .map(PrivateKeyPem::description)
+            .unwrap_or_default(),
         auth_header_hash: hash_salted(&auth_header),
-        details: "{}".to_owned(),
+        details: mode.details(),
         created_at: now,
         updated_at: now,
     };
@@ -301,7 +320,7 @@ async fn create_naverworks(
         &record.id,
         [
             (field::CLIENT_SECRET, Some(&client_secret)),
-            (field::PRIVATE_KEY, Some(private_key.pem())),
+            (field::PRIVATE_KEY, private_key.as_ref().map(PrivateKeyPem::pem)),
             (field::BOT_SECRET, Some(&bot_secret)),
         ],
     );
@@ -336,11 +355,20 @@ async fn update_naverworks(
 ) -> Result<ConnectionRecord, ApiError> {
     let mut f = Fields::default();
     refuse_foreign(&mut f, body, Channel::NaverWorks);
-    if body.bot_id.is_some() {
-        f.errors.push(FieldError::new(
-            "bot_id",
-            "cannot be changed; create a new connection",
-        ));
+    for (name, set) in [
+        ("bot_id", body.bot_id.is_some()),
+        ("auth_mode", body.auth_mode.is_some()),
+    ] {
+        if set {
+            f.errors.push(FieldError::new(
+                name,
+                "cannot be changed; create a new connection",
+            ));
+        }
+    }
+    let mode = AuthMode::of_details(&current.details);
+    if mode == AuthMode::User {
+        refuse_service_account(&mut f, body);
     }
     let client_id = f.optional(&body.client_id, client_id);
     let client_secret = f.optional(&body.client_secret, client_secret);
@@ -376,12 +404,29 @@ async fn update_naverworks(
         ],
     );
     // New credentials make the stored tokens stale: every replica drops them.
+    // A person's tokens belong to the app and its scopes, not to the secret:
+    // a new Client Secret keeps them (a new app or scope needs a new consent).
     let discard_tokens = update.client_id.is_some()
         || update.service_account.is_some()
         || update.scope.is_some()
-        || client_secret.is_some()
+        || (mode == AuthMode::ServiceAccount && client_secret.is_some())
         || private_key.is_some();
     apply(state, current, &update, &sealed, discard_tokens).await
+}
+
+/// A user-account connection has no service account or private key.
+fn refuse_service_account(f: &mut Fields, body: &ConnectionBody) {
+    for (name, set) in [
+        ("service_account", body.service_account.is_some()),
+        ("private_key", body.private_key.is_some()),
+    ] {
+        if set {
+            f.errors.push(FieldError::new(
+                name,
+                "is not used when auth_mode is \"user\": a NAVER WORKS member authorises the bot instead",
+            ));
+        }
+    }
 }
 
 /// Writes a validated update (refused when it changes nothing).
@@ -469,6 +514,18 @@ pub struct ConnectionView {
     /// bot scopes.
     pub scope: String,
     pub rate_limit_per_minute: i64,
+    /// NAVER WORKS: `service_account` or `user`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_mode: Option<&'static str>,
+    /// NAVER WORKS user accounts: `not_authorized` (no one has signed in
+    /// yet), `authorized`, or `needs_reauthorization` (the refresh token was
+    /// refused: a member must sign in again at `authorize_url`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authorization: Option<&'static str>,
+    /// NAVER WORKS user accounts: where a member signs in and allows the
+    /// bot (a redirect to NAVER WORKS' consent page).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authorize_url: Option<String>,
     /// NAVER WORKS: the Callback URL to paste into the Developer Console.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub webhook_url: Option<String>,
@@ -490,6 +547,7 @@ pub struct ConnectionView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub install_url: Option<String>,
     /// Slack, with a client id: OAuth & Permissions → Redirect URLs.
+    /// NAVER WORKS user accounts: the Developer Console's Redirect URL.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub oauth_redirect_url: Option<String>,
     /// RFC 3339.
@@ -548,6 +606,9 @@ pub async fn view(state: &AppState, c: &ConnectionRecord) -> Result<ConnectionVi
         auth_header: (!c.auth_header_hash.is_empty()).then_some("****"),
         scope: c.scope.clone(),
         rate_limit_per_minute: c.rate_limit_per_minute,
+        auth_mode: None,
+        authorization: None,
+        authorize_url: None,
         webhook_url: None,
         auth_url: None,
         auth_refresh_url: None,
@@ -564,8 +625,17 @@ pub async fn view(state: &AppState, c: &ConnectionRecord) -> Result<ConnectionVi
         Channel::NaverWorks => {
             // Always present for NAVER WORKS (null when unreadable).
             view.client_secret = Some(view.client_secret.flatten());
-            view.service_account = Some(c.service_account.clone());
-            view.private_key = Some(c.private_key_info.clone());
+            let mode = AuthMode::of_details(&c.details);
+            view.auth_mode = Some(mode.name());
+            if mode == AuthMode::User {
+                let meta = state.store.token_meta(&c.id).await?;
+                view.authorization = Some(authorization(meta.as_ref()));
+                view.authorize_url = link(format!("oauth/naverworks/{public}/authorize"));
+                view.oauth_redirect_url = link("oauth/naverworks/callback".to_owned());
+            } else {
+                view.service_account = Some(c.service_account.clone());
+                view.private_key = Some(c.private_key_info.clone());
+            }
             view.bot_secret = Some(secret(field::BOT_SECRET).flatten());
             view.webhook_url = link(format!("webhooks/naverworks/{public}"));
             view.auth_url = link(format!("auth/naverworks/{public}"));
@@ -587,4 +657,13 @@ pub async fn view(state: &AppState, c: &ConnectionRecord) -> Result<ConnectionVi
         }
     }
     Ok(view)
+}
+
+/// A user-account connection's authorisation, from its token row.
+pub fn authorization(meta: Option<&crate::store::TokenMeta>) -> &'static str {
+    match meta {
+        Some(m) if m.reauthorize_since.is_some() => "needs_reauthorization",
+        Some(m) if m.token_id.is_some() => "authorized",
+        _ => "not_authorized",
+    }
 }

@@ -295,7 +295,7 @@ impl Store {
             .join(", ");
         let sql = format!(
             "SELECT {columns}, t.token_id, t.generation AS t_generation, t.issued_at, t.expires_at, \
-               t.refresh_expires_at, t.scope AS t_scope, t.lease_owner, t.lease_until \
+               t.refresh_expires_at, t.scope AS t_scope, t.lease_owner, t.lease_until, t.reauthorize_since \
              FROM connections c LEFT JOIN tokens t ON t.connection_id = c.id WHERE c.{column} = $1"
         );
         let Some(row) = sqlx::query(&sql)
@@ -319,6 +319,7 @@ impl Store {
                 scope: row.try_get("t_scope").map_err(classify)?,
                 lease_owner: row.try_get("lease_owner").map_err(classify)?,
                 lease_until: row.try_get("lease_until").map_err(classify)?,
+                reauthorize_since: row.try_get("reauthorize_since").map_err(classify)?,
             }),
         };
         let entry = (connection, meta);

@@ -29,6 +29,7 @@ pub const POSTGRES: Files = tree!("postgres";
     (10, "dedup by issued time", "0010_dedup_by_issued_time.sql"),
     (11, "channel details", "0011_channel_details.sql"),
     (12, "slack installations", "0012_slack_installations.sql"),
+    (13, "user account tokens", "0013_user_account_tokens.sql"),
 );
 
 pub const SQLITE: Files = tree!("sqlite";
@@ -44,6 +45,7 @@ pub const SQLITE: Files = tree!("sqlite";
     (10, "dedup by issued time", "0010_dedup_by_issued_time.sql"),
     (11, "channel details", "0011_channel_details.sql"),
     (12, "slack installations", "0012_slack_installations.sql"),
+    (13, "user account tokens", "0013_user_account_tokens.sql"),
 );
 
 /// The newest embedded migration's version.

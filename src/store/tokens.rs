@@ -22,9 +22,12 @@ pub struct TokenMeta {
     pub scope: Option<String>,
     pub lease_owner: Option<String>,
     pub lease_until: Option<i64>,
+    /// A user-account connection whose refresh token was refused: since
+    /// when (Unix ms) it needs a person to authorise it again.
+    pub reauthorize_since: Option<i64>,
 }
 
-pub(crate) const TOKEN_COLUMNS: &str = "token_id, generation, issued_at, expires_at, refresh_expires_at, scope, lease_owner, lease_until";
+pub(crate) const TOKEN_COLUMNS: &str = "token_id, generation, issued_at, expires_at, refresh_expires_at, scope, lease_owner, lease_until, reauthorize_since";
 
 impl TokenMeta {
     pub(crate) fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
@@ -37,6 +40,7 @@ impl TokenMeta {
             scope: row.try_get("scope")?,
             lease_owner: row.try_get("lease_owner")?,
             lease_until: row.try_get("lease_until")?,
+            reauthorize_since: row.try_get("reauthorize_since")?,
         })
     }
 }
@@ -178,5 +182,98 @@ impl Store {
         tx.commit().await.map_err(classify)?;
         self.cache.forget_connection(connection.as_str());
         Ok(Some((token_id, generation)))
+    }
+
+    /// Stores a token a person just authorised (the OAuth callback): the
+    /// row is created or replaced whatever its lease (an authorisation
+    /// overrides a refresh in flight, whose store then finds its lease gone),
+    /// the generation moves on, and a re-authorisation mark is cleared.
+    pub async fn put_authorized_token(
+        &self,
+        tenant: &TenantId,
+        connection: &ConnectionId,
+        token: &NewToken,
+    ) -> StoreResult<(String, i64)> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let token_id = crate::secrets::hex(&crate::secrets::random_bytes(16));
+        let row = sqlx::query(
+            "INSERT INTO tokens (connection_id, tenant_id, token_id, generation, issued_at, expires_at, \
+               refresh_expires_at, scope, updated_at) VALUES ($1, $2, $3, 1, $4, $5, $6, $7, $4) \
+             ON CONFLICT (connection_id) DO UPDATE SET generation = tokens.generation + 1, \
+               token_id = excluded.token_id, issued_at = excluded.issued_at, expires_at = excluded.expires_at, \
+               refresh_expires_at = excluded.refresh_expires_at, scope = excluded.scope, \
+               lease_owner = NULL, lease_until = NULL, reauthorize_since = NULL, updated_at = excluded.updated_at \
+             RETURNING generation",
+        )
+        .bind(connection.as_str())
+        .bind(tenant.as_str())
+        .bind(&token_id)
+        .bind(token.issued_at)
+        .bind(token.expires_at)
+        .bind(token.refresh_expires_at)
+        .bind(&token.scope)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(classify)?;
+        let generation: i64 = row.try_get("generation").map_err(classify)?;
+        put_secret(
+            &mut tx,
+            tenant,
+            Some(connection),
+            field::ACCESS_TOKEN,
+            &token.access,
+            token.issued_at,
+        )
+        .await?;
+        if let Some(refresh) = &token.refresh {
+            put_secret(
+                &mut tx,
+                tenant,
+                Some(connection),
+                field::REFRESH_TOKEN,
+                refresh,
+                token.issued_at,
+            )
+            .await?;
+        }
+        tx.commit().await.map_err(classify)?;
+        self.cache.forget_connection(connection.as_str());
+        Ok((token_id, generation))
+    }
+
+    /// Marks a user-account connection as needing a person's authorisation
+    /// again (its refresh token was refused), releasing `owner`'s lease.
+    /// The generation moves on so that every waiter re-reads the row.
+    pub async fn mark_reauthorize(
+        &self,
+        connection: &ConnectionId,
+        owner: &str,
+        now: i64,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE tokens SET reauthorize_since = COALESCE(reauthorize_since, $3), generation = generation + 1, \
+               lease_owner = NULL, lease_until = NULL, updated_at = $3 \
+             WHERE connection_id = $1 AND lease_owner = $2",
+        )
+        .bind(connection.as_str())
+        .bind(owner)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(classify)?;
+        self.cache.forget_connection(connection.as_str());
+        Ok(())
+    }
+
+    /// User-account connections waiting for a person to authorise them
+    /// again (the `botgate_naverworks_connections_needing_reauthorization`
+    /// gauge).
+    pub async fn connections_needing_reauthorization(&self) -> StoreResult<i64> {
+        let row =
+            sqlx::query("SELECT COUNT(*) AS n FROM tokens WHERE reauthorize_since IS NOT NULL")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(classify)?;
+        row.try_get("n").map_err(classify)
     }
 }
