@@ -135,8 +135,13 @@ impl TokenService {
     ) -> Result<ServedToken, TokenFailure> {
         let started = now_millis();
         let start_generation = meta.as_ref().map_or(0, |m| m.generation);
-        let acceptable =
-            |m: &TokenMeta, now| self.fresh(m, now) && (!force || m.generation > start_generation);
+        // A token whose refresh was refused is not served, however fresh:
+        // the connection needs a person again (checked below).
+        let acceptable = |m: &TokenMeta, now| {
+            self.fresh(m, now)
+                && (!force || m.generation > start_generation)
+                && m.reauthorize_since.is_none()
+        };
         let mut meta = meta;
         loop {
             let now = now_millis();

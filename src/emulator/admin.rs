@@ -255,6 +255,7 @@ async fn reset(emulator: web::Data<Emulator>) -> HttpResponse {
     state.rate_limited = 0;
     state.access_tokens.clear();
     state.refresh_tokens.clear();
+    state.codes.clear();
     state.windows.clear();
     state.faults = Faults::default();
     state.clock_offset = 0;

@@ -6,6 +6,9 @@ use serde::{Deserialize, Serialize};
 fn default_lifetime() -> u64 {
     86_400
 }
+fn default_refresh_lifetime() -> u64 {
+    90 * 86_400
+}
 fn default_rate() -> u32 {
     240
 }
@@ -29,6 +32,10 @@ pub struct EmulatorConfig {
     /// or a few seconds for tests (§1.4).
     #[serde(default = "default_lifetime")]
     pub token_lifetime_seconds: u64,
+    /// Refresh-token lifetime in seconds: 90 days like the real service
+    /// (§1.4), or a few seconds to test expiry.
+    #[serde(default = "default_refresh_lifetime")]
+    pub refresh_token_lifetime_seconds: u64,
     /// Refresh Token Rotation (§1.4): off by default, as in the console.
     #[serde(default)]
     pub refresh_token_rotation: bool,
@@ -52,6 +59,7 @@ impl Default for EmulatorConfig {
     fn default() -> Self {
         Self {
             token_lifetime_seconds: default_lifetime(),
+            refresh_token_lifetime_seconds: default_refresh_lifetime(),
             refresh_token_rotation: false,
             expires_in_as_number: false,
             unauthorized_status: default_unauthorized(),

@@ -28,11 +28,23 @@ pub struct App {
 pub struct AppStats {
     pub tokens_issued: u64,
     pub tokens_refreshed: u64,
+    /// Authorization codes exchanged for a member's tokens (§2).
+    pub codes_exchanged: u64,
     pub token_errors: u64,
 }
 
 pub struct AccessToken {
     pub client_id: String,
+    pub scopes: Vec<String>,
+    /// Unix seconds on the emulator clock.
+    pub expires_at: i64,
+}
+
+/// A code the consent page gave (§2): single-use, 10 minutes, bound to the
+/// app and the redirect URL it was issued for.
+pub struct AuthCode {
+    pub client_id: String,
+    pub redirect_uri: String,
     pub scopes: Vec<String>,
     /// Unix seconds on the emulator clock.
     pub expires_at: i64,
@@ -92,6 +104,7 @@ pub struct State {
     pub bots: HashMap<String, (String, BotConfig)>,
     pub access_tokens: HashMap<String, AccessToken>,
     pub refresh_tokens: HashMap<String, RefreshToken>,
+    pub codes: HashMap<String, AuthCode>,
     pub messages: Vec<ReceivedMessage>,
     pub next_seq: u64,
     /// 429 answers given (rate limit and injected).
@@ -128,6 +141,7 @@ impl Emulator {
                 bots: HashMap::new(),
                 access_tokens: HashMap::new(),
                 refresh_tokens: HashMap::new(),
+                codes: HashMap::new(),
                 messages: Vec::new(),
                 next_seq: 1,
                 rate_limited: 0,

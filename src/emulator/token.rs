@@ -1,5 +1,7 @@
 //! `POST /oauth2/v2.0/token` (§1.2–1.6): the JWT-bearer grant with strict
-//! verification of the assertion, and the refresh_token grant.
+//! verification of the assertion, the authorization_code grant (§2) with
+//! single-use codes from `GET /oauth2/v2.0/authorize` (a consent page), and
+//! the refresh_token grant.
 //!
 //! Errors: the only observed token-endpoint error body is
 //! `{"returnCode":"99","returnMessage":"UnexpectedError"}` (status not
@@ -17,12 +19,13 @@ use serde_json::{json, Value};
 use sha2::Sha256;
 use subtle::ConstantTimeEq as _;
 
-use super::state::{AccessToken, Emulator, RefreshToken, State};
+use super::state::{AccessToken, AuthCode, Emulator, RefreshToken, State};
 
 pub const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/oauth2/v2.0/token", web::post().to(token))
+    cfg.route("/oauth2/v2.0/authorize", web::get().to(authorize))
+        .route("/oauth2/v2.0/token", web::post().to(token))
         .route("/oauth2/v2.0/revoke", web::post().to(revoke));
 }
 
@@ -66,6 +69,7 @@ async fn token(req: HttpRequest, body: web::Bytes, emulator: web::Data<Emulator>
     let result = match form.get("grant_type").map(String::as_str) {
         Some(JWT_BEARER) => jwt_grant(&mut state, &form),
         Some("refresh_token") => refresh_grant(&mut state, &form),
+        Some("authorization_code") => code_grant(&mut state, &form),
         Some(_) => Err("UnsupportedGrantType".to_owned()),
         None => Err("MissingParameter: grant_type".to_owned()),
     };
@@ -140,7 +144,7 @@ fn jwt_grant(state: &mut State, form: &HashMap<String, String>) -> Result<Value,
         RefreshToken {
             client_id: client_id.clone(),
             scopes: requested.clone(),
-            expires_at: now + 90 * 86_400,
+            expires_at: now + refresh_lifetime(state),
         },
     );
     Ok(issue_access(state, &client_id, requested, Some(refresh)))
@@ -166,7 +170,7 @@ fn refresh_grant(state: &mut State, form: &HashMap<String, String>) -> Result<Va
             RefreshToken {
                 client_id: client_id.clone(),
                 scopes: scopes.clone(),
-                expires_at: now + 90 * 86_400,
+                expires_at: now + refresh_lifetime(state),
             },
         );
         Some(new)
@@ -174,6 +178,132 @@ fn refresh_grant(state: &mut State, form: &HashMap<String, String>) -> Result<Va
         None // rotation off: no refresh_token in the answer (§1.4)
     };
     Ok(issue_access(state, &client_id, scopes, rotated))
+}
+
+fn refresh_lifetime(state: &State) -> i64 {
+    i64::try_from(state.config.refresh_token_lifetime_seconds).unwrap_or(i64::MAX / 4)
+}
+
+/// The authorization_code grant (§2): client id and secret, a code issued
+/// for this app and not used yet (it is used up now, even when refused
+/// later), unexpired, and the same `redirect_uri` it was issued for.
+fn code_grant(state: &mut State, form: &HashMap<String, String>) -> Result<Value, String> {
+    let client_id = authenticate_client(state, form)?;
+    let code = required(form, "code")?;
+    let redirect_uri = required(form, "redirect_uri")?;
+    let now = state.now();
+    let granted = match state.codes.remove(code) {
+        Some(c) if c.client_id != client_id => {
+            return Err("InvalidGrant: the code was issued to another app".to_owned())
+        }
+        Some(c) if c.expires_at < now => return Err("InvalidGrant: the code has expired".to_owned()),
+        Some(c) if c.redirect_uri != redirect_uri => {
+            return Err("InvalidGrant: redirect_uri differs from the authorize request's".to_owned())
+        }
+        Some(c) => c,
+        None => return Err("InvalidGrant: unknown or already used code".to_owned()),
+    };
+    if let Some(app) = state.apps.get_mut(&client_id) {
+        app.stats.codes_exchanged += 1;
+    }
+    let refresh = State::new_token();
+    state.refresh_tokens.insert(
+        refresh.clone(),
+        RefreshToken {
+            client_id: client_id.clone(),
+            scopes: granted.scopes.clone(),
+            expires_at: now + refresh_lifetime(state),
+        },
+    );
+    Ok(issue_access(state, &client_id, granted.scopes, Some(refresh)))
+}
+
+#[derive(serde::Deserialize)]
+struct AuthorizeQuery {
+    client_id: String,
+    redirect_uri: String,
+    #[serde(default)]
+    scope: String,
+    #[serde(default)]
+    response_type: String,
+    #[serde(default)]
+    state: String,
+}
+
+/// The consent page a member sees after signing in (§2): "Allow"
+/// redirects to the redirect URL with a single-use code (10 minutes) and
+/// the state; "Deny" with `error=access_denied` and the state. The real
+/// service also checks `redirect_uri` against the Developer Console's
+/// Redirect URL; the emulator binds the code to it and checks it at the
+/// exchange.
+async fn authorize(
+    emulator: web::Data<Emulator>,
+    query: web::Query<AuthorizeQuery>,
+) -> HttpResponse {
+    let q = query.into_inner();
+    let error = |message: &str| {
+        HttpResponse::BadRequest()
+            .content_type("text/html; charset=utf-8")
+            .body(format!("<p id=error>{message}</p>"))
+    };
+    if q.response_type != "code" {
+        return error("unsupported_response_type");
+    }
+    let mut state = emulator.lock();
+    let Some(app) = state.apps.get(&q.client_id) else {
+        return error("invalid_client");
+    };
+    let scopes: Vec<String> = q
+        .scope
+        .split([' ', ','])
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if scopes.is_empty() || scopes.iter().any(|s| !app.config.scopes.contains(s)) {
+        return error("invalid_scope");
+    }
+    let Ok(mut allow) = url::Url::parse(&q.redirect_uri) else {
+        return error("invalid_redirect_uri");
+    };
+    if !matches!(allow.scheme(), "http" | "https") {
+        return error("invalid_redirect_uri");
+    }
+    let code = URL_SAFE_NO_PAD.encode(crate::secrets::random_bytes(24));
+    let expires_at = state.now() + 600;
+    state.codes.insert(
+        code.clone(),
+        AuthCode {
+            client_id: q.client_id.clone(),
+            redirect_uri: q.redirect_uri.clone(),
+            scopes: scopes.clone(),
+            expires_at,
+        },
+    );
+    let mut deny = allow.clone();
+    allow
+        .query_pairs_mut()
+        .append_pair("code", &code)
+        .append_pair("state", &q.state);
+    deny.query_pairs_mut()
+        .append_pair("error", "access_denied")
+        .append_pair("state", &q.state);
+    let escape = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('"', "&quot;")
+    };
+    let page = format!(
+        "<!doctype html><html><head><meta charset=utf-8><title>NAVER WORKS · Allow access</title></head><body>\
+         <h1>Allow {app} to access your NAVER WORKS account?</h1><p id=scopes>{scopes}</p>\
+         <p><a id=allow href=\"{allow}\">Allow</a> <a id=deny href=\"{deny}\">Deny</a></p></body></html>",
+        app = escape(&q.client_id),
+        scopes = escape(&scopes.join(" ")),
+        allow = escape(allow.as_str()),
+        deny = escape(deny.as_str()),
+    );
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(page)
 }
 
 fn issue_access(

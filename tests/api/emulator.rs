@@ -149,7 +149,7 @@ impl Emu {
         assert_eq!(status, StatusCode::OK, "{body}");
     }
 
-    async fn stats(&self) -> Value {
+    pub async fn stats(&self) -> Value {
         self.admin(reqwest::Method::GET, "/stats", Value::Null)
             .await
             .1

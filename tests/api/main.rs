@@ -23,3 +23,4 @@ mod slack;
 mod slack_installs;
 mod tenants;
 mod tokens;
+mod user_accounts;

@@ -65,7 +65,7 @@ impl Inbound {
     }
 }
 
-async fn get_token(app: &TestApp, path: &str, header: Option<&str>) -> (StatusCode, Value) {
+pub async fn get_token(app: &TestApp, path: &str, header: Option<&str>) -> (StatusCode, Value) {
     let mut req = app.client.get(app.url(path));
     if let Some(h) = header {
         req = req.header(AUTH, h);
@@ -73,7 +73,7 @@ async fn get_token(app: &TestApp, path: &str, header: Option<&str>) -> (StatusCo
     decode(req.send().await.unwrap()).await
 }
 
-async fn force_refresh(app: &TestApp, path: &str) -> (StatusCode, Value) {
+pub async fn force_refresh(app: &TestApp, path: &str) -> (StatusCode, Value) {
     let req = app
         .client
         .post(app.url(&format!("{path}/refresh")))
