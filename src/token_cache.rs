@@ -24,9 +24,7 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::domain::ids::ConnectionId;
 use crate::domain::naverworks::{AuthMode, PrivateKeyPem};
 use crate::domain::now_millis;
-use crate::naverworks::token::{
-    Credentials, IssuedToken, ServiceAccount, TokenClient, TokenError,
-};
+use crate::naverworks::token::{Credentials, IssuedToken, ServiceAccount, TokenClient, TokenError};
 use crate::secrets::vault::Vault;
 use crate::secrets::{random_bytes, Aad, OpenError};
 use crate::store::{field, ConnectionRecord, NewToken, Store, StoreError, TokenMeta};

@@ -15,6 +15,7 @@ use super::pages::{self, alert, copyable, csrf, layout, notice, status_badge, wh
 use super::session::{csrf_of, millis, same, Ctx, Session, SESSION_COOKIE, SIGN_IN_COOKIE};
 use crate::channels::Channel;
 use crate::domain::ids::{ConnectionId, TenantId};
+use crate::domain::naverworks::AuthMode;
 use crate::domain::tenant::TenantName;
 use crate::domain::{now_millis, FieldError};
 use crate::error::ApiError;
@@ -417,6 +418,7 @@ pub async fn deleted_page(ctx: Ctx) -> HttpResponse {
 fn connect_form(
     ctx: &Ctx,
     channel: Channel,
+    user: bool,
     values: &HashMap<String, String>,
     errors: &[FieldError],
     problem: Option<&str>,
@@ -438,13 +440,28 @@ fn connect_form(
                     aria-current=[(c == channel).then_some("page")] { (label) }
             }
         }
-        p { (intro.get(l)) }
+        @if channel == Channel::NaverWorks {
+            // Two ways to connect NAVER WORKS: a service account's JWT, or
+            // a member's sign-in (OAuth authorization code).
+            nav.ways {
+                a #way-service-account href="/console/connections/new?channel=naverworks" aria-current=[(!user).then_some("page")] { (T::ConnectWithServiceAccount.get(l)) }
+                " · "
+                a #way-sign-in href="/console/connections/new?channel=naverworks&auth=user" aria-current=[user.then_some("page")] { (T::ConnectWithSignIn.get(l)) }
+            }
+        }
+        @if user {
+            p { (T::UserModeIntro.get(l)) }
+            (copyable("redirect-url", T::NwRedirectUrl.get(l), &connections::naverworks_redirect_url(&ctx.state), l))
+        } @else {
+            p { (intro.get(l)) }
+        }
         @if !errors.is_empty() { (alert(T::FixErrors.get(l))) }
         @if let Some(p) = problem { (alert(p)) }
         form.card #connect-form method="post" action="/console/connections" novalidate {
             (csrf(ctx))
             input type="hidden" name="channel" value=(channel.name());
-            (pages::connection_fields(l, pages::fields_of(channel), &value, errors, &|_| None, &[]))
+            @if user { input type="hidden" name="auth_mode" value="user"; }
+            (pages::connection_fields(l, pages::fields_of(channel), &value, errors, &|_| None, if user { pages::USER_SKIPS } else { &[] }))
             button #submit-connect type="submit" { (T::Connect.get(l)) }
         }
     };
@@ -464,11 +481,13 @@ pub async fn new_connection(ctx: Ctx, req: HttpRequest) -> HttpResponse {
             .split('&')
             .find_map(|p| p.strip_prefix("channel=")),
     );
+    let user =
+        channel == Channel::NaverWorks && req.query_string().split('&').any(|p| p == "auth=user");
     let page = async {
         tenant(&ctx)?;
         ok(
             &ctx,
-            connect_form(&ctx, channel, &HashMap::new(), &[], None),
+            connect_form(&ctx, channel, user, &HashMap::new(), &[], None),
         )
     }
     .await;
@@ -537,6 +556,7 @@ pub async fn create_connection(ctx: Ctx, form: Form) -> HttpResponse {
         let channel = channel_named(form.get("channel").map(String::as_str));
         let mut body = connection_body(&form, |_, _| true);
         body.channel = Some(Value::String(channel.name().to_owned()));
+        let user = body.auth_mode.as_ref().and_then(Value::as_str) == Some("user");
         match connections::create(&ctx.state, t, &body).await {
             Ok(record) => {
                 Ok(ctx.redirect(&format!("/console/connections/{}?created=1", record.id)))
@@ -544,7 +564,7 @@ pub async fn create_connection(ctx: Ctx, form: Form) -> HttpResponse {
             Err(ApiError::Validation(errors)) => Ok(html_page(
                 &ctx,
                 StatusCode::UNPROCESSABLE_ENTITY,
-                connect_form(&ctx, channel, &typed(&form, channel), &errors, None),
+                connect_form(&ctx, channel, user, &typed(&form, channel), &errors, None),
             )),
             Err(ApiError::Conflict(message)) => Ok(html_page(
                 &ctx,
@@ -552,6 +572,7 @@ pub async fn create_connection(ctx: Ctx, form: Form) -> HttpResponse {
                 connect_form(
                     &ctx,
                     channel,
+                    user,
                     &typed(&form, channel),
                     &[],
                     Some(&conflict_text(&message, ctx.lang)),
@@ -613,7 +634,8 @@ async fn connection_view(
                 ("commands-url", T::CommandsUrl, &view.commands_url),
                 ("interactions-url", T::InteractionsUrl, &view.interactions_url),
                 ("install-url", T::InstallUrl, &view.install_url),
-                ("oauth-redirect-url", T::OAuthRedirectUrl, &view.oauth_redirect_url),
+                ("authorize-url", T::AuthorizeUrl, &view.authorize_url),
+                ("oauth-redirect-url", if slack { T::OAuthRedirectUrl } else { T::NwRedirectUrl }, &view.oauth_redirect_url),
             ];
             @for (id, label, url) in urls {
                 @if let Some(url) = url { (copyable(id, label.get(l), url, l)) }
@@ -643,6 +665,23 @@ async fn connection_view(
             form.inline method="post" action={ "/console/connections/" (id) "/test" } {
                 (csrf(ctx))
                 button #test-connection type="submit" { (T::TestConnection.get(l)) }
+            }
+        }
+        @if let Some(authorization) = view.authorization {
+            section #authorization data-state=(authorization) {
+                h2 { (T::Authorization.get(l)) }
+                @match authorization {
+                    "authorized" => p { (T::Authorized.get(l)) },
+                    "needs_reauthorization" => (alert(T::NeedsReauthorization.get(l))),
+                    _ => p { (T::NotAuthorized.get(l)) },
+                }
+                @if let Some(url) = &view.authorize_url {
+                    p.actions {
+                        a.button #authorize href=(url) {
+                            (if authorization == "not_authorized" { T::Authorize } else { T::Reauthorize }.get(l))
+                        }
+                    }
+                }
             }
         }
         @if !slack { section #token {
@@ -763,8 +802,12 @@ async fn connection_view(
                 } @else {
                     dt { (T::ClientId.get(l)) } dd { code { (c.client_id) } }
                     dt { (T::ClientSecret.get(l)) } dd { code { (masked(&view.client_secret)) } }
-                    dt { (T::ServiceAccount.get(l)) } dd { code { (c.service_account) } }
-                    dt { (T::PrivateKey.get(l)) } dd { code { (c.private_key_info) } }
+                    @if view.authorization.is_some() {
+                        dt { (T::AuthMode.get(l)) } dd { (T::UserAccount.get(l)) }
+                    } @else {
+                        dt { (T::ServiceAccount.get(l)) } dd { code { (c.service_account) } }
+                        dt { (T::PrivateKey.get(l)) } dd { code { (c.private_key_info) } }
+                    }
                     dt { (T::BotSecret.get(l)) } dd { code { (masked(&view.bot_secret)) } }
                 }
                 @if let Some(h) = view.auth_header { dt { (T::AuthHeader.get(l)) } dd { code { (h) } } }
@@ -783,12 +826,17 @@ async fn connection_view(
     )
 }
 
-fn created_steps(l: Lang, channel: Channel) -> Markup {
-    let (intro, steps) = match channel {
-        Channel::NaverWorks => (T::Connected, [T::StepCallback, T::StepEvents, T::StepAdd]),
+fn created_steps(l: Lang, c: &ConnectionRecord) -> Markup {
+    let user = AuthMode::of_details(&c.details) == AuthMode::User;
+    let (intro, steps): (T, &[T]) = match Channel::of(c) {
+        Channel::NaverWorks if user => (
+            T::Connected,
+            &[T::StepAuthorize, T::StepCallback, T::StepEvents, T::StepAdd],
+        ),
+        Channel::NaverWorks => (T::Connected, &[T::StepCallback, T::StepEvents, T::StepAdd]),
         Channel::Slack => (
             T::SlackConnected,
-            [
+            &[
                 T::SlackStepEvents,
                 T::SlackStepCommands,
                 T::SlackStepInteractivity,
@@ -811,7 +859,7 @@ pub async fn connection_page(ctx: Ctx, req: HttpRequest, path: web::Path<String>
         let c = connection(&ctx, t, &path).await?;
         let query = req.query_string();
         let flash = if query.contains("created=1") {
-            Some(created_steps(ctx.lang, Channel::of(&c)))
+            Some(created_steps(ctx.lang, &c))
         } else if query.contains("saved=1") {
             Some(notice(T::Saved.get(ctx.lang)))
         } else if let Some(n) = query.split('&').find_map(|p| p.strip_prefix("replayed=")) {
@@ -895,7 +943,8 @@ fn rotate_form(
         @if !errors.is_empty() { (alert(T::FixErrors.get(l))) }
         form.card #rotate-form method="post" action={ "/console/connections/" (c.id.as_str()) "/rotate" } novalidate {
             (csrf(ctx))
-            (pages::connection_fields(l, pages::fields_of(Channel::of(c)), &value, errors, &current, &["bot_id"]))
+            @let skip: &[&str] = if AuthMode::of_details(&c.details) == AuthMode::User { &["bot_id", "service_account", "private_key"] } else { &["bot_id"] };
+            (pages::connection_fields(l, pages::fields_of(Channel::of(c)), &value, errors, &current, skip))
             button #submit-rotate type="submit" { (T::Save.get(l)) }
             " "
             a href={ "/console/connections/" (c.id.as_str()) } { (T::Cancel.get(l)) }

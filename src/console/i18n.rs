@@ -154,6 +154,20 @@ texts! {
     Connected => "Connected. Three steps are left in NAVER WORKS:", "연결되었습니다. NAVER WORKS에서 남은 세 단계:";
     StepCallback => "Developer Console → Bot → your bot → Callback URL: turn it on and paste the Webhook URL below.", "Developer Console → Bot → 해당 봇 → Callback URL: 사용으로 바꾸고 아래 Webhook URL을 붙여 넣으세요.";
     StepEvents => "On the same page, tick the callback events the bot should receive (text, images, files, postbacks…).", "같은 화면에서 봇이 받을 콜백 이벤트(텍스트, 이미지, 파일, 포스트백 등)를 선택하세요.";
+    StepAuthorize => "Press Authorise on this page and sign in to NAVER WORKS as a member of the domain: the bot then acts with that member's authorisation.", "이 화면의 권한 부여하기를 누르고 도메인 구성원으로 NAVER WORKS에 로그인하세요. 봇은 그 구성원의 권한으로 동작합니다.";
+    ConnectWithSignIn => "Connect with NAVER WORKS sign-in", "NAVER WORKS 로그인으로 연결";
+    ConnectWithServiceAccount => "Connect with a service account (JWT)", "서비스 계정(JWT)으로 연결";
+    UserModeIntro => "A NAVER WORKS member signs in and allows the bot: no service account or private key is needed. First paste this Redirect URL into the Developer Console, then fill in the app's and the bot's values.", "NAVER WORKS 구성원이 로그인해 봇을 허용하는 방식으로, 서비스 계정이나 개인 키가 필요 없습니다. 먼저 이 Redirect URL을 Developer Console에 붙여 넣은 뒤 앱과 봇의 값을 입력하세요.";
+    NwRedirectUrl => "Developer Console → API → your app → Redirect URL", "Developer Console → API → 해당 앱 → Redirect URL";
+    AuthorizeUrl => "Sign-in link (a member of the domain opens it)", "로그인 링크(도메인 구성원이 엽니다)";
+    Authorization => "Authorisation", "권한 부여";
+    NotAuthorized => "Not authorised yet: a NAVER WORKS member must sign in and allow the bot before it can send.", "아직 권한이 없습니다. 봇이 메시지를 보내려면 NAVER WORKS 구성원이 로그인해 봇을 허용해야 합니다.";
+    Authorized => "Authorised by a NAVER WORKS member. botgate refreshes the token before it expires.", "NAVER WORKS 구성원이 권한을 부여했습니다. botgate가 토큰이 만료되기 전에 갱신합니다.";
+    NeedsReauthorization => "Needs re-authorisation: NAVER WORKS refused the refresh token (it lasts about 90 days). Until a member signs in again, replies wait and the auth URLs answer 409.", "다시 권한 부여 필요: NAVER WORKS가 갱신 토큰을 거부했습니다(유효 기간 약 90일). 구성원이 다시 로그인할 때까지 응답은 대기하고 인증 URL은 409로 응답합니다.";
+    Authorize => "Authorise", "권한 부여하기";
+    Reauthorize => "Re-authorise", "다시 권한 부여하기";
+    AuthMode => "Sign-in", "인증 방식";
+    UserAccount => "a NAVER WORKS member (OAuth)", "NAVER WORKS 구성원(OAuth)";
     StepAdd => "Admin → Service → Bot: add the bot to the service, then to the users or rooms it talks with.", "관리자 → 서비스 → 봇: 봇을 서비스에 추가한 뒤 대화할 사용자나 대화방에 추가하세요.";
     Urls => "URLs", "URL";
     WebhookUrl => "Webhook URL (Callback URL)", "Webhook URL(Callback URL)";
@@ -245,6 +259,8 @@ pub fn fill(template: &str, args: &[&str]) -> String {
 /// Korean. Shared by the API, so the console shows the same rule it enforces.
 const FIELD_MESSAGES: &[(&str, &str)] = &[
     ("is required", "필수 항목입니다."),
+    ("is not used when auth_mode is \"user\": a NAVER WORKS member authorises the bot instead", "auth_mode가 \"user\"이면 쓰지 않습니다. NAVER WORKS 구성원이 대신 봇을 허용합니다."),
+    ("must be \"service_account\" (JWT, the default) or \"user\" (a person signs in)", "\"service_account\"(JWT, 기본값) 또는 \"user\"(사람이 로그인)여야 합니다."),
     ("is required: botgate signs engine requests with it", "필수 항목입니다. botgate가 엔진 요청에 이것으로 서명합니다."),
     ("must be a string", "문자열이어야 합니다."),
     ("must not be empty", "비어 있으면 안 됩니다."),

@@ -146,6 +146,10 @@ pub const CONNECT_FIELDS: &[(&str, T, T, Kind)] = &[
     ),
 ];
 
+/// A NAVER WORKS user-account connection's fields: the connect form's
+/// without the service account and private key.
+pub const USER_SKIPS: &[&str] = &["service_account", "private_key"];
+
 /// The Slack connect / rotate form's fields.
 pub const SLACK_FIELDS: &[(&str, T, T, Kind)] = &[
     (

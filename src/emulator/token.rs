@@ -196,9 +196,13 @@ fn code_grant(state: &mut State, form: &HashMap<String, String>) -> Result<Value
         Some(c) if c.client_id != client_id => {
             return Err("InvalidGrant: the code was issued to another app".to_owned())
         }
-        Some(c) if c.expires_at < now => return Err("InvalidGrant: the code has expired".to_owned()),
+        Some(c) if c.expires_at < now => {
+            return Err("InvalidGrant: the code has expired".to_owned())
+        }
         Some(c) if c.redirect_uri != redirect_uri => {
-            return Err("InvalidGrant: redirect_uri differs from the authorize request's".to_owned())
+            return Err(
+                "InvalidGrant: redirect_uri differs from the authorize request's".to_owned(),
+            )
         }
         Some(c) => c,
         None => return Err("InvalidGrant: unknown or already used code".to_owned()),
@@ -215,7 +219,12 @@ fn code_grant(state: &mut State, form: &HashMap<String, String>) -> Result<Value
             expires_at: now + refresh_lifetime(state),
         },
     );
-    Ok(issue_access(state, &client_id, granted.scopes, Some(refresh)))
+    Ok(issue_access(
+        state,
+        &client_id,
+        granted.scopes,
+        Some(refresh),
+    ))
 }
 
 #[derive(serde::Deserialize)]

@@ -235,7 +235,9 @@ impl From<TokenFailure> for ApiError {
             TokenFailure::Token(t) => ApiError::Token(t),
             TokenFailure::Store(s) => s.into(),
             TokenFailure::Timeout => ApiError::Busy,
-            e @ TokenFailure::NotAuthorized => ApiError::Authorization("not_authorized", e.to_string()),
+            e @ TokenFailure::NotAuthorized => {
+                ApiError::Authorization("not_authorized", e.to_string())
+            }
             e @ TokenFailure::NeedsReauthorization => {
                 ApiError::Authorization("needs_reauthorization", e.to_string())
             }

@@ -10,8 +10,8 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::OpenApi as _;
 
 use super::{
-    auth_urls, connections, events, health, messages, naverworks_oauth, slack, slack_oauth, tenants,
-    webhooks,
+    auth_urls, connections, events, health, messages, naverworks_oauth, slack, slack_oauth,
+    tenants, webhooks,
 };
 use crate::error::ErrorEnvelope;
 

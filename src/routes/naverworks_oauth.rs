@@ -36,11 +36,7 @@ const FLOW: Flow = Flow {
     restart: "Nothing was stored. Start again from the connection's authorize link.",
 };
 
-/// The Redirect URL to paste into the Developer Console (one for every
-/// connection: the state names the connection).
-pub fn redirect_url(state: &AppState) -> String {
-    state.settings.public_link("oauth/naverworks/callback")
-}
+use crate::service::connections::naverworks_redirect_url as redirect_url;
 
 #[utoipa::path(get, path = "/oauth/naverworks/{connection}/authorize",
     summary = "A NAVER WORKS member authorises a user-account connection: the redirect to the consent page", tag = "naverworks",

@@ -10,8 +10,8 @@ use serde_json::Value;
 use crate::channels::Channel;
 use crate::domain::ids::{ConnectionId, PublicId, TenantId};
 use crate::domain::naverworks::{
-    parse_rate_limit, AuthMode, parse_scope, parse_secret, parse_service_account, parse_text, BotId, Charset,
-    PrivateKeyPem, DEFAULT_RATE_LIMIT_PER_MINUTE, DEFAULT_SCOPE,
+    parse_rate_limit, parse_scope, parse_secret, parse_service_account, parse_text, AuthMode,
+    BotId, Charset, PrivateKeyPem, DEFAULT_RATE_LIMIT_PER_MINUTE, DEFAULT_SCOPE,
 };
 use crate::domain::{now_millis, rfc3339, FieldError};
 use crate::error::ApiError;
@@ -248,7 +248,9 @@ async fn create_naverworks(
 ) -> Result<ConnectionRecord, ApiError> {
     let mut f = Fields::default();
     refuse_foreign(&mut f, body, Channel::NaverWorks);
-    let mode = f.optional(&body.auth_mode, AuthMode::parse).unwrap_or_default();
+    let mode = f
+        .optional(&body.auth_mode, AuthMode::parse)
+        .unwrap_or_default();
     let bot_id = f.required("bot_id", &body.bot_id, |v| BotId::parse("bot_id", v));
     let client_id = f.required("client_id", &body.client_id, client_id);
     let client_secret = f.required("client_secret", &body.client_secret, client_secret);
@@ -320,7 +322,10 @@ async fn create_naverworks(
         &record.id,
         [
             (field::CLIENT_SECRET, Some(&client_secret)),
-            (field::PRIVATE_KEY, private_key.as_ref().map(PrivateKeyPem::pem)),
+            (
+                field::PRIVATE_KEY,
+                private_key.as_ref().map(PrivateKeyPem::pem),
+            ),
             (field::BOT_SECRET, Some(&bot_secret)),
         ],
     );
@@ -631,7 +636,7 @@ pub async fn view(state: &AppState, c: &ConnectionRecord) -> Result<ConnectionVi
                 let meta = state.store.token_meta(&c.id).await?;
                 view.authorization = Some(authorization(meta.as_ref()));
                 view.authorize_url = link(format!("oauth/naverworks/{public}/authorize"));
-                view.oauth_redirect_url = link("oauth/naverworks/callback".to_owned());
+                view.oauth_redirect_url = Some(naverworks_redirect_url(state));
             } else {
                 view.service_account = Some(c.service_account.clone());
                 view.private_key = Some(c.private_key_info.clone());
@@ -666,4 +671,10 @@ pub fn authorization(meta: Option<&crate::store::TokenMeta>) -> &'static str {
         Some(m) if m.token_id.is_some() => "authorized",
         _ => "not_authorized",
     }
+}
+
+/// The Redirect URL a user-account connection's app has in the Developer
+/// Console (one for every connection: the OAuth state names the connection).
+pub fn naverworks_redirect_url(state: &AppState) -> String {
+    state.settings.public_link("oauth/naverworks/callback")
 }

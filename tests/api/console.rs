@@ -524,6 +524,144 @@ async fn a_builder_connects_a_slack_app_in_a_real_browser() {
     browser.quit().await;
 }
 
+/// NAVER WORKS sign-in (issue 24) in a real browser: the second way on the
+/// connect screen with its Redirect URL to copy, Authorise through the
+/// emulator's consent page, the authorised state, an echo sent with the
+/// member's token, and the Korean texts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_authorises_a_bot_in_a_real_browser() {
+    let emu = spawn_emulator(EmulatorConfig::default()).await;
+    let public = "http://botgate.example.com/base";
+    let app = console_app(Backend::Sqlite, &emu, public).await;
+    let tenant = app.create_tenant("Sign-in browser test").await;
+    let creds: Value = emu
+        .client
+        .post(format!("{}/emulator/apps/generate", emu.url))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let s = |k: &str| creds[k].as_str().unwrap().to_owned();
+    let work = tempfile::tempdir().unwrap();
+    let driver = Driver::start().await;
+    let browser = driver.browser("en-US", work.path()).await;
+    browser.goto(&app.url("/console")).await;
+    browser.fill("#key", &tenant.api_key).await;
+    browser.click("#sign-in").await;
+    browser.click("#connect").await;
+    browser.click("#way-sign-in").await;
+    assert_eq!(
+        browser
+            .attribute(&browser.find("#way-sign-in").await, "aria-current")
+            .await
+            .as_deref(),
+        Some("page")
+    );
+    let redirect = browser.text("#redirect-url").await;
+    assert_eq!(redirect, format!("{public}/oauth/naverworks/callback"));
+    assert_eq!(
+        browser
+            .find_all("button[data-copy=redirect-url]")
+            .await
+            .len(),
+        1
+    );
+    assert!(browser.find_all("#service_account").await.is_empty());
+    assert!(browser.find_all("#private_key").await.is_empty());
+    browser.fill("#bot_id", &s("bot_id")).await;
+    browser.fill("#client_id", &s("client_id")).await;
+    browser.fill("#client_secret", &s("client_secret")).await;
+    browser.fill("#bot_secret", &s("bot_secret")).await;
+    // A field missing: the inline error, and the form stays the sign-in way.
+    browser.click("#submit-connect").await;
+    assert!(browser
+        .text("#auth_header-error")
+        .await
+        .contains("required"));
+    assert_eq!(browser.text("#redirect-url").await, redirect);
+    assert!(browser.find_all("#private_key").await.is_empty());
+    assert_eq!(connections_of(&app, &tenant).await, Vec::<Value>::new());
+    browser.fill("#client_secret", &s("client_secret")).await;
+    browser.fill("#bot_secret", &s("bot_secret")).await;
+    browser
+        .fill("#auth_header", "internal-services-secret-value")
+        .await;
+    browser.click("#submit-connect").await;
+    assert!(browser.text("#next-steps").await.contains("Authorise"));
+    let connection_url = browser.url().await.split('?').next().unwrap().to_owned();
+    assert_eq!(
+        browser
+            .attribute(&browser.find("#authorization").await, "data-state")
+            .await
+            .as_deref(),
+        Some("not_authorized")
+    );
+    assert!(browser.text("#credentials").await.contains("OAuth"));
+    assert_eq!(
+        browser.text("#oauth-redirect-url").await,
+        redirect,
+        "the same Redirect URL on the connection page"
+    );
+    // Authorise: botgate → the consent page → back to botgate.
+    let authorize = browser.find("#authorize").await;
+    assert_eq!(browser.text("#authorize").await, "Authorise");
+    let href = browser.attribute(&authorize, "href").await.unwrap();
+    assert_eq!(href, browser.text("#authorize-url").await);
+    browser.goto(&href.replace(public, &app.address)).await;
+    let allow = browser.find("#allow").await;
+    let back = browser.attribute(&allow, "href").await.unwrap();
+    assert!(back.starts_with(&redirect), "{back}");
+    browser.goto(&back.replace(public, &app.address)).await;
+    let page = browser.source().await;
+    assert!(page.contains("authorised"), "{page}");
+    browser.goto(&connection_url).await;
+    assert_eq!(
+        browser
+            .attribute(&browser.find("#authorization").await, "data-state")
+            .await
+            .as_deref(),
+        Some("authorized")
+    );
+    assert_eq!(browser.text("#authorize").await, "Re-authorise");
+    // A user writes: the echo goes out with the member's token.
+    let webhook = browser.text("#webhook-url").await;
+    callback(
+        &emu,
+        &s("bot_id"),
+        &webhook.replace(public, &app.address),
+        "user-1",
+        "hello with a member's token",
+    )
+    .await;
+    wait_for_reply(&emu, "hello with a member's token").await;
+    let stats = &emu.stats().await["apps"][s("client_id")];
+    assert_eq!(stats["codes_exchanged"], 1, "{stats}");
+    assert_eq!(
+        stats["tokens_issued"], 0,
+        "no service-account grant: {stats}"
+    );
+    // Korean.
+    browser.click("#lang-ko").await;
+    assert!(browser
+        .text("#authorization")
+        .await
+        .contains("권한을 부여했습니다"));
+    assert_eq!(browser.text("#authorize").await, "다시 권한 부여하기");
+    browser
+        .goto(&app.url("/console/connections/new?channel=naverworks&auth=user"))
+        .await;
+    assert!(browser
+        .text("#way-sign-in")
+        .await
+        .contains("NAVER WORKS 로그인으로 연결"));
+    assert!(browser.source().await.contains("Redirect URL을"));
+    browser.click("#lang-en").await;
+    browser.quit().await;
+}
+
 // ---------------------------------------------------------------- over plain HTTP
 
 /// A browser's cookie jar for one console, kept by hand so the test sees

@@ -69,8 +69,7 @@ async fn start(s: &Inbound) -> Consent {
         location.starts_with(&format!("{}/oauth2/v2.0/authorize?", s.emu.url)),
         "{location}"
     );
-    let pairs: std::collections::HashMap<String, String> =
-        url.query_pairs().into_owned().collect();
+    let pairs: std::collections::HashMap<String, String> = url.query_pairs().into_owned().collect();
     assert_eq!(pairs["client_id"], app_config().client_id);
     assert_eq!(
         pairs["redirect_uri"],
@@ -167,12 +166,15 @@ async fn a_member_authorises_and_the_bot_answers_with_the_user_token(backend: Ba
         c["oauth_redirect_url"],
         format!("{PUBLIC}/oauth/naverworks/callback")
     );
-    assert!(c["authorize_url"]
-        .as_str()
-        .unwrap()
-        .ends_with("/authorize"));
-    assert!(c.get("service_account").is_none() && c.get("private_key").is_none(), "{c}");
-    assert!(c["client_secret"].as_str().unwrap().starts_with("****"), "{c}");
+    assert!(c["authorize_url"].as_str().unwrap().ends_with("/authorize"));
+    assert!(
+        c.get("service_account").is_none() && c.get("private_key").is_none(),
+        "{c}"
+    );
+    assert!(
+        c["client_secret"].as_str().unwrap().starts_with("****"),
+        "{c}"
+    );
     // Not authorised yet: the auth URL says so instead of a token.
     let (status, body) = get_token(&s.app, &auth_path(&s), Some(HEADER)).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
@@ -266,7 +268,10 @@ async fn user_account_fields_are_validated(backend: Backend) {
         ["auth_mode", "service_account", "private_key"]
     );
     // The mode stays; the key stays out.
-    for patch in [json!({"auth_mode": "service_account"}), json!({"private_key": PKCS8})] {
+    for patch in [
+        json!({"auth_mode": "service_account"}),
+        json!({"private_key": PKCS8}),
+    ] {
         let (status, answer) = s
             .app
             .send_json(Method::PATCH, &s.conn_path(), &s.tenant.api_key, &patch)
@@ -372,7 +377,11 @@ async fn a_refused_refresh_needs_reauthorisation_until_a_member_signs_in_again(b
     let (status, first) = get_token(&s.app, &auth_path(&s), Some(HEADER)).await;
     assert_eq!(status, StatusCode::OK, "{first}");
     assert_eq!(
-        metric(&s.app, "botgate_naverworks_connections_needing_reauthorization").await,
+        metric(
+            &s.app,
+            "botgate_naverworks_connections_needing_reauthorization"
+        )
+        .await,
         "botgate_naverworks_connections_needing_reauthorization 0"
     );
     tokio::time::sleep(Duration::from_millis(2_100)).await;
@@ -394,7 +403,11 @@ async fn a_refused_refresh_needs_reauthorisation_until_a_member_signs_in_again(b
     );
     assert_eq!(view(&s).await["authorization"], "needs_reauthorization");
     assert_eq!(
-        metric(&s.app, "botgate_naverworks_connections_needing_reauthorization").await,
+        metric(
+            &s.app,
+            "botgate_naverworks_connections_needing_reauthorization"
+        )
+        .await,
         "botgate_naverworks_connections_needing_reauthorization 1"
     );
     // A member signs in again.
@@ -404,7 +417,11 @@ async fn a_refused_refresh_needs_reauthorisation_until_a_member_signs_in_again(b
     assert_eq!(status, StatusCode::OK, "{again}");
     assert_ne!(again["access_token"], first["access_token"]);
     assert_eq!(
-        metric(&s.app, "botgate_naverworks_connections_needing_reauthorization").await,
+        metric(
+            &s.app,
+            "botgate_naverworks_connections_needing_reauthorization"
+        )
+        .await,
         "botgate_naverworks_connections_needing_reauthorization 0"
     );
     assert_eq!(app_stats(&s).await["tokens_issued"], 0);
