@@ -419,19 +419,21 @@ impl TokenService {
         ))
     }
 
-    async fn store_issued(
+    /// The token's row: access and refresh tokens sealed to this
+    /// connection, the times in milliseconds.
+    fn seal(
         &self,
         connection: &ConnectionRecord,
         issued: &IssuedToken,
-        via_refresh: bool,
         now: i64,
-    ) -> Result<Option<(String, i64)>, TokenFailure> {
+        refresh_expires_at: Option<i64>,
+    ) -> NewToken {
         let aad = |field| Aad {
             tenant: connection.tenant_id.as_str(),
             connection: Some(connection.id.as_str()),
             field,
         };
-        let token = NewToken {
+        NewToken {
             access: self
                 .vault
                 .seal(&issued.access_token, aad(field::ACCESS_TOKEN)),
@@ -441,12 +443,23 @@ impl TokenService {
                 .map(|rt| self.vault.seal(rt, aad(field::REFRESH_TOKEN))),
             issued_at: now,
             expires_at: now + issued.expires_in * 1000,
-            // A new refresh token (JWT grant, or rotation) lives 90 days; a
-            // refresh without rotation keeps the old one's expiry.
-            refresh_expires_at: (issued.refresh_token.is_some() || !via_refresh)
-                .then_some(now + REFRESH_LIFETIME_MS),
+            refresh_expires_at,
             scope: issued.scope.clone(),
-        };
+        }
+    }
+
+    async fn store_issued(
+        &self,
+        connection: &ConnectionRecord,
+        issued: &IssuedToken,
+        via_refresh: bool,
+        now: i64,
+    ) -> Result<Option<(String, i64)>, TokenFailure> {
+        // A new refresh token (JWT grant, or rotation) lives 90 days; a
+        // refresh without rotation keeps the old one's expiry.
+        let refresh_expires_at =
+            (issued.refresh_token.is_some() || !via_refresh).then_some(now + REFRESH_LIFETIME_MS);
+        let token = self.seal(connection, issued, now, refresh_expires_at);
         Ok(self
             .store
             .store_token(&connection.tenant_id, &connection.id, &self.owner, &token)
@@ -461,27 +474,11 @@ impl TokenService {
         issued: IssuedToken,
         now: i64,
     ) -> Result<ServedToken, TokenFailure> {
-        let aad = |field| Aad {
-            tenant: connection.tenant_id.as_str(),
-            connection: Some(connection.id.as_str()),
-            field,
-        };
-        let token = NewToken {
-            access: self
-                .vault
-                .seal(&issued.access_token, aad(field::ACCESS_TOKEN)),
-            refresh: issued
-                .refresh_token
-                .as_ref()
-                .map(|rt| self.vault.seal(rt, aad(field::REFRESH_TOKEN))),
-            issued_at: now,
-            expires_at: now + issued.expires_in * 1000,
-            refresh_expires_at: issued
-                .refresh_token
-                .is_some()
-                .then_some(now + REFRESH_LIFETIME_MS),
-            scope: issued.scope.clone(),
-        };
+        let refresh_expires_at = issued
+            .refresh_token
+            .is_some()
+            .then_some(now + REFRESH_LIFETIME_MS);
+        let token = self.seal(connection, &issued, now, refresh_expires_at);
         let (token_id, generation) = self
             .store
             .put_authorized_token(&connection.tenant_id, &connection.id, &token)

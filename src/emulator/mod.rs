@@ -12,6 +12,7 @@
 pub mod admin;
 mod bot_api;
 pub mod config;
+mod consent;
 pub mod slack;
 pub use crate::naverworks::content;
 mod state;

@@ -19,6 +19,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use super::consent::{self, Consent};
 use super::Emulator;
 
 /// One Slack app installed in one workspace.
@@ -761,14 +762,10 @@ async fn authorize(
         .find(|a| a.client_id == q.client_id)
         .cloned()
     else {
-        return HttpResponse::BadRequest()
-            .content_type("text/html")
-            .body("<p id=error>invalid_client_id</p>");
+        return consent::error("invalid_client_id");
     };
-    let Ok(mut allow) = url::Url::parse(&q.redirect_uri) else {
-        return HttpResponse::BadRequest()
-            .content_type("text/html")
-            .body("<p id=error>bad_redirect_uri</p>");
+    let Ok(redirect) = url::Url::parse(&q.redirect_uri) else {
+        return consent::error("bad_redirect_uri");
     };
     let team_id = q.team.clone().unwrap_or_else(|| random("T", 10));
     let team = format!("Workspace {team_id}");
@@ -783,32 +780,17 @@ async fn authorize(
             expires: Instant::now() + Duration::from_secs(600),
         },
     );
-    let mut deny = allow.clone();
-    allow
-        .query_pairs_mut()
-        .append_pair("code", &code)
-        .append_pair("state", &q.state);
-    deny.query_pairs_mut()
-        .append_pair("error", "access_denied")
-        .append_pair("state", &q.state);
-    let escape = |s: &str| {
-        s.replace('&', "&amp;")
-            .replace('<', "&lt;")
-            .replace('"', "&quot;")
-    };
-    let page = format!(
-        "<!doctype html><html><head><title>Allow {app}?</title></head><body>\
-         <h1>Allow the app to access {team}?</h1><p id=scopes>{scopes}</p>\
-         <p><a id=allow href=\"{allow}\">Allow</a> <a id=deny href=\"{deny}\">Cancel</a></p></body></html>",
-        app = escape(&app.app_id),
-        team = escape(&team),
-        scopes = escape(&q.scope),
-        allow = escape(allow.as_str()),
-        deny = escape(deny.as_str()),
-    );
-    HttpResponse::Ok()
-        .content_type("text/html; charset=utf-8")
-        .body(page)
+    consent::page(
+        &Consent {
+            title: &format!("Allow {}?", app.app_id),
+            question: &format!("Allow the app to access {team}?"),
+            scopes: &q.scope,
+            deny: "Cancel",
+        },
+        &redirect,
+        &code,
+        &q.state,
+    )
 }
 
 /// `oauth.v2.access`: a code (single use, this app's, the same

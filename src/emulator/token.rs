@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 use sha2::Sha256;
 use subtle::ConstantTimeEq as _;
 
+use super::consent::{self, Consent};
 use super::state::{AccessToken, AuthCode, Emulator, RefreshToken, State};
 
 pub const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
@@ -250,11 +251,7 @@ async fn authorize(
     query: web::Query<AuthorizeQuery>,
 ) -> HttpResponse {
     let q = query.into_inner();
-    let error = |message: &str| {
-        HttpResponse::BadRequest()
-            .content_type("text/html; charset=utf-8")
-            .body(format!("<p id=error>{message}</p>"))
-    };
+    let error = consent::error;
     if q.response_type != "code" {
         return error("unsupported_response_type");
     }
@@ -271,10 +268,10 @@ async fn authorize(
     if scopes.is_empty() || scopes.iter().any(|s| !app.config.scopes.contains(s)) {
         return error("invalid_scope");
     }
-    let Ok(mut allow) = url::Url::parse(&q.redirect_uri) else {
+    let Ok(redirect) = url::Url::parse(&q.redirect_uri) else {
         return error("invalid_redirect_uri");
     };
-    if !matches!(allow.scheme(), "http" | "https") {
+    if !matches!(redirect.scheme(), "http" | "https") {
         return error("invalid_redirect_uri");
     }
     let code = URL_SAFE_NO_PAD.encode(crate::secrets::random_bytes(24));
@@ -288,31 +285,18 @@ async fn authorize(
             expires_at,
         },
     );
-    let mut deny = allow.clone();
-    allow
-        .query_pairs_mut()
-        .append_pair("code", &code)
-        .append_pair("state", &q.state);
-    deny.query_pairs_mut()
-        .append_pair("error", "access_denied")
-        .append_pair("state", &q.state);
-    let escape = |s: &str| {
-        s.replace('&', "&amp;")
-            .replace('<', "&lt;")
-            .replace('"', "&quot;")
-    };
-    let page = format!(
-        "<!doctype html><html><head><meta charset=utf-8><title>NAVER WORKS · Allow access</title></head><body>\
-         <h1>Allow {app} to access your NAVER WORKS account?</h1><p id=scopes>{scopes}</p>\
-         <p><a id=allow href=\"{allow}\">Allow</a> <a id=deny href=\"{deny}\">Deny</a></p></body></html>",
-        app = escape(&q.client_id),
-        scopes = escape(&scopes.join(" ")),
-        allow = escape(allow.as_str()),
-        deny = escape(deny.as_str()),
-    );
-    HttpResponse::Ok()
-        .content_type("text/html; charset=utf-8")
-        .body(page)
+    let question = format!("Allow {} to access your NAVER WORKS account?", q.client_id);
+    consent::page(
+        &Consent {
+            title: "NAVER WORKS · Allow access",
+            question: &question,
+            scopes: &scopes.join(" "),
+            deny: "Deny",
+        },
+        &redirect,
+        &code,
+        &q.state,
+    )
 }
 
 fn issue_access(

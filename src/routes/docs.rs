@@ -278,6 +278,19 @@ pub struct SendPath {
     pub connection: String,
 }
 
+/// The query a platform sends back to an OAuth callback.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // read by utoipa's derive only
+pub struct CallbackQuery {
+    /// The code to exchange
+    pub code: Option<String>,
+    /// The state botgate sent
+    pub state: Option<String>,
+    /// Set instead of a code when the person cancelled (`access_denied`)
+    pub error: Option<String>,
+}
+
 /// `{connection}` of a webhook or auth URL.
 #[derive(utoipa::IntoParams)]
 #[into_params(parameter_in = Path)]

@@ -19,7 +19,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use maud::html;
 
-use super::docs::PublicPath;
+use super::docs::{CallbackQuery, PublicPath};
 use super::oauth::{self, page, Flow};
 use super::webhooks::webhook_connection;
 use crate::channels::Channel;
@@ -27,6 +27,7 @@ use crate::domain::naverworks::AuthMode;
 use crate::domain::now_millis;
 use crate::error::ApiError;
 use crate::naverworks::token::TokenError;
+use crate::service::connections::naverworks_redirect_url as redirect_url;
 use crate::state::AppState;
 
 const FLOW: Flow = Flow {
@@ -34,9 +35,14 @@ const FLOW: Flow = Flow {
     path: "/oauth/naverworks",
     refused_title: "The sign-in did not go through",
     restart: "Nothing was stored. Start again from the connection's authorize link.",
+    platform: "NAVER WORKS",
+    cancelled: (
+        "The sign-in was cancelled",
+        "Nothing was changed: the bot keeps the authorisation it had, if any. You can start again from the authorize link.",
+    ),
+    channel: Channel::NaverWorks,
+    what: "sign-in",
 };
-
-use crate::service::connections::naverworks_redirect_url as redirect_url;
 
 #[utoipa::path(get, path = "/oauth/naverworks/{connection}/authorize",
     summary = "A NAVER WORKS member authorises a user-account connection: the redirect to the consent page", tag = "naverworks",
@@ -81,40 +87,22 @@ pub async fn authorize(
 
 #[utoipa::path(get, path = "/oauth/naverworks/callback",
     summary = "NAVER WORKS' redirect after a member's consent (code and state)", tag = "naverworks",
-    params(("code" = Option<String>, Query), ("state" = Option<String>, Query), ("error" = Option<String>, Query)),
+    params(CallbackQuery),
     responses((status = 200, description = "Authorised (or cancelled), as a page"), (status = 400, description = "A refused state or code, as a page"), (status = 502, description = "NAVER WORKS could not be reached")),
     security(()))]
 pub async fn callback(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let query = oauth::query(&req);
-    let connection_id = match oauth::finish(&req, &state, &FLOW, &query).await? {
-        Ok(id) => id,
-        Err(refused) => return Ok(refused),
+    let returned = match oauth::finish(&req, &state, &FLOW).await? {
+        Ok(returned) => returned,
+        Err(page) => return Ok(page),
     };
-    if oauth::param(&query, "error").is_some() {
-        return Ok(page(
-            StatusCode::OK,
-            "The sign-in was cancelled",
-            html! { p #cancelled { "Nothing was changed: the bot keeps the authorisation it had, if any. You can start again from the authorize link." } },
-        ));
-    }
     let refused = |message: &str| Ok(oauth::refused(&FLOW, message));
-    let Some(code) = oauth::param(&query, "code") else {
-        return refused("NAVER WORKS sent no code.");
-    };
-    let Some(connection) = state
-        .store
-        .connection_by_id(&connection_id)
-        .await?
-        .filter(|c| {
-            Channel::of(c) == Channel::NaverWorks
-                && AuthMode::of_details(&c.details) == AuthMode::User
-        })
-    else {
-        return refused("The connection this sign-in was for no longer exists.");
-    };
+    let (connection, code) = (returned.connection, returned.code);
+    if AuthMode::of_details(&connection.details) != AuthMode::User {
+        return refused("This connection uses a service account: no one signs in for it.");
+    }
     let Ok((creds, _)) = state.tokens.credentials(&connection).await else {
         return refused("The connection's Client Secret cannot be read; enter it again.");
     };
@@ -124,7 +112,7 @@ pub async fn callback(
         .code_grant(
             &creds.client_id,
             &creds.client_secret,
-            code,
+            &code,
             &redirect_url(&state),
         )
         .await

@@ -13,10 +13,12 @@ use base64::Engine as _;
 use maud::{html, Markup, DOCTYPE};
 use sha2::{Digest, Sha256};
 
+use crate::channels::Channel;
 use crate::domain::ids::ConnectionId;
 use crate::domain::now_millis;
 use crate::error::ApiError;
 use crate::state::AppState;
+use crate::store::ConnectionRecord;
 
 const STATE_LIFETIME_MS: i64 = 10 * 60 * 1000;
 /// Flows of one connection that may be in progress at once.
@@ -32,6 +34,14 @@ pub struct Flow {
     pub refused_title: &'static str,
     /// The refused page's last line: what did not happen, how to restart.
     pub restart: &'static str,
+    /// The platform's name, as the refused pages say it.
+    pub platform: &'static str,
+    /// The page when the person cancelled at the platform: title and text.
+    pub cancelled: (&'static str, &'static str),
+    /// The connections the flow is for.
+    pub channel: Channel,
+    /// What the person does, for the refused pages ("sign-in", "install").
+    pub what: &'static str,
 }
 
 fn hash(text: &str) -> String {
@@ -148,7 +158,7 @@ pub fn answer(started: &Started, mut response: HttpResponse) -> Result<HttpRespo
 }
 
 /// The callback's query, bounded (16 pairs).
-pub fn query(req: &HttpRequest) -> Vec<(String, String)> {
+fn query(req: &HttpRequest) -> Vec<(String, String)> {
     url::form_urlencoded::parse(req.query_string().as_bytes())
         .into_owned()
         .take(16)
@@ -156,7 +166,7 @@ pub fn query(req: &HttpRequest) -> Vec<(String, String)> {
 }
 
 /// One query parameter, bounded.
-pub fn param<'a>(query: &'a [(String, String)], name: &str) -> Option<&'a str> {
+fn param<'a>(query: &'a [(String, String)], name: &str) -> Option<&'a str> {
     query
         .iter()
         .find(|(k, _)| k == name)
@@ -164,10 +174,62 @@ pub fn param<'a>(query: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .filter(|v| !v.is_empty() && v.len() <= 512)
 }
 
-/// Checks the callback's `state`: present, issued here and not used yet
-/// (it is used up now, whatever follows), unexpired, and this browser's.
-/// The connection it was issued for, or the refused page.
+/// A callback that passed [`finish`]: the connection its state was issued
+/// for, and the code to exchange.
+pub struct Returned {
+    pub connection: ConnectionRecord,
+    pub code: String,
+}
+
+/// Checks the callback: its `state` present, issued here and not used yet
+/// (it is used up now, whatever follows), unexpired, and this browser's;
+/// then the platform's `error` (the cancelled page) or its `code`. `Err` is
+/// the page to answer.
 pub async fn finish(
+    req: &HttpRequest,
+    state: &AppState,
+    flow: &Flow,
+) -> Result<Result<Returned, HttpResponse>, ApiError> {
+    let query = query(req);
+    let connection_id = match check_state(req, state, flow, &query).await? {
+        Ok(connection_id) => connection_id,
+        Err(refused) => return Ok(Err(refused)),
+    };
+    if param(&query, "error").is_some() {
+        let (title, text) = flow.cancelled;
+        return Ok(Err(page(
+            StatusCode::OK,
+            title,
+            html! { p #cancelled { (text) } },
+        )));
+    }
+    let Some(code) = param(&query, "code") else {
+        return Ok(Err(refused(
+            flow,
+            &format!("{} sent no code.", flow.platform),
+        )));
+    };
+    let Some(connection) = state
+        .store
+        .connection_by_id(&connection_id)
+        .await?
+        .filter(|c| Channel::of(c) == flow.channel)
+    else {
+        return Ok(Err(refused(
+            flow,
+            &format!(
+                "The connection this {} was for no longer exists.",
+                flow.what
+            ),
+        )));
+    };
+    Ok(Ok(Returned {
+        connection,
+        code: code.to_owned(),
+    }))
+}
+
+async fn check_state(
     req: &HttpRequest,
     state: &AppState,
     flow: &Flow,

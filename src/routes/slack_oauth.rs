@@ -14,7 +14,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use maud::html;
 use secrecy::ExposeSecret;
 
-use super::docs::PublicPath;
+use super::docs::{CallbackQuery, PublicPath};
 use super::oauth::{self, page, Flow};
 use super::webhooks::webhook_connection;
 use crate::channels::slack::installs::{self, ExchangeError};
@@ -30,6 +30,13 @@ const FLOW: Flow = Flow {
     path: "/oauth/slack",
     refused_title: "The install did not go through",
     restart: "Nothing was installed. Start again from the app's install page.",
+    platform: "Slack",
+    cancelled: (
+        "The install was cancelled",
+        "Nothing was installed. You can start again from the install page whenever you like.",
+    ),
+    channel: Channel::Slack,
+    what: "install",
 };
 
 /// The redirect URL to paste into Slack's OAuth & Permissions.
@@ -95,38 +102,18 @@ pub async fn install(
 
 #[utoipa::path(get, path = "/oauth/slack/callback",
     summary = "Slack's redirect after an install (code and state)", tag = "slack",
-    params(("code" = Option<String>, Query), ("state" = Option<String>, Query), ("error" = Option<String>, Query)),
+    params(CallbackQuery),
     responses((status = 200, description = "Installed (or cancelled), as a page"), (status = 400, description = "A refused state or code, as a page"), (status = 502, description = "Slack could not be reached")),
     security(()))]
 pub async fn callback(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let query = oauth::query(&req);
-    let connection_id = match oauth::finish(&req, &state, &FLOW, &query).await? {
-        Ok(id) => id,
-        Err(refused) => return Ok(refused),
+    let returned = match oauth::finish(&req, &state, &FLOW).await? {
+        Ok(returned) => returned,
+        Err(page) => return Ok(page),
     };
-    if oauth::param(&query, "error").is_some() {
-        return Ok(page(
-            StatusCode::OK,
-            "The install was cancelled",
-            html! { p #cancelled { "Nothing was installed. You can start again from the install page whenever you like." } },
-        ));
-    }
-    let Some(code) = oauth::param(&query, "code") else {
-        return Ok(refused("Slack sent no code."));
-    };
-    let Some(connection) = state
-        .store
-        .connection_by_id(&connection_id)
-        .await?
-        .filter(|c| Channel::of(c) == Channel::Slack)
-    else {
-        return Ok(refused(
-            "The connection this install was for no longer exists.",
-        ));
-    };
+    let (connection, code) = (returned.connection, returned.code);
     let Some((client_id, client_secret)) = installs::client_credentials(&state, &connection).await
     else {
         return Ok(refused(
@@ -137,7 +124,7 @@ pub async fn callback(
     let granted = match installs::exchange(
         &state,
         &[
-            ("code", code),
+            ("code", &code),
             ("client_id", &client_id),
             ("client_secret", client_secret.expose_secret()),
             ("redirect_uri", &redirect),

@@ -159,29 +159,40 @@ impl Store {
         let Some(row) = row else { return Ok(None) };
         let generation: i64 = row.try_get("generation").map_err(classify)?;
         let token_id: String = row.try_get("token_id").map_err(classify)?;
-        put_secret(
-            &mut tx,
-            tenant,
-            Some(connection),
-            field::ACCESS_TOKEN,
-            &token.access,
-            token.issued_at,
-        )
-        .await?;
-        if let Some(refresh) = &token.refresh {
-            put_secret(
-                &mut tx,
-                tenant,
-                Some(connection),
-                field::REFRESH_TOKEN,
-                refresh,
-                token.issued_at,
-            )
-            .await?;
+        self.commit_token(tx, tenant, connection, token).await?;
+        Ok(Some((token_id, generation)))
+    }
+
+    /// Seals the token's secrets in `tx` (the refresh token only when
+    /// there is one: a JWT-minted token may have none) and commits it, then
+    /// forgets the cached copy.
+    async fn commit_token(
+        &self,
+        mut tx: sqlx::Transaction<'_, sqlx::Any>,
+        tenant: &TenantId,
+        connection: &ConnectionId,
+        token: &NewToken,
+    ) -> StoreResult<()> {
+        let secrets = [
+            (field::ACCESS_TOKEN, Some(&token.access)),
+            (field::REFRESH_TOKEN, token.refresh.as_ref()),
+        ];
+        for (name, sealed) in secrets {
+            if let Some(sealed) = sealed {
+                put_secret(
+                    &mut tx,
+                    tenant,
+                    Some(connection),
+                    name,
+                    sealed,
+                    token.issued_at,
+                )
+                .await?;
+            }
         }
         tx.commit().await.map_err(classify)?;
         self.cache.forget_connection(connection.as_str());
-        Ok(Some((token_id, generation)))
+        Ok(())
     }
 
     /// Stores a token a person just authorised (the OAuth callback): the
@@ -216,28 +227,7 @@ impl Store {
         .await
         .map_err(classify)?;
         let generation: i64 = row.try_get("generation").map_err(classify)?;
-        put_secret(
-            &mut tx,
-            tenant,
-            Some(connection),
-            field::ACCESS_TOKEN,
-            &token.access,
-            token.issued_at,
-        )
-        .await?;
-        if let Some(refresh) = &token.refresh {
-            put_secret(
-                &mut tx,
-                tenant,
-                Some(connection),
-                field::REFRESH_TOKEN,
-                refresh,
-                token.issued_at,
-            )
-            .await?;
-        }
-        tx.commit().await.map_err(classify)?;
-        self.cache.forget_connection(connection.as_str());
+        self.commit_token(tx, tenant, connection, token).await?;
         Ok((token_id, generation))
     }
 
