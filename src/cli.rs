@@ -80,6 +80,24 @@ pub enum Command {
         #[arg(long)]
         config: Option<std::path::PathBuf>,
     },
+    /// Try a bot in the browser: the gateway (SQLite in --data-dir), the
+    /// emulator, a demo tenant and connection, and one printed link that
+    /// signs you into the console's chat playground. Never talks to the
+    /// real NAVER WORKS or Slack; a second run reuses the demo data.
+    Demo {
+        /// The gateway's address (the console is here).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// The emulator's address.
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        emulator_listen: std::net::SocketAddr,
+        /// Where the demo keeps its database, keys and ids.
+        #[arg(long, default_value = "data/demo")]
+        data_dir: std::path::PathBuf,
+        /// Your own http engine (DESIGN.md's engine protocol) instead of echo.
+        #[arg(long)]
+        engine_url: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

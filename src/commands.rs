@@ -57,6 +57,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             return send(args).await;
         }
+        Command::Demo {
+            listen,
+            emulator_listen,
+            data_dir,
+            engine_url,
+        } => {
+            // One line on stdout; only errors on stderr.
+            telemetry::init(crate::config::LogFormat::Pretty, "error");
+            return crate::demo::run(crate::demo::DemoArgs {
+                listen,
+                emulator_listen,
+                data_dir,
+                engine_url,
+            })
+            .await;
+        }
         // The load generator is the executable's (src/bin/botgate), not the
         // library's: it never reaches here from `botgate bench`.
         Command::Bench(_) => {
@@ -107,6 +123,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             command: KeysCommand::Generate,
         }
         | Command::Emulator { .. }
+        | Command::Demo { .. }
         | Command::Send { .. }
         | Command::Bench(_) => Ok(()),
     }

@@ -35,6 +35,7 @@ const KEYS: &[&str] = &[
     "naverworks_api_url",
     "slack_api_url",
     "slack_authorize_url",
+    "playground_emulator_url",
     "log_format",
     "log",
     "token_refresh_margin_seconds",
@@ -77,6 +78,9 @@ pub struct Settings {
     pub slack_api_url: Url,
     /// Slack's OAuth v2 authorize page, or the emulator's.
     pub slack_authorize_url: Url,
+    /// The emulator the console's playground drives (`botgate demo` sets
+    /// it): connections whose platform URLs point at it get a chat page.
+    pub playground_emulator_url: Option<Url>,
     pub log_format: LogFormat,
     pub log: String,
     /// Refresh a token when less than this is left (or half its lifetime).
@@ -200,6 +204,10 @@ impl std::fmt::Debug for Settings {
             .field("naverworks_api_url", &self.naverworks_api_url.as_str())
             .field("slack_api_url", &self.slack_api_url.as_str())
             .field("slack_authorize_url", &self.slack_authorize_url.as_str())
+            .field(
+                "playground_emulator_url",
+                &self.playground_emulator_url.as_ref().map(Url::as_str),
+            )
             .field("log_format", &self.log_format)
             .field("log", &self.log)
             .field("token_refresh_margin", &self.token_refresh_margin)
@@ -314,6 +322,7 @@ impl Settings {
         let naverworks_api_url = p.parse("naverworks_api_url", parse_base_url);
         let slack_api_url = p.parse("slack_api_url", parse_base_url);
         let slack_authorize_url = p.parse("slack_authorize_url", parse_base_url);
+        let playground_emulator_url = p.optional("playground_emulator_url", parse_base_url);
         let log_format = p.parse("log_format", |s| match s {
             "pretty" => Ok(LogFormat::Pretty),
             "json" => Ok(LogFormat::Json),
@@ -413,6 +422,7 @@ impl Settings {
             naverworks_api_url,
             slack_api_url,
             slack_authorize_url,
+            playground_emulator_url,
             log_format,
             log,
             token_refresh_margin,

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod console;
+pub mod demo;
 pub mod domain;
 pub mod emulator;
 pub mod engine;

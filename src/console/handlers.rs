@@ -28,7 +28,7 @@ use crate::service::tenants::{self, EngineBody};
 use crate::store::console::{ConsoleSession, Role};
 use crate::store::{ConnectionRecord, StoreError, TenantRecord};
 
-type Form = web::Form<HashMap<String, String>>;
+pub(super) type Form = web::Form<HashMap<String, String>>;
 
 /// Why a handler stops early: a response to send as it is, or an error to
 /// show as a page.
@@ -55,10 +55,10 @@ impl From<StoreError> for Stop {
     }
 }
 
-type Page = Result<HttpResponse, Stop>;
+pub(super) type Page = Result<HttpResponse, Stop>;
 
 /// Sends a page, or the page of why it could not be made.
-fn finish(ctx: &Ctx, page: Page) -> HttpResponse {
+pub(super) fn finish(ctx: &Ctx, page: Page) -> HttpResponse {
     match page {
         Ok(response) => response,
         Err(Stop::Reply(response)) => *response,
@@ -76,7 +76,7 @@ fn finish(ctx: &Ctx, page: Page) -> HttpResponse {
     }
 }
 
-fn html_page(ctx: &Ctx, status: StatusCode, markup: Markup) -> HttpResponse {
+pub(super) fn html_page(ctx: &Ctx, status: StatusCode, markup: Markup) -> HttpResponse {
     ctx.builder(status)
         .content_type("text/html; charset=utf-8")
         .body(markup.into_string())
@@ -87,7 +87,7 @@ fn ok(ctx: &Ctx, markup: Markup) -> Page {
 }
 
 /// The signed-in session, or a redirect to sign in.
-fn session(ctx: &Ctx) -> Result<&Session, Stop> {
+pub(super) fn session(ctx: &Ctx) -> Result<&Session, Stop> {
     ctx.session
         .as_ref()
         .ok_or_else(|| Stop::reply(ctx.redirect("/console/sign-in")))
@@ -95,7 +95,7 @@ fn session(ctx: &Ctx) -> Result<&Session, Stop> {
 
 /// The tenant being worked on; operators who have not opened one go to the
 /// tenant list.
-fn tenant(ctx: &Ctx) -> Result<&TenantRecord, Stop> {
+pub(super) fn tenant(ctx: &Ctx) -> Result<&TenantRecord, Stop> {
     let s = session(ctx)?;
     s.tenant
         .as_ref()
@@ -115,7 +115,10 @@ fn form_expired(ctx: &Ctx) -> HttpResponse {
 
 /// A form post of this session: without the session it goes to sign-in,
 /// without its CSRF token it is refused; either way nothing changes.
-fn genuine<'c>(ctx: &'c Ctx, form: &HashMap<String, String>) -> Result<&'c Session, Stop> {
+pub(super) fn genuine<'c>(
+    ctx: &'c Ctx,
+    form: &HashMap<String, String>,
+) -> Result<&'c Session, Stop> {
     let s = session(ctx)?;
     if !ctx.form_is_genuine(form) {
         return Err(Stop::reply(form_expired(ctx)));
@@ -131,7 +134,11 @@ fn admin(ctx: &Ctx) -> Result<&Session, Stop> {
     Ok(s)
 }
 
-async fn connection(ctx: &Ctx, tenant: &TenantRecord, raw: &str) -> Result<ConnectionRecord, Stop> {
+pub(super) async fn connection(
+    ctx: &Ctx,
+    tenant: &TenantRecord,
+    raw: &str,
+) -> Result<ConnectionRecord, Stop> {
     const NOT_FOUND: ApiError = ApiError::NotFound("no such connection");
     let id = ConnectionId::parse(raw).ok_or(NOT_FOUND)?;
     Ok(ctx
@@ -142,7 +149,7 @@ async fn connection(ctx: &Ctx, tenant: &TenantRecord, raw: &str) -> Result<Conne
         .ok_or(NOT_FOUND)?)
 }
 
-fn text(form: &HashMap<String, String>, name: &str) -> String {
+pub(super) fn text(form: &HashMap<String, String>, name: &str) -> String {
     form.get(name)
         .map(|v| v.trim().to_owned())
         .unwrap_or_default()
@@ -217,6 +224,44 @@ async fn sign_in_inner(ctx: &Ctx, req: &HttpRequest, form: &HashMap<String, Stri
         Caller::Admin => (Role::Admin, None),
         Caller::Tenant(t) => (Role::Tenant, Some(t.id)),
     };
+    start_session(ctx, role, tenant_id, "/console").await
+}
+
+/// `GET /console/link/{token}`: a one-time sign-in link (`botgate demo`
+/// prints one). Used up by this request whatever follows; an unknown, used
+/// or expired one gets the sign-in form saying so.
+pub async fn sign_in_link(ctx: Ctx, path: web::Path<String>) -> HttpResponse {
+    let page = async {
+        let token = path.into_inner();
+        let taken = if token.len() <= 128 {
+            ctx.state
+                .store
+                .take_console_link(&hash_token(&token), now_millis())
+                .await?
+        } else {
+            None
+        };
+        let Some((tenant, target)) = taken else {
+            return Ok(sign_in_form(
+                &ctx,
+                StatusCode::GONE,
+                false,
+                Some(T::LinkUsed),
+            ));
+        };
+        let target = if target.starts_with("/console/") {
+            target
+        } else {
+            "/console".to_owned()
+        };
+        start_session(&ctx, Role::Tenant, Some(tenant), &target).await
+    }
+    .await;
+    finish(&ctx, page)
+}
+
+/// A new session for this browser (its old one ended), and a redirect to `to`.
+async fn start_session(ctx: &Ctx, role: Role, tenant_id: Option<TenantId>, to: &str) -> Page {
     if let Some(old) = &ctx.session {
         ctx.state.store.delete_session(&old.token_hash).await?;
     }
@@ -239,7 +284,7 @@ async fn sign_in_inner(ctx: &Ctx, req: &HttpRequest, form: &HashMap<String, Stri
         })
         .await?;
     tracing::info!(role = ?role, "console sign-in");
-    let mut response = ctx.redirect("/console");
+    let mut response = ctx.redirect(to);
     response
         .add_cookie(&ctx.cookie(SESSION_COOKIE, token.expose_secret().to_owned()))
         .map_err(|e| ApiError::Internal(e.into()))?;
@@ -622,8 +667,12 @@ async fn connection_view(
     } else {
         Vec::new()
     };
+    let playground = super::playground::emulator_of(state, c).is_some();
     let body = html! {
         @if let Some(f) = flash { (f) }
+        @if playground {
+            p.actions { a.button #open-playground href={ "/console/connections/" (id) "/playground" } { (T::OpenPlayground.get(l)) } }
+        }
         section #urls {
             h2 { (T::Urls.get(l)) }
             @let urls = [

@@ -12,6 +12,7 @@
 mod handlers;
 pub mod i18n;
 mod pages;
+mod playground;
 pub mod session;
 
 use actix_web::http::header;
@@ -92,6 +93,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     .route(web::post().to(h::sign_in)),
             )
             .service(resource("/sign-out").route(web::post().to(h::sign_out)))
+            .service(resource("/link/{token}").route(web::get().to(h::sign_in_link)))
             .service(
                 resource("/tenants")
                     .route(web::get().to(h::tenants_page))
@@ -106,6 +108,18 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(resource("/connections/new").route(web::get().to(h::new_connection)))
             .service(resource("/connections/deleted").route(web::get().to(h::deleted_page)))
             .service(resource("/connections/{connection}").route(web::get().to(h::connection_page)))
+            .service(
+                resource("/connections/{connection}/playground")
+                    .route(web::get().to(playground::page)),
+            )
+            .service(
+                resource("/connections/{connection}/playground/say")
+                    .route(web::post().to(playground::say)),
+            )
+            .service(
+                resource("/connections/{connection}/playground/feed")
+                    .route(web::get().to(playground::feed)),
+            )
             .service(
                 resource("/connections/{connection}/test")
                     .route(web::post().to(h::test_connection)),

@@ -1,5 +1,6 @@
-//! The built-in echo engine: a text comes back as the same text, a button
-//! press and a slash command are named back; other events get a short
+//! The built-in echo engine: a text comes back as the same text ("menu"
+//! brings buttons to press), a button press and a slash command are named
+//! back; other events get a short
 //! sentence, or nothing where no one could read it. It answers in botgate's
 //! reply forms, which each channel renders.
 
@@ -14,17 +15,29 @@ fn text(t: String) -> Vec<Value> {
     vec![json!({"type": "text", "text": t.chars().take(LIMIT).collect::<String>()})]
 }
 
+/// What "menu" answers: buttons, to try postbacks with.
+fn menu() -> Vec<Value> {
+    vec![json!({"type": "buttons", "text": "Pick one:", "buttons": [
+        {"label": "Yes", "postback": "yes"},
+        {"label": "No", "postback": "no"},
+    ]})]
+}
+
 pub fn answer(turn: &Turn) -> Vec<Value> {
     let content = &turn.content;
     match turn.kind.as_str() {
         "message" => match content.get("type").and_then(Value::as_str) {
             Some("text") => {
                 let said = content.get("text").and_then(Value::as_str).unwrap_or("");
-                // NAVER WORKS refuses empty texts.
-                if said.is_empty() {
-                    text("(empty message)".into())
-                } else {
-                    text(said.to_owned())
+                // A message action's button (NAVER WORKS) carries a postback.
+                if let Some(data) = content.get("postback").and_then(Value::as_str) {
+                    return text(format!("You chose: {data}"));
+                }
+                match said.trim() {
+                    // NAVER WORKS refuses empty texts.
+                    "" => text("(empty message)".into()),
+                    s if s.eq_ignore_ascii_case("menu") => menu(),
+                    _ => text(said.to_owned()),
                 }
             }
             Some("location") => {

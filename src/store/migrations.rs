@@ -30,6 +30,7 @@ pub const POSTGRES: Files = tree!("postgres";
     (11, "channel details", "0011_channel_details.sql"),
     (12, "slack installations", "0012_slack_installations.sql"),
     (13, "user account tokens", "0013_user_account_tokens.sql"),
+    (14, "console links", "0014_console_links.sql"),
 );
 
 pub const SQLITE: Files = tree!("sqlite";
@@ -46,6 +47,7 @@ pub const SQLITE: Files = tree!("sqlite";
     (11, "channel details", "0011_channel_details.sql"),
     (12, "slack installations", "0012_slack_installations.sql"),
     (13, "user account tokens", "0013_user_account_tokens.sql"),
+    (14, "console links", "0014_console_links.sql"),
 );
 
 /// The newest embedded migration's version.

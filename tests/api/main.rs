@@ -10,6 +10,7 @@ mod bad_inputs;
 mod connections;
 mod console;
 mod crash;
+mod demo;
 mod emulator;
 mod keys;
 mod layers;

@@ -1,5 +1,5 @@
-// botgate console: copy buttons and reading a chosen key file into the form.
-// Everything else works without script.
+// botgate console: copy buttons, reading a chosen key file into the form,
+// and the playground's chat. Everything else works without script.
 "use strict";
 
 document.addEventListener("DOMContentLoaded", () => {
@@ -46,4 +46,198 @@ document.addEventListener("DOMContentLoaded", () => {
       reader.readAsText(chosen);
     });
   }
+
+  const playground = document.getElementById("playground");
+  if (playground) startPlayground(playground);
 });
+
+// The playground: posts what the user does (the form, or a button of a
+// bot's message) and polls the conversation's feed, rendering each message
+// as NAVER WORKS shows it. Built with textContent only: nothing a bot or an
+// engine sent is ever parsed as HTML.
+function startPlayground(root) {
+  const words = JSON.parse(root.dataset.words);
+  const chat = document.getElementById("chat");
+  const form = document.getElementById("say");
+  const text = document.getElementById("say-text");
+  const where = document.getElementById("say-where");
+  const problem = document.getElementById("chat-error");
+  let shown = "";
+
+  const el = (tag, className, content) => {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (content !== undefined && content !== null) node.textContent = String(content);
+    return node;
+  };
+
+  async function post(fields) {
+    const body = new URLSearchParams();
+    body.set("csrf", form.elements.csrf.value);
+    body.set("where", where.value);
+    for (const [k, v] of Object.entries(fields)) body.set(k, v);
+    const response = await fetch(form.action, {
+      method: "POST",
+      headers: { "X-Botgate-Fetch": "1" },
+      body,
+      credentials: "same-origin",
+    });
+    problem.hidden = response.ok;
+    if (!response.ok) problem.textContent = words.failed;
+    refresh();
+  }
+
+  // A NAVER WORKS action as a button (or a link for uri actions).
+  function action(a) {
+    if (!a || typeof a !== "object") return null;
+    const label = a.label || a.text || a.type;
+    if (a.type === "uri" && /^https?:\/\//.test(String(a.uri || ""))) {
+      const link = el("a", "action", label);
+      link.href = a.uri;
+      link.rel = "noopener noreferrer";
+      link.target = "_blank";
+      return link;
+    }
+    const button = el("button", "action", label);
+    button.type = "button";
+    button.addEventListener("click", () => {
+      if (a.type === "postback") post({ kind: "postback", data: a.data || "" });
+      else post({ kind: "text", text: a.text || a.label || "", postback: a.postback || "" });
+    });
+    return button;
+  }
+
+  function actions(list) {
+    const box = el("div", "actions");
+    for (const a of Array.isArray(list) ? list : []) {
+      const node = action(a);
+      if (node) box.append(node);
+    }
+    return box;
+  }
+
+  function image(url) {
+    if (!/^https:\/\//.test(String(url || ""))) return el("span", "image", "🖼 " + words.image);
+    const img = el("img", "image");
+    img.src = url;
+    img.alt = words.image;
+    return img;
+  }
+
+  // One message's content, as the platform renders it.
+  function render(c) {
+    const box = el("div", "content");
+    if (!c || typeof c !== "object") return box;
+    switch (c.type) {
+      case "text":
+        box.append(el("p", "text", c.text));
+        break;
+      case "postback":
+        box.append(el("p", "text postback", "↩ " + c.data));
+        break;
+      case "sticker":
+        box.append(el("p", "sticker", "🙂 " + words.sticker + " " + c.packageId + "/" + c.stickerId));
+        break;
+      case "image":
+        box.append(c.previewImageUrl || c.originalContentUrl ? image(c.previewImageUrl || c.originalContentUrl) : el("p", "image", "🖼 " + words.image));
+        break;
+      case "button_template":
+        box.append(el("p", "text", c.contentText), actions(c.actions));
+        break;
+      case "list_template":
+        for (const e of Array.isArray(c.elements) ? c.elements : []) {
+          const item = el("div", "element");
+          item.append(el("strong", null, e.title), el("p", null, e.subtitle || ""), actions(e.action ? [e.action] : []));
+          box.append(item);
+        }
+        box.append(actions((c.actions || []).flat()));
+        break;
+      case "carousel":
+      case "image_carousel": {
+        const row = el("div", "carousel");
+        for (const col of Array.isArray(c.columns) ? c.columns : []) {
+          const card = el("div", "card");
+          if (col.originalContentUrl || col.imageUrl) card.append(image(col.originalContentUrl || col.imageUrl));
+          if (col.title) card.append(el("strong", null, col.title));
+          if (col.text) card.append(el("p", null, col.text));
+          card.append(actions(col.actions || (col.action ? [col.action] : [])));
+          row.append(card);
+        }
+        box.append(row);
+        break;
+      }
+      default:
+        box.append(el("p", "text other", "[" + c.type + "] " + (c.altText || c.text || c.contentText || "")));
+    }
+    const quick = c.quickReply && Array.isArray(c.quickReply.items) ? c.quickReply.items : [];
+    if (quick.length) box.append(actions(quick.map((i) => i.action)));
+    return box;
+  }
+
+  // Where the message is in the pipeline, behind one click.
+  function pipeline(item) {
+    const details = el("details", "pipeline");
+    const summary = el("summary", "badge " + item.status, item.status);
+    details.append(summary);
+    const steps = el("ol", "steps");
+    if (item.side === "user") {
+      steps.append(el("li", null, words.stored + " ✓"), el("li", null, words.engine + ": " + item.status));
+    } else {
+      steps.append(el("li", null, words.engine + " ✓"), el("li", null, words.sent + ": " + item.status));
+    }
+    steps.append(el("li", null, words.attempts + ": " + item.attempts));
+    if (item.error) steps.append(el("li", "error-text", words.error + ": " + item.error));
+    details.append(steps);
+    return details;
+  }
+
+  function draw(items) {
+    const open = new Set([...chat.querySelectorAll("details[open]")].map((d) => d.closest("li").dataset.id));
+    chat.replaceChildren();
+    for (const item of items) {
+      const li = el("li", "bubble " + item.side);
+      li.dataset.id = item.id;
+      li.dataset.side = item.side;
+      li.dataset.status = item.status;
+      li.append(el("span", "who", item.side === "user" ? words.you : words.bot), render(item.content));
+      const details = pipeline(item);
+      if (open.has(item.id)) details.open = true;
+      li.append(details);
+      chat.append(li);
+    }
+    chat.lastElementChild && chat.lastElementChild.scrollIntoView({ block: "nearest" });
+  }
+
+  async function refresh() {
+    try {
+      const response = await fetch(root.dataset.feed + "?where=" + where.value, { credentials: "same-origin" });
+      if (!response.ok) return;
+      const body = await response.text();
+      if (body === shown) return;
+      shown = body;
+      draw(JSON.parse(body).items || []);
+    } catch (_) {
+      // The next poll tries again.
+    }
+  }
+
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const button = event.submitter;
+    if (button && button.name === "sticker") post({ sticker: button.value });
+    else if (button && button.value === "image") post({ kind: "image" });
+    else if (text.value.trim()) {
+      post({ kind: "text", text: text.value });
+      text.value = "";
+    }
+  });
+  for (const radio of document.querySelectorAll("input[name=where]")) {
+    radio.addEventListener("change", () => {
+      where.value = radio.value;
+      shown = "";
+      refresh();
+    });
+  }
+  refresh();
+  setInterval(refresh, 700);
+}

@@ -1,0 +1,230 @@
+//! `botgate demo`: the gateway on the embedded SQLite in a demo data
+//! directory, the emulator beside it, a demo tenant with its engine (echo,
+//! or the builder's own http engine) and a connection to the emulator's app,
+//! and one printed line: a one-time link that signs the browser into the
+//! console's playground. It never talks to the real NAVER WORKS or Slack:
+//! every platform URL points at the emulator, whatever the environment says.
+//!
+//! A second run reuses the demo data: the emulator's app (with its key) is
+//! kept in `emulator.toml` and the tenant and connection ids in `demo.json`,
+//! both 0600 in the data directory.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::config::Settings;
+use crate::domain::ids::{ConnectionId, TenantId};
+use crate::domain::now_millis;
+use crate::domain::tenant::TenantName;
+use crate::emulator::admin::{describe_generated, generate_app, GenerateRequest};
+use crate::emulator::{EmulatorConfig, EmulatorServer};
+use crate::secrets::hashing::{generate_token, hash_token};
+use crate::startup::Application;
+use crate::state::AppState;
+
+/// How long the printed link signs a browser in.
+const LINK_LIFETIME_MS: i64 = 10 * 60 * 1000;
+
+/// `botgate demo`'s options.
+pub struct DemoArgs {
+    pub listen: SocketAddr,
+    pub emulator_listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub engine_url: Option<String>,
+}
+
+/// What a run leaves for the next one.
+#[derive(Serialize, Deserialize)]
+struct Saved {
+    tenant_id: String,
+    connection_id: String,
+    /// The http engine's signing secret, made once.
+    engine_secret: String,
+}
+
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+/// The emulator's configuration: the saved app, or a new one saved now.
+/// Also the app's values for botgate's connection, when new.
+fn emulator_config(dir: &Path) -> anyhow::Result<(EmulatorConfig, Option<Value>)> {
+    let path = dir.join("emulator.toml");
+    if path.is_file() {
+        let text = std::fs::read_to_string(&path)?;
+        let config = EmulatorConfig::from_toml(&text)
+            .with_context(|| format!("invalid {}", path.display()))?;
+        if !config.apps.is_empty() {
+            return Ok((config, None));
+        }
+    }
+    let (app, _) = generate_app(&GenerateRequest::default())?;
+    let (values, toml) = describe_generated(&app);
+    write_private(&path, &toml)?;
+    Ok((EmulatorConfig::from_toml(&toml)?, Some(values)))
+}
+
+/// The settings of the demo's gateway: only what is fixed here, never the
+/// environment's platform URLs.
+fn settings(args: &DemoArgs, emulator: &str) -> anyhow::Result<Settings> {
+    let dir = args.data_dir.display().to_string();
+    let quote = |s: &str| serde_json::to_string(s).unwrap_or_default();
+    let mut toml = format!(
+        "listen = {listen}\npublic_url = {public}\ndata_dir = {dir}\ndatabase_url = {db}\n\
+         naverworks_auth_url = {auth}\nnaverworks_api_url = {api}\n\
+         slack_api_url = {slack}\nslack_authorize_url = {slack_auth}\n\
+         playground_emulator_url = {emu}\nlog = \"warn,botgate=warn\"\n",
+        listen = quote(&args.listen.to_string()),
+        public = quote(&format!("http://{}/", args.listen)),
+        dir = quote(&dir),
+        db = quote(&format!("sqlite://{dir}/botgate.db")),
+        auth = quote(&format!("{emulator}/oauth2/v2.0")),
+        api = quote(&format!("{emulator}/v1.0")),
+        slack = quote(&format!("{emulator}/slack/api")),
+        slack_auth = quote(&format!("{emulator}/slack/oauth/v2/authorize")),
+        emu = quote(emulator),
+    );
+    if args.engine_url.is_some() {
+        // The builder's engine runs on this machine.
+        toml.push_str("engine_allowed_networks = \"127.0.0.0/8,::1/128\"\n");
+    }
+    Settings::with_overrides(&toml).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// The demo tenant and connection: the saved ones if they are still in
+/// the database, else new ones (the emulator's app must be the saved one).
+async fn tenant_and_connection(
+    state: &AppState,
+    dir: &Path,
+    new_app: Option<Value>,
+) -> anyhow::Result<Saved> {
+    let path = dir.join("demo.json");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let saved: Saved =
+            serde_json::from_str(&text).with_context(|| format!("invalid {}", path.display()))?;
+        let connection = state
+            .store
+            .connection_by_id(&ConnectionId::from_trusted(saved.connection_id.clone()))
+            .await?;
+        if connection.is_some() && new_app.is_none() {
+            return Ok(saved);
+        }
+    }
+    let Some(app) = new_app else {
+        anyhow::bail!(
+            "{} is gone but {} is not: remove the demo directory to start over",
+            path.display(),
+            dir.join("emulator.toml").display()
+        );
+    };
+    let name = TenantName::parse("Demo").map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    let (tenant, _) = crate::service::tenants::create(&state.store, &name).await?;
+    let body: crate::service::connections::ConnectionBody = serde_json::from_value(json!({
+        "channel": "naverworks",
+        "bot_id": app["bot_id"], "client_id": app["client_id"],
+        "client_secret": app["client_secret"], "service_account": app["service_account"],
+        "private_key": app["private_key"], "bot_secret": app["bot_secret"],
+        "auth_header": crate::secrets::hex(&crate::secrets::random_bytes(16)),
+        "rate_limit_per_minute": 6000,
+    }))?;
+    let connection = crate::service::connections::create(state, &tenant, &body)
+        .await
+        .map_err(|e| anyhow::anyhow!("the demo connection was refused: {e}"))?;
+    let saved = Saved {
+        tenant_id: tenant.id.as_str().to_owned(),
+        connection_id: connection.id.as_str().to_owned(),
+        engine_secret: crate::secrets::hex(&crate::secrets::random_bytes(24)),
+    };
+    write_private(&path, &serde_json::to_string_pretty(&json!(saved))?)?;
+    Ok(saved)
+}
+
+/// Points the demo tenant at the engine asked for (echo by default).
+async fn set_engine(state: &AppState, saved: &Saved, url: Option<&str>) -> anyhow::Result<()> {
+    let tenant = state
+        .store
+        .tenant(&TenantId::from_trusted(saved.tenant_id.clone()))
+        .await?
+        .context("the demo tenant is gone")?;
+    let body: crate::service::tenants::EngineBody = serde_json::from_value(match url {
+        Some(url) => json!({"kind": "http", "url": url, "secret": saved.engine_secret}),
+        None => json!({"kind": "echo"}),
+    })?;
+    crate::service::tenants::set_engine(state, &tenant, &body)
+        .await
+        .map_err(|e| anyhow::anyhow!("--engine-url: {e}"))?;
+    Ok(())
+}
+
+/// A one-time link into the console, opening `target`.
+pub async fn sign_in_link(
+    state: &AppState,
+    tenant: &TenantId,
+    target: &str,
+) -> anyhow::Result<String> {
+    let token = generate_token("");
+    let token = secrecy::ExposeSecret::expose_secret(&token).to_owned();
+    state
+        .store
+        .put_console_link(
+            &hash_token(&token),
+            tenant,
+            target,
+            now_millis() + LINK_LIFETIME_MS,
+        )
+        .await?;
+    Ok(state.settings.public_link(&format!("console/link/{token}")))
+}
+
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
+    let (emulator_config, new_app) = emulator_config(&args.data_dir)?;
+    let emulator = EmulatorServer::build(emulator_config, args.emulator_listen).map_err(|e| {
+        anyhow::anyhow!(
+            "the demo's emulator cannot listen on {} ({e:#}): stop what uses that port, or pick another with --emulator-listen",
+            args.emulator_listen
+        )
+    })?;
+    let emulator_url = emulator.url();
+    let emulator = tokio::spawn(emulator.run_until_stopped());
+    let settings = settings(&args, &emulator_url)?;
+    let app = Application::build(settings).await.map_err(|e| {
+        anyhow::anyhow!(
+            "the demo's gateway cannot start on {} ({e:#}): stop what uses that port, or pick another with --listen",
+            args.listen
+        )
+    })?;
+    let state = app.state();
+    let saved = tenant_and_connection(&state, &args.data_dir, new_app).await?;
+    set_engine(&state, &saved, args.engine_url.as_deref()).await?;
+    let link = sign_in_link(
+        &state,
+        &TenantId::from_trusted(saved.tenant_id.clone()),
+        &format!("/console/connections/{}/playground", saved.connection_id),
+    )
+    .await?;
+    println!("botgate demo: open {link} (one-time link, 10 minutes; Ctrl-C stops)");
+    if args.engine_url.is_some() {
+        println!(
+            "engine requests are signed with the secret in {}",
+            args.data_dir.join("demo.json").display()
+        );
+    }
+    let result = app.run_until_stopped().await;
+    emulator.abort();
+    result.context("the HTTP server failed")
+}
