@@ -5,9 +5,11 @@
 //! console's playground. It never talks to the real NAVER WORKS or Slack:
 //! every platform URL points at the emulator, whatever the environment says.
 //!
-//! A second run reuses the demo data: the emulator's app (with its key) is
-//! kept in `emulator.toml` and the tenant and connection ids in `demo.json`,
-//! both 0600 in the data directory.
+//! Two connections: NAVER WORKS (the link opens its playground) and Slack,
+//! both to the emulator's apps. A second run reuses the demo data: the
+//! emulator's apps (with their keys and tokens) are kept in `emulator.toml`
+//! and `slack-app.json`, the tenant and connection ids in `demo.json`, all
+//! 0600 in the data directory.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -21,6 +23,7 @@ use crate::domain::ids::{ConnectionId, TenantId};
 use crate::domain::now_millis;
 use crate::domain::tenant::TenantName;
 use crate::emulator::admin::{describe_generated, generate_app, GenerateRequest};
+use crate::emulator::slack::SlackApp;
 use crate::emulator::{EmulatorConfig, EmulatorServer};
 use crate::secrets::hashing::{generate_token, hash_token};
 use crate::startup::Application;
@@ -41,7 +44,11 @@ pub struct DemoArgs {
 #[derive(Serialize, Deserialize)]
 struct Saved {
     tenant_id: String,
+    /// The NAVER WORKS connection (the printed link opens its playground).
     connection_id: String,
+    /// The Slack connection.
+    #[serde(default)]
+    slack_connection_id: Option<String>,
     /// The http engine's signing secret, made once.
     engine_secret: String,
 }
@@ -77,6 +84,22 @@ fn emulator_config(dir: &Path) -> anyhow::Result<(EmulatorConfig, Option<Value>)
     Ok((EmulatorConfig::from_toml(&toml)?, Some(values)))
 }
 
+/// The emulator's Slack app: the saved one put back, or a new one saved
+/// now (then `true`).
+fn slack_app(dir: &Path, emulator: &EmulatorServer) -> anyhow::Result<(SlackApp, bool)> {
+    let path = dir.join("slack-app.json");
+    let slack = &emulator.emulator().slack;
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let app: SlackApp =
+            serde_json::from_str(&text).with_context(|| format!("invalid {}", path.display()))?;
+        slack.restore_app(app.clone());
+        return Ok((app, false));
+    }
+    let app = slack.generate_app();
+    write_private(&path, &serde_json::to_string_pretty(&app)?)?;
+    Ok((app, true))
+}
+
 /// The settings of the demo's gateway: only what is fixed here, never the
 /// environment's platform URLs.
 fn settings(args: &DemoArgs, emulator: &str) -> anyhow::Result<Settings> {
@@ -104,52 +127,87 @@ fn settings(args: &DemoArgs, emulator: &str) -> anyhow::Result<Settings> {
     Settings::with_overrides(&toml).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-/// The demo tenant and connection: the saved ones if they are still in
-/// the database, else new ones (the emulator's app must be the saved one).
-async fn tenant_and_connection(
+async fn exists(state: &AppState, connection: &str) -> anyhow::Result<bool> {
+    Ok(state
+        .store
+        .connection_by_id(&ConnectionId::from_trusted(connection.to_owned()))
+        .await?
+        .is_some())
+}
+
+/// Creates a connection of the demo tenant; its id.
+async fn connect(state: &AppState, tenant: &TenantId, body: Value) -> anyhow::Result<String> {
+    let tenant = state
+        .store
+        .tenant(tenant)
+        .await?
+        .context("the demo tenant is gone")?;
+    let body: crate::service::connections::ConnectionBody = serde_json::from_value(body)?;
+    let connection = crate::service::connections::create(state, &tenant, &body)
+        .await
+        .map_err(|e| anyhow::anyhow!("the demo connection was refused: {e}"))?;
+    Ok(connection.id.as_str().to_owned())
+}
+
+/// The demo tenant and connections: the saved ones while they are still in
+/// the database (and the emulator's apps are the saved ones), else new ones.
+async fn tenant_and_connections(
     state: &AppState,
     dir: &Path,
     new_app: Option<Value>,
+    (slack, new_slack): (&SlackApp, bool),
 ) -> anyhow::Result<Saved> {
     let path = dir.join("demo.json");
-    if let Ok(text) = std::fs::read_to_string(&path) {
-        let saved: Saved =
-            serde_json::from_str(&text).with_context(|| format!("invalid {}", path.display()))?;
-        let connection = state
-            .store
-            .connection_by_id(&ConnectionId::from_trusted(saved.connection_id.clone()))
-            .await?;
-        if connection.is_some() && new_app.is_none() {
-            return Ok(saved);
+    let saved = match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let saved: Saved = serde_json::from_str(&text)
+                .with_context(|| format!("invalid {}", path.display()))?;
+            (new_app.is_none() && exists(state, &saved.connection_id).await?).then_some(saved)
         }
+        Err(_) => None,
+    };
+    let mut saved = match saved {
+        Some(saved) => saved,
+        None => new_tenant(state, dir, new_app).await?,
+    };
+    let slack_exists = match &saved.slack_connection_id {
+        Some(id) => exists(state, id).await?,
+        None => false,
+    };
+    if new_slack || !slack_exists {
+        let tenant = TenantId::from_trusted(saved.tenant_id.clone());
+        let body = json!({"channel": "slack", "signing_secret": slack.signing_secret, "bot_token": slack.bot_token});
+        saved.slack_connection_id = Some(connect(state, &tenant, body).await?);
     }
+    write_private(&path, &serde_json::to_string_pretty(&json!(saved))?)?;
+    Ok(saved)
+}
+
+/// A new demo tenant and its NAVER WORKS connection to the emulator's app.
+async fn new_tenant(state: &AppState, dir: &Path, new_app: Option<Value>) -> anyhow::Result<Saved> {
     let Some(app) = new_app else {
         anyhow::bail!(
             "{} is gone but {} is not: remove the demo directory to start over",
-            path.display(),
+            dir.join("demo.json").display(),
             dir.join("emulator.toml").display()
         );
     };
     let name = TenantName::parse("Demo").map_err(|e| anyhow::anyhow!("{}", e.message))?;
     let (tenant, _) = crate::service::tenants::create(&state.store, &name).await?;
-    let body: crate::service::connections::ConnectionBody = serde_json::from_value(json!({
+    let body = json!({
         "channel": "naverworks",
         "bot_id": app["bot_id"], "client_id": app["client_id"],
         "client_secret": app["client_secret"], "service_account": app["service_account"],
         "private_key": app["private_key"], "bot_secret": app["bot_secret"],
         "auth_header": crate::secrets::hex(&crate::secrets::random_bytes(16)),
         "rate_limit_per_minute": 6000,
-    }))?;
-    let connection = crate::service::connections::create(state, &tenant, &body)
-        .await
-        .map_err(|e| anyhow::anyhow!("the demo connection was refused: {e}"))?;
-    let saved = Saved {
+    });
+    Ok(Saved {
+        connection_id: connect(state, &tenant.id, body).await?,
         tenant_id: tenant.id.as_str().to_owned(),
-        connection_id: connection.id.as_str().to_owned(),
+        slack_connection_id: None,
         engine_secret: crate::secrets::hex(&crate::secrets::random_bytes(24)),
-    };
-    write_private(&path, &serde_json::to_string_pretty(&json!(saved))?)?;
-    Ok(saved)
+    })
 }
 
 /// Points the demo tenant at the engine asked for (echo by default).
@@ -199,6 +257,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             args.emulator_listen
         )
     })?;
+    let slack = slack_app(&args.data_dir, &emulator)?;
     let emulator_url = emulator.url();
     let emulator = tokio::spawn(emulator.run_until_stopped());
     let settings = settings(&args, &emulator_url)?;
@@ -209,7 +268,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         )
     })?;
     let state = app.state();
-    let saved = tenant_and_connection(&state, &args.data_dir, new_app).await?;
+    let saved =
+        tenant_and_connections(&state, &args.data_dir, new_app, (&slack.0, slack.1)).await?;
     set_engine(&state, &saved, args.engine_url.as_deref()).await?;
     let link = sign_in_link(
         &state,

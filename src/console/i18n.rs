@@ -212,6 +212,7 @@ texts! {
     InARoom => "In a room", "대화방";
     TypeAMessage => "Type a message", "메시지를 입력하세요";
     Send => "Send", "보내기";
+    SlashHint => "Start with / to run a slash command, e.g. /weather Seoul.", "/로 시작하면 슬래시 명령이 됩니다(예: /weather Seoul).";
     Sticker => "Sticker", "스티커";
     Image => "Image", "이미지";
     BackToConnection => "Back to the connection", "연결로 돌아가기";

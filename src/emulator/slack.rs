@@ -237,6 +237,13 @@ impl Slack {
         app
     }
 
+    /// An app saved from an earlier run (`botgate demo`), as it was.
+    pub fn restore_app(&self, app: SlackApp) {
+        let mut state = self.lock();
+        state.apps.retain(|a| a.app_id != app.app_id);
+        state.apps.push(app);
+    }
+
     /// A generated app, for `botgate emulator`'s start.
     pub fn generate_app(&self) -> SlackApp {
         self.add_app(NewApp::default())

@@ -197,6 +197,81 @@ async fn the_demo_answers_in_the_playground() {
         )
         .await;
 
+    // The console's rules hold: the page's policy, no post without the
+    // session's CSRF token, no feed without a session.
+    let playground = browser.url().await;
+    let session = browser
+        .cookies()
+        .await
+        .into_iter()
+        .find(|c| c["name"] == "botgate_session")
+        .expect("a session cookie");
+    let cookie = format!("botgate_session={}", session["value"].as_str().unwrap());
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let page = http
+        .get(&playground)
+        .header("Cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    let policy = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        policy.contains("script-src 'self';")
+            && policy.contains("connect-src 'self'")
+            && policy.contains("frame-ancestors 'none'")
+            && !policy.contains("unsafe"),
+        "{policy}"
+    );
+    let feed = |cookie: Option<&str>| {
+        let mut req = http.get(format!("{playground}/feed"));
+        if let Some(c) = cookie {
+            req = req.header("Cookie", c);
+        }
+        req.send()
+    };
+    let before: serde_json::Value = feed(Some(&cookie)).await.unwrap().json().await.unwrap();
+    let forged = http
+        .post(format!("{playground}/say"))
+        .header("Cookie", &cookie)
+        .header("X-Botgate-Fetch", "1")
+        .form(&[("csrf", "0".repeat(64).as_str()), ("text", "forged")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), reqwest::StatusCode::FORBIDDEN);
+    let anonymous = feed(None).await.unwrap();
+    assert_eq!(anonymous.status(), reqwest::StatusCode::SEE_OTHER);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after: serde_json::Value = feed(Some(&cookie)).await.unwrap().json().await.unwrap();
+    assert_eq!(before, after, "nothing was sent");
+
+    // The Slack connection's playground: a message, a slash command, a button.
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(data.join("demo.json")).unwrap()).unwrap();
+    let slack = saved["slack_connection_id"].as_str().unwrap();
+    browser
+        .goto(&format!(
+            "http://127.0.0.1:{port}/console/connections/{slack}/playground"
+        ))
+        .await;
+    assert!(browser.find_all("#send-sticker-0").await.is_empty());
+    say(&browser, "hello from Slack").await;
+    wait_for_bubble(&browser, "bot", "hello from Slack", 5).await;
+    say(&browser, "/weather Seoul").await;
+    wait_for_bubble(&browser, "user", "/weather Seoul", 5).await;
+    wait_for_bubble(&browser, "bot", "You ran /weather Seoul", 5).await;
+    say(&browser, "menu").await;
+    wait_for_bubble(&browser, "bot", "Pick one", 5).await;
+    click(&browser, "#chat li[data-side=bot] button.action").await;
+    wait_for_bubble(&browser, "user", "yes", 5).await;
+    wait_for_bubble(&browser, "bot", "You chose: yes", 5).await;
+
     // The link works once.
     let work_used = tempfile::tempdir().unwrap();
     let used = driver.browser("en-US", work_used.path()).await;

@@ -62,6 +62,7 @@ function startPlayground(root) {
   const text = document.getElementById("say-text");
   const where = document.getElementById("say-where");
   const problem = document.getElementById("chat-error");
+  const slack = root.dataset.platform === "slack";
   let shown = "";
 
   const el = (tag, className, content) => {
@@ -135,6 +136,9 @@ function startPlayground(root) {
       case "postback":
         box.append(el("p", "text postback", "↩ " + c.data));
         break;
+      case "command":
+        box.append(el("p", "text command", c.command + " " + (c.text || "")));
+        break;
       case "sticker":
         box.append(el("p", "sticker", "🙂 " + words.sticker + " " + c.packageId + "/" + c.stickerId));
         break;
@@ -174,6 +178,38 @@ function startPlayground(root) {
     return box;
   }
 
+  // A Slack message as Slack shows it: its blocks, else its text.
+  function renderSlack(stored) {
+    const box = el("div", "content");
+    // botgate keeps the chat.postMessage body under "message".
+    const c = stored && typeof stored === "object" ? stored.message || stored : null;
+    if (!c || typeof c !== "object") return box;
+    const blocks = Array.isArray(c.blocks) ? c.blocks : [];
+    if (!blocks.length) box.append(el("p", "text", c.text));
+    for (const b of blocks) {
+      if (!b || typeof b !== "object") continue;
+      if (b.type === "section" || b.type === "header") {
+        box.append(el("p", "text", b.text && b.text.text));
+      } else if (b.type === "image") {
+        box.append(image(b.image_url));
+      } else if (b.type === "context") {
+        box.append(el("p", "context", (b.elements || []).map((e) => e.text || "").join(" ")));
+      } else if (b.type === "actions") {
+        const row = el("div", "actions");
+        for (const e of Array.isArray(b.elements) ? b.elements : []) {
+          if (!e || e.type !== "button") continue;
+          const label = (e.text && e.text.text) || "button";
+          if (e.url) row.append(action({ type: "uri", label, uri: e.url }));
+          else row.append(action({ type: "postback", label, data: e.value || "" }));
+        }
+        box.append(row);
+      } else {
+        box.append(el("p", "text other", "[" + b.type + "]"));
+      }
+    }
+    return box;
+  }
+
   // Where the message is in the pipeline, behind one click.
   function pipeline(item) {
     const details = el("details", "pipeline");
@@ -199,7 +235,8 @@ function startPlayground(root) {
       li.dataset.id = item.id;
       li.dataset.side = item.side;
       li.dataset.status = item.status;
-      li.append(el("span", "who", item.side === "user" ? words.you : words.bot), render(item.content));
+      const content = item.side === "bot" && slack ? renderSlack(item.content) : render(item.content);
+      li.append(el("span", "who", item.side === "user" ? words.you : words.bot), content);
       const details = pipeline(item);
       if (open.has(item.id)) details.open = true;
       li.append(details);
