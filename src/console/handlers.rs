@@ -639,11 +639,24 @@ fn conflict_text(message: &str, lang: Lang) -> String {
 
 /// The connection page: URLs, credentials (masked), token, test results,
 /// recent events and messages, replay, rotation and delete.
+/// The connection's page with `test_message` as its "send a test message"
+/// section (a refused form), answered 422.
+pub(super) async fn connection_view_with(
+    ctx: &Ctx,
+    c: &ConnectionRecord,
+    test_message: Markup,
+) -> Page {
+    let mut page = connection_view(ctx, c, None, None, Some(test_message)).await?;
+    *page.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+    Ok(page)
+}
+
 async fn connection_view(
     ctx: &Ctx,
     c: &ConnectionRecord,
     checks: Option<&[Check]>,
     flash: Option<Markup>,
+    test_message: Option<Markup>,
 ) -> Page {
     let l = ctx.lang;
     let state = &ctx.state;
@@ -812,6 +825,7 @@ async fn connection_view(
                 }
             }
         }
+        (test_message.unwrap_or_else(|| super::test_message::section(ctx, c, None, &[], &HashMap::new())))
         section #messages {
             h2 { (T::RecentMessages.get(l)) }
             @if messages.is_empty() {
@@ -917,7 +931,14 @@ pub async fn connection_page(ctx: Ctx, req: HttpRequest, path: web::Path<String>
         } else {
             None
         };
-        connection_view(&ctx, &c, None, flash).await
+        let sent = match query.split('&').find_map(|p| p.strip_prefix("sent=")) {
+            Some(id) => ctx.state.store.message(&c.id, id).await?,
+            None => None,
+        };
+        let test_message = sent
+            .as_ref()
+            .map(|m| super::test_message::section(&ctx, &c, Some(m), &[], &HashMap::new()));
+        connection_view(&ctx, &c, None, flash, test_message).await
     }
     .await;
     finish(&ctx, page)
@@ -929,7 +950,7 @@ pub async fn test_connection(ctx: Ctx, path: web::Path<String>, form: Form) -> H
         let t = tenant(&ctx)?;
         let c = connection(&ctx, t, &path).await?;
         let checks = run_checks(&ctx.state, &c).await;
-        connection_view(&ctx, &c, Some(&checks), None).await
+        connection_view(&ctx, &c, Some(&checks), None, None).await
     }
     .await;
     finish(&ctx, page)

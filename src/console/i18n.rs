@@ -212,6 +212,13 @@ texts! {
     InARoom => "In a room", "대화방";
     TypeAMessage => "Type a message", "메시지를 입력하세요";
     Send => "Send", "보내기";
+    SendTestMessage => "Send a test message", "테스트 메시지 보내기";
+    SendTestIntro => "A text to a user or a room, through the send API as your services would send it; its delivery status shows here as it changes.", "서비스가 보내는 것처럼 send API로 사용자나 대화방에 텍스트를 보냅니다. 전송 상태가 바뀌는 대로 여기에 표시됩니다.";
+    UserId => "User ID", "사용자 ID";
+    RoomId => "Room ID (channelId)", "대화방 ID(channelId)";
+    SlackChannelId => "Channel ID (C…, D…)", "채널 ID(C…, D…)";
+    SendTo => "To (the ID)", "받는 곳(ID)";
+    MessageText => "Text", "텍스트";
     SlashHint => "Start with / to run a slash command, e.g. /weather Seoul.", "/로 시작하면 슬래시 명령이 됩니다(예: /weather Seoul).";
     Sticker => "Sticker", "스티커";
     Image => "Image", "이미지";

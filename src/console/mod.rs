@@ -14,6 +14,7 @@ pub mod i18n;
 mod pages;
 mod playground;
 pub mod session;
+mod test_message;
 
 use actix_web::http::header;
 use actix_web::{middleware, web, HttpResponse};
@@ -21,7 +22,7 @@ use actix_web::{middleware, web, HttpResponse};
 use crate::error::method_not_allowed;
 
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
-     style-src 'self'; img-src 'self'; connect-src 'none'; form-action 'self'; \
+     style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; \
      frame-ancestors 'none'; base-uri 'none'";
 
 /// Largest form the console accepts (a pasted 8192-bit key is ~6.5 KiB).
@@ -108,6 +109,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(resource("/connections/new").route(web::get().to(h::new_connection)))
             .service(resource("/connections/deleted").route(web::get().to(h::deleted_page)))
             .service(resource("/connections/{connection}").route(web::get().to(h::connection_page)))
+            .service(
+                resource("/connections/{connection}/send")
+                    .route(web::post().to(test_message::send)),
+            )
+            .service(
+                resource("/connections/{connection}/messages/{message}")
+                    .route(web::get().to(test_message::status)),
+            )
             .service(
                 resource("/connections/{connection}/playground")
                     .route(web::get().to(playground::page)),

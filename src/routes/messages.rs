@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use super::docs::{Denied, SendPath};
 use super::extract::PathConnection;
 use crate::channels::{Channel, Outgoing};
-use crate::domain::{now_millis, rfc3339, FieldError};
+use crate::domain::{rfc3339, FieldError};
 use crate::error::{ApiError, ErrorEnvelope};
 use crate::state::AppState;
 use crate::store::queue::OutboundMessage;
@@ -194,35 +194,20 @@ pub async fn send(
     let (Some((kind, target)), true) = (target, errors.is_empty()) else {
         return Err(ApiError::Validation(errors));
     };
-    // The channel checks its own message bodies and keys the conversation
-    // as its replies are keyed, so both keep one order.
-    let (conversation, messages) = Channel::of(&record)
-        .outgoing(
-            &record,
-            &Outgoing {
-                target_kind: kind,
-                target_id: target,
-                thread_ts,
-                team_id,
-                contents: &contents,
-            },
-        )
-        .map_err(ApiError::Validation)?;
-    let stored = state
-        .store
-        .enqueue_messages(
-            &record.tenant_id,
-            &record.id,
-            &conversation,
-            &messages,
-            key.as_deref(),
-            now_millis(),
-        )
-        .await?;
-    state.signals.outbox.notify_one();
-    let first = stored
-        .first()
-        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no message stored")))?;
+    let stored = crate::service::messages::send(
+        &state,
+        &record,
+        &Outgoing {
+            target_kind: kind,
+            target_id: target,
+            thread_ts,
+            team_id,
+            contents: &contents,
+        },
+        key.as_deref(),
+    )
+    .await?;
+    let first = &stored[0];
     let mut answer = json!({"id": first.id, "status": status_name(&first.status)});
     if stored.len() > 1 {
         answer["ids"] = json!(stored.iter().map(|m| m.id.as_str()).collect::<Vec<_>>());

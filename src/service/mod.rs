@@ -8,5 +8,6 @@ pub mod auth;
 pub mod checks;
 pub mod connections;
 pub mod events;
+pub mod messages;
 pub mod slack;
 pub mod tenants;

@@ -256,6 +256,36 @@ async fn a_builder_connects_a_bot_in_a_real_browser() {
     assert_eq!(browser.find_all("#test-result li.ok").await.len(), 4);
     assert!(browser.text("#test-result").await.contains(&bot_id));
 
+    // Send a test message: refused without text, then delivered, the
+    // status updated on the page without a reload.
+    browser.fill("#test-target", "user-9").await;
+    browser.click("#send-test-message").await;
+    assert!(browser.text("#test-text-error").await.contains("required"));
+    assert_eq!(browser.value("#test-target").await, "user-9");
+    browser.fill("#test-text", "hello from the console").await;
+    browser.click("#send-test-message").await;
+    let status = browser.find("#test-message-status").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while browser.attribute(&status, "data-status").await.as_deref() != Some("delivered") {
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            browser.text("#test-message-status").await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(browser
+        .text("#test-message-status .badge")
+        .await
+        .contains("delivered"));
+    wait_for_reply(&emu, "hello from the console").await;
+    let sent = emu.messages().await;
+    let sent = sent
+        .iter()
+        .find(|m| m["content"]["text"] == "hello from the console")
+        .unwrap();
+    assert_eq!(sent["user_id"], "user-9", "{sent}");
+
     // A user writes to the bot: the event on the page, the echo at NAVER WORKS.
     let webhook_here = webhook.replace(public, &app.address);
     callback(

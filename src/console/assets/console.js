@@ -49,6 +49,34 @@ document.addEventListener("DOMContentLoaded", () => {
 
   const playground = document.getElementById("playground");
   if (playground) startPlayground(playground);
+
+  // A test message's delivery status, polled until it is final.
+  const status = document.getElementById("test-message-status");
+  if (status && status.dataset.poll) {
+    const badge = status.querySelector(".badge");
+    const attempts = status.querySelector(".attempts");
+    const error = status.querySelector(".error-text");
+    const label = attempts.textContent.split(":")[0];
+    const poll = async () => {
+      if (status.dataset.status === "delivered" || status.dataset.status === "failed") return;
+      try {
+        const response = await fetch(status.dataset.poll, { credentials: "same-origin" });
+        if (response.ok) {
+          const m = await response.json();
+          status.dataset.status = m.status;
+          badge.className = "badge " + m.status;
+          badge.dataset.status = m.status;
+          badge.textContent = m.label;
+          attempts.textContent = label + ": " + m.attempts;
+          error.textContent = m.last_error || "";
+        }
+      } catch (_) {
+        // Try again at the next tick.
+      }
+      setTimeout(poll, 700);
+    };
+    poll();
+  }
 });
 
 // The playground: posts what the user does (the form, or a button of a

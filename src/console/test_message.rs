@@ -1,0 +1,168 @@
+//! "Send a test message" on a connection's page: a text to a user or a room
+//! id through the send API's service, then its delivery status on the page,
+//! updated as it changes (the page's script polls a small JSON status).
+
+use std::collections::HashMap;
+
+use actix_web::{web, HttpResponse};
+use maud::{html, Markup};
+use serde_json::json;
+
+use super::handlers::{connection, finish, genuine, tenant, text, Form};
+use super::i18n::T;
+use super::pages::{alert, csrf, status_badge, status_text};
+use super::session::Ctx;
+use crate::channels::{Channel, Outgoing};
+use crate::domain::FieldError;
+use crate::error::ApiError;
+use crate::store::queue::OutboundMessage;
+use crate::store::ConnectionRecord;
+
+/// The section: the form, and the message just sent with its status.
+pub fn section(
+    ctx: &Ctx,
+    c: &ConnectionRecord,
+    sent: Option<&OutboundMessage>,
+    errors: &[FieldError],
+    values: &HashMap<String, String>,
+) -> Markup {
+    let l = ctx.lang;
+    let id = c.id.as_str();
+    let room = values.get("target").map(String::as_str) == Some("channel");
+    let room_label = match Channel::of(c) {
+        Channel::NaverWorks => T::RoomId,
+        Channel::Slack => T::SlackChannelId,
+    };
+    let error = |field: &str| {
+        errors
+            .iter()
+            .find(|e| e.field == field)
+            .map(|e| e.message.clone())
+    };
+    html! {
+        section #send-test {
+            h2 { (T::SendTestMessage.get(l)) }
+            p { (T::SendTestIntro.get(l)) }
+            @if let Some(m) = sent {
+                p #test-message-status data-status=(m.status)
+                    data-poll={ "/console/connections/" (id) "/messages/" (m.id) } {
+                    code { (m.id) } " " (status_badge(&m.status, l))
+                    " " span.attempts { (T::Attempts.get(l)) ": " (m.attempts) }
+                    " " span.error-text { (m.last_error.as_deref().unwrap_or("")) }
+                }
+            }
+            @if !errors.is_empty() { (alert(T::FixErrors.get(l))) }
+            form.card #send-test-form method="post" action={ "/console/connections/" (id) "/send" } novalidate {
+                (csrf(ctx))
+                fieldset.where {
+                    label { input #test-to-user type="radio" name="target" value="user" checked[!room]; " " (T::UserId.get(l)) }
+                    " "
+                    label { input #test-to-room type="radio" name="target" value="channel" checked[room]; " " (room_label.get(l)) }
+                }
+                div.field {
+                    label for="test-target" { (T::SendTo.get(l)) }
+                    input #test-target type="text" name="target_id" autocomplete="off" spellcheck="false"
+                        value=(values.get("target_id").map_or("", String::as_str));
+                    @if let Some(e) = error("target_id") { p.error #test-target-error { (e) } }
+                }
+                div.field {
+                    label for="test-text" { (T::MessageText.get(l)) }
+                    input #test-text type="text" name="text" maxlength="2000" autocomplete="off"
+                        value=(values.get("text").map_or("", String::as_str));
+                    @if let Some(e) = error("text") { p.error #test-text-error { (e) } }
+                }
+                button #send-test-message type="submit" { (T::Send.get(l)) }
+            }
+        }
+    }
+}
+
+/// The form's message, checked as the send API checks it.
+fn outgoing_of(
+    form: &HashMap<String, String>,
+    channel: Channel,
+) -> Result<(&'static str, String, serde_json::Value), Vec<FieldError>> {
+    let mut errors = Vec::new();
+    let kind = match text(form, "target").as_str() {
+        "" | "user" => "user",
+        "channel" => "channel",
+        _ => {
+            errors.push(FieldError::new("target_id", "must be a user or a room"));
+            "user"
+        }
+    };
+    let target = text(form, "target_id");
+    if target.is_empty() || target.len() > 256 || target.chars().any(char::is_control) {
+        errors.push(FieldError::new(
+            "target_id",
+            "must be a non-empty id of at most 256 characters",
+        ));
+    }
+    let said = text(form, "text");
+    if said.is_empty() {
+        errors.push(FieldError::new("text", "is required"));
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let content = match channel {
+        Channel::NaverWorks => json!({"type": "text", "text": said}),
+        Channel::Slack => json!({"text": said}),
+    };
+    Ok((kind, target, content))
+}
+
+/// `POST /console/connections/{id}/send`.
+pub async fn send(ctx: Ctx, path: web::Path<String>, form: Form) -> HttpResponse {
+    let page = async {
+        genuine(&ctx, &form)?;
+        let t = tenant(&ctx)?;
+        let c = connection(&ctx, t, &path).await?;
+        let refused = |errors: Vec<FieldError>| {
+            let section = section(&ctx, &c, None, &errors, &form);
+            super::handlers::connection_view_with(&ctx, &c, section)
+        };
+        let (kind, target, content) = match outgoing_of(&form, Channel::of(&c)) {
+            Ok(message) => message,
+            Err(errors) => return refused(errors).await,
+        };
+        let contents = [content];
+        let outgoing = Outgoing {
+            target_kind: kind,
+            target_id: target,
+            thread_ts: None,
+            team_id: None,
+            contents: &contents,
+        };
+        match crate::service::messages::send(&ctx.state, &c, &outgoing, None).await {
+            Ok(stored) => Ok(ctx.redirect(&format!(
+                "/console/connections/{}?sent={}#send-test",
+                c.id, stored[0].id
+            ))),
+            Err(ApiError::Validation(errors)) => refused(errors).await,
+            Err(e) => Err(e.into()),
+        }
+    }
+    .await;
+    finish(&ctx, page)
+}
+
+/// `GET /console/connections/{id}/messages/{message}`: the page's poll.
+pub async fn status(ctx: Ctx, path: web::Path<(String, String)>) -> HttpResponse {
+    let page = async {
+        let t = tenant(&ctx)?;
+        let c = connection(&ctx, t, &path.0).await?;
+        let m = ctx
+            .state
+            .store
+            .message(&c.id, &path.1)
+            .await?
+            .ok_or(ApiError::NotFound("no such message"))?;
+        let label = status_text(&m.status).map_or(m.status.as_str(), |t| t.get(ctx.lang));
+        Ok(HttpResponse::Ok().json(json!({
+            "status": m.status, "label": label, "attempts": m.attempts, "last_error": m.last_error,
+        })))
+    }
+    .await;
+    finish(&ctx, page)
+}

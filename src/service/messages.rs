@@ -1,0 +1,40 @@
+//! Sending on a tenant's behalf (the send API and the console's test
+//! message): the channel checks its own message bodies and keys the
+//! conversation as its replies are keyed, so both keep one order; the
+//! messages are queued durably and the outbox woken.
+
+use crate::channels::{Channel, Outgoing};
+use crate::domain::now_millis;
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::store::queue::OutboundMessage;
+use crate::store::ConnectionRecord;
+
+/// Queues `outgoing` (one message per content) on `record`; with `key`, a
+/// repeat answers the first request's messages.
+pub async fn send(
+    state: &AppState,
+    record: &ConnectionRecord,
+    outgoing: &Outgoing<'_>,
+    key: Option<&str>,
+) -> Result<Vec<OutboundMessage>, ApiError> {
+    let (conversation, messages) = Channel::of(record)
+        .outgoing(record, outgoing)
+        .map_err(ApiError::Validation)?;
+    let stored = state
+        .store
+        .enqueue_messages(
+            &record.tenant_id,
+            &record.id,
+            &conversation,
+            &messages,
+            key,
+            now_millis(),
+        )
+        .await?;
+    state.signals.outbox.notify_one();
+    if stored.is_empty() {
+        return Err(ApiError::Internal(anyhow::anyhow!("no message stored")));
+    }
+    Ok(stored)
+}
