@@ -158,7 +158,13 @@ pub enum TenantCommand {
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
     /// Print a new random master key (base64), e.g. for BOTGATE_MASTER_KEY.
-    Generate,
+    Generate {
+        /// Print `.env` lines instead: BOTGATE_MASTER_KEY and a new
+        /// BOTGATE_ADMIN_TOKEN, for `docker compose up`
+        /// (`botgate keys generate --env > .env`).
+        #[arg(long)]
+        env: bool,
+    },
     /// Re-encrypt every stored secret under a new master key.
     ///
     /// With a key file (BOTGATE_MASTER_KEY_FILE or the generated data/master.key),

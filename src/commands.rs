@@ -19,9 +19,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let command = match cli.command.unwrap_or(Command::Serve) {
         // These stand alone: they read none of botgate's settings.
         Command::Keys {
-            command: KeysCommand::Generate,
+            command: KeysCommand::Generate { env },
         } => {
-            println!("{}", MasterKey::generate().to_base64().expose_secret());
+            let key = MasterKey::generate();
+            if env {
+                let token = crate::secrets::hashing::generate_token(
+                    crate::secrets::hashing::ADMIN_TOKEN_PREFIX,
+                );
+                println!(
+                    "BOTGATE_MASTER_KEY={}\nBOTGATE_ADMIN_TOKEN={}",
+                    key.to_base64().expose_secret(),
+                    token.expose_secret()
+                );
+            } else {
+                println!("{}", key.to_base64().expose_secret());
+            }
             return Ok(());
         }
         Command::Emulator {
@@ -120,7 +132,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         } => rotate(&settings, no_new_key, retire).await,
         // Handled above, before the settings are loaded.
         Command::Keys {
-            command: KeysCommand::Generate,
+            command: KeysCommand::Generate { .. },
         }
         | Command::Emulator { .. }
         | Command::Demo { .. }

@@ -105,31 +105,66 @@ async fn cli_tenant_create(backend: Backend) {
 }
 
 /// docker-compose.yml parses and validates (`docker-compose config`; no
-/// engine needed). `.ci/run` installs the command; CI fails without it.
+/// engine needed) with the `.env` the README's one command makes, and not
+/// without its two secrets. `.ci/run` installs the command; CI fails
+/// without it.
 #[test]
 fn docker_compose_file_validates() {
     let file = concat!(env!("CARGO_MANIFEST_DIR"), "/docker-compose.yml");
-    let run = |program: &str, args: &[&str]| {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_botgate"))
+        .args(["keys", "generate", "--env"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let env_text = String::from_utf8(out.stdout).unwrap();
+    let value = |name: &str| {
+        env_text
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("{name} in {env_text}"))
+            .to_owned()
+    };
+    botgate::secrets::MasterKey::parse(&value("BOTGATE_MASTER_KEY")).expect("a usable master key");
+    assert!(value("BOTGATE_ADMIN_TOKEN").starts_with("bga_"));
+    assert!(value("BOTGATE_ADMIN_TOKEN").len() >= 40);
+    let env_file = dir.path().join(".env");
+    std::fs::write(&env_file, &env_text).unwrap();
+    let empty = dir.path().join("empty.env");
+    std::fs::write(&empty, "").unwrap();
+    let run = |program: &str, args: &[&str], env: &std::path::Path| {
+        let mut full = vec!["--env-file", env.to_str().unwrap()];
+        if program == "docker" {
+            full.insert(0, "compose");
+        }
+        full.extend_from_slice(args);
         Command::new(program)
-            .args(args)
-            .env("BOTGATE_MASTER_KEY", "dGVzdA==")
-            .env("BOTGATE_ADMIN_TOKEN", "a-test-admin-token-value")
+            .args(&full)
+            .env_remove("BOTGATE_MASTER_KEY")
+            .env_remove("BOTGATE_ADMIN_TOKEN")
             .output()
             .ok()
     };
-    let out = run("docker-compose", &["-f", file, "config", "-q"])
-        .filter(|o| o.status.code() != Some(127))
-        .or_else(|| {
-            run("docker", &["compose", "-f", file, "config", "-q"]).filter(|o| {
-                o.status.success() || !String::from_utf8_lossy(&o.stderr).contains("unknown")
+    let validate = |env: &std::path::Path| {
+        run("docker-compose", &["-f", file, "config", "-q"], env)
+            .filter(|o| o.status.code() != Some(127))
+            .or_else(|| {
+                run("docker", &["-f", file, "config", "-q"], env).filter(|o| {
+                    o.status.success() || !String::from_utf8_lossy(&o.stderr).contains("unknown")
+                })
             })
-        });
-    match out {
-        Some(out) => assert!(
-            out.status.success(),
-            "docker-compose.yml is invalid: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ),
+    };
+    match validate(&env_file) {
+        Some(out) => {
+            assert!(
+                out.status.success(),
+                "docker-compose.yml is invalid: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let without = validate(&empty).unwrap();
+            assert!(!without.status.success(), "the secrets are required");
+            assert!(String::from_utf8_lossy(&without.stderr).contains("keys generate --env"));
+        }
         None if std::env::var("CI").is_ok_and(|v| v == "true") => {
             panic!("docker-compose is required under CI (.ci/run installs it)")
         }
