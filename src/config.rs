@@ -48,6 +48,9 @@ const KEYS: &[&str] = &[
     "engine_timeout_seconds",
     "engine_allowed_networks",
     "engine_max_answer_bytes",
+    "file_link_seconds",
+    "file_max_bytes",
+    "file_hosts",
     "engine_max_attempts",
     "send_max_attempts",
     "send_timeout_seconds",
@@ -108,6 +111,14 @@ pub struct Settings {
     pub engine_allowed_networks: Vec<crate::outbound::Network>,
     /// The largest engine answer read; a longer one fails the attempt.
     pub engine_max_answer_bytes: usize,
+    /// How long a `/files/…` link given to an engine works.
+    pub file_link: std::time::Duration,
+    /// The largest file streamed through `/files/…` or uploaded.
+    pub file_max_bytes: usize,
+    /// Hosts (or, with a leading dot, domains) a platform's download may
+    /// redirect to and still get the bot's Authorization header; the API
+    /// URLs' own hosts always do.
+    pub file_hosts: Vec<String>,
     /// Engine calls per event before it is dead-lettered.
     pub engine_max_attempts: u32,
     /// How long one send to NAVER WORKS may take.
@@ -220,6 +231,9 @@ impl std::fmt::Debug for Settings {
             .field("engine_allowed_networks", &self.engine_allowed_networks)
             .field("trusted_proxies", &self.trusted_proxies)
             .field("engine_max_answer_bytes", &self.engine_max_answer_bytes)
+            .field("file_link", &self.file_link)
+            .field("file_max_bytes", &self.file_max_bytes)
+            .field("file_hosts", &self.file_hosts)
             .field("engine_max_attempts", &self.engine_max_attempts)
             .field("send_timeout", &self.send_timeout)
             .field("send_max_attempts", &self.send_max_attempts)
@@ -367,6 +381,29 @@ impl Settings {
                 .filter(|n| (1024..=64 * 1024 * 1024).contains(n))
                 .ok_or_else(|| "must be a whole number of bytes from 1024 to 67108864".to_owned())
         });
+        let file_link = p.parse("file_link_seconds", units(1, "seconds", 86_400));
+        let file_max_bytes = p.parse("file_max_bytes", |s| {
+            s.parse::<usize>()
+                .ok()
+                .filter(|n| (1024..=1024 * 1024 * 1024).contains(n))
+                .ok_or_else(|| "must be a whole number of bytes from 1024 to 1073741824".to_owned())
+        });
+        let file_hosts = p.parse("file_hosts", |s| {
+            let hosts: Vec<String> = s
+                .split(',')
+                .map(|h| h.trim().to_ascii_lowercase())
+                .filter(|h| !h.is_empty())
+                .collect();
+            if hosts.iter().all(|h| {
+                h.trim_start_matches('.').split('.').all(|l| {
+                    !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                })
+            }) {
+                Ok(hosts)
+            } else {
+                Err("must be host names or .domains, comma-separated".to_owned())
+            }
+        });
         let count = |max: u32| {
             move |s: &str| {
                 s.parse::<u32>()
@@ -435,6 +472,9 @@ impl Settings {
             engine_allowed_networks,
             trusted_proxies,
             engine_max_answer_bytes,
+            file_link,
+            file_max_bytes,
+            file_hosts,
             engine_max_attempts,
             send_timeout,
             send_max_attempts,

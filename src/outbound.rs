@@ -279,6 +279,13 @@ impl Client {
         Ok(self.http.post(url))
     }
 
+    /// A GET of a URL botgate was pointed at (a platform's redirect to a
+    /// host it is not trusted with), checked first.
+    pub fn get(&self, url: &str) -> Result<reqwest::RequestBuilder, Refused> {
+        let url = self.policy.check_url(url)?;
+        Ok(self.http.get(url))
+    }
+
     /// The answer's body, refused past the cap (by its length if it says
     /// one, else while reading).
     pub async fn read(&self, response: reqwest::Response) -> Result<Vec<u8>, ReadError> {

@@ -18,6 +18,7 @@
 //! (the registration point), its routes, and its tile on the console's
 //! connect screen. Nothing else names a platform.
 
+pub mod files;
 pub mod naverworks;
 pub mod slack;
 

@@ -208,7 +208,7 @@ pub fn outgoing(request: &Outgoing<'_>) -> Result<(String, Vec<NewOutbound>), Ve
 /// that gives up at its deadline leaves the refresh running, so that it
 /// completes (and releases its lease) for the next attempt and every other
 /// caller, instead of being cut off in the middle.
-async fn shared_token(
+pub(crate) async fn shared_token(
     state: &AppState,
     connection: &ConnectionRecord,
     meta: Option<TokenMeta>,

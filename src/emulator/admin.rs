@@ -30,7 +30,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/emulator/faults", web::get().to(get_faults))
     .route("/emulator/faults", web::put().to(set_faults))
     .route("/emulator/clock", web::put().to(set_clock))
-    .route("/emulator/callbacks", web::post().to(send_callback));
+    .route("/emulator/callbacks", web::post().to(send_callback))
+    .route("/emulator/files", web::post().to(add_file))
+    .route("/emulator/files", web::get().to(list_files));
 }
 
 fn bad_request(message: impl std::fmt::Display) -> HttpResponse {
@@ -244,6 +246,7 @@ async fn stats(emulator: web::Data<Emulator>) -> HttpResponse {
         "messages": state.messages.len(),
         "access_tokens": state.access_tokens.len(),
         "rate_limited": state.rate_limited,
+        "downloads": state.downloads,
     }))
 }
 
@@ -257,12 +260,61 @@ async fn reset(emulator: web::Data<Emulator>) -> HttpResponse {
     state.refresh_tokens.clear();
     state.codes.clear();
     state.windows.clear();
+    state.downloads = 0;
     state.faults = Faults::default();
     state.clock_offset = 0;
     for app in state.apps.values_mut() {
         app.stats = Default::default();
     }
     HttpResponse::Ok().json(json!({"status": "reset"}))
+}
+
+#[derive(Deserialize)]
+struct NewFile {
+    bot_id: String,
+    name: String,
+}
+
+/// A file a user sent the bot (the body, raw), as an image or file message
+/// would carry it: its `fileId` for a callback's content.
+async fn add_file(
+    emulator: web::Data<Emulator>,
+    query: web::Query<NewFile>,
+    body: web::Bytes,
+) -> HttpResponse {
+    let mut state = emulator.lock();
+    if !state.bots.contains_key(&query.bot_id) {
+        return bad_request(format!("no bot {} is registered", query.bot_id));
+    }
+    let file_id = format!("kr1.user.{}.{}", state.now(), state.next_seq);
+    state.next_seq += 1;
+    state.attachments.insert(
+        file_id.clone(),
+        super::state::Attachment {
+            bot_id: query.bot_id.clone(),
+            file_name: query.name.clone(),
+            data: Some(body.to_vec()),
+            uploaded: false,
+        },
+    );
+    HttpResponse::Created().json(json!({"fileId": file_id}))
+}
+
+/// Every file the emulator holds: name, size and SHA-256 (hex), so tests
+/// compare bytes; `uploaded` for a bot's uploads.
+async fn list_files(emulator: web::Data<Emulator>) -> HttpResponse {
+    use sha2::Digest as _;
+    let state = emulator.lock();
+    let files: Vec<Value> = state
+        .attachments
+        .iter()
+        .map(|(id, a)| {
+            json!({"fileId": id, "bot_id": a.bot_id, "name": a.file_name, "uploaded": a.uploaded,
+                   "size": a.data.as_ref().map(Vec::len),
+                   "sha256": a.data.as_ref().map(|d| crate::secrets::hex(&sha2::Sha256::digest(d)))})
+        })
+        .collect();
+    HttpResponse::Ok().json(json!({ "files": files }))
 }
 
 async fn get_faults(emulator: web::Data<Emulator>) -> HttpResponse {

@@ -288,6 +288,7 @@ async fn create_attachment(
             bot_id,
             file_name,
             data: None,
+            uploaded: true,
         },
     );
     let upload_url = format!("{}/storage/upload/{upload_id}", emulator.base_url);
@@ -365,16 +366,19 @@ async fn download_attachment(
 ) -> HttpResponse {
     delay(&emulator).await;
     let (bot_id, file_id) = path.into_inner();
-    let state = emulator.lock();
+    let mut state = emulator.lock();
+    state.downloads += 1;
     if let Err(response) = authorize(&state, &req, &bot_id, READ_SCOPES) {
         return response;
     }
+    let location = state
+        .faults
+        .download_redirect
+        .clone()
+        .unwrap_or_else(|| format!("{}/storage/download/{file_id}", emulator.base_url));
     match state.attachments.get(&file_id) {
         Some(a) if a.bot_id == bot_id && a.data.is_some() => HttpResponse::Found()
-            .insert_header((
-                header::LOCATION,
-                format!("{}/storage/download/{file_id}", emulator.base_url),
-            ))
+            .insert_header((header::LOCATION, location))
             .finish(),
         _ => api_error(404, "NOT_FOUND", "File does not exist."),
     }

@@ -54,6 +54,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             }),
     )
     .app_data(web::FormConfig::default().limit(64 * 1024))
+    // Files (uploads, and users' files added for tests) up to 64 MiB.
+    .app_data(web::PayloadConfig::new(64 * 1024 * 1024))
     .configure(token::configure)
     .configure(bot_api::configure)
     .configure(admin::configure)

@@ -89,12 +89,17 @@ pub struct Faults {
     /// User ids the Bot API treats as nonexistent: a send to them answers
     /// 404 NOT_FOUND (the real answer is undocumented, NAVERWORKS.md §4.4 [I]).
     pub unknown_users: Vec<String>,
+    /// The attachment download's 302 points here instead of the storage
+    /// host (a test server, to see which headers a redirect target gets).
+    pub download_redirect: Option<String>,
 }
 
 pub struct Attachment {
     pub bot_id: String,
     pub file_name: String,
     pub data: Option<Vec<u8>>,
+    /// Uploaded by a bot (create attachment → upload), not a user's file.
+    pub uploaded: bool,
 }
 
 pub struct State {
@@ -117,6 +122,8 @@ pub struct State {
     pub attachments: HashMap<String, Attachment>,
     /// Upload id → file id.
     pub uploads: HashMap<String, String>,
+    /// Calls of the attachment download (`GET …/attachments/{fileId}`).
+    pub downloads: u64,
     /// channel id → (bot id, member user ids).
     pub channels: HashMap<String, (String, Vec<String>)>,
 }
@@ -150,6 +157,7 @@ impl Emulator {
                 clock_offset: 0,
                 attachments: HashMap::new(),
                 uploads: HashMap::new(),
+                downloads: 0,
                 channels: HashMap::new(),
             }),
             base_url,

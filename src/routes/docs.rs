@@ -10,7 +10,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::OpenApi as _;
 
 use super::{
-    auth_urls, connections, events, health, messages, naverworks_oauth, slack, slack_oauth,
+    auth_urls, connections, events, files, health, messages, naverworks_oauth, slack, slack_oauth,
     tenants, webhooks,
 };
 use crate::error::ErrorEnvelope;
@@ -50,6 +50,7 @@ use crate::error::ErrorEnvelope;
         slack::interactions,
         slack_oauth::install,
         slack_oauth::callback,
+        files::file,
         naverworks_oauth::authorize,
         naverworks_oauth::callback,
         auth_urls::read,

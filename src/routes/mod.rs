@@ -6,6 +6,7 @@ pub mod connections;
 pub mod docs;
 mod events;
 pub mod extract;
+pub mod files;
 mod health;
 mod messages;
 pub mod naverworks_oauth;
@@ -84,6 +85,7 @@ fn operations() -> Vec<Operation> {
             "/oauth/slack/callback",
             web::to(slack_oauth::callback),
         ),
+        op(M::GET, "/files/{token}", web::to(files::file)),
         op(
             M::GET,
             "/oauth/naverworks/{connection}/authorize",

@@ -95,6 +95,22 @@ impl std::fmt::Debug for MasterKey {
     }
 }
 
+fn mac_with(key: &MasterKey, purpose: &str, message: &[u8]) -> [u8; 32] {
+    use hmac::{Hmac, Mac as _};
+    let derive = |k: &[u8], data: &[u8]| {
+        let mut mac =
+            <Hmac<Sha256> as hmac::Mac>::new_from_slice(k).expect("HMAC takes any key length");
+        mac.update(data);
+        let out: [u8; 32] = mac.finalize().into_bytes().into();
+        Zeroizing::new(out)
+    };
+    let subkey = derive(
+        key.key.as_ref(),
+        format!("botgate mac key v1\0{purpose}").as_bytes(),
+    );
+    *derive(subkey.as_ref(), message)
+}
+
 /// What a sealed value belongs to; bound into the ciphertext as associated data.
 #[derive(Debug, Clone, Copy)]
 pub struct Aad<'a> {
@@ -190,6 +206,23 @@ impl KeyRing {
 
     pub fn contains(&self, key_id: &str) -> bool {
         self.keys().any(|k| k.id == key_id)
+    }
+
+    /// An HMAC-SHA256 of `message` under a key derived from the current
+    /// master key for `purpose` (e.g. signed file links): the master key
+    /// itself is never a MAC key.
+    pub fn mac(&self, purpose: &str, message: &[u8]) -> [u8; 32] {
+        mac_with(&self.current, purpose, message)
+    }
+
+    /// Whether `tag` is `message`'s MAC for `purpose` under any key of the
+    /// ring (links made before a rotation keep working), in constant time.
+    pub fn verify_mac(&self, purpose: &str, message: &[u8], tag: &[u8]) -> bool {
+        use subtle::ConstantTimeEq as _;
+        self.keys().any(|k| {
+            let expected = mac_with(k, purpose, message);
+            tag.len() == expected.len() && bool::from(expected.ct_eq(tag))
+        })
     }
 
     pub fn seal(&self, plaintext: &[u8], aad: Aad<'_>) -> Sealed {

@@ -90,7 +90,9 @@ async fn process(state: &AppState, event: &InboundEvent) -> StoreResult<()> {
         return Ok(()); // deleted: its events went with it
     };
     let channel = Channel::of(&connection);
-    let turn = channel.turn(&event.event_type, &event.raw, event.received_at);
+    let mut turn = channel.turn(&event.event_type, &event.raw, event.received_at);
+    // A user's file reaches the engine as a botgate link.
+    crate::channels::files::annotate(state, &connection, &mut turn, now());
     let ignored = match turn.ignored {
         Some(reason) => Some(reason),
         None => channel.admit(state, &connection, &turn).await?,

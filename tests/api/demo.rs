@@ -318,6 +318,17 @@ async fn the_demo_answers_in_the_playground() {
     wait_for_bubble(&korean, "bot", "You chose: yes", 5).await;
     say(&korean, "안녕하세요").await;
     wait_for_bubble(&korean, "bot", "안녕하세요", 5).await;
+    say(&korean, "menu").await;
+    wait_for_bubble(&korean, "bot", "Pick one", 5).await;
+    let pressed = texts(&korean, "#chat li[data-side=user]").await.len();
+    click(
+        &korean,
+        "#chat li[data-side=bot]:last-child button.action:last-child",
+    )
+    .await;
+    wait_for_bubble(&korean, "bot", "You chose: no", 5).await;
+    assert!(texts(&korean, "#chat li[data-side=user]").await.len() > pressed);
+    assert_eq!(texts(&korean, "#send").await, ["보내기"]);
     assert!(texts(&korean, "#chat .who").await.iter().any(|w| w == "봇"));
     korean.quit().await;
     browser.quit().await;
