@@ -232,3 +232,205 @@ pub async fn open(
     }
     Ok(answer)
 }
+
+// ---------------------------------------------------------------- uploads
+
+/// The stored form of a reply whose file the engine gave as bytes: kept in
+/// the outbox as `{"type", "botgate_upload": {"name", "data_base64"}}` and
+/// uploaded at delivery.
+pub struct Upload {
+    pub kind: String,
+    pub name: String,
+    pub data: Vec<u8>,
+}
+
+/// Extensions NAVER WORKS blocks by default (NAVERWORKS.md §4.2).
+const BLOCKED: &[&str] = &[
+    "bat", "cmd", "com", "cpl", "exe", "scr", "js", "vbs", "wsf", "hta",
+];
+
+/// A file name as botgate sends it: its last path part, without control
+/// characters or quotes, at most 200 characters; refused when nothing is
+/// left or NAVER WORKS would refuse it (a blocked extension, an MP3 audio
+/// sent by fileId, which NAVERWORKS.md §4.2 reports refused).
+pub fn file_name(kind: &str, name: &str) -> Result<String, String> {
+    let last = name.rsplit(['/', '\\']).next().unwrap_or("");
+    let clean: String = last
+        .chars()
+        .filter(|c| !c.is_control() && !matches!(c, '"' | '<' | '>' | '|' | '*' | '?' | ':'))
+        .take(200)
+        .collect();
+    let clean = clean.trim().to_owned();
+    if clean.is_empty() || clean.chars().all(|c| c == '.') {
+        return Err("a file reply needs a name".into());
+    }
+    let extension = clean
+        .rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default();
+    if BLOCKED.contains(&extension.as_str()) {
+        return Err(format!(
+            "NAVER WORKS blocks .{extension} files by default; send another type"
+        ));
+    }
+    if kind == "audio" && extension == "mp3" {
+        return Err(
+            "NAVER WORKS refuses MP3 audio sent as a file (send WAV, or an https URL)".into(),
+        );
+    }
+    Ok(clean)
+}
+
+/// A reply's file given as bytes, checked (name, base64) and put in the
+/// form the outbox keeps until delivery.
+pub fn upload_request(kind: &str, name: Option<&Value>, data: &Value) -> Result<Value, String> {
+    let name = name
+        .and_then(Value::as_str)
+        .ok_or("a file reply with data_base64 needs a name")?;
+    let name = file_name(kind, name)?;
+    let data = data.as_str().ok_or("data_base64 must be a string")?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(data.trim())
+        .map_err(|_| "data_base64 is not valid base64".to_owned())?;
+    if bytes.is_empty() {
+        return Err("data_base64 is empty".into());
+    }
+    Ok(
+        serde_json::json!({"type": kind, "botgate_upload": {"name": name, "data_base64": data.trim()}}),
+    )
+}
+
+/// The upload a stored content asks for, if it is one.
+pub fn upload_of(content: &str) -> Option<Upload> {
+    if !content.contains("\"botgate_upload\"") {
+        return None;
+    }
+    let value: Value = serde_json::from_str(content).ok()?;
+    let upload = value.get("botgate_upload")?;
+    let kind = value.get("type")?.as_str()?.to_owned();
+    let data = base64::engine::general_purpose::STANDARD
+        .decode(upload.get("data_base64")?.as_str()?)
+        .ok()?;
+    Some(Upload {
+        name: upload.get("name")?.as_str()?.to_owned(),
+        kind,
+        data,
+    })
+}
+
+/// What an upload step's answer comes to, as a send's would.
+fn step_failure(status: u16, what: &str) -> super::Sent {
+    use super::Sent;
+    match status {
+        401 | 403 => Sent::Unauthorized(format!("NAVER WORKS refused the token for {what}")),
+        429 => Sent::RateLimited {
+            until: crate::domain::now_millis() + 5_000,
+            error: format!("HTTP 429 on {what}"),
+        },
+        500..=599 => Sent::ServerError(format!("HTTP {status} on {what}")),
+        _ => Sent::Rejected(format!("HTTP {status} on {what}")),
+    }
+}
+
+/// NAVER WORKS' upload (§5.1): create the attachment (`{"fileName"}` →
+/// `fileId`, single-use `uploadUrl`), then the multipart upload with the
+/// bot's token (only to a trusted host). The file id, or how it failed.
+pub async fn upload(
+    state: &AppState,
+    connection: &ConnectionRecord,
+    token: &secrecy::SecretString,
+    upload: &Upload,
+) -> Result<String, super::Sent> {
+    use super::Sent;
+    let name = file_name(&upload.kind, &upload.name).map_err(Sent::Rejected)?;
+    if upload.data.len() > state.settings.file_max_bytes {
+        return Err(Sent::Rejected(format!(
+            "the file is larger than file_max_bytes ({})",
+            state.settings.file_max_bytes
+        )));
+    }
+    let mut url = url::Url::parse(state.settings.naverworks_api_url.as_str())
+        .map_err(|_| Sent::Rejected("the API URL is invalid".into()))?;
+    url.path_segments_mut()
+        .map_err(|()| Sent::Rejected("the API URL is invalid".into()))?
+        .pop_if_empty()
+        .extend(["bots", connection.bot_id.as_str(), "attachments"]);
+    let unreachable = |e: reqwest::Error| {
+        Sent::Unreachable(if e.is_timeout() {
+            "NAVER WORKS timed out on the upload".into()
+        } else {
+            "NAVER WORKS unreachable on the upload".into()
+        })
+    };
+    let created = state
+        .http
+        .post(url)
+        .timeout(state.settings.send_timeout)
+        .bearer_auth(token.expose_secret())
+        .json(&serde_json::json!({ "fileName": name }))
+        .send()
+        .await
+        .map_err(unreachable)?;
+    let status = created.status().as_u16();
+    if !(200..=299).contains(&status) {
+        return Err(step_failure(status, "create attachment"));
+    }
+    let created: Value = crate::outbound::read_capped(created, 64 * 1024)
+        .await
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(|| Sent::ServerError("create attachment answered no JSON".into()))?;
+    let (Some(file_id), Some(upload_url)) = (
+        created
+            .get("fileId")
+            .and_then(Value::as_str)
+            .filter(|f| f.len() <= 256),
+        created
+            .get("uploadUrl")
+            .and_then(Value::as_str)
+            .and_then(|u| url::Url::parse(u).ok()),
+    ) else {
+        return Err(Sent::ServerError(
+            "create attachment answered no fileId or uploadUrl".into(),
+        ));
+    };
+    if !trusted_host(state, &upload_url) {
+        return Err(Sent::Rejected(
+            "the upload URL is on a host botgate does not send the bot's token to (file_hosts)"
+                .into(),
+        ));
+    }
+    let boundary = format!(
+        "botgate{}",
+        crate::secrets::hex(&crate::secrets::random_bytes(12))
+    );
+    let mut body = Vec::with_capacity(upload.data.len() + 512);
+    body.extend_from_slice(
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"resourceName\"\r\n\r\n{name}\r\n\
+             --{boundary}\r\nContent-Disposition: form-data; name=\"Filedata\"; filename=\"{name}\"\r\n\
+             Content-Type: application/octet-stream\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    body.extend_from_slice(&upload.data);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let uploaded = state
+        .http
+        .post(upload_url)
+        .timeout(state.settings.send_timeout)
+        .bearer_auth(token.expose_secret())
+        .header(
+            reqwest::header::CONTENT_TYPE,
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(body)
+        .send()
+        .await
+        .map_err(unreachable)?;
+    let status = uploaded.status().as_u16();
+    if !(200..=299).contains(&status) {
+        return Err(step_failure(status, "the file upload"));
+    }
+    Ok(file_id.to_owned())
+}

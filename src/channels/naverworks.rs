@@ -98,9 +98,17 @@ pub fn render(reply: &Value) -> Result<Value, String> {
     let reply = Reply::parse(reply)?;
     let content = match reply.kind {
         "text" => json!({"type": "text", "text": reply.text("text")?}),
-        "image" => {
+        kind @ ("image" | "file" | "audio" | "video") => {
+            if let Some(data) = reply.value.get("data_base64") {
+                // Uploaded at delivery (create attachment → upload → fileId).
+                return super::files::upload_request(kind, reply.value.get("name"), data);
+            }
             let url = reply.text("url")?;
-            json!({"type": "image", "previewImageUrl": url, "originalContentUrl": url})
+            if kind == "image" {
+                json!({"type": "image", "previewImageUrl": url, "originalContentUrl": url})
+            } else {
+                json!({"type": kind, "originalContentUrl": url})
+            }
         }
         "buttons" => {
             let actions = reply
@@ -294,7 +302,16 @@ async fn send_once(
             "messages",
         ]);
     }
-    let body = format!("{{\"content\":{}}}", message.content);
+    // A file the engine gave as bytes is uploaded first, each attempt (an
+    // upload URL works once), then sent by its fileId.
+    let content = match super::files::upload_of(&message.content) {
+        Some(upload) => match super::files::upload(state, connection, token, &upload).await {
+            Ok(file_id) => json!({"type": upload.kind, "fileId": file_id}).to_string(),
+            Err(sent) => return sent,
+        },
+        None => message.content.clone(),
+    };
+    let body = format!("{{\"content\":{content}}}");
     let response = state
         .http
         .post(url)

@@ -6,6 +6,7 @@ mod helpers;
 mod inbound;
 mod webdriver;
 
+mod attachments;
 mod bad_inputs;
 mod connections;
 mod console;
