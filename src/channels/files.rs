@@ -36,6 +36,9 @@ pub struct FileRef {
     pub f: String,
     /// Expiry, Unix seconds.
     pub e: i64,
+    /// Slack: the workspace whose bot token reads the file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub w: Option<String>,
 }
 
 /// The link's token: the reference and its MAC, base64url.
@@ -65,8 +68,9 @@ pub fn verify(state: &AppState, token: &str, now: i64) -> Option<FileRef> {
     (file.e >= now).then_some(file)
 }
 
-/// The platform file a turn's content names, if any.
-fn file_of(turn: &Turn) -> Option<&str> {
+/// The platform file a turn's content names, if any: NAVER WORKS' fileId,
+/// Slack's `url_private` (with its workspace).
+fn file_of(turn: &Turn) -> Option<(&str, Option<&str>)> {
     match turn.channel {
         Channel::NaverWorks => {
             let kind = turn.content.get("type").and_then(Value::as_str)?;
@@ -77,16 +81,29 @@ fn file_of(turn: &Turn) -> Option<&str> {
                 .get("fileId")
                 .and_then(Value::as_str)
                 .filter(|f| !f.is_empty() && f.len() <= 256 && !f.chars().any(char::is_control))
+                .map(|f| (f, None))
         }
-        // Slack files are not linked yet (NAVER WORKS first; see README).
-        Channel::Slack => None,
+        Channel::Slack => {
+            let kind = turn.content.get("type").and_then(Value::as_str)?;
+            if !matches!(kind, "image" | "file" | "audio" | "video") {
+                return None;
+            }
+            let url = turn
+                .raw
+                .pointer("/event/files/0/url_private")
+                .and_then(Value::as_str)
+                .filter(|u| u.len() <= 1024 && u.starts_with("http"))?;
+            let team = turn.conversation.get("team_id").and_then(Value::as_str);
+            Some((url, team))
+        }
     }
 }
 
 /// Adds `content.url` (a link that works `file_link_seconds`) to a turn
 /// whose content names a platform file.
 pub fn annotate(state: &AppState, connection: &ConnectionRecord, turn: &mut Turn, now_ms: i64) {
-    let Some(file) = file_of(turn).map(str::to_owned) else {
+    let Some((file, team)) = file_of(turn).map(|(f, t)| (f.to_owned(), t.map(str::to_owned)))
+    else {
         return;
     };
     let expires = now_ms / 1000 + i64::try_from(state.settings.file_link.as_secs()).unwrap_or(900);
@@ -97,6 +114,7 @@ pub fn annotate(state: &AppState, connection: &ConnectionRecord, turn: &mut Turn
             c: connection.id.as_str().to_owned(),
             f: file,
             e: expires,
+            w: team,
         },
     );
     if let Some(content) = turn.content.as_object_mut() {
@@ -154,11 +172,33 @@ pub enum FileError {
 pub async fn open(
     state: &AppState,
     connection: &ConnectionRecord,
-    file_id: &str,
+    file: &FileRef,
 ) -> Result<reqwest::Response, FileError> {
-    if Channel::of(connection) != Channel::NaverWorks {
-        return Err(FileError::NotFound);
-    }
+    let (url, bearer) = match Channel::of(connection) {
+        Channel::NaverWorks => naverworks_file(state, connection, &file.f).await?,
+        Channel::Slack => {
+            // The URL came in a signed Slack event; the bot token goes only
+            // to a host trusted with it.
+            let url = url::Url::parse(&file.f).map_err(|_| FileError::NotFound)?;
+            if !trusted_host(state, &url) {
+                return Err(FileError::Refused);
+            }
+            let token =
+                super::slack::installs::bot_token(state, connection, file.w.as_deref(), false)
+                    .await
+                    .map_err(|e| FileError::Token(e.to_string()))?;
+            (url, token.token.expose_secret().to_owned())
+        }
+    };
+    fetch(state, url, &bearer).await
+}
+
+/// NAVER WORKS' download URL for a file, and the bot's token.
+async fn naverworks_file(
+    state: &AppState,
+    connection: &ConnectionRecord,
+    file_id: &str,
+) -> Result<(url::Url, String), FileError> {
     let meta = state
         .store
         .token_meta(&connection.id)
@@ -173,11 +213,21 @@ pub async fn open(
         .map_err(|()| FileError::Upstream)?
         .pop_if_empty()
         .extend(["bots", connection.bot_id.as_str(), "attachments", file_id]);
-    let bearer = token.access_token.expose_secret().to_owned();
+    Ok((url, token.access_token.expose_secret().to_owned()))
+}
+
+/// GETs `url` with the bearer token, following one redirect: with the
+/// token again to a trusted host, without it (under the outbound policy)
+/// to any other. The 2xx answer, its length checked against the cap.
+async fn fetch(
+    state: &AppState,
+    url: url::Url,
+    bearer: &str,
+) -> Result<reqwest::Response, FileError> {
     let first = state
         .http
         .get(url.clone())
-        .bearer_auth(&bearer)
+        .bearer_auth(bearer)
         .send()
         .await
         .map_err(|_| FileError::Upstream)?;
@@ -196,7 +246,7 @@ pub async fn open(
                 state
                     .http
                     .get(location)
-                    .bearer_auth(&bearer)
+                    .bearer_auth(bearer)
                     .send()
                     .await
                     .map_err(|_| FileError::Upstream)?

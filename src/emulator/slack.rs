@@ -86,6 +86,23 @@ pub struct SlackMessage {
     /// `chat.postMessage` or `response_url`.
     pub via: &'static str,
     pub response_type: Option<String>,
+    /// `files.completeUploadExternal`: the files shared (`[{id, title}]`).
+    pub files: Option<Value>,
+}
+
+/// A file: one a user shared (added by a test), or one an app uploaded.
+#[derive(Debug, Clone)]
+pub struct SlackFile {
+    pub app_id: String,
+    pub name: String,
+    pub mimetype: String,
+    /// The bytes; `None` until an upload URL received them.
+    pub data: Option<Vec<u8>>,
+    /// The length `files.getUploadURLExternal` announced.
+    pub length: Option<usize>,
+    pub uploaded: bool,
+    /// The channel `files.completeUploadExternal` shared it in.
+    pub channel: Option<String>,
 }
 
 /// Faults and limits switched on by tests.
@@ -146,6 +163,9 @@ pub struct SlackState {
     codes: HashMap<String, Code>,
     /// Refresh grants answered.
     pub refreshes: u64,
+    pub files: HashMap<String, SlackFile>,
+    /// Downloads of `url_private`s.
+    pub downloads: u64,
 }
 
 pub struct Slack {
@@ -179,7 +199,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/slack/emulator/deliveries", web::get().to(deliveries))
         .route("/slack/emulator/faults", web::put().to(set_faults))
         .route("/slack/emulator/reset", web::post().to(reset))
-        .route("/slack/emulator/deliver", web::post().to(deliver));
+        .route("/slack/emulator/deliver", web::post().to(deliver))
+        .route("/slack/emulator/files", web::post().to(add_file))
+        .route("/slack/emulator/files", web::get().to(list_files))
+        .route("/slack/files/{id}", web::get().to(download_file))
+        .route("/slack/upload/{id}", web::post().to(upload_file));
 }
 
 fn random(prefix: &str, len: usize) -> String {
@@ -362,6 +386,57 @@ async fn api(
             };
             post_message(&mut state, &app, &body)
         }
+        "files.getUploadURLExternal" => {
+            // Form-encoded arguments, as Slack documents them.
+            let args: HashMap<String, String> = url::form_urlencoded::parse(&body)
+                .into_owned()
+                .collect();
+            let (Some(name), Some(length)) = (
+                args.get("filename").filter(|n| !n.is_empty()),
+                args.get("length").and_then(|l| l.parse::<usize>().ok()),
+            ) else {
+                return ok_false("invalid_arguments");
+            };
+            let id = random("F", 10);
+            state.files.insert(
+                id.clone(),
+                SlackFile {
+                    app_id: app.app_id.clone(),
+                    name: name.clone(),
+                    mimetype: "application/octet-stream".into(),
+                    data: None,
+                    length: Some(length),
+                    uploaded: true,
+                    channel: None,
+                },
+            );
+            HttpResponse::Ok().json(json!({"ok": true, "file_id": id,
+                "upload_url": format!("{}/slack/upload/{id}", emulator.base_url)}))
+        }
+        "files.completeUploadExternal" => {
+            let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+                return ok_false("invalid_json");
+            };
+            let Some(channel) = body.get("channel_id").and_then(Value::as_str).map(str::to_owned) else {
+                return ok_false("channel_not_found");
+            };
+            let listed = body.get("files").and_then(Value::as_array).cloned().unwrap_or_default();
+            if listed.is_empty() {
+                return ok_false("invalid_arguments");
+            }
+            for f in &listed {
+                let id = f.get("id").and_then(Value::as_str).unwrap_or("");
+                match state.files.get_mut(id) {
+                    Some(file) if file.app_id == app.app_id && file.data.is_some() => {
+                        file.channel = Some(channel.clone());
+                    }
+                    _ => return ok_false("file_not_found"),
+                }
+            }
+            let shared = json!({"channel": channel, "files": listed, "thread_ts": body.get("thread_ts")});
+            record(&mut state, &app, &channel, &shared, "files.completeUploadExternal");
+            HttpResponse::Ok().json(json!({"ok": true, "files": listed}))
+        }
         _ => ok_false("unknown_method"),
     }
 }
@@ -441,8 +516,121 @@ fn record(
             .get("response_type")
             .and_then(Value::as_str)
             .map(str::to_owned),
+        files: body.get("files").cloned(),
     });
     ts
+}
+
+#[derive(Deserialize)]
+struct NewFile {
+    app_id: String,
+    name: String,
+    #[serde(default)]
+    mimetype: Option<String>,
+}
+
+/// A file a user shared (the body, raw): its id and `url_private`, for a
+/// `kind: "file"` delivery.
+async fn add_file(
+    emulator: web::Data<Emulator>,
+    query: web::Query<NewFile>,
+    body: web::Bytes,
+) -> HttpResponse {
+    let mut state = emulator.slack.lock();
+    if !state.apps.iter().any(|a| a.app_id == query.app_id) {
+        return HttpResponse::BadRequest().json(json!({"error": "no such app"}));
+    }
+    let id = random("F", 10);
+    state.files.insert(
+        id.clone(),
+        SlackFile {
+            app_id: query.app_id.clone(),
+            name: query.name.clone(),
+            mimetype: query
+                .mimetype
+                .clone()
+                .unwrap_or_else(|| "application/octet-stream".into()),
+            data: Some(body.to_vec()),
+            length: None,
+            uploaded: false,
+            channel: None,
+        },
+    );
+    HttpResponse::Created()
+        .json(json!({"id": id, "url_private": format!("{}/slack/files/{id}", emulator.base_url)}))
+}
+
+async fn list_files(emulator: web::Data<Emulator>) -> HttpResponse {
+    use sha2::Digest as _;
+    let state = emulator.slack.lock();
+    let files: Vec<Value> = state
+        .files
+        .iter()
+        .map(|(id, f)| {
+            json!({"id": id, "app_id": f.app_id, "name": f.name, "uploaded": f.uploaded, "channel": f.channel,
+                   "size": f.data.as_ref().map(Vec::len),
+                   "sha256": f.data.as_ref().map(|d| crate::secrets::hex(&sha2::Sha256::digest(d)))})
+        })
+        .collect();
+    HttpResponse::Ok().json(json!({"files": files, "downloads": state.downloads}))
+}
+
+/// A file's `url_private`: the bot token of its app (or an install's).
+async fn download_file(
+    emulator: web::Data<Emulator>,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> HttpResponse {
+    let mut state = emulator.slack.lock();
+    state.downloads += 1;
+    let token = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let Some(file) = state.files.get(id.as_str()) else {
+        return HttpResponse::NotFound().finish();
+    };
+    let app_ok = token.is_some_and(|t| {
+        state
+            .apps
+            .iter()
+            .any(|a| a.app_id == file.app_id && a.bot_token == t)
+            || state
+                .installs
+                .iter()
+                .any(|i| i.app_id == file.app_id && i.access_token == t)
+    });
+    if !app_ok {
+        // Slack answers a login page for a missing or wrong token [I].
+        return HttpResponse::Unauthorized().finish();
+    }
+    match &file.data {
+        Some(data) => HttpResponse::Ok()
+            .content_type(file.mimetype.clone())
+            .body(data.clone()),
+        None => HttpResponse::NotFound().finish(),
+    }
+}
+
+/// An upload URL: the bytes, raw (or a multipart body's only part), once.
+async fn upload_file(
+    emulator: web::Data<Emulator>,
+    id: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    let mut state = emulator.slack.lock();
+    match state.files.get_mut(id.as_str()) {
+        Some(file) if file.data.is_none() => {
+            if file.length.is_some_and(|l| l != body.len()) {
+                return HttpResponse::BadRequest()
+                    .body("length differs from files.getUploadURLExternal's");
+            }
+            file.data = Some(body.to_vec());
+            HttpResponse::Ok().body(format!("OK - {}", body.len()))
+        }
+        _ => HttpResponse::NotFound().finish(),
+    }
 }
 
 /// A command's `response_url`: 5 uses within 30 minutes, then 404
@@ -498,6 +686,9 @@ pub struct Delivery {
     /// `action`: the button's value.
     #[serde(default)]
     pub value: Option<String>,
+    /// `file`: the id of a file added with `/slack/emulator/files`.
+    #[serde(default)]
+    pub file: Option<String>,
     /// The workspace it happens in (an install's), else the app's own.
     #[serde(default)]
     pub team: Option<String>,
@@ -547,6 +738,29 @@ fn delivery_body(
                "is_ext_shared_channel": false, "context_team_id": app.team_id})
     };
     match d.kind.as_str() {
+        "file" => {
+            let id = d.file.clone().ok_or("kind file needs file")?;
+            let file = emulator
+                .slack
+                .lock()
+                .files
+                .get(&id)
+                .cloned()
+                .ok_or("no such file")?;
+            let event = json!({"type": "message", "subtype": "file_share", "channel": channel, "user": user,
+                "ts": ts, "event_ts": ts, "text": text,
+                "channel_type": if channel.starts_with('D') { "im" } else { "channel" },
+                "files": [{"id": id, "name": file.name, "title": file.name, "mimetype": file.mimetype,
+                    "size": file.data.as_ref().map_or(0, Vec::len),
+                    "url_private": format!("{}/slack/files/{id}", emulator.base_url),
+                    "url_private_download": format!("{}/slack/files/{id}", emulator.base_url)}]});
+            let body = envelope(event);
+            Ok((
+                serde_json::to_vec(&body).map_err(|e| e.to_string())?,
+                "application/json",
+                body,
+            ))
+        }
         "message" | "mention" => {
             let mut event = json!({"type": if d.kind == "mention" { "app_mention" } else { "message" },
                 "channel": channel, "user": user, "ts": ts, "event_ts": ts,
@@ -635,7 +849,7 @@ fn delivery_body(
             ))
         }
         other => Err(format!(
-            "unknown kind {other}: message, mention, command, action or event"
+            "unknown kind {other}: message, mention, file, command, action or event"
         )),
     }
 }

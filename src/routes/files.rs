@@ -67,7 +67,7 @@ pub async fn file(path: web::Path<String>, state: web::Data<AppState>) -> HttpRe
             )
         }
     };
-    let answer = match files::open(&state, &connection, &file.f).await {
+    let answer = match files::open(&state, &connection, &file).await {
         Ok(answer) => answer,
         Err(e) => {
             tracing::warn!(connection_id = %connection.id, error = %e, "a file link failed");

@@ -157,6 +157,7 @@ both_backends!(
     file_links_refuse_what_they_did_not_issue,
     an_untrusted_redirect_gets_no_authorization,
     files_over_the_cap_and_blocked_types_are_refused,
+    a_slack_file_reaches_the_engine_and_a_chart_is_uploaded,
 );
 
 async fn an_image_reaches_the_engine_and_a_pdf_comes_back(backend: Backend) {
@@ -265,6 +266,7 @@ async fn file_links_refuse_what_they_did_not_issue(backend: Backend) {
                 c,
                 f: file_id.clone(),
                 e: expires,
+                w: None,
             },
         );
         assert_eq!(
@@ -348,4 +350,83 @@ async fn files_over_the_cap_and_blocked_types_are_refused(backend: Backend) {
     assert!(error.contains(".exe"), "{error}");
     assert!(files(&s).await.iter().all(|f| f["uploaded"] == false));
     assert!(s.emu.messages().await.is_empty());
+}
+
+async fn slack_files(s: &crate::slack::SlackSetup) -> Value {
+    s.emu
+        .client
+        .get(format!("{}/slack/emulator/files", s.emu.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn a_slack_file_reaches_the_engine_and_a_chart_is_uploaded(backend: Backend) {
+    let chart: Vec<u8> = (0..120_000u32).map(|i| (i % 241) as u8).collect();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&chart);
+    let engine =
+        spawn_file_engine(json!([{"type": "image", "name": "chart.png", "data_base64": b64}]))
+            .await;
+    let s = crate::slack::setup(backend, "").await;
+    *engine.base.lock().unwrap() = s.app.address.clone();
+    let (status, body) = s
+        .app
+        .send_json(
+            reqwest::Method::PUT,
+            &format!("/api/v1/tenants/{}/engine", s.tenant.id),
+            &s.tenant.api_key,
+            &json!({"kind": "http", "url": engine.url, "secret": "an-engine-signing-secret"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // A user shares a photo in a channel.
+    let photo: Vec<u8> = (0..90_000u32).map(|i| (i % 239) as u8).collect();
+    let added: Value = s
+        .emu
+        .client
+        .post(format!(
+            "{}/slack/emulator/files?app_id={}&name=photo.jpg&mimetype=image/jpeg",
+            s.emu.url,
+            s.slack["app_id"].as_str().unwrap()
+        ))
+        .body(photo.clone())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let answer = s
+        .deliver(
+            "file",
+            json!({"file": added["id"], "channel": "C1", "text": "look"}),
+        )
+        .await;
+    assert_eq!(answer["first"]["status"], 200, "{answer}");
+    let (link, status, bytes) = first_download(&engine).await;
+    assert!(link.starts_with(&format!("{PUBLIC}/files/")), "{link}");
+    assert_eq!(status, 200);
+    assert_eq!(sha(&bytes), sha(&photo));
+    // The engine's chart: the external upload, shared in the channel.
+    let messages = s.wait_messages(1, Duration::from_secs(20)).await;
+    let shared = messages
+        .iter()
+        .find(|m| m["via"] == "files.completeUploadExternal")
+        .unwrap_or_else(|| panic!("{messages:?}"));
+    assert_eq!(shared["channel"], "C1");
+    let id = shared["files"][0]["id"].as_str().unwrap();
+    assert_eq!(shared["files"][0]["title"], "chart.png");
+    let held = slack_files(&s).await;
+    let uploaded = held["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["id"] == id)
+        .unwrap_or_else(|| panic!("{held}"));
+    assert_eq!(uploaded["uploaded"], true);
+    assert_eq!(uploaded["channel"], "C1");
+    assert_eq!(uploaded["sha256"].as_str().unwrap(), sha(&chart));
 }

@@ -144,6 +144,31 @@ pub async fn call(
     outcome(response).await
 }
 
+/// Calls one Web API method with form-encoded arguments (the file
+/// methods take them so).
+pub async fn call_form(
+    http: &reqwest::Client,
+    base: &url::Url,
+    method: &str,
+    token: &SecretString,
+    args: &[(&str, &str)],
+    timeout: Duration,
+) -> (Sent, Option<Value>) {
+    let url = format!("{}/{method}", base.as_str().trim_end_matches('/'));
+    let body = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(args)
+        .finish();
+    let response = http
+        .post(url)
+        .timeout(timeout)
+        .bearer_auth(token.expose_secret())
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await;
+    outcome(response).await
+}
+
 /// Posts to a command's `response_url` (no token: the URL is the credential).
 pub async fn respond(http: &reqwest::Client, url: &str, body: &Value, timeout: Duration) -> Sent {
     let response = http

@@ -151,6 +151,8 @@ fn event(turn: &mut Turn, doc: Value) {
     let mention = bot_user.map(|u| format!("<@{u}>"));
     turn.ignored = match turn.kind.as_str() {
         "message" | "app_mention" if event.get("bot_id").is_some() => Some("a bot's message"),
+        // A user's file is a message with the `file_share` subtype.
+        "message" if file_share(&event) => None,
         "message" | "app_mention" if event.get("subtype").is_some() => {
             Some("not a user's message (it has a subtype)")
         }
@@ -178,11 +180,33 @@ fn event(turn: &mut Turn, doc: Value) {
         doc.get("team_id").and_then(Value::as_str),
         event.get("thread_ts").and_then(Value::as_str),
     );
-    turn.content = json!({"type": "text", "text": said});
+    turn.content = match event.pointer("/files/0") {
+        // The first file (engines get a botgate link to it as content.url).
+        Some(file) if file_share(&event) => {
+            let mimetype = file.get("mimetype").and_then(Value::as_str).unwrap_or("");
+            let kind = match mimetype.split('/').next() {
+                Some(k @ ("image" | "audio" | "video")) => k,
+                _ => "file",
+            };
+            let name = file.get("name").and_then(Value::as_str).unwrap_or("file");
+            json!({"type": kind, "text": said, "name": super::bounded_text(name, 200),
+                   "mimetype": super::bounded_text(mimetype, 100)})
+        }
+        _ => json!({"type": "text", "text": said}),
+    };
     if let Some(seconds) = doc.get("event_time").and_then(Value::as_i64) {
         turn.issued_time = json!(rfc3339(seconds.saturating_mul(1000)));
     }
     turn.raw = doc;
+}
+
+fn file_share(event: &Value) -> bool {
+    event.get("subtype").and_then(Value::as_str) == Some("file_share")
+        && event.get("bot_id").is_none()
+        && event
+            .get("files")
+            .and_then(Value::as_array)
+            .is_some_and(|f| !f.is_empty())
 }
 
 fn https(url: &str) -> bool {
@@ -199,6 +223,23 @@ pub fn render(reply: &Value) -> Result<Value, String> {
     let reply = Reply::parse(reply)?;
     let message = match reply.kind {
         "text" => json!({ "text": reply.text("text")? }),
+        // Bytes from the engine: uploaded at delivery (the external upload).
+        kind @ ("image" | "file" | "audio" | "video")
+            if reply.value.get("data_base64").is_some() =>
+        {
+            return super::files::upload_request(
+                kind,
+                reply.value.get("name"),
+                &reply.value["data_base64"],
+            );
+        }
+        "file" | "audio" | "video" => {
+            let url = reply.text("url")?;
+            if !https(url) {
+                return Err("a file reply needs an https url, or data_base64 and name".into());
+            }
+            json!({ "text": url })
+        }
         "image" => {
             let url = reply.text("url")?;
             if !https(url) {
@@ -470,6 +511,9 @@ pub async fn deliver(
     };
     let body = doc.get("message").cloned().unwrap_or(Value::Null);
     let timeout = state.settings.send_timeout;
+    if let Some(upload) = super::files::upload_of(&body.to_string()) {
+        return upload_file(state, connection, message, &doc, &upload).await;
+    }
     let started = std::time::Instant::now();
     let response_url = doc
         .get("response_url")
@@ -529,6 +573,117 @@ pub async fn deliver(
     )
     .await;
     count(state, "chat.postMessage", started, &sent);
+    Ok(sent)
+}
+
+/// A file the engine gave as bytes: Slack's external upload
+/// (`files.getUploadURLExternal` → the bytes to its `upload_url` →
+/// `files.completeUploadExternal` into the channel and thread).
+async fn upload_file(
+    state: &AppState,
+    connection: &ConnectionRecord,
+    message: &OutboundMessage,
+    doc: &Value,
+    upload: &super::files::Upload,
+) -> Result<Sent, String> {
+    let name = match super::files::file_name(&upload.kind, &upload.name) {
+        Ok(name) => name,
+        Err(e) => return Ok(Sent::Rejected(e)),
+    };
+    if upload.data.len() > state.settings.file_max_bytes {
+        return Ok(Sent::Rejected(
+            "the file is larger than file_max_bytes".into(),
+        ));
+    }
+    let team = doc
+        .get("team")
+        .and_then(Value::as_str)
+        .filter(|t| *t != "-");
+    let token = match installs::bot_token(state, connection, team, false).await {
+        Ok(token) => token.token,
+        Err(
+            e @ (installs::TokenProblem::NoInstallation(_)
+            | installs::TokenProblem::NeedsReinstall(_)),
+        ) => return Ok(Sent::Rejected(e.to_string())),
+        Err(e) => return Err(e.to_string()),
+    };
+    let timeout = state.settings.send_timeout;
+    let started = std::time::Instant::now();
+    let (sent, answer) = api::call_form(
+        &state.http,
+        &state.settings.slack_api_url,
+        "files.getUploadURLExternal",
+        &token,
+        &[
+            ("filename", name.as_str()),
+            ("length", &upload.data.len().to_string()),
+        ],
+        timeout,
+    )
+    .await;
+    count(state, "files.getUploadURLExternal", started, &sent);
+    let answer = match (sent, answer) {
+        (Sent::Delivered, Some(answer)) => answer,
+        (Sent::Delivered, None) => return Ok(Sent::ServerError("Slack's answer is empty".into())),
+        (other, _) => return Ok(other),
+    };
+    let (Some(file_id), Some(upload_url)) = (
+        answer.get("file_id").and_then(Value::as_str),
+        answer
+            .get("upload_url")
+            .and_then(Value::as_str)
+            .and_then(|u| url::Url::parse(u).ok()),
+    ) else {
+        return Ok(Sent::ServerError(
+            "Slack gave no file_id or upload_url".into(),
+        ));
+    };
+    if !super::files::trusted_host(state, &upload_url) {
+        return Ok(Sent::Rejected(
+            "Slack's upload_url is on a host botgate does not send files to (file_hosts)".into(),
+        ));
+    }
+    let posted = state
+        .http
+        .post(upload_url)
+        .timeout(timeout)
+        .bearer_auth(secrecy::ExposeSecret::expose_secret(&token))
+        .header("Content-Type", "application/octet-stream")
+        .body(upload.data.clone())
+        .send()
+        .await;
+    match posted {
+        Ok(r) if r.status().is_success() => {}
+        Ok(r) if r.status().is_server_error() => {
+            return Ok(Sent::ServerError(format!(
+                "the upload answered HTTP {}",
+                r.status().as_u16()
+            )))
+        }
+        Ok(r) => {
+            return Ok(Sent::Rejected(format!(
+                "the upload answered HTTP {}",
+                r.status().as_u16()
+            )))
+        }
+        Err(_) => return Ok(Sent::Unreachable("Slack's upload_url unreachable".into())),
+    }
+    let mut complete =
+        json!({"files": [{"id": file_id, "title": name}], "channel_id": message.target_id});
+    if let Some(ts) = doc.get("thread_ts") {
+        complete["thread_ts"] = ts.clone();
+    }
+    let started = std::time::Instant::now();
+    let (sent, _) = api::call(
+        &state.http,
+        &state.settings.slack_api_url,
+        "files.completeUploadExternal",
+        &token,
+        &complete,
+        timeout,
+    )
+    .await;
+    count(state, "files.completeUploadExternal", started, &sent);
     Ok(sent)
 }
 
