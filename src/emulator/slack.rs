@@ -401,7 +401,7 @@ async fn api(
             state.files.insert(
                 id.clone(),
                 SlackFile {
-                    app_id: app.app_id.clone(),
+                    app_id: app.app_id,
                     name: name.clone(),
                     mimetype: "application/octet-stream".into(),
                     data: None,

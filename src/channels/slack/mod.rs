@@ -184,9 +184,11 @@ fn event(turn: &mut Turn, doc: Value) {
         // The first file (engines get a botgate link to it as content.url).
         Some(file) if file_share(&event) => {
             let mimetype = file.get("mimetype").and_then(Value::as_str).unwrap_or("");
-            let kind = match mimetype.split('/').next() {
-                Some(k @ ("image" | "audio" | "video")) => k,
-                _ => "file",
+            let major = mimetype.split('/').next().unwrap_or_default();
+            let kind = if matches!(major, "image" | "audio" | "video") {
+                major
+            } else {
+                "file"
             };
             let name = file.get("name").and_then(Value::as_str).unwrap_or("file");
             json!({"type": kind, "text": said, "name": super::bounded_text(name, 200),
