@@ -251,7 +251,12 @@ async fn say_naverworks(
             json!({"type": "message", "content": {"type": "sticker", "packageId": package, "stickerId": id}})
         }
         Action::Image => {
-            json!({"type": "message", "content": {"type": "image", "fileId": "playground-image-1"}})
+            // The built-in picture, as a file the user sent: the engine can
+            // read it through its /files/ link.
+            let Some(file_id) = user_file(state, emulator, &c.bot_id).await else {
+                return false;
+            };
+            json!({"type": "message", "content": {"type": "image", "fileId": file_id}})
         }
         Action::Command(..) => return false,
     };
@@ -263,6 +268,27 @@ async fn say_naverworks(
     }
     let answer = post_json(state, &format!("{emulator}/emulator/callbacks"), &request).await;
     answer.is_some_and(|v| v["status"] == 200)
+}
+
+/// The playground's picture (a 16×16 PNG), sent as the user's file.
+const PICTURE: &[u8] = include_bytes!("assets/playground.png");
+
+/// Puts the picture at the emulator as a file the user sent; its fileId.
+async fn user_file(state: &AppState, emulator: &str, bot_id: &str) -> Option<String> {
+    let mut url = url::Url::parse(&format!("{emulator}/emulator/files")).ok()?;
+    url.query_pairs_mut()
+        .append_pair("bot_id", bot_id)
+        .append_pair("name", "playground.png");
+    let response = state
+        .http
+        .post(url)
+        .timeout(Duration::from_secs(10))
+        .body(PICTURE)
+        .send()
+        .await
+        .ok()?;
+    let answer: Value = response.json().await.ok()?;
+    answer["fileId"].as_str().map(str::to_owned)
 }
 
 /// Has the emulator deliver a Slack event, command or button press.

@@ -185,6 +185,9 @@ async fn the_demo_answers_in_the_playground() {
             && steps[0].contains("Attempts: 1"),
         "{steps:?}"
     );
+    // The built-in picture, as a user's image file.
+    browser.click("#send-image").await;
+    wait_for_bubble(&browser, "bot", "I received your image", 5).await;
     // A sticker, in a room.
     browser.click("#where-room").await;
     browser.click("#send-sticker-0").await;
