@@ -371,6 +371,8 @@ async fn start_emulator(bots: usize) -> anyhow::Result<Emulator> {
 /// fresh database, with one tenant: its resident memory is its own, and it
 /// stops as in production (SIGTERM: the workers finish, then the server).
 struct Gateway {
+    /// Its master key (base64), to sign file links as it would.
+    master_key: String,
     base: String,
     http: reqwest::Client,
     tenant: String,
@@ -396,6 +398,10 @@ impl Gateway {
         emulator: &Emulator,
     ) -> anyhow::Result<Self> {
         let admin = "bench-admin-token-0123456789";
+        let master_key = botgate::secrets::MasterKey::generate()
+            .to_base64()
+            .expose_secret()
+            .to_owned();
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
@@ -407,7 +413,7 @@ impl Gateway {
              engine_allowed_networks = \"127.0.0.0/8\"\n{extra}",
             db.url,
             dir.display(),
-            botgate::secrets::MasterKey::generate().to_base64().expose_secret(),
+            master_key,
             emu = emulator.url,
         );
         // Checked here, so that a mistake is an error, not a process that
@@ -468,6 +474,7 @@ impl Gateway {
             .json()
             .await?;
         Ok(Self {
+            master_key,
             tenant: tenant["id"].as_str().unwrap_or_default().to_owned(),
             api_key: tenant["api_key"].as_str().unwrap_or_default().to_owned(),
             base,
@@ -1033,7 +1040,120 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
         );
         gw.stop().await;
     }
+
+    if wants("b6") {
+        let db = FreshDb::new(base_db, &dir, "b6").await?;
+        let gw = Gateway::start(db, &dir, false, "", &emulator).await?;
+        gw.connect(&emulator, 1).await?;
+        b6_files(&gw, &emulator, &http, backend).await?;
+        gw.stop().await;
+    }
     let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// B6: 25 MiB files streamed through `/files/` links, 8 at a time, 4
+/// rounds: the gateway's peak resident memory against its idle figure
+/// (streamed, it stays near idle; buffered it would grow by the files).
+async fn b6_files(
+    gw: &Gateway,
+    emulator: &Emulator,
+    http: &reqwest::Client,
+    backend: &str,
+) -> anyhow::Result<()> {
+    const SIZE: usize = 25 * 1024 * 1024;
+    const PARALLEL: usize = 8;
+    const ROUNDS: usize = 4;
+    let file: serde_json::Value = http
+        .post(format!(
+            "{}/emulator/files?bot_id={FIRST_BOT}&name=big.bin",
+            emulator.url
+        ))
+        .body(vec![0x5au8; SIZE])
+        .send()
+        .await?
+        .json()
+        .await?;
+    let file_id = file["fileId"].as_str().unwrap_or_default().to_owned();
+    let list: serde_json::Value = http
+        .get(format!(
+            "{}/api/v1/tenants/{}/connections",
+            gw.base, gw.tenant
+        ))
+        .bearer_auth(&gw.api_key)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let connection = list["connections"][0]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let ring =
+        botgate::secrets::KeyRing::new(botgate::secrets::MasterKey::parse(&gw.master_key)?, []);
+    let token = botgate::channels::files::sign(
+        &ring,
+        &botgate::channels::files::FileRef {
+            t: gw.tenant.clone(),
+            c: connection,
+            f: file_id,
+            e: botgate::domain::now_millis() / 1000 + 3600,
+            w: None,
+        },
+    );
+    let link = format!("{}/files/{token}", gw.base);
+    // One download first (the token is minted), then the idle figure.
+    let first = http.get(&link).send().await?;
+    anyhow::ensure!(
+        first.status().is_success(),
+        "the link answered {}",
+        first.status()
+    );
+    first.bytes().await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle = gw.rss_mib();
+    let (peak, watcher) = watch_rss(gw.process.id());
+    let started = Instant::now();
+    let mut bytes = 0usize;
+    for _ in 0..ROUNDS {
+        let downloads = (0..PARALLEL).map(|_| {
+            let (http, link) = (http.clone(), link.clone());
+            tokio::spawn(async move {
+                let mut response = http.get(&link).send().await?;
+                let mut n = 0usize;
+                while let Some(chunk) = response.chunk().await? {
+                    n += chunk.len();
+                }
+                Ok::<_, reqwest::Error>(n)
+            })
+        });
+        for d in downloads.collect::<Vec<_>>() {
+            let n = d.await??;
+            anyhow::ensure!(n == SIZE, "a download was {n} bytes, not {SIZE}");
+            bytes += n;
+        }
+    }
+    let elapsed = started.elapsed();
+    watcher.abort();
+    // The sampled peak, or the kernel's high-water mark if higher (the
+    // process did nothing else before).
+    let hwm = std::fs::read_to_string(format!("/proc/{}/status", gw.process.id()))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .unwrap_or(0.0)
+        / 1024.0;
+    let peak = (peak.load(Ordering::Relaxed) as f64 / 1024.0).max(hwm);
+    println!(
+        "B6 file streaming ({backend}): {} downloads of 25 MiB, {PARALLEL} at a time, in {:.1} s ({:.0} MiB/s); gateway RSS {idle:.0} MiB idle, {peak:.0} MiB peak (+{:.0} MiB)",
+        PARALLEL * ROUNDS,
+        elapsed.as_secs_f64(),
+        bytes as f64 / 1024.0 / 1024.0 / elapsed.as_secs_f64(),
+        (peak - idle).max(0.0)
+    );
     Ok(())
 }
 
