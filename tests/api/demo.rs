@@ -50,7 +50,11 @@ fn demo_command(dir: &Path, port: u16, emulator_port: u16) -> Command {
 
 /// Starts the demo and reads its one line.
 fn start(dir: &Path, port: u16, emulator_port: u16) -> Demo {
-    let mut child = demo_command(dir, port, emulator_port)
+    start_with(demo_command(dir, port, emulator_port))
+}
+
+fn start_with(mut command: Command) -> Demo {
+    let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -70,14 +74,15 @@ fn start(dir: &Path, port: u16, emulator_port: u16) -> Demo {
         .and_then(|rest| rest.split(' ').next())
         .unwrap_or_else(|| panic!("{line}"))
         .to_owned();
-    assert!(
-        link.starts_with(&format!("http://127.0.0.1:{port}/console/link/")),
-        "{link}"
-    );
-    assert!(
-        rx.recv_timeout(Duration::from_millis(500)).is_err(),
-        "one line, nothing else"
-    );
+    assert!(link.contains("/console/link/"), "{link}");
+    // With --engine-url, one more line says where the signing secret is.
+    if let Ok(more) = rx.recv_timeout(Duration::from_millis(500)) {
+        assert!(more.starts_with("engine requests are signed"), "{more}");
+        assert!(
+            rx.recv_timeout(Duration::from_millis(300)).is_err(),
+            "nothing else"
+        );
+    }
     Demo { child, link }
 }
 
@@ -354,4 +359,81 @@ fn the_demo_refuses_a_taken_emulator_port() {
         "{stderr}"
     );
     assert!(out.stdout.is_empty(), "no link printed");
+}
+
+/// `--engine-url`: the builder's own http engine answers in the playground
+/// (driven over plain HTTP with the session the link gives).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_talks_to_the_builders_engine() {
+    let engine = crate::helpers::spawn_engine(
+        serde_json::json!({"replies": [{"type": "text", "text": "my engine heard: {{text}}"}]}),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let (port, emulator_port) = (free_port(), free_port());
+    let mut command = demo_command(&dir.path().join("demo"), port, emulator_port);
+    command.arg("--engine-url").arg(&engine.url);
+    let demo = start_with(command);
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let signed_in = http.get(&demo.link).send().await.unwrap();
+    assert_eq!(signed_in.status(), reqwest::StatusCode::SEE_OTHER);
+    let playground = format!(
+        "http://127.0.0.1:{port}{}",
+        signed_in.headers()["location"].to_str().unwrap()
+    );
+    let cookie = signed_in.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let page = http
+        .get(&playground)
+        .header("Cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let at = page.find("name=\"csrf\" value=\"").unwrap() + 19;
+    let csrf = &page[at..at + page[at..].find('"').unwrap()];
+    let said = http
+        .post(format!("{playground}/say"))
+        .header("Cookie", &cookie)
+        .header("X-Botgate-Fetch", "1")
+        .form(&[("csrf", csrf), ("kind", "text"), ("text", "hi there")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(said.status(), reqwest::StatusCode::OK);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let feed: serde_json::Value = http
+            .get(format!("{playground}/feed"))
+            .header("Cookie", &cookie)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let answered = feed["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["side"] == "bot" && i["content"]["text"] == "my engine heard: hi there");
+        if answered {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{feed}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The engine got the signed protocol.
+    let received = engine.received.lock().unwrap().clone();
+    assert!(received[0].0.contains_key("x-botgate-signature"));
 }
