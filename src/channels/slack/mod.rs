@@ -540,18 +540,9 @@ pub async fn deliver(
             return Ok(sent);
         }
     }
-    let team = doc
-        .get("team")
-        .and_then(Value::as_str)
-        .filter(|t| *t != "-");
-    let token = match installs::bot_token(state, connection, team, false).await {
-        Ok(token) => token.token,
-        // Until the workspace installs (again), this message cannot be sent.
-        Err(
-            e @ (installs::TokenProblem::NoInstallation(_)
-            | installs::TokenProblem::NeedsReinstall(_)),
-        ) => return Ok(Sent::Rejected(e.to_string())),
-        Err(e) => return Err(e.to_string()),
+    let token = match send_token(state, connection, &doc).await? {
+        Ok(token) => token,
+        Err(refused) => return Ok(refused),
     };
     let mut post = match body {
         Value::Object(map) => map,
@@ -578,6 +569,28 @@ pub async fn deliver(
     Ok(sent)
 }
 
+/// The bot token of the stored message's workspace; `Ok(Err)` when the
+/// workspace has no (valid) installation, so the message cannot be sent.
+async fn send_token(
+    state: &AppState,
+    connection: &ConnectionRecord,
+    doc: &Value,
+) -> Result<Result<secrecy::SecretString, Sent>, String> {
+    let team = doc
+        .get("team")
+        .and_then(Value::as_str)
+        .filter(|t| *t != "-");
+    match installs::bot_token(state, connection, team, false).await {
+        Ok(token) => Ok(Ok(token.token)),
+        // Until the workspace installs (again), this message cannot be sent.
+        Err(
+            e @ (installs::TokenProblem::NoInstallation(_)
+            | installs::TokenProblem::NeedsReinstall(_)),
+        ) => Ok(Err(Sent::Rejected(e.to_string()))),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// A file the engine gave as bytes: Slack's external upload
 /// (`files.getUploadURLExternal` → the bytes to its `upload_url` →
 /// `files.completeUploadExternal` into the channel and thread).
@@ -597,17 +610,9 @@ async fn upload_file(
             "the file is larger than file_max_bytes".into(),
         ));
     }
-    let team = doc
-        .get("team")
-        .and_then(Value::as_str)
-        .filter(|t| *t != "-");
-    let token = match installs::bot_token(state, connection, team, false).await {
-        Ok(token) => token.token,
-        Err(
-            e @ (installs::TokenProblem::NoInstallation(_)
-            | installs::TokenProblem::NeedsReinstall(_)),
-        ) => return Ok(Sent::Rejected(e.to_string())),
-        Err(e) => return Err(e.to_string()),
+    let token = match send_token(state, connection, doc).await? {
+        Ok(token) => token,
+        Err(refused) => return Ok(refused),
     };
     let timeout = state.settings.send_timeout;
     let started = std::time::Instant::now();
