@@ -49,15 +49,16 @@ pub fn classify(callback: &Value) -> Result<(String, String), String> {
     Ok((event_type.to_owned(), conversation))
 }
 
-/// The callback's `issuedTime` as sent, for its dedup key ('' if it has
-/// none or an implausibly long one: the key stays small).
-pub fn issued_time(callback: &Value) -> String {
-    callback
+/// The callback's `issuedTime` (`YYYY-MM-DDThh:mm:ss[.SSS]Z`, §3.3) in
+/// Unix milliseconds; `None` if it has none or an unreadable one.
+pub fn issued_millis(callback: &Value) -> Option<i64> {
+    let text = callback
         .get("issuedTime")
         .and_then(Value::as_str)
-        .filter(|s| s.len() <= 64)
-        .unwrap_or_default()
-        .to_owned()
+        .filter(|s| s.len() <= 64)?;
+    let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .ok()?;
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
 }
 
 /// A stored callback as the engines see it (DESIGN.md's example is this

@@ -26,6 +26,49 @@ pub fn signature(secret: &[u8], timestamp: &str, body: &[u8]) -> String {
     )
 }
 
+/// How far an engine lets `X-Botgate-Timestamp` be from its own clock
+/// (either way) before it refuses the request as a replay.
+pub const TIMESTAMP_TOLERANCE_SECONDS: i64 = 300;
+
+/// Why an engine refuses a request ([`verify`]).
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Unverified {
+    #[error("X-Botgate-Timestamp is not a whole number of seconds")]
+    BadTimestamp,
+    #[error("X-Botgate-Timestamp is more than 300 s from this clock (a replay?)")]
+    Stale,
+    #[error("X-Botgate-Signature does not match the body")]
+    BadSignature,
+}
+
+/// What an engine checks on every request (and `examples/engine.rs`
+/// does): the timestamp within [`TIMESTAMP_TOLERANCE_SECONDS`] of `now`
+/// (Unix seconds), then the signature over `timestamp.body`, compared in
+/// constant time.
+pub fn verify(
+    secret: &[u8],
+    timestamp: &str,
+    signature_header: &str,
+    body: &[u8],
+    now: i64,
+) -> Result<(), Unverified> {
+    use subtle::ConstantTimeEq as _;
+    let sent: i64 = timestamp
+        .trim()
+        .parse()
+        .map_err(|_| Unverified::BadTimestamp)?;
+    if (now - sent).abs() > TIMESTAMP_TOLERANCE_SECONDS {
+        return Err(Unverified::Stale);
+    }
+    let expected = signature(secret, timestamp.trim(), body);
+    let given = signature_header.trim().as_bytes();
+    if expected.len() == given.len() && bool::from(expected.as_bytes().ct_eq(given)) {
+        Ok(())
+    } else {
+        Err(Unverified::BadSignature)
+    }
+}
+
 /// The request body for an event (DESIGN.md, "Dialogue engine protocol").
 pub fn request_body(event: &EngineEvent<'_>) -> Value {
     let turn = event.turn;
@@ -79,4 +122,44 @@ pub async fn answer(
         .and_then(Value::as_array)
         .ok_or(EngineError::Unreadable("no replies list".into()))?;
     event.render(replies)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engines_refuse_stale_timestamps_and_bad_signatures() {
+        let body = br#"{"event_id":"e1"}"#;
+        let now = 1_764_800_000;
+        let sign = |t: i64| signature(b"an-engine-secret", &t.to_string(), body);
+        for offset in [0, 300, -300] {
+            let t = now + offset;
+            assert_eq!(
+                verify(b"an-engine-secret", &t.to_string(), &sign(t), body, now),
+                Ok(())
+            );
+        }
+        for offset in [301, -301, 3_600] {
+            let t = now + offset;
+            assert_eq!(
+                verify(b"an-engine-secret", &t.to_string(), &sign(t), body, now),
+                Err(Unverified::Stale)
+            );
+        }
+        assert_eq!(
+            verify(b"another-secret", &now.to_string(), &sign(now), body, now),
+            Err(Unverified::BadSignature)
+        );
+        assert_eq!(
+            verify(b"an-engine-secret", "soon", &sign(now), body, now),
+            Err(Unverified::BadTimestamp)
+        );
+        let mut altered = body.to_vec();
+        altered[3] = b'X';
+        assert_eq!(
+            verify(b"an-engine-secret", &now.to_string(), &sign(now), &altered, now),
+            Err(Unverified::BadSignature)
+        );
+    }
 }

@@ -4,7 +4,7 @@
 //! botgate's reply forms, rendered as the channel's messages.
 
 mod echo;
-mod http;
+pub mod http;
 mod rasa;
 
 use std::time::Duration;

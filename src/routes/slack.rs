@@ -201,7 +201,12 @@ async fn receive(
             connection_id: connection.id.clone(),
             conversation: event.conversation,
             event_type: event.event_type,
-            issued: event.issued,
+            // Commands and button presses are not retried: keyed by arrival.
+            issued: if event.issued.is_empty() {
+                crate::store::queue::issued_key(dedup_at)
+            } else {
+                event.issued
+            },
             raw: body.to_vec(),
             body_hash: event.key_hash,
             received_at: now,

@@ -22,11 +22,15 @@ use crate::error::{ApiError, ErrorEnvelope};
 use crate::naverworks::signature;
 use crate::secrets::hex;
 use crate::state::AppState;
-use crate::store::queue::{Inserted, NewInbound};
+use crate::store::queue::{issued_key, Inserted, NewInbound};
 use crate::store::ConnectionRecord;
 
 /// Callbacks are small JSON documents; this is generous.
 pub const WEBHOOK_BODY_LIMIT: usize = 256 * 1024;
+
+/// How far ahead of this clock a callback's `issuedTime` may be (clock
+/// skew), as the engine protocol's timestamps may (±300 s).
+const FUTURE_SKEW_MS: i64 = 300_000;
 
 #[utoipa::path(post, path = "/webhooks/naverworks/{connection}",
     summary = "NAVER WORKS callback (X-WORKS-Signature, X-WORKS-BotId)", tag = "naverworks",
@@ -107,13 +111,28 @@ async fn receive(
     let (event_type, conversation) =
         naverworks::classify(&callback).map_err(|m| ApiError::BadRequest("invalid_callback", m))?;
     let received_at = now_millis();
+    // A callback issued before the dedup window (or far ahead of this
+    // clock) is refused: its hash may be gone, so a captured callback
+    // replayed later would be taken as new.
+    let issued = naverworks::issued_millis(&callback);
+    if let Some(at) = issued {
+        let window = i64::try_from(state.settings.dedup_window.as_millis()).unwrap_or(i64::MAX / 4);
+        if at < received_at - window || at > received_at + FUTURE_SKEW_MS {
+            return Err(ApiError::BadRequest(
+                "stale_callback",
+                "the callback's issuedTime is outside the dedup window (a replay, or a clock far off)"
+                    .into(),
+            ));
+        }
+    }
     let event = NewInbound {
         id: crate::domain::ids::queue_id("evt"),
         tenant_id: connection.tenant_id.clone(),
         connection_id: connection.id.clone(),
         conversation,
         event_type,
-        issued: naverworks::issued_time(&callback),
+        // An undated body keeps '' (deduplicated by its hash alone).
+        issued: issued.map(issued_key).unwrap_or_default(),
         raw: body.to_vec(),
         body_hash: hex(&Sha256::digest(&body)),
         received_at,

@@ -31,6 +31,7 @@ pub const POSTGRES: Files = tree!("postgres";
     (12, "slack installations", "0012_slack_installations.sql"),
     (13, "user account tokens", "0013_user_account_tokens.sql"),
     (14, "console links", "0014_console_links.sql"),
+    (15, "dedup issued millis", "0015_dedup_issued_millis.sql"),
 );
 
 pub const SQLITE: Files = tree!("sqlite";
@@ -48,6 +49,7 @@ pub const SQLITE: Files = tree!("sqlite";
     (12, "slack installations", "0012_slack_installations.sql"),
     (13, "user account tokens", "0013_user_account_tokens.sql"),
     (14, "console links", "0014_console_links.sql"),
+    (15, "dedup issued millis", "0015_dedup_issued_millis.sql"),
 );
 
 /// The newest embedded migration's version.

@@ -148,14 +148,20 @@ pub fn spawn(state: web::Data<AppState>) -> Vec<tokio::task::JoinHandle<()>> {
     ]
 }
 
-/// Forgets dedup hashes older than the window, every few minutes.
+/// How much longer than the window a hash is kept: Slack retries an event
+/// (same `event_time`) up to about 5 minutes after it first came (SLACK.md
+/// §2), and a callback accepted at the window's edge keeps its hash.
+const PRUNE_MARGIN_MS: i64 = 15 * 60 * 1000;
+
+/// Forgets dedup hashes issued more than the window (and a margin) ago,
+/// every few minutes.
 async fn housekeeping(state: web::Data<AppState>) {
     let mut stop = state.signals.stop.subscribe();
     loop {
         let window = i64::try_from(state.settings.dedup_window.as_millis()).unwrap_or(i64::MAX / 4);
         match state
             .store
-            .prune_dedup(crate::domain::now_millis() - window)
+            .prune_dedup(crate::domain::now_millis() - window - PRUNE_MARGIN_MS)
             .await
         {
             Ok(n) if n > 0 => tracing::debug!(pruned = n, "old dedup hashes forgotten"),

@@ -208,7 +208,7 @@ async fn stop_mid_load(backend: Backend, graceful: bool) {
                     break;
                 }
                 let text = format!("c{u}-{m}");
-                let body = json!({"type": "message", "source": {"userId": format!("cu-{u}"), "domainId": 10000}, "issuedTime": "2026-11-23T00:00:00.000Z", "content": {"type": "text", "text": text}});
+                let body = json!({"type": "message", "source": {"userId": format!("cu-{u}"), "domainId": 10000}, "issuedTime": botgate::domain::rfc3339(botgate::domain::now_millis()), "content": {"type": "text", "text": text}});
                 let raw = serde_json::to_vec(&body).unwrap();
                 let sig = signature::sign(b"test-bot-secret", &raw);
                 let res = client.post(&url).body(raw).header("X-WORKS-BotId", "2000001").header("X-WORKS-Signature", sig).send().await;

@@ -176,8 +176,16 @@ impl Inbound {
     }
 }
 
+/// A text callback issued now (to the second: bodies made within one
+/// second of each other by the same user and text are the same body).
 fn message(user: &str, text: &str) -> Value {
-    json!({"type": "message", "source": {"userId": user, "domainId": 10000}, "issuedTime": "2026-11-23T00:00:00.000Z", "content": {"type": "text", "text": text}})
+    json!({"type": "message", "source": {"userId": user, "domainId": 10000}, "issuedTime": issued_now(), "content": {"type": "text", "text": text}})
+}
+
+/// This second, as NAVER WORKS writes `issuedTime`.
+fn issued_now() -> String {
+    let now = botgate::domain::now_millis();
+    botgate::domain::rfc3339(now - now % 1000)
 }
 
 both_backends!(
@@ -187,6 +195,7 @@ both_backends!(
     bad_callbacks_are_refused_and_nothing_is_stored,
     duplicates_are_answered_but_delivered_once,
     dedup_keys_begin_with_the_issued_time,
+    stale_callbacks_are_refused_so_no_replay_outlives_its_hash,
     a_duplicate_heading_a_batch_strands_nothing,
     replies_keep_order_per_user_under_concurrency,
     wakes_alone_move_every_row,
@@ -578,10 +587,14 @@ async fn dedup_keys_begin_with_the_issued_time(backend: Backend) {
         .iter()
         .map(|row| sqlx::Row::get(row, "issued"))
         .collect();
-    assert_eq!(
-        issued,
-        ["", "2026-11-23T00:00:00.000Z", "2026-11-23T00:00:00.000Z"]
-    );
+    assert_eq!(issued.len(), 3);
+    assert_eq!(issued[0], "", "an undated body");
+    for key in &issued[1..] {
+        assert!(
+            key.len() == 16 && key.bytes().all(|b| b.is_ascii_digit()),
+            "the issuedTime in padded Unix ms (migration 0015): {key}"
+        );
+    }
     let definition = match backend {
         Backend::Sqlite => "SELECT sql AS d FROM sqlite_master WHERE name = 'inbound_dedup'",
         Backend::Postgres => {
@@ -594,6 +607,48 @@ async fn dedup_keys_begin_with_the_issued_time(backend: Backend) {
         d.contains("(issued, connection_id, body_hash)"),
         "the key begins with the issued time: {d}"
     );
+}
+
+/// A callback issued before the dedup window, or far ahead of the clock,
+/// is refused (400 `stale_callback`) and stores nothing; one inside it is
+/// taken. A captured callback replayed once its hash is pruned is refused
+/// for the same reason (before migration 0015 it was taken as new).
+async fn stale_callbacks_are_refused_so_no_replay_outlives_its_hash(backend: Backend) {
+    let s = setup_with(backend, EmulatorConfig::default(), "dedup_window_seconds = 2").await;
+    let at = |offset_ms: i64| {
+        let mut body = message("u1", &format!("at {offset_ms}"));
+        body["issuedTime"] = json!(botgate::domain::rfc3339(
+            botgate::domain::now_millis() + offset_ms
+        ));
+        body
+    };
+    for offset in [-60_000, -2_500, 301_000, 3_600_000] {
+        let (status, body) = s.post_signed(&at(offset)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{offset}: {body}");
+        assert_eq!(error_code(&body), "stale_callback");
+    }
+    assert!(s.events("").await.is_empty(), "nothing stored");
+    // Inside the window (and a little ahead, as a clock may be), taken.
+    let accepted = (StatusCode::OK, json!({"status": "accepted"}));
+    assert_eq!(s.post_signed(&at(0)).await, accepted);
+    assert_eq!(s.post_signed(&at(200_000)).await, accepted);
+    // A captured one, replayed after the window and the prune.
+    let captured = at(0);
+    assert_eq!(s.post_signed(&captured).await, accepted);
+    tokio::time::sleep(Duration::from_millis(2_200)).await;
+    let pruned = s
+        .app
+        .state
+        .store
+        .prune_dedup(botgate::domain::now_millis())
+        .await
+        .unwrap();
+    // The two issued now (the one ahead of the clock stays until its time).
+    assert_eq!(pruned, 2, "the hashes were pruned");
+    let (status, body) = s.post_signed(&captured).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(error_code(&body), "stale_callback");
+    assert_eq!(s.events("").await.len(), 3);
 }
 
 /// A batch whose first row of a conversation is a duplicate still moves the
@@ -644,7 +699,14 @@ fn user_u1_event(s: &Inbound, body: &Value) -> botgate::store::queue::NewInbound
         connection_id: ConnectionId::parse(s.connection["id"].as_str().unwrap()).unwrap(),
         conversation: "u:u1".into(),
         event_type: "message".into(),
-        issued: body["issuedTime"].as_str().unwrap().into(),
+        issued: botgate::store::queue::issued_key(
+            time::OffsetDateTime::parse(
+                body["issuedTime"].as_str().unwrap(),
+                &time::format_description::well_known::Rfc3339,
+            )
+            .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
+            .unwrap(),
+        ),
         body_hash: botgate::secrets::hex(&sha2::Sha256::digest(&raw)),
         raw,
         received_at: botgate::domain::now_millis(),
@@ -1711,6 +1773,10 @@ async fn queue_reads_use_their_indexes(backend: Backend) {
             ("EXPLAIN", "QUERY PLAN")
         }
     };
+    let dedup_key = match backend {
+        Backend::Sqlite => "USING PRIMARY KEY",
+        Backend::Postgres => "inbound_dedup_pkey",
+    };
     let cases = [
         (
             "SELECT * FROM inbound_events WHERE tenant_id = 't' AND connection_id = 'c' \
@@ -1731,6 +1797,15 @@ async fn queue_reads_use_their_indexes(backend: Backend) {
             "SELECT * FROM outbound_messages WHERE connection_id = 'c' \
              AND idempotency_group = 'k' ORDER BY seq",
             "outbound_idempotency_group",
+        ),
+        // The dedup prune (migration 0015): a range of the primary key.
+        (
+            "DELETE FROM inbound_dedup WHERE issued > '' AND issued < '0001764800000000'",
+            dedup_key,
+        ),
+        (
+            "DELETE FROM inbound_dedup WHERE issued = '' AND seen_at < 1764800000000",
+            dedup_key,
         ),
     ];
     for (sql, index) in cases {

@@ -100,7 +100,11 @@ fn readme_quickstart_works_on_a_fresh_directory() {
     let connection = std::fs::read_to_string(dir.path().join("connection.json")).unwrap();
     let connection: serde_json::Value = serde_json::from_str(&connection).unwrap();
     let webhook = connection["webhook_url"].as_str().unwrap();
-    let callback = br#"{"type":"message","source":{"userId":"u1","domainId":1},"issuedTime":"2026-11-23T00:00:00.000Z","content":{"type":"text","text":"my confidential message text"}}"#;
+    let callback = format!(
+        r#"{{"type":"message","source":{{"userId":"u1","domainId":1}},"issuedTime":"{}","content":{{"type":"text","text":"my confidential message text"}}}}"#,
+        botgate::domain::rfc3339(botgate::domain::now_millis())
+    );
+    let callback = callback.as_bytes();
     let signature =
         botgate::naverworks::signature::sign(b"my-bot-secret-from-the-console", callback);
     let out = Command::new("curl")

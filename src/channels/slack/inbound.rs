@@ -119,7 +119,12 @@ pub fn event_body(body: &[u8]) -> Result<Parsed, String> {
                 team: team.to_owned(),
                 uninstalls: event_type == "app_uninstalled"
                     || (event_type == "tokens_revoked" && revoked_bots),
-                issued: String::new(),
+                // Slack's retries of an event carry its event_time: the same key.
+                issued: doc
+                    .get("event_time")
+                    .and_then(Value::as_i64)
+                    .map(|t| crate::store::queue::issued_key(t.saturating_mul(1000)))
+                    .unwrap_or_default(),
                 key_hash: hash(&[b"slack-event:", event_id.as_bytes()]),
                 event_time: doc.get("event_time").and_then(Value::as_i64),
             }))

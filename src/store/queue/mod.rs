@@ -15,7 +15,9 @@ mod rows;
 
 pub use handoff::{Handoff, Handoffs, Taken};
 pub(crate) use results::ResultWriter;
-pub use rows::{InboundEvent, Inserted, NewInbound, NewOutbound, OutboundMessage, QueueDepth};
+pub use rows::{
+    issued_key, InboundEvent, Inserted, NewInbound, NewOutbound, OutboundMessage, QueueDepth,
+};
 
 use sqlx::any::AnyRow;
 use sqlx::Row as _;
@@ -656,14 +658,21 @@ impl Store {
         Ok(out)
     }
 
-    /// Forgets dedup hashes older than `before` (housekeeping).
+    /// Forgets dedup hashes issued before `before` (housekeeping): a range
+    /// at the head of the table's key (migration 0015), and the hashes of
+    /// undated bodies (`issued` '', a few if any) last seen before it.
     pub async fn prune_dedup(&self, before: i64) -> StoreResult<u64> {
         let _turn = self.write_turn().await;
-        let done = sqlx::query("DELETE FROM inbound_dedup WHERE seen_at < $1")
+        let dated = sqlx::query("DELETE FROM inbound_dedup WHERE issued > '' AND issued < $1")
+            .bind(issued_key(before))
+            .execute(&self.writer)
+            .await
+            .map_err(classify)?;
+        let undated = sqlx::query("DELETE FROM inbound_dedup WHERE issued = '' AND seen_at < $1")
             .bind(before)
             .execute(&self.writer)
             .await
             .map_err(classify)?;
-        Ok(done.rows_affected())
+        Ok(dated.rows_affected() + undated.rows_affected())
     }
 }

@@ -16,9 +16,10 @@ pub struct NewInbound {
     pub conversation: String,
     pub event_type: String,
     pub raw: Vec<u8>,
-    /// The callback's `issuedTime` as sent ('' if it has none): the first
-    /// part of its dedup key, so that the hashes are written in about the
-    /// order they arrive (migration 0010).
+    /// When the platform says the request was made, as [`issued_key`]
+    /// ('' for a NAVER WORKS body without an `issuedTime`): the first part
+    /// of its dedup key, so that the hashes are written in about the order
+    /// they arrive (migration 0010) and pruned as a range (0015).
     pub issued: String,
     pub body_hash: String,
     pub received_at: i64,
@@ -80,6 +81,13 @@ impl InboundEvent {
             updated_at: row.try_get("updated_at")?,
         })
     }
+}
+
+/// A dedup key's time part (`NewInbound::issued`): Unix milliseconds,
+/// zero-padded to 16 digits so that text order is time order and a prune
+/// is a range at the head of the key.
+pub fn issued_key(millis: i64) -> String {
+    format!("{:016}", millis.max(0))
 }
 
 /// A message to enqueue.

@@ -1,0 +1,14 @@
+-- The dedup keys' time part becomes the request's time in Unix
+-- milliseconds, zero-padded (`issued_key`), instead of the `issuedTime` text
+-- as sent: text order is then time order, and forgetting the hashes of the
+-- window's end is a range at the head of the primary key rather than a scan
+-- of `seen_at`, which no index covers. Slack events are keyed by their
+-- `event_time`, NAVER WORKS callbacks by their `issuedTime`, which the
+-- webhook now refuses when it is older than the window (a replay can never
+-- outlive its hash).
+--
+-- The hashes written before cannot be re-keyed without their bodies; the
+-- window starts empty once, as at migration 0010 (NAVER WORKS does not
+-- re-send a callback, NAVERWORKS.md §3.1; Slack's retries of an event
+-- in flight at the upgrade may reach the engine twice).
+DELETE FROM inbound_dedup;
