@@ -56,8 +56,8 @@ pub fn issued_millis(callback: &Value) -> Option<i64> {
         .get("issuedTime")
         .and_then(Value::as_str)
         .filter(|s| s.len() <= 64)?;
-    let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-        .ok()?;
+    let t =
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
     i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
 }
 

@@ -158,7 +158,13 @@ mod tests {
         let mut altered = body.to_vec();
         altered[3] = b'X';
         assert_eq!(
-            verify(b"an-engine-secret", &now.to_string(), &sign(now), &altered, now),
+            verify(
+                b"an-engine-secret",
+                &now.to_string(),
+                &sign(now),
+                &altered,
+                now
+            ),
             Err(Unverified::BadSignature)
         );
     }

@@ -32,6 +32,7 @@ pub const POSTGRES: Files = tree!("postgres";
     (13, "user account tokens", "0013_user_account_tokens.sql"),
     (14, "console links", "0014_console_links.sql"),
     (15, "dedup issued millis", "0015_dedup_issued_millis.sql"),
+    (16, "failed messages index", "0016_failed_messages_index.sql"),
 );
 
 pub const SQLITE: Files = tree!("sqlite";
@@ -50,6 +51,7 @@ pub const SQLITE: Files = tree!("sqlite";
     (13, "user account tokens", "0013_user_account_tokens.sql"),
     (14, "console links", "0014_console_links.sql"),
     (15, "dedup issued millis", "0015_dedup_issued_millis.sql"),
+    (16, "failed messages index", "0016_failed_messages_index.sql"),
 );
 
 /// The newest embedded migration's version.

@@ -614,7 +614,12 @@ async fn dedup_keys_begin_with_the_issued_time(backend: Backend) {
 /// taken. A captured callback replayed once its hash is pruned is refused
 /// for the same reason (before migration 0015 it was taken as new).
 async fn stale_callbacks_are_refused_so_no_replay_outlives_its_hash(backend: Backend) {
-    let s = setup_with(backend, EmulatorConfig::default(), "dedup_window_seconds = 2").await;
+    let s = setup_with(
+        backend,
+        EmulatorConfig::default(),
+        "dedup_window_seconds = 2",
+    )
+    .await;
     let at = |offset_ms: i64| {
         let mut body = message("u1", &format!("at {offset_ms}"));
         body["issuedTime"] = json!(botgate::domain::rfc3339(
@@ -834,6 +839,12 @@ async fn dead_letters_send_the_fallback_and_replay(backend: Backend) {
     let dead = s.events("dead").await;
     assert_eq!(dead.len(), 2);
     assert_eq!(dead[0]["attempts"], 2);
+    // `/metrics` counts them (read through the dead letters' index).
+    let metrics = s.app.get_text("/metrics").await;
+    assert!(
+        metrics.contains("botgate_queue_items{queue=\"inbox\",status=\"dead\"} 2"),
+        "{metrics}"
+    );
     assert!(
         dead[0]["last_error"].as_str().unwrap().contains("HTTP 500"),
         "{dead:?}"
@@ -1797,6 +1808,27 @@ async fn queue_reads_use_their_indexes(backend: Backend) {
             "SELECT * FROM outbound_messages WHERE connection_id = 'c' \
              AND idempotency_group = 'k' ORDER BY seq",
             "outbound_idempotency_group",
+        ),
+        // `/metrics`' queue depths (migration 0016), through partial indexes.
+        (
+            "SELECT status, COUNT(*) AS n, MIN(received_at) AS oldest FROM inbound_events \
+             WHERE status IN ('pending', 'processing') GROUP BY status ORDER BY status",
+            "inbound_open_conversation",
+        ),
+        (
+            "SELECT status, COUNT(*) AS n, MIN(received_at) AS oldest FROM inbound_events \
+             WHERE status = 'dead' GROUP BY status ORDER BY status",
+            "inbound_dead",
+        ),
+        (
+            "SELECT status, COUNT(*) AS n, MIN(created_at) AS oldest FROM outbound_messages \
+             WHERE status IN ('pending', 'sending') GROUP BY status ORDER BY status",
+            "outbound_open_conversation",
+        ),
+        (
+            "SELECT status, COUNT(*) AS n, MIN(created_at) AS oldest FROM outbound_messages \
+             WHERE status = 'failed' GROUP BY status ORDER BY status",
+            "outbound_failed",
         ),
         // The dedup prune (migration 0015): a range of the primary key.
         (

@@ -634,13 +634,28 @@ impl Store {
     /// rows of both queues, for /metrics.
     pub async fn queue_depths(&self, now: i64) -> StoreResult<Vec<QueueDepth>> {
         let mut out = Vec::new();
-        for (queue, table, time) in [
-            ("inbox", "inbound_events", "received_at"),
-            ("outbox", "outbound_messages", "created_at"),
+        // Each read through a partial index of its rows (the open ones, the
+        // dead letters), never the whole table: a scrape costs the queue's
+        // depth, not its history (migration 0016).
+        for (queue, table, time, statuses) in [
+            (
+                "inbox",
+                "inbound_events",
+                "received_at",
+                "IN ('pending', 'processing')",
+            ),
+            ("inbox", "inbound_events", "received_at", "= 'dead'"),
+            (
+                "outbox",
+                "outbound_messages",
+                "created_at",
+                "IN ('pending', 'sending')",
+            ),
+            ("outbox", "outbound_messages", "created_at", "= 'failed'"),
         ] {
             let sql = format!(
                 "SELECT status, COUNT(*) AS n, MIN({time}) AS oldest FROM {table} \
-                 WHERE status NOT IN ('done', 'delivered') GROUP BY status ORDER BY status"
+                 WHERE status {statuses} GROUP BY status ORDER BY status"
             );
             for row in sqlx::query(&sql)
                 .fetch_all(&self.pool)
