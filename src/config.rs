@@ -51,6 +51,7 @@ const KEYS: &[&str] = &[
     "file_link_seconds",
     "file_max_bytes",
     "file_hosts",
+    "fetch_reply_urls",
     "engine_max_attempts",
     "send_max_attempts",
     "send_timeout_seconds",
@@ -119,6 +120,10 @@ pub struct Settings {
     /// redirect to and still get the bot's Authorization header; the API
     /// URLs' own hosts always do.
     pub file_hosts: Vec<String>,
+    /// An engine's file reply whose URL the platform cannot reach (not
+    /// https, or a private address) is fetched by botgate, under the
+    /// outbound policy, and uploaded; off: such a reply fails.
+    pub fetch_reply_urls: bool,
     /// Engine calls per event before it is dead-lettered.
     pub engine_max_attempts: u32,
     /// How long one send to NAVER WORKS may take.
@@ -234,6 +239,7 @@ impl std::fmt::Debug for Settings {
             .field("file_link", &self.file_link)
             .field("file_max_bytes", &self.file_max_bytes)
             .field("file_hosts", &self.file_hosts)
+            .field("fetch_reply_urls", &self.fetch_reply_urls)
             .field("engine_max_attempts", &self.engine_max_attempts)
             .field("send_timeout", &self.send_timeout)
             .field("send_max_attempts", &self.send_max_attempts)
@@ -404,6 +410,11 @@ impl Settings {
                 Err("must be host names or .domains, comma-separated".to_owned())
             }
         });
+        let fetch_reply_urls = p.parse("fetch_reply_urls", |s| match s {
+            "true" | "on" | "1" => Ok(true),
+            "false" | "off" | "0" => Ok(false),
+            _ => Err("must be true or false".to_owned()),
+        });
         let count = |max: u32| {
             move |s: &str| {
                 s.parse::<u32>()
@@ -475,6 +486,7 @@ impl Settings {
             file_link,
             file_max_bytes,
             file_hosts,
+            fetch_reply_urls,
             engine_max_attempts,
             send_timeout,
             send_max_attempts,

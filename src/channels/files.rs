@@ -297,7 +297,88 @@ async fn fetch(
 pub struct Upload {
     pub kind: String,
     pub name: String,
+    /// The bytes the engine gave, or (empty) those at `url`.
     pub data: Vec<u8>,
+    /// A URL the platform cannot reach, fetched by botgate at delivery.
+    pub url: Option<String>,
+}
+
+impl Upload {
+    /// The file's bytes: the engine's, or fetched from its URL when the
+    /// configuration allows (`fetch_reply_urls`), under the outbound policy
+    /// (no redirects, at most `file_max_bytes`). A refusal fails the reply.
+    pub async fn bytes(&self, state: &AppState) -> Result<std::borrow::Cow<'_, [u8]>, super::Sent> {
+        use super::Sent;
+        let Some(url) = &self.url else {
+            return Ok(std::borrow::Cow::Borrowed(&self.data));
+        };
+        if !state.settings.fetch_reply_urls {
+            return Err(Sent::Rejected(
+                "the file's URL is not a public https URL the platform can fetch; send data_base64, or set fetch_reply_urls".into(),
+            ));
+        }
+        let request = state
+            .outbound
+            .get(url)
+            .map_err(|e| Sent::Rejected(format!("the file's URL is refused: {e}")))?;
+        let response = request.send().await.map_err(|e| {
+            if crate::outbound::refused(&e).is_some() {
+                Sent::Rejected("the file's URL is on a network botgate may not reach".into())
+            } else {
+                Sent::Unreachable("the file's URL could not be fetched".into())
+            }
+        })?;
+        let status = response.status().as_u16();
+        match status {
+            200..=299 => {}
+            500..=599 => {
+                return Err(Sent::ServerError(format!(
+                    "the file's URL answered HTTP {status}"
+                )))
+            }
+            _ => {
+                return Err(Sent::Rejected(format!(
+                    "the file's URL answered HTTP {status}"
+                )))
+            }
+        }
+        let bytes = crate::outbound::read_capped(response, state.settings.file_max_bytes)
+            .await
+            .map_err(|e| Sent::Rejected(format!("the file's URL: {e}")))?;
+        Ok(std::borrow::Cow::Owned(bytes))
+    }
+}
+
+/// Whether the platform can fetch `url` itself: https to a name or a
+/// public address (a name that resolves privately is not known here).
+pub fn platform_reachable(url: &str) -> bool {
+    url::Url::parse(url).is_ok_and(|u| u.scheme() == "https")
+        && crate::outbound::Policy::new(Vec::new(), None)
+            .check_url(url)
+            .is_ok()
+}
+
+/// A reply's file at a URL the platform cannot reach, kept for delivery:
+/// botgate fetches it then (if configured) and uploads it.
+pub fn upload_from_url(kind: &str, url: &str) -> Result<Value, String> {
+    let parsed = url::Url::parse(url).map_err(|_| "the file's url is not a URL".to_owned())?;
+    if !matches!(parsed.scheme(), "http" | "https") || url.len() > 2000 {
+        return Err("the file's url must be http(s), at most 2,000 characters".into());
+    }
+    let last = parsed
+        .path_segments()
+        .and_then(|mut s| s.next_back())
+        .filter(|s| !s.is_empty())
+        .unwrap_or("file");
+    let name = file_name(kind, &percent_decode(last))?;
+    Ok(serde_json::json!({"type": kind, "botgate_upload": {"name": name, "url": url}}))
+}
+
+fn percent_decode(text: &str) -> String {
+    url::form_urlencoded::parse(format!("x={}", text.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_else(|| text.to_owned())
 }
 
 /// Extensions NAVER WORKS blocks by default (NAVERWORKS.md §4.2).
@@ -364,13 +445,18 @@ pub fn upload_of(content: &str) -> Option<Upload> {
     let value: Value = serde_json::from_str(content).ok()?;
     let upload = value.get("botgate_upload")?;
     let kind = value.get("type")?.as_str()?.to_owned();
-    let data = base64::engine::general_purpose::STANDARD
-        .decode(upload.get("data_base64")?.as_str()?)
-        .ok()?;
+    let url = upload.get("url").and_then(Value::as_str).map(str::to_owned);
+    let data = match &url {
+        Some(_) => Vec::new(),
+        None => base64::engine::general_purpose::STANDARD
+            .decode(upload.get("data_base64")?.as_str()?)
+            .ok()?,
+    };
     Some(Upload {
         name: upload.get("name")?.as_str()?.to_owned(),
         kind,
         data,
+        url,
     })
 }
 
@@ -399,7 +485,8 @@ pub async fn upload(
 ) -> Result<String, super::Sent> {
     use super::Sent;
     let name = file_name(&upload.kind, &upload.name).map_err(Sent::Rejected)?;
-    if upload.data.len() > state.settings.file_max_bytes {
+    let data = upload.bytes(state).await?;
+    if data.len() > state.settings.file_max_bytes {
         return Err(Sent::Rejected(format!(
             "the file is larger than file_max_bytes ({})",
             state.settings.file_max_bytes
@@ -460,7 +547,7 @@ pub async fn upload(
         "botgate{}",
         crate::secrets::hex(&crate::secrets::random_bytes(12))
     );
-    let mut body = Vec::with_capacity(upload.data.len() + 512);
+    let mut body = Vec::with_capacity(data.len() + 512);
     body.extend_from_slice(
         format!(
             "--{boundary}\r\nContent-Disposition: form-data; name=\"resourceName\"\r\n\r\n{name}\r\n\
@@ -469,7 +556,7 @@ pub async fn upload(
         )
         .as_bytes(),
     );
-    body.extend_from_slice(&upload.data);
+    body.extend_from_slice(&data);
     body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
     let uploaded = state
         .http

@@ -105,6 +105,9 @@ pub fn render(reply: &Value) -> Result<Value, String> {
                 return super::files::upload_request(kind, reply.value.get("name"), data);
             }
             let url = reply.text("url")?;
+            if !super::files::platform_reachable(url) {
+                return super::files::upload_from_url(kind, url);
+            }
             if kind == "image" {
                 json!({"type": "image", "previewImageUrl": url, "originalContentUrl": url})
             } else {

@@ -158,6 +158,7 @@ both_backends!(
     an_untrusted_redirect_gets_no_authorization,
     files_over_the_cap_and_blocked_types_are_refused,
     a_slack_file_reaches_the_engine_and_a_chart_is_uploaded,
+    a_private_file_url_is_fetched_and_uploaded_only_when_configured,
 );
 
 async fn an_image_reaches_the_engine_and_a_pdf_comes_back(backend: Backend) {
@@ -429,4 +430,84 @@ async fn a_slack_file_reaches_the_engine_and_a_chart_is_uploaded(backend: Backen
     assert_eq!(uploaded["uploaded"], true);
     assert_eq!(uploaded["channel"], "C1");
     assert_eq!(uploaded["sha256"].as_str().unwrap(), sha(&chart));
+}
+
+/// A server of one file, at any path.
+async fn serve_file(bytes: Vec<u8>) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = HttpServer::new(move || {
+        let bytes = bytes.clone();
+        App::new().default_service(web::to(move || {
+            let bytes = bytes.clone();
+            async move {
+                HttpResponse::Ok()
+                    .content_type("application/pdf")
+                    .body(bytes)
+            }
+        }))
+    })
+    .workers(1)
+    .listen(listener)
+    .unwrap()
+    .run();
+    tokio::spawn(server);
+    format!("http://127.0.0.1:{port}")
+}
+
+/// An engine's file at a URL the platform cannot reach (http, loopback):
+/// fetched under the outbound policy and uploaded with `fetch_reply_urls`;
+/// without it the message fails, saying so, and nothing is fetched or sent.
+async fn a_private_file_url_is_fetched_and_uploaded_only_when_configured(backend: Backend) {
+    let report = pdf();
+    let server = serve_file(report.clone()).await;
+    let url = format!("{server}/reports/Q4%20report.pdf");
+    let reply = json!([{"type": "file", "url": url}]);
+    let (s, _engine) = with_engine(backend, "fetch_reply_urls = true", reply.clone()).await;
+    s.callback(json!({"type": "message", "user_id": "user-1", "text": "the report?"}))
+        .await;
+    let messages = s.wait_messages(1, Duration::from_secs(20)).await;
+    let sent_id = messages[0]["content"]["fileId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{messages:?}"))
+        .to_owned();
+    let held = files(&s).await;
+    let uploaded = held
+        .iter()
+        .find(|f| f["fileId"] == sent_id.as_str())
+        .unwrap();
+    assert_eq!(uploaded["sha256"].as_str().unwrap(), sha(&report));
+    assert_eq!(uploaded["name"], "Q4 report.pdf");
+
+    let (off, _engine) = with_engine(backend, "send_max_attempts = 1", reply).await;
+    off.callback(json!({"type": "message", "user_id": "user-1", "text": "the report?"}))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let failed = loop {
+        let (status, body) = off
+            .app
+            .get(
+                &format!(
+                    "/api/v1/connections/{}/messages?status=failed",
+                    off.connection["id"].as_str().unwrap()
+                ),
+                &off.tenant.api_key,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        if let Some(m) = body["messages"].as_array().and_then(|m| m.first()) {
+            break m.clone();
+        }
+        assert!(Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        failed["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("fetch_reply_urls"),
+        "{failed}"
+    );
+    assert!(off.emu.messages().await.is_empty());
+    assert!(files(&off).await.is_empty());
 }

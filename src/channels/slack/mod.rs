@@ -235,13 +235,12 @@ pub fn render(reply: &Value) -> Result<Value, String> {
                 &reply.value["data_base64"],
             );
         }
-        "file" | "audio" | "video" => {
-            let url = reply.text("url")?;
-            if !https(url) {
-                return Err("a file reply needs an https url, or data_base64 and name".into());
-            }
-            json!({ "text": url })
+        kind @ ("image" | "file" | "audio" | "video")
+            if !super::files::platform_reachable(reply.text("url")?) =>
+        {
+            return super::files::upload_from_url(kind, reply.text("url")?);
         }
+        "file" | "audio" | "video" => json!({ "text": reply.text("url")? }),
         "image" => {
             let url = reply.text("url")?;
             if !https(url) {
@@ -605,7 +604,11 @@ async fn upload_file(
         Ok(name) => name,
         Err(e) => return Ok(Sent::Rejected(e)),
     };
-    if upload.data.len() > state.settings.file_max_bytes {
+    let data = match upload.bytes(state).await {
+        Ok(data) => data,
+        Err(refused) => return Ok(refused),
+    };
+    if data.len() > state.settings.file_max_bytes {
         return Ok(Sent::Rejected(
             "the file is larger than file_max_bytes".into(),
         ));
@@ -623,7 +626,7 @@ async fn upload_file(
         &token,
         &[
             ("filename", name.as_str()),
-            ("length", &upload.data.len().to_string()),
+            ("length", &data.len().to_string()),
         ],
         timeout,
     )
@@ -656,7 +659,7 @@ async fn upload_file(
         .timeout(timeout)
         .bearer_auth(secrecy::ExposeSecret::expose_secret(&token))
         .header("Content-Type", "application/octet-stream")
-        .body(upload.data.clone())
+        .body(data.into_owned())
         .send()
         .await;
     match posted {
@@ -715,7 +718,13 @@ mod tests {
         .unwrap();
         assert_eq!(b["blocks"][1]["elements"][0]["value"], "yes");
         assert_eq!(b["blocks"][1]["elements"][1]["url"], "https://e.example");
-        assert!(render(&json!({"type": "image", "url": "http://e.example/a.png"})).is_err());
+        // Not one Slack can fetch: botgate fetches it at delivery, if allowed.
+        assert_eq!(
+            render(&json!({"type": "image", "url": "http://e.example/a.png"})).unwrap()
+                ["botgate_upload"]["url"],
+            "http://e.example/a.png"
+        );
+        assert!(render(&json!({"type": "image", "url": "ftp://e.example/a.png"})).is_err());
         assert!(
             render(&json!({"type": "native", "content": {"text": "x", "channel": "C9"}})).is_err()
         );
