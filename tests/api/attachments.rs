@@ -110,17 +110,10 @@ async fn user_file(s: &Inbound, name: &str, bytes: &[u8]) -> String {
 }
 
 async fn files(s: &Inbound) -> Vec<Value> {
-    let res: Value = s
-        .emu
-        .client
-        .get(format!("{}/emulator/files", s.emu.url))
-        .send()
-        .await
+    s.emu.get_json("/emulator/files").await["files"]
+        .as_array()
         .unwrap()
-        .json()
-        .await
-        .unwrap();
-    res["files"].as_array().unwrap().clone()
+        .clone()
 }
 
 async fn platform_downloads(s: &Inbound) -> u64 {
@@ -131,6 +124,18 @@ async fn send_image(s: &Inbound, file_id: &str) {
     s.callback(json!({"type": "message", "user_id": "user-1",
         "content": {"type": "image", "fileId": file_id}}))
         .await;
+}
+
+/// A setup whose engine was given a link to a user's image holding
+/// `bytes`, and downloaded them through it: the setup, the link and the
+/// file's id at the platform.
+async fn linked(backend: Backend, extra: &str, bytes: &[u8]) -> (Inbound, String, String) {
+    let (s, engine) = with_engine(backend, extra, json!([])).await;
+    let file_id = user_file(&s, "a.png", bytes).await;
+    send_image(&s, &file_id).await;
+    let (link, status, got) = first_download(&engine).await;
+    assert_eq!((status, got.as_slice()), (200, bytes));
+    (s, link, file_id)
 }
 
 /// Waits for the engine's first download.
@@ -210,14 +215,7 @@ async fn an_image_reaches_the_engine_and_a_pdf_comes_back(backend: Backend) {
 }
 
 async fn file_links_refuse_what_they_did_not_issue(backend: Backend) {
-    let (s, engine) = with_engine(backend, "file_link_seconds = 3", json!([])).await;
-    let file_id = user_file(&s, "a.png", b"the picture's bytes").await;
-    send_image(&s, &file_id).await;
-    let (link, status, bytes) = first_download(&engine).await;
-    assert_eq!(
-        (status, bytes.as_slice()),
-        (200, b"the picture's bytes".as_slice())
-    );
+    let (s, link, file_id) = linked(backend, "file_link_seconds = 3", b"the picture's bytes").await;
     let local = link.replace(PUBLIC, &s.app.address);
     let get = |url: String| {
         let client = s.app.client.clone();
@@ -283,16 +281,9 @@ async fn file_links_refuse_what_they_did_not_issue(backend: Backend) {
 }
 
 async fn an_untrusted_redirect_gets_no_authorization(backend: Backend) {
-    let (s, engine) = with_engine(backend, "", json!([])).await;
-    let file_id = user_file(&s, "a.png", b"bytes at the real storage").await;
     // The real path first: the emulator's storage host (the API's own
     // host) needs the header again, and gets it.
-    send_image(&s, &file_id).await;
-    let (link, status, bytes) = first_download(&engine).await;
-    assert_eq!(
-        (status, bytes.as_slice()),
-        (200, b"bytes at the real storage".as_slice())
-    );
+    let (s, link, _) = linked(backend, "", b"bytes at the real storage").await;
     // Now the platform redirects elsewhere.
     let elsewhere = spawn_engine(json!({"not": "a file"})).await;
     s.emu
@@ -354,15 +345,7 @@ async fn files_over_the_cap_and_blocked_types_are_refused(backend: Backend) {
 }
 
 async fn slack_files(s: &crate::slack::SlackSetup) -> Value {
-    s.emu
-        .client
-        .get(format!("{}/slack/emulator/files", s.emu.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    s.emu.get_json("/slack/emulator/files").await
 }
 
 async fn a_slack_file_reaches_the_engine_and_a_chart_is_uploaded(backend: Backend) {

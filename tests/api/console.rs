@@ -137,6 +137,19 @@ async fn fill_connect_form(
     browser.fill("#rate_limit_per_minute", "6000").await;
 }
 
+/// A new app at the emulator: the values its Developer Console would show.
+async fn generated_app(emu: &Emu) -> Value {
+    emu.client
+        .post(format!("{}/emulator/apps/generate", emu.url))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 fn area_id(e: &crate::webdriver::Element) -> String {
     e.id().to_owned()
 }
@@ -153,16 +166,7 @@ async fn a_builder_connects_a_bot_in_a_real_browser() {
     let public = "http://botgate.example.com/base";
     let app = console_app(Backend::Sqlite, &emu, public).await;
     let tenant = app.create_tenant("Browser test").await;
-    let creds: Value = emu
-        .client
-        .post(format!("{}/emulator/apps/generate", emu.url))
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let creds = generated_app(&emu).await;
     let bot_id = creds["bot_id"].as_str().unwrap().to_owned();
     let work = tempfile::tempdir().unwrap();
     let key_file = work.path().join("private_20261123.key");
@@ -564,16 +568,7 @@ async fn a_member_authorises_a_bot_in_a_real_browser() {
     let public = "http://botgate.example.com/base";
     let app = console_app(Backend::Sqlite, &emu, public).await;
     let tenant = app.create_tenant("Sign-in browser test").await;
-    let creds: Value = emu
-        .client
-        .post(format!("{}/emulator/apps/generate", emu.url))
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let creds = generated_app(&emu).await;
     let s = |k: &str| creds[k].as_str().unwrap().to_owned();
     let work = tempfile::tempdir().unwrap();
     let driver = Driver::start().await;

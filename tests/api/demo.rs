@@ -116,6 +116,15 @@ async fn click(browser: &Browser, css: &str) {
     assert_eq!(clicked, true, "no {css}");
 }
 
+/// How many chat bubbles of `side` hold `text`.
+async fn bubbles(browser: &Browser, side: &str, text: &str) -> usize {
+    texts(browser, &format!("#chat li[data-side={side}]"))
+        .await
+        .iter()
+        .filter(|t| t.contains(text))
+        .count()
+}
+
 /// Waits up to `seconds` for a chat bubble of `side` holding `text`.
 async fn wait_for_bubble(browser: &Browser, side: &str, text: &str, seconds: u64) {
     let deadline = Instant::now() + Duration::from_secs(seconds);
@@ -326,14 +335,26 @@ async fn the_demo_answers_in_the_playground() {
     wait_for_bubble(&korean, "bot", "You chose: yes", 5).await;
     say(&korean, "안녕하세요").await;
     wait_for_bubble(&korean, "bot", "안녕하세요", 5).await;
+    // The first run's menu is still in the history: wait for a new one.
+    let before = bubbles(&korean, "bot", "Pick one").await;
     say(&korean, "menu").await;
-    wait_for_bubble(&korean, "bot", "Pick one", 5).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while bubbles(&korean, "bot", "Pick one").await == before {
+        assert!(Instant::now() < deadline, "no new menu");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let pressed = texts(&korean, "#chat li[data-side=user]").await.len();
-    click(
-        &korean,
-        "#chat li[data-side=bot]:last-child button.action:last-child",
-    )
-    .await;
+    // "No" of the newest menu.
+    let clicked = korean
+        .execute(
+            "const menus = [...document.querySelectorAll('#chat li[data-side=bot]')]\
+               .filter(li => li.querySelector('button.action'));\
+             const buttons = menus[menus.length - 1].querySelectorAll('button.action');\
+             buttons[buttons.length - 1].click(); return buttons[buttons.length - 1].textContent;",
+            serde_json::json!([]),
+        )
+        .await;
+    assert_eq!(clicked, "No");
     wait_for_bubble(&korean, "bot", "You chose: no", 5).await;
     assert!(texts(&korean, "#chat li[data-side=user]").await.len() > pressed);
     assert_eq!(texts(&korean, "#send").await, ["보내기"]);

@@ -165,6 +165,41 @@ impl Emu {
         )
     }
 
+    /// The "Allow" and "Deny"/"Cancel" links of a consent page (either
+    /// platform's: `emulator/consent.rs` draws both).
+    pub async fn consent_links(&self, url: &str) -> (String, String) {
+        let page = self
+            .client
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let link = |id: &str| {
+            let at = page
+                .find(&format!("id={id} href=\""))
+                .unwrap_or_else(|| panic!("{page}"))
+                + id.len()
+                + 10;
+            let end = page[at..].find('"').unwrap();
+            page[at..at + end].replace("&amp;", "&")
+        };
+        (link("allow"), link("deny"))
+    }
+
+    /// One of the emulator's JSON answers (`/emulator/…`, `/slack/emulator/…`).
+    pub async fn get_json(&self, path: &str) -> Value {
+        let res = self
+            .client
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap();
+        crate::helpers::decode(res).await.1
+    }
+
     pub async fn messages(&self) -> Vec<Value> {
         let res = self
             .client

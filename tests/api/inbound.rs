@@ -926,16 +926,7 @@ async fn naverworks_faults_are_ridden_out(backend: Backend) {
         (0..30).map(|i| format!("f{i}")).collect::<Vec<_>>(),
         "all delivered, in order, once"
     );
-    let stats: Value = s
-        .emu
-        .client
-        .get(format!("{}/emulator/stats", s.emu.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = s.emu.get_json("/emulator/stats").await;
     let app = &stats["apps"][app_config().client_id];
     assert!(
         app["tokens_refreshed"].as_u64().unwrap() + app["tokens_issued"].as_u64().unwrap() >= 2,

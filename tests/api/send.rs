@@ -230,16 +230,7 @@ async fn a_tight_rate_limit_is_paced_and_nothing_is_lost(backend: Backend) {
     for id in &ids {
         assert_eq!(s.wait_status(id, "delivered").await["status"], "delivered");
     }
-    let stats: Value = s
-        .emu
-        .client
-        .get(format!("{}/emulator/stats", s.emu.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = s.emu.get_json("/emulator/stats").await;
     let limited = stats["rate_limited"].as_u64().unwrap();
     eprintln!("rate limited: {limited} of 200 sends");
     assert!(

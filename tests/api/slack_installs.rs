@@ -129,29 +129,11 @@ impl Installs {
         if let Some(team) = team {
             authorize.push_str(&format!("&team={team}"));
         }
-        let page = self
-            .emu
-            .client
-            .get(&authorize)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let link = |id: &str| {
-            let at = page
-                .find(&format!("id={id} href=\""))
-                .unwrap_or_else(|| panic!("{page}"))
-                + id.len()
-                + 10;
-            let end = page[at..].find('"').unwrap();
-            page[at..at + end].replace("&amp;", "&")
-        };
+        let (allow, deny) = self.emu.consent_links(&authorize).await;
         Consent {
             cookie,
-            allow: link("allow"),
-            deny: link("deny"),
+            allow,
+            deny,
         }
     }
 

@@ -78,29 +78,11 @@ async fn start(s: &Inbound) -> Consent {
     assert_eq!(pairs["response_type"], "code");
     assert_eq!(pairs["scope"], "bot");
     assert!(pairs["state"].len() >= 40, "a random state");
-    let page = s
-        .emu
-        .client
-        .get(&location)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let link = |id: &str| {
-        let at = page
-            .find(&format!("id={id} href=\""))
-            .unwrap_or_else(|| panic!("{page}"))
-            + id.len()
-            + 10;
-        let end = page[at..].find('"').unwrap();
-        page[at..at + end].replace("&amp;", "&")
-    };
+    let (allow, deny) = s.emu.consent_links(&location).await;
     Consent {
         cookie,
-        allow: link("allow"),
-        deny: link("deny"),
+        allow,
+        deny,
     }
 }
 
