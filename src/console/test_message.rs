@@ -105,10 +105,10 @@ fn outgoing_of(
     if !errors.is_empty() {
         return Err(errors);
     }
-    let content = match channel {
-        Channel::NaverWorks => json!({"type": "text", "text": said}),
-        Channel::Slack => json!({"text": said}),
-    };
+    // botgate's text reply, as the connection's channel writes it.
+    let content = channel
+        .render(&json!({"type": "text", "text": said}))
+        .map_err(|e| vec![FieldError::new("text", e)])?;
     Ok((kind, target, content))
 }
 
