@@ -200,7 +200,10 @@ pub async fn rotate(settings: &Settings, no_new_key: bool, retire: bool) -> anyh
         }
         _ => Vault::new(ring, source.clone()),
     };
-    let store = connect(settings).await?;
+    let vault = std::sync::Arc::new(vault);
+    let store = connect(settings)
+        .await?
+        .with_bodies(vault.clone(), settings.seal_message_data);
     store.migrate().await?;
     let report = reencrypt_all(&store, &vault).await?;
     let current = vault.ring().current().id().to_owned();
@@ -216,6 +219,17 @@ pub async fn rotate(settings: &Settings, no_new_key: bool, retire: bool) -> anyh
         .sum();
     if report.unreadable > 0 || left > 0 {
         anyhow::bail!("{left} value(s) are still sealed under older keys; run `botgate keys rotate --no-new-key` again");
+    }
+    // Message bodies: servers seal new ones under a key file's new key
+    // within a second of the change (`Vault::seal_bytes`); those sealed
+    // before are re-sealed here.
+    if !no_new_key {
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    }
+    let (resealed, unreadable) = store.reseal_bodies().await?;
+    eprintln!("re-sealed {resealed} message bod(ies) under key {current}; {unreadable} unreadable");
+    if unreadable > 0 && retire {
+        anyhow::bail!("{unreadable} message bod(ies) cannot be opened with the keys in the ring; older keys kept");
     }
     if retire {
         let KeySource::File(path) = &source else {

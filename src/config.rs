@@ -52,6 +52,12 @@ const KEYS: &[&str] = &[
     "file_max_bytes",
     "file_hosts",
     "fetch_reply_urls",
+    "seal_message_data",
+    "retain_done_days",
+    "retain_dead_days",
+    "retain_audit_days",
+    "tenant_max_open_rows",
+    "tenant_max_callbacks_per_second",
     "engine_max_attempts",
     "send_max_attempts",
     "send_timeout_seconds",
@@ -124,6 +130,20 @@ pub struct Settings {
     /// https, or a private address) is fetched by botgate, under the
     /// outbound policy, and uploaded; off: such a reply fails.
     pub fetch_reply_urls: bool,
+    /// Raw callbacks and message contents are stored sealed with the vault
+    /// (AAD: tenant, connection, row); off: in plaintext. Either way both
+    /// forms are read.
+    pub seal_message_data: bool,
+    /// How long finished rows are kept: events done (or ignored) and
+    /// messages delivered; dead events and failed messages; the token audit.
+    pub retain_done: std::time::Duration,
+    pub retain_dead: std::time::Duration,
+    pub retain_audit: std::time::Duration,
+    /// A tenant's quotas unless the admin set its own: rows open in its
+    /// queues (pending or in flight, both queues), and callbacks accepted per
+    /// second across its connections.
+    pub tenant_max_open_rows: u32,
+    pub tenant_max_callbacks_per_second: u32,
     /// Engine calls per event before it is dead-lettered.
     pub engine_max_attempts: u32,
     /// How long one send to NAVER WORKS may take.
@@ -240,6 +260,15 @@ impl std::fmt::Debug for Settings {
             .field("file_max_bytes", &self.file_max_bytes)
             .field("file_hosts", &self.file_hosts)
             .field("fetch_reply_urls", &self.fetch_reply_urls)
+            .field("seal_message_data", &self.seal_message_data)
+            .field("retain_done", &self.retain_done)
+            .field("retain_dead", &self.retain_dead)
+            .field("retain_audit", &self.retain_audit)
+            .field("tenant_max_open_rows", &self.tenant_max_open_rows)
+            .field(
+                "tenant_max_callbacks_per_second",
+                &self.tenant_max_callbacks_per_second,
+            )
             .field("engine_max_attempts", &self.engine_max_attempts)
             .field("send_timeout", &self.send_timeout)
             .field("send_max_attempts", &self.send_max_attempts)
@@ -415,6 +444,14 @@ impl Settings {
             "false" | "off" | "0" => Ok(false),
             _ => Err("must be true or false".to_owned()),
         });
+        let seal_message_data = p.parse("seal_message_data", |s| match s {
+            "true" | "on" | "1" => Ok(true),
+            "false" | "off" | "0" => Ok(false),
+            _ => Err("must be true or false".to_owned()),
+        });
+        let retain_done = p.parse("retain_done_days", units(86_400, "days", 3650));
+        let retain_dead = p.parse("retain_dead_days", units(86_400, "days", 3650));
+        let retain_audit = p.parse("retain_audit_days", units(86_400, "days", 3650));
         let count = |max: u32| {
             move |s: &str| {
                 s.parse::<u32>()
@@ -424,6 +461,9 @@ impl Settings {
             }
         };
         let engine_max_attempts = p.parse("engine_max_attempts", count(100));
+        let tenant_max_open_rows = p.parse("tenant_max_open_rows", count(100_000_000));
+        let tenant_max_callbacks_per_second =
+            p.parse("tenant_max_callbacks_per_second", count(1_000_000));
         let send_timeout = p.parse("send_timeout_seconds", seconds(300));
         let send_max_attempts = p.parse("send_max_attempts", count(100));
         let millis = |min: u64, max: u64| {
@@ -487,6 +527,12 @@ impl Settings {
             file_max_bytes,
             file_hosts,
             fetch_reply_urls,
+            seal_message_data,
+            retain_done,
+            retain_dead,
+            retain_audit,
+            tenant_max_open_rows,
+            tenant_max_callbacks_per_second,
             engine_max_attempts,
             send_timeout,
             send_max_attempts,

@@ -33,6 +33,8 @@ pub const POSTGRES_LANES: usize = 2;
 type Reply = oneshot::Sender<Result<Inserted, StoreError>>;
 
 pub struct Ingest {
+    /// Seals each callback's body on its caller's task, before the write.
+    store: Store,
     lanes: Vec<mpsc::Sender<(NewInbound, Reply)>>,
     /// Transactions committed (for tests and metrics).
     pub commits: AtomicU64,
@@ -49,6 +51,7 @@ impl Ingest {
             .map(|_| mpsc::channel::<(NewInbound, Reply)>(4 * MAX_BATCH))
             .unzip();
         let ingest = Arc::new(Self {
+            store: store.clone(),
             lanes: senders,
             commits: AtomicU64::new(0),
         });
@@ -71,6 +74,7 @@ impl Ingest {
             (event.connection_id.as_str(), event.conversation.as_str()).hash(&mut hasher);
             usize::try_from(hasher.finish() % self.lanes.len() as u64).unwrap_or(0)
         };
+        let event = self.store.seal_inbound(event);
         let (reply, answer) = oneshot::channel();
         self.lanes[lane]
             .send((event, reply))

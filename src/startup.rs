@@ -51,12 +51,13 @@ impl Application {
     /// Connects and migrates the store, loads keys and the admin token, and
     /// binds `settings.listen` (port 0 picks a free port).
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let store =
-            Store::connect(&settings.database_url, settings.database_max_connections).await?;
+        let vault = Arc::new(bootstrap::vault(&settings)?);
+        let store = Store::connect(&settings.database_url, settings.database_max_connections)
+            .await?
+            .with_bodies(vault.clone(), settings.seal_message_data);
         store.migrate().await?;
         store.listen_for_changes();
         store.checkpoint_in_background();
-        let vault = Arc::new(bootstrap::vault(&settings)?);
         let (admin_token_hash, generated_admin_token) = bootstrap::admin_token(&settings)?;
         let listener = TcpListener::bind(settings.listen)
             .with_context(|| format!("cannot listen on {} (BOTGATE_LISTEN)", settings.listen))?;

@@ -31,6 +31,8 @@ use crate::error::ErrorEnvelope;
         tenants::create,
         tenants::get,
         tenants::set_engine,
+        tenants::delete,
+        tenants::export,
         connections::create,
         connections::list,
         connections::get,

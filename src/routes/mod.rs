@@ -114,6 +114,16 @@ fn operations() -> Vec<Operation> {
         op(M::POST, "/api/v1/tenants", web::to(tenants::create)),
         op(M::GET, "/api/v1/tenants/{tenant}", web::to(tenants::get)),
         op(
+            M::DELETE,
+            "/api/v1/tenants/{tenant}",
+            web::to(tenants::delete),
+        ),
+        op(
+            M::GET,
+            "/api/v1/tenants/{tenant}/export",
+            web::to(tenants::export),
+        ),
+        op(
             M::PUT,
             "/api/v1/tenants/{tenant}/engine",
             web::to(tenants::set_engine),

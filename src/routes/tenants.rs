@@ -73,3 +73,51 @@ pub async fn set_engine(
     let updated = tenants::set_engine(&state, &tenant, &body).await?;
     Ok(HttpResponse::Ok().json(tenants::engine_view(&state, &updated).await?))
 }
+
+#[utoipa::path(delete, path = "/api/v1/tenants/{tenant}",
+    summary = "Delete a tenant (admin token) with its connections and every row of theirs", tag = "tenants",
+    params(TenantPath),
+    responses((status = 204, description = "Deleted"), Denied, (status = 403, description = "A tenant key may not delete tenants", body = ErrorEnvelope<'static>)),
+    security(("bearer" = [])))]
+pub async fn delete(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_admin()?;
+    let tenant = caller.tenant(&state, &path).await?;
+    tenants::delete(&state, &tenant).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[utoipa::path(get, path = "/api/v1/tenants/{tenant}/export",
+    summary = "Everything botgate keeps for a tenant, as JSON lines", tag = "tenants",
+    description = "One JSON object per line, each with a `kind`: the `tenant`, its `connection`s (secrets masked), then its `event`s (with the callbacks as received), `message`s (with their contents) and token `audit` entries, oldest first. Streamed a page at a time; a line of kind `error` ends an export the database could not finish.",
+    params(TenantPath),
+    responses((status = 200, description = "The export", content_type = "application/x-ndjson", body = String), Denied),
+    security(("bearer" = [])))]
+pub async fn export(
+    state: web::Data<AppState>,
+    PathTenant(tenant): PathTenant,
+) -> Result<HttpResponse, ApiError> {
+    let export = tenants::Export::new(tenant);
+    let body = futures_util::stream::unfold(Some((state, export)), |at| async move {
+        let (state, mut export) = at?;
+        match export.next_page(&state).await {
+            Ok(Some(page)) => Some((
+                Ok::<_, std::io::Error>(web::Bytes::from(page)),
+                Some((state, export)),
+            )),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(error.message = %e, "a tenant export failed");
+                let line = b"{\"kind\":\"error\",\"message\":\"the export could not be finished; try again\"}\n";
+                Some((Ok(web::Bytes::from_static(line)), None))
+            }
+        }
+    });
+    Ok(HttpResponse::Ok()
+        .content_type("application/x-ndjson")
+        .insert_header((actix_web::http::header::CACHE_CONTROL, "private, no-store"))
+        .streaming(body))
+}

@@ -6,6 +6,7 @@
 //! restart.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 
@@ -28,6 +29,8 @@ pub struct Vault {
     source: KeySource,
     /// Modification time of the key file when it was last read.
     loaded: Mutex<Option<SystemTime>>,
+    /// When [`Vault::seal_bytes`] last looked at the key file (Unix ms).
+    checked_at: AtomicI64,
 }
 
 fn modified(path: &Path) -> Option<SystemTime> {
@@ -53,6 +56,7 @@ impl Vault {
             ring: RwLock::new(Arc::new(ring)),
             source,
             loaded: Mutex::new(loaded),
+            checked_at: AtomicI64::new(0),
         }
     }
 
@@ -71,6 +75,33 @@ impl Vault {
     /// `botgate keys rotate`) is read again first, so new values go under the
     /// new key.
     pub fn seal(&self, plaintext: &SecretString, aad: Aad<'_>) -> Sealed {
+        use secrecy::ExposeSecret as _;
+        self.reload_if_changed();
+        self.ring().seal(plaintext.expose_secret().as_bytes(), aad)
+    }
+
+    /// [`Vault::seal`] for the hot path (message bodies, one per callback):
+    /// the key file is looked at (a `stat`) at most once a second, so a
+    /// rotation reaches new bodies within a second (`botgate keys rotate`
+    /// waits longer than that before re-sealing them).
+    pub fn seal_bytes(&self, plaintext: &[u8], aad: Aad<'_>) -> Sealed {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let last = self.checked_at.load(Ordering::Relaxed);
+        if now - last >= 1000
+            && self
+                .checked_at
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.reload_if_changed();
+        }
+        self.ring().seal(plaintext, aad)
+    }
+
+    /// Reads a key file again if it changed since it was read.
+    fn reload_if_changed(&self) {
         if let KeySource::File(path) = &self.source {
             let changed = self
                 .loaded
@@ -83,7 +114,6 @@ impl Vault {
                 }
             }
         }
-        self.ring().seal_str(plaintext, aad)
     }
 
     pub fn open(&self, sealed: &Sealed, aad: Aad<'_>) -> Result<Zeroizing<Vec<u8>>, OpenError> {

@@ -459,11 +459,12 @@ pub(super) async fn apply(
         .ok_or(ApiError::NotFound("no such connection"))
 }
 
-/// Removes a connection with its secrets, tokens and queues.
+/// Removes a connection with every row of it: secrets, tokens, queues,
+/// dedup hashes, audit, installations.
 pub async fn delete(state: &AppState, record: &ConnectionRecord) -> Result<(), ApiError> {
     if !state
         .store
-        .delete_connection(&record.tenant_id, &record.id)
+        .purge_connection(&record.tenant_id, &record.id)
         .await?
     {
         return Err(ApiError::NotFound("no such connection"));

@@ -173,3 +173,129 @@ pub async fn view(state: &AppState, tenant: &TenantRecord) -> Result<TenantView,
         updated_at: rfc3339(tenant.updated_at),
     })
 }
+
+/// Deletes a tenant with every row of it, of every table.
+pub async fn delete(state: &AppState, tenant: &TenantRecord) -> Result<(), ApiError> {
+    if !state.store.purge_tenant(&tenant.id).await? {
+        return Err(ApiError::NotFound("no such tenant"));
+    }
+    tracing::info!(tenant_id = %tenant.id, "tenant deleted");
+    Ok(())
+}
+
+/// A tenant's export as JSON lines, page by page: the tenant, its
+/// connections (secrets masked, as the API shows them), then its events
+/// (with the callbacks as received), messages (with their contents) and
+/// token audit entries, each oldest first. A cursor, so that an export of
+/// any size is read from the database a page at a time.
+pub struct Export {
+    tenant: TenantRecord,
+    phase: ExportPhase,
+}
+
+#[derive(Clone, Copy)]
+enum ExportPhase {
+    Head,
+    Events(i64),
+    Messages(i64),
+    Audit(i64),
+    Done,
+}
+
+/// Rows per page of an export.
+const EXPORT_PAGE: i64 = 500;
+
+fn line(out: &mut Vec<u8>, value: &Value) {
+    // A Value always serializes.
+    let _ = serde_json::to_writer(&mut *out, value);
+    out.push(b'\n');
+}
+
+impl Export {
+    pub fn new(tenant: TenantRecord) -> Self {
+        Self {
+            tenant,
+            phase: ExportPhase::Head,
+        }
+    }
+
+    /// The next page of lines; `None` after the last.
+    pub async fn next_page(&mut self, state: &AppState) -> Result<Option<Vec<u8>>, ApiError> {
+        use serde_json::json;
+        let store = &state.store;
+        let id = &self.tenant.id;
+        let mut out = Vec::new();
+        self.phase = match self.phase {
+            ExportPhase::Head => {
+                let mut tenant = serde_json::to_value(view(state, &self.tenant).await?)
+                    .map_err(|e| ApiError::Internal(e.into()))?;
+                tenant["kind"] = json!("tenant");
+                line(&mut out, &tenant);
+                for c in store.connections(id).await? {
+                    let mut c = serde_json::to_value(super::connections::view(state, &c).await?)
+                        .map_err(|e| ApiError::Internal(e.into()))?;
+                    c["kind"] = json!("connection");
+                    line(&mut out, &c);
+                }
+                ExportPhase::Events(0)
+            }
+            ExportPhase::Events(after) => {
+                let page = store.export_events(id, after, EXPORT_PAGE).await?;
+                for e in &page {
+                    let body = serde_json::from_slice::<Value>(&e.raw)
+                        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&e.raw).into()));
+                    line(
+                        &mut out,
+                        &json!({"kind": "event", "id": e.id, "connection_id": e.connection_id.as_str(),
+                            "type": e.event_type, "conversation": e.conversation, "status": e.status,
+                            "attempts": e.attempts, "last_error": e.last_error,
+                            "received_at": rfc3339(e.received_at), "updated_at": rfc3339(e.updated_at),
+                            "callback": body}),
+                    );
+                }
+                match page.last() {
+                    Some(last) if page.len() as i64 == EXPORT_PAGE => ExportPhase::Events(last.seq),
+                    _ => ExportPhase::Messages(0),
+                }
+            }
+            ExportPhase::Messages(after) => {
+                let page = store.export_messages(id, after, EXPORT_PAGE).await?;
+                for m in &page {
+                    let content = serde_json::from_str::<Value>(&m.content).unwrap_or(Value::Null);
+                    line(
+                        &mut out,
+                        &json!({"kind": "message", "id": m.id, "connection_id": m.connection_id.as_str(),
+                            "event_id": m.event_id, "conversation": m.conversation,
+                            "target": {"kind": m.target_kind, "id": m.target_id}, "content": content,
+                            "status": m.status, "attempts": m.attempts, "last_error": m.last_error,
+                            "created_at": rfc3339(m.created_at), "delivered_at": m.delivered_at.map(rfc3339)}),
+                    );
+                }
+                match page.last() {
+                    Some(last) if page.len() as i64 == EXPORT_PAGE => {
+                        ExportPhase::Messages(last.seq)
+                    }
+                    _ => ExportPhase::Audit(0),
+                }
+            }
+            ExportPhase::Audit(after) => {
+                let page = store.export_audit(id, after, EXPORT_PAGE).await?;
+                for (_, a) in &page {
+                    line(
+                        &mut out,
+                        &json!({"kind": "audit", "connection_id": a.connection_id, "at": rfc3339(a.at),
+                            "client": a.client_addr, "action": a.action, "outcome": a.outcome}),
+                    );
+                }
+                match page.last() {
+                    Some((last, _)) if page.len() as i64 == EXPORT_PAGE => {
+                        ExportPhase::Audit(*last)
+                    }
+                    _ => ExportPhase::Done,
+                }
+            }
+            ExportPhase::Done => return Ok(None),
+        };
+        Ok(Some(out))
+    }
+}

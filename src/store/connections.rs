@@ -239,22 +239,6 @@ impl Store {
         ConnectionRecord::from_row(&row).map(Some).map_err(classify)
     }
 
-    /// Deletes a connection; its secrets go with it (foreign-key cascade).
-    pub async fn delete_connection(
-        &self,
-        tenant: &TenantId,
-        id: &ConnectionId,
-    ) -> StoreResult<bool> {
-        let done = sqlx::query("DELETE FROM connections WHERE tenant_id = $1 AND id = $2")
-            .bind(tenant.as_str())
-            .bind(id.as_str())
-            .execute(&self.pool)
-            .await
-            .map_err(classify)?;
-        self.cache.forget_connection(id.as_str());
-        Ok(done.rows_affected() > 0)
-    }
-
     /// The connection behind a public id, with its token row if any: the
     /// webhook's and the auth URLs' hot path, so from the cache when it holds
     /// it (see [`cache`]).

@@ -19,11 +19,13 @@
 //! cache of connections, tokens rows and tenants).
 
 mod audit;
+pub mod bodies;
 pub mod cache;
 mod connections;
 pub mod console;
 mod error;
 mod installations;
+pub mod lifecycle;
 mod migrations;
 mod pool;
 pub mod queue;
@@ -37,6 +39,7 @@ pub use audit::AuditEntry;
 pub use connections::{ConnectionRecord, ConnectionUpdate};
 pub use error::{StoreError, StoreResult};
 pub use installations::{bot_token_field, refresh_token_field, Installation, SealedTokens};
+pub use lifecycle::{Pruned, Retention};
 pub use pool::{Store, WriteTurn};
 pub use secrets::{field, SecretRecord};
 pub use tenants::{NewTenant, TenantRecord};

@@ -31,6 +31,8 @@ pub struct Store {
     pub(super) results: std::sync::Arc<[queue::ResultWriter; 2]>,
     /// This process's workers, which take rows claimed as they are written.
     pub(super) handoffs: std::sync::Arc<queue::Handoffs>,
+    /// Seals and opens message bodies (see [`super::bodies`]).
+    pub(super) bodies: super::bodies::Bodies,
 }
 
 /// A turn at writing the queue (SQLite; PostgreSQL takes none), held until
@@ -183,6 +185,7 @@ impl Store {
             written: std::sync::Arc::default(),
             results: std::sync::Arc::default(),
             handoffs: std::sync::Arc::default(),
+            bodies: super::bodies::Bodies::default(),
         })
     }
 

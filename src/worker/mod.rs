@@ -168,6 +168,7 @@ async fn housekeeping(state: web::Data<AppState>) {
             Ok(_) => {}
             Err(e) => tracing::warn!(error.message = %e, "dedup pruning failed"),
         }
+        prune_history(&state).await;
         if let Err(e) = state
             .store
             .prune_sessions(crate::domain::now_millis())
@@ -179,6 +180,31 @@ async fn housekeeping(state: web::Data<AppState>) {
             () = tokio::time::sleep(Duration::from_secs(300)) => {}
             _ = stop.changed() => break,
         }
+    }
+}
+
+/// Deletes finished rows past their retention (`retain_*_days`).
+async fn prune_history(state: &AppState) {
+    let now = crate::domain::now_millis();
+    let ago = |d: Duration| now - i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4);
+    let retention = crate::store::Retention {
+        done_before: ago(state.settings.retain_done),
+        dead_before: ago(state.settings.retain_dead),
+        audit_before: ago(state.settings.retain_audit),
+    };
+    match state
+        .store
+        .prune_history(&retention, crate::store::lifecycle::BATCH)
+        .await
+    {
+        Ok(p) if p != crate::store::Pruned::default() => tracing::info!(
+            events = p.events,
+            messages = p.messages,
+            audit = p.audit,
+            "rows past their retention deleted"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error.message = %e, "retention pruning failed"),
     }
 }
 

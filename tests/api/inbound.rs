@@ -1197,7 +1197,15 @@ async fn metrics_count_a_scripted_run(backend: Backend) {
 both_backends!(group_commit_batches_and_fails_whole_batches);
 
 async fn group_commit_batches_and_fails_whole_batches(backend: Backend) {
-    let s = Arc::new(setup_with(backend, EmulatorConfig::default(), "workers = false").await);
+    // Plaintext bodies: the injected failure below is a trigger that reads them.
+    let s = Arc::new(
+        setup_with(
+            backend,
+            EmulatorConfig::default(),
+            "workers = false\nseal_message_data = false",
+        )
+        .await,
+    );
     // N concurrent callbacks: all stored, in fewer than N commits.
     let commits = || {
         s.app
@@ -1547,7 +1555,15 @@ fn texts_of(messages: &[Value]) -> Vec<String> {
 async fn worker_results_are_group_committed(backend: Backend) {
     use botgate::store::queue::NewOutbound;
     use sqlx::Row as _;
-    let s = Arc::new(setup_with(backend, EmulatorConfig::default(), "workers = false").await);
+    // Plaintext bodies: the injected failure below is a trigger that reads them.
+    let s = Arc::new(
+        setup_with(
+            backend,
+            EmulatorConfig::default(),
+            "workers = false\nseal_message_data = false",
+        )
+        .await,
+    );
     let store = s.app.state.store.clone();
     let claim = |n: i64| {
         let store = store.clone();

@@ -51,6 +51,33 @@ async fn rotate_with_key_file_while_serving(backend: Backend) {
         StatusCode::OK
     );
     assert_eq!(key_ids_in_use(&app).await, [old_id.as_str()]);
+    // A message, its content sealed under the old key.
+    let one_id = one["id"].as_str().unwrap();
+    let (status, sent) = app
+        .send_json(
+            Method::POST,
+            &format!("/api/v1/connections/{one_id}/messages"),
+            &tenant.api_key,
+            &json!({"user_id": "u1", "content": {"type": "text", "text": "sealed before rotation"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{sent}");
+    let message_path = format!(
+        "/api/v1/connections/{one_id}/messages/{}",
+        sent["id"].as_str().unwrap()
+    );
+    let body_key = || async {
+        let mut conn = app.db.connect().await;
+        let content: String = sqlx::Row::get(
+            &sqlx::query("SELECT content FROM outbound_messages")
+                .fetch_one(&mut conn)
+                .await
+                .unwrap(),
+            0,
+        );
+        content.split(':').nth(1).unwrap().to_owned()
+    };
+    assert_eq!(body_key().await, old_id);
 
     botgate::commands::rotate(&app.settings, false, false)
         .await
@@ -69,6 +96,7 @@ async fn rotate_with_key_file_while_serving(backend: Backend) {
         [new_id.as_str()],
         "nothing left under the old key"
     );
+    assert_eq!(body_key().await, new_id, "the message body re-sealed");
 
     // The running server still reads everything (it reloads the file)...
     let path = format!(
@@ -108,6 +136,9 @@ async fn rotate_with_key_file_while_serving(backend: Backend) {
     );
     let (_, body) = app.get(&path, &tenant.api_key).await;
     assert_eq!(body["bot_secret"], "****5555");
+    let (status, message) = app.get(&message_path, &tenant.api_key).await;
+    assert_eq!(status, StatusCode::OK, "{message}");
+    assert_eq!(message["content"]["text"], "sealed before rotation");
     assert!(body.get("unreadable_secrets").is_none());
 }
 

@@ -15,6 +15,7 @@ mod demo;
 mod emulator;
 mod keys;
 mod layers;
+mod lifecycle;
 mod operations;
 mod outbound;
 mod quickstart;

@@ -9,7 +9,9 @@ use crate::helpers::*;
 
 both_backends!(
     no_plaintext_credential_at_rest,
-    moved_ciphertext_does_not_decrypt
+    moved_ciphertext_does_not_decrypt,
+    no_plaintext_message_at_rest,
+    plaintext_message_data_when_switched_off,
 );
 
 /// Distinctive substrings of every credential of `connection_body(bot)`.
@@ -190,4 +192,160 @@ async fn the_sqlite_file_and_its_log_are_owner_only() {
         .unwrap();
     store.close().await;
     assert_eq!(mode("").unwrap(), 0o600, "tightened at start");
+}
+
+/// A user's message and a send-API message pass through, and neither text
+/// is anywhere in the database file (and its log) or a `pg_dump`; the APIs
+/// still show them; a body copied to another row does not open there.
+async fn no_plaintext_message_at_rest(backend: Backend) {
+    let (s, markers) = messages_through(backend, "").await;
+    let raw = s.app.db.raw_contents().await;
+    assert!(find(&raw, "\u{1}bgs1:"), "sealed bodies are stored");
+    for marker in &markers {
+        assert!(
+            !find(&raw, marker),
+            "plaintext message text at rest: {marker}"
+        );
+        // pg_dump writes a BYTEA (the raw callbacks) in hex.
+        assert!(
+            !find(&raw, &hex_of(marker)),
+            "plaintext in a raw callback: {marker}"
+        );
+    }
+    // Opened for the APIs.
+    let outbox = outbox_texts(&s).await;
+    assert!(outbox.iter().any(|t| t.contains(&markers[0])), "{outbox:?}");
+    assert!(outbox.iter().any(|t| t.contains(&markers[1])), "{outbox:?}");
+
+    // The second message's sealed content copied over the first's: the
+    // first no longer opens (its row is part of the AAD).
+    let mut conn = s.app.db.connect().await;
+    let done = sqlx::query(
+        "UPDATE outbound_messages SET content = (SELECT content FROM outbound_messages ORDER BY seq DESC LIMIT 1) \
+         WHERE seq = (SELECT MIN(seq) FROM outbound_messages)",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(sqlx::any::AnyQueryResult::rows_affected(&done), 1);
+    let (status, body) = s
+        .app
+        .get(&format!("{}/outbox", s.conn_path()), &s.tenant.api_key)
+        .await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+    assert!(
+        !body.to_string().contains(&markers[1]),
+        "nothing of the moved body is shown: {body}"
+    );
+}
+
+/// With `seal_message_data = false` the same texts are stored readable
+/// (and the test above can see them when they are).
+async fn plaintext_message_data_when_switched_off(backend: Backend) {
+    let (s, markers) = messages_through(backend, "seal_message_data = false").await;
+    let raw = s.app.db.raw_contents().await;
+    for marker in &markers {
+        assert!(find(&raw, marker), "stored in plaintext: {marker}");
+    }
+    // The raw callback too: in hex in a pg_dump; on SQLite, beside the reply
+    // that echoes it.
+    match backend {
+        Backend::Postgres => assert!(
+            find(&raw, &hex_of(&markers[0])),
+            "raw callback in plaintext"
+        ),
+        Backend::Sqlite => assert!(
+            raw.windows(markers[0].len())
+                .filter(|w| *w == markers[0].as_bytes())
+                .count()
+                >= 2,
+            "raw callback in plaintext"
+        ),
+    }
+    let outbox = outbox_texts(&s).await;
+    assert_eq!(outbox.len(), 2, "{outbox:?}");
+}
+
+/// An echoed callback and a send-API message, both delivered; their texts.
+async fn messages_through(backend: Backend, extra: &str) -> (crate::inbound::Inbound, [String; 2]) {
+    let s =
+        crate::inbound::setup_with(backend, botgate::emulator::EmulatorConfig::default(), extra)
+            .await;
+    let markers = [
+        format!(
+            "Pineapple-{}",
+            botgate::secrets::hex(&botgate::secrets::random_bytes(8))
+        ),
+        format!(
+            "Grapefruit-{}",
+            botgate::secrets::hex(&botgate::secrets::random_bytes(8))
+        ),
+    ];
+    s.callback(
+        json!({"type": "message", "user_id": "u1", "text": format!("hello {}", markers[0])}),
+    )
+    .await;
+    let (status, body) = s
+        .app
+        .send_json(
+            Method::POST,
+            &format!("/api/v1/connections/{}/messages", s.connection["id"].as_str().unwrap()),
+            &s.tenant.api_key,
+            &json!({"user_id": "u1", "content": {"type": "text", "text": format!("notice {}", markers[1])}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let sent = s.wait_messages(2, std::time::Duration::from_secs(15)).await;
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    for marker in &markers {
+        assert!(
+            sent.iter().any(|m| m["content"]["text"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(marker.as_str())),
+            "{sent:?}"
+        );
+    }
+    // Stored as the callers left it: the event done, both delivered.
+    let start = std::time::Instant::now();
+    while s.events("done").await.is_empty() && start.elapsed() < std::time::Duration::from_secs(10)
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let events = s
+        .app
+        .state
+        .store
+        .events(
+            &botgate::domain::ids::TenantId::parse(&s.tenant.id).unwrap(),
+            &botgate::domain::ids::ConnectionId::parse(s.connection["id"].as_str().unwrap())
+                .unwrap(),
+            Some("done"),
+            10,
+        )
+        .await
+        .unwrap();
+    assert!(
+        find(&events[0].raw, &markers[0]),
+        "the store opens the raw callback for its readers"
+    );
+    (s, markers)
+}
+
+async fn outbox_texts(s: &crate::inbound::Inbound) -> Vec<String> {
+    let (status, body) = s
+        .app
+        .get(&format!("{}/outbox", s.conn_path()), &s.tenant.api_key)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"]["text"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+fn hex_of(text: &str) -> String {
+    botgate::secrets::hex(text.as_bytes())
 }

@@ -35,8 +35,9 @@ use sqlx::any::AnyRow;
 use sqlx::Row as _;
 
 use super::rows::{InboundEvent, OutboundMessage, Queue, INBOX, OUTBOX};
+use crate::store::bodies::Stored;
 use crate::store::error::{classify, StoreResult};
-use crate::store::sql::{decode_all, padded, placeholders, seq_params, values_rows};
+use crate::store::sql::{padded, placeholders, seq_params, values_rows};
 use crate::store::{Backend, Store};
 
 /// Where a worker takes rows claimed for it, and how many it can take.
@@ -449,19 +450,18 @@ impl Store {
     /// ids of the rows handed over — none without a reservation, none if any
     /// had to be given back. A row that cannot be read back keeps its lease
     /// until it expires (the write is committed; nothing fails because of it).
-    pub(super) async fn hand_over<T>(
+    pub(super) async fn hand_over<T: Stored>(
         &self,
         reserved: Option<Reserved<'_, T>>,
         queue: &Queue,
         claimed: &[AnyRow],
-        decode: fn(&AnyRow) -> Result<T, sqlx::Error>,
         key: fn(&T) -> (i64, &str),
     ) -> HashSet<String> {
         let Some(reserved) = reserved else {
             return HashSet::new();
         };
         let owner = reserved.owner.to_owned();
-        let rows = decode_all(claimed, decode).unwrap_or_else(|e| {
+        let rows = self.read_rows(claimed).unwrap_or_else(|e| {
             tracing::warn!(error.message = %e, queue = queue.table, "claimed rows could not be read back; their leases will expire");
             Vec::new()
         });

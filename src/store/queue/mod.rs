@@ -23,12 +23,13 @@ use sqlx::any::AnyRow;
 use sqlx::Row as _;
 
 use super::error::{classify, is_unique_violation, StoreResult};
-use super::sql::{decode_all, seq_params, values_rows};
+use super::sql::{seq_params, values_rows};
 use super::{Store, WriteTurn};
 use crate::domain::ids::{ConnectionId, TenantId};
 use handoff::{bind_claim, insert_chunk, insert_sql, Head};
 use results::{Change, Replies, RowResult};
-use rows::{Queue, INBOUND_COLUMNS, INBOX, OUTBOUND_COLUMNS, OUTBOX};
+use rows::{Queue, INBOX, OUTBOX};
+pub(crate) use rows::{INBOUND_COLUMNS, OUTBOUND_COLUMNS};
 
 /// When and why a claimed row goes back to the queue.
 struct Again<'a> {
@@ -164,7 +165,7 @@ impl Store {
         claimed.sort_by_key(|r| r.try_get::<i64, _>("seq").unwrap_or_default());
         tx.commit().await.map_err(classify)?;
         let handed = self
-            .hand_over(reserved, &INBOX, &claimed, InboundEvent::from_row, |e| {
+            .hand_over(reserved, &INBOX, &claimed, |e: &InboundEvent| {
                 (e.seq, e.id.as_str())
             })
             .await;
@@ -254,7 +255,7 @@ impl Store {
         limit: i64,
     ) -> StoreResult<Vec<InboundEvent>> {
         let rows = self.claim(&INBOX, owner, now, lease_until, limit).await?;
-        decode_all(&rows, InboundEvent::from_row)
+        self.read_rows(&rows)
     }
 
     pub async fn claim_outbound(
@@ -265,7 +266,7 @@ impl Store {
         limit: i64,
     ) -> StoreResult<Vec<OutboundMessage>> {
         let rows = self.claim(&OUTBOX, owner, now, lease_until, limit).await?;
-        decode_all(&rows, OutboundMessage::from_row)
+        self.read_rows(&rows)
     }
 
     /// Marks an event done and enqueues its replies, in one transaction, if
@@ -330,7 +331,7 @@ impl Store {
                 connection_id: event.connection_id.clone(),
                 event_id: event.id.clone(),
                 conversation: event.conversation.clone(),
-                messages: messages.to_vec(),
+                messages: self.seal_outbound(&event.tenant_id, &event.connection_id, messages),
             }),
             now,
         })
@@ -456,7 +457,7 @@ impl Store {
         if let Some(status) = bound {
             query = query.bind(status);
         }
-        self.fetch_all(query, InboundEvent::from_row).await
+        self.fetch_rows(query).await
     }
 
     /// A connection's messages, oldest first (for the status API and tests).
@@ -492,12 +493,11 @@ impl Store {
             "SELECT {OUTBOUND_COLUMNS} FROM outbound_messages WHERE tenant_id = $1 AND connection_id = $2 \
              ORDER BY seq {order} LIMIT $3"
         );
-        self.fetch_all(
+        self.fetch_rows(
             sqlx::query(&sql)
                 .bind(tenant.as_str())
                 .bind(connection.as_str())
                 .bind(limit),
-            OutboundMessage::from_row,
         )
         .await
     }
@@ -538,7 +538,8 @@ impl Store {
         now: i64,
     ) -> StoreResult<Vec<OutboundMessage>> {
         let key_of = |i: usize| idempotency_key.filter(|_| i == 0);
-        let _turn = self.write_turn().await;
+        let messages = &self.seal_outbound(tenant, connection, messages);
+        let turn = self.write_turn().await;
         let mut tx = self.writer.begin().await.map_err(classify)?;
         let mut stored = Vec::with_capacity(messages.len());
         for (i, m) in messages.iter().enumerate() {
@@ -561,7 +562,7 @@ impl Store {
                 .fetch_one(&mut *tx)
                 .await;
             match row {
-                Ok(row) => stored.push(OutboundMessage::from_row(&row).map_err(classify)?),
+                Ok(row) => stored.push(row),
                 Err(e) if is_unique_violation(&e) && idempotency_key.is_some() => {
                     drop(tx);
                     return self
@@ -572,7 +573,8 @@ impl Store {
             }
         }
         tx.commit().await.map_err(classify)?;
-        Ok(stored)
+        drop(turn);
+        self.read_rows(&stored)
     }
 
     async fn messages_by_key(
@@ -584,11 +586,8 @@ impl Store {
             "SELECT {OUTBOUND_COLUMNS} FROM outbound_messages WHERE connection_id = $1 \
              AND idempotency_group = $2 ORDER BY seq"
         );
-        self.fetch_all(
-            sqlx::query(&sql).bind(connection.as_str()).bind(key),
-            OutboundMessage::from_row,
-        )
-        .await
+        self.fetch_rows(sqlx::query(&sql).bind(connection.as_str()).bind(key))
+            .await
     }
 
     /// One message of a connection.
@@ -600,11 +599,10 @@ impl Store {
         let sql = format!(
             "SELECT {OUTBOUND_COLUMNS} FROM outbound_messages WHERE connection_id = $1 AND id = $2"
         );
-        self.fetch_optional(
-            sqlx::query(&sql).bind(connection.as_str()).bind(id),
-            OutboundMessage::from_row,
-        )
-        .await
+        let mut found = self
+            .fetch_rows(sqlx::query(&sql).bind(connection.as_str()).bind(id))
+            .await?;
+        Ok(found.pop())
     }
 
     /// A connection's messages, newest first, filtered by status and creation time.
@@ -619,13 +617,12 @@ impl Store {
             "SELECT {OUTBOUND_COLUMNS} FROM outbound_messages WHERE connection_id = $1 \
              AND ($2 = '' OR status = $2) AND created_at >= $3 ORDER BY seq DESC LIMIT $4"
         );
-        self.fetch_all(
+        self.fetch_rows(
             sqlx::query(&sql)
                 .bind(connection.as_str())
                 .bind(status.unwrap_or(""))
                 .bind(since)
                 .bind(limit),
-            OutboundMessage::from_row,
         )
         .await
     }

@@ -28,7 +28,7 @@ use sqlx::Row as _;
 use tokio::sync::oneshot;
 
 use super::handoff::{bind_claim, insert_chunk, insert_sql, Head};
-use super::rows::{InboundEvent, NewOutbound, OutboundMessage, Queue, INBOX, OUTBOX};
+use super::rows::{NewOutbound, Queue, INBOX, OUTBOX};
 use crate::domain::ids::{ConnectionId, TenantId};
 use crate::store::error::{classify, StoreError, StoreResult};
 use crate::store::sql::seq_params;
@@ -477,24 +477,12 @@ impl Store {
             .collect();
         tx.commit().await.map_err(classify)?;
         let handed_in = self
-            .hand_over(
-                reserved_in,
-                &INBOX,
-                &claimed_in,
-                InboundEvent::from_row,
-                |e| (e.seq, e.id.as_str()),
-            )
+            .hand_over(reserved_in, &INBOX, &claimed_in, |e| (e.seq, e.id.as_str()))
             .await;
         // New heads not handed over are the workers' to claim.
         wake[0] |= next_in_ids.iter().any(|id| !handed_in.contains(*id));
         let handed = self
-            .hand_over(
-                reserved,
-                &OUTBOX,
-                &claimed,
-                OutboundMessage::from_row,
-                |m| (m.seq, m.id.as_str()),
-            )
+            .hand_over(reserved, &OUTBOX, &claimed, |m| (m.seq, m.id.as_str()))
             .await;
         wake[1] |= ids.iter().any(|id| !handed.contains(*id));
         self.wake_for_heads(

@@ -1,0 +1,347 @@
+//! Message data at rest: a callback's raw body (`inbound_events.raw`) and a
+//! message's content (`outbound_messages.content`) are sealed with the vault,
+//! like credentials, each bound (AAD) to its tenant, connection and row; a
+//! row's body copied to another row does not open.
+//!
+//! The sealed form is text, so that one form fits both columns (BLOB/BYTEA
+//! and TEXT): [`PREFIX`], the key id, then base64 of the nonce and the
+//! ciphertext. A body that does not start with the prefix is plaintext —
+//! written with `seal_message_data` off, or before sealing existed — and is
+//! read as it is; JSON and form bodies never start with a control character.
+//!
+//! Bodies are sealed before they reach the write (the webhook's request
+//! task, the worker's task) and opened when rows are read back, so the
+//! callers of the store see plaintext only and SQLite's single writer spends
+//! no time on AES. `botgate keys rotate` re-seals them too
+//! ([`Store::reseal_bodies`]).
+
+use std::sync::Arc;
+
+use base64::engine::general_purpose::STANDARD_NO_PAD as B64;
+use base64::Engine as _;
+use sqlx::any::AnyRow;
+use sqlx::Row as _;
+
+use super::error::{classify, StoreError, StoreResult};
+use super::queue::{InboundEvent, NewInbound, NewOutbound, OutboundMessage};
+use super::sql::{decode_all, Query};
+use super::Store;
+use crate::domain::ids::{ConnectionId, TenantId};
+use crate::secrets::vault::Vault;
+use crate::secrets::{Aad, OpenError, Sealed, NONCE_LEN};
+
+/// The start of every sealed body: version 1.
+pub const PREFIX: &str = "\u{1}bgs1:";
+
+/// The vault that seals bodies (`None`: this store writes plaintext), and
+/// whether it seals new ones.
+#[derive(Clone, Default)]
+pub(crate) struct Bodies {
+    vault: Option<Arc<Vault>>,
+    seal: bool,
+}
+
+/// Which body of which row: its AAD.
+#[derive(Clone, Copy)]
+struct Place<'a> {
+    tenant: &'a str,
+    connection: &'a str,
+    /// `raw` or `content`.
+    column: &'static str,
+    id: &'a str,
+}
+
+impl Place<'_> {
+    fn field(&self) -> String {
+        format!("{}:{}", self.column, self.id)
+    }
+}
+
+fn seal(vault: &Vault, place: Place<'_>, plain: &[u8]) -> String {
+    let field = place.field();
+    let sealed = vault.seal_bytes(
+        plain,
+        Aad {
+            tenant: place.tenant,
+            connection: Some(place.connection),
+            field: &field,
+        },
+    );
+    let mut blob = sealed.nonce;
+    blob.extend_from_slice(&sealed.ciphertext);
+    format!("{PREFIX}{}:{}", sealed.key_id, B64.encode(blob))
+}
+
+/// The key id of a sealed body, `None` for plaintext.
+fn key_of(stored: &[u8]) -> Option<&str> {
+    let rest = stored.strip_prefix(PREFIX.as_bytes())?;
+    let end = rest.iter().position(|&b| b == b':')?;
+    std::str::from_utf8(rest.get(..end)?).ok()
+}
+
+fn open(vault: Option<&Vault>, place: Place<'_>, stored: &[u8]) -> StoreResult<Option<Vec<u8>>> {
+    let Some(rest) = stored.strip_prefix(PREFIX.as_bytes()) else {
+        return Ok(None);
+    };
+    let unreadable = |why: String| {
+        StoreError::Other(anyhow::anyhow!(
+            "the {} of row {} cannot be opened: {why}",
+            place.column,
+            place.id
+        ))
+    };
+    let Some(vault) = vault else {
+        return Err(unreadable(
+            "it is sealed and this process has no master key".into(),
+        ));
+    };
+    let text =
+        std::str::from_utf8(rest).map_err(|_| unreadable(OpenError::Malformed.to_string()))?;
+    let (key_id, data) = text
+        .split_once(':')
+        .ok_or_else(|| unreadable(OpenError::Malformed.to_string()))?;
+    let blob = B64
+        .decode(data)
+        .map_err(|_| unreadable(OpenError::Malformed.to_string()))?;
+    if blob.len() < NONCE_LEN {
+        return Err(unreadable(OpenError::Malformed.to_string()));
+    }
+    let (nonce, ciphertext) = blob.split_at(NONCE_LEN);
+    let sealed = Sealed {
+        key_id: key_id.to_owned(),
+        nonce: nonce.to_vec(),
+        ciphertext: ciphertext.to_vec(),
+    };
+    let field = place.field();
+    let plain = vault
+        .open(
+            &sealed,
+            Aad {
+                tenant: place.tenant,
+                connection: Some(place.connection),
+                field: &field,
+            },
+        )
+        .map_err(|e| unreadable(e.to_string()))?;
+    Ok(Some(plain.to_vec()))
+}
+
+impl Store {
+    /// This store seals the bodies it is given (`seal`) with `vault`, and
+    /// opens sealed ones with it either way.
+    #[must_use]
+    pub fn with_bodies(mut self, vault: Arc<Vault>, seal: bool) -> Self {
+        self.bodies = Bodies {
+            vault: Some(vault),
+            seal,
+        };
+        self
+    }
+
+    fn sealing(&self) -> Option<&Vault> {
+        self.bodies.vault.as_deref().filter(|_| self.bodies.seal)
+    }
+
+    /// A callback with its raw body in the form it is stored in: sealed, or
+    /// as it is with sealing off. Already sealed: unchanged.
+    pub fn seal_inbound(&self, mut event: NewInbound) -> NewInbound {
+        if let Some(vault) = self.sealing() {
+            if key_of(&event.raw).is_none() {
+                let place = Place {
+                    tenant: event.tenant_id.as_str(),
+                    connection: event.connection_id.as_str(),
+                    column: "raw",
+                    id: &event.id,
+                };
+                event.raw = seal(vault, place, &event.raw).into_bytes();
+            }
+        }
+        event
+    }
+
+    /// Messages with their content in the form it is stored in.
+    pub(crate) fn seal_outbound(
+        &self,
+        tenant: &TenantId,
+        connection: &ConnectionId,
+        messages: &[NewOutbound],
+    ) -> Vec<NewOutbound> {
+        let Some(vault) = self.sealing() else {
+            return messages.to_vec();
+        };
+        messages
+            .iter()
+            .map(|m| {
+                let mut m = m.clone();
+                if key_of(m.content.as_bytes()).is_none() {
+                    let place = Place {
+                        tenant: tenant.as_str(),
+                        connection: connection.as_str(),
+                        column: "content",
+                        id: &m.id,
+                    };
+                    m.content = seal(vault, place, m.content.as_bytes());
+                }
+                m
+            })
+            .collect()
+    }
+
+    /// Events as read, with their raw bodies opened.
+    pub(crate) fn open_events(
+        &self,
+        mut events: Vec<InboundEvent>,
+    ) -> StoreResult<Vec<InboundEvent>> {
+        for e in &mut events {
+            let place = Place {
+                tenant: e.tenant_id.as_str(),
+                connection: e.connection_id.as_str(),
+                column: "raw",
+                id: &e.id,
+            };
+            if let Some(plain) = open(self.bodies.vault.as_deref(), place, &e.raw)? {
+                e.raw = plain;
+            }
+        }
+        Ok(events)
+    }
+
+    /// Messages as read, with their contents opened.
+    pub(crate) fn open_messages(
+        &self,
+        mut messages: Vec<OutboundMessage>,
+    ) -> StoreResult<Vec<OutboundMessage>> {
+        for m in &mut messages {
+            let place = Place {
+                tenant: m.tenant_id.as_str(),
+                connection: m.connection_id.as_str(),
+                column: "content",
+                id: &m.id,
+            };
+            if let Some(plain) = open(self.bodies.vault.as_deref(), place, m.content.as_bytes())? {
+                m.content = String::from_utf8(plain).map_err(|_| {
+                    StoreError::Other(anyhow::anyhow!(
+                        "the content of message {} is not UTF-8",
+                        m.id
+                    ))
+                })?;
+            }
+        }
+        Ok(messages)
+    }
+
+    /// `botgate keys rotate`: re-seals, in batches along each queue's key,
+    /// every body sealed under a key other than the vault's current one
+    /// (each replaced only if unchanged meanwhile). Returns (re-sealed,
+    /// unreadable).
+    pub async fn reseal_bodies(&self) -> StoreResult<(u64, u64)> {
+        let Some(vault) = self.bodies.vault.clone() else {
+            return Ok((0, 0));
+        };
+        let current = vault.ring().current().id().to_owned();
+        let (mut resealed, mut unreadable) = (0, 0);
+        for (table, column) in [("inbound_events", "raw"), ("outbound_messages", "content")] {
+            let mut after = 0_i64;
+            loop {
+                let sql = format!(
+                    "SELECT seq, id, tenant_id, connection_id, {column} AS body FROM {table} \
+                     WHERE seq > $1 ORDER BY seq LIMIT 500"
+                );
+                let rows = sqlx::query(&sql)
+                    .bind(after)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(classify)?;
+                let Some(last) = rows.last() else { break };
+                after = last.try_get("seq").map_err(classify)?;
+                for row in &rows {
+                    let body: Vec<u8> = if column == "raw" {
+                        row.try_get("body").map_err(classify)?
+                    } else {
+                        row.try_get::<String, _>("body")
+                            .map_err(classify)?
+                            .into_bytes()
+                    };
+                    if key_of(&body).is_none_or(|k| k == current) {
+                        continue;
+                    }
+                    let (seq, id, tenant, connection): (i64, String, String, String) = (
+                        row.try_get("seq").map_err(classify)?,
+                        row.try_get("id").map_err(classify)?,
+                        row.try_get("tenant_id").map_err(classify)?,
+                        row.try_get("connection_id").map_err(classify)?,
+                    );
+                    let place = Place {
+                        tenant: &tenant,
+                        connection: &connection,
+                        column,
+                        id: &id,
+                    };
+                    let Ok(Some(plain)) = open(Some(&vault), place, &body) else {
+                        tracing::error!(
+                            table,
+                            seq,
+                            "a sealed body cannot be opened with any key in the ring"
+                        );
+                        unreadable += 1;
+                        continue;
+                    };
+                    let again = seal(&vault, place, &plain);
+                    let _turn = self.write_turn().await;
+                    let sql = format!(
+                        "UPDATE {table} SET {column} = $1 WHERE seq = $2 AND {column} = $3"
+                    );
+                    let query = sqlx::query(&sql);
+                    let query = if column == "raw" {
+                        query.bind(again.into_bytes()).bind(seq).bind(body)
+                    } else {
+                        query
+                            .bind(again)
+                            .bind(seq)
+                            .bind(String::from_utf8(body).unwrap_or_default())
+                    };
+                    let done = query.execute(&self.writer).await.map_err(classify)?;
+                    resealed += done.rows_affected();
+                }
+            }
+        }
+        Ok((resealed, unreadable))
+    }
+}
+
+/// A queue row whose body is stored sealed: decoded, then opened.
+pub(crate) trait Stored: Sized {
+    fn decode(row: &AnyRow) -> Result<Self, sqlx::Error>;
+    fn opened(store: &Store, rows: Vec<Self>) -> StoreResult<Vec<Self>>;
+}
+
+impl Stored for InboundEvent {
+    fn decode(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Self::from_row(row)
+    }
+    fn opened(store: &Store, rows: Vec<Self>) -> StoreResult<Vec<Self>> {
+        store.open_events(rows)
+    }
+}
+
+impl Stored for OutboundMessage {
+    fn decode(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Self::from_row(row)
+    }
+    fn opened(store: &Store, rows: Vec<Self>) -> StoreResult<Vec<Self>> {
+        store.open_messages(rows)
+    }
+}
+
+impl Store {
+    /// Queue rows as read, decoded and opened.
+    pub(crate) fn read_rows<T: Stored>(&self, rows: &[AnyRow]) -> StoreResult<Vec<T>> {
+        T::opened(self, decode_all(rows, T::decode)?)
+    }
+
+    /// Runs `query` on the pool; its queue rows, decoded and opened.
+    pub(crate) async fn fetch_rows<T: Stored>(&self, query: Query<'_>) -> StoreResult<Vec<T>> {
+        let rows = query.fetch_all(&self.pool).await.map_err(classify)?;
+        self.read_rows(&rows)
+    }
+}

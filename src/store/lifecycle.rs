@@ -1,0 +1,409 @@
+//! A tenant's data over time: retention (finished queue rows and audit
+//! entries deleted once older than the operator keeps them,
+//! `retain_*_days`, by the housekeeping job), purging a connection or a
+//! tenant with every row of theirs, and the pages of a tenant's export.
+//!
+//! Retention:
+//! Each connection's rows are walked along an index the queue already keeps
+//! (`inbound_by_connection` on (connection, seq), `outbound_by_connection` on
+//! (connection, created_at), `token_audit_connection` on (connection, id)),
+//! so no index is added to the write path for this. A walk reads up to
+//! [`BATCH`] rows after a cursor and deletes those due in one short write of
+//! their own (SQLite's write turn is taken per batch, and the queue's writes
+//! come between two batches), then moves the cursor: each old row is read
+//! once per pass, whatever its status. Open rows (pending, in flight) are
+//! never deleted.
+
+use sqlx::Row as _;
+
+use super::error::{classify, StoreResult};
+use super::queue::{InboundEvent, OutboundMessage, INBOUND_COLUMNS, OUTBOUND_COLUMNS};
+use super::sql::seq_params;
+use super::{AuditEntry, Store};
+use crate::domain::ids::{ConnectionId, TenantId};
+
+/// Rows read, and at most deleted, per write.
+pub const BATCH: i64 = 500;
+
+/// Rows finished before these times (Unix ms) are deleted.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// Events done or ignored, messages delivered.
+    pub done_before: i64,
+    /// Dead events, failed messages.
+    pub dead_before: i64,
+    /// Token audit entries.
+    pub audit_before: i64,
+}
+
+/// What a pass deleted.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Pruned {
+    pub events: u64,
+    pub messages: u64,
+    pub audit: u64,
+}
+
+/// One queue's table for retention.
+struct History {
+    table: &'static str,
+    /// The column the walk follows, second in the connection's index.
+    key: &'static str,
+    /// Finished successfully, and dead-lettered.
+    done: &'static [&'static str],
+    dead: &'static str,
+}
+
+const EVENTS: History = History {
+    table: "inbound_events",
+    key: "seq",
+    done: &["done", "ignored"],
+    dead: "dead",
+};
+
+const MESSAGES: History = History {
+    table: "outbound_messages",
+    key: "created_at",
+    done: &["delivered"],
+    dead: "failed",
+};
+
+impl Store {
+    /// Deletes, connection by connection, what `retention` says is due
+    /// (batches of `batch` rows).
+    pub async fn prune_history(&self, retention: &Retention, batch: i64) -> StoreResult<Pruned> {
+        let connections: Vec<String> = sqlx::query("SELECT id FROM connections ORDER BY id")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)?
+            .iter()
+            .map(|r| r.try_get("id"))
+            .collect::<Result<_, _>>()
+            .map_err(classify)?;
+        let mut pruned = Pruned::default();
+        for connection in &connections {
+            pruned.events += self
+                .prune_queue(&EVENTS, connection, retention, batch)
+                .await?;
+            pruned.messages += self
+                .prune_queue(&MESSAGES, connection, retention, batch)
+                .await?;
+            pruned.audit += self
+                .prune_audit(connection, retention.audit_before, batch)
+                .await?;
+        }
+        Ok(pruned)
+    }
+
+    async fn prune_queue(
+        &self,
+        q: &History,
+        connection: &str,
+        retention: &Retention,
+        batch: i64,
+    ) -> StoreResult<u64> {
+        let newest = retention.done_before.max(retention.dead_before);
+        // Where the walk ends: rows are due by `updated_at`, which is never
+        // before the row's arrival, so nothing at or after the first row
+        // that arrived since the later cutoff can be due. For messages the
+        // key is that time itself; for events, the first such `seq` (found
+        // along the same index, past the old rows only).
+        let end = if q.key == "seq" {
+            sqlx::query(&format!(
+                "SELECT seq FROM {} WHERE connection_id = $1 AND received_at >= $2 ORDER BY seq LIMIT 1",
+                q.table
+            ))
+            .bind(connection)
+            .bind(newest)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(classify)?
+            .map(|r| r.try_get::<i64, _>("seq"))
+            .transpose()
+            .map_err(classify)?
+            .unwrap_or(i64::MAX)
+        } else {
+            newest
+        };
+        let read = format!(
+            "SELECT seq, status, updated_at, {key} AS k FROM {table} \
+             WHERE connection_id = $1 AND {key} > $2 AND {key} < $3 ORDER BY {key} LIMIT $4",
+            key = q.key,
+            table = q.table
+        );
+        let mut after = i64::MIN;
+        let mut deleted = 0;
+        loop {
+            let rows = sqlx::query(&read)
+                .bind(connection)
+                .bind(after)
+                .bind(end)
+                .bind(batch)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(classify)?;
+            let mut due = Vec::new();
+            for row in &rows {
+                let status: String = row.try_get("status").map_err(classify)?;
+                let updated: i64 = row.try_get("updated_at").map_err(classify)?;
+                let before = if q.done.contains(&status.as_str()) {
+                    retention.done_before
+                } else if status == q.dead {
+                    retention.dead_before
+                } else {
+                    continue;
+                };
+                if updated < before {
+                    due.push(row.try_get::<i64, _>("seq").map_err(classify)?);
+                }
+            }
+            if !due.is_empty() {
+                deleted += self.delete_seqs(q.table, &due).await?;
+            }
+            let (Some(&first), Some(last)) = (
+                rows.first()
+                    .and_then(|r| r.try_get::<i64, _>("k").ok())
+                    .as_ref(),
+                rows.last().and_then(|r| r.try_get::<i64, _>("k").ok()),
+            ) else {
+                break;
+            };
+            if i64::try_from(rows.len()).unwrap_or(i64::MAX) < batch {
+                break;
+            }
+            // A time key is not unique: the rows at the batch's last time
+            // are read again (those kept), unless the whole batch is at one
+            // time, which is then passed.
+            after = if q.key == "seq" || first == last {
+                last
+            } else {
+                last - 1
+            };
+        }
+        Ok(deleted)
+    }
+
+    async fn delete_seqs(&self, table: &str, seqs: &[i64]) -> StoreResult<u64> {
+        let mut deleted = 0;
+        for chunk in self.chunks(seqs) {
+            let params = seq_params(chunk, 1);
+            let sql = format!("DELETE FROM {table} WHERE seq IN ({})", params.sql);
+            let _turn = self.write_turn().await;
+            let done = params
+                .bind(sqlx::query(&sql))
+                .execute(&self.writer)
+                .await
+                .map_err(classify)?;
+            deleted += done.rows_affected();
+        }
+        Ok(deleted)
+    }
+
+    async fn prune_audit(&self, connection: &str, before: i64, batch: i64) -> StoreResult<u64> {
+        // Every entry before the first one since `before` is due.
+        let end = sqlx::query(
+            "SELECT id FROM token_audit WHERE connection_id = $1 AND at >= $2 ORDER BY id LIMIT 1",
+        )
+        .bind(connection)
+        .bind(before)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(classify)?
+        .map(|r| r.try_get::<i64, _>("id"))
+        .transpose()
+        .map_err(classify)?
+        .unwrap_or(i64::MAX);
+        let mut deleted = 0;
+        loop {
+            let _turn = self.write_turn().await;
+            let done = sqlx::query(
+                "DELETE FROM token_audit WHERE id IN (SELECT id FROM token_audit \
+                 WHERE connection_id = $1 AND id < $2 ORDER BY id LIMIT $3)",
+            )
+            .bind(connection)
+            .bind(end)
+            .bind(batch)
+            .execute(&self.writer)
+            .await
+            .map_err(classify)?;
+            deleted += done.rows_affected();
+            if done.rows_affected() < u64::try_from(batch).unwrap_or(0) {
+                break;
+            }
+        }
+        Ok(deleted)
+    }
+}
+
+impl Store {
+    /// Deletes a connection and every row of it, of every table: its queue
+    /// rows and audit entries first, in batches (each a short write, so a
+    /// connection with a long history does not hold SQLite's writer), then,
+    /// in one transaction, its dedup hashes, the rest of its audit and the
+    /// connection, whose secrets, tokens, installations and OAuth states go
+    /// with it (foreign keys). False if it did not exist.
+    pub async fn purge_connection(
+        &self,
+        tenant: &TenantId,
+        id: &ConnectionId,
+    ) -> StoreResult<bool> {
+        let exists = sqlx::query("SELECT 1 FROM connections WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant.as_str())
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(classify)?
+            .is_some();
+        if !exists {
+            return Ok(false);
+        }
+        for (table, key) in [
+            ("inbound_events", "seq"),
+            ("outbound_messages", "seq"),
+            ("token_audit", "id"),
+        ] {
+            // Along the connection's index (by seq or id for the first and
+            // last, by creation time for messages).
+            let order = if table == "outbound_messages" {
+                "created_at"
+            } else {
+                key
+            };
+            let sql = format!(
+                "DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM {table} \
+                 WHERE connection_id = $1 ORDER BY {order} LIMIT $2)"
+            );
+            loop {
+                let _turn = self.write_turn().await;
+                let done = sqlx::query(&sql)
+                    .bind(id.as_str())
+                    .bind(BATCH)
+                    .execute(&self.writer)
+                    .await
+                    .map_err(classify)?;
+                if done.rows_affected() < u64::try_from(BATCH).unwrap_or(0) {
+                    break;
+                }
+            }
+        }
+        let _turn = self.write_turn().await;
+        let mut tx = self.writer.begin().await.map_err(classify)?;
+        for sql in [
+            "DELETE FROM inbound_dedup WHERE connection_id = $1",
+            "DELETE FROM token_audit WHERE connection_id = $1",
+            "DELETE FROM connections WHERE id = $1",
+        ] {
+            sqlx::query(sql)
+                .bind(id.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+        }
+        tx.commit().await.map_err(classify)?;
+        self.cache.forget_connection(id.as_str());
+        Ok(true)
+    }
+
+    /// Deletes a tenant: each of its connections as [`Store::purge_connection`]
+    /// does, then the tenant, whose secrets, console sessions and links go
+    /// with it. False if it did not exist.
+    pub async fn purge_tenant(&self, tenant: &TenantId) -> StoreResult<bool> {
+        if self.tenant(tenant).await?.is_none() {
+            return Ok(false);
+        }
+        for connection in self.connections(tenant).await? {
+            self.purge_connection(tenant, &connection.id).await?;
+        }
+        let _turn = self.write_turn().await;
+        let mut tx = self.writer.begin().await.map_err(classify)?;
+        // Rows a connection deleted meanwhile left behind (none in order).
+        for sql in [
+            "DELETE FROM token_audit WHERE tenant_id = $1",
+            "DELETE FROM tenants WHERE id = $1",
+        ] {
+            sqlx::query(sql)
+                .bind(tenant.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+        }
+        tx.commit().await.map_err(classify)?;
+        self.cache.forget_tenant(tenant.as_str());
+        Ok(true)
+    }
+
+    /// A page of a tenant's events after `after` (seq), in order, opened.
+    pub async fn export_events(
+        &self,
+        tenant: &TenantId,
+        after: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<InboundEvent>> {
+        let sql = format!(
+            "SELECT {INBOUND_COLUMNS} FROM inbound_events WHERE tenant_id = $1 AND seq > $2 \
+             ORDER BY seq LIMIT $3"
+        );
+        self.fetch_rows(
+            sqlx::query(&sql)
+                .bind(tenant.as_str())
+                .bind(after)
+                .bind(limit),
+        )
+        .await
+    }
+
+    /// A page of a tenant's messages after `after` (seq), in order, opened.
+    pub async fn export_messages(
+        &self,
+        tenant: &TenantId,
+        after: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<OutboundMessage>> {
+        let sql = format!(
+            "SELECT {OUTBOUND_COLUMNS} FROM outbound_messages WHERE tenant_id = $1 AND seq > $2 \
+             ORDER BY seq LIMIT $3"
+        );
+        self.fetch_rows(
+            sqlx::query(&sql)
+                .bind(tenant.as_str())
+                .bind(after)
+                .bind(limit),
+        )
+        .await
+    }
+
+    /// A page of a tenant's audit entries after `after` (id), in order.
+    pub async fn export_audit(
+        &self,
+        tenant: &TenantId,
+        after: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<(i64, AuditEntry)>> {
+        let rows = sqlx::query(
+            "SELECT id, connection_id, tenant_id, at, client_addr, action, outcome FROM token_audit \
+             WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+        )
+        .bind(tenant.as_str())
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("id")?,
+                    AuditEntry {
+                        connection_id: r.try_get("connection_id")?,
+                        tenant_id: r.try_get("tenant_id")?,
+                        at: r.try_get("at")?,
+                        client_addr: r.try_get("client_addr")?,
+                        action: r.try_get("action")?,
+                        outcome: r.try_get("outcome")?,
+                    },
+                ))
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(classify)
+    }
+}
