@@ -51,6 +51,9 @@ pub enum ApiError {
     /// Too many failed attempts from this client; retry after the seconds.
     #[error("too many failed attempts from this address; try again later")]
     Throttled(u64),
+    /// The tenant is over a quota (429); the string names it.
+    #[error("the tenant is over its quota of {0}; retry when its queues have drained, or ask the operator to raise it")]
+    Quota(&'static str),
     /// A platform botgate had to ask could not answer (502).
     #[error("{0}")]
     Upstream(&'static str),
@@ -86,6 +89,7 @@ impl ApiError {
             Self::BadRequest(code, _) | Self::Authorization(code, _) => code,
             Self::Upstream(_) => "upstream_unavailable",
             Self::Throttled(_) => "too_many_failures",
+            Self::Quota(_) => "quota_exceeded",
             Self::Internal(_) => "internal_error",
         }
     }
@@ -126,7 +130,7 @@ impl ResponseError for ApiError {
             Self::BotMismatch(_) => StatusCode::FORBIDDEN,
             Self::BadRequest(..) => StatusCode::BAD_REQUEST,
             Self::Upstream(_) => StatusCode::BAD_GATEWAY,
-            Self::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::Throttled(_) | Self::Quota(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -153,6 +157,9 @@ impl ResponseError for ApiError {
             }
             Self::Throttled(seconds) => {
                 response.insert_header((header::RETRY_AFTER, seconds.to_string()));
+            }
+            Self::Quota(_) => {
+                response.insert_header((header::RETRY_AFTER, "1"));
             }
             Self::Token(e) if e.is_transient() => {
                 response.insert_header((header::RETRY_AFTER, "5"));

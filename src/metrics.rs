@@ -95,7 +95,9 @@ impl Histogram {
 
 /// Every counter botgate keeps; one per process, in `AppState`.
 pub struct Metrics {
-    pub webhooks: Counters<9>,
+    pub webhooks: Counters<10>,
+    /// Callbacks stored as refused, by the quota they were over.
+    pub callbacks_refused: Counters<2>,
     pub auth_urls: Counters<4>,
     pub tokens: Counters<3>,
     pub engine_calls: Counters<2>,
@@ -127,7 +129,9 @@ impl Default for Metrics {
                 "invalid",
                 "challenge",
                 "ignored",
+                "refused",
             ]),
+            callbacks_refused: Counters::new(["open_rows", "callbacks_per_second"]),
             auth_urls: Counters::new(["ok", "denied", "limited", "error"]),
             tokens: Counters::new(["issued", "refreshed", "failed"]),
             engine_calls: Counters::new(["ok", "error"]),
@@ -203,6 +207,12 @@ impl Metrics {
             "botgate_webhook_requests_total",
             "outcome",
             "Callbacks received, by outcome.",
+        );
+        self.callbacks_refused.render(
+            &mut out,
+            "botgate_callbacks_refused_total",
+            "reason",
+            "Callbacks stored as refused (not handled; replayable), by the tenant quota they were over.",
         );
         self.auth_urls.render(
             &mut out,

@@ -106,6 +106,7 @@ impl Application {
             connection_secrets: Default::default(),
             metrics,
             ingest,
+            quotas: Default::default(),
             worker_ticks: Default::default(),
         });
         let workers = if state.settings.workers {

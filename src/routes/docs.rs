@@ -33,6 +33,7 @@ use crate::error::ErrorEnvelope;
         tenants::set_engine,
         tenants::delete,
         tenants::export,
+        tenants::set_quotas,
         connections::create,
         connections::list,
         connections::get,

@@ -14,13 +14,20 @@ use crate::service::events;
 use crate::state::AppState;
 use crate::store::queue::{InboundEvent, OutboundMessage};
 
-const STATUSES: &[&str] = &["pending", "processing", "done", "ignored", "dead"];
+const STATUSES: &[&str] = &[
+    "pending",
+    "processing",
+    "done",
+    "ignored",
+    "dead",
+    "refused",
+];
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
-    /// pending | processing | done | dead.
+    /// pending | processing | done | ignored | dead | refused.
     status: Option<String>,
     limit: Option<i64>,
 }
@@ -34,7 +41,7 @@ pub struct EventView<'a> {
     pub event_type: &'a str,
     /// `user:…` or `channel:…`: events of one conversation are handled in order.
     pub conversation: &'a str,
-    /// pending | processing | done | dead.
+    /// pending | processing | done | ignored | dead | refused (over a tenant quota; replayable).
     pub status: &'a str,
     pub attempts: i64,
     pub last_error: Option<&'a str>,
@@ -122,7 +129,7 @@ pub struct OutboxList<'a> {
 
 /// `GET …/events?status=dead&limit=100`, newest first.
 #[utoipa::path(get, path = "/api/v1/tenants/{tenant}/connections/{connection}/events",
-    summary = "Inbound events by status (pending, processing, done, dead), newest first",
+    summary = "Inbound events by status (pending, processing, done, ignored, dead, refused), newest first",
     tag = "events", params(ConnectionPath, ListQuery),
     responses((status = 200, description = "The events", body = EventList<'static>), Denied, (status = 422, description = "Unknown status", body = ErrorEnvelope<'static>)),
     security(("bearer" = [])))]
@@ -150,7 +157,7 @@ pub async fn list(
 
 /// `POST …/events/replay`: every dead event of the connection, back in the queue.
 #[utoipa::path(post, path = "/api/v1/tenants/{tenant}/connections/{connection}/events/replay",
-    summary = "Replay every dead event", tag = "events", params(ConnectionPath),
+    summary = "Replay every dead event and every callback refused over a quota", tag = "events", params(ConnectionPath),
     responses((status = 200, description = "How many", body = Replayed), Denied),
     security(("bearer" = [])))]
 pub async fn replay_all(
@@ -163,7 +170,7 @@ pub async fn replay_all(
 
 /// `POST …/events/{event}/replay`: one dead event.
 #[utoipa::path(post, path = "/api/v1/tenants/{tenant}/connections/{connection}/events/{event}/replay",
-    summary = "Replay one dead event", tag = "events",
+    summary = "Replay one dead or refused event", tag = "events",
     params(ConnectionPath, ("event" = String, Path, description = "Event id (`evt_…`)")),
     responses((status = 200, description = "How many", body = Replayed), Denied),
     security(("bearer" = [])))]

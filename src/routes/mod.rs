@@ -125,6 +125,11 @@ fn operations() -> Vec<Operation> {
         ),
         op(
             M::PUT,
+            "/api/v1/tenants/{tenant}/quotas",
+            web::to(tenants::set_quotas),
+        ),
+        op(
+            M::PUT,
             "/api/v1/tenants/{tenant}/engine",
             web::to(tenants::set_engine),
         ),

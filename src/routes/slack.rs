@@ -70,6 +70,9 @@ pub async fn events(
         (Answer::Stored(Inserted::Duplicate), _) => {
             HttpResponse::Ok().json(json!({"status": "duplicate"}))
         }
+        (Answer::Stored(Inserted::Refused), _) => {
+            HttpResponse::Ok().json(json!({"status": "refused"}))
+        }
         (Answer::Stored(_), _) => HttpResponse::Ok().json(json!({"status": "accepted"})),
     })
 }
@@ -120,6 +123,7 @@ async fn handle(
     let result = receive(req, path, payload, state, kind).await;
     let outcome = match &result {
         Ok((Answer::Stored(Inserted::Duplicate), _)) => "duplicate",
+        Ok((Answer::Stored(Inserted::Refused), _)) => "refused",
         Ok((Answer::Stored(_), _)) => "accepted",
         Ok((Answer::Challenge(_), _)) => "challenge",
         Ok((Answer::Skipped, _)) => "ignored",
@@ -211,6 +215,7 @@ async fn receive(
             body_hash: event.key_hash,
             received_at: now,
             dedup_at,
+            refused: None,
         },
     )
     .await?;

@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::docs::{Denied, Invalid, TenantPath};
 use super::extract::{Caller, PathTenant};
 use crate::error::{ApiError, ErrorEnvelope};
-use crate::service::tenants::{self, EngineBody, EngineView, TenantView};
+use crate::service::tenants::{self, EngineBody, EngineView, QuotasBody, TenantView};
 use crate::state::AppState;
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -120,4 +120,21 @@ pub async fn export(
         .content_type("application/x-ndjson")
         .insert_header((actix_web::http::header::CACHE_CONTROL, "private, no-store"))
         .streaming(body))
+}
+
+#[utoipa::path(put, path = "/api/v1/tenants/{tenant}/quotas",
+    summary = "Set a tenant's own quotas (admin token): open rows, callbacks per second; null returns one to the default", tag = "tenants",
+    params(TenantPath), request_body = QuotasBody,
+    responses((status = 200, description = "The tenant, with its quotas in force", body = TenantView), Denied, (status = 403, description = "A tenant key may not set quotas", body = ErrorEnvelope<'static>), Invalid),
+    security(("bearer" = [])))]
+pub async fn set_quotas(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+    body: web::Json<QuotasBody>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_admin()?;
+    let tenant = caller.tenant(&state, &path).await?;
+    let updated = tenants::set_quotas(&state, &tenant, &body).await?;
+    Ok(HttpResponse::Ok().json(tenants::view(&state, &updated).await?))
 }

@@ -48,6 +48,7 @@ pub async fn naverworks(
     let outcome = match &result {
         Ok(Inserted::New | Inserted::Claimed | Inserted::Queued) => "accepted",
         Ok(Inserted::Duplicate) => "duplicate",
+        Ok(Inserted::Refused) => "refused",
         Err(ApiError::Signature(_)) => "bad_signature",
         Err(ApiError::BotMismatch(_)) => "bot_mismatch",
         Err(ApiError::NotFound(_)) => "unknown_connection",
@@ -56,10 +57,10 @@ pub async fn naverworks(
     };
     state.metrics.webhooks.inc(outcome);
     result.map(|inserted| {
-        let status = if inserted == Inserted::Duplicate {
-            "duplicate"
-        } else {
-            "accepted"
+        let status = match inserted {
+            Inserted::Duplicate => "duplicate",
+            Inserted::Refused => "refused",
+            _ => "accepted",
         };
         HttpResponse::Ok().json(json!({ "status": status }))
     })
@@ -137,6 +138,7 @@ async fn receive(
         body_hash: hex(&Sha256::digest(&body)),
         received_at,
         dedup_at: received_at,
+        refused: None,
     };
     store_event(state, event).await
 }
@@ -170,8 +172,26 @@ pub(super) async fn webhook_connection(
 }
 
 /// Stores a verified event (group commit) and wakes a worker when it heads
-/// its conversation.
-pub(super) async fn store_event(state: &AppState, event: NewInbound) -> Result<Inserted, ApiError> {
+/// its conversation. Over one of its tenant's quotas, the event is stored
+/// as refused (kept, replayable, not handled) and counted: NAVER WORKS does
+/// not send a callback again, so dropping it would lose it.
+pub(super) async fn store_event(
+    state: &AppState,
+    mut event: NewInbound,
+) -> Result<Inserted, ApiError> {
+    let tenant = state
+        .store
+        .tenant(&event.tenant_id)
+        .await?
+        .ok_or(ApiError::NotFound("no such webhook"))?;
+    event.refused = state
+        .quotas
+        .admit_callback(&state.store, &state.settings, &tenant)
+        .await?;
+    if let Some(reason) = event.refused {
+        state.metrics.callbacks_refused.inc(reason);
+        tracing::warn!(tenant_id = %tenant.id, connection_id = %event.connection_id, quota = reason, "callback over a tenant quota stored as refused");
+    }
     // Group commit: answered once the batch holding it is committed.
     let inserted = state.ingest.submit(event).await?;
     // A new event that heads its conversation but found no free slot waits

@@ -21,6 +21,32 @@ pub async fn send(
     let (conversation, messages) = Channel::of(record)
         .outgoing(record, outgoing)
         .map_err(ApiError::Validation)?;
+    let tenant = state
+        .store
+        .tenant(&record.tenant_id)
+        .await?
+        .ok_or(ApiError::NotFound("no such connection"))?;
+    // A repeat of an idempotent request is answered whatever the quota.
+    let repeat = match key {
+        Some(key) => !state
+            .store
+            .messages_by_key(&record.id, key)
+            .await?
+            .is_empty(),
+        None => false,
+    };
+    if !repeat {
+        if let Some(quota) = state
+            .quotas
+            .admit_messages(&state.store, &state.settings, &tenant, messages.len())
+            .await?
+        {
+            return Err(ApiError::Quota(match quota {
+                crate::state::quotas::OVER_OPEN_ROWS => "rows open in its queues",
+                _ => "callbacks per second",
+            }));
+        }
+    }
     let stored = state
         .store
         .enqueue_messages(

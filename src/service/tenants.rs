@@ -139,9 +139,101 @@ pub struct TenantView {
     pub id: String,
     pub name: String,
     pub engine: EngineView,
+    pub quotas: QuotasView,
     /// RFC 3339.
     pub created_at: String,
     pub updated_at: String,
+}
+
+/// A tenant's quotas in force, and whether each is its own or the
+/// configuration's default.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct QuotasView {
+    /// Rows open in its queues (pending or in flight, both queues); past
+    /// it the send API answers 429 and callbacks are stored as refused.
+    pub max_open_rows: i64,
+    /// Callbacks accepted per second across its connections (per replica);
+    /// past it callbacks are stored as refused.
+    pub max_callbacks_per_second: i64,
+    /// Which of the two the admin set for this tenant (the rest are the
+    /// configuration's defaults).
+    pub own: Vec<&'static str>,
+}
+
+/// `PUT /api/v1/tenants/{id}/quotas`: each field absent keeps the tenant's
+/// quota, a number sets it, null returns it to the configuration's default.
+#[derive(Deserialize, Default, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QuotasBody {
+    #[schema(value_type = Option<i64>, example = 200000)]
+    #[serde(default, deserialize_with = "present")]
+    pub max_open_rows: Option<Value>,
+    #[schema(value_type = Option<i64>, example = 2000)]
+    #[serde(default, deserialize_with = "present")]
+    pub max_callbacks_per_second: Option<Value>,
+}
+
+/// A field that is present, `null` included (absent: `None`, by `default`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
+fn quota_field(
+    name: &str,
+    value: Option<&Value>,
+    current: Option<i64>,
+    max: i64,
+) -> Result<Option<i64>, crate::domain::FieldError> {
+    match value {
+        None => Ok(current),
+        Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_i64()
+            .filter(|n| (1..=max).contains(n))
+            .map(Some)
+            .ok_or_else(|| {
+                crate::domain::FieldError::new(
+                    name,
+                    format!("must be a whole number from 1 to {max}, or null for the default"),
+                )
+            }),
+    }
+}
+
+/// Validates and stores a tenant's own quotas (the admin's call).
+pub async fn set_quotas(
+    state: &AppState,
+    tenant: &TenantRecord,
+    body: &QuotasBody,
+) -> Result<TenantRecord, ApiError> {
+    let open = quota_field(
+        "max_open_rows",
+        body.max_open_rows.as_ref(),
+        tenant.max_open_rows,
+        100_000_000,
+    );
+    let rate = quota_field(
+        "max_callbacks_per_second",
+        body.max_callbacks_per_second.as_ref(),
+        tenant.max_callbacks_per_second,
+        1_000_000,
+    );
+    let (open, rate) = match (open, rate) {
+        (Ok(open), Ok(rate)) => (open, rate),
+        (open, rate) => {
+            return Err(ApiError::Validation(
+                [open.err(), rate.err()].into_iter().flatten().collect(),
+            ))
+        }
+    };
+    let updated = state
+        .store
+        .set_quotas(&tenant.id, open, rate, now_millis())
+        .await?
+        .ok_or(ApiError::NotFound("no such tenant"))?;
+    state.quotas.forget(tenant.id.as_str());
+    tracing::info!(tenant_id = %tenant.id, max_open_rows = ?open, max_callbacks_per_second = ?rate, "tenant quotas set");
+    Ok(updated)
 }
 
 pub async fn engine_view(state: &AppState, tenant: &TenantRecord) -> Result<EngineView, ApiError> {
@@ -169,6 +261,20 @@ pub async fn view(state: &AppState, tenant: &TenantRecord) -> Result<TenantView,
         id: tenant.id.as_str().to_owned(),
         name: tenant.name.clone(),
         engine: engine_view(state, tenant).await?,
+        quotas: {
+            let limits = crate::state::quotas::Limits::of(&state.settings, tenant);
+            QuotasView {
+                max_open_rows: limits.max_open_rows,
+                max_callbacks_per_second: limits.max_callbacks_per_second,
+                own: [
+                    ("max_open_rows", tenant.max_open_rows),
+                    ("max_callbacks_per_second", tenant.max_callbacks_per_second),
+                ]
+                .into_iter()
+                .filter_map(|(name, own)| own.map(|_| name))
+                .collect(),
+            }
+        },
         created_at: rfc3339(tenant.created_at),
         updated_at: rfc3339(tenant.updated_at),
     })
@@ -179,6 +285,7 @@ pub async fn delete(state: &AppState, tenant: &TenantRecord) -> Result<(), ApiEr
     if !state.store.purge_tenant(&tenant.id).await? {
         return Err(ApiError::NotFound("no such tenant"));
     }
+    state.quotas.forget(tenant.id.as_str());
     tracing::info!(tenant_id = %tenant.id, "tenant deleted");
     Ok(())
 }

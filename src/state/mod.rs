@@ -5,6 +5,7 @@
 
 pub mod limiter;
 pub mod pacer;
+pub mod quotas;
 pub mod signals;
 
 use std::sync::Arc;
@@ -58,6 +59,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The webhook's group-commit writer.
     pub ingest: Arc<Ingest>,
+    /// Tenants' quotas: open rows, callbacks per second.
+    pub quotas: quotas::Quotas,
     /// When each worker loop last went round (Unix ms), for /readyz.
     pub worker_ticks: [std::sync::atomic::AtomicI64; 2],
 }

@@ -51,21 +51,23 @@ struct History {
     key: &'static str,
     /// Finished successfully, and dead-lettered.
     done: &'static [&'static str],
-    dead: &'static str,
+    dead: &'static [&'static str],
 }
 
 const EVENTS: History = History {
     table: "inbound_events",
     key: "seq",
     done: &["done", "ignored"],
-    dead: "dead",
+    // Callbacks refused over a quota are kept as long as the dead letters:
+    // they are replayed the same way.
+    dead: &["dead", "refused"],
 };
 
 const MESSAGES: History = History {
     table: "outbound_messages",
     key: "created_at",
     done: &["delivered"],
-    dead: "failed",
+    dead: &["failed"],
 };
 
 impl Store {
@@ -148,7 +150,7 @@ impl Store {
                 let updated: i64 = row.try_get("updated_at").map_err(classify)?;
                 let before = if q.done.contains(&status.as_str()) {
                     retention.done_before
-                } else if status == q.dead {
+                } else if q.dead.contains(&status.as_str()) {
                     retention.dead_before
                 } else {
                     continue;

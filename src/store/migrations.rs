@@ -33,6 +33,7 @@ pub const POSTGRES: Files = tree!("postgres";
     (14, "console links", "0014_console_links.sql"),
     (15, "dedup issued millis", "0015_dedup_issued_millis.sql"),
     (16, "failed messages index", "0016_failed_messages_index.sql"),
+    (17, "tenant quotas", "0017_tenant_quotas.sql"),
 );
 
 pub const SQLITE: Files = tree!("sqlite";
@@ -52,6 +53,7 @@ pub const SQLITE: Files = tree!("sqlite";
     (14, "console links", "0014_console_links.sql"),
     (15, "dedup issued millis", "0015_dedup_issued_millis.sql"),
     (16, "failed messages index", "0016_failed_messages_index.sql"),
+    (17, "tenant quotas", "0017_tenant_quotas.sql"),
 );
 
 /// The newest embedded migration's version.

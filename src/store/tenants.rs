@@ -18,6 +18,9 @@ pub struct TenantRecord {
     pub engine_url: Option<String>,
     /// Sent to the user when the engine stays down (dead-lettered event).
     pub fallback_text: Option<String>,
+    /// Its own quotas (`None`: the configuration's).
+    pub max_open_rows: Option<i64>,
+    pub max_callbacks_per_second: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -31,6 +34,8 @@ impl TenantRecord {
             engine_kind: row.try_get("engine_kind")?,
             engine_url: row.try_get("engine_url")?,
             fallback_text: row.try_get("fallback_text")?,
+            max_open_rows: row.try_get("max_open_rows")?,
+            max_callbacks_per_second: row.try_get("max_callbacks_per_second")?,
             created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,
         })
@@ -38,7 +43,8 @@ impl TenantRecord {
 }
 
 pub(crate) const TENANT_COLUMNS: &str =
-    "id, name, api_key_hash, engine_kind, engine_url, fallback_text, created_at, updated_at";
+    "id, name, api_key_hash, engine_kind, engine_url, fallback_text, max_open_rows, \
+     max_callbacks_per_second, created_at, updated_at";
 
 #[derive(Debug, Clone)]
 pub struct NewTenant {
@@ -128,5 +134,49 @@ impl Store {
         tx.commit().await.map_err(classify)?;
         self.cache.forget_tenant(tenant.as_str());
         TenantRecord::from_row(&row).map(Some).map_err(classify)
+    }
+
+    /// Sets a tenant's own quotas (`None`: the configuration's). Returns
+    /// the updated tenant, or `None` if there is no such tenant.
+    pub async fn set_quotas(
+        &self,
+        tenant: &TenantId,
+        max_open_rows: Option<i64>,
+        max_callbacks_per_second: Option<i64>,
+        now: i64,
+    ) -> StoreResult<Option<TenantRecord>> {
+        let sql = format!(
+            "UPDATE tenants SET max_open_rows = $2, max_callbacks_per_second = $3, updated_at = $4 \
+             WHERE id = $1 RETURNING {TENANT_COLUMNS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(tenant.as_str())
+            .bind(max_open_rows)
+            .bind(max_callbacks_per_second)
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(classify)?;
+        self.cache.forget_tenant(tenant.as_str());
+        row.as_ref()
+            .map(TenantRecord::from_row)
+            .transpose()
+            .map_err(classify)
+    }
+
+    /// Rows open (pending or in flight) in both queues of a tenant's
+    /// connections, through the queues' partial indexes of open rows.
+    pub async fn open_rows(&self, tenant: &TenantId) -> StoreResult<i64> {
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM inbound_events WHERE status IN ('pending', 'processing') \
+               AND connection_id IN (SELECT id FROM connections WHERE tenant_id = $1)) + \
+             (SELECT COUNT(*) FROM outbound_messages WHERE status IN ('pending', 'sending') \
+               AND connection_id IN (SELECT id FROM connections WHERE tenant_id = $1)) AS n",
+        )
+        .bind(tenant.as_str())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(classify)?;
+        row.try_get("n").map_err(classify)
     }
 }

@@ -178,7 +178,7 @@ impl Inbound {
 
 /// A text callback issued now (to the second: bodies made within one
 /// second of each other by the same user and text are the same body).
-fn message(user: &str, text: &str) -> Value {
+pub fn message(user: &str, text: &str) -> Value {
     json!({"type": "message", "source": {"userId": user, "domainId": 10000}, "issuedTime": issued_now(), "content": {"type": "text", "text": text}})
 }
 
@@ -716,6 +716,7 @@ fn user_u1_event(s: &Inbound, body: &Value) -> botgate::store::queue::NewInbound
         raw,
         received_at: botgate::domain::now_millis(),
         dedup_at: botgate::domain::now_millis(),
+        refused: None,
     }
 }
 

@@ -19,6 +19,7 @@ mod lifecycle;
 mod operations;
 mod outbound;
 mod quickstart;
+mod quotas;
 mod replicas;
 mod secrets_at_rest;
 mod send;

@@ -410,7 +410,8 @@ impl Gateway {
             "listen = \"127.0.0.1:{port}\"\ndatabase_url = \"{}\"\ndata_dir = \"{}\"\nadmin_token = \"{admin}\"\n\
              master_key = \"{}\"\nworkers = {workers}\nlog = \"warn\"\n\
              naverworks_auth_url = \"{emu}/oauth2/v2.0\"\nnaverworks_api_url = \"{emu}/v1.0\"\n\
-             engine_allowed_networks = \"127.0.0.0/8\"\n{extra}",
+             engine_allowed_networks = \"127.0.0.0/8\"\n\
+             tenant_max_open_rows = 100000000\ntenant_max_callbacks_per_second = 1000000\n{extra}",
             db.url,
             dir.display(),
             master_key,

@@ -109,7 +109,7 @@ impl Store {
                 ));
             }
         }
-        let new: Vec<usize> = firsts
+        let (refused, new): (Vec<usize>, Vec<usize>) = firsts
             .into_iter()
             .filter(|&i| {
                 fresh.contains(&(
@@ -117,7 +117,34 @@ impl Store {
                     events[i].body_hash.clone(),
                 ))
             })
-            .collect();
+            .partition(|&i| events[i].refused.is_some());
+        // Refused ones (over a quota) are kept, not queued.
+        for chunk in self.chunks(&refused) {
+            let values = values_rows(
+                1,
+                chunk.len(),
+                8,
+                "({1}, {2}, {3}, {4}, {5}, {6}, 'refused', 0, {7}, {7}, {7}, {8})",
+            );
+            let sql = format!(
+                "INSERT INTO inbound_events (id, tenant_id, connection_id, conversation, event_type, raw, \
+                   status, attempts, next_attempt_at, received_at, updated_at, last_error) VALUES {values}"
+            );
+            let mut query = sqlx::query(&sql);
+            for &i in chunk {
+                let e = &events[i];
+                query = query
+                    .bind(&e.id)
+                    .bind(e.tenant_id.as_str())
+                    .bind(e.connection_id.as_str())
+                    .bind(&e.conversation)
+                    .bind(&e.event_type)
+                    .bind(&e.raw)
+                    .bind(e.received_at)
+                    .bind(e.refused);
+            }
+            query.execute(&mut *tx).await.map_err(classify)?;
+        }
         // The heads among them are written claimed for the worker (if it has
         // free slots), the rest pending.
         let conversations: Vec<(&str, &str)> = new
@@ -184,6 +211,9 @@ impl Store {
             } else {
                 Inserted::New
             };
+        }
+        for i in refused {
+            results[i] = Inserted::Refused;
         }
         Ok(results)
     }
@@ -444,6 +474,7 @@ impl Store {
         let (filter, bound) = match status {
             None => ("", None),
             Some("dead") => ("AND status = 'dead'", None),
+            Some("refused") => ("AND status = 'refused'", None),
             Some(other) => ("AND status = $4", Some(other)),
         };
         let sql = format!(
@@ -502,7 +533,9 @@ impl Store {
         .await
     }
 
-    /// Puts dead events back in the queue: one (by id) or all of a connection.
+    /// Puts dead events, and callbacks refused over a quota, back in the
+    /// queue: one (by id) or all of a connection. Each status through its
+    /// own partial index (the literal status in each statement).
     pub async fn replay_dead(
         &self,
         tenant: &TenantId,
@@ -511,18 +544,25 @@ impl Store {
         now: i64,
     ) -> StoreResult<u64> {
         let _turn = self.write_turn().await;
-        let done = sqlx::query(
-            "UPDATE inbound_events SET status = 'pending', attempts = 0, next_attempt_at = $4, last_error = NULL, updated_at = $4 \
-             WHERE tenant_id = $1 AND connection_id = $2 AND status = 'dead' AND ($3 = '' OR id = $3)",
-        )
-        .bind(tenant.as_str())
-        .bind(connection.as_str())
-        .bind(event_id.unwrap_or(""))
-        .bind(now)
-        .execute(&self.writer)
-        .await
-        .map_err(classify)?;
-        Ok(done.rows_affected())
+        let mut tx = self.writer.begin().await.map_err(classify)?;
+        let mut replayed = 0;
+        for status in ["dead", "refused"] {
+            let sql = format!(
+                "UPDATE inbound_events SET status = 'pending', attempts = 0, next_attempt_at = $4, last_error = NULL, updated_at = $4 \
+                 WHERE tenant_id = $1 AND connection_id = $2 AND status = '{status}' AND ($3 = '' OR id = $3)"
+            );
+            let done = sqlx::query(&sql)
+                .bind(tenant.as_str())
+                .bind(connection.as_str())
+                .bind(event_id.unwrap_or(""))
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+            replayed += done.rows_affected();
+        }
+        tx.commit().await.map_err(classify)?;
+        Ok(replayed)
     }
 
     /// Enqueues messages of the send API in one transaction. With an
@@ -577,7 +617,8 @@ impl Store {
         self.read_rows(&stored)
     }
 
-    async fn messages_by_key(
+    /// The messages stored under an idempotency key, in order.
+    pub async fn messages_by_key(
         &self,
         connection: &ConnectionId,
         key: &str,

@@ -27,6 +27,9 @@ pub struct NewInbound {
     /// platform that retries with the same id (Slack) a time that keeps the
     /// entry past its retries (see `routes::slack`).
     pub dedup_at: i64,
+    /// Stored as `refused` with this reason (over a quota): kept, and
+    /// replayable, but not handled.
+    pub refused: Option<&'static str>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +45,8 @@ pub enum Inserted {
     Queued,
     /// The same body arrived for this connection within the dedup window.
     Duplicate,
+    /// New, and stored as refused (see [`NewInbound::refused`]).
+    Refused,
 }
 
 #[derive(Debug, Clone)]
