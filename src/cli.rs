@@ -199,7 +199,7 @@ pub struct BenchArgs {
     /// (group commit grows its batches with the load); 0 skips it.
     #[arg(long, default_value_t = 256)]
     pub peak_concurrency: usize,
-    /// Only these benchmarks (b1, b2, b3, b4, b5; comma-separated); all if absent.
+    /// Only these benchmarks (b1 … b7; comma-separated); all if absent.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Connections in B4's large case.

@@ -274,6 +274,22 @@ fn watch_rss(pid: u32) -> (Arc<AtomicU64>, tokio::task::JoinHandle<()>) {
     (peak, task)
 }
 
+/// Process `pid`'s peak resident memory in MiB: the `sampled` peak (KiB,
+/// from [`watch_rss`]), or the kernel's high-water mark if higher (the
+/// process did nothing else before the load).
+fn peak_mib(pid: u32, sampled: &AtomicU64) -> f64 {
+    let hwm = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .unwrap_or(0.0)
+        / 1024.0;
+    (sampled.load(Ordering::Relaxed) as f64 / 1024.0).max(hwm)
+}
+
 /// A database of its own for each benchmark: a new SQLite file, or a new
 /// PostgreSQL database next to the one named (dropped afterwards).
 struct FreshDb {
@@ -1049,7 +1065,105 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
         b6_files(&gw, &emulator, &http, backend).await?;
         gw.stop().await;
     }
+    if wants("b7") {
+        let db = FreshDb::new(base_db, &dir, "b7").await?;
+        let gw = Gateway::start(db, &dir, true, "engine_max_attempts = 1", &emulator).await?;
+        let targets = gw.connect(&emulator, 16).await?;
+        b7_huge_engine_answers(&gw, targets, &http, backend).await?;
+        gw.stop().await;
+    }
     let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// B7: an engine that answers every call with 100 MiB, called for 16
+/// conversations at once (more than the inbox worker's slots): the
+/// gateway's peak resident memory, which the answer cap
+/// (`engine_max_answer_bytes`, 1 MiB, enforced while reading) keeps near
+/// idle, against the 60 MB target.
+async fn b7_huge_engine_answers(
+    gw: &Gateway,
+    targets: Vec<Target>,
+    http: &reqwest::Client,
+    backend: &str,
+) -> anyhow::Result<()> {
+    const CALLS: u64 = 16;
+    let served = Arc::new(AtomicU64::new(0));
+    let engine = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let port = listener.local_addr()?.port();
+        let served = served.clone();
+        let server = HttpServer::new(move || {
+            let served = served.clone();
+            App::new().default_service(web::to(move || {
+                served.fetch_add(1, Ordering::Relaxed);
+                // 100 chunks of 1 MiB, made as they are sent.
+                let body =
+                    futures_util::stream::iter((0..100).map(|_| {
+                        Ok::<_, std::io::Error>(web::Bytes::from(vec![b' '; 1024 * 1024]))
+                    }));
+                async move {
+                    HttpResponse::Ok()
+                        .content_type("application/json")
+                        .no_chunking(100 * 1024 * 1024)
+                        .streaming(body)
+                }
+            }))
+        })
+        .listen(listener)?
+        .disable_signals()
+        .run();
+        tokio::spawn(server);
+        format!("http://127.0.0.1:{port}/engine")
+    };
+    gw.set_engine(json!({"kind": "http", "url": engine, "secret": "bench-engine-secret-0123"}))
+        .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle = gw.rss_mib();
+    let (peak, watcher) = watch_rss(gw.process.id());
+    let make = callbacks(targets, CALLS, None);
+    let started = Instant::now();
+    for n in 0..CALLS {
+        let answer = make(http, n).send().await?;
+        anyhow::ensure!(
+            answer.status().is_success(),
+            "a callback was refused: {}",
+            answer.status()
+        );
+    }
+    // Every call answered, and each event dead-lettered (one attempt).
+    let failed = |text: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("botgate_engine_calls_total{outcome=\"error\"} "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    loop {
+        let metrics = http
+            .get(format!("{}/metrics", gw.base))
+            .send()
+            .await?
+            .text()
+            .await?;
+        if failed(&metrics) >= CALLS {
+            break;
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(120),
+            "the engine calls did not all end"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let elapsed = started.elapsed();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    watcher.abort();
+    let peak = peak_mib(gw.process.id(), &peak);
+    println!(
+        "B7 engine answers of 100 MiB ({backend}): {CALLS} calls ({} served), each refused at the 1 MiB cap, in {:.1} s; gateway RSS {idle:.0} MiB idle, {peak:.0} MiB peak (+{:.0} MiB; target: peak under 60 MB)",
+        served.load(Ordering::Relaxed),
+        elapsed.as_secs_f64(),
+        (peak - idle).max(0.0)
+    );
     Ok(())
 }
 
@@ -1136,18 +1250,7 @@ async fn b6_files(
     }
     let elapsed = started.elapsed();
     watcher.abort();
-    // The sampled peak, or the kernel's high-water mark if higher (the
-    // process did nothing else before).
-    let hwm = std::fs::read_to_string(format!("/proc/{}/status", gw.process.id()))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        })
-        .unwrap_or(0.0)
-        / 1024.0;
-    let peak = (peak.load(Ordering::Relaxed) as f64 / 1024.0).max(hwm);
+    let peak = peak_mib(gw.process.id(), &peak);
     println!(
         "B6 file streaming ({backend}): {} downloads of 25 MiB, {PARALLEL} at a time, in {:.1} s ({:.0} MiB/s); gateway RSS {idle:.0} MiB idle, {peak:.0} MiB peak (+{:.0} MiB)",
         PARALLEL * ROUNDS,
