@@ -17,6 +17,19 @@ pub struct AuditEntry {
     pub outcome: String,
 }
 
+impl AuditEntry {
+    pub(crate) fn from_row(r: &sqlx::any::AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            connection_id: r.try_get("connection_id")?,
+            tenant_id: r.try_get("tenant_id")?,
+            at: r.try_get("at")?,
+            client_addr: r.try_get("client_addr")?,
+            action: r.try_get("action")?,
+            outcome: r.try_get("outcome")?,
+        })
+    }
+}
+
 impl Store {
     /// Writes a batch of audit entries with one statement.
     pub async fn record_audit(&self, entries: &[AuditEntry]) -> StoreResult<()> {
@@ -73,16 +86,7 @@ impl Store {
         .await
         .map_err(classify)?;
         rows.iter()
-            .map(|r| {
-                Ok(AuditEntry {
-                    connection_id: r.try_get("connection_id")?,
-                    tenant_id: r.try_get("tenant_id")?,
-                    at: r.try_get("at")?,
-                    client_addr: r.try_get("client_addr")?,
-                    action: r.try_get("action")?,
-                    outcome: r.try_get("outcome")?,
-                })
-            })
+            .map(AuditEntry::from_row)
             .collect::<Result<_, sqlx::Error>>()
             .map_err(classify)
     }

@@ -16,8 +16,9 @@
 
 use sqlx::Row as _;
 
+use super::bodies::Stored;
 use super::error::{classify, StoreResult};
-use super::queue::{InboundEvent, OutboundMessage, INBOUND_COLUMNS, OUTBOUND_COLUMNS};
+use super::queue::{InboundEvent, OutboundMessage, Queue, INBOX, OUTBOX};
 use super::sql::seq_params;
 use super::{AuditEntry, Store};
 use crate::domain::ids::{ConnectionId, TenantId};
@@ -215,6 +216,18 @@ impl Store {
         .transpose()
         .map_err(classify)?
         .unwrap_or(i64::MAX);
+        // Most passes find nothing due: no write turn taken for those.
+        let due = sqlx::query(
+            "SELECT 1 FROM token_audit WHERE connection_id = $1 AND id < $2 ORDER BY id LIMIT 1",
+        )
+        .bind(connection)
+        .bind(end)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(classify)?;
+        if due.is_none() {
+            return Ok(0);
+        }
         let mut deleted = 0;
         loop {
             let _turn = self.write_turn().await;
@@ -341,17 +354,7 @@ impl Store {
         after: i64,
         limit: i64,
     ) -> StoreResult<Vec<InboundEvent>> {
-        let sql = format!(
-            "SELECT {INBOUND_COLUMNS} FROM inbound_events WHERE tenant_id = $1 AND seq > $2 \
-             ORDER BY seq LIMIT $3"
-        );
-        self.fetch_rows(
-            sqlx::query(&sql)
-                .bind(tenant.as_str())
-                .bind(after)
-                .bind(limit),
-        )
-        .await
+        self.export_page(&INBOX, tenant, after, limit).await
     }
 
     /// A page of a tenant's messages after `after` (seq), in order, opened.
@@ -361,9 +364,19 @@ impl Store {
         after: i64,
         limit: i64,
     ) -> StoreResult<Vec<OutboundMessage>> {
+        self.export_page(&OUTBOX, tenant, after, limit).await
+    }
+
+    async fn export_page<T: Stored>(
+        &self,
+        q: &Queue,
+        tenant: &TenantId,
+        after: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<T>> {
         let sql = format!(
-            "SELECT {OUTBOUND_COLUMNS} FROM outbound_messages WHERE tenant_id = $1 AND seq > $2 \
-             ORDER BY seq LIMIT $3"
+            "SELECT {} FROM {} WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+            q.columns, q.table
         );
         self.fetch_rows(
             sqlx::query(&sql)
@@ -392,19 +405,7 @@ impl Store {
         .await
         .map_err(classify)?;
         rows.iter()
-            .map(|r| {
-                Ok((
-                    r.try_get("id")?,
-                    AuditEntry {
-                        connection_id: r.try_get("connection_id")?,
-                        tenant_id: r.try_get("tenant_id")?,
-                        at: r.try_get("at")?,
-                        client_addr: r.try_get("client_addr")?,
-                        action: r.try_get("action")?,
-                        outcome: r.try_get("outcome")?,
-                    },
-                ))
-            })
+            .map(|r| Ok((r.try_get("id")?, AuditEntry::from_row(r)?)))
             .collect::<Result<_, sqlx::Error>>()
             .map_err(classify)
     }

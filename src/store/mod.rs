@@ -12,7 +12,9 @@
 //!
 //! One file per aggregate, each with its records and its queries:
 //! `tenants`, `connections`, `secrets`, `tokens`, `audit`, `console`
-//! (sessions), `queue` (the inbox and outbox engine). Below them: `error`
+//! (sessions), `queue` (the inbox and outbox engine); across them, `bodies`
+//! (message data sealed at rest) and `lifecycle` (retention, purging a
+//! tenant or connection, export pages). Below them: `error`
 //! (the one error type), `sql` (statement building and the one
 //! fetch-and-decode helper), `pool` (the `Store` handle: connecting,
 //! migrating, SQLite's write turn and checkpoint) and `cache` (the hot-path

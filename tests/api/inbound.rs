@@ -1847,7 +1847,74 @@ async fn queue_reads_use_their_indexes(backend: Backend) {
             "DELETE FROM inbound_dedup WHERE issued = '' AND seen_at < 1764800000000",
             dedup_key,
         ),
+        // Retention (`store::lifecycle`): each connection's rows walked
+        // along the indexes the queue keeps anyway.
+        (
+            "SELECT seq FROM inbound_events WHERE connection_id = 'c' AND received_at >= 5 \
+             ORDER BY seq LIMIT 1",
+            "inbound_by_connection",
+        ),
+        (
+            "SELECT seq, status, updated_at, seq AS k FROM inbound_events WHERE connection_id = 'c' \
+             AND seq > 0 AND seq < 100 ORDER BY seq LIMIT 500",
+            "inbound_by_connection",
+        ),
+        (
+            "SELECT seq, status, updated_at, created_at AS k FROM outbound_messages \
+             WHERE connection_id = 'c' AND created_at > 0 AND created_at < 9 ORDER BY created_at LIMIT 500",
+            "outbound_by_connection",
+        ),
+        (
+            "SELECT id FROM token_audit WHERE connection_id = 'c' AND at >= 5 ORDER BY id LIMIT 1",
+            "token_audit_connection",
+        ),
+        (
+            "DELETE FROM token_audit WHERE id IN (SELECT id FROM token_audit \
+             WHERE connection_id = 'c' AND id < 9 ORDER BY id LIMIT 500)",
+            "token_audit_connection",
+        ),
+        // Purging a connection, in batches.
+        (
+            "DELETE FROM outbound_messages WHERE seq IN (SELECT seq FROM outbound_messages \
+             WHERE connection_id = 'c' ORDER BY created_at LIMIT 500)",
+            "outbound_by_connection",
+        ),
+        // Refused callbacks replayed (migration 0017).
+        (
+            "UPDATE inbound_events SET status = 'pending' WHERE tenant_id = 't' AND connection_id = 'c' \
+             AND status = 'refused' AND ('' = '' OR id = '')",
+            "inbound_refused",
+        ),
     ];
+    // A tenant's open rows, for its quota (`Store::open_rows`; SQLite is
+    // told the index, which it would not pick by itself).
+    let (inbox, outbox) = match backend {
+        Backend::Sqlite => (
+            " INDEXED BY inbound_open_conversation",
+            " INDEXED BY outbound_open_conversation",
+        ),
+        Backend::Postgres => ("", ""),
+    };
+    let open_rows = [
+        (
+            format!(
+                "SELECT COUNT(*) FROM inbound_events{inbox} WHERE status IN ('pending', 'processing') \
+                 AND connection_id IN (SELECT id FROM connections WHERE tenant_id = 't')"
+            ),
+            "inbound_open_conversation",
+        ),
+        (
+            format!(
+                "SELECT COUNT(*) FROM outbound_messages{outbox} WHERE status IN ('pending', 'sending') \
+                 AND connection_id IN (SELECT id FROM connections WHERE tenant_id = 't')"
+            ),
+            "outbound_open_conversation",
+        ),
+    ];
+    let cases = cases
+        .iter()
+        .map(|(sql, index)| ((*sql).to_owned(), *index))
+        .chain(open_rows);
     for (sql, index) in cases {
         let plan: Vec<String> = sqlx::query(&format!("{explain} {sql}"))
             .fetch_all(&mut conn)

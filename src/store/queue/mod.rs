@@ -28,8 +28,21 @@ use super::{Store, WriteTurn};
 use crate::domain::ids::{ConnectionId, TenantId};
 use handoff::{bind_claim, insert_chunk, insert_sql, Head};
 use results::{Change, Replies, RowResult};
-use rows::{Queue, INBOX, OUTBOX};
-pub(crate) use rows::{INBOUND_COLUMNS, OUTBOUND_COLUMNS};
+pub(crate) use rows::{Queue, INBOX, OUTBOX};
+use rows::{INBOUND_COLUMNS, OUTBOUND_COLUMNS};
+
+/// Binds a callback's columns, in the order both of its inserts name them
+/// (id, tenant, connection, conversation, type, raw, received).
+fn bind_inbound<'q>(query: super::sql::Query<'q>, e: &'q NewInbound) -> super::sql::Query<'q> {
+    query
+        .bind(&e.id)
+        .bind(e.tenant_id.as_str())
+        .bind(e.connection_id.as_str())
+        .bind(&e.conversation)
+        .bind(&e.event_type)
+        .bind(&e.raw)
+        .bind(e.received_at)
+}
 
 /// When and why a claimed row goes back to the queue.
 struct Again<'a> {
@@ -132,16 +145,7 @@ impl Store {
             );
             let mut query = sqlx::query(&sql);
             for &i in chunk {
-                let e = &events[i];
-                query = query
-                    .bind(&e.id)
-                    .bind(e.tenant_id.as_str())
-                    .bind(e.connection_id.as_str())
-                    .bind(&e.conversation)
-                    .bind(&e.event_type)
-                    .bind(&e.raw)
-                    .bind(e.received_at)
-                    .bind(e.refused);
+                query = bind_inbound(query, &events[i]).bind(events[i].refused);
             }
             query.execute(&mut *tx).await.map_err(classify)?;
         }
@@ -176,15 +180,7 @@ impl Store {
             );
             let mut query = sqlx::query(&sql);
             for &(i, head) in chunk {
-                let e = &events[i];
-                query = query
-                    .bind(&e.id)
-                    .bind(e.tenant_id.as_str())
-                    .bind(e.connection_id.as_str())
-                    .bind(&e.conversation)
-                    .bind(&e.event_type)
-                    .bind(&e.raw)
-                    .bind(e.received_at);
+                query = bind_inbound(query, &events[i]);
                 query = bind_claim(query, claims, reserved.as_ref(), &INBOX, head);
             }
             claimed.extend(insert_chunk(&mut tx, query, claims, &INBOX).await?);
