@@ -37,31 +37,7 @@ pub enum Command {
     /// Send a text to a user or a room through a connection (the send API),
     /// e.g. from a cron job: `BOTGATE_API_KEY=bgk_… botgate send --connection
     /// con_… --channel 12345 "nightly backup done"`.
-    Send {
-        /// The connection id (con_…).
-        #[arg(long)]
-        connection: String,
-        /// The user to message (id or login e-mail)…
-        #[arg(long, conflicts_with = "channel", required_unless_present = "channel")]
-        user: Option<String>,
-        /// …or the room.
-        #[arg(long)]
-        channel: Option<String>,
-        /// Send a text over 2,000 characters as several messages.
-        #[arg(long)]
-        split: bool,
-        /// Makes a retried run send only once.
-        #[arg(long)]
-        idempotency_key: Option<String>,
-        /// botgate's address.
-        #[arg(long, env = "BOTGATE_URL", default_value = "http://127.0.0.1:8080")]
-        url: String,
-        /// The tenant's API key.
-        #[arg(long, env = "BOTGATE_API_KEY", hide_env_values = true)]
-        api_key: String,
-        /// The text to send.
-        text: String,
-    },
+    Send(SendArgs),
     /// Run the benchmarks of BENCHMARKS.md against an in-process botgate,
     /// emulator and ceiling server (build with --release).
     Bench(BenchArgs),
@@ -216,4 +192,42 @@ pub struct BenchArgs {
     /// against its own run's ceiling.
     #[arg(long)]
     pub ceiling: Option<f64>,
+}
+
+/// `botgate send`'s arguments; their `Debug` masks the API key.
+#[derive(clap::Args)]
+pub struct SendArgs {
+    /// The connection id (con_…).
+    #[arg(long)]
+    pub connection: String,
+    /// The user to message (id or login e-mail)…
+    #[arg(long, conflicts_with = "channel", required_unless_present = "channel")]
+    pub user: Option<String>,
+    /// …or the room.
+    #[arg(long)]
+    pub channel: Option<String>,
+    /// Send a text over 2,000 characters as several messages.
+    #[arg(long)]
+    pub split: bool,
+    /// Makes a retried run send only once.
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+    /// botgate's address.
+    #[arg(long, env = "BOTGATE_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// The tenant's API key.
+    #[arg(long, env = "BOTGATE_API_KEY", hide_env_values = true)]
+    pub api_key: String,
+    /// The text to send.
+    pub text: String,
+}
+
+impl std::fmt::Debug for SendArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendArgs")
+            .field("connection", &self.connection)
+            .field("url", &self.url)
+            .field("api_key", &"****")
+            .finish_non_exhaustive()
+    }
 }

@@ -4,7 +4,7 @@ use anyhow::Context as _;
 use secrecy::ExposeSecret;
 use serde_json::json;
 
-use crate::cli::{Cli, Command, EmulatorCommand, KeysCommand, TenantCommand};
+use crate::cli::{Cli, Command, EmulatorCommand, KeysCommand, SendArgs, TenantCommand};
 use crate::config::Settings;
 use crate::domain::tenant::TenantName;
 use crate::rotation::reencrypt_all;
@@ -47,28 +47,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             return emulator(command, listen, config).await;
         }
-        Command::Send {
-            connection,
-            user,
-            channel,
-            split,
-            idempotency_key,
-            url,
-            api_key,
-            text,
-        } => {
-            let args = SendArgs {
-                connection,
-                user,
-                channel,
-                split,
-                idempotency_key,
-                url,
-                api_key,
-                text,
-            };
-            return send(args).await;
-        }
+        Command::Send(args) => return send(args).await,
         Command::Demo {
             listen,
             emulator_listen,
@@ -136,7 +115,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         | Command::Emulator { .. }
         | Command::Demo { .. }
-        | Command::Send { .. }
+        | Command::Send(_)
         | Command::Bench(_) => Ok(()),
     }
 }
@@ -239,17 +218,6 @@ pub async fn rotate(settings: &Settings, no_new_key: bool, retire: bool) -> anyh
         eprintln!("older keys removed from {}", path.display());
     }
     Ok(())
-}
-
-struct SendArgs {
-    connection: String,
-    user: Option<String>,
-    channel: Option<String>,
-    split: bool,
-    idempotency_key: Option<String>,
-    url: String,
-    api_key: String,
-    text: String,
 }
 
 /// `botgate send`: one call to the send API; prints the queued message id.

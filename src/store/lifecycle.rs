@@ -330,19 +330,11 @@ impl Store {
             self.purge_connection(tenant, &connection.id).await?;
         }
         let _turn = self.write_turn().await;
-        let mut tx = self.writer.begin().await.map_err(classify)?;
-        // Rows a connection deleted meanwhile left behind (none in order).
-        for sql in [
-            "DELETE FROM token_audit WHERE tenant_id = $1",
-            "DELETE FROM tenants WHERE id = $1",
-        ] {
-            sqlx::query(sql)
-                .bind(tenant.as_str())
-                .execute(&mut *tx)
-                .await
-                .map_err(classify)?;
-        }
-        tx.commit().await.map_err(classify)?;
+        sqlx::query("DELETE FROM tenants WHERE id = $1")
+            .bind(tenant.as_str())
+            .execute(&self.writer)
+            .await
+            .map_err(classify)?;
         self.cache.forget_tenant(tenant.as_str());
         Ok(true)
     }

@@ -10,21 +10,34 @@ use super::Backend;
 /// (version, description, file name, SQL) of each migration, oldest first.
 type Files = &'static [(i64, &'static str, &'static str, &'static str)];
 
-macro_rules! tree {
-    ($dir:literal; $(($v:literal, $desc:literal, $file:literal)),* $(,)?) => {
-        &[$(($v, $desc, $file, include_str!(concat!("../../migrations/", $dir, "/", $file)))),*]
+/// Both trees from one list: the same versions, descriptions and file
+/// names, each backend's SQL from its own directory.
+macro_rules! trees {
+    ($(($v:literal, $desc:literal, $file:literal)),* $(,)?) => {
+        pub const POSTGRES: Files =
+            &[$(($v, $desc, $file, include_str!(concat!("../../migrations/postgres/", $file)))),*];
+        pub const SQLITE: Files =
+            &[$(($v, $desc, $file, include_str!(concat!("../../migrations/sqlite/", $file)))),*];
     };
 }
 
-pub const POSTGRES: Files = tree!("postgres";
+trees!(
     (1, "tenants connections", "0001_tenants_connections.sql"),
     (2, "tokens", "0002_tokens.sql"),
     (3, "inbox outbox", "0003_inbox_outbox.sql"),
     (4, "send api", "0004_send_api.sql"),
     (5, "console sessions", "0005_console_sessions.sql"),
     (6, "cache notify", "0006_cache_notify.sql"),
-    (7, "open conversation index", "0007_open_conversation_index.sql"),
-    (8, "drop unused open indexes", "0008_drop_unused_open_indexes.sql"),
+    (
+        7,
+        "open conversation index",
+        "0007_open_conversation_index.sql"
+    ),
+    (
+        8,
+        "drop unused open indexes",
+        "0008_drop_unused_open_indexes.sql"
+    ),
     (9, "lean queue indexes", "0009_lean_queue_indexes.sql"),
     (10, "dedup by issued time", "0010_dedup_by_issued_time.sql"),
     (11, "channel details", "0011_channel_details.sql"),
@@ -32,27 +45,11 @@ pub const POSTGRES: Files = tree!("postgres";
     (13, "user account tokens", "0013_user_account_tokens.sql"),
     (14, "console links", "0014_console_links.sql"),
     (15, "dedup issued millis", "0015_dedup_issued_millis.sql"),
-    (16, "failed messages index", "0016_failed_messages_index.sql"),
-    (17, "tenant quotas", "0017_tenant_quotas.sql"),
-);
-
-pub const SQLITE: Files = tree!("sqlite";
-    (1, "tenants connections", "0001_tenants_connections.sql"),
-    (2, "tokens", "0002_tokens.sql"),
-    (3, "inbox outbox", "0003_inbox_outbox.sql"),
-    (4, "send api", "0004_send_api.sql"),
-    (5, "console sessions", "0005_console_sessions.sql"),
-    (6, "cache notify", "0006_cache_notify.sql"),
-    (7, "open conversation index", "0007_open_conversation_index.sql"),
-    (8, "drop unused open indexes", "0008_drop_unused_open_indexes.sql"),
-    (9, "lean queue indexes", "0009_lean_queue_indexes.sql"),
-    (10, "dedup by issued time", "0010_dedup_by_issued_time.sql"),
-    (11, "channel details", "0011_channel_details.sql"),
-    (12, "slack installations", "0012_slack_installations.sql"),
-    (13, "user account tokens", "0013_user_account_tokens.sql"),
-    (14, "console links", "0014_console_links.sql"),
-    (15, "dedup issued millis", "0015_dedup_issued_millis.sql"),
-    (16, "failed messages index", "0016_failed_messages_index.sql"),
+    (
+        16,
+        "failed messages index",
+        "0016_failed_messages_index.sql"
+    ),
     (17, "tenant quotas", "0017_tenant_quotas.sql"),
 );
 

@@ -1046,15 +1046,14 @@ pub fn scrape(text: &str) -> HashMap<String, f64> {
 
 async fn metrics_count_a_scripted_run(backend: Backend) {
     let s = setup_with(backend, EmulatorConfig::default(), "").await;
-    for i in 0..3 {
-        assert_eq!(
-            s.post_signed(&message("u1", &format!("metric {i}")))
-                .await
-                .0,
-            StatusCode::OK
-        );
+    let bodies: Vec<Value> = (0..3)
+        .map(|i| message("u1", &format!("metric {i}")))
+        .collect();
+    for body in &bodies {
+        assert_eq!(s.post_signed(body).await.0, StatusCode::OK);
     }
-    s.post_signed(&message("u1", "metric 0")).await; // duplicate
+    // The same body again (not a new one made in the next second).
+    s.post_signed(&bodies[0]).await; // duplicate
     let raw = serde_json::to_vec(&message("u1", "x")).unwrap();
     s.post_raw(
         &raw,
