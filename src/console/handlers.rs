@@ -662,10 +662,17 @@ async fn connection_view(
     let state = &ctx.state;
     let view = connections::view(state, c).await?;
     let events = state.store.events(&c.tenant_id, &c.id, None, 20).await?;
-    let dead = state
+    // Dead events and callbacks refused over a quota: the replayable ones.
+    let mut dead = state
         .store
         .events(&c.tenant_id, &c.id, Some("dead"), 100)
         .await?;
+    dead.extend(
+        state
+            .store
+            .events(&c.tenant_id, &c.id, Some("refused"), 100)
+            .await?,
+    );
     let messages = state.store.recent_messages(&c.tenant_id, &c.id, 20).await?;
     // Read after the messages: a message is delivered only with a token
     // stored before it, so the page never shows a delivery beside "no token"
@@ -812,7 +819,7 @@ async fn connection_view(
                                 td { (e.attempts) }
                                 td.error-text { (e.last_error.as_deref().unwrap_or("")) }
                                 td {
-                                    @if e.status == "dead" {
+                                    @if e.status == "dead" || e.status == "refused" {
                                         form.inline method="post" action={ "/console/connections/" (id) "/events/" (e.id) "/replay" } {
                                             (csrf(ctx))
                                             button.replay type="submit" { (T::Replay.get(l)) }

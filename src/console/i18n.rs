@@ -226,13 +226,14 @@ texts! {
     LinkUsed => "This sign-in link was already used or has expired. Sign in with the tenant's API key, or run botgate demo again for a new link.", "이 로그인 링크는 이미 사용되었거나 만료되었습니다. 테넌트 API 키로 로그인하거나 botgate demo를 다시 실행해 새 링크를 받으세요.";
     LastError => "Last error", "마지막 오류";
     Replay => "Replay", "다시 처리";
-    ReplayAll => "Replay all dead events", "실패한 이벤트 모두 다시 처리";
+    ReplayAll => "Replay all dead and refused events", "실패·거부된 이벤트 모두 다시 처리";
     Replayed => "Events put back in the queue:", "큐에 다시 넣은 이벤트:";
     StatusPending => "pending", "대기";
     StatusProcessing => "processing", "처리 중";
     StatusDone => "done", "완료";
     StatusDead => "dead", "실패";
     StatusIgnored => "ignored", "무시됨";
+    StatusRefused => "refused (over quota)", "거부됨 (할당량 초과)";
     StatusQueued => "queued", "대기";
     StatusSending => "sending", "보내는 중";
     StatusDelivered => "delivered", "전달됨";

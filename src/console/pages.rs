@@ -281,6 +281,7 @@ pub fn status_text(status: &str) -> Option<T> {
         "done" => T::StatusDone,
         "ignored" => T::StatusIgnored,
         "dead" => T::StatusDead,
+        "refused" => T::StatusRefused,
         "queued" => T::StatusQueued,
         "sending" => T::StatusSending,
         "delivered" => T::StatusDelivered,

@@ -8,7 +8,7 @@ use actix_web::web;
 use secrecy::SecretString;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::{lease_ms, retry::backoff, spawn_each, spawn_one, Kind, Outcome};
+use super::{claim_window, retry::backoff, spawn_each, spawn_one, Kind, Outcome};
 use crate::channels::Channel;
 use crate::domain::now_millis;
 use crate::engine::{Engine, EngineEvent};
@@ -21,16 +21,10 @@ pub async fn step(
     slots: &Arc<Semaphore>,
     free: usize,
 ) -> StoreResult<Outcome> {
-    let now = now_millis();
-    let limit = i64::try_from(free).unwrap_or(1);
+    let (now, until, limit) = claim_window(&state.settings, free);
     let events = state
         .store
-        .claim_inbound(
-            &state.worker_id,
-            now,
-            now + lease_ms(&state.settings),
-            limit,
-        )
+        .claim_inbound(&state.worker_id, now, until, limit)
         .await?;
     Ok(spawn_each(state, slots, events, start).await)
 }

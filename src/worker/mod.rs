@@ -29,6 +29,16 @@ pub fn lease_ms(settings: &crate::config::Settings) -> i64 {
     i64::try_from((longest + Duration::from_secs(10)).as_millis()).unwrap_or(60_000)
 }
 
+/// A claim made now for `free` slots: (now, lease until, limit).
+pub(crate) fn claim_window(settings: &crate::config::Settings, free: usize) -> (i64, i64, i64) {
+    let now = crate::domain::now_millis();
+    (
+        now,
+        now + lease_ms(settings),
+        i64::try_from(free).unwrap_or(1),
+    )
+}
+
 /// How long one attempt may run: the lease less a margin for writing its
 /// result, so that the result is written while the lease still holds.
 pub fn attempt_budget(settings: &crate::config::Settings) -> Duration {

@@ -13,7 +13,7 @@ use actix_web::web;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::retry::backoff;
-use super::{lease_ms, spawn_each, spawn_one, Kind, Outcome};
+use super::{claim_window, spawn_each, spawn_one, Kind, Outcome};
 use crate::channels::{Channel, Sent};
 use crate::domain::now_millis;
 use crate::state::AppState;
@@ -34,16 +34,10 @@ pub async fn step(
     slots: &Arc<Semaphore>,
     free: usize,
 ) -> StoreResult<Outcome> {
-    let now = now_millis();
-    let limit = i64::try_from(free).unwrap_or(1);
+    let (now, until, limit) = claim_window(&state.settings, free);
     let messages = state
         .store
-        .claim_outbound(
-            &state.worker_id,
-            now,
-            now + lease_ms(&state.settings),
-            limit,
-        )
+        .claim_outbound(&state.worker_id, now, until, limit)
         .await?;
     Ok(spawn_each(state, slots, messages, start).await)
 }

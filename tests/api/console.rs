@@ -691,14 +691,14 @@ async fn a_member_authorises_a_bot_in_a_real_browser() {
 
 /// A browser's cookie jar for one console, kept by hand so the test sees
 /// every Set-Cookie.
-struct Visitor<'a> {
+pub struct Visitor<'a> {
     app: &'a TestApp,
     cookies: Vec<(String, String)>,
     last_set_cookies: Vec<String>,
 }
 
 impl<'a> Visitor<'a> {
-    fn new(app: &'a TestApp) -> Self {
+    pub fn new(app: &'a TestApp) -> Self {
         Self {
             app,
             cookies: Vec::new(),
@@ -730,7 +730,7 @@ impl<'a> Visitor<'a> {
             .join("; ")
     }
 
-    async fn get(&mut self, path: &str) -> (StatusCode, HeaderMap, String) {
+    pub async fn get(&mut self, path: &str) -> (StatusCode, HeaderMap, String) {
         let res = self
             .app
             .client
@@ -744,7 +744,11 @@ impl<'a> Visitor<'a> {
         (status, headers, res.text().await.unwrap())
     }
 
-    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> (StatusCode, HeaderMap, String) {
+    pub async fn post(
+        &mut self,
+        path: &str,
+        form: &[(&str, &str)],
+    ) -> (StatusCode, HeaderMap, String) {
         let res = self
             .app
             .client
@@ -759,7 +763,7 @@ impl<'a> Visitor<'a> {
         (status, headers, res.text().await.unwrap())
     }
 
-    async fn sign_in(&mut self, key: &str) {
+    pub async fn sign_in(&mut self, key: &str) {
         let (_, _, page) = self.get("/console/sign-in").await;
         let nonce = hidden(&page, "nonce");
         let (status, headers, _) = self

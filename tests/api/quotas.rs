@@ -87,6 +87,23 @@ async fn callbacks_over_the_rate_are_kept_refused_and_replayed(backend: Backend)
         "refused callbacks are not handled"
     );
     assert_eq!(delivered.len(), accepted);
+    // The console shows them, each with its replay button.
+    let mut console = crate::console::Visitor::new(&s.app);
+    console.sign_in(&s.tenant.api_key).await;
+    let (status, _, page) = console
+        .get(&format!(
+            "/console/connections/{}",
+            s.connection["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        page.matches("data-status=\"refused\"").count(),
+        refused,
+        "{page}"
+    );
+    assert!(page.contains("refused (over quota)"));
+    assert_eq!(page.matches("button class=\"replay\"").count(), refused);
 
     // A tenant key may not raise its own quota; a bad value changes nothing.
     let raise = json!({"max_callbacks_per_second": 1000});
