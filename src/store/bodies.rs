@@ -138,42 +138,46 @@ impl Store {
         self
     }
 
-    fn sealing(&self) -> Option<&Vault> {
-        self.bodies.vault.as_deref().filter(|_| self.bodies.seal)
+    /// The vault to seal `body` with: with sealing on, always; with it
+    /// off, only a body that begins like a sealed one (it would be taken
+    /// for one when read back).
+    fn sealer_for(&self, body: &[u8]) -> Option<&Vault> {
+        let looks_sealed = body.starts_with(PREFIX.as_bytes());
+        self.bodies
+            .vault
+            .as_deref()
+            .filter(|_| self.bodies.seal || looks_sealed)
     }
 
     /// A callback with its raw body in the form it is stored in: sealed, or
-    /// as it is with sealing off. Already sealed: unchanged.
+    /// as it is with sealing off. Called once per callback (the webhook's
+    /// `Ingest::submit`).
     pub fn seal_inbound(&self, mut event: NewInbound) -> NewInbound {
-        if let Some(vault) = self.sealing() {
-            if key_of(&event.raw).is_none() {
-                let place = Place {
-                    tenant: event.tenant_id.as_str(),
-                    connection: event.connection_id.as_str(),
-                    column: "raw",
-                    id: &event.id,
-                };
-                event.raw = seal(vault, place, &event.raw).into_bytes();
-            }
+        if let Some(vault) = self.sealer_for(&event.raw) {
+            let place = Place {
+                tenant: event.tenant_id.as_str(),
+                connection: event.connection_id.as_str(),
+                column: "raw",
+                id: &event.id,
+            };
+            event.raw = seal(vault, place, &event.raw).into_bytes();
         }
         event
     }
 
-    /// Messages with their content in the form it is stored in.
+    /// Messages with their content in the form it is stored in (called once
+    /// per message, before its write).
     pub(crate) fn seal_outbound(
         &self,
         tenant: &TenantId,
         connection: &ConnectionId,
         messages: &[NewOutbound],
     ) -> Vec<NewOutbound> {
-        let Some(vault) = self.sealing() else {
-            return messages.to_vec();
-        };
         messages
             .iter()
             .map(|m| {
                 let mut m = m.clone();
-                if key_of(m.content.as_bytes()).is_none() {
+                if let Some(vault) = self.sealer_for(m.content.as_bytes()) {
                     let place = Place {
                         tenant: tenant.as_str(),
                         connection: connection.as_str(),

@@ -694,7 +694,7 @@ async fn a_duplicate_heading_a_batch_strands_nothing(backend: Backend) {
 
 /// A callback of user `u1` to the setup's connection, as the webhook would
 /// hand it to the store.
-fn user_u1_event(s: &Inbound, body: &Value) -> botgate::store::queue::NewInbound {
+pub fn user_u1_event(s: &Inbound, body: &Value) -> botgate::store::queue::NewInbound {
     use botgate::domain::ids::{ConnectionId, TenantId};
     use sha2::Digest as _;
     let raw = serde_json::to_vec(body).unwrap();

@@ -264,6 +264,38 @@ async fn plaintext_message_data_when_switched_off(backend: Backend) {
     }
     let outbox = outbox_texts(&s).await;
     assert_eq!(outbox.len(), 2, "{outbox:?}");
+    // A body that begins like a sealed one is sealed even so: stored as it
+    // came, it would be taken for one and could not be read back.
+    let mut event =
+        crate::inbound::user_u1_event(&s, &json!({"issuedTime": "2026-12-04T00:00:00Z"}));
+    event.raw = b"\x01bgs1:k000000000000:AAAA".to_vec();
+    let event = s.app.state.store.seal_inbound(event);
+    assert_ne!(event.raw, b"\x01bgs1:k000000000000:AAAA".to_vec());
+    let written = s
+        .app
+        .state
+        .store
+        .insert_inbound_batch(std::slice::from_ref(&event), 86_400_000, None)
+        .await
+        .unwrap();
+    assert_eq!(written.len(), 1);
+    let (tenant, connection) = (
+        botgate::domain::ids::TenantId::parse(&s.tenant.id).unwrap(),
+        botgate::domain::ids::ConnectionId::parse(s.connection["id"].as_str().unwrap()).unwrap(),
+    );
+    let stored = s
+        .app
+        .state
+        .store
+        .events(&tenant, &connection, None, 10)
+        .await
+        .unwrap();
+    let back = stored.iter().find(|e| e.id == event.id).unwrap();
+    assert_eq!(
+        back.raw,
+        b"\x01bgs1:k000000000000:AAAA".to_vec(),
+        "read back as it came"
+    );
 }
 
 /// An echoed callback and a send-API message, both delivered; their texts.
