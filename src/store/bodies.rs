@@ -313,9 +313,15 @@ impl Store {
     }
 }
 
-/// A queue row whose body is stored sealed: decoded, then opened.
-pub(crate) trait Stored: Sized {
+/// A queue row whose body is stored sealed: decoded, then opened. Every
+/// read of the store opens its rows, except the rows handed to this
+/// process's workers as they are written (`queue::handoff`): those the
+/// worker opens as it takes them, off the write path.
+pub trait Stored: Sized {
+    #[doc(hidden)]
     fn decode(row: &AnyRow) -> Result<Self, sqlx::Error>;
+    /// The rows with their bodies opened (once: an opened body is not
+    /// opened again).
     fn opened(store: &Store, rows: Vec<Self>) -> StoreResult<Vec<Self>>;
 }
 

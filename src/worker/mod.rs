@@ -16,6 +16,7 @@ use std::time::Duration;
 use actix_web::web;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::store::bodies::Stored;
 use crate::store::queue::{Handoff, Taken};
 
 use crate::state::signals::Kind;
@@ -113,12 +114,12 @@ pub(crate) fn spawn_one<T, Fut>(
 /// Starts the rows claimed for a worker as they were written (see
 /// [`crate::store::handoff`]). When the workers stop, what was already handed
 /// over is started (the worker waits for it), and nothing more is taken.
-async fn take<T>(state: web::Data<AppState>, mut taken: Taken<T>, start: Start<T>) {
+async fn take<T: Stored>(state: web::Data<AppState>, mut taken: Taken<T>, start: Start<T>) {
     let mut stop = state.signals.stop.subscribe();
     loop {
         tokio::select! {
             item = taken.recv() => match item {
-                Some((item, slot)) => start(&state, slot, item),
+                Some((item, slot)) => start_opened(&state, slot, item, start),
                 None => return,
             },
             _ = stop.changed() => break,
@@ -126,7 +127,22 @@ async fn take<T>(state: web::Data<AppState>, mut taken: Taken<T>, start: Start<T
     }
     taken.close();
     while let Ok((item, slot)) = taken.try_recv() {
-        start(&state, slot, item);
+        start_opened(&state, slot, item, start);
+    }
+}
+
+/// Starts a handed-over row once its body is opened; one that cannot be
+/// opened keeps its lease until it expires (and is claimed again).
+fn start_opened<T: Stored>(
+    state: &web::Data<AppState>,
+    slot: OwnedSemaphorePermit,
+    item: T,
+    start: Start<T>,
+) {
+    match T::opened(&state.store, vec![item]).map(|mut rows| rows.pop()) {
+        Ok(Some(item)) => start(state, slot, item),
+        Ok(None) => {}
+        Err(e) => tracing::error!(error.message = %e, "a handed-over row could not be opened; its lease will expire"),
     }
 }
 

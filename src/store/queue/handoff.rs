@@ -461,7 +461,9 @@ impl Store {
             return HashSet::new();
         };
         let owner = reserved.owner.to_owned();
-        let rows = self.read_rows(claimed).unwrap_or_else(|e| {
+        // Decoded only: the worker opens their bodies as it takes them
+        // (`Stored::opened`), not here, where SQLite's write turn is held.
+        let rows = crate::store::sql::decode_all(claimed, T::decode).unwrap_or_else(|e| {
             tracing::warn!(error.message = %e, queue = queue.table, "claimed rows could not be read back; their leases will expire");
             Vec::new()
         });
