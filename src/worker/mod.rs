@@ -142,7 +142,9 @@ fn start_opened<T: Stored>(
     match T::opened(&state.store, vec![item]).map(|mut rows| rows.pop()) {
         Ok(Some(item)) => start(state, slot, item),
         Ok(None) => {}
-        Err(e) => tracing::error!(error.message = %e, "a handed-over row could not be opened; its lease will expire"),
+        Err(e) => {
+            tracing::error!(error.message = %e, "a handed-over row could not be opened; its lease will expire")
+        }
     }
 }
 
