@@ -64,7 +64,7 @@ impl Store {
                 .bind(&e.action)
                 .bind(&e.outcome);
         }
-        query.execute(&self.pool).await.map_err(classify)?;
+        query.execute(&self.pool).await?;
         Ok(())
     }
 
@@ -83,8 +83,7 @@ impl Store {
         .bind(connection.as_str())
         .bind(limit)
         .fetch_all(&self.pool)
-        .await
-        .map_err(classify)?;
+        .await?;
         rows.iter()
             .map(AuditEntry::from_row)
             .collect::<Result<_, sqlx::Error>>()

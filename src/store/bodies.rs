@@ -22,7 +22,7 @@ use base64::Engine as _;
 use sqlx::any::AnyRow;
 use sqlx::Row as _;
 
-use super::error::{classify, StoreError, StoreResult};
+use super::error::{StoreError, StoreResult};
 use super::queue::{InboundEvent, NewInbound, NewOutbound, OutboundMessage};
 use super::sql::{decode_all, Query};
 use super::Store;
@@ -251,29 +251,23 @@ impl Store {
                     "SELECT seq, id, tenant_id, connection_id, {column} AS body FROM {table} \
                      WHERE seq > $1 ORDER BY seq LIMIT 500"
                 );
-                let rows = sqlx::query(&sql)
-                    .bind(after)
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err(classify)?;
+                let rows = sqlx::query(&sql).bind(after).fetch_all(&self.pool).await?;
                 let Some(last) = rows.last() else { break };
-                after = last.try_get("seq").map_err(classify)?;
+                after = last.try_get("seq")?;
                 for row in &rows {
                     let body: Vec<u8> = if column == "raw" {
-                        row.try_get("body").map_err(classify)?
+                        row.try_get("body")?
                     } else {
-                        row.try_get::<String, _>("body")
-                            .map_err(classify)?
-                            .into_bytes()
+                        row.try_get::<String, _>("body")?.into_bytes()
                     };
                     if key_of(&body).is_none_or(|k| k == current) {
                         continue;
                     }
                     let (seq, id, tenant, connection): (i64, String, String, String) = (
-                        row.try_get("seq").map_err(classify)?,
-                        row.try_get("id").map_err(classify)?,
-                        row.try_get("tenant_id").map_err(classify)?,
-                        row.try_get("connection_id").map_err(classify)?,
+                        row.try_get("seq")?,
+                        row.try_get("id")?,
+                        row.try_get("tenant_id")?,
+                        row.try_get("connection_id")?,
                     );
                     let place = Place {
                         tenant: &tenant,
@@ -304,7 +298,7 @@ impl Store {
                             .bind(seq)
                             .bind(String::from_utf8(body).unwrap_or_default())
                     };
-                    let done = query.execute(&self.writer).await.map_err(classify)?;
+                    let done = query.execute(&self.writer).await?;
                     resealed += done.rows_affected();
                 }
             }
@@ -351,7 +345,7 @@ impl Store {
 
     /// Runs `query` on the pool; its queue rows, decoded and opened.
     pub(crate) async fn fetch_rows<T: Stored>(&self, query: Query<'_>) -> StoreResult<Vec<T>> {
-        let rows = query.fetch_all(&self.pool).await.map_err(classify)?;
+        let rows = query.fetch_all(&self.pool).await?;
         self.read_rows(&rows)
     }
 }

@@ -92,7 +92,7 @@ impl Store {
         c: &ConnectionRecord,
         secrets: &[(&'static str, Sealed)],
     ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let mut tx = self.pool.begin().await?;
         let sql = format!(
             "INSERT INTO connections ({CONNECTION_COLUMNS}) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
@@ -185,7 +185,7 @@ impl Store {
         discard_tokens: bool,
         now: i64,
     ) -> StoreResult<Option<ConnectionRecord>> {
-        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let mut tx = self.pool.begin().await?;
         let sql = format!(
             "UPDATE connections SET \
                client_id = COALESCE($3, client_id), \
@@ -210,8 +210,7 @@ impl Store {
             .bind(now)
             .bind(update.details.as_deref())
             .fetch_optional(&mut *tx)
-            .await
-            .map_err(classify)?
+            .await?
         else {
             return Ok(None);
         };
@@ -224,17 +223,15 @@ impl Store {
             sqlx::query("DELETE FROM tokens WHERE connection_id = $1")
                 .bind(id.as_str())
                 .execute(&mut *tx)
-                .await
-                .map_err(classify)?;
+                .await?;
             sqlx::query("DELETE FROM secrets WHERE owner_id = $1 AND field IN ($2, $3)")
                 .bind(id.as_str())
                 .bind(field::ACCESS_TOKEN)
                 .bind(field::REFRESH_TOKEN)
                 .execute(&mut *tx)
-                .await
-                .map_err(classify)?;
+                .await?;
         }
-        tx.commit().await.map_err(classify)?;
+        tx.commit().await?;
         self.cache.forget_connection(id.as_str());
         ConnectionRecord::from_row(&row).map(Some).map_err(classify)
     }
@@ -285,25 +282,24 @@ impl Store {
         let Some(row) = sqlx::query(&sql)
             .bind(value)
             .fetch_optional(&self.pool)
-            .await
-            .map_err(classify)?
+            .await?
         else {
             return Ok(None);
         };
-        let connection = ConnectionRecord::from_row(&row).map_err(classify)?;
-        let generation: Option<i64> = row.try_get("t_generation").map_err(classify)?;
+        let connection = ConnectionRecord::from_row(&row)?;
+        let generation: Option<i64> = row.try_get("t_generation")?;
         let meta = match generation {
             None => None,
             Some(generation) => Some(TokenMeta {
-                token_id: row.try_get("token_id").map_err(classify)?,
+                token_id: row.try_get("token_id")?,
                 generation,
-                issued_at: row.try_get("issued_at").map_err(classify)?,
-                expires_at: row.try_get("expires_at").map_err(classify)?,
-                refresh_expires_at: row.try_get("refresh_expires_at").map_err(classify)?,
-                scope: row.try_get("t_scope").map_err(classify)?,
-                lease_owner: row.try_get("lease_owner").map_err(classify)?,
-                lease_until: row.try_get("lease_until").map_err(classify)?,
-                reauthorize_since: row.try_get("reauthorize_since").map_err(classify)?,
+                issued_at: row.try_get("issued_at")?,
+                expires_at: row.try_get("expires_at")?,
+                refresh_expires_at: row.try_get("refresh_expires_at")?,
+                scope: row.try_get("t_scope")?,
+                lease_owner: row.try_get("lease_owner")?,
+                lease_until: row.try_get("lease_until")?,
+                reauthorize_since: row.try_get("reauthorize_since")?,
             }),
         };
         let entry = (connection, meta);

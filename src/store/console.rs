@@ -3,7 +3,7 @@
 use sqlx::any::AnyRow;
 use sqlx::Row as _;
 
-use super::error::{classify, StoreResult};
+use super::error::StoreResult;
 use super::tenants::TENANT_COLUMNS;
 use super::{Store, TenantRecord};
 use crate::domain::ids::TenantId;
@@ -72,8 +72,7 @@ impl Store {
         .bind(target)
         .bind(expires_at)
         .execute(&self.pool)
-        .await
-        .map_err(classify)?;
+        .await?;
         Ok(())
     }
 
@@ -89,16 +88,15 @@ impl Store {
         )
         .bind(token_hash)
         .fetch_optional(&self.pool)
-        .await
-        .map_err(classify)?;
+        .await?;
         let Some(row) = row else { return Ok(None) };
-        let expires_at: i64 = row.try_get("expires_at").map_err(classify)?;
+        let expires_at: i64 = row.try_get("expires_at")?;
         if expires_at < now {
             return Ok(None);
         }
         Ok(Some((
-            TenantId::from_trusted(row.try_get("tenant_id").map_err(classify)?),
-            row.try_get("target").map_err(classify)?,
+            TenantId::from_trusted(row.try_get("tenant_id")?),
+            row.try_get("target")?,
         )))
     }
 
@@ -113,8 +111,7 @@ impl Store {
         .bind(session.created_at)
         .bind(session.expires_at)
         .execute(&self.pool)
-        .await
-        .map_err(classify)?;
+        .await?;
         Ok(())
     }
 
@@ -138,8 +135,7 @@ impl Store {
             .bind(token_hash)
             .bind(expires_at)
             .execute(&self.pool)
-            .await
-            .map_err(classify)?;
+            .await?;
         Ok(())
     }
 
@@ -151,8 +147,7 @@ impl Store {
         .bind(token_hash)
         .bind(tenant.as_str())
         .execute(&self.pool)
-        .await
-        .map_err(classify)?;
+        .await?;
         Ok(())
     }
 
@@ -160,8 +155,7 @@ impl Store {
         sqlx::query("DELETE FROM console_sessions WHERE token_hash = $1")
             .bind(token_hash)
             .execute(&self.pool)
-            .await
-            .map_err(classify)?;
+            .await?;
         Ok(())
     }
 
@@ -170,8 +164,7 @@ impl Store {
         let done = sqlx::query("DELETE FROM console_sessions WHERE expires_at <= $1")
             .bind(now)
             .execute(&self.pool)
-            .await
-            .map_err(classify)?;
+            .await?;
         Ok(done.rows_affected())
     }
 

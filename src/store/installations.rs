@@ -80,7 +80,7 @@ impl Store {
         i: &Installation,
         tokens: &SealedTokens,
     ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let mut tx = self.pool.begin().await?;
         let sql = format!(
             "INSERT INTO slack_installations ({COLUMNS}) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'active', $9, 0, NULL, NULL, $10, $10) \
@@ -102,8 +102,7 @@ impl Store {
             .bind(i.expires_at)
             .bind(i.installed_at)
             .execute(&mut *tx)
-            .await
-            .map_err(classify)?;
+            .await?;
         self.put_tokens(&mut tx, i, tokens, i.installed_at).await?;
         tx.commit().await.map_err(classify)
     }
@@ -142,8 +141,7 @@ impl Store {
                     .bind(i.connection_id.as_str())
                     .bind(refresh_token_field(&i.team_id))
                     .execute(&mut **tx)
-                    .await
-                    .map_err(classify)?;
+                    .await?;
                 Ok(())
             }
         }
@@ -181,23 +179,21 @@ impl Store {
         connection: &ConnectionId,
         team: &str,
     ) -> StoreResult<bool> {
-        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
             "DELETE FROM slack_installations WHERE connection_id = $1 AND team_id = $2",
         )
         .bind(connection.as_str())
         .bind(team)
         .execute(&mut *tx)
-        .await
-        .map_err(classify)?;
+        .await?;
         sqlx::query("DELETE FROM secrets WHERE owner_id = $1 AND field IN ($2, $3)")
             .bind(connection.as_str())
             .bind(bot_token_field(team))
             .bind(refresh_token_field(team))
             .execute(&mut *tx)
-            .await
-            .map_err(classify)?;
-        tx.commit().await.map_err(classify)?;
+            .await?;
+        tx.commit().await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -223,8 +219,7 @@ impl Store {
         .bind(until)
         .bind(seen)
         .execute(&self.pool)
-        .await
-        .map_err(classify)?;
+        .await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -239,7 +234,7 @@ impl Store {
         tokens: &SealedTokens,
         now: i64,
     ) -> StoreResult<bool> {
-        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
             "UPDATE slack_installations SET expires_at = $4, generation = generation + 1, \
                lease_owner = NULL, lease_until = NULL, updated_at = $5 \
@@ -252,13 +247,12 @@ impl Store {
         .bind(now)
         .bind(i.generation)
         .execute(&mut *tx)
-        .await
-        .map_err(classify)?;
+        .await?;
         if done.rows_affected() == 0 {
             return Ok(false); // the lease was lost: nothing written
         }
         self.put_tokens(&mut tx, i, tokens, now).await?;
-        tx.commit().await.map_err(classify)?;
+        tx.commit().await?;
         Ok(true)
     }
 
@@ -272,8 +266,7 @@ impl Store {
         .bind(&i.team_id)
         .bind(owner)
         .execute(&self.pool)
-        .await
-        .map_err(classify)?;
+        .await?;
         Ok(())
     }
 
@@ -287,20 +280,16 @@ impl Store {
         .bind(&i.team_id)
         .bind(now)
         .execute(&self.pool)
-        .await
-        .map_err(classify)?;
+        .await?;
         Ok(())
     }
 
     /// Installations that need a re-install, for the metrics.
     pub async fn installations_needing_reinstall(&self) -> StoreResult<i64> {
-        let row = sqlx::query(
+        self.count(sqlx::query(
             "SELECT COUNT(*) AS n FROM slack_installations WHERE status = 'needs_reinstall'",
-        )
-        .fetch_one(&self.pool)
+        ))
         .await
-        .map_err(classify)?;
-        row.try_get("n").map_err(classify)
     }
 
     /// Unexpired states of a connection (the install page is public: they
@@ -310,15 +299,12 @@ impl Store {
         connection: &ConnectionId,
         now: i64,
     ) -> StoreResult<i64> {
-        let row = sqlx::query(
+        self.count(
+sqlx::query(
             "SELECT COUNT(*) AS n FROM oauth_states WHERE connection_id = $1 AND expires_at >= $2",
         )
         .bind(connection.as_str())
-        .bind(now)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(classify)?;
-        row.try_get("n").map_err(classify)
+        .bind(now)).await
     }
 
     pub async fn put_oauth_state(
@@ -333,8 +319,7 @@ impl Store {
         sqlx::query("DELETE FROM oauth_states WHERE expires_at < $1")
             .bind(now)
             .execute(&self.pool)
-            .await
-            .map_err(classify)?;
+            .await?;
         sqlx::query(
             "INSERT INTO oauth_states (state_hash, connection_id, browser_hash, expires_at) VALUES ($1, $2, $3, $4)",
         )
@@ -343,8 +328,7 @@ impl Store {
         .bind(browser_hash)
         .bind(expires_at)
         .execute(&self.pool)
-        .await
-        .map_err(classify)?;
+        .await?;
         Ok(())
     }
 
@@ -359,8 +343,7 @@ impl Store {
         )
         .bind(state_hash)
         .fetch_optional(&self.pool)
-        .await
-        .map_err(classify)?;
+        .await?;
         row.map(|r| {
             Ok((
                 ConnectionId::from_trusted(r.try_get("connection_id")?),

@@ -77,12 +77,10 @@ impl Store {
     pub async fn prune_history(&self, retention: &Retention, batch: i64) -> StoreResult<Pruned> {
         let connections: Vec<String> = sqlx::query("SELECT id FROM connections ORDER BY id")
             .fetch_all(&self.pool)
-            .await
-            .map_err(classify)?
+            .await?
             .iter()
             .map(|r| r.try_get("id"))
-            .collect::<Result<_, _>>()
-            .map_err(classify)?;
+            .collect::<Result<_, _>>()?;
         let mut pruned = Pruned::default();
         for connection in &connections {
             pruned.events += self
@@ -119,11 +117,9 @@ impl Store {
             .bind(connection)
             .bind(newest)
             .fetch_optional(&self.pool)
-            .await
-            .map_err(classify)?
+            .await?
             .map(|r| r.try_get::<i64, _>("seq"))
-            .transpose()
-            .map_err(classify)?
+            .transpose()?
             .unwrap_or(i64::MAX)
         } else {
             newest
@@ -143,12 +139,11 @@ impl Store {
                 .bind(end)
                 .bind(batch)
                 .fetch_all(&self.pool)
-                .await
-                .map_err(classify)?;
+                .await?;
             let mut due = Vec::new();
             for row in &rows {
-                let status: String = row.try_get("status").map_err(classify)?;
-                let updated: i64 = row.try_get("updated_at").map_err(classify)?;
+                let status: String = row.try_get("status")?;
+                let updated: i64 = row.try_get("updated_at")?;
                 let before = if q.done.contains(&status.as_str()) {
                     retention.done_before
                 } else if q.dead.contains(&status.as_str()) {
@@ -157,7 +152,7 @@ impl Store {
                     continue;
                 };
                 if updated < before {
-                    due.push(row.try_get::<i64, _>("seq").map_err(classify)?);
+                    due.push(row.try_get::<i64, _>("seq")?);
                 }
             }
             if !due.is_empty() {
@@ -192,11 +187,7 @@ impl Store {
             let params = seq_params(chunk, 1);
             let sql = format!("DELETE FROM {table} WHERE seq IN ({})", params.sql);
             let _turn = self.write_turn().await;
-            let done = params
-                .bind(sqlx::query(&sql))
-                .execute(&self.writer)
-                .await
-                .map_err(classify)?;
+            let done = params.bind(sqlx::query(&sql)).execute(&self.writer).await?;
             deleted += done.rows_affected();
         }
         Ok(deleted)
@@ -210,11 +201,9 @@ impl Store {
         .bind(connection)
         .bind(before)
         .fetch_optional(&self.pool)
-        .await
-        .map_err(classify)?
+        .await?
         .map(|r| r.try_get::<i64, _>("id"))
-        .transpose()
-        .map_err(classify)?
+        .transpose()?
         .unwrap_or(i64::MAX);
         // Most passes find nothing due: no write turn taken for those.
         let due = sqlx::query(
@@ -223,8 +212,7 @@ impl Store {
         .bind(connection)
         .bind(end)
         .fetch_optional(&self.pool)
-        .await
-        .map_err(classify)?;
+        .await?;
         if due.is_none() {
             return Ok(0);
         }
@@ -239,8 +227,7 @@ impl Store {
             .bind(end)
             .bind(batch)
             .execute(&self.writer)
-            .await
-            .map_err(classify)?;
+            .await?;
             deleted += done.rows_affected();
             if done.rows_affected() < u64::try_from(batch).unwrap_or(0) {
                 break;
@@ -266,8 +253,7 @@ impl Store {
             .bind(tenant.as_str())
             .bind(id.as_str())
             .fetch_optional(&self.pool)
-            .await
-            .map_err(classify)?
+            .await?
             .is_some();
         if !exists {
             return Ok(false);
@@ -294,27 +280,22 @@ impl Store {
                     .bind(id.as_str())
                     .bind(BATCH)
                     .execute(&self.writer)
-                    .await
-                    .map_err(classify)?;
+                    .await?;
                 if done.rows_affected() < u64::try_from(BATCH).unwrap_or(0) {
                     break;
                 }
             }
         }
         let _turn = self.write_turn().await;
-        let mut tx = self.writer.begin().await.map_err(classify)?;
+        let mut tx = self.writer.begin().await?;
         for sql in [
             "DELETE FROM inbound_dedup WHERE connection_id = $1",
             "DELETE FROM token_audit WHERE connection_id = $1",
             "DELETE FROM connections WHERE id = $1",
         ] {
-            sqlx::query(sql)
-                .bind(id.as_str())
-                .execute(&mut *tx)
-                .await
-                .map_err(classify)?;
+            sqlx::query(sql).bind(id.as_str()).execute(&mut *tx).await?;
         }
-        tx.commit().await.map_err(classify)?;
+        tx.commit().await?;
         self.cache.forget_connection(id.as_str());
         Ok(true)
     }
@@ -333,8 +314,7 @@ impl Store {
         sqlx::query("DELETE FROM tenants WHERE id = $1")
             .bind(tenant.as_str())
             .execute(&self.writer)
-            .await
-            .map_err(classify)?;
+            .await?;
         self.cache.forget_tenant(tenant.as_str());
         Ok(true)
     }
@@ -394,8 +374,7 @@ impl Store {
         .bind(after)
         .bind(limit)
         .fetch_all(&self.pool)
-        .await
-        .map_err(classify)?;
+        .await?;
         rows.iter()
             .map(|r| Ok((r.try_get("id")?, AuditEntry::from_row(r)?)))
             .collect::<Result<_, sqlx::Error>>()

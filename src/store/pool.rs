@@ -7,7 +7,7 @@ use std::str::FromStr as _;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor as _, Row as _};
 
-use super::error::{classify, StoreResult};
+use super::error::StoreResult;
 use super::{cache, migrations, queue, Backend};
 use crate::config::DatabaseUrl;
 
@@ -230,10 +230,7 @@ impl Store {
     }
 
     pub async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map_err(classify)?;
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
 
@@ -242,9 +239,8 @@ impl Store {
     pub async fn schema_current(&self) -> StoreResult<bool> {
         let row = sqlx::query("SELECT MAX(version) AS v FROM _sqlx_migrations WHERE success")
             .fetch_one(&self.pool)
-            .await
-            .map_err(classify)?;
-        let applied: Option<i64> = row.try_get("v").map_err(classify)?;
+            .await?;
+        let applied: Option<i64> = row.try_get("v")?;
         Ok(applied.unwrap_or(0) >= migrations::latest(self.backend))
     }
 

@@ -115,8 +115,7 @@ impl Store {
         .bind(now)
         .bind(&old.sealed.nonce)
         .execute(&self.pool)
-        .await
-        .map_err(classify)?;
+        .await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -126,8 +125,7 @@ impl Store {
             "SELECT key_id, COUNT(*) AS n FROM secrets GROUP BY key_id ORDER BY key_id",
         )
         .fetch_all(&self.pool)
-        .await
-        .map_err(classify)?;
+        .await?;
         rows.iter()
             .map(|r| Ok((r.try_get("key_id")?, r.try_get("n")?)))
             .collect::<Result<_, sqlx::Error>>()
@@ -159,7 +157,6 @@ pub(crate) async fn put_secret(
     .bind(&sealed.ciphertext)
     .bind(now)
     .execute(&mut **tx)
-    .await
-    .map_err(classify)?;
+    .await?;
     Ok(())
 }

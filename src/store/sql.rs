@@ -5,6 +5,7 @@
 //! [`Store::fetch_all`]).
 
 use sqlx::any::{AnyArguments, AnyRow};
+use sqlx::Row;
 
 use super::error::{classify, StoreResult};
 use super::{Backend, Store};
@@ -22,8 +23,14 @@ impl Store {
         query: Query<'_>,
         decode: Decode<T>,
     ) -> StoreResult<Option<T>> {
-        let row = query.fetch_optional(&self.pool).await.map_err(classify)?;
+        let row = query.fetch_optional(&self.pool).await?;
         decode_one(row.as_ref(), decode)
+    }
+
+    /// Runs a `SELECT COUNT(*) AS n …` on the pool: the count.
+    pub(crate) async fn count(&self, query: Query<'_>) -> StoreResult<i64> {
+        let row = query.fetch_one(&self.pool).await?;
+        Ok(row.try_get("n")?)
     }
 
     /// Runs `query` on the pool and decodes every row.
@@ -32,7 +39,7 @@ impl Store {
         query: Query<'_>,
         decode: Decode<T>,
     ) -> StoreResult<Vec<T>> {
-        let rows = query.fetch_all(&self.pool).await.map_err(classify)?;
+        let rows = query.fetch_all(&self.pool).await?;
         decode_all(&rows, decode)
     }
 }

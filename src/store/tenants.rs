@@ -66,8 +66,7 @@ impl Store {
             .bind(&tenant.api_key_hash)
             .bind(tenant.now)
             .fetch_one(&self.pool)
-            .await
-            .map_err(classify)?;
+            .await?;
         TenantRecord::from_row(&row).map_err(classify)
     }
 
@@ -105,7 +104,7 @@ impl Store {
         fallback_text: Option<&str>,
         now: i64,
     ) -> StoreResult<Option<TenantRecord>> {
-        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let mut tx = self.pool.begin().await?;
         let sql = format!(
             "UPDATE tenants SET engine_kind = $2, engine_url = $3, fallback_text = $5, updated_at = $4 \
              WHERE id = $1 RETURNING {TENANT_COLUMNS}"
@@ -117,8 +116,7 @@ impl Store {
             .bind(now)
             .bind(fallback_text)
             .fetch_optional(&mut *tx)
-            .await
-            .map_err(classify)?
+            .await?
         else {
             return Ok(None);
         };
@@ -126,12 +124,11 @@ impl Store {
             .bind(tenant.as_str())
             .bind(field::ENGINE_SECRET)
             .execute(&mut *tx)
-            .await
-            .map_err(classify)?;
+            .await?;
         if let Some(sealed) = secret {
             put_secret(&mut tx, tenant, None, field::ENGINE_SECRET, sealed, now).await?;
         }
-        tx.commit().await.map_err(classify)?;
+        tx.commit().await?;
         self.cache.forget_tenant(tenant.as_str());
         TenantRecord::from_row(&row).map(Some).map_err(classify)
     }
@@ -155,8 +152,7 @@ impl Store {
             .bind(max_callbacks_per_second)
             .bind(now)
             .fetch_optional(&self.pool)
-            .await
-            .map_err(classify)?;
+            .await?;
         self.cache.forget_tenant(tenant.as_str());
         row.as_ref()
             .map(TenantRecord::from_row)
@@ -182,11 +178,6 @@ impl Store {
              (SELECT COUNT(*) FROM outbound_messages{outbox} WHERE status IN ('pending', 'sending') \
                AND connection_id IN (SELECT id FROM connections WHERE tenant_id = $1)) AS n"
         );
-        let row = sqlx::query(&sql)
-            .bind(tenant.as_str())
-            .fetch_one(&self.pool)
-            .await
-            .map_err(classify)?;
-        row.try_get("n").map_err(classify)
+        self.count(sqlx::query(&sql).bind(tenant.as_str())).await
     }
 }

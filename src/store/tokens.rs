@@ -4,7 +4,7 @@
 use sqlx::any::AnyRow;
 use sqlx::Row as _;
 
-use super::error::{classify, StoreResult};
+use super::error::StoreResult;
 use super::secrets::{field, put_secret};
 use super::Store;
 use crate::domain::ids::{ConnectionId, TenantId};
@@ -95,8 +95,7 @@ impl Store {
         .bind(tenant.as_str())
         .bind(now)
         .execute(&self.pool)
-        .await
-        .map_err(classify)?;
+        .await?;
         if created.rows_affected() > 0 {
             self.cache.forget_connection(connection.as_str());
         }
@@ -110,8 +109,7 @@ impl Store {
         .bind(now)
         .bind(seen_generation)
         .execute(&self.pool)
-        .await
-        .map_err(classify)?;
+        .await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -124,8 +122,7 @@ impl Store {
             .bind(connection.as_str())
             .bind(owner)
             .execute(&self.pool)
-            .await
-            .map_err(classify)?;
+            .await?;
         Ok(())
     }
 
@@ -139,7 +136,7 @@ impl Store {
         owner: &str,
         token: &NewToken,
     ) -> StoreResult<Option<(String, i64)>> {
-        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let mut tx = self.pool.begin().await?;
         let row = sqlx::query(
             "UPDATE tokens SET generation = generation + 1, token_id = $7, issued_at = $3, expires_at = $4, \
                refresh_expires_at = COALESCE($5, refresh_expires_at), scope = $6, \
@@ -154,11 +151,10 @@ impl Store {
         .bind(&token.scope)
         .bind(crate::secrets::hex(&crate::secrets::random_bytes(16)))
         .fetch_optional(&mut *tx)
-        .await
-        .map_err(classify)?;
+        .await?;
         let Some(row) = row else { return Ok(None) };
-        let generation: i64 = row.try_get("generation").map_err(classify)?;
-        let token_id: String = row.try_get("token_id").map_err(classify)?;
+        let generation: i64 = row.try_get("generation")?;
+        let token_id: String = row.try_get("token_id")?;
         self.commit_token(tx, tenant, connection, token).await?;
         Ok(Some((token_id, generation)))
     }
@@ -190,7 +186,7 @@ impl Store {
                 .await?;
             }
         }
-        tx.commit().await.map_err(classify)?;
+        tx.commit().await?;
         self.cache.forget_connection(connection.as_str());
         Ok(())
     }
@@ -205,7 +201,7 @@ impl Store {
         connection: &ConnectionId,
         token: &NewToken,
     ) -> StoreResult<(String, i64)> {
-        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let mut tx = self.pool.begin().await?;
         let token_id = crate::secrets::hex(&crate::secrets::random_bytes(16));
         let row = sqlx::query(
             "INSERT INTO tokens (connection_id, tenant_id, token_id, generation, issued_at, expires_at, \
@@ -224,9 +220,8 @@ impl Store {
         .bind(token.refresh_expires_at)
         .bind(&token.scope)
         .fetch_one(&mut *tx)
-        .await
-        .map_err(classify)?;
-        let generation: i64 = row.try_get("generation").map_err(classify)?;
+        .await?;
+        let generation: i64 = row.try_get("generation")?;
         self.commit_token(tx, tenant, connection, token).await?;
         Ok((token_id, generation))
     }
@@ -249,8 +244,7 @@ impl Store {
         .bind(owner)
         .bind(now)
         .execute(&self.pool)
-        .await
-        .map_err(classify)?;
+        .await?;
         self.cache.forget_connection(connection.as_str());
         Ok(())
     }
@@ -259,11 +253,9 @@ impl Store {
     /// again (the `botgate_naverworks_connections_needing_reauthorization`
     /// gauge).
     pub async fn connections_needing_reauthorization(&self) -> StoreResult<i64> {
-        let row =
-            sqlx::query("SELECT COUNT(*) AS n FROM tokens WHERE reauthorize_since IS NOT NULL")
-                .fetch_one(&self.pool)
-                .await
-                .map_err(classify)?;
-        row.try_get("n").map_err(classify)
+        self.count(sqlx::query(
+            "SELECT COUNT(*) AS n FROM tokens WHERE reauthorize_since IS NOT NULL",
+        ))
+        .await
     }
 }

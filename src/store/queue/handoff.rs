@@ -36,7 +36,7 @@ use sqlx::Row as _;
 
 use super::rows::{InboundEvent, OutboundMessage, Queue, INBOX, OUTBOX};
 use crate::store::bodies::Stored;
-use crate::store::error::{classify, StoreResult};
+use crate::store::error::StoreResult;
 use crate::store::sql::{padded, placeholders, seq_params, values_rows};
 use crate::store::{Backend, Store};
 
@@ -257,10 +257,10 @@ pub(super) async fn insert_chunk(
     queue: &Queue,
 ) -> StoreResult<Vec<AnyRow>> {
     if !claims {
-        query.execute(&mut *tx).await.map_err(classify)?;
+        query.execute(&mut *tx).await?;
         return Ok(Vec::new());
     }
-    let written = query.fetch_all(&mut *tx).await.map_err(classify)?;
+    let written = query.fetch_all(&mut *tx).await?;
     Ok(written
         .into_iter()
         .filter(|r| sqlx::Row::try_get::<String, _>(r, "status").is_ok_and(|s| s == queue.working))
@@ -380,7 +380,7 @@ impl Store {
         };
         if self.backend == Backend::Postgres {
             let keys = conversation_keys(queue, conversations);
-            lock_conversations(tx, &keys).await.map_err(classify)?;
+            lock_conversations(tx, &keys).await?;
         }
         Ok(Some(reserved))
     }
@@ -517,8 +517,8 @@ impl Store {
             for id in &chunk {
                 query = query.bind(id.as_str());
             }
-            let row = query.fetch_one(&self.pool).await.map_err(classify)?;
-            if sqlx::Row::try_get::<i64, _>(&row, "n").map_err(classify)? > 0 {
+            let row = query.fetch_one(&self.pool).await?;
+            if sqlx::Row::try_get::<i64, _>(&row, "n")? > 0 {
                 return Ok(true);
             }
         }
@@ -554,8 +554,8 @@ async fn open_conversations<'c>(
         for (connection, conversation) in &chunk {
             query = query.bind(*connection).bind(*conversation);
         }
-        for row in query.fetch_all(&mut *tx).await.map_err(classify)? {
-            let i: i64 = sqlx::Row::try_get(&row, "i").map_err(classify)?;
+        for row in query.fetch_all(&mut *tx).await? {
+            let i: i64 = sqlx::Row::try_get(&row, "i")?;
             if let Some(c) = usize::try_from(i).ok().and_then(|i| chunk.get(i)) {
                 open.insert(*c);
             }
@@ -624,7 +624,7 @@ pub(super) async fn claim_written(
     for id in ids {
         query = query.bind(id);
     }
-    let mut rows = query.fetch_all(&mut *tx).await.map_err(classify)?;
+    let mut rows = query.fetch_all(&mut *tx).await?;
     rows.sort_by_key(|r| r.try_get::<i64, _>("seq").unwrap_or_default());
     Ok(rows)
 }

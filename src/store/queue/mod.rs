@@ -82,7 +82,7 @@ impl Store {
             return Ok(results);
         }
         let _turn = turn;
-        let mut tx = self.writer.begin().await.map_err(classify)?;
+        let mut tx = self.writer.begin().await?;
         let reserved = self
             .reserve(
                 self.handoffs.inbound.get(),
@@ -115,11 +115,8 @@ impl Store {
                     .bind(&e.body_hash)
                     .bind(e.dedup_at);
             }
-            for r in query.fetch_all(&mut *tx).await.map_err(classify)? {
-                fresh.insert((
-                    r.try_get("connection_id").map_err(classify)?,
-                    r.try_get("body_hash").map_err(classify)?,
-                ));
+            for r in query.fetch_all(&mut *tx).await? {
+                fresh.insert((r.try_get("connection_id")?, r.try_get("body_hash")?));
             }
         }
         let (refused, new): (Vec<usize>, Vec<usize>) = firsts
@@ -147,7 +144,7 @@ impl Store {
             for &i in chunk {
                 query = bind_inbound(query, &events[i]).bind(events[i].refused);
             }
-            query.execute(&mut *tx).await.map_err(classify)?;
+            query.execute(&mut *tx).await?;
         }
         // The heads among them are written claimed for the worker (if it has
         // free slots), the rest pending.
@@ -186,7 +183,7 @@ impl Store {
             claimed.extend(insert_chunk(&mut tx, query, claims, &INBOX).await?);
         }
         claimed.sort_by_key(|r| r.try_get::<i64, _>("seq").unwrap_or_default());
-        tx.commit().await.map_err(classify)?;
+        tx.commit().await?;
         let handed = self
             .hand_over(reserved, &INBOX, &claimed, |e: &InboundEvent| {
                 (e.seq, e.id.as_str())
@@ -241,12 +238,10 @@ impl Store {
             .bind(now)
             .bind(limit)
             .fetch_all(&self.pool)
-            .await
-            .map_err(classify)?
+            .await?
             .iter()
             .map(|r| r.try_get("seq"))
-            .collect::<Result<_, _>>()
-            .map_err(classify)?;
+            .collect::<Result<_, _>>()?;
         if seqs.is_empty() {
             return Ok(Vec::new());
         }
@@ -264,11 +259,7 @@ impl Store {
         );
         let query = sqlx::query(&sql).bind(owner).bind(lease_until).bind(now);
         let _turn = self.write_turn().await;
-        let mut rows = list
-            .bind(query)
-            .fetch_all(&self.writer)
-            .await
-            .map_err(classify)?;
+        let mut rows = list.bind(query).fetch_all(&self.writer).await?;
         rows.sort_by_key(|r| r.try_get::<i64, _>("seq").unwrap_or_default());
         Ok(rows)
     }
@@ -540,7 +531,7 @@ impl Store {
         now: i64,
     ) -> StoreResult<u64> {
         let _turn = self.write_turn().await;
-        let mut tx = self.writer.begin().await.map_err(classify)?;
+        let mut tx = self.writer.begin().await?;
         let mut replayed = 0;
         for status in ["dead", "refused"] {
             let sql = format!(
@@ -553,11 +544,10 @@ impl Store {
                 .bind(event_id.unwrap_or(""))
                 .bind(now)
                 .execute(&mut *tx)
-                .await
-                .map_err(classify)?;
+                .await?;
             replayed += done.rows_affected();
         }
-        tx.commit().await.map_err(classify)?;
+        tx.commit().await?;
         Ok(replayed)
     }
 
@@ -576,7 +566,7 @@ impl Store {
         let key_of = |i: usize| idempotency_key.filter(|_| i == 0);
         let messages = &self.seal_outbound(tenant, connection, messages);
         let turn = self.write_turn().await;
-        let mut tx = self.writer.begin().await.map_err(classify)?;
+        let mut tx = self.writer.begin().await?;
         let mut stored = Vec::with_capacity(messages.len());
         for (i, m) in messages.iter().enumerate() {
             let sql = format!(
@@ -608,7 +598,7 @@ impl Store {
                 Err(e) => return Err(classify(e)),
             }
         }
-        tx.commit().await.map_err(classify)?;
+        tx.commit().await?;
         drop(turn);
         self.read_rows(&stored)
     }
@@ -691,14 +681,10 @@ impl Store {
                 "SELECT status, COUNT(*) AS n, MIN({time}) AS oldest FROM {table} \
                  WHERE status {statuses} GROUP BY status ORDER BY status"
             );
-            for row in sqlx::query(&sql)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(classify)?
-            {
-                let status: String = row.try_get("status").map_err(classify)?;
-                let n: i64 = row.try_get("n").map_err(classify)?;
-                let oldest: Option<i64> = row.try_get("oldest").map_err(classify)?;
+            for row in sqlx::query(&sql).fetch_all(&self.pool).await? {
+                let status: String = row.try_get("status")?;
+                let n: i64 = row.try_get("n")?;
+                let oldest: Option<i64> = row.try_get("oldest")?;
                 #[allow(clippy::cast_precision_loss)]
                 let age = oldest.map_or(0.0, |t| (now - t).max(0) as f64 / 1000.0);
                 out.push((queue, status, n, age));
@@ -715,13 +701,11 @@ impl Store {
         let dated = sqlx::query("DELETE FROM inbound_dedup WHERE issued > '' AND issued < $1")
             .bind(issued_key(before))
             .execute(&self.writer)
-            .await
-            .map_err(classify)?;
+            .await?;
         let undated = sqlx::query("DELETE FROM inbound_dedup WHERE issued = '' AND seen_at < $1")
             .bind(before)
             .execute(&self.writer)
-            .await
-            .map_err(classify)?;
+            .await?;
         Ok(dated.rows_affected() + undated.rows_affected())
     }
 }

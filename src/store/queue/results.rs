@@ -30,7 +30,7 @@ use tokio::sync::oneshot;
 use super::handoff::{bind_claim, insert_chunk, insert_sql, Head};
 use super::rows::{NewOutbound, Queue, INBOX, OUTBOX};
 use crate::domain::ids::{ConnectionId, TenantId};
-use crate::store::error::{classify, StoreError, StoreResult};
+use crate::store::error::{StoreError, StoreResult};
 use crate::store::sql::seq_params;
 use crate::store::{Backend, Store};
 
@@ -101,21 +101,14 @@ async fn next_rows(
         w = q.working,
         l = list.sql
     );
-    let rows = list
-        .bind(sqlx::query(&sql))
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(classify)?;
+    let rows = list.bind(sqlx::query(&sql)).fetch_all(&mut *tx).await?;
     for row in &rows {
-        let seq: i64 = row.try_get("seq").map_err(classify)?;
-        match row
-            .try_get::<Option<String>, _>("next_id")
-            .map_err(classify)?
-        {
+        let seq: i64 = row.try_get("seq")?;
+        match row.try_get::<Option<String>, _>("next_id")? {
             Some(id) => next.push(Next {
                 id,
-                connection_id: row.try_get("connection_id").map_err(classify)?,
-                conversation: row.try_get("conversation").map_err(classify)?,
+                connection_id: row.try_get("connection_id")?,
+                conversation: row.try_get("conversation")?,
             }),
             None => last.push(seq),
         }
@@ -312,7 +305,7 @@ impl Store {
             seqs.push(r.seq);
             *now = (*now).max(r.now);
         }
-        let mut tx = self.writer.begin().await.map_err(classify)?;
+        let mut tx = self.writer.begin().await?;
         let mut applied: HashSet<(bool, i64)> = HashSet::new();
         // Whether to wake the inbox's and the outbox's worker after commit,
         // and when rows put back for later come due.
@@ -363,13 +356,9 @@ impl Store {
             if let Some((next_at, give_back)) = extra {
                 query = query.bind(next_at).bind(give_back);
             }
-            let rows = list
-                .bind(query)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(classify)?;
+            let rows = list.bind(query).fetch_all(&mut *tx).await?;
             for row in &rows {
-                let seq: i64 = row.try_get("seq").map_err(classify)?;
+                let seq: i64 = row.try_get("seq")?;
                 applied.insert((change.outbox(), seq));
                 if !matches!(change, Change::Retry { .. }) {
                     closed[usize::from(change.outbox())].push(seq);
@@ -475,7 +464,7 @@ impl Store {
             .map(|((_, m, _), _)| m.id.as_str())
             .chain(next_out_ids.iter().copied())
             .collect();
-        tx.commit().await.map_err(classify)?;
+        tx.commit().await?;
         let handed_in = self
             .hand_over(reserved_in, &INBOX, &claimed_in, |e| (e.seq, e.id.as_str()))
             .await;
