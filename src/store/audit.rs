@@ -1,32 +1,20 @@
 //! The token audit: every read and refresh through the auth URLs.
 
-use sqlx::Row as _;
-
-use super::error::{classify, StoreResult};
+use super::error::StoreResult;
+use super::sql::record;
 use super::Store;
 use crate::domain::ids::{ConnectionId, TenantId};
 
-/// One read or refresh through the auth URLs.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct AuditEntry {
-    pub connection_id: String,
-    pub tenant_id: String,
-    pub at: i64,
-    pub client_addr: String,
-    pub action: String,
-    pub outcome: String,
-}
-
-impl AuditEntry {
-    pub(crate) fn from_row(r: &sqlx::any::AnyRow) -> Result<Self, sqlx::Error> {
-        Ok(Self {
-            connection_id: r.try_get("connection_id")?,
-            tenant_id: r.try_get("tenant_id")?,
-            at: r.try_get("at")?,
-            client_addr: r.try_get("client_addr")?,
-            action: r.try_get("action")?,
-            outcome: r.try_get("outcome")?,
-        })
+record! {
+    /// One read or refresh through the auth URLs.
+    #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+    pub struct AuditEntry, columns AUDIT_COLUMNS {
+        pub connection_id: String,
+        pub tenant_id: String,
+        pub at: i64,
+        pub client_addr: String,
+        pub action: String,
+        pub outcome: String,
     }
 }
 
@@ -75,18 +63,17 @@ impl Store {
         connection: &ConnectionId,
         limit: i64,
     ) -> StoreResult<Vec<AuditEntry>> {
-        let rows = sqlx::query(
-            "SELECT connection_id, tenant_id, at, client_addr, action, outcome FROM token_audit \
-             WHERE tenant_id = $1 AND connection_id = $2 ORDER BY id DESC LIMIT $3",
+        let sql = format!(
+            "SELECT {AUDIT_COLUMNS} FROM token_audit \
+             WHERE tenant_id = $1 AND connection_id = $2 ORDER BY id DESC LIMIT $3"
+        );
+        self.fetch_all(
+            sqlx::query(&sql)
+                .bind(tenant.as_str())
+                .bind(connection.as_str())
+                .bind(limit),
+            AuditEntry::from_row,
         )
-        .bind(tenant.as_str())
-        .bind(connection.as_str())
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(AuditEntry::from_row)
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(classify)
+        .await
     }
 }

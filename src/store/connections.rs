@@ -2,60 +2,37 @@
 //! columns (its secrets are in `secrets`), read on the hot paths through
 //! the cache with its token row.
 
-use sqlx::any::AnyRow;
 use sqlx::Row as _;
 
 use super::error::{classify, is_unique_violation, StoreError, StoreResult};
 use super::secrets::{field, put_secret};
+use super::sql::record;
 use super::tokens::TokenMeta;
 use super::{cache, Store};
 use crate::domain::ids::{ConnectionId, PublicId, TenantId};
 use crate::secrets::Sealed;
 
-/// A connection's plaintext columns; its secrets are in the `secrets` table.
-#[derive(Debug, Clone)]
-pub struct ConnectionRecord {
-    pub id: ConnectionId,
-    pub tenant_id: TenantId,
-    pub public_id: PublicId,
-    pub channel: String,
-    pub bot_id: String,
-    pub client_id: String,
-    pub service_account: String,
-    pub scope: String,
-    pub rate_limit_per_minute: i64,
-    /// Size and public-key fingerprint of the private key (not secret).
-    pub private_key_info: String,
-    pub auth_header_hash: String,
-    /// What the channel's adapter keeps that is neither secret nor common to
-    /// every channel: a JSON object (`{}` for NAVER WORKS).
-    pub details: String,
-    pub created_at: i64,
-    pub updated_at: i64,
-}
-
-const CONNECTION_COLUMNS: &str = "id, tenant_id, public_id, channel, bot_id, client_id, \
-     service_account, scope, rate_limit_per_minute, private_key_info, auth_header_hash, \
-     details, created_at, updated_at";
-
-impl ConnectionRecord {
-    pub(crate) fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
-        Ok(Self {
-            id: ConnectionId::from_trusted(row.try_get("id")?),
-            tenant_id: TenantId::from_trusted(row.try_get("tenant_id")?),
-            public_id: PublicId::from_trusted(row.try_get("public_id")?),
-            channel: row.try_get("channel")?,
-            bot_id: row.try_get("bot_id")?,
-            client_id: row.try_get("client_id")?,
-            service_account: row.try_get("service_account")?,
-            scope: row.try_get("scope")?,
-            rate_limit_per_minute: row.try_get("rate_limit_per_minute")?,
-            private_key_info: row.try_get("private_key_info")?,
-            auth_header_hash: row.try_get("auth_header_hash")?,
-            details: row.try_get("details")?,
-            created_at: row.try_get("created_at")?,
-            updated_at: row.try_get("updated_at")?,
-        })
+record! {
+    /// A connection's plaintext columns; its secrets are in the `secrets` table.
+    #[derive(Debug, Clone)]
+    pub struct ConnectionRecord, columns CONNECTION_COLUMNS {
+        pub id: ConnectionId,
+        pub tenant_id: TenantId,
+        pub public_id: PublicId,
+        pub channel: String,
+        pub bot_id: String,
+        pub client_id: String,
+        pub service_account: String,
+        pub scope: String,
+        pub rate_limit_per_minute: i64,
+        /// Size and public-key fingerprint of the private key (not secret).
+        pub private_key_info: String,
+        pub auth_header_hash: String,
+        /// What the channel's adapter keeps that is neither secret nor common to
+        /// every channel: a JSON object (`{}` for NAVER WORKS).
+        pub details: String,
+        pub created_at: i64,
+        pub updated_at: i64,
     }
 }
 

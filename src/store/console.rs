@@ -39,7 +39,6 @@ pub struct ConsoleSession {
 impl ConsoleSession {
     fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
         let role: String = row.try_get("role")?;
-        let tenant: Option<String> = row.try_get("tenant_id")?;
         Ok(Self {
             token_hash: row.try_get("token_hash")?,
             role: if role == "admin" {
@@ -47,7 +46,7 @@ impl ConsoleSession {
             } else {
                 Role::Tenant
             },
-            tenant_id: tenant.map(TenantId::from_trusted),
+            tenant_id: row.try_get("tenant_id")?,
             created_at: row.try_get("created_at")?,
             expires_at: row.try_get("expires_at")?,
         })
@@ -94,10 +93,7 @@ impl Store {
         if expires_at < now {
             return Ok(None);
         }
-        Ok(Some((
-            TenantId::from_trusted(row.try_get("tenant_id")?),
-            row.try_get("target")?,
-        )))
+        Ok(Some((row.try_get("tenant_id")?, row.try_get("target")?)))
     }
 
     pub async fn create_session(&self, session: &ConsoleSession) -> StoreResult<()> {

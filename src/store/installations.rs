@@ -1,11 +1,11 @@
 //! Slack installations (one per connection and workspace) with their sealed
 //! tokens, and the OAuth `state`s of installs in flight.
 
-use sqlx::any::AnyRow;
 use sqlx::Row as _;
 
 use super::error::{classify, StoreResult};
 use super::secrets::put_secret;
+use super::sql::record;
 use super::Store;
 use crate::domain::ids::{ConnectionId, TenantId};
 use crate::secrets::Sealed;
@@ -20,49 +20,26 @@ pub fn refresh_token_field(team: &str) -> String {
     format!("slack_refresh_token/{team}")
 }
 
-#[derive(Debug, Clone)]
-pub struct Installation {
-    pub connection_id: ConnectionId,
-    pub team_id: String,
-    pub tenant_id: TenantId,
-    pub enterprise_id: Option<String>,
-    pub team_name: String,
-    pub app_id: String,
-    pub bot_user_id: String,
-    pub scopes: String,
-    /// `active` or `needs_reinstall`.
-    pub status: String,
-    /// With token rotation: when the bot token expires (Unix ms).
-    pub expires_at: Option<i64>,
-    pub generation: i64,
-    pub lease_owner: Option<String>,
-    pub lease_until: Option<i64>,
-    pub installed_at: i64,
-    pub updated_at: i64,
-}
-
-const COLUMNS: &str = "connection_id, team_id, tenant_id, enterprise_id, team_name, app_id, \
-     bot_user_id, scopes, status, expires_at, generation, lease_owner, lease_until, installed_at, updated_at";
-
-impl Installation {
-    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
-        Ok(Self {
-            connection_id: ConnectionId::from_trusted(row.try_get("connection_id")?),
-            team_id: row.try_get("team_id")?,
-            tenant_id: TenantId::from_trusted(row.try_get("tenant_id")?),
-            enterprise_id: row.try_get("enterprise_id")?,
-            team_name: row.try_get("team_name")?,
-            app_id: row.try_get("app_id")?,
-            bot_user_id: row.try_get("bot_user_id")?,
-            scopes: row.try_get("scopes")?,
-            status: row.try_get("status")?,
-            expires_at: row.try_get("expires_at")?,
-            generation: row.try_get("generation")?,
-            lease_owner: row.try_get("lease_owner")?,
-            lease_until: row.try_get("lease_until")?,
-            installed_at: row.try_get("installed_at")?,
-            updated_at: row.try_get("updated_at")?,
-        })
+record! {
+    #[derive(Debug, Clone)]
+    pub struct Installation, columns COLUMNS {
+        pub connection_id: ConnectionId,
+        pub team_id: String,
+        pub tenant_id: TenantId,
+        pub enterprise_id: Option<String>,
+        pub team_name: String,
+        pub app_id: String,
+        pub bot_user_id: String,
+        pub scopes: String,
+        /// `active` or `needs_reinstall`.
+        pub status: String,
+        /// With token rotation: when the bot token expires (Unix ms).
+        pub expires_at: Option<i64>,
+        pub generation: i64,
+        pub lease_owner: Option<String>,
+        pub lease_until: Option<i64>,
+        pub installed_at: i64,
+        pub updated_at: i64,
     }
 }
 
@@ -346,7 +323,7 @@ sqlx::query(
         .await?;
         row.map(|r| {
             Ok((
-                ConnectionId::from_trusted(r.try_get("connection_id")?),
+                r.try_get("connection_id")?,
                 r.try_get("browser_hash")?,
                 r.try_get("expires_at")?,
             ))

@@ -9,6 +9,7 @@ use sqlx::Row;
 
 use super::error::{classify, StoreResult};
 use super::{Backend, Store};
+use crate::domain::ids::{ConnectionId, PublicId, TenantId};
 
 /// A query with its parameters bound, ready to run.
 pub(crate) type Query<'q> = sqlx::query::Query<'q, sqlx::Any, AnyArguments<'q>>;
@@ -43,6 +44,68 @@ impl Store {
         decode_all(&rows, decode)
     }
 }
+
+/// A record read from one table: the struct, `$columns` (its fields'
+/// names in order, for a `SELECT`) and `from_row`, from one list of fields,
+/// so that the columns read and the fields filled cannot drift apart.
+macro_rules! record {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident, columns $columns:ident {
+            $( $(#[$field_meta:meta])* pub $field:ident : $ty:ty ),* $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        pub struct $name {
+            $( $(#[$field_meta])* pub $field: $ty, )*
+        }
+
+        pub(crate) const $columns: &str =
+            $crate::store::sql::without_last_comma(concat!($(stringify!($field), ", "),*));
+
+        impl $name {
+            pub(crate) fn from_row(row: &sqlx::any::AnyRow) -> Result<Self, sqlx::Error> {
+                use sqlx::Row as _;
+                Ok(Self {
+                    $( $field: row.try_get(stringify!($field))?, )*
+                })
+            }
+        }
+    };
+}
+pub(crate) use record;
+
+/// `"a, b, "` without its last `", "`: a column list of [`record!`].
+pub(crate) const fn without_last_comma(list: &'static str) -> &'static str {
+    let (head, _) = list.as_bytes().split_at(list.len() - 2);
+    match std::str::from_utf8(head) {
+        Ok(head) => head,
+        Err(_) => panic!("a column list is ASCII"),
+    }
+}
+
+/// Ids read back from the database are ids the store wrote: they decode
+/// from text, without the checks an id from outside gets.
+macro_rules! decode_from_text {
+    ($($id:ty),*) => {$(
+        impl sqlx::Type<sqlx::Any> for $id {
+            fn type_info() -> sqlx::any::AnyTypeInfo {
+                <String as sqlx::Type<sqlx::Any>>::type_info()
+            }
+
+            fn compatible(ty: &sqlx::any::AnyTypeInfo) -> bool {
+                <String as sqlx::Type<sqlx::Any>>::compatible(ty)
+            }
+        }
+
+        impl<'r> sqlx::Decode<'r, sqlx::Any> for $id {
+            fn decode(value: sqlx::any::AnyValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+                <String as sqlx::Decode<'r, sqlx::Any>>::decode(value).map(<$id>::from_trusted)
+            }
+        }
+    )*};
+}
+decode_from_text!(ConnectionId, PublicId, TenantId);
 
 /// The most rows one multi-row statement writes.
 const MAX_CHUNK: usize = 64;
@@ -166,6 +229,16 @@ pub(crate) fn decode_all<T>(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_record_lists_its_columns_in_order() {
+        assert_eq!(super::without_last_comma("a, b, "), "a, b");
+        assert_eq!(
+            crate::store::tenants::TENANT_COLUMNS,
+            "id, name, api_key_hash, engine_kind, engine_url, fallback_text, max_open_rows, \
+             max_callbacks_per_second, created_at, updated_at"
+        );
+    }
+
     use super::{padded, placeholders, pow2_chunks, values_rows};
 
     #[test]

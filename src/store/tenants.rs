@@ -1,50 +1,29 @@
 //! Tenants: one chatbot each, with its API key's hash and its engine.
 
-use sqlx::any::AnyRow;
-use sqlx::Row as _;
-
 use super::error::{classify, StoreResult};
 use super::secrets::{field, put_secret};
+use super::sql::record;
 use super::Store;
 use crate::domain::ids::TenantId;
 use crate::secrets::Sealed;
 
-#[derive(Debug, Clone)]
-pub struct TenantRecord {
-    pub id: TenantId,
-    pub name: String,
-    pub api_key_hash: String,
-    pub engine_kind: String,
-    pub engine_url: Option<String>,
-    /// Sent to the user when the engine stays down (dead-lettered event).
-    pub fallback_text: Option<String>,
-    /// Its own quotas (`None`: the configuration's).
-    pub max_open_rows: Option<i64>,
-    pub max_callbacks_per_second: Option<i64>,
-    pub created_at: i64,
-    pub updated_at: i64,
-}
-
-impl TenantRecord {
-    pub(crate) fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
-        Ok(Self {
-            id: TenantId::from_trusted(row.try_get("id")?),
-            name: row.try_get("name")?,
-            api_key_hash: row.try_get("api_key_hash")?,
-            engine_kind: row.try_get("engine_kind")?,
-            engine_url: row.try_get("engine_url")?,
-            fallback_text: row.try_get("fallback_text")?,
-            max_open_rows: row.try_get("max_open_rows")?,
-            max_callbacks_per_second: row.try_get("max_callbacks_per_second")?,
-            created_at: row.try_get("created_at")?,
-            updated_at: row.try_get("updated_at")?,
-        })
+record! {
+    #[derive(Debug, Clone)]
+    pub struct TenantRecord, columns TENANT_COLUMNS {
+        pub id: TenantId,
+        pub name: String,
+        pub api_key_hash: String,
+        pub engine_kind: String,
+        pub engine_url: Option<String>,
+        /// Sent to the user when the engine stays down (dead-lettered event).
+        pub fallback_text: Option<String>,
+        /// Its own quotas (`None`: the configuration's).
+        pub max_open_rows: Option<i64>,
+        pub max_callbacks_per_second: Option<i64>,
+        pub created_at: i64,
+        pub updated_at: i64,
     }
 }
-
-pub(crate) const TENANT_COLUMNS: &str =
-    "id, name, api_key_hash, engine_kind, engine_url, fallback_text, max_open_rows, \
-     max_callbacks_per_second, created_at, updated_at";
 
 #[derive(Debug, Clone)]
 pub struct NewTenant {

@@ -1,47 +1,31 @@
 //! A connection's shared token: the row with what is not secret and the
 //! refresh lease (the token itself is sealed in `secrets`).
 
-use sqlx::any::AnyRow;
 use sqlx::Row as _;
 
 use super::error::StoreResult;
 use super::secrets::{field, put_secret};
+use super::sql::record;
 use super::Store;
 use crate::domain::ids::{ConnectionId, TenantId};
 use crate::secrets::Sealed;
 
-/// A connection's token row: what is not secret, and the refresh lease.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TokenMeta {
-    /// Random per stored token; `None` before the first.
-    pub token_id: Option<String>,
-    pub generation: i64,
-    pub issued_at: Option<i64>,
-    pub expires_at: Option<i64>,
-    pub refresh_expires_at: Option<i64>,
-    pub scope: Option<String>,
-    pub lease_owner: Option<String>,
-    pub lease_until: Option<i64>,
-    /// A user-account connection whose refresh token was refused: since
-    /// when (Unix ms) it needs a person to authorise it again.
-    pub reauthorize_since: Option<i64>,
-}
-
-pub(crate) const TOKEN_COLUMNS: &str = "token_id, generation, issued_at, expires_at, refresh_expires_at, scope, lease_owner, lease_until, reauthorize_since";
-
-impl TokenMeta {
-    pub(crate) fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
-        Ok(Self {
-            token_id: row.try_get("token_id")?,
-            generation: row.try_get("generation")?,
-            issued_at: row.try_get("issued_at")?,
-            expires_at: row.try_get("expires_at")?,
-            refresh_expires_at: row.try_get("refresh_expires_at")?,
-            scope: row.try_get("scope")?,
-            lease_owner: row.try_get("lease_owner")?,
-            lease_until: row.try_get("lease_until")?,
-            reauthorize_since: row.try_get("reauthorize_since")?,
-        })
+record! {
+    /// A connection's token row: what is not secret, and the refresh lease.
+    #[derive(Debug, Clone, Default, PartialEq, Eq)]
+    pub struct TokenMeta, columns TOKEN_COLUMNS {
+        /// Random per stored token; `None` before the first.
+        pub token_id: Option<String>,
+        pub generation: i64,
+        pub issued_at: Option<i64>,
+        pub expires_at: Option<i64>,
+        pub refresh_expires_at: Option<i64>,
+        pub scope: Option<String>,
+        pub lease_owner: Option<String>,
+        pub lease_until: Option<i64>,
+        /// A user-account connection whose refresh token was refused: since
+        /// when (Unix ms) it needs a person to authorise it again.
+        pub reauthorize_since: Option<i64>,
     }
 }
 

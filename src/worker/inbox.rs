@@ -2,32 +2,17 @@
 //! replies (or retry with backoff, or dead-letter with an optional fallback
 //! text) — each result written only while the claim's lease is held.
 
-use std::sync::Arc;
-
 use actix_web::web;
 use secrecy::SecretString;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 
-use super::{claim_window, retry::backoff, spawn_each, spawn_one, Kind, Outcome};
+use super::{retry::backoff, spawn_one, Kind};
 use crate::channels::Channel;
 use crate::domain::now_millis;
 use crate::engine::{Engine, EngineEvent};
 use crate::state::AppState;
 use crate::store::queue::InboundEvent;
 use crate::store::{field, StoreResult, TenantRecord};
-
-pub async fn step(
-    state: &web::Data<AppState>,
-    slots: &Arc<Semaphore>,
-    free: usize,
-) -> StoreResult<Outcome> {
-    let (now, until, limit) = claim_window(&state.settings, free);
-    let events = state
-        .store
-        .claim_inbound(&state.worker_id, now, until, limit)
-        .await?;
-    Ok(spawn_each(state, slots, events, start).await)
-}
 
 /// Processes one claimed event in a slot of its own.
 pub(super) fn start(state: &web::Data<AppState>, slot: OwnedSemaphorePermit, event: InboundEvent) {

@@ -30,14 +30,30 @@ pub fn lease_ms(settings: &crate::config::Settings) -> i64 {
     i64::try_from((longest + Duration::from_secs(10)).as_millis()).unwrap_or(60_000)
 }
 
-/// A claim made now for `free` slots: (now, lease until, limit).
-pub(crate) fn claim_window(settings: &crate::config::Settings, free: usize) -> (i64, i64, i64) {
-    let now = crate::domain::now_millis();
-    (
-        now,
-        now + lease_ms(settings),
+/// Claims, for `free` slots, the `kind`'s rows that are due now, leased
+/// to this worker, and starts each.
+async fn step(
+    state: &web::Data<AppState>,
+    slots: &Arc<Semaphore>,
+    free: usize,
+    kind: Kind,
+) -> crate::store::StoreResult<Outcome> {
+    let (owner, now) = (&state.worker_id, crate::domain::now_millis());
+    let (until, limit) = (
+        now + lease_ms(&state.settings),
         i64::try_from(free).unwrap_or(1),
-    )
+    );
+    let store = &state.store;
+    Ok(match kind {
+        Kind::Inbox => {
+            let events = store.claim_inbound(owner, now, until, limit).await?;
+            spawn_each(state, slots, events, inbox::start).await
+        }
+        Kind::Outbox => {
+            let messages = store.claim_outbound(owner, now, until, limit).await?;
+            spawn_each(state, slots, messages, outbox::start).await
+        }
+    })
 }
 
 /// How long one attempt may run: the lease less a margin for writing its
@@ -58,7 +74,7 @@ pub enum Outcome {
 
 /// Starts each claimed item (`start`), each holding a slot until it is
 /// done.
-pub(crate) async fn spawn_each<T>(
+async fn spawn_each<T>(
     state: &web::Data<AppState>,
     slots: &Arc<Semaphore>,
     items: Vec<T>,
@@ -252,10 +268,7 @@ async fn run(state: web::Data<AppState>, kind: Kind, slots: Arc<Semaphore>) {
         let step = if free == 0 {
             Ok(Outcome::Empty)
         } else {
-            match kind {
-                Kind::Inbox => inbox::step(&state, &slots, free).await,
-                Kind::Outbox => outbox::step(&state, &slots, free).await,
-            }
+            step(&state, &slots, free, kind).await
         };
         let busy = matches!(step, Ok(Outcome::Claimed(n)) if n == free);
         // A step that ran took every row due by `stepped_at` it could.

@@ -7,13 +7,11 @@
 //!   with jitter, counted, failed after the last attempt;
 //! - refused by the platform: failed, with its (bounded) reason.
 
-use std::sync::Arc;
-
 use actix_web::web;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::retry::backoff;
-use super::{claim_window, spawn_each, spawn_one, Kind, Outcome};
+use super::{spawn_one, Kind};
 use crate::channels::{Channel, Sent};
 use crate::domain::now_millis;
 use crate::state::AppState;
@@ -27,19 +25,6 @@ fn credentials_pause_ms(settings: &crate::config::Settings) -> i64 {
     i64::try_from(settings.retry_base.as_millis().saturating_mul(20))
         .unwrap_or(60_000)
         .min(60_000)
-}
-
-pub async fn step(
-    state: &web::Data<AppState>,
-    slots: &Arc<Semaphore>,
-    free: usize,
-) -> StoreResult<Outcome> {
-    let (now, until, limit) = claim_window(&state.settings, free);
-    let messages = state
-        .store
-        .claim_outbound(&state.worker_id, now, until, limit)
-        .await?;
-    Ok(spawn_each(state, slots, messages, start).await)
 }
 
 /// Processes one claimed message in a slot of its own.

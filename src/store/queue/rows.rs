@@ -3,10 +3,8 @@
 //! works on (`INBOX`, `OUTBOX`). The lowest file of the queue: it imports
 //! none of the others.
 
-use sqlx::any::AnyRow;
-use sqlx::Row as _;
-
 use crate::domain::ids::{ConnectionId, TenantId};
+use crate::store::sql::record;
 
 #[derive(Debug, Clone)]
 pub struct NewInbound {
@@ -49,42 +47,21 @@ pub enum Inserted {
     Refused,
 }
 
-#[derive(Debug, Clone)]
-pub struct InboundEvent {
-    pub seq: i64,
-    pub id: String,
-    pub tenant_id: TenantId,
-    pub connection_id: ConnectionId,
-    pub conversation: String,
-    pub event_type: String,
-    pub raw: Vec<u8>,
-    pub status: String,
-    pub attempts: i64,
-    pub last_error: Option<String>,
-    pub received_at: i64,
-    pub updated_at: i64,
-}
-
-pub(crate) const INBOUND_COLUMNS: &str =
-    "seq, id, tenant_id, connection_id, conversation, event_type, raw, \
-     status, attempts, last_error, received_at, updated_at";
-
-impl InboundEvent {
-    pub(crate) fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
-        Ok(Self {
-            seq: row.try_get("seq")?,
-            id: row.try_get("id")?,
-            tenant_id: TenantId::from_trusted(row.try_get("tenant_id")?),
-            connection_id: ConnectionId::from_trusted(row.try_get("connection_id")?),
-            conversation: row.try_get("conversation")?,
-            event_type: row.try_get("event_type")?,
-            raw: row.try_get("raw")?,
-            status: row.try_get("status")?,
-            attempts: row.try_get("attempts")?,
-            last_error: row.try_get("last_error")?,
-            received_at: row.try_get("received_at")?,
-            updated_at: row.try_get("updated_at")?,
-        })
+record! {
+    #[derive(Debug, Clone)]
+    pub struct InboundEvent, columns INBOUND_COLUMNS {
+        pub seq: i64,
+        pub id: String,
+        pub tenant_id: TenantId,
+        pub connection_id: ConnectionId,
+        pub conversation: String,
+        pub event_type: String,
+        pub raw: Vec<u8>,
+        pub status: String,
+        pub attempts: i64,
+        pub last_error: Option<String>,
+        pub received_at: i64,
+        pub updated_at: i64,
     }
 }
 
@@ -105,47 +82,24 @@ pub struct NewOutbound {
     pub content: String,
 }
 
-#[derive(Debug, Clone)]
-pub struct OutboundMessage {
-    pub seq: i64,
-    pub id: String,
-    pub tenant_id: TenantId,
-    pub connection_id: ConnectionId,
-    pub event_id: Option<String>,
-    pub conversation: String,
-    pub target_kind: String,
-    pub target_id: String,
-    pub content: String,
-    pub status: String,
-    pub attempts: i64,
-    pub last_error: Option<String>,
-    pub created_at: i64,
-    pub updated_at: i64,
-    pub delivered_at: Option<i64>,
-}
-
-pub(crate) const OUTBOUND_COLUMNS: &str = "seq, id, tenant_id, connection_id, event_id, conversation, \
-     target_kind, target_id, content, status, attempts, last_error, created_at, updated_at, delivered_at";
-
-impl OutboundMessage {
-    pub(crate) fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
-        Ok(Self {
-            seq: row.try_get("seq")?,
-            id: row.try_get("id")?,
-            tenant_id: TenantId::from_trusted(row.try_get("tenant_id")?),
-            connection_id: ConnectionId::from_trusted(row.try_get("connection_id")?),
-            event_id: row.try_get("event_id")?,
-            conversation: row.try_get("conversation")?,
-            target_kind: row.try_get("target_kind")?,
-            target_id: row.try_get("target_id")?,
-            content: row.try_get("content")?,
-            status: row.try_get("status")?,
-            attempts: row.try_get("attempts")?,
-            last_error: row.try_get("last_error")?,
-            created_at: row.try_get("created_at")?,
-            updated_at: row.try_get("updated_at")?,
-            delivered_at: row.try_get("delivered_at")?,
-        })
+record! {
+    #[derive(Debug, Clone)]
+    pub struct OutboundMessage, columns OUTBOUND_COLUMNS {
+        pub seq: i64,
+        pub id: String,
+        pub tenant_id: TenantId,
+        pub connection_id: ConnectionId,
+        pub event_id: Option<String>,
+        pub conversation: String,
+        pub target_kind: String,
+        pub target_id: String,
+        pub content: String,
+        pub status: String,
+        pub attempts: i64,
+        pub last_error: Option<String>,
+        pub created_at: i64,
+        pub updated_at: i64,
+        pub delivered_at: Option<i64>,
     }
 }
 
