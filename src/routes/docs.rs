@@ -256,6 +256,28 @@ pub enum TokenDenied {
     Unavailable(ErrorEnvelope<'static>),
 }
 
+/// The refusals of a platform's callback (a webhook or Slack's Request
+/// URLs): nothing is stored for any of them.
+#[derive(utoipa::IntoResponses)]
+pub enum CallbackRefused {
+    /// Malformed body (or, from NAVER WORKS, no X-WORKS-BotId)
+    #[response(status = 400)]
+    Malformed(ErrorEnvelope<'static>),
+    /// Missing, wrong or (Slack) stale signature
+    #[response(status = 401)]
+    Unsigned(ErrorEnvelope<'static>),
+    /// Unknown webhook
+    #[response(status = 404)]
+    NotFound(ErrorEnvelope<'static>),
+    /// Body too large
+    #[response(status = 413)]
+    TooLarge(ErrorEnvelope<'static>),
+    /// Not the content type the platform sends (Slack: JSON for events,
+    /// form-encoded for commands and interactions)
+    #[response(status = 415)]
+    WrongType(ErrorEnvelope<'static>),
+}
+
 /// `{tenant}`.
 #[derive(utoipa::IntoParams)]
 #[into_params(parameter_in = Path)]

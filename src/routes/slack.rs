@@ -16,12 +16,12 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use secrecy::ExposeSecret;
 use serde_json::json;
 
-use super::docs::PublicPath;
+use super::docs::{CallbackRefused, PublicPath};
 use super::webhooks::{read_body, store_event, webhook_connection, webhook_secret};
 use crate::channels::slack::{inbound, signature, Details};
 use crate::channels::Channel;
 use crate::domain::now_millis;
-use crate::error::{ApiError, ErrorEnvelope};
+use crate::error::ApiError;
 use crate::state::AppState;
 use crate::store::queue::{Inserted, NewInbound};
 
@@ -53,7 +53,7 @@ enum Answer {
     summary = "Slack Events API (X-Slack-Signature v0, X-Slack-Request-Timestamp)", tag = "slack",
     params(PublicPath),
     request_body(content = Object, description = "url_verification or event_callback, as Slack sends it"),
-    responses((status = 200, description = "{challenge} for url_verification, else {status: accepted | duplicate | ignored}", body = Object), (status = 400, description = "Malformed body", body = ErrorEnvelope<'static>), (status = 401, description = "Missing, wrong or stale signature", body = ErrorEnvelope<'static>), (status = 404, description = "Unknown webhook", body = ErrorEnvelope<'static>), (status = 413, description = "Body too large", body = ErrorEnvelope<'static>), (status = 415, description = "Not JSON", body = ErrorEnvelope<'static>)),
+    responses((status = 200, description = "{challenge} for url_verification, else {status: accepted | duplicate | refused | ignored}", body = Object), CallbackRefused),
     security(()))]
 pub async fn events(
     req: HttpRequest,
@@ -81,7 +81,7 @@ pub async fn events(
     summary = "Slack slash command (form-encoded, signed)", tag = "slack",
     params(PublicPath),
     request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "command, text, team_id, channel_id, user_id, response_url, …"),
-    responses((status = 200, description = "Empty, or the connection's command_ack_text as an ephemeral message"), (status = 400, description = "Malformed command", body = ErrorEnvelope<'static>), (status = 401, description = "Missing, wrong or stale signature", body = ErrorEnvelope<'static>), (status = 404, description = "Unknown webhook", body = ErrorEnvelope<'static>), (status = 415, description = "Not form-encoded", body = ErrorEnvelope<'static>)),
+    responses((status = 200, description = "Empty, or the connection's command_ack_text as an ephemeral message"), CallbackRefused),
     security(()))]
 pub async fn commands(
     req: HttpRequest,
@@ -100,7 +100,7 @@ pub async fn commands(
     summary = "Slack interactivity: block actions (payload=, form-encoded, signed)", tag = "slack",
     params(PublicPath),
     request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "payload = the interaction's JSON"),
-    responses((status = 200, description = "Acknowledged (empty)"), (status = 400, description = "Malformed payload", body = ErrorEnvelope<'static>), (status = 401, description = "Missing, wrong or stale signature", body = ErrorEnvelope<'static>), (status = 404, description = "Unknown webhook", body = ErrorEnvelope<'static>), (status = 415, description = "Not form-encoded", body = ErrorEnvelope<'static>)),
+    responses((status = 200, description = "Acknowledged (empty)"), CallbackRefused),
     security(()))]
 pub async fn interactions(
     req: HttpRequest,
