@@ -82,6 +82,15 @@ pub(super) fn html_page(ctx: &Ctx, status: StatusCode, markup: Markup) -> HttpRe
         .body(markup.into_string())
 }
 
+/// A form page's status: 422 when it shows the fields' problems.
+fn form_status(errors: &[FieldError]) -> StatusCode {
+    if errors.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    }
+}
+
 fn ok(ctx: &Ctx, markup: Markup) -> Page {
     Ok(html_page(ctx, StatusCode::OK, markup))
 }
@@ -365,12 +374,11 @@ async fn tenants_inner(
             button #create-tenant type="submit" { (T::CreateTenant.get(l)) }
         }
     };
-    let status = if errors.is_empty() {
-        StatusCode::OK
-    } else {
-        StatusCode::UNPROCESSABLE_ENTITY
-    };
-    Ok(html_page(ctx, status, layout(ctx, T::Tenants.get(l), body)))
+    Ok(html_page(
+        ctx,
+        form_status(errors),
+        layout(ctx, T::Tenants.get(l), body),
+    ))
 }
 
 pub async fn create_tenant(ctx: Ctx, form: Form) -> HttpResponse {
@@ -1190,12 +1198,11 @@ async fn engine_form(
             button #save-engine type="submit" { (T::Save.get(l)) }
         }
     };
-    let status = if errors.is_empty() {
-        StatusCode::OK
-    } else {
-        StatusCode::UNPROCESSABLE_ENTITY
-    };
-    Ok(html_page(ctx, status, layout(ctx, T::Engine.get(l), body)))
+    Ok(html_page(
+        ctx,
+        form_status(errors),
+        layout(ctx, T::Engine.get(l), body),
+    ))
 }
 
 pub async fn engine_page(ctx: Ctx, req: HttpRequest) -> HttpResponse {
