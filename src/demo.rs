@@ -47,7 +47,6 @@ struct Saved {
     /// The NAVER WORKS connection (the printed link opens its playground).
     connection_id: String,
     /// The Slack connection.
-    #[serde(default)]
     slack_connection_id: Option<String>,
     /// The http engine's signing secret, made once.
     engine_secret: String,

@@ -79,9 +79,7 @@ pub struct AppConfig {
     pub service_account: String,
     /// The app's public key (PEM, SPKI or PKCS#1), or leave it out and give
     /// `private_key`, from which it is derived.
-    #[serde(default)]
     pub public_key: Option<String>,
-    #[serde(default)]
     pub private_key: Option<String>,
     #[serde(default = "default_domain")]
     pub domain_id: i64,
@@ -109,7 +107,6 @@ pub struct BotConfig {
     pub bot_id: String,
     pub bot_secret: String,
     /// Where callbacks go when none is named (the bot's Callback URL).
-    #[serde(default)]
     pub callback_url: Option<String>,
 }
 

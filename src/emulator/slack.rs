@@ -525,7 +525,6 @@ fn record(
 struct NewFile {
     app_id: String,
     name: String,
-    #[serde(default)]
     mimetype: Option<String>,
 }
 
@@ -672,31 +671,22 @@ pub struct Delivery {
     pub url: String,
     /// `message`, `mention`, `command`, `action`, or `event` (with `event`).
     pub kind: String,
-    #[serde(default)]
     pub channel: Option<String>,
-    #[serde(default)]
     pub user: Option<String>,
-    #[serde(default)]
     pub text: Option<String>,
-    #[serde(default)]
     pub thread_ts: Option<String>,
     /// `command`: the command, e.g. `/luckydraw`.
-    #[serde(default)]
     pub command: Option<String>,
     /// `action`: the button's value.
-    #[serde(default)]
     pub value: Option<String>,
     /// `file`: the id of a file added with `/slack/emulator/files`.
-    #[serde(default)]
     pub file: Option<String>,
     /// The workspace it happens in (an install's), else the app's own.
-    #[serde(default)]
     pub team: Option<String>,
     /// `message`: sent as a bot's (`bot_id` set).
     #[serde(default)]
     pub from_bot: bool,
     /// `event`: the inner event object as is.
-    #[serde(default)]
     pub event: Option<Value>,
     /// Extra deliveries of the same event, as if each earlier answer had
     /// been lost (`X-Slack-Retry-Reason: http_timeout`).
@@ -964,7 +954,6 @@ struct AuthorizeQuery {
     #[serde(default)]
     state: String,
     /// A workspace to install into; a new one when absent.
-    #[serde(default)]
     team: Option<String>,
 }
 
