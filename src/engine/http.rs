@@ -112,11 +112,7 @@ pub async fn answer(
         .body(body)
         .send()
         .await?;
-    if !response.status().is_success() {
-        return Err(EngineError::Status(response.status().as_u16()));
-    }
-    let answer: Value = serde_json::from_slice(&client.read(response).await?)
-        .map_err(|_| EngineError::Unreadable("not JSON".into()))?;
+    let answer = super::json_answer(client, response).await?;
     let replies = answer
         .get("replies")
         .and_then(Value::as_array)

@@ -59,6 +59,18 @@ pub enum EngineError {
     TooLarge(usize),
 }
 
+/// An engine's answer as JSON: a 2xx, its body read under the client's cap.
+async fn json_answer(
+    client: &crate::outbound::Client,
+    response: reqwest::Response,
+) -> Result<Value, EngineError> {
+    if !response.status().is_success() {
+        return Err(EngineError::Status(response.status().as_u16()));
+    }
+    serde_json::from_slice(&client.read(response).await?)
+        .map_err(|_| EngineError::Unreadable("not JSON".into()))
+}
+
 impl From<crate::outbound::ReadError> for EngineError {
     fn from(e: crate::outbound::ReadError) -> Self {
         match e {

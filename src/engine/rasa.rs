@@ -95,11 +95,7 @@ pub async fn answer(
         .json(&body)
         .send()
         .await?;
-    if !response.status().is_success() {
-        return Err(EngineError::Status(response.status().as_u16()));
-    }
-    let items: Value = serde_json::from_slice(&client.read(response).await?)
-        .map_err(|_| EngineError::Unreadable("not JSON".into()))?;
+    let items = super::json_answer(client, response).await?;
     let items = items
         .as_array()
         .ok_or(EngineError::Unreadable("not a list".into()))?;
