@@ -4,9 +4,8 @@
 
 use actix_web::web;
 use secrecy::SecretString;
-use tokio::sync::OwnedSemaphorePermit;
 
-use super::{retry::backoff, spawn_one, Kind};
+use super::{retry::backoff, Kind, Work};
 use crate::channels::Channel;
 use crate::domain::now_millis;
 use crate::engine::{Engine, EngineEvent};
@@ -14,16 +13,16 @@ use crate::state::AppState;
 use crate::store::queue::InboundEvent;
 use crate::store::{field, StoreResult, TenantRecord};
 
-/// Processes one claimed event in a slot of its own.
-pub(super) fn start(state: &web::Data<AppState>, slot: OwnedSemaphorePermit, event: InboundEvent) {
-    spawn_one(
-        state,
-        slot,
-        event,
-        |event| &event.id,
-        |state, event| async move { process(&state, &event).await },
-        Kind::Inbox,
-    );
+impl Work for InboundEvent {
+    const KIND: Kind = Kind::Inbox;
+
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    async fn process(state: web::Data<AppState>, event: Self) -> StoreResult<()> {
+        process(&state, &event).await
+    }
 }
 
 async fn engine_of(state: &AppState, tenant: &TenantRecord) -> Result<Engine, String> {

@@ -47,11 +47,11 @@ async fn step(
     Ok(match kind {
         Kind::Inbox => {
             let events = store.claim_inbound(owner, now, until, limit).await?;
-            spawn_each(state, slots, events, inbox::start).await
+            spawn_each(state, slots, events).await
         }
         Kind::Outbox => {
             let messages = store.claim_outbound(owner, now, until, limit).await?;
-            spawn_each(state, slots, messages, outbox::start).await
+            spawn_each(state, slots, messages).await
         }
     })
 }
@@ -72,20 +72,19 @@ pub enum Outcome {
     Empty,
 }
 
-/// Starts each claimed item (`start`), each holding a slot until it is
+/// Starts each claimed item, each holding a slot until it is
 /// done.
-async fn spawn_each<T>(
+async fn spawn_each<T: Work>(
     state: &web::Data<AppState>,
     slots: &Arc<Semaphore>,
     items: Vec<T>,
-    start: Start<T>,
 ) -> Outcome {
     let claimed = items.len();
     for item in items {
         let Ok(slot) = slots.clone().acquire_owned().await else {
             break;
         };
-        start(state, slot, item);
+        spawn_one(state, slot, item);
     }
     if claimed == 0 {
         Outcome::Empty
@@ -94,27 +93,26 @@ async fn spawn_each<T>(
     }
 }
 
-/// How a worker starts one claimed item in a slot of its own.
-pub(crate) type Start<T> = fn(&web::Data<AppState>, OwnedSemaphorePermit, T);
+/// What a worker does with one claimed row (an event, a message).
+pub(crate) trait Work: Stored + Send + 'static {
+    /// The worker whose rows these are.
+    const KIND: Kind;
+    fn id(&self) -> &str;
+    fn process(
+        state: web::Data<AppState>,
+        item: Self,
+    ) -> impl std::future::Future<Output = crate::store::StoreResult<()>> + Send + 'static;
+}
 
-/// Runs `process` on one claimed item in a task of its own, holding `slot`
-/// until it is done; a failure is logged, and the item's lease expires so
-/// that it is tried again. The slot freed wakes the worker (`kind`) if rows
-/// may be waiting for one. (The next row of the item's conversation, if
-/// any, is woken for by the write of the item's result.)
-pub(crate) fn spawn_one<T, Fut>(
-    state: &web::Data<AppState>,
-    slot: OwnedSemaphorePermit,
-    item: T,
-    id: fn(&T) -> &str,
-    process: fn(web::Data<AppState>, T) -> Fut,
-    kind: Kind,
-) where
-    T: Send + 'static,
-    Fut: std::future::Future<Output = crate::store::StoreResult<()>> + Send + 'static,
-{
-    let item_id = id(&item).to_owned();
-    let work = process(state.clone(), item);
+/// Runs `T::process` on one claimed item in a task of its own, holding
+/// `slot` until it is done; a failure is logged, and the item's lease
+/// expires so that it is tried again. The slot freed wakes the worker if
+/// rows may be waiting for one. (The next row of the item's conversation,
+/// if any, is woken for by the write of the item's result.)
+fn spawn_one<T: Work>(state: &web::Data<AppState>, slot: OwnedSemaphorePermit, item: T) {
+    let kind = T::KIND;
+    let item_id = item.id().to_owned();
+    let work = T::process(state.clone(), item);
     let state = state.clone();
     tokio::spawn(async move {
         if let Err(e) = work.await {
@@ -130,12 +128,12 @@ pub(crate) fn spawn_one<T, Fut>(
 /// Starts the rows claimed for a worker as they were written (see
 /// [`crate::store::handoff`]). When the workers stop, what was already handed
 /// over is started (the worker waits for it), and nothing more is taken.
-async fn take<T: Stored>(state: web::Data<AppState>, mut taken: Taken<T>, start: Start<T>) {
+async fn take<T: Work>(state: web::Data<AppState>, mut taken: Taken<T>) {
     let mut stop = state.signals.stop.subscribe();
     loop {
         tokio::select! {
             item = taken.recv() => match item {
-                Some((item, slot)) => start_opened(&state, slot, item, start),
+                Some((item, slot)) => start_opened(&state, slot, item),
                 None => return,
             },
             _ = stop.changed() => break,
@@ -143,20 +141,15 @@ async fn take<T: Stored>(state: web::Data<AppState>, mut taken: Taken<T>, start:
     }
     taken.close();
     while let Ok((item, slot)) = taken.try_recv() {
-        start_opened(&state, slot, item, start);
+        start_opened(&state, slot, item);
     }
 }
 
 /// Starts a handed-over row once its body is opened; one that cannot be
 /// opened keeps its lease until it expires (and is claimed again).
-fn start_opened<T: Stored>(
-    state: &web::Data<AppState>,
-    slot: OwnedSemaphorePermit,
-    item: T,
-    start: Start<T>,
-) {
+fn start_opened<T: Work>(state: &web::Data<AppState>, slot: OwnedSemaphorePermit, item: T) {
     match T::opened(&state.store, vec![item]).map(|mut rows| rows.pop()) {
-        Ok(Some(item)) => start(state, slot, item),
+        Ok(Some(item)) => spawn_one(state, slot, item),
         Ok(None) => {}
         Err(e) => {
             tracing::error!(error.message = %e, "a handed-over row could not be opened; its lease will expire")
@@ -186,8 +179,8 @@ pub fn spawn(state: web::Data<AppState>) -> Vec<tokio::task::JoinHandle<()>> {
     vec![
         tokio::spawn(run(state.clone(), Kind::Inbox, inbox)),
         tokio::spawn(run(state.clone(), Kind::Outbox, outbox)),
-        tokio::spawn(take(state.clone(), inbox_taken, inbox::start)),
-        tokio::spawn(take(state.clone(), outbox_taken, outbox::start)),
+        tokio::spawn(take(state.clone(), inbox_taken)),
+        tokio::spawn(take(state.clone(), outbox_taken)),
         tokio::spawn(housekeeping(state)),
     ]
 }

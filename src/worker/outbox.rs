@@ -8,10 +8,9 @@
 //! - refused by the platform: failed, with its (bounded) reason.
 
 use actix_web::web;
-use tokio::sync::OwnedSemaphorePermit;
 
 use super::retry::backoff;
-use super::{spawn_one, Kind};
+use super::{Kind, Work};
 use crate::channels::{Channel, Sent};
 use crate::domain::now_millis;
 use crate::state::AppState;
@@ -27,20 +26,16 @@ fn credentials_pause_ms(settings: &crate::config::Settings) -> i64 {
         .min(60_000)
 }
 
-/// Processes one claimed message in a slot of its own.
-pub(super) fn start(
-    state: &web::Data<AppState>,
-    slot: OwnedSemaphorePermit,
-    message: OutboundMessage,
-) {
-    spawn_one(
-        state,
-        slot,
-        message,
-        |message| &message.id,
-        |state, message| async move { process(&state, &message).await },
-        Kind::Outbox,
-    );
+impl Work for OutboundMessage {
+    const KIND: Kind = Kind::Outbox;
+
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    async fn process(state: web::Data<AppState>, message: Self) -> StoreResult<()> {
+        process(&state, &message).await
+    }
 }
 
 async fn process(state: &AppState, message: &OutboundMessage) -> StoreResult<()> {
@@ -62,22 +57,21 @@ async fn process(state: &AppState, message: &OutboundMessage) -> StoreResult<()>
     let held = (pace_key != hold_key)
         .then(|| state.pacer.held(&hold_key, now))
         .flatten();
-    if let Some(until) = held {
-        state.metrics.pacing_delays.inc("held");
+    // Held, or over the pace: put back until then, not counted as an
+    // attempt. (A held send takes no token from the pace.)
+    let wait = match held {
+        Some(until) => Some(("held", until)),
+        None => state
+            .pacer
+            .try_acquire(&pace_key, connection.rate_limit_per_minute, now)
+            .err()
+            .map(|ready| ("deferred", ready)),
+    };
+    if let Some((why, until)) = wait {
+        state.metrics.pacing_delays.inc(why);
         state
             .store
             .retry_outbound(message, owner, None, until, false, now)
-            .await?;
-        return Ok(());
-    }
-    if let Err(ready) = state
-        .pacer
-        .try_acquire(&pace_key, connection.rate_limit_per_minute, now)
-    {
-        state.metrics.pacing_delays.inc("deferred");
-        state
-            .store
-            .retry_outbound(message, owner, None, ready, false, now)
             .await?;
         return Ok(());
     }
