@@ -23,6 +23,26 @@ impl FieldError {
 }
 
 /// Current time as Unix milliseconds, the timestamp form in the database.
+/// A platform's scope list: names separated by spaces or commas, kept
+/// once each in order. `Err` is the first that is not a scope name (at most
+/// 64 bytes of lowercase letters, digits and the bytes of `extra`).
+pub fn scope_names<'a>(text: &'a str, extra: &[u8]) -> Result<Vec<&'a str>, &'a str> {
+    let mut names = Vec::new();
+    for name in text.split([' ', ',']).filter(|s| !s.is_empty()) {
+        let ok = name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || extra.contains(&b));
+        if !ok {
+            return Err(name);
+        }
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    Ok(names)
+}
+
 pub fn now_millis() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64 / 1_000_000
 }

@@ -198,22 +198,12 @@ pub fn parse_scope(value: &Value) -> Result<String, FieldError> {
             "must be a string such as \"bot bot.read\"",
         ));
     };
-    let mut scopes: Vec<&str> = Vec::new();
-    for scope in text.split([' ', ',']).filter(|s| !s.is_empty()) {
-        let ok = scope.len() <= 64
-            && scope
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._".contains(&b));
-        if !ok {
-            return Err(FieldError::new(
-                "scope",
-                format!("`{scope}` is not a NAVER WORKS scope name"),
-            ));
-        }
-        if !scopes.contains(&scope) {
-            scopes.push(scope);
-        }
-    }
+    let scopes = super::scope_names(text, b"._").map_err(|scope| {
+        FieldError::new(
+            "scope",
+            format!("`{scope}` is not a NAVER WORKS scope name"),
+        )
+    })?;
     if scopes.len() > 32 {
         return Err(FieldError::new(
             "scope",

@@ -64,19 +64,7 @@ fn scopes(v: &Value) -> Result<String, FieldError> {
     let Value::String(text) = v else {
         return Err(bad());
     };
-    let mut list: Vec<&str> = Vec::new();
-    for scope in text.split([',', ' ']).filter(|s| !s.is_empty()) {
-        let ok = scope.len() <= 64
-            && scope
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b":._".contains(&b));
-        if !ok {
-            return Err(bad());
-        }
-        if !list.contains(&scope) {
-            list.push(scope);
-        }
-    }
+    let list = crate::domain::scope_names(text, b":._").map_err(|_| bad())?;
     if list.is_empty() || list.len() > 64 {
         return Err(bad());
     }
