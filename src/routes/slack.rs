@@ -55,13 +55,8 @@ enum Answer {
     request_body(content = Object, description = "url_verification or event_callback, as Slack sends it"),
     responses((status = 200, description = "{challenge} for url_verification, else {status: accepted | duplicate | refused | ignored}", body = Object), CallbackRefused),
     security(()))]
-pub async fn events(
-    req: HttpRequest,
-    path: web::Path<String>,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    let answer = handle(&req, &path, payload, &state, Kind::Events).await?;
+pub async fn events(request: Request) -> Result<HttpResponse, ApiError> {
+    let answer = handle(request, Kind::Events).await?;
     Ok(match answer {
         (Answer::Challenge(challenge), _) => {
             HttpResponse::Ok().json(json!({ "challenge": challenge }))
@@ -83,13 +78,8 @@ pub async fn events(
     request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "command, text, team_id, channel_id, user_id, response_url, …"),
     responses((status = 200, description = "Empty, or the connection's command_ack_text as an ephemeral message"), CallbackRefused),
     security(()))]
-pub async fn commands(
-    req: HttpRequest,
-    path: web::Path<String>,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    let (_, ack) = handle(&req, &path, payload, &state, Kind::Commands).await?;
+pub async fn commands(request: Request) -> Result<HttpResponse, ApiError> {
+    let (_, ack) = handle(request, Kind::Commands).await?;
     Ok(match ack {
         Some(text) => HttpResponse::Ok().json(json!({"response_type": "ephemeral", "text": text})),
         None => HttpResponse::Ok().finish(),
@@ -102,25 +92,26 @@ pub async fn commands(
     request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "payload = the interaction's JSON"),
     responses((status = 200, description = "Acknowledged (empty)"), CallbackRefused),
     security(()))]
-pub async fn interactions(
-    req: HttpRequest,
-    path: web::Path<String>,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    handle(&req, &path, payload, &state, Kind::Interactions).await?;
+pub async fn interactions(request: Request) -> Result<HttpResponse, ApiError> {
+    handle(request, Kind::Interactions).await?;
     Ok(HttpResponse::Ok().finish())
 }
 
+/// What each Request URL's handler takes: the request, its `{connection}`,
+/// the body still unread, and the app.
+type Request = (
+    HttpRequest,
+    web::Path<String>,
+    web::Payload,
+    web::Data<AppState>,
+);
+
 /// `receive`, counted; the command acknowledgement text when one is set.
 async fn handle(
-    req: &HttpRequest,
-    path: &str,
-    payload: web::Payload,
-    state: &AppState,
+    (req, path, payload, state): Request,
     kind: Kind,
 ) -> Result<(Answer, Option<String>), ApiError> {
-    let result = receive(req, path, payload, state, kind).await;
+    let result = receive(&req, &path, payload, &state, kind).await;
     let outcome = match &result {
         Ok((Answer::Stored(Inserted::Duplicate), _)) => "duplicate",
         Ok((Answer::Stored(Inserted::Refused), _)) => "refused",
