@@ -23,8 +23,8 @@ use crate::secrets::hashing::{generate_token, hash_token};
 use crate::service::auth::Caller;
 use crate::service::checks::{run_checks, Check};
 use crate::service::connections::{self, ConnectionBody, ConnectionView};
-use crate::service::events;
 use crate::service::tenants::{self, EngineBody};
+use crate::service::{events, oauth};
 use crate::store::console::{ConsoleSession, Role};
 use crate::store::{ConnectionRecord, StoreError, TenantRecord};
 
@@ -504,7 +504,7 @@ fn connect_form(
         }
         @if user {
             p { (T::UserModeIntro.get(l)) }
-            (copyable("redirect-url", T::NwRedirectUrl.get(l), &connections::naverworks_redirect_url(&ctx.state), l))
+            (copyable("redirect-url", T::NwRedirectUrl.get(l), &oauth::naverworks_redirect_url(&ctx.state), l))
         } @else {
             p { (intro.get(l)) }
         }

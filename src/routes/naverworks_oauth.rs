@@ -24,10 +24,8 @@ use super::oauth::{self, page, Flow};
 use super::webhooks::webhook_connection;
 use crate::channels::Channel;
 use crate::domain::naverworks::AuthMode;
-use crate::domain::now_millis;
 use crate::error::ApiError;
-use crate::naverworks::token::TokenError;
-use crate::service::connections::naverworks_redirect_url as redirect_url;
+use crate::service::oauth::{self as service, naverworks_redirect_url as redirect_url};
 use crate::state::AppState;
 
 const FLOW: Flow = Flow {
@@ -42,6 +40,7 @@ const FLOW: Flow = Flow {
     ),
     channel: Channel::NaverWorks,
     what: "sign-in",
+    unreachable: "Nothing was stored. Try again in a moment.",
 };
 
 #[utoipa::path(get, path = "/oauth/naverworks/{connection}/authorize",
@@ -98,63 +97,17 @@ pub async fn callback(
         Ok(returned) => returned,
         Err(page) => return Ok(page),
     };
-    let refused = |message: &str| Ok(oauth::refused(&FLOW, message));
-    let (connection, code) = (returned.connection, returned.code);
-    if AuthMode::of_details(&connection.details) != AuthMode::User {
-        return refused("This connection uses a service account: no one signs in for it.");
-    }
-    let Ok((creds, _)) = state.tokens.credentials(&connection).await else {
-        return refused("The connection's Client Secret cannot be read; enter it again.");
-    };
-    let issued = match state
-        .tokens
-        .client()
-        .code_grant(
-            &creds.client_id,
-            &creds.client_secret,
-            &code,
-            &redirect_url(&state),
+    let outcome = service::authorize_user(&state, &returned.connection, &returned.code).await?;
+    let bot = returned.connection.bot_id;
+    Ok(oauth::concluded(&FLOW, outcome, |authorized| {
+        page(
+            StatusCode::OK,
+            "The bot is authorised",
+            html! {
+                p #authorized data-bot=(bot) { "Bot " code { (bot) } " now sends and reads with your NAVER WORKS authorisation. botgate refreshes it before it expires." }
+                @if !authorized.refreshable { p { "NAVER WORKS gave no refresh token: sign in again when the authorisation expires." } }
+                p { "You can close this page." }
+            },
         )
-        .await
-    {
-        Ok(issued) => issued,
-        Err(TokenError::Unavailable(_)) => {
-            return Ok(page(
-                StatusCode::BAD_GATEWAY,
-                "NAVER WORKS could not be reached",
-                html! { p #problem { "Nothing was stored. Try again in a moment." } },
-            ));
-        }
-        Err(e) => {
-            return refused(&format!(
-                "NAVER WORKS refused the sign-in's code ({}).",
-                e.code()
-            ));
-        }
-    };
-    let can_send = issued
-        .scope
-        .split(' ')
-        .any(|s| matches!(s, "bot" | "bot.message"));
-    if !can_send {
-        return refused(
-            "The authorisation does not grant the `bot` scope, so the bot could not send messages. Grant it to the app in the Developer Console.",
-        );
-    }
-    let refreshable = issued.refresh_token.is_some();
-    state
-        .tokens
-        .authorized(&connection, issued, now_millis())
-        .await
-        .map_err(ApiError::from)?;
-    tracing::info!(connection_id = %connection.id, refreshable, "NAVER WORKS user-account connection authorised");
-    Ok(page(
-        StatusCode::OK,
-        "The bot is authorised",
-        html! {
-            p #authorized data-bot=(connection.bot_id) { "Bot " code { (connection.bot_id) } " now sends and reads with your NAVER WORKS authorisation. botgate refreshes it before it expires." }
-            @if !refreshable { p { "NAVER WORKS gave no refresh token: sign in again when the authorisation expires." } }
-            p { "You can close this page." }
-        },
-    ))
+    }))
 }

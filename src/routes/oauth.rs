@@ -17,6 +17,7 @@ use crate::channels::Channel;
 use crate::domain::ids::ConnectionId;
 use crate::domain::now_millis;
 use crate::error::ApiError;
+use crate::service::oauth::Outcome;
 use crate::state::AppState;
 use crate::store::ConnectionRecord;
 
@@ -42,6 +43,8 @@ pub struct Flow {
     pub channel: Channel,
     /// What the person does, for the refused pages ("sign-in", "install").
     pub what: &'static str,
+    /// The page's text when the platform could not be reached.
+    pub unreachable: &'static str,
 }
 
 fn hash(text: &str) -> String {
@@ -81,6 +84,24 @@ pub fn refused(flow: &Flow, message: &str) -> HttpResponse {
         flow.refused_title,
         html! { p #problem { (message) } p { (flow.restart) } },
     )
+}
+
+/// The page for what the service made of the callback's code: `done`
+/// draws the success page.
+pub fn concluded<T>(
+    flow: &Flow,
+    outcome: Outcome<T>,
+    done: impl FnOnce(T) -> HttpResponse,
+) -> HttpResponse {
+    match outcome {
+        Outcome::Done(value) => done(value),
+        Outcome::Refused(message) => refused(flow, &message),
+        Outcome::Unreachable => page(
+            StatusCode::BAD_GATEWAY,
+            &format!("{} could not be reached", flow.platform),
+            html! { p #problem { (flow.unreachable) } },
+        ),
+    }
 }
 
 /// A redirect that is neither cached nor tells the target where it came from.

@@ -12,18 +12,14 @@
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use maud::html;
-use secrecy::ExposeSecret;
 
 use super::docs::{CallbackQuery, PublicPath};
 use super::oauth::{self, page, Flow};
 use super::webhooks::webhook_connection;
-use crate::channels::slack::installs::{self, ExchangeError};
-use crate::channels::slack::Details;
 use crate::channels::Channel;
-use crate::domain::now_millis;
 use crate::error::ApiError;
+use crate::service::oauth::{self as service, slack_redirect_url as redirect_url};
 use crate::state::AppState;
-use crate::store::{ConnectionUpdate, Installation};
 
 const FLOW: Flow = Flow {
     cookie: "botgate_slack_install",
@@ -37,16 +33,8 @@ const FLOW: Flow = Flow {
     ),
     channel: Channel::Slack,
     what: "install",
+    unreachable: "Nothing was installed. Try again in a moment.",
 };
-
-/// The redirect URL to paste into Slack's OAuth & Permissions.
-pub fn redirect_url(state: &AppState) -> String {
-    state.settings.public_link("oauth/slack/callback")
-}
-
-fn refused(message: &str) -> HttpResponse {
-    oauth::refused(&FLOW, message)
-}
 
 #[utoipa::path(get, path = "/oauth/slack/{connection}/install",
     summary = "Add to Slack: the install page (or ?direct=1, the redirect to Slack)", tag = "slack",
@@ -113,92 +101,15 @@ pub async fn callback(
         Ok(returned) => returned,
         Err(page) => return Ok(page),
     };
-    let (connection, code) = (returned.connection, returned.code);
-    let Some((client_id, client_secret)) = installs::client_credentials(&state, &connection).await
-    else {
-        return Ok(refused(
-            "The connection has no client id and secret any more.",
-        ));
-    };
-    let redirect = redirect_url(&state);
-    let granted = match installs::exchange(
-        &state,
-        &[
-            ("code", &code),
-            ("client_id", &client_id),
-            ("client_secret", client_secret.expose_secret()),
-            ("redirect_uri", &redirect),
-        ],
-    )
-    .await
-    {
-        Ok(g) => g,
-        Err(ExchangeError::Refused(code)) => {
-            return Ok(refused(&format!("Slack refused the install ({code}).")));
-        }
-        Err(ExchangeError::Unavailable(_)) => {
-            return Ok(page(
-                StatusCode::BAD_GATEWAY,
-                "Slack could not be reached",
-                html! { p #problem { "Nothing was installed. Try again in a moment." } },
-            ));
-        }
-    };
-    let mut details = Details::of(&connection);
-    match &details.app_id {
-        Some(app) if *app != granted.app_id => {
-            return Ok(refused(
-                "Slack answered for another app than this connection's.",
-            ));
-        }
-        Some(_) => {}
-        None if granted.app_id.is_empty() => {}
-        None => {
-            details.app_id = Some(granted.app_id.clone());
-            let update = ConnectionUpdate {
-                details: serde_json::to_string(&details).ok(),
-                ..ConnectionUpdate::default()
-            };
-            state
-                .store
-                .update_connection(
-                    &connection.tenant_id,
-                    &connection.id,
-                    &update,
-                    &[],
-                    false,
-                    now_millis(),
-                )
-                .await?;
-        }
-    }
-    let now = now_millis();
-    let installation = Installation {
-        connection_id: connection.id.clone(),
-        team_id: granted.team_id.clone(),
-        tenant_id: connection.tenant_id.clone(),
-        enterprise_id: granted.enterprise_id.clone(),
-        team_name: granted.team_name.clone(),
-        app_id: granted.app_id.clone(),
-        bot_user_id: granted.bot_user_id.clone(),
-        scopes: granted.scopes.clone(),
-        status: "active".into(),
-        expires_at: granted.expires_in.map(|s| now + s.saturating_mul(1000)),
-        generation: 0,
-        lease_owner: None,
-        lease_until: None,
-        installed_at: now,
-        updated_at: now,
-    };
-    let tokens = installs::sealed_tokens(&state, &connection, &granted.team_id, &granted);
-    state.store.put_installation(&installation, &tokens).await?;
-    tracing::info!(connection_id = %connection.id, team_id = %granted.team_id, rotation = granted.refresh_token.is_some(), "Slack workspace installed");
-    Ok(page(
-        StatusCode::OK,
-        "Installed",
-        html! {
-            p #installed data-team=(granted.team_id) { "The app is installed in " strong { (granted.team_name) } " (" code { (granted.team_id) } ")." }
-            p { "Next: invite the bot to a channel (" code { "/invite @" } "the bot) or send it a direct message. You can close this page." }
-        },
-    ))
+    let outcome = service::install_workspace(&state, &returned.connection, &returned.code).await?;
+    Ok(oauth::concluded(&FLOW, outcome, |installed| {
+        page(
+            StatusCode::OK,
+            "Installed",
+            html! {
+                p #installed data-team=(installed.team_id) { "The app is installed in " strong { (installed.team_name) } " (" code { (installed.team_id) } ")." }
+                p { "Next: invite the bot to a channel (" code { "/invite @" } "the bot) or send it a direct message. You can close this page." }
+            },
+        )
+    }))
 }

@@ -7,6 +7,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::oauth;
 use crate::channels::Channel;
 use crate::domain::ids::{ConnectionId, PublicId, TenantId};
 use crate::domain::naverworks::{
@@ -637,7 +638,7 @@ pub async fn view(state: &AppState, c: &ConnectionRecord) -> Result<ConnectionVi
                 let meta = state.store.token_meta(&c.id).await?;
                 view.authorization = Some(authorization(meta.as_ref()));
                 view.authorize_url = link(format!("oauth/naverworks/{public}/authorize"));
-                view.oauth_redirect_url = Some(naverworks_redirect_url(state));
+                view.oauth_redirect_url = Some(oauth::naverworks_redirect_url(state));
             } else {
                 view.service_account = Some(c.service_account.clone());
                 view.private_key = Some(c.private_key_info.clone());
@@ -658,7 +659,7 @@ pub async fn view(state: &AppState, c: &ConnectionRecord) -> Result<ConnectionVi
             view.interactions_url = link(format!("webhooks/slack/{public}/interactions"));
             if !c.client_id.is_empty() {
                 view.install_url = link(format!("oauth/slack/{public}/install"));
-                view.oauth_redirect_url = link("oauth/slack/callback".to_owned());
+                view.oauth_redirect_url = Some(oauth::slack_redirect_url(state));
             }
         }
     }
@@ -672,10 +673,4 @@ pub fn authorization(meta: Option<&crate::store::TokenMeta>) -> &'static str {
         Some(m) if m.token_id.is_some() => "authorized",
         _ => "not_authorized",
     }
-}
-
-/// The Redirect URL a user-account connection's app has in the Developer
-/// Console (one for every connection: the OAuth state names the connection).
-pub fn naverworks_redirect_url(state: &AppState) -> String {
-    state.settings.public_link("oauth/naverworks/callback")
 }

@@ -9,5 +9,6 @@ pub mod checks;
 pub mod connections;
 pub mod events;
 pub mod messages;
+pub mod oauth;
 pub mod slack;
 pub mod tenants;
