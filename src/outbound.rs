@@ -316,6 +316,16 @@ pub async fn read_capped(
     Ok(body)
 }
 
+/// Why a request got no answer, for a message: "timed out" or
+/// "unreachable" (never the error's text, which may name an address).
+pub fn no_answer(error: &reqwest::Error) -> &'static str {
+    if error.is_timeout() {
+        "timed out"
+    } else {
+        "unreachable"
+    }
+}
+
 /// Whether `error` (a request's failure) was the policy refusing an address.
 pub fn refused(error: &reqwest::Error) -> Option<Refused> {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);

@@ -15,6 +15,7 @@
 //! addresses unless allowed). At most `file_max_bytes` pass: refused up
 //! front when the platform says a larger length, cut off past it otherwise.
 
+use crate::domain::str_field;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use secrecy::ExposeSecret as _;
@@ -83,9 +84,7 @@ fn file_of(turn: &Turn) -> Option<(&str, Option<&str>)> {
             if !matches!(kind, "image" | "file" | "audio" | "video") {
                 return None;
             }
-            turn.content
-                .get("fileId")
-                .and_then(Value::as_str)
+            str_field(&turn.content, "fileId")
                 .filter(|f| !f.is_empty() && f.len() <= 256 && !f.chars().any(char::is_control))
                 .map(|f| (f, None))
         }
@@ -498,40 +497,24 @@ pub async fn upload(
         .map_err(|()| Sent::Rejected("the API URL is invalid".into()))?
         .pop_if_empty()
         .extend(["bots", connection.bot_id.as_str(), "attachments"]);
-    let unreachable = |e: reqwest::Error| {
-        Sent::Unreachable(if e.is_timeout() {
-            "NAVER WORKS timed out on the upload".into()
-        } else {
-            "NAVER WORKS unreachable on the upload".into()
-        })
-    };
-    let created = state
-        .http
-        .post(url)
-        .timeout(state.settings.send_timeout)
-        .bearer_auth(token.expose_secret())
-        .json(&serde_json::json!({ "fileName": name }))
-        .send()
-        .await
-        .map_err(unreachable)?;
-    let status = created.status().as_u16();
-    if !(200..=299).contains(&status) {
-        return Err(step_failure(status, "create attachment"));
-    }
+    let created = upload_step(
+        state,
+        token,
+        state
+            .http
+            .post(url)
+            .json(&serde_json::json!({ "fileName": name })),
+        "create attachment",
+    )
+    .await?;
     let created: Value = crate::outbound::read_capped(created, 64 * 1024)
         .await
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .ok_or_else(|| Sent::ServerError("create attachment answered no JSON".into()))?;
     let (Some(file_id), Some(upload_url)) = (
-        created
-            .get("fileId")
-            .and_then(Value::as_str)
-            .filter(|f| f.len() <= 256),
-        created
-            .get("uploadUrl")
-            .and_then(Value::as_str)
-            .and_then(|u| url::Url::parse(u).ok()),
+        str_field(&created, "fileId").filter(|f| f.len() <= 256),
+        str_field(&created, "uploadUrl").and_then(|u| url::Url::parse(u).ok()),
     ) else {
         return Err(Sent::ServerError(
             "create attachment answered no fileId or uploadUrl".into(),
@@ -558,22 +541,35 @@ pub async fn upload(
     );
     body.extend_from_slice(&data);
     body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    let uploaded = state
-        .http
-        .post(upload_url)
+    let request = state.http.post(upload_url).header(
+        reqwest::header::CONTENT_TYPE,
+        format!("multipart/form-data; boundary={boundary}"),
+    );
+    upload_step(state, token, request.body(body), "the file upload").await?;
+    Ok(file_id.to_owned())
+}
+
+/// One step of an upload, sent with the bot's token: its 2xx answer.
+async fn upload_step(
+    state: &AppState,
+    token: &secrecy::SecretString,
+    request: reqwest::RequestBuilder,
+    what: &str,
+) -> Result<reqwest::Response, super::Sent> {
+    let response = request
         .timeout(state.settings.send_timeout)
         .bearer_auth(token.expose_secret())
-        .header(
-            reqwest::header::CONTENT_TYPE,
-            format!("multipart/form-data; boundary={boundary}"),
-        )
-        .body(body)
         .send()
         .await
-        .map_err(unreachable)?;
-    let status = uploaded.status().as_u16();
+        .map_err(|e| {
+            super::Sent::Unreachable(format!(
+                "NAVER WORKS {} on {what}",
+                crate::outbound::no_answer(&e)
+            ))
+        })?;
+    let status = response.status().as_u16();
     if !(200..=299).contains(&status) {
-        return Err(step_failure(status, "the file upload"));
+        return Err(step_failure(status, what));
     }
-    Ok(file_id.to_owned())
+    Ok(response)
 }

@@ -22,6 +22,7 @@ pub mod files;
 pub mod naverworks;
 pub mod slack;
 
+use crate::domain::str_field;
 use serde_json::Value;
 
 use secrecy::SecretString;
@@ -198,10 +199,7 @@ impl Turn {
 
     /// The text of a text message.
     pub fn text(&self) -> Option<&str> {
-        self.content
-            .get("type")
-            .and_then(Value::as_str)
-            .filter(|t| *t == "text")?;
+        str_field(&self.content, "type").filter(|t| *t == "text")?;
         self.content.get("text")?.as_str()
     }
 
@@ -271,10 +269,7 @@ pub(crate) struct Reply<'a> {
 
 impl<'a> Reply<'a> {
     pub fn parse(value: &'a Value) -> Result<Self, String> {
-        let kind = value
-            .get("type")
-            .and_then(Value::as_str)
-            .ok_or("a reply needs a type")?;
+        let kind = str_field(value, "type").ok_or("a reply needs a type")?;
         Ok(Self { kind, value })
     }
 

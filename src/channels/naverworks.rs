@@ -10,6 +10,7 @@
 //! - 5xx, network errors, token endpoint down: backoff with jitter, counted.
 //! - other 4xx (validation, unknown user): failed, with NAVER WORKS' error.
 
+use crate::domain::str_field;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
 
@@ -24,10 +25,7 @@ use crate::store::{ConnectionRecord, TokenMeta};
 /// room, `u:<userId>` for a 1:1 chat (which has no channelId, §3.3). Unknown
 /// types and fields are accepted: the platform adds them.
 pub fn classify(callback: &Value) -> Result<(String, String), String> {
-    let event_type = callback
-        .get("type")
-        .and_then(Value::as_str)
-        .ok_or("the callback has no type")?;
+    let event_type = str_field(&callback, "type").ok_or("the callback has no type")?;
     let source = callback
         .get("source")
         .and_then(Value::as_object)
@@ -52,10 +50,7 @@ pub fn classify(callback: &Value) -> Result<(String, String), String> {
 /// The callback's `issuedTime` (`YYYY-MM-DDThh:mm:ss[.SSS]Z`, §3.3) in
 /// Unix milliseconds; `None` if it has none or an unreadable one.
 pub fn issued_millis(callback: &Value) -> Option<i64> {
-    let text = callback
-        .get("issuedTime")
-        .and_then(Value::as_str)
-        .filter(|s| s.len() <= 64)?;
+    let text = str_field(&callback, "issuedTime").filter(|s| s.len() <= 64)?;
     let t =
         time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
     i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
@@ -78,11 +73,7 @@ pub fn turn(raw: &[u8], received_at: i64) -> Turn {
         .unwrap_or(Value::Null);
     Turn {
         channel: super::Channel::NaverWorks,
-        kind: callback
-            .get("type")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_owned(),
+        kind: str_field(&callback, "type").unwrap_or("").to_owned(),
         conversation: json!({"user_id": source("userId"), "channel_id": source("channelId"), "domain_id": domain}),
         content: callback.get("content").cloned().unwrap_or(Value::Null),
         postback: callback.get("data").map(|data| json!({ "data": data })),
@@ -134,17 +125,11 @@ pub fn render(reply: &Value) -> Result<Value, String> {
 /// A button: `{label, postback}` → a message action carrying the postback,
 /// `{label, url}` → a uri action.
 fn button_action(button: &Value) -> Result<Value, String> {
-    let label = button
-        .get("label")
-        .and_then(Value::as_str)
-        .ok_or("a button needs a label")?;
+    let label = str_field(&button, "label").ok_or("a button needs a label")?;
     if let Some(url) = button.get("url").and_then(Value::as_str) {
         return Ok(json!({"type": "uri", "label": label, "uri": url}));
     }
-    let postback = button
-        .get("postback")
-        .and_then(Value::as_str)
-        .ok_or("a button needs postback or url")?;
+    let postback = str_field(&button, "postback").ok_or("a button needs postback or url")?;
     Ok(json!({"type": "message", "label": label, "text": label, "postback": postback}))
 }
 
@@ -154,10 +139,7 @@ fn reply_target(callback: &Value) -> Option<(&'static str, String)> {
     if let Some(channel) = source.get("channelId").and_then(Value::as_str) {
         return Some(("channel", channel.to_owned()));
     }
-    source
-        .get("userId")
-        .and_then(Value::as_str)
-        .map(|u| ("user", u.to_owned()))
+    str_field(&source, "userId").map(|u| ("user", u.to_owned()))
 }
 
 pub fn replies(turn: &Turn, rendered: Vec<Value>) -> Vec<NewOutbound> {
@@ -328,11 +310,7 @@ async fn send_once(
     let response = match response {
         Ok(r) => r,
         Err(e) => {
-            return Sent::Unreachable(if e.is_timeout() {
-                "NAVER WORKS timed out".into()
-            } else {
-                "NAVER WORKS unreachable".into()
-            })
+            return Sent::Unreachable(format!("NAVER WORKS {}", crate::outbound::no_answer(&e)))
         }
     };
     let status = response.status().as_u16();

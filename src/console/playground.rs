@@ -279,15 +279,7 @@ async fn user_file(state: &AppState, emulator: &str, bot_id: &str) -> Option<Str
     url.query_pairs_mut()
         .append_pair("bot_id", bot_id)
         .append_pair("name", "playground.png");
-    let response = state
-        .http
-        .post(url)
-        .timeout(Duration::from_secs(10))
-        .body(PICTURE)
-        .send()
-        .await
-        .ok()?;
-    let answer: Value = response.json().await.ok()?;
+    let answer = emulator_answer(state.http.post(url).body(PICTURE)).await?;
     answer["fileId"].as_str().map(str::to_owned)
 }
 
@@ -345,14 +337,12 @@ async fn say_slack(
 
 /// POSTs JSON to the emulator; its JSON answer if it was a success.
 async fn post_json(state: &AppState, url: &str, body: &Value) -> Option<Value> {
-    let response = state
-        .http
-        .post(url)
-        .timeout(Duration::from_secs(10))
-        .json(body)
-        .send()
-        .await
-        .ok()?;
+    emulator_answer(state.http.post(url).json(body)).await
+}
+
+/// Sends a request to the emulator; its JSON answer if it was a success.
+async fn emulator_answer(request: reqwest::RequestBuilder) -> Option<Value> {
+    let response = request.timeout(Duration::from_secs(10)).send().await.ok()?;
     if !response.status().is_success() {
         return None;
     }

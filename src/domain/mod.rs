@@ -57,3 +57,32 @@ pub fn rfc3339(millis: i64) -> String {
         })
         .unwrap_or_default()
 }
+
+/// A JSON object, or a value that may be one.
+pub trait JsonObject {
+    fn field(&self, key: &str) -> Option<&serde_json::Value>;
+}
+
+impl JsonObject for serde_json::Value {
+    fn field(&self, key: &str) -> Option<&serde_json::Value> {
+        self.get(key)
+    }
+}
+
+impl<T: JsonObject> JsonObject for &T {
+    fn field(&self, key: &str) -> Option<&serde_json::Value> {
+        (**self).field(key)
+    }
+}
+
+impl JsonObject for serde_json::Map<String, serde_json::Value> {
+    fn field(&self, key: &str) -> Option<&serde_json::Value> {
+        self.get(key)
+    }
+}
+
+/// `value[key]` when it is a string: the one read of a platform's or an
+/// engine's JSON that every parser starts with.
+pub fn str_field<'a>(value: &'a impl JsonObject, key: &str) -> Option<&'a str> {
+    value.field(key).and_then(serde_json::Value::as_str)
+}

@@ -17,12 +17,8 @@ use super::{api_error, content};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route(
-        "/v1.0/bots/{bot}/users/{user}/messages",
-        web::post().to(send_to_user),
-    )
-    .route(
-        "/v1.0/bots/{bot}/channels/{channel}/messages",
-        web::post().to(send_to_channel),
+        "/v1.0/bots/{bot}/{kind}/{target}/messages",
+        web::post().to(send_message),
     )
     .route("/v1.0/bots/{bot}", web::get().to(bot_info))
     .route(
@@ -211,40 +207,21 @@ async fn send(
     builder.finish() // 201 with an empty body (§4.1)
 }
 
-async fn send_to_user(
+/// §4.1's two sends: to a user (`users/{userId}`) or a channel
+/// (`channels/{channelId}`).
+async fn send_message(
     req: HttpRequest,
-    path: web::Path<(String, String)>,
+    path: web::Path<(String, String, String)>,
     body: web::Bytes,
     emulator: web::Data<Emulator>,
 ) -> HttpResponse {
-    let (bot, user) = path.into_inner();
-    send(
-        req,
-        body,
-        emulator,
-        bot,
-        (Some(user), None),
-        "bot.message.user",
-    )
-    .await
-}
-
-async fn send_to_channel(
-    req: HttpRequest,
-    path: web::Path<(String, String)>,
-    body: web::Bytes,
-    emulator: web::Data<Emulator>,
-) -> HttpResponse {
-    let (bot, channel) = path.into_inner();
-    send(
-        req,
-        body,
-        emulator,
-        bot,
-        (None, Some(channel)),
-        "bot.message.channel",
-    )
-    .await
+    let (bot, kind, id) = path.into_inner();
+    let (target, api) = match kind.as_str() {
+        "users" => ((Some(id), None), "bot.message.user"),
+        "channels" => ((None, Some(id)), "bot.message.channel"),
+        _ => return HttpResponse::NotFound().finish(),
+    };
+    send(req, body, emulator, bot, target, api).await
 }
 
 #[derive(Deserialize)]

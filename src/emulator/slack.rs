@@ -11,6 +11,7 @@
 //!   schedule's delays (at once, ~1 min, ~5 min; configurable);
 //! - inspection: apps, messages received, deliveries made, faults.
 
+use crate::domain::str_field;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -442,11 +443,7 @@ async fn api(
 }
 
 fn post_message(state: &mut SlackState, app: &SlackApp, body: &Value) -> HttpResponse {
-    let Some(channel) = body
-        .get("channel")
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-    else {
+    let Some(channel) = str_field(&body, "channel").map(str::to_owned) else {
         return ok_false("channel_not_found");
     };
     if state.faults.unknown_channels.contains(&channel) {
@@ -504,18 +501,12 @@ fn record(
         app_id: app.app_id.clone(),
         channel: channel.to_owned(),
         team_id: app.team_id.clone(),
-        thread_ts: body
-            .get("thread_ts")
-            .and_then(Value::as_str)
-            .map(str::to_owned),
+        thread_ts: str_field(&body, "thread_ts").map(str::to_owned),
         ts: ts.clone(),
         text: body.get("text").and_then(Value::as_str).map(str::to_owned),
         blocks: body.get("blocks").cloned(),
         via,
-        response_type: body
-            .get("response_type")
-            .and_then(Value::as_str)
-            .map(str::to_owned),
+        response_type: str_field(&body, "response_type").map(str::to_owned),
         files: body.get("files").cloned(),
     });
     ts

@@ -139,15 +139,7 @@ fn jwt_grant(state: &mut State, form: &HashMap<String, String>) -> Result<Value,
     if let Some(app) = state.apps.get_mut(&client_id) {
         app.stats.tokens_issued += 1;
     }
-    let refresh = State::new_token();
-    state.refresh_tokens.insert(
-        refresh.clone(),
-        RefreshToken {
-            client_id: client_id.clone(),
-            scopes: requested.clone(),
-            expires_at: now + refresh_lifetime(state),
-        },
-    );
+    let refresh = new_refresh_token(state, &client_id, &requested, now);
     Ok(issue_access(state, &client_id, requested, Some(refresh)))
 }
 
@@ -165,24 +157,28 @@ fn refresh_grant(state: &mut State, form: &HashMap<String, String>) -> Result<Va
     }
     let rotated = if state.config.refresh_token_rotation {
         state.refresh_tokens.remove(presented);
-        let new = State::new_token();
-        state.refresh_tokens.insert(
-            new.clone(),
-            RefreshToken {
-                client_id: client_id.clone(),
-                scopes: scopes.clone(),
-                expires_at: now + refresh_lifetime(state),
-            },
-        );
-        Some(new)
+        Some(new_refresh_token(state, &client_id, &scopes, now))
     } else {
         None // rotation off: no refresh_token in the answer (§1.4)
     };
     Ok(issue_access(state, &client_id, scopes, rotated))
 }
 
-fn refresh_lifetime(state: &State) -> i64 {
-    i64::try_from(state.config.refresh_token_lifetime_seconds).unwrap_or(i64::MAX / 4)
+/// Issues a refresh token for the app and scopes, for the configured
+/// lifetime from `now`.
+fn new_refresh_token(state: &mut State, client_id: &str, scopes: &[String], now: i64) -> String {
+    let lifetime =
+        i64::try_from(state.config.refresh_token_lifetime_seconds).unwrap_or(i64::MAX / 4);
+    let token = State::new_token();
+    state.refresh_tokens.insert(
+        token.clone(),
+        RefreshToken {
+            client_id: client_id.to_owned(),
+            scopes: scopes.to_vec(),
+            expires_at: now.saturating_add(lifetime),
+        },
+    );
+    token
 }
 
 /// The authorization_code grant (§2): client id and secret, a code issued
@@ -211,15 +207,7 @@ fn code_grant(state: &mut State, form: &HashMap<String, String>) -> Result<Value
     if let Some(app) = state.apps.get_mut(&client_id) {
         app.stats.codes_exchanged += 1;
     }
-    let refresh = State::new_token();
-    state.refresh_tokens.insert(
-        refresh.clone(),
-        RefreshToken {
-            client_id: client_id.clone(),
-            scopes: granted.scopes.clone(),
-            expires_at: now + refresh_lifetime(state),
-        },
-    );
+    let refresh = new_refresh_token(state, &client_id, &granted.scopes, now);
     Ok(issue_access(
         state,
         &client_id,

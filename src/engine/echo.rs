@@ -4,6 +4,7 @@
 //! sentence, or nothing where no one could read it. It answers in botgate's
 //! reply forms, which each channel renders.
 
+use crate::domain::str_field;
 use serde_json::{json, Value};
 
 use crate::channels::Turn;
@@ -41,10 +42,7 @@ pub fn answer(turn: &Turn) -> Vec<Value> {
                 }
             }
             Some("location") => {
-                let address = content
-                    .get("address")
-                    .and_then(Value::as_str)
-                    .unwrap_or("somewhere");
+                let address = str_field(&content, "address").unwrap_or("somewhere");
                 text(format!("You shared a location: {address}"))
             }
             // Only NAVER WORKS sends stickers; its own content comes back.

@@ -5,6 +5,7 @@
 //! `custom` to the channel's own message as is. A postback reaches Rasa as its
 //! payload, the way Rasa's own channels send button payloads.
 
+use crate::domain::str_field;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -19,14 +20,8 @@ pub fn request_body(event: &EngineEvent<'_>) -> Option<Value> {
         // A slash command reaches Rasa as what was typed.
         "command" => format!(
             "{} {}",
-            turn.content
-                .get("command")
-                .and_then(Value::as_str)
-                .unwrap_or(""),
-            turn.content
-                .get("text")
-                .and_then(Value::as_str)
-                .unwrap_or("")
+            str_field(&turn.content, "command").unwrap_or(""),
+            str_field(&turn.content, "text").unwrap_or("")
         )
         .trim()
         .to_owned(),

@@ -175,13 +175,7 @@ impl TokenClient {
             .form(form)
             .send()
             .await
-            .map_err(|e| {
-                TokenError::Unavailable(if e.is_timeout() {
-                    "timed out".into()
-                } else {
-                    "no answer".into()
-                })
-            })?;
+            .map_err(|e| TokenError::Unavailable(crate::outbound::no_answer(&e).into()))?;
         let status = response.status();
         let body = response
             .text()

@@ -101,33 +101,39 @@ fn resolve<T: 'static>(
     })
 }
 
-impl FromRequest for PathTenant {
-    type Error = ApiError;
-    type Future = Resolving<Self>;
+/// The extractor's `FromRequest`: [`resolve`] with its type's `find`.
+macro_rules! resolved_from_path {
+    ($($extractor:ident),*) => {$(
+        impl FromRequest for $extractor {
+            type Error = ApiError;
+            type Future = Resolving<Self>;
 
-    fn from_request(req: &HttpRequest, payload: &mut actix_web::dev::Payload) -> Self::Future {
-        resolve(req, payload, |caller, state, path| {
-            Box::pin(async move {
-                let tenant = path.tenant.unwrap_or_default();
-                Ok(Self(caller.tenant(&state, &tenant).await?))
-            })
+            fn from_request(req: &HttpRequest, payload: &mut actix_web::dev::Payload) -> Self::Future {
+                resolve(req, payload, Self::find)
+            }
+        }
+    )*};
+}
+
+resolved_from_path!(PathTenant, PathConnection);
+
+impl PathTenant {
+    fn find(caller: Caller, state: web::Data<AppState>, path: Segments) -> Resolving<Self> {
+        Box::pin(async move {
+            let tenant = path.tenant.unwrap_or_default();
+            Ok(Self(caller.tenant(&state, &tenant).await?))
         })
     }
 }
 
-impl FromRequest for PathConnection {
-    type Error = ApiError;
-    type Future = Resolving<Self>;
-
-    fn from_request(req: &HttpRequest, payload: &mut actix_web::dev::Payload) -> Self::Future {
-        resolve(req, payload, |caller, state, path| {
-            Box::pin(async move {
-                let record = match &path.tenant {
-                    Some(tenant) => caller.connection(&state, tenant, &path.connection).await?,
-                    None => caller.connection_by_id(&state, &path.connection).await?,
-                };
-                Ok(Self(record))
-            })
+impl PathConnection {
+    fn find(caller: Caller, state: web::Data<AppState>, path: Segments) -> Resolving<Self> {
+        Box::pin(async move {
+            let record = match &path.tenant {
+                Some(tenant) => caller.connection(&state, tenant, &path.connection).await?,
+                None => caller.connection_by_id(&state, &path.connection).await?,
+            };
+            Ok(Self(record))
         })
     }
 }

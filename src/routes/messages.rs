@@ -11,6 +11,7 @@
 //! - `GET …/messages/{id}`: queued / sending / delivered / failed, attempts,
 //!   last error, times; `GET …/messages?status=&since=&limit=` lists them.
 
+use crate::domain::str_field;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -161,15 +162,9 @@ pub async fn send(
     // A long text, split on request; everything else as it is.
     let long_text = Channel::of(&record) == Channel::NaverWorks
         && content.get("type").and_then(Value::as_str) == Some("text")
-        && content
-            .get("text")
-            .and_then(Value::as_str)
-            .is_some_and(|t| t.chars().count() > TEXT_LIMIT);
+        && str_field(&content, "text").is_some_and(|t| t.chars().count() > TEXT_LIMIT);
     let contents: Vec<Value> = if long_text && body.split_long_text == Some(true) {
-        let text = content
-            .get("text")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
+        let text = str_field(&content, "text").unwrap_or_default();
         split_text(text)
             .into_iter()
             .map(|part| {

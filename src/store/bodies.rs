@@ -43,7 +43,7 @@ pub(crate) struct Bodies {
 
 /// Which body of which row: its AAD.
 #[derive(Clone, Copy)]
-struct Place<'a> {
+pub struct Place<'a> {
     tenant: &'a str,
     connection: &'a str,
     /// `raw` or `content`.
@@ -51,7 +51,27 @@ struct Place<'a> {
     id: &'a str,
 }
 
-impl Place<'_> {
+impl<'a> Place<'a> {
+    /// A callback's raw body.
+    fn raw(tenant: &'a TenantId, connection: &'a ConnectionId, id: &'a str) -> Self {
+        Place {
+            tenant: tenant.as_str(),
+            connection: connection.as_str(),
+            column: "raw",
+            id,
+        }
+    }
+
+    /// A message's content.
+    fn content(tenant: &'a TenantId, connection: &'a ConnectionId, id: &'a str) -> Self {
+        Place {
+            tenant: tenant.as_str(),
+            connection: connection.as_str(),
+            column: "content",
+            id,
+        }
+    }
+
     fn field(&self) -> String {
         format!("{}:{}", self.column, self.id)
     }
@@ -154,12 +174,7 @@ impl Store {
     /// `Ingest::submit`).
     pub fn seal_inbound(&self, mut event: NewInbound) -> NewInbound {
         if let Some(vault) = self.sealer_for(&event.raw) {
-            let place = Place {
-                tenant: event.tenant_id.as_str(),
-                connection: event.connection_id.as_str(),
-                column: "raw",
-                id: &event.id,
-            };
+            let place = Place::raw(&event.tenant_id, &event.connection_id, &event.id);
             event.raw = seal(vault, place, &event.raw).into_bytes();
         }
         event
@@ -178,60 +193,12 @@ impl Store {
             .map(|m| {
                 let mut m = m.clone();
                 if let Some(vault) = self.sealer_for(m.content.as_bytes()) {
-                    let place = Place {
-                        tenant: tenant.as_str(),
-                        connection: connection.as_str(),
-                        column: "content",
-                        id: &m.id,
-                    };
+                    let place = Place::content(tenant, connection, &m.id);
                     m.content = seal(vault, place, m.content.as_bytes());
                 }
                 m
             })
             .collect()
-    }
-
-    /// Events as read, with their raw bodies opened.
-    pub(crate) fn open_events(
-        &self,
-        mut events: Vec<InboundEvent>,
-    ) -> StoreResult<Vec<InboundEvent>> {
-        for e in &mut events {
-            let place = Place {
-                tenant: e.tenant_id.as_str(),
-                connection: e.connection_id.as_str(),
-                column: "raw",
-                id: &e.id,
-            };
-            if let Some(plain) = open(self.bodies.vault.as_deref(), place, &e.raw)? {
-                e.raw = plain;
-            }
-        }
-        Ok(events)
-    }
-
-    /// Messages as read, with their contents opened.
-    pub(crate) fn open_messages(
-        &self,
-        mut messages: Vec<OutboundMessage>,
-    ) -> StoreResult<Vec<OutboundMessage>> {
-        for m in &mut messages {
-            let place = Place {
-                tenant: m.tenant_id.as_str(),
-                connection: m.connection_id.as_str(),
-                column: "content",
-                id: &m.id,
-            };
-            if let Some(plain) = open(self.bodies.vault.as_deref(), place, m.content.as_bytes())? {
-                m.content = String::from_utf8(plain).map_err(|_| {
-                    StoreError::Other(anyhow::anyhow!(
-                        "the content of message {} is not UTF-8",
-                        m.id
-                    ))
-                })?;
-            }
-        }
-        Ok(messages)
     }
 
     /// `botgate keys rotate`: re-seals, in batches along each queue's key,
@@ -314,17 +281,37 @@ impl Store {
 pub trait Stored: Sized {
     #[doc(hidden)]
     fn decode(row: &AnyRow) -> Result<Self, sqlx::Error>;
+    /// Its body's column and row (the body's AAD), and the body as read.
+    #[doc(hidden)]
+    fn body(&self) -> (Place<'_>, &[u8]);
+    /// Puts the opened body in place of the sealed one.
+    #[doc(hidden)]
+    fn set_body(&mut self, plain: Vec<u8>) -> StoreResult<()>;
+
     /// The rows with their bodies opened (once: an opened body is not
     /// opened again).
-    fn opened(store: &Store, rows: Vec<Self>) -> StoreResult<Vec<Self>>;
+    fn opened(store: &Store, mut rows: Vec<Self>) -> StoreResult<Vec<Self>> {
+        for row in &mut rows {
+            let (place, stored) = row.body();
+            if let Some(plain) = open(store.bodies.vault.as_deref(), place, stored)? {
+                row.set_body(plain)?;
+            }
+        }
+        Ok(rows)
+    }
 }
 
 impl Stored for InboundEvent {
     fn decode(row: &AnyRow) -> Result<Self, sqlx::Error> {
         Self::from_row(row)
     }
-    fn opened(store: &Store, rows: Vec<Self>) -> StoreResult<Vec<Self>> {
-        store.open_events(rows)
+    fn body(&self) -> (Place<'_>, &[u8]) {
+        let place = Place::raw(&self.tenant_id, &self.connection_id, &self.id);
+        (place, &self.raw)
+    }
+    fn set_body(&mut self, plain: Vec<u8>) -> StoreResult<()> {
+        self.raw = plain;
+        Ok(())
     }
 }
 
@@ -332,8 +319,18 @@ impl Stored for OutboundMessage {
     fn decode(row: &AnyRow) -> Result<Self, sqlx::Error> {
         Self::from_row(row)
     }
-    fn opened(store: &Store, rows: Vec<Self>) -> StoreResult<Vec<Self>> {
-        store.open_messages(rows)
+    fn body(&self) -> (Place<'_>, &[u8]) {
+        let place = Place::content(&self.tenant_id, &self.connection_id, &self.id);
+        (place, self.content.as_bytes())
+    }
+    fn set_body(&mut self, plain: Vec<u8>) -> StoreResult<()> {
+        self.content = String::from_utf8(plain).map_err(|_| {
+            StoreError::Other(anyhow::anyhow!(
+                "the content of message {} is not UTF-8",
+                self.id
+            ))
+        })?;
+        Ok(())
     }
 }
 

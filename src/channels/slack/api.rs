@@ -3,6 +3,7 @@
 //! rate limits (HTTP 429 with `Retry-After` seconds). Answers are read up to
 //! a cap, and only Slack's short error codes are kept from them.
 
+use crate::domain::str_field;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
@@ -17,9 +18,7 @@ const ANSWER_CAP: usize = 256 * 1024;
 /// Slack's error code from an `ok:false` answer, if it is one of its short
 /// snake_case codes; anything else is not repeated.
 fn error_code(answer: &Value) -> String {
-    answer
-        .get("error")
-        .and_then(Value::as_str)
+    str_field(&answer, "error")
         .filter(|e| {
             !e.is_empty()
                 && e.len() <= 64
@@ -71,12 +70,8 @@ async fn outcome(response: Result<reqwest::Response, reqwest::Error>) -> (Sent, 
     let response = match response {
         Ok(r) => r,
         Err(e) => {
-            let what = if e.is_timeout() {
-                "Slack timed out"
-            } else {
-                "Slack unreachable"
-            };
-            return (Sent::Unreachable(what.into()), None);
+            let what = format!("Slack {}", crate::outbound::no_answer(&e));
+            return (Sent::Unreachable(what), None);
         }
     };
     let status = response.status().as_u16();

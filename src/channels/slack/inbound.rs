@@ -6,6 +6,7 @@
 //! Conversation key: `s:{team}:{channel}`, with `:{thread_ts}` inside a
 //! thread, so that replies keep the order of what was said in each thread.
 
+use crate::domain::str_field;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -69,15 +70,10 @@ fn hash(parts: &[&[u8]]) -> String {
 pub fn event_body(body: &[u8]) -> Result<Parsed, String> {
     let doc: Value =
         serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
-    let outer = doc
-        .get("type")
-        .and_then(Value::as_str)
-        .ok_or("the body has no type")?;
+    let outer = str_field(&doc, "type").ok_or("the body has no type")?;
     match outer {
         "url_verification" => {
-            let challenge = doc
-                .get("challenge")
-                .and_then(Value::as_str)
+            let challenge = str_field(&doc, "challenge")
                 .filter(|c| {
                     !c.is_empty() && c.len() <= 256 && c.bytes().all(|b| b.is_ascii_graphic())
                 })
@@ -86,18 +82,14 @@ pub fn event_body(body: &[u8]) -> Result<Parsed, String> {
         }
         "event_callback" => {
             let team = id(doc.get("team_id")).ok_or("event_callback needs team_id")?;
-            let event_id = doc
-                .get("event_id")
-                .and_then(Value::as_str)
+            let event_id = str_field(&doc, "event_id")
                 .filter(|s| valid_id(s))
                 .ok_or("event_callback needs event_id")?;
             let event = doc
                 .get("event")
                 .and_then(Value::as_object)
                 .ok_or("event_callback needs an event object")?;
-            let event_type = event
-                .get("type")
-                .and_then(Value::as_str)
+            let event_type = str_field(&event, "type")
                 .filter(|t| !t.is_empty() && t.len() <= 64)
                 .ok_or("the event needs a type")?;
             let channel = id(event.get("channel"));
@@ -180,16 +172,10 @@ pub fn command_body(body: &[u8]) -> Result<Parsed, String> {
 /// An interaction (`payload=` JSON, form-encoded): block actions are stored.
 pub fn interaction_body(body: &[u8]) -> Result<Parsed, String> {
     let fields = form_fields(body)?;
-    let payload = fields
-        .get("payload")
-        .and_then(Value::as_str)
-        .ok_or("an interaction needs a payload field")?;
+    let payload = str_field(&fields, "payload").ok_or("an interaction needs a payload field")?;
     let doc: Value =
         serde_json::from_str(payload).map_err(|e| format!("the payload is not JSON: {e}"))?;
-    let kind = doc
-        .get("type")
-        .and_then(Value::as_str)
-        .ok_or("the payload has no type")?;
+    let kind = str_field(&doc, "type").ok_or("the payload has no type")?;
     if kind != "block_actions" {
         return Ok(Parsed::Skipped(
             "an interaction type botgate does not handle",

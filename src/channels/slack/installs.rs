@@ -5,6 +5,7 @@
 //! the new refresh token committed with the new access token in one
 //! transaction before the old one is dropped.
 
+use crate::domain::str_field;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
@@ -100,13 +101,7 @@ pub async fn exchange(state: &AppState, form: &[(&str, &str)]) -> Result<Granted
         .form(form)
         .send()
         .await
-        .map_err(|e| {
-            ExchangeError::Unavailable(if e.is_timeout() {
-                "timed out".into()
-            } else {
-                "unreachable".into()
-            })
-        })?;
+        .map_err(|e| ExchangeError::Unavailable(crate::outbound::no_answer(&e).into()))?;
     let status = response.status().as_u16();
     let body = crate::outbound::read_capped(response, 64 * 1024)
         .await
@@ -120,9 +115,7 @@ pub async fn exchange(state: &AppState, form: &[(&str, &str)]) -> Result<Granted
         let code = short_id(answer.get("error")).unwrap_or_else(|| "unknown_error".into());
         return Err(ExchangeError::Refused(code));
     }
-    let token = answer
-        .get("access_token")
-        .and_then(Value::as_str)
+    let token = str_field(&answer, "access_token")
         .filter(|t| {
             t.len() <= 512 && t.contains("xoxb-") && t.bytes().all(|b| b.is_ascii_graphic())
         })
@@ -130,9 +123,7 @@ pub async fn exchange(state: &AppState, form: &[(&str, &str)]) -> Result<Granted
     let team = answer.get("team").cloned().unwrap_or(Value::Null);
     let granted = Granted {
         access_token: SecretString::from(token.to_owned()),
-        refresh_token: answer
-            .get("refresh_token")
-            .and_then(Value::as_str)
+        refresh_token: str_field(&answer, "refresh_token")
             .filter(|t| t.len() <= 512 && t.bytes().all(|b| b.is_ascii_graphic()))
             .map(|t| SecretString::from(t.to_owned())),
         expires_in: answer

@@ -13,6 +13,7 @@ pub mod inbound;
 pub mod installs;
 pub mod signature;
 
+use crate::domain::str_field;
 use serde_json::{json, Map, Value};
 
 use super::{connection_secret, Outgoing, Reply, Sent, Turn};
@@ -94,9 +95,7 @@ pub fn turn(event_type: &str, raw: &[u8], received_at: i64) -> Turn {
         }
         "block_actions" => {
             let fields = inbound::form_fields(raw).unwrap_or_default();
-            let doc: Value = fields
-                .get("payload")
-                .and_then(Value::as_str)
+            let doc: Value = str_field(&fields, "payload")
                 .and_then(|p| serde_json::from_str(p).ok())
                 .unwrap_or(Value::Null);
             let action = doc
@@ -276,9 +275,7 @@ pub fn render(reply: &Value) -> Result<Value, String> {
 /// A button: `{label, postback}` → a button carrying the postback as its
 /// value, `{label, url}` → a link button.
 fn button(index: usize, b: &Value) -> Result<Value, String> {
-    let label = b
-        .get("label")
-        .and_then(Value::as_str)
+    let label = str_field(&b, "label")
         .filter(|l| !l.is_empty() && l.chars().count() <= 75)
         .ok_or("a button needs a label of 1 to 75 characters")?;
     let action_id = format!("botgate_{index}");
@@ -290,9 +287,7 @@ fn button(index: usize, b: &Value) -> Result<Value, String> {
             json!({"type": "button", "text": plain(label), "url": url, "action_id": action_id}),
         );
     }
-    let value = b
-        .get("postback")
-        .and_then(Value::as_str)
+    let value = str_field(&b, "postback")
         .filter(|v| v.chars().count() <= 2000)
         .ok_or("a button needs postback (at most 2,000 characters) or url")?;
     Ok(json!({"type": "button", "text": plain(label), "value": value, "action_id": action_id}))
@@ -516,9 +511,7 @@ pub async fn deliver(
         return upload_file(state, connection, message, &doc, &upload).await;
     }
     let started = std::time::Instant::now();
-    let response_url = doc
-        .get("response_url")
-        .and_then(Value::as_str)
+    let response_url = str_field(&doc, "response_url")
         .filter(|_| {
             doc.get("respond_until")
                 .and_then(Value::as_i64)
@@ -575,10 +568,7 @@ async fn send_token(
     connection: &ConnectionRecord,
     doc: &Value,
 ) -> Result<Result<secrecy::SecretString, Sent>, String> {
-    let team = doc
-        .get("team")
-        .and_then(Value::as_str)
-        .filter(|t| *t != "-");
+    let team = str_field(&doc, "team").filter(|t| *t != "-");
     match installs::bot_token(state, connection, team, false).await {
         Ok(token) => Ok(Ok(token.token)),
         // Until the workspace installs (again), this message cannot be sent.
@@ -639,10 +629,7 @@ async fn upload_file(
     };
     let (Some(file_id), Some(upload_url)) = (
         answer.get("file_id").and_then(Value::as_str),
-        answer
-            .get("upload_url")
-            .and_then(Value::as_str)
-            .and_then(|u| url::Url::parse(u).ok()),
+        str_field(&answer, "upload_url").and_then(|u| url::Url::parse(u).ok()),
     ) else {
         return Ok(Sent::ServerError(
             "Slack gave no file_id or upload_url".into(),
