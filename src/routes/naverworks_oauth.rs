@@ -93,13 +93,10 @@ pub async fn callback(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let returned = match oauth::finish(&req, &state, &FLOW).await? {
-        Ok(returned) => returned,
-        Err(page) => return Ok(page),
-    };
-    let outcome = service::authorize_user(&state, &returned.connection, &returned.code).await?;
-    let bot = returned.connection.bot_id;
-    Ok(oauth::concluded(&FLOW, outcome, |authorized| {
+    let exchange =
+        async |r: oauth::Returned| service::authorize_user(&state, &r.connection, &r.code).await;
+    oauth::callback(&req, &state, &FLOW, exchange, |authorized| {
+        let bot = authorized.bot_id;
         page(
             StatusCode::OK,
             "The bot is authorised",
@@ -109,5 +106,6 @@ pub async fn callback(
                 p { "You can close this page." }
             },
         )
-    }))
+    })
+    .await
 }

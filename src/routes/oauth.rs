@@ -86,9 +86,24 @@ pub fn refused(flow: &Flow, message: &str) -> HttpResponse {
     )
 }
 
+/// A flow's callback: [`finish`], then `exchange` (the service's) with
+/// the code, then the page for what it came to ([`concluded`]).
+pub async fn callback<T>(
+    req: &HttpRequest,
+    state: &AppState,
+    flow: &Flow,
+    exchange: impl AsyncFnOnce(Returned) -> Result<Outcome<T>, ApiError>,
+    done: impl FnOnce(T) -> HttpResponse,
+) -> Result<HttpResponse, ApiError> {
+    Ok(match finish(req, state, flow).await? {
+        Ok(returned) => concluded(flow, exchange(returned).await?, done),
+        Err(page) => page,
+    })
+}
+
 /// The page for what the service made of the callback's code: `done`
 /// draws the success page.
-pub fn concluded<T>(
+fn concluded<T>(
     flow: &Flow,
     outcome: Outcome<T>,
     done: impl FnOnce(T) -> HttpResponse,
@@ -206,7 +221,7 @@ pub struct Returned {
 /// (it is used up now, whatever follows), unexpired, and this browser's;
 /// then the platform's `error` (the cancelled page) or its `code`. `Err` is
 /// the page to answer.
-pub async fn finish(
+async fn finish(
     req: &HttpRequest,
     state: &AppState,
     flow: &Flow,

@@ -97,12 +97,9 @@ pub async fn callback(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let returned = match oauth::finish(&req, &state, &FLOW).await? {
-        Ok(returned) => returned,
-        Err(page) => return Ok(page),
-    };
-    let outcome = service::install_workspace(&state, &returned.connection, &returned.code).await?;
-    Ok(oauth::concluded(&FLOW, outcome, |installed| {
+    let exchange =
+        async |r: oauth::Returned| service::install_workspace(&state, &r.connection, &r.code).await;
+    oauth::callback(&req, &state, &FLOW, exchange, |installed| {
         page(
             StatusCode::OK,
             "Installed",
@@ -111,5 +108,6 @@ pub async fn callback(
                 p { "Next: invite the bot to a channel (" code { "/invite @" } "the bot) or send it a direct message. You can close this page." }
             },
         )
-    }))
+    })
+    .await
 }

@@ -43,6 +43,8 @@ pub fn slack_redirect_url(state: &AppState) -> String {
 /// A member's sign-in, stored.
 #[derive(Debug)]
 pub struct Authorized {
+    /// The bot now acting with the member's authorisation.
+    pub bot_id: String,
     /// NAVER WORKS gave a refresh token (else a person signs in again when
     /// the access token expires).
     pub refreshable: bool,
@@ -99,7 +101,10 @@ pub async fn authorize_user(
         .authorized(connection, issued, now_millis())
         .await?;
     tracing::info!(connection_id = %connection.id, refreshable, "NAVER WORKS user-account connection authorised");
-    Ok(Outcome::Done(Authorized { refreshable }))
+    Ok(Outcome::Done(Authorized {
+        bot_id: connection.bot_id.clone(),
+        refreshable,
+    }))
 }
 
 /// A workspace the app was added to.
