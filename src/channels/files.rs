@@ -80,7 +80,7 @@ pub fn verify(state: &AppState, token: &str, now: i64) -> Option<FileRef> {
 fn file_of(turn: &Turn) -> Option<(&str, Option<&str>)> {
     match turn.channel {
         Channel::NaverWorks => {
-            let kind = turn.content.get("type").and_then(Value::as_str)?;
+            let kind = str_field(&turn.content, "type")?;
             if !matches!(kind, "image" | "file" | "audio" | "video") {
                 return None;
             }
@@ -89,7 +89,7 @@ fn file_of(turn: &Turn) -> Option<(&str, Option<&str>)> {
                 .map(|f| (f, None))
         }
         Channel::Slack => {
-            let kind = turn.content.get("type").and_then(Value::as_str)?;
+            let kind = str_field(&turn.content, "type")?;
             if !matches!(kind, "image" | "file" | "audio" | "video") {
                 return None;
             }
@@ -98,7 +98,7 @@ fn file_of(turn: &Turn) -> Option<(&str, Option<&str>)> {
                 .pointer("/event/files/0/url_private")
                 .and_then(Value::as_str)
                 .filter(|u| u.len() <= 1024 && u.starts_with("http"))?;
-            let team = turn.conversation.get("team_id").and_then(Value::as_str);
+            let team = str_field(&turn.conversation, "team_id");
             Some((url, team))
         }
     }
@@ -444,7 +444,7 @@ pub fn upload_of(content: &str) -> Option<Upload> {
     let value: Value = serde_json::from_str(content).ok()?;
     let upload = value.get("botgate_upload")?;
     let kind = value.get("type")?.as_str()?.to_owned();
-    let url = upload.get("url").and_then(Value::as_str).map(str::to_owned);
+    let url = str_field(&upload, "url").map(str::to_owned);
     let data = match &url {
         Some(_) => Vec::new(),
         None => base64::engine::general_purpose::STANDARD

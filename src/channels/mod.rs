@@ -107,7 +107,7 @@ impl Channel {
             Channel::Slack => {
                 let team = serde_json::from_str::<Value>(&message.content)
                     .ok()
-                    .and_then(|d| d.get("team").and_then(Value::as_str).map(str::to_owned))
+                    .and_then(|d| str_field(&d, "team").map(str::to_owned))
                     .unwrap_or_default();
                 format!("{}#{team}", message.connection_id).into()
             }

@@ -126,7 +126,7 @@ pub fn render(reply: &Value) -> Result<Value, String> {
 /// `{label, url}` → a uri action.
 fn button_action(button: &Value) -> Result<Value, String> {
     let label = str_field(&button, "label").ok_or("a button needs a label")?;
-    if let Some(url) = button.get("url").and_then(Value::as_str) {
+    if let Some(url) = str_field(&button, "url") {
         return Ok(json!({"type": "uri", "label": label, "uri": url}));
     }
     let postback = str_field(&button, "postback").ok_or("a button needs postback or url")?;
@@ -136,7 +136,7 @@ fn button_action(button: &Value) -> Result<Value, String> {
 /// Where replies to a callback go: its room, else its user (NAVERWORKS.md §4.1).
 fn reply_target(callback: &Value) -> Option<(&'static str, String)> {
     let source = callback.get("source")?;
-    if let Some(channel) = source.get("channelId").and_then(Value::as_str) {
+    if let Some(channel) = str_field(&source, "channelId") {
         return Some(("channel", channel.to_owned()));
     }
     str_field(&source, "userId").map(|u| ("user", u.to_owned()))

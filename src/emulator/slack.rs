@@ -418,7 +418,7 @@ async fn api(
             let Ok(body) = serde_json::from_slice::<Value>(&body) else {
                 return ok_false("invalid_json");
             };
-            let Some(channel) = body.get("channel_id").and_then(Value::as_str).map(str::to_owned) else {
+            let Some(channel) = str_field(&body, "channel_id").map(str::to_owned) else {
                 return ok_false("channel_not_found");
             };
             let listed = body.get("files").and_then(Value::as_array).cloned().unwrap_or_default();
@@ -426,7 +426,7 @@ async fn api(
                 return ok_false("invalid_arguments");
             }
             for f in &listed {
-                let id = f.get("id").and_then(Value::as_str).unwrap_or("");
+                let id = str_field(&f, "id").unwrap_or("");
                 match state.files.get_mut(id) {
                     Some(file) if file.app_id == app.app_id && file.data.is_some() => {
                         file.channel = Some(channel.clone());
@@ -449,7 +449,7 @@ fn post_message(state: &mut SlackState, app: &SlackApp, body: &Value) -> HttpRes
     if state.faults.unknown_channels.contains(&channel) {
         return ok_false("channel_not_found");
     }
-    let text = body.get("text").and_then(Value::as_str).map(str::to_owned);
+    let text = str_field(&body, "text").map(str::to_owned);
     let blocks = body.get("blocks").cloned();
     if text.as_deref().is_none_or(str::is_empty) && blocks.is_none() {
         return ok_false("no_text");
@@ -503,7 +503,7 @@ fn record(
         team_id: app.team_id.clone(),
         thread_ts: str_field(&body, "thread_ts").map(str::to_owned),
         ts: ts.clone(),
-        text: body.get("text").and_then(Value::as_str).map(str::to_owned),
+        text: str_field(&body, "text").map(str::to_owned),
         blocks: body.get("blocks").cloned(),
         via,
         response_type: str_field(&body, "response_type").map(str::to_owned),

@@ -8,6 +8,7 @@
 //! recorded). The emulator answers 400 with that shape, code "99", and a
 //! `returnMessage` naming the failure ([I]: the real messages are unknown).
 
+use crate::domain::str_field;
 use std::collections::HashMap;
 
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -349,7 +350,7 @@ pub fn verify_assertion(
     };
     let header: Value = serde_json::from_slice(&decode(h, "header")?)
         .map_err(|_| "InvalidAssertion: header is not JSON".to_owned())?;
-    if header.get("alg").and_then(Value::as_str) != Some("RS256") {
+    if str_field(&header, "alg") != Some("RS256") {
         return Err("InvalidAssertion: alg must be RS256".to_owned());
     }
     let signature = Signature::try_from(decode(s, "signature")?.as_slice())
@@ -361,10 +362,10 @@ pub fn verify_assertion(
         })?;
     let claims: Value = serde_json::from_slice(&decode(c, "claims")?)
         .map_err(|_| "InvalidAssertion: claims are not JSON".to_owned())?;
-    if claims.get("iss").and_then(Value::as_str) != Some(client_id) {
+    if str_field(&claims, "iss") != Some(client_id) {
         return Err("InvalidAssertion: iss must be the Client ID".to_owned());
     }
-    if claims.get("sub").and_then(Value::as_str) != Some(service_account) {
+    if str_field(&claims, "sub") != Some(service_account) {
         return Err("InvalidAssertion: sub must be the app's Service Account".to_owned());
     }
     let number = |name: &str| {

@@ -27,11 +27,11 @@ fn menu() -> Vec<Value> {
 pub fn answer(turn: &Turn) -> Vec<Value> {
     let content = &turn.content;
     match turn.kind.as_str() {
-        "message" => match content.get("type").and_then(Value::as_str) {
+        "message" => match str_field(&content, "type") {
             Some("text") => {
-                let said = content.get("text").and_then(Value::as_str).unwrap_or("");
+                let said = str_field(&content, "text").unwrap_or("");
                 // A message action's button (NAVER WORKS) carries a postback.
-                if let Some(data) = content.get("postback").and_then(Value::as_str) {
+                if let Some(data) = str_field(&content, "postback") {
                     return text(format!("You chose: {data}"));
                 }
                 match said.trim() {
@@ -58,8 +58,8 @@ pub fn answer(turn: &Turn) -> Vec<Value> {
         },
         "postback" => text(format!("You chose: {}", turn.postback_data().unwrap_or(""))),
         "command" => {
-            let command = content.get("command").and_then(Value::as_str).unwrap_or("");
-            match content.get("text").and_then(Value::as_str).unwrap_or("") {
+            let command = str_field(&content, "command").unwrap_or("");
+            match str_field(&content, "text").unwrap_or("") {
                 "" => text(format!("You ran {command}.")),
                 said => text(format!("You ran {command} {said}")),
             }

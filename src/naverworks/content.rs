@@ -4,6 +4,7 @@
 //! be at most 20 characters`. Unknown extra fields are tolerated, as a real
 //! API usually does ([I]).
 
+use crate::domain::str_field;
 use serde_json::{Map, Value};
 
 type Obj = Map<String, Value>;
@@ -307,7 +308,7 @@ fn validate_content(c: &Obj, path: &str) -> Check {
                 .get("contents")
                 .map_or_else(|| err(&format!("{path}.contents"), "is required"), Ok)?;
             let contents = object(contents, &format!("{path}.contents"))?;
-            match contents.get("type").and_then(Value::as_str) {
+            match str_field(&contents, "type") {
                 Some("bubble" | "carousel") => {}
                 _ => {
                     return err(

@@ -28,6 +28,11 @@ pub enum Outcome<T> {
     Unreachable,
 }
 
+/// Refused, saying why.
+fn refused<T>(message: &str) -> Result<Outcome<T>, ApiError> {
+    Ok(Outcome::Refused(message.to_owned()))
+}
+
 /// The Redirect URL a NAVER WORKS user-account connection's app has in the
 /// Developer Console (one for every connection: the state names the
 /// connection).
@@ -59,7 +64,6 @@ pub async fn authorize_user(
     connection: &ConnectionRecord,
     code: &str,
 ) -> Result<Outcome<Authorized>, ApiError> {
-    let refused = |message: &str| Ok(Outcome::Refused(message.to_owned()));
     if AuthMode::of_details(&connection.details) != AuthMode::User {
         return refused("This connection uses a service account: no one signs in for it.");
     }
@@ -123,7 +127,6 @@ pub async fn install_workspace(
     connection: &ConnectionRecord,
     code: &str,
 ) -> Result<Outcome<Installed>, ApiError> {
-    let refused = |message: &str| Ok(Outcome::Refused(message.to_owned()));
     let Some((client_id, client_secret)) = installs::client_credentials(state, connection).await
     else {
         return refused("The connection has no client id and secret any more.");

@@ -7,7 +7,7 @@ use crate::domain::str_field;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::channels::Sent;
 use crate::domain::now_millis;
@@ -118,46 +118,38 @@ async fn outcome(response: Result<reqwest::Response, reqwest::Error>) -> (Sent, 
     }
 }
 
-/// Calls one Web API method with a JSON body.
+/// A Web API method's arguments.
+#[derive(Debug, Clone, Copy)]
+pub enum Args<'a> {
+    Json(&'a Value),
+    /// Form-encoded (the file methods take them so).
+    Form(&'a [(&'a str, &'a str)]),
+}
+
+/// Calls one Web API method with the bot token.
 pub async fn call(
     http: &reqwest::Client,
     base: &url::Url,
     method: &str,
     token: &SecretString,
-    body: &Value,
+    args: Args<'_>,
     timeout: Duration,
 ) -> (Sent, Option<Value>) {
     let url = format!("{}/{method}", base.as_str().trim_end_matches('/'));
+    let (content_type, body) = match args {
+        Args::Json(value) => ("application/json; charset=utf-8", value.to_string()),
+        Args::Form(pairs) => (
+            "application/x-www-form-urlencoded",
+            url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(pairs)
+                .finish(),
+        ),
+    };
     let response = http
         .post(url)
         .timeout(timeout)
         .bearer_auth(token.expose_secret())
-        .header("Content-Type", "application/json; charset=utf-8")
-        .body(body.to_string())
-        .send()
-        .await;
-    outcome(response).await
-}
-
-/// Calls one Web API method with form-encoded arguments (the file
-/// methods take them so).
-pub async fn call_form(
-    http: &reqwest::Client,
-    base: &url::Url,
-    method: &str,
-    token: &SecretString,
-    args: &[(&str, &str)],
-    timeout: Duration,
-) -> (Sent, Option<Value>) {
-    let url = format!("{}/{method}", base.as_str().trim_end_matches('/'));
-    let body = url::form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(args)
-        .finish();
-    let response = http
-        .post(url)
-        .timeout(timeout)
-        .bearer_auth(token.expose_secret())
-        .header("Content-Type", "application/x-www-form-urlencoded")
+        .header("Content-Type", content_type)
         .body(body)
         .send()
         .await;
@@ -193,20 +185,13 @@ pub async fn auth_test(
     token: &SecretString,
     timeout: Duration,
 ) -> Result<Identity, Sent> {
-    let (sent, answer) = call(
-        http,
-        base,
-        "auth.test",
-        token,
-        &Value::Object(Default::default()),
-        timeout,
-    )
-    .await;
+    let empty = Value::Object(Map::new());
+    let (sent, answer) = call(http, base, "auth.test", token, Args::Json(&empty), timeout).await;
     let (Sent::Delivered, Some(answer)) = (&sent, answer) else {
         return Err(sent);
     };
     let field = |name: &str, max: usize| {
-        crate::channels::bounded_text(answer.get(name).and_then(Value::as_str).unwrap_or(""), max)
+        crate::channels::bounded_text(str_field(&answer, name).unwrap_or(""), max)
     };
     let identity = Identity {
         team_id: field("team_id", 64),

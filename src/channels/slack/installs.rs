@@ -132,14 +132,11 @@ pub async fn exchange(state: &AppState, form: &[(&str, &str)]) -> Result<Granted
             .filter(|s| *s > 0),
         team_id: short_id(team.get("id"))
             .ok_or_else(|| ExchangeError::Unavailable("no team.id in the answer".into()))?,
-        team_name: bounded_text(team.get("name").and_then(Value::as_str).unwrap_or(""), 200),
+        team_name: bounded_text(str_field(&team, "name").unwrap_or(""), 200),
         enterprise_id: short_id(answer.get("enterprise").and_then(|e| e.get("id"))),
         app_id: short_id(answer.get("app_id")).unwrap_or_default(),
         bot_user_id: short_id(answer.get("bot_user_id")).unwrap_or_default(),
-        scopes: bounded_text(
-            answer.get("scope").and_then(Value::as_str).unwrap_or(""),
-            2000,
-        ),
+        scopes: bounded_text(str_field(&answer, "scope").unwrap_or(""), 2000),
     };
     Ok(granted)
 }

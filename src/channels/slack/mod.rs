@@ -135,7 +135,7 @@ pub fn turn(event_type: &str, raw: &[u8], received_at: i64) -> Turn {
 /// types are stored and ignored (a bot that answers bots loops).
 fn event(turn: &mut Turn, doc: Value) {
     let event = doc.get("event").cloned().unwrap_or(Value::Null);
-    let text = event.get("text").and_then(Value::as_str).unwrap_or("");
+    let text = str_field(&event, "text").unwrap_or("");
     // The bot's own user (authorizations, SLACK.md §2): a mention of it is
     // the app_mention's to answer, and is cut from the text engines see.
     let bot_user = doc
@@ -156,7 +156,7 @@ fn event(turn: &mut Turn, doc: Value) {
             Some("not a user's message (it has a subtype)")
         }
         "message"
-            if event.get("channel_type").and_then(Value::as_str) != Some("im")
+            if str_field(&event, "channel_type") != Some("im")
                 && mention.as_deref().is_some_and(|m| text.contains(m)) =>
         {
             Some("a mention of the bot: answered as its app_mention")
@@ -174,22 +174,22 @@ fn event(turn: &mut Turn, doc: Value) {
         turn.kind.clone()
     };
     turn.conversation = conversation(
-        event.get("user").and_then(Value::as_str),
-        event.get("channel").and_then(Value::as_str),
-        doc.get("team_id").and_then(Value::as_str),
-        event.get("thread_ts").and_then(Value::as_str),
+        str_field(&event, "user"),
+        str_field(&event, "channel"),
+        str_field(&doc, "team_id"),
+        str_field(&event, "thread_ts"),
     );
     turn.content = match event.pointer("/files/0") {
         // The first file (engines get a botgate link to it as content.url).
         Some(file) if file_share(&event) => {
-            let mimetype = file.get("mimetype").and_then(Value::as_str).unwrap_or("");
+            let mimetype = str_field(&file, "mimetype").unwrap_or("");
             let major = mimetype.split('/').next().unwrap_or_default();
             let kind = if matches!(major, "image" | "audio" | "video") {
                 major
             } else {
                 "file"
             };
-            let name = file.get("name").and_then(Value::as_str).unwrap_or("file");
+            let name = str_field(&file, "name").unwrap_or("file");
             json!({"type": kind, "text": said, "name": super::bounded_text(name, 200),
                    "mimetype": super::bounded_text(mimetype, 100)})
         }
@@ -202,7 +202,7 @@ fn event(turn: &mut Turn, doc: Value) {
 }
 
 fn file_share(event: &Value) -> bool {
-    event.get("subtype").and_then(Value::as_str) == Some("file_share")
+    str_field(&event, "subtype") == Some("file_share")
         && event.get("bot_id").is_none()
         && event
             .get("files")
@@ -279,7 +279,7 @@ fn button(index: usize, b: &Value) -> Result<Value, String> {
         .filter(|l| !l.is_empty() && l.chars().count() <= 75)
         .ok_or("a button needs a label of 1 to 75 characters")?;
     let action_id = format!("botgate_{index}");
-    if let Some(url) = b.get("url").and_then(Value::as_str) {
+    if let Some(url) = str_field(&b, "url") {
         if !https(url) {
             return Err("a button's url must be https".into());
         }
@@ -336,10 +336,10 @@ pub fn replies(turn: &Turn, rendered: Vec<Value>) -> Vec<NewOutbound> {
     let Some(channel) = turn.channel_id().map(str::to_owned) else {
         return Vec::new();
     };
-    let thread = turn.conversation.get("thread_ts").and_then(Value::as_str);
-    let team = turn.conversation.get("team_id").and_then(Value::as_str);
+    let thread = str_field(&turn.conversation, "thread_ts");
+    let team = str_field(&turn.conversation, "team_id");
     let response_url = (turn.kind == "command")
-        .then(|| turn.raw.get("response_url").and_then(Value::as_str))
+        .then(|| str_field(&turn.raw, "response_url"))
         .flatten()
         .filter(|u| u.len() <= 1024);
     rendered
@@ -391,14 +391,12 @@ pub fn outgoing(
     let contents: Vec<Value> = request
         .contents
         .iter()
-        .map(
-            |c| match (c.get("type").and_then(Value::as_str), c.get("text")) {
-                (Some("text"), Some(text)) if c.as_object().is_some_and(|o| o.len() == 2) => {
-                    json!({ "text": text })
-                }
-                _ => c.clone(),
-            },
-        )
+        .map(|c| match (str_field(&c, "type"), c.get("text")) {
+            (Some("text"), Some(text)) if c.as_object().is_some_and(|o| o.len() == 2) => {
+                json!({ "text": text })
+            }
+            _ => c.clone(),
+        })
         .collect();
     for c in &contents {
         if let Err(message) = check_message(c) {
@@ -455,7 +453,7 @@ pub async fn admit(
     connection: &ConnectionRecord,
     turn: &Turn,
 ) -> Result<Option<&'static str>, crate::store::StoreError> {
-    let Some(team) = turn.conversation.get("team_id").and_then(Value::as_str) else {
+    let Some(team) = str_field(&turn.conversation, "team_id") else {
         return Ok(None);
     };
     if state
@@ -506,7 +504,6 @@ pub async fn deliver(
         return Ok(Sent::Rejected("the stored message is unreadable".into()));
     };
     let body = doc.get("message").cloned().unwrap_or(Value::Null);
-    let timeout = state.settings.send_timeout;
     if let Some(upload) = super::files::upload_of(&body.to_string()) {
         return upload_file(state, connection, message, &doc, &upload).await;
     }
@@ -524,7 +521,7 @@ pub async fn deliver(
             // Seen by the channel, as a bot's answer to a command usually is.
             answer["response_type"] = json!("in_channel");
         }
-        let sent = api::respond(&state.http, url, &answer, timeout).await;
+        let sent = api::respond(&state.http, url, &answer, state.settings.send_timeout).await;
         count(state, "response_url", started, &sent);
         // Used up (5 uses) or expired: Slack answers 404 [I]; post instead.
         if !matches!(&sent, Sent::Rejected(e) if e.contains("HTTP 404") || e.contains("HTTP 410") || e.contains("expired"))
@@ -547,17 +544,8 @@ pub async fn deliver(
     {
         post.insert("thread_ts".into(), ts.clone());
     }
-    let started = std::time::Instant::now();
-    let (sent, _) = api::call(
-        &state.http,
-        &state.settings.slack_api_url,
-        "chat.postMessage",
-        &token,
-        &Value::Object(post),
-        timeout,
-    )
-    .await;
-    count(state, "chat.postMessage", started, &sent);
+    let post = Value::Object(post);
+    let (sent, _) = web_api(state, "chat.postMessage", &token, api::Args::Json(&post)).await;
     Ok(sent)
 }
 
@@ -607,28 +595,22 @@ async fn upload_file(
         Ok(token) => token,
         Err(refused) => return Ok(refused),
     };
-    let timeout = state.settings.send_timeout;
-    let started = std::time::Instant::now();
-    let (sent, answer) = api::call_form(
-        &state.http,
-        &state.settings.slack_api_url,
+    let length = data.len().to_string();
+    let args = [("filename", name.as_str()), ("length", &length)];
+    let (sent, answer) = web_api(
+        state,
         "files.getUploadURLExternal",
         &token,
-        &[
-            ("filename", name.as_str()),
-            ("length", &data.len().to_string()),
-        ],
-        timeout,
+        api::Args::Form(&args),
     )
     .await;
-    count(state, "files.getUploadURLExternal", started, &sent);
     let answer = match (sent, answer) {
         (Sent::Delivered, Some(answer)) => answer,
         (Sent::Delivered, None) => return Ok(Sent::ServerError("Slack's answer is empty".into())),
         (other, _) => return Ok(other),
     };
     let (Some(file_id), Some(upload_url)) = (
-        answer.get("file_id").and_then(Value::as_str),
+        str_field(&answer, "file_id"),
         str_field(&answer, "upload_url").and_then(|u| url::Url::parse(u).ok()),
     ) else {
         return Ok(Sent::ServerError(
@@ -643,7 +625,7 @@ async fn upload_file(
     let posted = state
         .http
         .post(upload_url)
-        .timeout(timeout)
+        .timeout(state.settings.send_timeout)
         .bearer_auth(secrecy::ExposeSecret::expose_secret(&token))
         .header("Content-Type", "application/octet-stream")
         .body(data.into_owned())
@@ -670,18 +652,35 @@ async fn upload_file(
     if let Some(ts) = doc.get("thread_ts") {
         complete["thread_ts"] = ts.clone();
     }
-    let started = std::time::Instant::now();
-    let (sent, _) = api::call(
-        &state.http,
-        &state.settings.slack_api_url,
+    let (sent, _) = web_api(
+        state,
         "files.completeUploadExternal",
         &token,
-        &complete,
-        timeout,
+        api::Args::Json(&complete),
     )
     .await;
-    count(state, "files.completeUploadExternal", started, &sent);
     Ok(sent)
+}
+
+/// A Web API call with a workspace's bot token, timed and counted.
+async fn web_api(
+    state: &AppState,
+    method: &'static str,
+    token: &secrecy::SecretString,
+    args: api::Args<'_>,
+) -> (Sent, Option<Value>) {
+    let started = std::time::Instant::now();
+    let (sent, answer) = api::call(
+        &state.http,
+        &state.settings.slack_api_url,
+        method,
+        token,
+        args,
+        state.settings.send_timeout,
+    )
+    .await;
+    count(state, method, started, &sent);
+    (sent, answer)
 }
 
 fn count(state: &AppState, endpoint: &'static str, started: std::time::Instant, sent: &Sent) {
