@@ -72,7 +72,6 @@ impl Store {
                 .bind(tenant.as_str())
                 .bind(connection.as_str())
                 .bind(limit),
-            AuditEntry::from_row,
         )
         .await
     }

@@ -24,7 +24,7 @@ use sqlx::Row as _;
 
 use super::error::{StoreError, StoreResult};
 use super::queue::{InboundEvent, NewInbound, NewOutbound, OutboundMessage};
-use super::sql::{decode_all, Query};
+use super::sql::{decode_all, FromRow, Query};
 use super::Store;
 use crate::domain::ids::{ConnectionId, TenantId};
 use crate::secrets::vault::Vault;
@@ -278,9 +278,7 @@ impl Store {
 /// read of the store opens its rows, except the rows handed to this
 /// process's workers as they are written (`queue::handoff`): those the
 /// worker opens as it takes them, off the write path.
-pub trait Stored: Sized {
-    #[doc(hidden)]
-    fn decode(row: &AnyRow) -> Result<Self, sqlx::Error>;
+pub(crate) trait Stored: FromRow {
     /// Its body's column and row (the body's AAD), and the body as read.
     #[doc(hidden)]
     fn body(&self) -> (Place<'_>, &[u8]);
@@ -302,9 +300,6 @@ pub trait Stored: Sized {
 }
 
 impl Stored for InboundEvent {
-    fn decode(row: &AnyRow) -> Result<Self, sqlx::Error> {
-        Self::from_row(row)
-    }
     fn body(&self) -> (Place<'_>, &[u8]) {
         let place = Place::raw(&self.tenant_id, &self.connection_id, &self.id);
         (place, &self.raw)
@@ -316,9 +311,6 @@ impl Stored for InboundEvent {
 }
 
 impl Stored for OutboundMessage {
-    fn decode(row: &AnyRow) -> Result<Self, sqlx::Error> {
-        Self::from_row(row)
-    }
     fn body(&self) -> (Place<'_>, &[u8]) {
         let place = Place::content(&self.tenant_id, &self.connection_id, &self.id);
         (place, self.content.as_bytes())
@@ -337,7 +329,7 @@ impl Stored for OutboundMessage {
 impl Store {
     /// Queue rows as read, decoded and opened.
     pub(crate) fn read_rows<T: Stored>(&self, rows: &[AnyRow]) -> StoreResult<Vec<T>> {
-        T::opened(self, decode_all(rows, T::decode)?)
+        T::opened(self, decode_all(rows)?)
     }
 
     /// Runs `query` on the pool; its queue rows, decoded and opened.

@@ -6,7 +6,7 @@ use sqlx::Row as _;
 
 use super::error::{classify, is_unique_violation, StoreError, StoreResult};
 use super::secrets::{field, put_secret};
-use super::sql::record;
+use super::sql::{record, FromRow};
 use super::tokens::TokenMeta;
 use super::{cache, Store};
 use crate::domain::ids::{ConnectionId, PublicId, TenantId};
@@ -120,11 +120,8 @@ impl Store {
         let sql = format!(
             "SELECT {CONNECTION_COLUMNS} FROM connections WHERE tenant_id = $1 AND id = $2"
         );
-        self.fetch_optional(
-            sqlx::query(&sql).bind(tenant.as_str()).bind(id.as_str()),
-            ConnectionRecord::from_row,
-        )
-        .await
+        self.fetch_optional(sqlx::query(&sql).bind(tenant.as_str()).bind(id.as_str()))
+            .await
     }
 
     /// A connection by id alone (for the admin token on the send API).
@@ -133,22 +130,16 @@ impl Store {
         id: &ConnectionId,
     ) -> StoreResult<Option<ConnectionRecord>> {
         let sql = format!("SELECT {CONNECTION_COLUMNS} FROM connections WHERE id = $1");
-        self.fetch_optional(
-            sqlx::query(&sql).bind(id.as_str()),
-            ConnectionRecord::from_row,
-        )
-        .await
+        self.fetch_optional(sqlx::query(&sql).bind(id.as_str()))
+            .await
     }
 
     pub async fn connections(&self, tenant: &TenantId) -> StoreResult<Vec<ConnectionRecord>> {
         let sql = format!(
             "SELECT {CONNECTION_COLUMNS} FROM connections WHERE tenant_id = $1 ORDER BY created_at, id"
         );
-        self.fetch_all(
-            sqlx::query(&sql).bind(tenant.as_str()),
-            ConnectionRecord::from_row,
-        )
-        .await
+        self.fetch_all(sqlx::query(&sql).bind(tenant.as_str()))
+            .await
     }
 
     /// Applies an update and replaces the given sealed secrets in one

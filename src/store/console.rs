@@ -4,6 +4,7 @@ use sqlx::any::AnyRow;
 use sqlx::Row as _;
 
 use super::error::StoreResult;
+use super::sql::FromRow;
 use super::tenants::TENANT_COLUMNS;
 use super::{Store, TenantRecord};
 use crate::domain::ids::TenantId;
@@ -36,7 +37,7 @@ pub struct ConsoleSession {
     pub expires_at: i64,
 }
 
-impl ConsoleSession {
+impl FromRow for ConsoleSession {
     fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
         let role: String = row.try_get("role")?;
         Ok(Self {
@@ -120,7 +121,6 @@ impl Store {
             )
             .bind(token_hash)
             .bind(now),
-            ConsoleSession::from_row,
         )
         .await
     }
@@ -167,7 +167,6 @@ impl Store {
     /// Every tenant, by name.
     pub async fn tenants(&self) -> StoreResult<Vec<TenantRecord>> {
         let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants ORDER BY name, id");
-        self.fetch_all(sqlx::query(&sql), TenantRecord::from_row)
-            .await
+        self.fetch_all(sqlx::query(&sql)).await
     }
 }

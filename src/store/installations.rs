@@ -132,22 +132,16 @@ impl Store {
         let sql = format!(
             "SELECT {COLUMNS} FROM slack_installations WHERE connection_id = $1 AND team_id = $2"
         );
-        self.fetch_optional(
-            sqlx::query(&sql).bind(connection.as_str()).bind(team),
-            Installation::from_row,
-        )
-        .await
+        self.fetch_optional(sqlx::query(&sql).bind(connection.as_str()).bind(team))
+            .await
     }
 
     pub async fn installations(&self, connection: &ConnectionId) -> StoreResult<Vec<Installation>> {
         let sql = format!(
             "SELECT {COLUMNS} FROM slack_installations WHERE connection_id = $1 ORDER BY installed_at, team_id"
         );
-        self.fetch_all(
-            sqlx::query(&sql).bind(connection.as_str()),
-            Installation::from_row,
-        )
-        .await
+        self.fetch_all(sqlx::query(&sql).bind(connection.as_str()))
+            .await
     }
 
     /// Removes an installation and its tokens; false if there was none.

@@ -19,7 +19,7 @@ use sqlx::Row as _;
 use super::bodies::Stored;
 use super::error::{classify, StoreResult};
 use super::queue::{InboundEvent, OutboundMessage, Queue, INBOX, OUTBOX};
-use super::sql::seq_params;
+use super::sql::{seq_params, FromRow};
 use super::{AuditEntry, Store};
 use crate::domain::ids::{ConnectionId, TenantId};
 

@@ -6,6 +6,7 @@ use sqlx::any::AnyRow;
 use sqlx::Row as _;
 
 use super::error::{classify, StoreResult};
+use super::sql::FromRow;
 use super::Store;
 use crate::domain::ids::{ConnectionId, TenantId};
 use crate::secrets::Sealed;
@@ -33,8 +34,8 @@ pub struct SecretRecord {
     pub sealed: Sealed,
 }
 
-impl SecretRecord {
-    pub(crate) fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+impl FromRow for SecretRecord {
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
         Ok(Self {
             owner_id: row.try_get("owner_id")?,
             field: row.try_get("field")?,
@@ -47,7 +48,9 @@ impl SecretRecord {
             },
         })
     }
+}
 
+impl SecretRecord {
     /// The associated data this value was sealed with.
     pub fn aad(&self) -> crate::secrets::Aad<'_> {
         crate::secrets::Aad {
@@ -66,8 +69,7 @@ impl Store {
     pub async fn secrets(&self, owner_id: &str) -> StoreResult<Vec<SecretRecord>> {
         let sql =
             format!("SELECT {SECRET_COLUMNS} FROM secrets WHERE owner_id = $1 ORDER BY field");
-        self.fetch_all(sqlx::query(&sql).bind(owner_id), SecretRecord::from_row)
-            .await
+        self.fetch_all(sqlx::query(&sql).bind(owner_id)).await
     }
 
     /// Up to `limit` values sealed under a key other than `key_id`, in
@@ -90,7 +92,6 @@ impl Store {
                 .bind(owner)
                 .bind(field)
                 .bind(limit),
-            SecretRecord::from_row,
         )
         .await
     }

@@ -14,18 +14,20 @@ use crate::domain::ids::{ConnectionId, PublicId, TenantId};
 /// A query with its parameters bound, ready to run.
 pub(crate) type Query<'q> = sqlx::query::Query<'q, sqlx::Any, AnyArguments<'q>>;
 
-/// How a row becomes a record.
-pub(crate) type Decode<T> = fn(&AnyRow) -> Result<T, sqlx::Error>;
+/// A record read from a row (declared by [`record!`], or by hand where a
+/// column needs more than `try_get`).
+pub(crate) trait FromRow: Sized {
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error>;
+}
 
 impl Store {
     /// Runs `query` on the pool for at most one row and decodes it.
-    pub(crate) async fn fetch_optional<T>(
+    pub(crate) async fn fetch_optional<T: FromRow>(
         &self,
         query: Query<'_>,
-        decode: Decode<T>,
     ) -> StoreResult<Option<T>> {
         let row = query.fetch_optional(&self.pool).await?;
-        decode_one(row.as_ref(), decode)
+        decode_one(row.as_ref())
     }
 
     /// Runs a `SELECT COUNT(*) AS n …` on the pool: the count.
@@ -35,13 +37,9 @@ impl Store {
     }
 
     /// Runs `query` on the pool and decodes every row.
-    pub(crate) async fn fetch_all<T>(
-        &self,
-        query: Query<'_>,
-        decode: Decode<T>,
-    ) -> StoreResult<Vec<T>> {
+    pub(crate) async fn fetch_all<T: FromRow>(&self, query: Query<'_>) -> StoreResult<Vec<T>> {
         let rows = query.fetch_all(&self.pool).await?;
-        decode_all(&rows, decode)
+        decode_all(&rows)
     }
 }
 
@@ -63,8 +61,8 @@ macro_rules! record {
         pub(crate) const $columns: &str =
             $crate::store::sql::without_last_comma(concat!($(stringify!($field), ", "),*));
 
-        impl $name {
-            pub(crate) fn from_row(row: &sqlx::any::AnyRow) -> Result<Self, sqlx::Error> {
+        impl $crate::store::sql::FromRow for $name {
+            fn from_row(row: &sqlx::any::AnyRow) -> Result<Self, sqlx::Error> {
                 use sqlx::Row as _;
                 Ok(Self {
                     $( $field: row.try_get(stringify!($field))?, )*
@@ -209,20 +207,14 @@ impl SeqParams {
 }
 
 /// Decodes an optional row, classifying a failure.
-pub(crate) fn decode_one<T>(
-    row: Option<&AnyRow>,
-    decode: fn(&AnyRow) -> Result<T, sqlx::Error>,
-) -> StoreResult<Option<T>> {
-    row.map(decode).transpose().map_err(classify)
+pub(crate) fn decode_one<T: FromRow>(row: Option<&AnyRow>) -> StoreResult<Option<T>> {
+    row.map(T::from_row).transpose().map_err(classify)
 }
 
 /// Decodes every row, classifying the first failure.
-pub(crate) fn decode_all<T>(
-    rows: &[AnyRow],
-    decode: fn(&AnyRow) -> Result<T, sqlx::Error>,
-) -> StoreResult<Vec<T>> {
+pub(crate) fn decode_all<T: FromRow>(rows: &[AnyRow]) -> StoreResult<Vec<T>> {
     rows.iter()
-        .map(decode)
+        .map(T::from_row)
         .collect::<Result<_, _>>()
         .map_err(classify)
 }

@@ -2,7 +2,7 @@
 
 use super::error::{classify, StoreResult};
 use super::secrets::{field, put_secret};
-use super::sql::record;
+use super::sql::{record, FromRow};
 use super::Store;
 use crate::domain::ids::TenantId;
 use crate::secrets::Sealed;
@@ -56,8 +56,8 @@ impl Store {
         }
         let epoch = self.cache.epoch();
         let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1");
-        let tenant = self
-            .fetch_optional(sqlx::query(&sql).bind(id.as_str()), TenantRecord::from_row)
+        let tenant: Option<TenantRecord> = self
+            .fetch_optional(sqlx::query(&sql).bind(id.as_str()))
             .await?;
         if let Some(t) = &tenant {
             self.cache
@@ -68,8 +68,7 @@ impl Store {
 
     pub async fn tenant_by_api_key_hash(&self, hash: &str) -> StoreResult<Option<TenantRecord>> {
         let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE api_key_hash = $1");
-        self.fetch_optional(sqlx::query(&sql).bind(hash), TenantRecord::from_row)
-            .await
+        self.fetch_optional(sqlx::query(&sql).bind(hash)).await
     }
 
     /// Sets the engine and replaces its sealed secret, in one transaction.

@@ -44,11 +44,8 @@ pub struct NewToken {
 impl Store {
     pub async fn token_meta(&self, connection: &ConnectionId) -> StoreResult<Option<TokenMeta>> {
         let sql = format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE connection_id = $1");
-        self.fetch_optional(
-            sqlx::query(&sql).bind(connection.as_str()),
-            TokenMeta::from_row,
-        )
-        .await
+        self.fetch_optional(sqlx::query(&sql).bind(connection.as_str()))
+            .await
     }
 
     /// Takes the connection's refresh lease for `owner` until `until` if it is

@@ -463,7 +463,7 @@ impl Store {
         let owner = reserved.owner.to_owned();
         // Decoded only: the worker opens their bodies as it takes them
         // (`Stored::opened`), not here, where SQLite's write turn is held.
-        let rows = crate::store::sql::decode_all(claimed, T::decode).unwrap_or_else(|e| {
+        let rows = crate::store::sql::decode_all(claimed).unwrap_or_else(|e| {
             tracing::warn!(error.message = %e, queue = queue.table, "claimed rows could not be read back; their leases will expire");
             Vec::new()
         });
