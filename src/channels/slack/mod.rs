@@ -596,14 +596,8 @@ async fn upload_file(
         Err(refused) => return Ok(refused),
     };
     let length = data.len().to_string();
-    let args = [("filename", name.as_str()), ("length", &length)];
-    let (sent, answer) = web_api(
-        state,
-        "files.getUploadURLExternal",
-        &token,
-        api::Args::Form(&args),
-    )
-    .await;
+    let args = api::Args::Form(&[("filename", name.as_str()), ("length", &length)]);
+    let (sent, answer) = web_api(state, "files.getUploadURLExternal", &token, args).await;
     let answer = match (sent, answer) {
         (Sent::Delivered, Some(answer)) => answer,
         (Sent::Delivered, None) => return Ok(Sent::ServerError("Slack's answer is empty".into())),
@@ -652,13 +646,8 @@ async fn upload_file(
     if let Some(ts) = doc.get("thread_ts") {
         complete["thread_ts"] = ts.clone();
     }
-    let (sent, _) = web_api(
-        state,
-        "files.completeUploadExternal",
-        &token,
-        api::Args::Json(&complete),
-    )
-    .await;
+    let args = api::Args::Json(&complete);
+    let (sent, _) = web_api(state, "files.completeUploadExternal", &token, args).await;
     Ok(sent)
 }
 
