@@ -15,7 +15,6 @@
 //! addresses unless allowed). At most `file_max_bytes` pass: refused up
 //! front when the platform says a larger length, cut off past it otherwise.
 
-use crate::domain::str_field;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use secrecy::ExposeSecret as _;
@@ -23,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{Channel, Turn};
+use crate::domain::str_field;
 use crate::state::AppState;
 use crate::store::ConnectionRecord;
 

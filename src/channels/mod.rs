@@ -22,11 +22,10 @@ pub mod files;
 pub mod naverworks;
 pub mod slack;
 
-use crate::domain::str_field;
+use secrecy::SecretString;
 use serde_json::Value;
 
-use secrecy::SecretString;
-
+use crate::domain::str_field;
 use crate::state::AppState;
 use crate::store::queue::{NewOutbound, OutboundMessage};
 use crate::store::{ConnectionRecord, TokenMeta};

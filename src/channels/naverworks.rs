@@ -10,12 +10,11 @@
 //! - 5xx, network errors, token endpoint down: backoff with jitter, counted.
 //! - other 4xx (validation, unknown user): failed, with NAVER WORKS' error.
 
-use crate::domain::str_field;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
 
 use super::{bounded_text, Outgoing, Reply, Sent, Turn};
-use crate::domain::FieldError;
+use crate::domain::{str_field, FieldError};
 use crate::naverworks::content::validate_message;
 use crate::state::AppState;
 use crate::store::queue::{NewOutbound, OutboundMessage};

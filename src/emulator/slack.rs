@@ -11,7 +11,6 @@
 //!   schedule's delays (at once, ~1 min, ~5 min; configurable);
 //! - inspection: apps, messages received, deliveries made, faults.
 
-use crate::domain::str_field;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -22,6 +21,8 @@ use serde_json::{json, Value};
 
 use super::consent::{self, Consent};
 use super::Emulator;
+
+use crate::domain::str_field;
 
 /// One Slack app installed in one workspace.
 #[derive(Debug, Clone, Serialize, Deserialize)]

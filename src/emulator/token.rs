@@ -8,7 +8,6 @@
 //! recorded). The emulator answers 400 with that shape, code "99", and a
 //! `returnMessage` naming the failure ([I]: the real messages are unknown).
 
-use crate::domain::str_field;
 use std::collections::HashMap;
 
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -22,6 +21,8 @@ use subtle::ConstantTimeEq as _;
 
 use super::consent::{self, Consent};
 use super::state::{AccessToken, AuthCode, Emulator, RefreshToken, State};
+
+use crate::domain::str_field;
 
 pub const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 

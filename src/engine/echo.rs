@@ -4,10 +4,10 @@
 //! sentence, or nothing where no one could read it. It answers in botgate's
 //! reply forms, which each channel renders.
 
-use crate::domain::str_field;
 use serde_json::{json, Value};
 
 use crate::channels::Turn;
+use crate::domain::str_field;
 
 /// The longest text echoed (NAVER WORKS' limit; Slack's is higher).
 const LIMIT: usize = 2000;

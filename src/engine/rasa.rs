@@ -5,12 +5,12 @@
 //! `custom` to the channel's own message as is. A postback reaches Rasa as its
 //! payload, the way Rasa's own channels send button payloads.
 
-use crate::domain::str_field;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use super::{EngineError, EngineEvent};
+use crate::domain::str_field;
 
 pub fn request_body(event: &EngineEvent<'_>) -> Option<Value> {
     let turn = event.turn;

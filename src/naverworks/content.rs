@@ -4,8 +4,9 @@
 //! be at most 20 characters`. Unknown extra fields are tolerated, as a real
 //! API usually does ([I]).
 
-use crate::domain::str_field;
 use serde_json::{Map, Value};
+
+use crate::domain::str_field;
 
 type Obj = Map<String, Value>;
 type Check = Result<(), String>;

@@ -11,6 +11,8 @@
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
+use secrecy::ExposeSecret as _;
+use serde::Serialize;
 use serde_json::json;
 
 use super::docs::{PublicPath, TokenDenied};
@@ -26,6 +28,42 @@ use crate::token_cache::TokenFailure;
 
 pub const AUTH_HEADER: &str = "DANBEE-NAVERWORKS-AUTH";
 
+/// A NAVER WORKS bot's access token, as its auth URLs answer it. (No
+/// `Debug`: it holds the token.)
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct NaverWorksToken<'a> {
+    pub access_token: &'a str,
+    /// `Bearer`.
+    pub token_type: &'static str,
+    /// RFC 3339.
+    pub expires_at: String,
+    /// Seconds left.
+    pub expires_in: i64,
+    /// Space-separated.
+    pub scope: &'a str,
+    pub bot_id: &'a str,
+}
+
+/// A Slack workspace's bot token, as the connection's auth URLs answer it.
+/// (No `Debug`: it holds the token.)
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SlackToken<'a> {
+    pub access_token: &'a str,
+    /// `Bearer`.
+    pub token_type: &'static str,
+    /// The workspace (`T…`).
+    pub team_id: &'a str,
+    pub bot_user_id: &'a str,
+    /// Comma-separated, as Slack granted them.
+    pub scope: &'a str,
+    /// With token rotation: RFC 3339.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// With token rotation: seconds left.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<i64>,
+}
+
 /// Checked when the connection does not exist, so that the answer takes as
 /// long as a wrong header on a real one. Matches nothing.
 const DUMMY_HASH: &str = "s256$00000000000000000000000000000000$0000000000000000000000000000000000000000000000000000000000000000";
@@ -33,7 +71,7 @@ const DUMMY_HASH: &str = "s256$00000000000000000000000000000000$0000000000000000
 #[utoipa::path(get, path = "/auth/naverworks/{connection}",
     summary = "The bot's current access token (DANBEE-NAVERWORKS-AUTH)", tag = "naverworks",
     params(PublicPath),
-    responses((status = 200, description = "{access_token, token_type, expires_at, expires_in, scope, bot_id}", body = Object), TokenDenied),
+    responses((status = 200, description = "The bot's current token", body = NaverWorksToken<'static>), TokenDenied),
     security(("naverworksAuth" = [])))]
 pub async fn read(
     req: HttpRequest,
@@ -45,7 +83,7 @@ pub async fn read(
 
 #[utoipa::path(post, path = "/auth/naverworks/{connection}/refresh",
     summary = "Force a new access token", tag = "naverworks", params(PublicPath),
-    responses((status = 200, description = "The new token", body = Object), TokenDenied),
+    responses((status = 200, description = "The new token", body = NaverWorksToken<'static>), TokenDenied),
     security(("naverworksAuth" = [])))]
 pub async fn refresh(
     req: HttpRequest,
@@ -58,7 +96,7 @@ pub async fn refresh(
 #[utoipa::path(get, path = "/auth/slack/{connection}",
     summary = "A workspace's current bot token (DANBEE-NAVERWORKS-AUTH or X-Botgate-Auth)", tag = "slack",
     params(PublicPath, ("team" = Option<String>, Query, description = "The workspace (T…); the pasted token's when absent")),
-    responses((status = 200, description = "{access_token, token_type, team_id, bot_user_id, scope, expires_at?, expires_in?}", body = Object), TokenDenied, (status = 404, description = "No installation for that workspace"), (status = 409, description = "The workspace must install the app again")),
+    responses((status = 200, description = "The workspace's bot token", body = SlackToken<'static>), TokenDenied, (status = 404, description = "No installation for that workspace"), (status = 409, description = "The workspace must install the app again")),
     security(("naverworksAuth" = [])))]
 pub async fn slack_read(
     req: HttpRequest,
@@ -71,7 +109,7 @@ pub async fn slack_read(
 #[utoipa::path(post, path = "/auth/slack/{connection}/refresh",
     summary = "A refreshed bot token (with token rotation; else the current one)", tag = "slack",
     params(PublicPath, ("team" = Option<String>, Query)),
-    responses((status = 200, description = "The token", body = Object), TokenDenied, (status = 404, description = "No installation for that workspace"), (status = 409, description = "The workspace must install the app again")),
+    responses((status = 200, description = "The workspace's new bot token", body = SlackToken<'static>), TokenDenied, (status = 404, description = "No installation for that workspace"), (status = 409, description = "The workspace must install the app again")),
     security(("naverworksAuth" = [])))]
 pub async fn slack_refresh(
     req: HttpRequest,
@@ -155,15 +193,14 @@ async fn serve(
         Ok(token) => {
             audit("ok");
             state.metrics.auth_urls.inc("ok");
-            let now = now_millis();
-            Ok(HttpResponse::Ok().json(json!({
-                "access_token": secrecy::ExposeSecret::expose_secret(&token.access_token),
-                "token_type": "Bearer",
-                "expires_at": rfc3339(token.expires_at),
-                "expires_in": (token.expires_at - now).max(0) / 1000,
-                "scope": token.scope,
-                "bot_id": connection.bot_id,
-            })))
+            Ok(HttpResponse::Ok().json(NaverWorksToken {
+                access_token: token.access_token.expose_secret(),
+                token_type: "Bearer",
+                expires_at: rfc3339(token.expires_at),
+                expires_in: seconds_left(token.expires_at),
+                scope: &token.scope,
+                bot_id: &connection.bot_id,
+            }))
         }
         Err(e) => {
             let error = ApiError::from(e);
@@ -172,6 +209,11 @@ async fn serve(
             Err(error)
         }
     }
+}
+
+/// Whole seconds from now until `expires_at` (Unix ms), never negative.
+fn seconds_left(expires_at: i64) -> i64 {
+    (expires_at - now_millis()).max(0) / 1000
 }
 
 /// The Slack auth URL's answer: the named workspace's bot token.
@@ -191,19 +233,15 @@ async fn slack_token(
         Ok(token) => {
             audit("ok");
             state.metrics.auth_urls.inc("ok");
-            let now = now_millis();
-            let mut body = json!({
-                "access_token": secrecy::ExposeSecret::expose_secret(&token.token),
-                "token_type": "Bearer",
-                "team_id": token.team_id,
-                "bot_user_id": token.bot_user_id,
-                "scope": token.scopes,
-            });
-            if let Some(expires) = token.expires_at {
-                body["expires_at"] = json!(rfc3339(expires));
-                body["expires_in"] = json!((expires - now).max(0) / 1000);
-            }
-            Ok(HttpResponse::Ok().json(body))
+            Ok(HttpResponse::Ok().json(SlackToken {
+                access_token: token.token.expose_secret(),
+                token_type: "Bearer",
+                team_id: &token.team_id,
+                bot_user_id: &token.bot_user_id,
+                scope: &token.scopes,
+                expires_at: token.expires_at.map(rfc3339),
+                expires_in: token.expires_at.map(seconds_left),
+            }))
         }
         Err(problem) => {
             state.metrics.auth_urls.inc("error");

@@ -11,6 +11,7 @@ use crate::domain::rfc3339;
 use crate::error::{ApiError, ErrorEnvelope};
 use crate::service::checks::{run_checks, Check};
 use crate::service::connections::{self, view, ConnectionBody, ConnectionView};
+use crate::service::slack::{self, InstallationList};
 use crate::state::AppState;
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -161,43 +162,15 @@ pub async fn audit(
     Ok(HttpResponse::Ok().json(AuditList { entries }))
 }
 
-/// One Slack installation as the API shows it (tokens masked).
-fn installation_view(i: &crate::store::Installation, masked: Option<String>) -> serde_json::Value {
-    serde_json::json!({
-        "team_id": i.team_id,
-        "team_name": i.team_name,
-        "enterprise_id": i.enterprise_id,
-        "app_id": i.app_id,
-        "bot_user_id": i.bot_user_id,
-        "scopes": i.scopes,
-        "status": i.status,
-        "bot_token": masked,
-        "token_rotation": i.expires_at.is_some(),
-        "expires_at": i.expires_at.map(crate::domain::rfc3339),
-        "installed_at": crate::domain::rfc3339(i.installed_at),
-    })
-}
-
 #[utoipa::path(get, path = "/api/v1/tenants/{tenant}/connections/{connection}/installations",
     summary = "A Slack connection's installations (one per workspace; tokens masked)", tag = "slack", params(ConnectionPath),
-    responses((status = 200, description = "{installations: [{team_id, team_name, status, bot_token (masked), installed_at, scopes, …}]}", body = Object), Denied),
+    responses((status = 200, description = "The installations, oldest first", body = InstallationList), Denied),
     security(("bearer" = [])))]
 pub async fn installations(
     state: web::Data<AppState>,
     PathConnection(record): PathConnection,
 ) -> Result<HttpResponse, ApiError> {
-    let secrets = state.store.secrets(record.id.as_str()).await?;
-    let mut list = Vec::new();
-    for i in state.store.installations(&record.id).await? {
-        let field = crate::store::bot_token_field(&i.team_id);
-        let masked = secrets
-            .iter()
-            .find(|s| s.field == field)
-            .and_then(|s| state.vault.open_str(&s.sealed, s.aad()).ok())
-            .map(|t| crate::secrets::mask::mask(secrecy::ExposeSecret::expose_secret(&t)));
-        list.push(installation_view(&i, masked));
-    }
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "installations": list })))
+    Ok(HttpResponse::Ok().json(slack::installations(&state, &record).await?))
 }
 
 #[utoipa::path(delete, path = "/api/v1/tenants/{tenant}/connections/{connection}/installations/{team}",
@@ -210,10 +183,6 @@ pub async fn delete_installation(
     PathConnection(record): PathConnection,
     path: web::Path<(String, String, String)>,
 ) -> Result<HttpResponse, ApiError> {
-    let team = &path.2;
-    if !state.store.delete_installation(&record.id, team).await? {
-        return Err(ApiError::NotFound("no installation for that workspace"));
-    }
-    tracing::info!(connection_id = %record.id, team_id = %team, "Slack installation removed");
+    slack::remove_installation(&state, &record, &path.2).await?;
     Ok(HttpResponse::NoContent().finish())
 }

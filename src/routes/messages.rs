@@ -11,15 +11,15 @@
 //! - `GET …/messages/{id}`: queued / sending / delivered / failed, attempts,
 //!   last error, times; `GET …/messages?status=&since=&limit=` lists them.
 
-use crate::domain::str_field;
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::docs::{Denied, SendPath};
+use super::events::Target;
 use super::extract::PathConnection;
 use crate::channels::{Channel, Outgoing};
-use crate::domain::{rfc3339, FieldError};
+use crate::domain::{rfc3339, str_field, FieldError};
 use crate::error::{ApiError, ErrorEnvelope};
 use crate::state::AppState;
 use crate::store::queue::OutboundMessage;
@@ -58,18 +58,61 @@ fn status_name(stored: &str) -> &str {
     }
 }
 
-fn view(m: &OutboundMessage) -> Value {
-    json!({
-        "id": m.id,
-        "status": status_name(&m.status),
-        "target": {"kind": m.target_kind, "id": m.target_id},
-        "content": serde_json::from_str::<Value>(&m.content).unwrap_or(Value::Null),
-        "attempts": m.attempts,
-        "last_error": m.last_error,
-        "created_at": rfc3339(m.created_at),
-        "updated_at": rfc3339(m.updated_at),
-        "delivered_at": m.delivered_at.map(rfc3339),
-    })
+/// A message of the send API, as `GET …/messages` shows it.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct MessageView<'a> {
+    pub id: &'a str,
+    /// queued | sending | delivered | failed.
+    pub status: &'a str,
+    pub target: Target<'a>,
+    /// The content as it is sent (the channel's rendering).
+    #[schema(value_type = Object)]
+    pub content: Value,
+    pub attempts: i64,
+    pub last_error: Option<&'a str>,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339.
+    pub updated_at: String,
+    pub delivered_at: Option<String>,
+}
+
+impl<'a> From<&'a OutboundMessage> for MessageView<'a> {
+    fn from(m: &'a OutboundMessage) -> Self {
+        Self {
+            id: &m.id,
+            status: status_name(&m.status),
+            target: Target {
+                kind: &m.target_kind,
+                id: &m.target_id,
+            },
+            content: serde_json::from_str::<Value>(&m.content).unwrap_or(Value::Null),
+            attempts: m.attempts,
+            last_error: m.last_error.as_deref(),
+            created_at: rfc3339(m.created_at),
+            updated_at: rfc3339(m.updated_at),
+            delivered_at: m.delivered_at.map(rfc3339),
+        }
+    }
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct MessageList<'a> {
+    pub messages: Vec<MessageView<'a>>,
+}
+
+/// A message durably queued.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Queued<'a> {
+    /// The (first) message's id.
+    pub id: &'a str,
+    /// `queued` (or, for a repeated Idempotency-Key, the first message's
+    /// status now).
+    pub status: &'a str,
+    /// With `split_long_text`, every message's id, in order (when more than
+    /// one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ids: Option<Vec<&'a str>>,
 }
 
 fn target_id(field: &str, value: &Value) -> Result<String, FieldError> {
@@ -116,7 +159,7 @@ pub fn split_text(text: &str) -> Vec<String> {
     summary = "Send a message to a user or a room (Idempotency-Key honoured)", tag = "messages",
     params(SendPath, ("Idempotency-Key" = Option<String>, Header, description = "Repeats with the same key answer the first message")),
     request_body = SendBody,
-    responses((status = 202, description = "{id, status: queued}", body = Object), (status = 400, description = "Bad Idempotency-Key", body = ErrorEnvelope<'static>), Denied, (status = 422, description = "Invalid message; the field path and limit are named", body = ErrorEnvelope<'static>)),
+    responses((status = 202, description = "Durably queued", body = Queued<'static>), (status = 400, description = "Bad Idempotency-Key", body = ErrorEnvelope<'static>), Denied, (status = 422, description = "Invalid message; the field path and limit are named", body = ErrorEnvelope<'static>)),
     security(("bearer" = [])))]
 pub async fn send(
     req: HttpRequest,
@@ -203,17 +246,17 @@ pub async fn send(
     )
     .await?;
     let first = &stored[0];
-    let mut answer = json!({"id": first.id, "status": status_name(&first.status)});
-    if stored.len() > 1 {
-        answer["ids"] = json!(stored.iter().map(|m| m.id.as_str()).collect::<Vec<_>>());
-    }
-    Ok(HttpResponse::Accepted().json(answer))
+    Ok(HttpResponse::Accepted().json(Queued {
+        id: &first.id,
+        status: status_name(&first.status),
+        ids: (stored.len() > 1).then(|| stored.iter().map(|m| m.id.as_str()).collect()),
+    }))
 }
 
 #[utoipa::path(get, path = "/api/v1/connections/{connection}/messages/{id}",
     summary = "A message's delivery status", tag = "messages",
     params(SendPath, ("id" = String, Path, description = "Message id (`msg_…`)")),
-    responses((status = 200, description = "queued | sending | delivered | failed, attempts, last_error", body = Object), Denied),
+    responses((status = 200, description = "Its status (queued | sending | delivered | failed), attempts and last error", body = MessageView<'static>), Denied),
     security(("bearer" = [])))]
 pub async fn get(
     state: web::Data<AppState>,
@@ -225,7 +268,7 @@ pub async fn get(
         .message(&record.id, &path.1)
         .await?
         .ok_or(ApiError::NotFound("no such message"))?;
-    Ok(HttpResponse::Ok().json(view(&message)))
+    Ok(HttpResponse::Ok().json(MessageView::from(&message)))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -241,7 +284,7 @@ pub struct ListQuery {
 
 #[utoipa::path(get, path = "/api/v1/connections/{connection}/messages",
     summary = "List messages by status and time", tag = "messages", params(SendPath, ListQuery),
-    responses((status = 200, description = "{messages}", body = Object), Denied, (status = 422, description = "Bad filter", body = ErrorEnvelope<'static>)),
+    responses((status = 200, description = "The messages", body = MessageList<'static>), Denied, (status = 422, description = "Bad filter", body = ErrorEnvelope<'static>)),
     security(("bearer" = [])))]
 pub async fn list(
     state: web::Data<AppState>,
@@ -277,7 +320,9 @@ pub async fn list(
         .store
         .list_messages(&record.id, status, since, limit)
         .await?;
-    Ok(HttpResponse::Ok().json(json!({"messages": messages.iter().map(view).collect::<Vec<_>>()})))
+    Ok(HttpResponse::Ok().json(MessageList {
+        messages: messages.iter().map(MessageView::from).collect(),
+    }))
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use secrecy::ExposeSecret;
 use serde_json::json;
 
 use super::docs::{CallbackRefused, PublicPath};
-use super::webhooks::{read_body, store_event, webhook_connection, webhook_secret};
+use super::webhooks::{read_body, store_event, webhook_connection, webhook_secret, Received};
 use crate::channels::slack::{inbound, signature, Details};
 use crate::channels::Channel;
 use crate::domain::now_millis;
@@ -61,14 +61,14 @@ pub async fn events(request: Request) -> Result<HttpResponse, ApiError> {
         (Answer::Challenge(challenge), _) => {
             HttpResponse::Ok().json(json!({ "challenge": challenge }))
         }
-        (Answer::Skipped, _) => HttpResponse::Ok().json(json!({"status": "ignored"})),
-        (Answer::Stored(Inserted::Duplicate), _) => {
-            HttpResponse::Ok().json(json!({"status": "duplicate"}))
-        }
+        (Answer::Skipped, _) => HttpResponse::Ok().json(Received { status: "ignored" }),
+        (Answer::Stored(Inserted::Duplicate), _) => HttpResponse::Ok().json(Received {
+            status: "duplicate",
+        }),
         (Answer::Stored(Inserted::Refused), _) => {
-            HttpResponse::Ok().json(json!({"status": "refused"}))
+            HttpResponse::Ok().json(Received { status: "refused" })
         }
-        (Answer::Stored(_), _) => HttpResponse::Ok().json(json!({"status": "accepted"})),
+        (Answer::Stored(_), _) => HttpResponse::Ok().json(Received { status: "accepted" }),
     })
 }
 

@@ -11,7 +11,8 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use secrecy::{ExposeSecret, SecretString};
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::docs::PublicPath;
@@ -32,11 +33,20 @@ pub const WEBHOOK_BODY_LIMIT: usize = 256 * 1024;
 /// skew), as the engine protocol's timestamps may (±300 s).
 const FUTURE_SKEW_MS: i64 = 300_000;
 
+/// What a platform's callback came to.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Received {
+    /// `accepted`; `duplicate` (the same body within the dedup window);
+    /// `refused` (stored over a quota, replayable); from Slack, `ignored`
+    /// (an event botgate does not forward, e.g. the bot's own message).
+    pub status: &'static str,
+}
+
 #[utoipa::path(post, path = "/webhooks/naverworks/{connection}",
     summary = "NAVER WORKS callback (X-WORKS-Signature, X-WORKS-BotId)", tag = "naverworks",
     params(PublicPath),
     request_body(content = Object, description = "The callback as NAVER WORKS sends it"),
-    responses((status = 200, description = "{status: accepted | duplicate}", body = Object), (status = 400, description = "Malformed callback or missing X-WORKS-BotId", body = ErrorEnvelope<'static>), (status = 401, description = "Missing or wrong signature", body = ErrorEnvelope<'static>), (status = 403, description = "X-WORKS-BotId is another bot", body = ErrorEnvelope<'static>), (status = 404, description = "Unknown webhook", body = ErrorEnvelope<'static>), (status = 413, description = "Body too large", body = ErrorEnvelope<'static>)),
+    responses((status = 200, description = "Stored (or a duplicate of a stored one)", body = Received), (status = 400, description = "Malformed callback or missing X-WORKS-BotId", body = ErrorEnvelope<'static>), (status = 401, description = "Missing or wrong signature", body = ErrorEnvelope<'static>), (status = 403, description = "X-WORKS-BotId is another bot", body = ErrorEnvelope<'static>), (status = 404, description = "Unknown webhook", body = ErrorEnvelope<'static>), (status = 413, description = "Body too large", body = ErrorEnvelope<'static>)),
     security(()))]
 pub async fn naverworks(
     req: HttpRequest,
@@ -62,7 +72,7 @@ pub async fn naverworks(
             Inserted::Refused => "refused",
             _ => "accepted",
         };
-        HttpResponse::Ok().json(json!({ "status": status }))
+        HttpResponse::Ok().json(Received { status })
     })
 }
 

@@ -16,7 +16,7 @@ use crate::channels::slack::{api, Details, DEFAULT_RATE_LIMIT_PER_MINUTE};
 use crate::channels::{Channel, Sent};
 use crate::domain::ids::{ConnectionId, PublicId};
 use crate::domain::naverworks::{parse_rate_limit, parse_secret};
-use crate::domain::{now_millis, FieldError};
+use crate::domain::{now_millis, rfc3339, FieldError};
 use crate::error::ApiError;
 use crate::secrets::hashing::hash_salted;
 use crate::state::AppState;
@@ -329,4 +329,84 @@ pub async fn checks(state: &AppState, record: &ConnectionRecord) -> Vec<super::c
         )),
     }
     checks
+}
+
+/// One workspace's installation as the API shows it.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct InstallationView {
+    /// The workspace (`T…`).
+    pub team_id: String,
+    pub team_name: String,
+    /// The Enterprise Grid organisation, if any.
+    pub enterprise_id: Option<String>,
+    pub app_id: String,
+    pub bot_user_id: String,
+    /// Comma-separated, as Slack granted them.
+    pub scopes: String,
+    /// `active`, or `needs_reinstall` after Slack refused its tokens.
+    pub status: String,
+    /// The bot token, masked; null when it cannot be read.
+    pub bot_token: Option<String>,
+    /// The workspace's tokens rotate (they expire and are refreshed).
+    pub token_rotation: bool,
+    /// RFC 3339: when the bot token expires (with rotation).
+    pub expires_at: Option<String>,
+    /// RFC 3339.
+    pub installed_at: String,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct InstallationList {
+    pub installations: Vec<InstallationView>,
+}
+
+/// A Slack connection's installations, oldest first, their bot tokens
+/// masked.
+pub async fn installations(
+    state: &AppState,
+    record: &ConnectionRecord,
+) -> Result<InstallationList, ApiError> {
+    let secrets = state.store.secrets(record.id.as_str()).await?;
+    let installations = state
+        .store
+        .installations(&record.id)
+        .await?
+        .into_iter()
+        .map(|i| {
+            let field = crate::store::bot_token_field(&i.team_id);
+            let bot_token = secrets
+                .iter()
+                .find(|s| s.field == field)
+                .and_then(|s| state.vault.open_str(&s.sealed, s.aad()).ok())
+                .map(|t| crate::secrets::mask::mask(t.expose_secret()));
+            InstallationView {
+                token_rotation: i.expires_at.is_some(),
+                expires_at: i.expires_at.map(rfc3339),
+                installed_at: rfc3339(i.installed_at),
+                bot_token,
+                team_id: i.team_id,
+                team_name: i.team_name,
+                enterprise_id: i.enterprise_id,
+                app_id: i.app_id,
+                bot_user_id: i.bot_user_id,
+                scopes: i.scopes,
+                status: i.status,
+            }
+        })
+        .collect();
+    Ok(InstallationList { installations })
+}
+
+/// Removes a workspace's installation and its tokens (the workspace must
+/// install the app again to be answered).
+pub async fn remove_installation(
+    state: &AppState,
+    record: &ConnectionRecord,
+    team: &str,
+) -> Result<(), ApiError> {
+    if !state.store.delete_installation(&record.id, team).await? {
+        return Err(ApiError::NotFound("no installation for that workspace"));
+    }
+    tracing::info!(connection_id = %record.id, team_id = %team, "Slack installation removed");
+    Ok(())
 }

@@ -3,14 +3,13 @@
 //! rate limits (HTTP 429 with `Retry-After` seconds). Answers are read up to
 //! a cap, and only Slack's short error codes are kept from them.
 
-use crate::domain::str_field;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value};
 
 use crate::channels::Sent;
-use crate::domain::now_millis;
+use crate::domain::{now_millis, str_field};
 
 /// The most of an answer read (Slack's answers to these calls are small).
 const ANSWER_CAP: usize = 256 * 1024;

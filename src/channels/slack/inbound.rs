@@ -6,9 +6,10 @@
 //! Conversation key: `s:{team}:{channel}`, with `:{thread_ts}` inside a
 //! thread, so that replies keep the order of what was said in each thread.
 
-use crate::domain::str_field;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+
+use crate::domain::str_field;
 
 /// One event to store.
 #[derive(Debug)]

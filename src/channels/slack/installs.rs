@@ -5,7 +5,6 @@
 //! the new refresh token committed with the new access token in one
 //! transaction before the old one is dropped.
 
-use crate::domain::str_field;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
@@ -13,7 +12,7 @@ use serde_json::Value;
 
 use super::Details;
 use crate::channels::bounded_text;
-use crate::domain::now_millis;
+use crate::domain::{now_millis, str_field};
 use crate::secrets::Aad;
 use crate::state::AppState;
 use crate::store::{

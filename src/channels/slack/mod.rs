@@ -13,11 +13,10 @@ pub mod inbound;
 pub mod installs;
 pub mod signature;
 
-use crate::domain::str_field;
 use serde_json::{json, Map, Value};
 
 use super::{connection_secret, Outgoing, Reply, Sent, Turn};
-use crate::domain::{now_millis, rfc3339, FieldError};
+use crate::domain::{now_millis, rfc3339, str_field, FieldError};
 use crate::state::AppState;
 use crate::store::queue::{NewOutbound, OutboundMessage};
 use crate::store::{field, ConnectionRecord};
