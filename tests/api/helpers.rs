@@ -322,6 +322,10 @@ pub fn connection_body(bot_id: &str) -> Value {
     })
 }
 
+/// The OpenAPI document, read from the first app that answers (every app
+/// serves the same one).
+static DOCUMENT: tokio::sync::OnceCell<Value> = tokio::sync::OnceCell::const_new();
+
 impl TestApp {
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
@@ -355,33 +359,41 @@ impl TestApp {
         token: &str,
         body: &Value,
     ) -> (StatusCode, Value) {
-        let res = self
-            .request(method, path, token)
-            .json(body)
-            .send()
-            .await
-            .expect("request");
-        decode(res).await
+        let req = self.request(method.clone(), path, token).json(body);
+        self.documented(method, path, req).await
     }
 
     pub async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
-        decode(
-            self.request(reqwest::Method::GET, path, token)
-                .send()
-                .await
-                .expect("request"),
-        )
-        .await
+        let req = self.request(reqwest::Method::GET, path, token);
+        self.documented(reqwest::Method::GET, path, req).await
     }
 
     pub async fn delete(&self, path: &str, token: &str) -> (StatusCode, Value) {
-        decode(
-            self.request(reqwest::Method::DELETE, path, token)
-                .send()
-                .await
-                .expect("request"),
-        )
-        .await
+        let req = self.request(reqwest::Method::DELETE, path, token);
+        self.documented(reqwest::Method::DELETE, path, req).await
+    }
+
+    /// Sends `req` and decodes its answer, which must have the shape the
+    /// OpenAPI document gives it ([`crate::documented`]).
+    pub async fn documented(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        req: reqwest::RequestBuilder,
+    ) -> (StatusCode, Value) {
+        let (status, body) = decode(req.send().await.expect("request")).await;
+        let doc = DOCUMENT
+            .get_or_init(|| async {
+                let res = self.client.get(self.url("/api/openapi.json")).send().await;
+                res.expect("the document").json().await.expect("JSON")
+            })
+            .await;
+        if let Err(problem) =
+            crate::documented::check(doc, method.as_str(), path, status.as_u16(), &body)
+        {
+            panic!("the answer is not as documented: {problem}");
+        }
+        (status, body)
     }
 
     pub async fn create_tenant(&self, name: &str) -> Tenant {

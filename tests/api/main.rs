@@ -1,6 +1,7 @@
 //! Integration tests: the real server over HTTP, on SQLite and PostgreSQL.
 #![allow(clippy::unwrap_used)] // tests state their expectations with unwrap
 
+mod documented;
 mod helpers;
 
 mod inbound;

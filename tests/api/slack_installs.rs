@@ -241,14 +241,13 @@ impl Installs {
         let url = local(app, self.connection["events_url"].as_str().unwrap())
             .replace("/webhooks/slack/", "/auth/slack/")
             .replace("/events", if refresh { "/refresh" } else { "" });
+        let method = if refresh { Method::POST } else { Method::GET };
         let req = app
             .client
-            .request(
-                if refresh { Method::POST } else { Method::GET },
-                format!("{url}?team={team}"),
-            )
+            .request(method.clone(), format!("{url}?team={team}"))
             .header("X-Botgate-Auth", AUTH);
-        decode(req.send().await.unwrap()).await
+        let path = url.strip_prefix(&app.address).unwrap_or(&url).to_owned();
+        app.documented(method, &path, req).await
     }
 }
 
@@ -471,6 +470,14 @@ async fn bad_install_states_are_refused_and_store_nothing(backend: Backend) {
     let (status, page) = s.back(&consent.allow, Some(&consent.cookie)).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{page}");
     assert!(page.contains("expired"), "{page}");
+    // Slack unreachable (every Web API call answers 500): a 502 page.
+    let consent = s.start(Some("TDOWN")).await;
+    s.faults(json!({"rate_5xx": 1.0})).await;
+    let (status, page) = s.back(&consent.allow, Some(&consent.cookie)).await;
+    s.faults(json!({})).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{page}");
+    assert!(page.contains("Slack could not be reached"), "{page}");
+    assert!(page.contains("Nothing was installed"), "{page}");
     // Cancelled at Slack.
     let consent = s.start(Some("TNO")).await;
     let (status, page) = s.back(&consent.deny, Some(&consent.cookie)).await;

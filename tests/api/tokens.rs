@@ -70,7 +70,7 @@ pub async fn get_token(app: &TestApp, path: &str, header: Option<&str>) -> (Stat
     if let Some(h) = header {
         req = req.header(AUTH, h);
     }
-    decode(req.send().await.unwrap()).await
+    app.documented(reqwest::Method::GET, path, req).await
 }
 
 pub async fn force_refresh(app: &TestApp, path: &str) -> (StatusCode, Value) {
@@ -78,7 +78,8 @@ pub async fn force_refresh(app: &TestApp, path: &str) -> (StatusCode, Value) {
         .client
         .post(app.url(&format!("{path}/refresh")))
         .header(AUTH, HEADER);
-    decode(req.send().await.unwrap()).await
+    app.documented(reqwest::Method::POST, &format!("{path}/refresh"), req)
+        .await
 }
 
 both_backends!(

@@ -318,6 +318,14 @@ async fn bad_states_and_refused_codes_store_nothing(backend: Backend) {
     let (status, page) = back(&s, &forged, Some(&consent.cookie)).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(page.contains("refused the sign-in"), "{page}");
+    // NAVER WORKS unreachable (its token endpoint answers 503): a 502 page.
+    let consent = start(&s).await;
+    s.emu.faults(json!({"token_endpoint_down": true})).await;
+    let (status, page) = back(&s, &consent.allow, Some(&consent.cookie)).await;
+    s.emu.faults(json!({})).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{page}");
+    assert!(page.contains("NAVER WORKS could not be reached"), "{page}");
+    assert!(page.contains("Nothing was stored"), "{page}");
     assert_eq!(not_authorized().await, "not_authorized");
     assert_eq!(app_stats(&s).await["codes_exchanged"], 0);
     let mut conn = s.app.db.connect().await;
