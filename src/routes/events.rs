@@ -4,15 +4,15 @@
 
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use super::docs::{ConnectionPath, Denied};
 use super::extract::PathConnection;
+use super::messages::{MessageList, MessageView};
 use crate::domain::rfc3339;
 use crate::error::{ApiError, ErrorEnvelope};
 use crate::service::events;
 use crate::state::AppState;
-use crate::store::queue::{InboundEvent, OutboundMessage};
+use crate::store::queue::InboundEvent;
 
 const STATUSES: &[&str] = &[
     "pending",
@@ -74,57 +74,6 @@ pub struct EventList<'a> {
 pub struct Replayed {
     /// How many dead events went back into the queue.
     pub replayed: u64,
-}
-
-/// Whom a message goes to.
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct Target<'a> {
-    /// `user` or `channel`.
-    pub kind: &'a str,
-    pub id: &'a str,
-}
-
-/// One message of the outbox.
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct OutboxMessage<'a> {
-    pub id: &'a str,
-    /// The event it answers, if it is a reply.
-    pub event_id: Option<&'a str>,
-    pub target: Target<'a>,
-    /// The NAVER WORKS content sent.
-    #[schema(value_type = Object)]
-    pub content: Value,
-    /// pending | sending | delivered | failed.
-    pub status: &'a str,
-    pub attempts: i64,
-    pub last_error: Option<&'a str>,
-    /// RFC 3339.
-    pub created_at: String,
-    pub delivered_at: Option<String>,
-}
-
-impl<'a> From<&'a OutboundMessage> for OutboxMessage<'a> {
-    fn from(m: &'a OutboundMessage) -> Self {
-        Self {
-            id: &m.id,
-            event_id: m.event_id.as_deref(),
-            target: Target {
-                kind: &m.target_kind,
-                id: &m.target_id,
-            },
-            content: serde_json::from_str::<Value>(&m.content).unwrap_or(Value::Null),
-            status: &m.status,
-            attempts: m.attempts,
-            last_error: m.last_error.as_deref(),
-            created_at: rfc3339(m.created_at),
-            delivered_at: m.delivered_at.map(rfc3339),
-        }
-    }
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct OutboxList<'a> {
-    pub messages: Vec<OutboxMessage<'a>>,
 }
 
 /// `GET …/events?status=dead&limit=100`, newest first.
@@ -198,7 +147,7 @@ pub struct OutboxQuery {
 #[utoipa::path(get, path = "/api/v1/tenants/{tenant}/connections/{connection}/outbox",
     summary = "Messages to this connection's users and rooms, oldest first", tag = "events",
     params(ConnectionPath, OutboxQuery),
-    responses((status = 200, description = "The messages", body = OutboxList<'static>), Denied),
+    responses((status = 200, description = "The messages (a queued one's status is `pending` here)", body = MessageList<'static>), Denied),
     security(("bearer" = [])))]
 pub async fn outbox(
     state: web::Data<AppState>,
@@ -210,7 +159,10 @@ pub async fn outbox(
         .store
         .messages(&connection.tenant_id, &connection.id, limit)
         .await?;
-    Ok(HttpResponse::Ok().json(OutboxList {
-        messages: messages.iter().map(OutboxMessage::from).collect(),
+    Ok(HttpResponse::Ok().json(MessageList {
+        messages: messages
+            .iter()
+            .map(|m| MessageView::of(m, &m.status))
+            .collect(),
     }))
 }

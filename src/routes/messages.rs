@@ -16,7 +16,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::docs::{Denied, SendPath};
-use super::events::Target;
 use super::extract::PathConnection;
 use crate::channels::{Channel, Outgoing};
 use crate::domain::{rfc3339, str_field, FieldError};
@@ -58,11 +57,22 @@ fn status_name(stored: &str) -> &str {
     }
 }
 
-/// A message of the send API, as `GET …/messages` shows it.
+/// Whom a message goes to.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Target<'a> {
+    /// `user` or `channel`.
+    pub kind: &'a str,
+    pub id: &'a str,
+}
+
+/// A message to a user or a room, as the send API and a connection's
+/// outbox show it.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct MessageView<'a> {
     pub id: &'a str,
-    /// queued | sending | delivered | failed.
+    /// The event it answers, if it is a reply (null for the send API's).
+    pub event_id: Option<&'a str>,
+    /// queued (`pending` in the outbox) | sending | delivered | failed.
     pub status: &'a str,
     pub target: Target<'a>,
     /// The content as it is sent (the channel's rendering).
@@ -77,11 +87,13 @@ pub struct MessageView<'a> {
     pub delivered_at: Option<String>,
 }
 
-impl<'a> From<&'a OutboundMessage> for MessageView<'a> {
-    fn from(m: &'a OutboundMessage) -> Self {
+impl<'a> MessageView<'a> {
+    /// `m`, its status named `status`.
+    pub fn of(m: &'a OutboundMessage, status: &'a str) -> Self {
         Self {
             id: &m.id,
-            status: status_name(&m.status),
+            event_id: m.event_id.as_deref(),
+            status,
             target: Target {
                 kind: &m.target_kind,
                 id: &m.target_id,
@@ -268,7 +280,7 @@ pub async fn get(
         .message(&record.id, &path.1)
         .await?
         .ok_or(ApiError::NotFound("no such message"))?;
-    Ok(HttpResponse::Ok().json(MessageView::from(&message)))
+    Ok(HttpResponse::Ok().json(MessageView::of(&message, status_name(&message.status))))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -321,7 +333,10 @@ pub async fn list(
         .list_messages(&record.id, status, since, limit)
         .await?;
     Ok(HttpResponse::Ok().json(MessageList {
-        messages: messages.iter().map(MessageView::from).collect(),
+        messages: messages
+            .iter()
+            .map(|m| MessageView::of(m, status_name(&m.status)))
+            .collect(),
     }))
 }
 
