@@ -1,0 +1,218 @@
+//! An operator's tenant list (create, open), and a tenant's dialogue
+//! engine.
+
+use super::*;
+
+pub async fn tenants_page(ctx: Ctx) -> HttpResponse {
+    let page = tenants_inner(&ctx, None, &[], "").await;
+    finish(&ctx, page)
+}
+
+async fn tenants_inner(
+    ctx: &Ctx,
+    created: Option<(&TenantRecord, &str)>,
+    errors: &[FieldError],
+    name: &str,
+) -> Page {
+    admin(ctx)?;
+    let l = ctx.lang;
+    let all = ctx.state.store.tenants().await?;
+    let body = html! {
+        @if let Some((tenant, key)) = created {
+            (notice(T::TenantCreated.get(l)))
+            (copyable("new-api-key", &format!("{} ({})", T::ApiKey.get(l), tenant.name), key, l))
+        }
+        p { (T::TenantsIntro.get(l)) }
+        @if all.is_empty() {
+            p.empty { (T::NoTenants.get(l)) }
+        } @else {
+            table #tenants {
+                thead { tr { th { (T::TenantName.get(l)) } th { "ID" } th { (T::Created.get(l)) } th {} } }
+                tbody {
+                    @for t in &all {
+                        tr {
+                            td { (t.name) }
+                            td { code { (t.id.as_str()) } }
+                            td { (when(t.created_at)) }
+                            td {
+                                form.inline method="post" action={ "/console/tenants/" (t.id.as_str()) "/open" } {
+                                    (csrf(ctx))
+                                    button type="submit" { (T::Open.get(l)) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        h2 { (T::NewTenant.get(l)) }
+        form.card method="post" action="/console/tenants" {
+            (csrf(ctx))
+            div.field.invalid[!errors.is_empty()] {
+                label for="name" { (T::TenantName.get(l)) }
+                input #name type="text" name="name" value=(name) required;
+                @for e in errors {
+                    p.error { (crate::console::i18n::say(&e.message, l)) }
+                }
+            }
+            button #create-tenant type="submit" { (T::CreateTenant.get(l)) }
+        }
+    };
+    Ok(html_page(
+        ctx,
+        form_status(errors),
+        layout(ctx, T::Tenants.get(l), body),
+    ))
+}
+
+pub async fn create_tenant(ctx: Ctx, form: Form) -> HttpResponse {
+    let page = async {
+        genuine(&ctx, &form)?;
+        admin(&ctx)?;
+        let name = text(&form, "name");
+        match TenantName::parse(&name) {
+            Err(e) => tenants_inner(&ctx, None, &[e], &name).await,
+            Ok(valid) => {
+                let (tenant, key) = tenants::create(&ctx.state.store, &valid).await?;
+                tracing::info!(tenant_id = %tenant.id, "tenant created in the console");
+                tenants_inner(&ctx, Some((&tenant, key.expose_secret())), &[], "").await
+            }
+        }
+    }
+    .await;
+    finish(&ctx, page)
+}
+
+pub async fn open_tenant(ctx: Ctx, path: web::Path<String>, form: Form) -> HttpResponse {
+    let page = async {
+        let s = genuine(&ctx, &form)?;
+        admin(&ctx)?;
+        const NOT_FOUND: ApiError = ApiError::NotFound("no such tenant");
+        let id = TenantId::parse(&path).ok_or(NOT_FOUND)?;
+        let t = ctx.state.store.tenant(&id).await?.ok_or(NOT_FOUND)?;
+        ctx.state
+            .store
+            .set_session_tenant(&s.token_hash, &t.id)
+            .await?;
+        Ok(ctx.redirect("/console/connections"))
+    }
+    .await;
+    finish(&ctx, page)
+}
+
+async fn engine_form(
+    ctx: &Ctx,
+    t: &TenantRecord,
+    values: Option<&HashMap<String, String>>,
+    errors: &[FieldError],
+    saved: bool,
+) -> Page {
+    let l = ctx.lang;
+    let view = tenants::engine_view(&ctx.state, t).await?;
+    let get = |name: &str| -> String {
+        match values {
+            Some(v) => v.get(name).cloned().unwrap_or_default(),
+            None => match name {
+                "kind" => view.kind.clone(),
+                "url" => view.url.clone().unwrap_or_default(),
+                "fallback_text" => view.fallback_text.clone().unwrap_or_default(),
+                _ => String::new(),
+            },
+        }
+    };
+    let kind = get("kind");
+    let field_errors = |name: &str| -> Vec<String> {
+        errors
+            .iter()
+            .filter(|e| e.field == name)
+            .map(|e| crate::console::i18n::say(&e.message, l))
+            .collect()
+    };
+    let secret_now = view.secret.clone();
+    let body = html! {
+        @if saved { (notice(T::Saved.get(l))) }
+        @if !errors.is_empty() { (alert(T::FixErrors.get(l))) }
+        p { (T::EngineIntro.get(l)) }
+        form.card #engine-form method="post" action="/console/engine" novalidate {
+            (csrf(ctx))
+            fieldset.field.invalid[!field_errors("kind").is_empty()] {
+                legend { (T::EngineKind.get(l)) }
+                @for (value, label) in [("echo", T::EngineEcho), ("http", T::EngineHttp), ("rasa", T::EngineRasa)] {
+                    label.radio {
+                        input type="radio" name="kind" value=(value) id={ "kind-" (value) } checked[kind == value];
+                        " " (label.get(l))
+                    }
+                }
+                @for m in field_errors("kind") { p.error { (m) } }
+            }
+            div.field.invalid[!field_errors("url").is_empty()] {
+                label for="url" { (T::EngineUrl.get(l)) }
+                input #url type="text" name="url" value=(get("url")) spellcheck="false" autocomplete="off";
+                small.hint { (T::EngineUrlHint.get(l)) }
+                @for m in field_errors("url") { p.error #url-error { (m) } }
+            }
+            div.field.invalid[!field_errors("secret").is_empty()] {
+                label for="secret" { (T::EngineSecret.get(l)) }
+                @if let Some(now) = &secret_now { span.current { (T::Current.get(l)) ": " code { (now) } } }
+                input #secret type="password" name="secret" value="" autocomplete="new-password";
+                small.hint { (T::EngineSecretHint.get(l)) }
+                @for m in field_errors("secret") { p.error #secret-error { (m) } }
+            }
+            div.field.invalid[!field_errors("fallback_text").is_empty()] {
+                label for="fallback_text" { (T::FallbackText.get(l)) }
+                input #fallback_text type="text" name="fallback_text" value=(get("fallback_text"));
+                small.hint { (T::FallbackTextHint.get(l)) }
+                @for m in field_errors("fallback_text") { p.error { (m) } }
+            }
+            button #save-engine type="submit" { (T::Save.get(l)) }
+        }
+    };
+    Ok(html_page(
+        ctx,
+        form_status(errors),
+        layout(ctx, T::Engine.get(l), body),
+    ))
+}
+
+pub async fn engine_page(ctx: Ctx, req: HttpRequest) -> HttpResponse {
+    let page = async {
+        let t = tenant(&ctx)?;
+        engine_form(&ctx, t, None, &[], req.query_string().contains("saved=1")).await
+    }
+    .await;
+    finish(&ctx, page)
+}
+
+pub async fn save_engine(ctx: Ctx, form: Form) -> HttpResponse {
+    let page = async {
+        genuine(&ctx, &form)?;
+        let t = tenant(&ctx)?;
+        let kind = text(&form, "kind");
+        let field = |name: &str| {
+            let v = text(&form, name);
+            (!v.is_empty()).then_some(Value::String(v))
+        };
+        let body = EngineBody {
+            kind: (!kind.is_empty()).then(|| Value::String(kind.clone())),
+            // The form always has the fields; the echo engine takes none.
+            url: if kind == "echo" { None } else { field("url") },
+            secret: if kind == "http" {
+                field("secret")
+            } else {
+                None
+            },
+            fallback_text: field("fallback_text"),
+        };
+        match tenants::set_engine(&ctx.state, t, &body).await {
+            Ok(_) => Ok(ctx.redirect("/console/engine?saved=1")),
+            Err(ApiError::Validation(errors)) => {
+                let mut values = (*form).clone();
+                values.remove("secret");
+                engine_form(&ctx, t, Some(&values), &errors, false).await
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+    .await;
+    finish(&ctx, page)
+}
