@@ -94,13 +94,18 @@ pub(super) fn html_page(ctx: &Ctx, status: StatusCode, markup: Markup) -> HttpRe
         .body(markup.into_string())
 }
 
-/// A form page's status: 422 when it shows the fields' problems.
-fn form_status(errors: &[FieldError]) -> StatusCode {
-    if errors.is_empty() {
+/// A form's page under `title`: 422 when it shows the fields' problems.
+fn form_page(ctx: &Ctx, title: T, errors: &[FieldError], body: Markup) -> Page {
+    let status = if errors.is_empty() {
         StatusCode::OK
     } else {
         StatusCode::UNPROCESSABLE_ENTITY
-    }
+    };
+    Ok(html_page(
+        ctx,
+        status,
+        layout(ctx, title.get(ctx.lang), body),
+    ))
 }
 
 fn ok(ctx: &Ctx, markup: Markup) -> Page {

@@ -58,11 +58,7 @@ async fn tenants_inner(
             button #create-tenant type="submit" { (T::CreateTenant.get(l)) }
         }
     };
-    Ok(html_page(
-        ctx,
-        form_status(errors),
-        layout(ctx, T::Tenants.get(l), body),
-    ))
+    form_page(ctx, T::Tenants, errors, body)
 }
 
 pub async fn create_tenant(ctx: Ctx, form: Form) -> HttpResponse {
@@ -167,11 +163,7 @@ async fn engine_form(
             button #save-engine type="submit" { (T::Save.get(l)) }
         }
     };
-    Ok(html_page(
-        ctx,
-        form_status(errors),
-        layout(ctx, T::Engine.get(l), body),
-    ))
+    form_page(ctx, T::Engine, errors, body)
 }
 
 pub async fn engine_page(ctx: Ctx, req: HttpRequest) -> HttpResponse {
