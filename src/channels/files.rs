@@ -444,7 +444,7 @@ pub fn upload_of(content: &str) -> Option<Upload> {
     let value: Value = serde_json::from_str(content).ok()?;
     let upload = value.get("botgate_upload")?;
     let kind = value.get("type")?.as_str()?.to_owned();
-    let url = str_field(&upload, "url").map(str::to_owned);
+    let url = str_field(upload, "url").map(str::to_owned);
     let data = match &url {
         Some(_) => Vec::new(),
         None => base64::engine::general_purpose::STANDARD

@@ -24,7 +24,7 @@ use crate::store::{ConnectionRecord, TokenMeta};
 /// room, `u:<userId>` for a 1:1 chat (which has no channelId, §3.3). Unknown
 /// types and fields are accepted: the platform adds them.
 pub fn classify(callback: &Value) -> Result<(String, String), String> {
-    let event_type = str_field(&callback, "type").ok_or("the callback has no type")?;
+    let event_type = str_field(callback, "type").ok_or("the callback has no type")?;
     let source = callback
         .get("source")
         .and_then(Value::as_object)
@@ -49,7 +49,7 @@ pub fn classify(callback: &Value) -> Result<(String, String), String> {
 /// The callback's `issuedTime` (`YYYY-MM-DDThh:mm:ss[.SSS]Z`, §3.3) in
 /// Unix milliseconds; `None` if it has none or an unreadable one.
 pub fn issued_millis(callback: &Value) -> Option<i64> {
-    let text = str_field(&callback, "issuedTime").filter(|s| s.len() <= 64)?;
+    let text = str_field(callback, "issuedTime").filter(|s| s.len() <= 64)?;
     let t =
         time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
     i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
@@ -124,21 +124,21 @@ pub fn render(reply: &Value) -> Result<Value, String> {
 /// A button: `{label, postback}` → a message action carrying the postback,
 /// `{label, url}` → a uri action.
 fn button_action(button: &Value) -> Result<Value, String> {
-    let label = str_field(&button, "label").ok_or("a button needs a label")?;
-    if let Some(url) = str_field(&button, "url") {
+    let label = str_field(button, "label").ok_or("a button needs a label")?;
+    if let Some(url) = str_field(button, "url") {
         return Ok(json!({"type": "uri", "label": label, "uri": url}));
     }
-    let postback = str_field(&button, "postback").ok_or("a button needs postback or url")?;
+    let postback = str_field(button, "postback").ok_or("a button needs postback or url")?;
     Ok(json!({"type": "message", "label": label, "text": label, "postback": postback}))
 }
 
 /// Where replies to a callback go: its room, else its user (NAVERWORKS.md §4.1).
 fn reply_target(callback: &Value) -> Option<(&'static str, String)> {
     let source = callback.get("source")?;
-    if let Some(channel) = str_field(&source, "channelId") {
+    if let Some(channel) = str_field(source, "channelId") {
         return Some(("channel", channel.to_owned()));
     }
-    str_field(&source, "userId").map(|u| ("user", u.to_owned()))
+    str_field(source, "userId").map(|u| ("user", u.to_owned()))
 }
 
 pub fn replies(turn: &Turn, rendered: Vec<Value>) -> Vec<NewOutbound> {

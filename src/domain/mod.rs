@@ -69,12 +69,6 @@ impl JsonObject for serde_json::Value {
     }
 }
 
-impl<T: JsonObject> JsonObject for &T {
-    fn field(&self, key: &str) -> Option<&serde_json::Value> {
-        (**self).field(key)
-    }
-}
-
 impl JsonObject for serde_json::Map<String, serde_json::Value> {
     fn field(&self, key: &str) -> Option<&serde_json::Value> {
         self.get(key)

@@ -21,7 +21,6 @@ use serde_json::{json, Value};
 
 use super::consent::{self, Consent};
 use super::Emulator;
-
 use crate::domain::str_field;
 
 /// One Slack app installed in one workspace.
@@ -427,7 +426,7 @@ async fn api(
                 return ok_false("invalid_arguments");
             }
             for f in &listed {
-                let id = str_field(&f, "id").unwrap_or("");
+                let id = str_field(f, "id").unwrap_or("");
                 match state.files.get_mut(id) {
                     Some(file) if file.app_id == app.app_id && file.data.is_some() => {
                         file.channel = Some(channel.clone());
@@ -444,13 +443,13 @@ async fn api(
 }
 
 fn post_message(state: &mut SlackState, app: &SlackApp, body: &Value) -> HttpResponse {
-    let Some(channel) = str_field(&body, "channel").map(str::to_owned) else {
+    let Some(channel) = str_field(body, "channel").map(str::to_owned) else {
         return ok_false("channel_not_found");
     };
     if state.faults.unknown_channels.contains(&channel) {
         return ok_false("channel_not_found");
     }
-    let text = str_field(&body, "text").map(str::to_owned);
+    let text = str_field(body, "text").map(str::to_owned);
     let blocks = body.get("blocks").cloned();
     if text.as_deref().is_none_or(str::is_empty) && blocks.is_none() {
         return ok_false("no_text");
@@ -502,12 +501,12 @@ fn record(
         app_id: app.app_id.clone(),
         channel: channel.to_owned(),
         team_id: app.team_id.clone(),
-        thread_ts: str_field(&body, "thread_ts").map(str::to_owned),
+        thread_ts: str_field(body, "thread_ts").map(str::to_owned),
         ts: ts.clone(),
-        text: str_field(&body, "text").map(str::to_owned),
+        text: str_field(body, "text").map(str::to_owned),
         blocks: body.get("blocks").cloned(),
         via,
-        response_type: str_field(&body, "response_type").map(str::to_owned),
+        response_type: str_field(body, "response_type").map(str::to_owned),
         files: body.get("files").cloned(),
     });
     ts

@@ -21,7 +21,6 @@ use subtle::ConstantTimeEq as _;
 
 use super::consent::{self, Consent};
 use super::state::{AccessToken, AuthCode, Emulator, RefreshToken, State};
-
 use crate::domain::str_field;
 
 pub const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";

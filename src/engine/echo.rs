@@ -27,11 +27,11 @@ fn menu() -> Vec<Value> {
 pub fn answer(turn: &Turn) -> Vec<Value> {
     let content = &turn.content;
     match turn.kind.as_str() {
-        "message" => match str_field(&content, "type") {
+        "message" => match str_field(content, "type") {
             Some("text") => {
-                let said = str_field(&content, "text").unwrap_or("");
+                let said = str_field(content, "text").unwrap_or("");
                 // A message action's button (NAVER WORKS) carries a postback.
-                if let Some(data) = str_field(&content, "postback") {
+                if let Some(data) = str_field(content, "postback") {
                     return text(format!("You chose: {data}"));
                 }
                 match said.trim() {
@@ -42,7 +42,7 @@ pub fn answer(turn: &Turn) -> Vec<Value> {
                 }
             }
             Some("location") => {
-                let address = str_field(&content, "address").unwrap_or("somewhere");
+                let address = str_field(content, "address").unwrap_or("somewhere");
                 text(format!("You shared a location: {address}"))
             }
             // Only NAVER WORKS sends stickers; its own content comes back.
@@ -58,8 +58,8 @@ pub fn answer(turn: &Turn) -> Vec<Value> {
         },
         "postback" => text(format!("You chose: {}", turn.postback_data().unwrap_or(""))),
         "command" => {
-            let command = str_field(&content, "command").unwrap_or("");
-            match str_field(&content, "text").unwrap_or("") {
+            let command = str_field(content, "command").unwrap_or("");
+            match str_field(content, "text").unwrap_or("") {
                 "" => text(format!("You ran {command}.")),
                 said => text(format!("You ran {command} {said}")),
             }

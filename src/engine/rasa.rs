@@ -46,14 +46,14 @@ pub fn request_body(event: &EngineEvent<'_>) -> Option<Value> {
 /// One Rasa answer item → botgate's reply forms.
 pub fn map_item(item: &Value) -> Vec<Value> {
     let mut out = Vec::new();
-    let text = str_field(&item, "text");
+    let text = str_field(item, "text");
     match (text, item.get("buttons").and_then(Value::as_array)) {
         (Some(text), Some(buttons)) if !buttons.is_empty() => {
             let buttons: Vec<Value> = buttons
                 .iter()
                 .map(|b| {
                     let label = b.get("title").cloned().unwrap_or(Value::Null);
-                    let payload = str_field(&b, "payload").unwrap_or("");
+                    let payload = str_field(b, "payload").unwrap_or("");
                     if payload.starts_with("https://") {
                         json!({"label": label, "url": payload})
                     } else {
@@ -66,7 +66,7 @@ pub fn map_item(item: &Value) -> Vec<Value> {
         (Some(text), _) => out.push(json!({"type": "text", "text": text})),
         (None, _) => {}
     }
-    if let Some(url) = str_field(&item, "image") {
+    if let Some(url) = str_field(item, "image") {
         out.push(json!({"type": "image", "url": url}));
     }
     if let Some(custom) = item.get("custom") {

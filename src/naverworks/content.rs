@@ -309,7 +309,7 @@ fn validate_content(c: &Obj, path: &str) -> Check {
                 .get("contents")
                 .map_or_else(|| err(&format!("{path}.contents"), "is required"), Ok)?;
             let contents = object(contents, &format!("{path}.contents"))?;
-            match str_field(&contents, "type") {
+            match str_field(contents, "type") {
                 Some("bubble" | "carousel") => {}
                 _ => {
                     return err(

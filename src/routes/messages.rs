@@ -216,10 +216,10 @@ pub async fn send(
     };
     // A long text, split on request; everything else as it is.
     let long_text = Channel::of(&record) == Channel::NaverWorks
-        && str_field(&content, "type") == Some("text")
-        && str_field(&content, "text").is_some_and(|t| t.chars().count() > TEXT_LIMIT);
+        && str_field(content, "type") == Some("text")
+        && str_field(content, "text").is_some_and(|t| t.chars().count() > TEXT_LIMIT);
     let contents: Vec<Value> = if long_text && body.split_long_text == Some(true) {
-        let text = str_field(&content, "text").unwrap_or_default();
+        let text = str_field(content, "text").unwrap_or_default();
         split_text(text)
             .into_iter()
             .map(|part| {

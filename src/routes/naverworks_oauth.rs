@@ -93,9 +93,7 @@ pub async fn callback(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let exchange =
-        async |r: oauth::Returned| service::authorize_user(&state, &r.connection, &r.code).await;
-    oauth::callback(&req, &state, &FLOW, exchange, |authorized| {
+    oauth::callback(&req, &state, &FLOW, service::authorize_user, |authorized| {
         let bot = authorized.bot_id;
         page(
             StatusCode::OK,

@@ -87,16 +87,17 @@ pub fn refused(flow: &Flow, message: &str) -> HttpResponse {
 }
 
 /// A flow's callback: [`finish`], then `exchange` (the service's) with
-/// the code, then the page for what it came to ([`concluded`]).
+/// the connection and the code, then the page for what it came to
+/// ([`concluded`]).
 pub async fn callback<T>(
     req: &HttpRequest,
     state: &AppState,
     flow: &Flow,
-    exchange: impl AsyncFnOnce(Returned) -> Result<Outcome<T>, ApiError>,
+    exchange: impl AsyncFnOnce(&AppState, &ConnectionRecord, &str) -> Result<Outcome<T>, ApiError>,
     done: impl FnOnce(T) -> HttpResponse,
 ) -> Result<HttpResponse, ApiError> {
     Ok(match finish(req, state, flow).await? {
-        Ok(returned) => concluded(flow, exchange(returned).await?, done),
+        Ok(r) => concluded(flow, exchange(state, &r.connection, &r.code).await?, done),
         Err(page) => page,
     })
 }
@@ -212,9 +213,9 @@ fn param<'a>(query: &'a [(String, String)], name: &str) -> Option<&'a str> {
 
 /// A callback that passed [`finish`]: the connection its state was issued
 /// for, and the code to exchange.
-pub struct Returned {
-    pub connection: ConnectionRecord,
-    pub code: String,
+struct Returned {
+    connection: ConnectionRecord,
+    code: String,
 }
 
 /// Checks the callback: its `state` present, issued here and not used yet

@@ -97,9 +97,7 @@ pub async fn callback(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let exchange =
-        async |r: oauth::Returned| service::install_workspace(&state, &r.connection, &r.code).await;
-    oauth::callback(&req, &state, &FLOW, exchange, |installed| {
+    oauth::callback(&req, &state, &FLOW, service::install_workspace, |installed| {
         page(
             StatusCode::OK,
             "Installed",

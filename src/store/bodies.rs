@@ -43,7 +43,7 @@ pub(crate) struct Bodies {
 
 /// Which body of which row: its AAD.
 #[derive(Clone, Copy)]
-pub struct Place<'a> {
+pub(crate) struct Place<'a> {
     tenant: &'a str,
     connection: &'a str,
     /// `raw` or `content`.

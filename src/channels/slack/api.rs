@@ -17,7 +17,7 @@ const ANSWER_CAP: usize = 256 * 1024;
 /// Slack's error code from an `ok:false` answer, if it is one of its short
 /// snake_case codes; anything else is not repeated.
 fn error_code(answer: &Value) -> String {
-    str_field(&answer, "error")
+    str_field(answer, "error")
         .filter(|e| {
             !e.is_empty()
                 && e.len() <= 64
@@ -117,8 +117,8 @@ async fn outcome(response: Result<reqwest::Response, reqwest::Error>) -> (Sent, 
     }
 }
 
-/// A Web API method's arguments.
-#[derive(Debug, Clone, Copy)]
+/// A Web API method's arguments. (No `Debug`: they carry a message's text.)
+#[derive(Clone, Copy)]
 pub enum Args<'a> {
     Json(&'a Value),
     /// Form-encoded (the file methods take them so).

@@ -90,7 +90,7 @@ pub fn event_body(body: &[u8]) -> Result<Parsed, String> {
                 .get("event")
                 .and_then(Value::as_object)
                 .ok_or("event_callback needs an event object")?;
-            let event_type = str_field(&event, "type")
+            let event_type = str_field(event, "type")
                 .filter(|t| !t.is_empty() && t.len() <= 64)
                 .ok_or("the event needs a type")?;
             let channel = id(event.get("channel"));

@@ -181,14 +181,14 @@ fn event(turn: &mut Turn, doc: Value) {
     turn.content = match event.pointer("/files/0") {
         // The first file (engines get a botgate link to it as content.url).
         Some(file) if file_share(&event) => {
-            let mimetype = str_field(&file, "mimetype").unwrap_or("");
+            let mimetype = str_field(file, "mimetype").unwrap_or("");
             let major = mimetype.split('/').next().unwrap_or_default();
             let kind = if matches!(major, "image" | "audio" | "video") {
                 major
             } else {
                 "file"
             };
-            let name = str_field(&file, "name").unwrap_or("file");
+            let name = str_field(file, "name").unwrap_or("file");
             json!({"type": kind, "text": said, "name": super::bounded_text(name, 200),
                    "mimetype": super::bounded_text(mimetype, 100)})
         }
@@ -201,7 +201,7 @@ fn event(turn: &mut Turn, doc: Value) {
 }
 
 fn file_share(event: &Value) -> bool {
-    str_field(&event, "subtype") == Some("file_share")
+    str_field(event, "subtype") == Some("file_share")
         && event.get("bot_id").is_none()
         && event
             .get("files")
@@ -274,11 +274,11 @@ pub fn render(reply: &Value) -> Result<Value, String> {
 /// A button: `{label, postback}` → a button carrying the postback as its
 /// value, `{label, url}` → a link button.
 fn button(index: usize, b: &Value) -> Result<Value, String> {
-    let label = str_field(&b, "label")
+    let label = str_field(b, "label")
         .filter(|l| !l.is_empty() && l.chars().count() <= 75)
         .ok_or("a button needs a label of 1 to 75 characters")?;
     let action_id = format!("botgate_{index}");
-    if let Some(url) = str_field(&b, "url") {
+    if let Some(url) = str_field(b, "url") {
         if !https(url) {
             return Err("a button's url must be https".into());
         }
@@ -286,7 +286,7 @@ fn button(index: usize, b: &Value) -> Result<Value, String> {
             json!({"type": "button", "text": plain(label), "url": url, "action_id": action_id}),
         );
     }
-    let value = str_field(&b, "postback")
+    let value = str_field(b, "postback")
         .filter(|v| v.chars().count() <= 2000)
         .ok_or("a button needs postback (at most 2,000 characters) or url")?;
     Ok(json!({"type": "button", "text": plain(label), "value": value, "action_id": action_id}))
@@ -390,7 +390,7 @@ pub fn outgoing(
     let contents: Vec<Value> = request
         .contents
         .iter()
-        .map(|c| match (str_field(&c, "type"), c.get("text")) {
+        .map(|c| match (str_field(c, "type"), c.get("text")) {
             (Some("text"), Some(text)) if c.as_object().is_some_and(|o| o.len() == 2) => {
                 json!({ "text": text })
             }
@@ -555,7 +555,7 @@ async fn send_token(
     connection: &ConnectionRecord,
     doc: &Value,
 ) -> Result<Result<secrecy::SecretString, Sent>, String> {
-    let team = str_field(&doc, "team").filter(|t| *t != "-");
+    let team = str_field(doc, "team").filter(|t| *t != "-");
     match installs::bot_token(state, connection, team, false).await {
         Ok(token) => Ok(Ok(token.token)),
         // Until the workspace installs (again), this message cannot be sent.
