@@ -21,7 +21,7 @@ use maud::html;
 use serde_json::{json, Value};
 
 use super::handlers::{
-    connection, finish, genuine, html_page, session, tenant, text, Form, Page, Stop,
+    connection, finish, html_page, posted_connection, session, text, Form, Page, Stop,
 };
 use super::i18n::T;
 use super::pages::layout;
@@ -84,8 +84,7 @@ fn in_conversation(channel: Channel, key: &str, room: bool) -> bool {
 
 pub async fn page(ctx: Ctx, path: web::Path<String>) -> HttpResponse {
     let page = async {
-        let t = tenant(&ctx)?;
-        let c = connection(&ctx, t, &path).await?;
+        let c = connection(&ctx, &path).await?;
         playground(&ctx, &c)?;
         let l = ctx.lang;
         let base = format!("/console/connections/{}/playground", c.id.as_str());
@@ -353,9 +352,7 @@ async fn emulator_answer(request: reqwest::RequestBuilder) -> Option<Value> {
 /// as the platform's signed request to the connection's URLs.
 pub async fn say(ctx: Ctx, req: HttpRequest, path: web::Path<String>, form: Form) -> HttpResponse {
     let page = async {
-        genuine(&ctx, &form)?;
-        let t = tenant(&ctx)?;
-        let c = connection(&ctx, t, &path).await?;
+        let c = posted_connection(&ctx, &form, &path).await?;
         let emulator = playground(&ctx, &c)?;
         let fetch = req.headers().contains_key("x-botgate-fetch");
         let back = format!("/console/connections/{}/playground", c.id);
@@ -402,14 +399,13 @@ pub async fn say(ctx: Ctx, req: HttpRequest, path: web::Path<String>, form: Form
 /// `GET …/playground/feed?where=user|room`: the conversation, oldest first.
 pub async fn feed(ctx: Ctx, req: HttpRequest, path: web::Path<String>) -> HttpResponse {
     let page = async {
-        let t = tenant(&ctx)?;
-        let c = connection(&ctx, t, &path).await?;
+        let c = connection(&ctx, &path).await?;
         playground(&ctx, &c)?;
         let room = req.query_string().split('&').any(|p| p == "where=room");
         let channel = Channel::of(&c);
         let store = &ctx.state.store;
         let mut items: Vec<(i64, Value)> = Vec::new();
-        for e in store.events(&t.id, &c.id, None, FEED_LIMIT).await? {
+        for e in store.events(&c.tenant_id, &c.id, None, FEED_LIMIT).await? {
             if !in_conversation(channel, &e.conversation, room) {
                 continue;
             }
@@ -426,7 +422,10 @@ pub async fn feed(ctx: Ctx, req: HttpRequest, path: web::Path<String>) -> HttpRe
                        "at": e.received_at}),
             ));
         }
-        for m in store.recent_messages(&t.id, &c.id, FEED_LIMIT).await? {
+        for m in store
+            .recent_messages(&c.tenant_id, &c.id, FEED_LIMIT)
+            .await?
+        {
             if !in_conversation(channel, &m.conversation, room) {
                 continue;
             }

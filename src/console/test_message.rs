@@ -8,7 +8,7 @@ use actix_web::{web, HttpResponse};
 use maud::{html, Markup};
 use serde_json::json;
 
-use super::handlers::{connection, finish, genuine, tenant, text, Form};
+use super::handlers::{connection, finish, posted_connection, text, Form};
 use super::i18n::T;
 use super::pages::{alert, csrf, status_badge, status_text};
 use super::session::Ctx;
@@ -115,9 +115,7 @@ fn outgoing_of(
 /// `POST /console/connections/{id}/send`.
 pub async fn send(ctx: Ctx, path: web::Path<String>, form: Form) -> HttpResponse {
     let page = async {
-        genuine(&ctx, &form)?;
-        let t = tenant(&ctx)?;
-        let c = connection(&ctx, t, &path).await?;
+        let c = posted_connection(&ctx, &form, &path).await?;
         let refused = |errors: Vec<FieldError>| {
             let section = section(&ctx, &c, None, &errors, &form);
             super::handlers::connection_view_with(&ctx, &c, section)
@@ -150,8 +148,7 @@ pub async fn send(ctx: Ctx, path: web::Path<String>, form: Form) -> HttpResponse
 /// `GET /console/connections/{id}/messages/{message}`: the page's poll.
 pub async fn status(ctx: Ctx, path: web::Path<(String, String)>) -> HttpResponse {
     let page = async {
-        let t = tenant(&ctx)?;
-        let c = connection(&ctx, t, &path.0).await?;
+        let c = connection(&ctx, &path.0).await?;
         let m = ctx
             .state
             .store

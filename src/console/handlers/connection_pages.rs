@@ -515,8 +515,7 @@ fn created_steps(l: Lang, c: &ConnectionRecord) -> Markup {
 
 pub async fn connection_page(ctx: Ctx, req: HttpRequest, path: web::Path<String>) -> HttpResponse {
     let page = async {
-        let t = tenant(&ctx)?;
-        let c = connection(&ctx, t, &path).await?;
+        let c = connection(&ctx, &path).await?;
         let query = req.query_string();
         let flash = if query.contains("created=1") {
             Some(created_steps(ctx.lang, &c))
@@ -543,9 +542,7 @@ pub async fn connection_page(ctx: Ctx, req: HttpRequest, path: web::Path<String>
 
 pub async fn test_connection(ctx: Ctx, path: web::Path<String>, form: Form) -> HttpResponse {
     let page = async {
-        genuine(&ctx, &form)?;
-        let t = tenant(&ctx)?;
-        let c = connection(&ctx, t, &path).await?;
+        let c = posted_connection(&ctx, &form, &path).await?;
         let checks = run_checks(&ctx.state, &c).await;
         connection_view(&ctx, &c, Some(&checks), None, None).await
     }
@@ -555,9 +552,7 @@ pub async fn test_connection(ctx: Ctx, path: web::Path<String>, form: Form) -> H
 
 pub async fn replay_all(ctx: Ctx, path: web::Path<String>, form: Form) -> HttpResponse {
     let page = async {
-        genuine(&ctx, &form)?;
-        let t = tenant(&ctx)?;
-        let c = connection(&ctx, t, &path).await?;
+        let c = posted_connection(&ctx, &form, &path).await?;
         let n = events::replay(&ctx.state, &c, None).await?;
         Ok(ctx.redirect(&format!("/console/connections/{}?replayed={n}", c.id)))
     }
@@ -567,9 +562,7 @@ pub async fn replay_all(ctx: Ctx, path: web::Path<String>, form: Form) -> HttpRe
 
 pub async fn replay_one(ctx: Ctx, path: web::Path<(String, String)>, form: Form) -> HttpResponse {
     let page = async {
-        genuine(&ctx, &form)?;
-        let t = tenant(&ctx)?;
-        let c = connection(&ctx, t, &path.0).await?;
+        let c = posted_connection(&ctx, &form, &path.0).await?;
         let n = events::replay(&ctx.state, &c, Some(&path.1)).await?;
         Ok(ctx.redirect(&format!("/console/connections/{}?replayed={n}", c.id)))
     }
@@ -626,8 +619,7 @@ fn rotate_form(
 
 pub async fn rotate_page(ctx: Ctx, path: web::Path<String>) -> HttpResponse {
     let page = async {
-        let t = tenant(&ctx)?;
-        let c = connection(&ctx, t, &path).await?;
+        let c = connection(&ctx, &path).await?;
         let view = connections::view(&ctx.state, &c).await?;
         ok(&ctx, rotate_form(&ctx, &c, &view, &HashMap::new(), &[]))
     }
@@ -637,9 +629,7 @@ pub async fn rotate_page(ctx: Ctx, path: web::Path<String>) -> HttpResponse {
 
 pub async fn rotate(ctx: Ctx, path: web::Path<String>, form: Form) -> HttpResponse {
     let page = async {
-        genuine(&ctx, &form)?;
-        let t = tenant(&ctx)?;
-        let c = connection(&ctx, t, &path).await?;
+        let c = posted_connection(&ctx, &form, &path).await?;
         // Unchanged plain fields are left out, so that saving the form as
         // shown does not drop the token for nothing.
         let rate = c.rate_limit_per_minute.to_string();
@@ -674,8 +664,7 @@ pub async fn rotate(ctx: Ctx, path: web::Path<String>, form: Form) -> HttpRespon
 
 pub async fn delete_page(ctx: Ctx, path: web::Path<String>) -> HttpResponse {
     let page = async {
-        let t = tenant(&ctx)?;
-        let c = connection(&ctx, t, &path).await?;
+        let c = connection(&ctx, &path).await?;
         let l = ctx.lang;
         let body = html! {
             (alert(T::DeleteConfirm.get(l)))
@@ -701,9 +690,7 @@ pub async fn delete_page(ctx: Ctx, path: web::Path<String>) -> HttpResponse {
 
 pub async fn delete(ctx: Ctx, path: web::Path<String>, form: Form) -> HttpResponse {
     let page = async {
-        genuine(&ctx, &form)?;
-        let t = tenant(&ctx)?;
-        let c = connection(&ctx, t, &path).await?;
+        let c = posted_connection(&ctx, &form, &path).await?;
         connections::delete(&ctx.state, &c).await?;
         Ok(ctx.redirect("/console/connections/deleted"))
     }

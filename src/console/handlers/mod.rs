@@ -160,12 +160,11 @@ fn admin(ctx: &Ctx) -> Result<&Session, Stop> {
     Ok(s)
 }
 
-pub(super) async fn connection(
-    ctx: &Ctx,
-    tenant: &TenantRecord,
-    raw: &str,
-) -> Result<ConnectionRecord, Stop> {
+/// The session tenant's connection named by a page's path (404 for another
+/// tenant's).
+pub(super) async fn connection(ctx: &Ctx, raw: &str) -> Result<ConnectionRecord, Stop> {
     const NOT_FOUND: ApiError = ApiError::NotFound("no such connection");
+    let tenant = tenant(ctx)?;
     let id = ConnectionId::parse(raw).ok_or(NOT_FOUND)?;
     Ok(ctx
         .state
@@ -173,6 +172,16 @@ pub(super) async fn connection(
         .connection(&tenant.id, &id)
         .await?
         .ok_or(NOT_FOUND)?)
+}
+
+/// [`connection`] for a form posted to it: the form must be [`genuine`].
+pub(super) async fn posted_connection(
+    ctx: &Ctx,
+    form: &HashMap<String, String>,
+    raw: &str,
+) -> Result<ConnectionRecord, Stop> {
+    genuine(ctx, form)?;
+    connection(ctx, raw).await
 }
 
 pub(super) fn text(form: &HashMap<String, String>, name: &str) -> String {
