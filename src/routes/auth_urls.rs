@@ -73,24 +73,16 @@ const DUMMY_HASH: &str = "s256$00000000000000000000000000000000$0000000000000000
     params(PublicPath),
     responses((status = 200, description = "The bot's current token", body = NaverWorksToken<'static>), TokenDenied),
     security(("naverworksAuth" = [])))]
-pub async fn read(
-    req: HttpRequest,
-    path: web::Path<String>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    serve(req, &path, &state, false, Channel::NaverWorks).await
+pub async fn read(request: TokenRequest) -> Result<HttpResponse, ApiError> {
+    serve(request, false, Channel::NaverWorks).await
 }
 
 #[utoipa::path(post, path = "/auth/naverworks/{connection}/refresh",
     summary = "Force a new access token", tag = "naverworks", params(PublicPath),
     responses((status = 200, description = "The new token", body = NaverWorksToken<'static>), TokenDenied),
     security(("naverworksAuth" = [])))]
-pub async fn refresh(
-    req: HttpRequest,
-    path: web::Path<String>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    serve(req, &path, &state, true, Channel::NaverWorks).await
+pub async fn refresh(request: TokenRequest) -> Result<HttpResponse, ApiError> {
+    serve(request, true, Channel::NaverWorks).await
 }
 
 #[utoipa::path(get, path = "/auth/slack/{connection}",
@@ -98,12 +90,8 @@ pub async fn refresh(
     params(PublicPath, ("team" = Option<String>, Query, description = "The workspace (T…); the pasted token's when absent")),
     responses((status = 200, description = "The workspace's bot token", body = SlackToken<'static>), TokenDenied, (status = 404, description = "No installation for that workspace"), (status = 409, description = "The workspace must install the app again")),
     security(("naverworksAuth" = [])))]
-pub async fn slack_read(
-    req: HttpRequest,
-    path: web::Path<String>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    serve(req, &path, &state, false, Channel::Slack).await
+pub async fn slack_read(request: TokenRequest) -> Result<HttpResponse, ApiError> {
+    serve(request, false, Channel::Slack).await
 }
 
 #[utoipa::path(post, path = "/auth/slack/{connection}/refresh",
@@ -111,12 +99,8 @@ pub async fn slack_read(
     params(PublicPath, ("team" = Option<String>, Query)),
     responses((status = 200, description = "The workspace's new bot token", body = SlackToken<'static>), TokenDenied, (status = 404, description = "No installation for that workspace"), (status = 409, description = "The workspace must install the app again")),
     security(("naverworksAuth" = [])))]
-pub async fn slack_refresh(
-    req: HttpRequest,
-    path: web::Path<String>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    serve(req, &path, &state, true, Channel::Slack).await
+pub async fn slack_refresh(request: TokenRequest) -> Result<HttpResponse, ApiError> {
+    serve(request, true, Channel::Slack).await
 }
 
 /// The header botgate's own name for every channel, beside the contract's.
@@ -129,13 +113,16 @@ fn unauthorized() -> HttpResponse {
     }}))
 }
 
+/// What each auth URL's handler takes: the request (its headers and
+/// address), its `{connection}`, and the app.
+type TokenRequest = (HttpRequest, web::Path<String>, web::Data<AppState>);
+
 async fn serve(
-    req: HttpRequest,
-    public_id: &str,
-    state: &AppState,
+    (req, path, state): TokenRequest,
     force: bool,
     channel: Channel,
 ) -> Result<HttpResponse, ApiError> {
+    let public_id: &str = &path;
     let ip = client(
         req.peer_addr().map(|a| a.ip()),
         req.headers(),
@@ -187,7 +174,7 @@ async fn serve(
         return Ok(unauthorized());
     };
     if channel == Channel::Slack {
-        return slack_token(&req, state, connection, force, &audit).await;
+        return slack_token(&req, &state, connection, force, &audit).await;
     }
     match state.tokens.token(connection, meta.clone(), force).await {
         Ok(token) => {
