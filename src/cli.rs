@@ -2,6 +2,8 @@
 
 use clap::{Parser, Subcommand};
 
+use crate::secrets::debug_fields;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "botgate",
@@ -222,12 +224,5 @@ pub struct SendArgs {
     pub text: String,
 }
 
-impl std::fmt::Debug for SendArgs {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SendArgs")
-            .field("connection", &self.connection)
-            .field("url", &self.url)
-            .field("api_key", &"****")
-            .finish_non_exhaustive()
-    }
-}
+// The API key is left out.
+debug_fields!(SendArgs { connection, url });

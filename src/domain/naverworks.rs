@@ -16,7 +16,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::FieldError;
-use crate::secrets::hex;
+use crate::secrets::{debug_fields, hex};
 
 /// Outbound pacing when a connection does not say: the paid plans' limit.
 pub const DEFAULT_RATE_LIMIT_PER_MINUTE: u32 = 240;
@@ -239,14 +239,7 @@ pub struct PrivateKeyPem {
     fingerprint: String,
 }
 
-impl std::fmt::Debug for PrivateKeyPem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PrivateKeyPem")
-            .field("bits", &self.bits)
-            .field("fingerprint", &self.fingerprint)
-            .finish_non_exhaustive()
-    }
-}
+debug_fields!(PrivateKeyPem { bits, fingerprint });
 
 const RSA_OID: &str = "1.2.840.113549.1.1.1";
 

@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::secrets::debug_fields;
+
 fn default_lifetime() -> u64 {
     86_400
 }
@@ -90,16 +92,12 @@ pub struct AppConfig {
     pub bots: Vec<BotConfig>,
 }
 
-impl std::fmt::Debug for AppConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppConfig")
-            .field("client_id", &self.client_id)
-            .field("service_account", &self.service_account)
-            .field("domain_id", &self.domain_id)
-            .field("bots", &self.bots)
-            .finish_non_exhaustive()
-    }
-}
+debug_fields!(AppConfig {
+    client_id,
+    service_account,
+    domain_id,
+    bots
+});
 
 #[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -110,14 +108,10 @@ pub struct BotConfig {
     pub callback_url: Option<String>,
 }
 
-impl std::fmt::Debug for BotConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BotConfig")
-            .field("bot_id", &self.bot_id)
-            .field("callback_url", &self.callback_url)
-            .finish_non_exhaustive()
-    }
-}
+debug_fields!(BotConfig {
+    bot_id,
+    callback_url
+});
 
 impl EmulatorConfig {
     pub fn from_toml(text: &str) -> anyhow::Result<Self> {

@@ -10,6 +10,7 @@ use sqlx::{AnyPool, Executor as _, Row as _};
 use super::error::StoreResult;
 use super::{cache, migrations, queue, Backend};
 use crate::config::DatabaseUrl;
+use crate::secrets::debug_fields;
 
 #[derive(Clone)]
 pub struct Store {
@@ -68,13 +69,7 @@ impl Store {
     }
 }
 
-impl std::fmt::Debug for Store {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store")
-            .field("backend", &self.backend)
-            .finish_non_exhaustive()
-    }
-}
+debug_fields!(Store { backend });
 
 impl Store {
     /// Connects (creating a SQLite file and its directory if missing); does
