@@ -234,13 +234,15 @@ pub async fn sign_in_link(
 ) -> anyhow::Result<String> {
     let token = generate_token("");
     let token = secrecy::ExposeSecret::expose_secret(&token).to_owned();
+    let now = now_millis();
     state
         .store
         .put_console_link(
             &hash_token(&token),
             tenant,
             target,
-            now_millis() + LINK_LIFETIME_MS,
+            now + LINK_LIFETIME_MS,
+            now,
         )
         .await?;
     Ok(state.settings.public_link(&format!("console/link/{token}")))

@@ -55,48 +55,6 @@ impl FromRow for ConsoleSession {
 }
 
 impl Store {
-    /// Stores a one-time sign-in link (its token's hash) into `tenant`'s
-    /// console, opening `target`, valid until `expires_at`.
-    pub async fn put_console_link(
-        &self,
-        token_hash: &str,
-        tenant: &TenantId,
-        target: &str,
-        expires_at: i64,
-    ) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO console_links (token_hash, tenant_id, target, expires_at) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(token_hash)
-        .bind(tenant.as_str())
-        .bind(target)
-        .bind(expires_at)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    /// Takes a sign-in link: deleted whatever follows (it works once), and
-    /// its tenant and target returned unless it expired before `now`.
-    pub async fn take_console_link(
-        &self,
-        token_hash: &str,
-        now: i64,
-    ) -> StoreResult<Option<(TenantId, String)>> {
-        let row = sqlx::query(
-            "DELETE FROM console_links WHERE token_hash = $1 RETURNING tenant_id, target, expires_at",
-        )
-        .bind(token_hash)
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        let expires_at: i64 = row.try_get("expires_at")?;
-        if expires_at < now {
-            return Ok(None);
-        }
-        Ok(Some((row.try_get("tenant_id")?, row.try_get("target")?)))
-    }
-
     pub async fn create_session(&self, session: &ConsoleSession) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO console_sessions (token_hash, role, tenant_id, created_at, expires_at) \

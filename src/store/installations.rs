@@ -1,7 +1,5 @@
 //! Slack installations (one per connection and workspace) with their sealed
-//! tokens, and the OAuth `state`s of installs in flight.
-
-use sqlx::Row as _;
+//! tokens (an install's OAuth `state` is in `one_time`).
 
 use super::error::{classify, StoreResult};
 use super::secrets::put_secret;
@@ -261,68 +259,5 @@ impl Store {
             "SELECT COUNT(*) AS n FROM slack_installations WHERE status = 'needs_reinstall'",
         ))
         .await
-    }
-
-    /// Unexpired states of a connection (the install page is public: they
-    /// are capped).
-    pub async fn oauth_states_in_flight(
-        &self,
-        connection: &ConnectionId,
-        now: i64,
-    ) -> StoreResult<i64> {
-        self.count(
-sqlx::query(
-            "SELECT COUNT(*) AS n FROM oauth_states WHERE connection_id = $1 AND expires_at >= $2",
-        )
-        .bind(connection.as_str())
-        .bind(now)).await
-    }
-
-    pub async fn put_oauth_state(
-        &self,
-        state_hash: &str,
-        connection: &ConnectionId,
-        browser_hash: &str,
-        expires_at: i64,
-        now: i64,
-    ) -> StoreResult<()> {
-        // States that were never used are forgotten as new ones come.
-        sqlx::query("DELETE FROM oauth_states WHERE expires_at < $1")
-            .bind(now)
-            .execute(&self.pool)
-            .await?;
-        sqlx::query(
-            "INSERT INTO oauth_states (state_hash, connection_id, browser_hash, expires_at) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(state_hash)
-        .bind(connection.as_str())
-        .bind(browser_hash)
-        .bind(expires_at)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    /// Takes a state (it can be used once): its connection, browser hash
-    /// and expiry.
-    pub async fn take_oauth_state(
-        &self,
-        state_hash: &str,
-    ) -> StoreResult<Option<(ConnectionId, String, i64)>> {
-        let row = sqlx::query(
-            "DELETE FROM oauth_states WHERE state_hash = $1 RETURNING connection_id, browser_hash, expires_at",
-        )
-        .bind(state_hash)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| {
-            Ok((
-                r.try_get("connection_id")?,
-                r.try_get("browser_hash")?,
-                r.try_get("expires_at")?,
-            ))
-        })
-        .transpose()
-        .map_err(classify)
     }
 }

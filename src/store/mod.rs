@@ -12,7 +12,8 @@
 //!
 //! One file per aggregate, each with its records and its queries:
 //! `tenants`, `connections`, `secrets`, `tokens`, `audit`, `console`
-//! (sessions), `queue` (the inbox and outbox engine); across them, `bodies`
+//! (sessions), `queue` (the inbox and outbox engine), `one_time` (sign-in
+//! links and OAuth states: single-use tokens); across them, `bodies`
 //! (message data sealed at rest) and `lifecycle` (retention, purging a
 //! tenant or connection, export pages). Below them: `error`
 //! (the one error type), `sql` (statement building and the one
@@ -29,6 +30,7 @@ mod error;
 mod installations;
 pub mod lifecycle;
 mod migrations;
+mod one_time;
 mod pool;
 pub mod queue;
 mod secrets;
