@@ -46,8 +46,7 @@ pub struct AuditList<'a> {
 #[utoipa::path(post, path = "/api/v1/tenants/{tenant}/connections",
     summary = "Connect a NAVER WORKS bot", tag = "connections", params(TenantPath),
     request_body = ConnectionBody,
-    responses((status = 201, description = "Created, with webhook_url, auth_url, auth_refresh_url and masked secrets", body = ConnectionView), Denied, (status = 409, description = "This tenant already connected this bot", body = ErrorEnvelope<'static>), Invalid),
-    security(("bearer" = [])))]
+    responses((status = 201, description = "Created, with webhook_url, auth_url, auth_refresh_url and masked secrets", body = ConnectionView), Denied, (status = 409, description = "This tenant already connected this bot", body = ErrorEnvelope<'static>), Invalid))]
 pub async fn create(
     state: web::Data<AppState>,
     PathTenant(tenant): PathTenant,
@@ -59,8 +58,7 @@ pub async fn create(
 
 #[utoipa::path(get, path = "/api/v1/tenants/{tenant}/connections",
     summary = "List connections", tag = "connections", params(TenantPath),
-    responses((status = 200, description = "Connections", body = ConnectionList), Denied),
-    security(("bearer" = [])))]
+    responses((status = 200, description = "Connections", body = ConnectionList), Denied))]
 pub async fn list(
     state: web::Data<AppState>,
     PathTenant(tenant): PathTenant,
@@ -74,8 +72,7 @@ pub async fn list(
 
 #[utoipa::path(get, path = "/api/v1/tenants/{tenant}/connections/{connection}",
     summary = "Read a connection (secrets masked)", tag = "connections", params(ConnectionPath),
-    responses((status = 200, description = "The connection", body = ConnectionView), Denied),
-    security(("bearer" = [])))]
+    responses((status = 200, description = "The connection", body = ConnectionView), Denied))]
 pub async fn get(
     state: web::Data<AppState>,
     PathConnection(record): PathConnection,
@@ -86,8 +83,7 @@ pub async fn get(
 #[utoipa::path(patch, path = "/api/v1/tenants/{tenant}/connections/{connection}",
     summary = "Rotate credentials or change settings", tag = "connections", params(ConnectionPath),
     request_body = ConnectionBody,
-    responses((status = 200, description = "The connection", body = ConnectionView), Denied, Invalid),
-    security(("bearer" = [])))]
+    responses((status = 200, description = "The connection", body = ConnectionView), Denied, Invalid))]
 pub async fn update(
     state: web::Data<AppState>,
     PathConnection(current): PathConnection,
@@ -99,8 +95,7 @@ pub async fn update(
 
 #[utoipa::path(delete, path = "/api/v1/tenants/{tenant}/connections/{connection}",
     summary = "Remove a connection and wipe its tokens", tag = "connections",
-    params(ConnectionPath), responses((status = 204, description = "Removed"), Denied),
-    security(("bearer" = [])))]
+    params(ConnectionPath), responses((status = 204, description = "Removed"), Denied))]
 pub async fn delete(
     state: web::Data<AppState>,
     PathConnection(record): PathConnection,
@@ -115,8 +110,7 @@ pub async fn delete(
 #[utoipa::path(post, path = "/api/v1/tenants/{tenant}/connections/{connection}/test",
     summary = "Try the credentials against NAVER WORKS now", tag = "connections",
     params(ConnectionPath),
-    responses((status = 200, description = "Each check in a sentence", body = TestReport), Denied),
-    security(("bearer" = [])))]
+    responses((status = 200, description = "Each check in a sentence", body = TestReport), Denied))]
 pub async fn test(
     state: web::Data<AppState>,
     PathConnection(record): PathConnection,
@@ -138,8 +132,7 @@ pub struct AuditQuery {
 #[utoipa::path(get, path = "/api/v1/tenants/{tenant}/connections/{connection}/audit",
     summary = "Token reads and refreshes through the auth URLs, newest first", tag = "connections",
     params(ConnectionPath, AuditQuery),
-    responses((status = 200, description = "The entries", body = AuditList<'static>), Denied),
-    security(("bearer" = [])))]
+    responses((status = 200, description = "The entries", body = AuditList<'static>), Denied))]
 pub async fn audit(
     state: web::Data<AppState>,
     PathConnection(record): PathConnection,
@@ -164,8 +157,7 @@ pub async fn audit(
 
 #[utoipa::path(get, path = "/api/v1/tenants/{tenant}/connections/{connection}/installations",
     summary = "A Slack connection's installations (one per workspace; tokens masked)", tag = "slack", params(ConnectionPath),
-    responses((status = 200, description = "The installations, oldest first", body = InstallationList), Denied),
-    security(("bearer" = [])))]
+    responses((status = 200, description = "The installations, oldest first", body = InstallationList), Denied))]
 pub async fn installations(
     state: web::Data<AppState>,
     PathConnection(record): PathConnection,
@@ -176,8 +168,7 @@ pub async fn installations(
 #[utoipa::path(delete, path = "/api/v1/tenants/{tenant}/connections/{connection}/installations/{team}",
     summary = "Remove a workspace's installation and its tokens", tag = "slack",
     params(ConnectionPath, ("team" = String, Path, description = "The workspace (T…)")),
-    responses((status = 204, description = "Removed"), Denied),
-    security(("bearer" = [])))]
+    responses((status = 204, description = "Removed"), Denied))]
 pub async fn delete_installation(
     state: web::Data<AppState>,
     PathConnection(record): PathConnection,

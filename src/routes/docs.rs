@@ -66,6 +66,9 @@ use crate::error::ErrorEnvelope;
     ),
     components(schemas(ErrorEnvelope<'static>, EngineRequest, EngineAnswer)),
     modifiers(&SecuritySchemes),
+    // Every operation needs the bearer token unless its own `security`
+    // says otherwise: `security(())` for the public ones (callbacks, OAuth
+    // pages, health), `naverworksAuth` for the auth URLs.
     security(("bearer" = []))
 )]
 struct ApiDoc;

@@ -80,8 +80,7 @@ pub struct Replayed {
 #[utoipa::path(get, path = "/api/v1/tenants/{tenant}/connections/{connection}/events",
     summary = "Inbound events by status (pending, processing, done, ignored, dead, refused), newest first",
     tag = "events", params(ConnectionPath, ListQuery),
-    responses((status = 200, description = "The events", body = EventList<'static>), Denied, (status = 422, description = "Unknown status", body = ErrorEnvelope<'static>)),
-    security(("bearer" = [])))]
+    responses((status = 200, description = "The events", body = EventList<'static>), Denied, (status = 422, description = "Unknown status", body = ErrorEnvelope<'static>)))]
 pub async fn list(
     state: web::Data<AppState>,
     PathConnection(connection): PathConnection,
@@ -107,8 +106,7 @@ pub async fn list(
 /// `POST …/events/replay`: every dead event of the connection, back in the queue.
 #[utoipa::path(post, path = "/api/v1/tenants/{tenant}/connections/{connection}/events/replay",
     summary = "Replay every dead event and every callback refused over a quota", tag = "events", params(ConnectionPath),
-    responses((status = 200, description = "How many", body = Replayed), Denied),
-    security(("bearer" = [])))]
+    responses((status = 200, description = "How many", body = Replayed), Denied))]
 pub async fn replay_all(
     state: web::Data<AppState>,
     PathConnection(connection): PathConnection,
@@ -121,8 +119,7 @@ pub async fn replay_all(
 #[utoipa::path(post, path = "/api/v1/tenants/{tenant}/connections/{connection}/events/{event}/replay",
     summary = "Replay one dead or refused event", tag = "events",
     params(ConnectionPath, ("event" = String, Path, description = "Event id (`evt_…`)")),
-    responses((status = 200, description = "How many", body = Replayed), Denied),
-    security(("bearer" = [])))]
+    responses((status = 200, description = "How many", body = Replayed), Denied))]
 pub async fn replay_one(
     state: web::Data<AppState>,
     PathConnection(connection): PathConnection,
@@ -147,8 +144,7 @@ pub struct OutboxQuery {
 #[utoipa::path(get, path = "/api/v1/tenants/{tenant}/connections/{connection}/outbox",
     summary = "Messages to this connection's users and rooms, oldest first", tag = "events",
     params(ConnectionPath, OutboxQuery),
-    responses((status = 200, description = "The messages (a queued one's status is `pending` here)", body = MessageList<'static>), Denied),
-    security(("bearer" = [])))]
+    responses((status = 200, description = "The messages (a queued one's status is `pending` here)", body = MessageList<'static>), Denied))]
 pub async fn outbox(
     state: web::Data<AppState>,
     PathConnection(connection): PathConnection,

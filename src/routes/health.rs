@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError as _};
-use serde_json::json;
+use serde::Serialize;
 
 use secrecy::ExposeSecret as _;
 use subtle::ConstantTimeEq as _;
@@ -13,11 +13,53 @@ use crate::domain::now_millis;
 use crate::error::{ApiError, ErrorEnvelope};
 use crate::state::AppState;
 
+/// `/healthz`'s answer.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Alive {
+    /// `ok`.
+    #[schema(example = "ok")]
+    status: &'static str,
+}
+
 #[utoipa::path(get, path = "/healthz",
     summary = "Liveness: the process answers", tag = "operations",
-    responses((status = 200, description = "Alive", body = Object)), security(()))]
+    responses((status = 200, description = "Alive", body = Alive)), security(()))]
 pub async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(json!({"status": "ok"}))
+    HttpResponse::Ok().json(Alive { status: "ok" })
+}
+
+/// What `/readyz` checked.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ReadyChecks {
+    /// `ok` or `unreachable`.
+    database: &'static str,
+    /// `current` or `behind` (a migration is missing).
+    schema: &'static str,
+    /// `running`, `stalled`, or `off` (this process runs no workers).
+    workers: &'static str,
+}
+
+/// `/readyz`'s answer when ready.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Ready {
+    /// `ready`.
+    #[schema(example = "ready")]
+    status: &'static str,
+    checks: ReadyChecks,
+}
+
+/// `/readyz`'s answer when not ready: the error envelope with the checks.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct NotReady {
+    error: NotReadyError,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct NotReadyError {
+    /// `not_ready`.
+    code: &'static str,
+    message: &'static str,
+    checks: ReadyChecks,
 }
 
 /// A worker that has not gone round for this long is considered stuck.
@@ -25,7 +67,7 @@ const WORKER_STALE_MS: i64 = 10_000;
 
 #[utoipa::path(get, path = "/readyz",
     summary = "Readiness: database reachable, schema current, workers running", tag = "operations",
-    responses((status = 200, description = "Ready", body = Object), (status = 503, description = "Not ready", body = Object)),
+    responses((status = 200, description = "Ready", body = Ready), (status = 503, description = "Not ready", body = NotReady)),
     security(()))]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let database = state.store.ping().await;
@@ -39,20 +81,35 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             .worker_ticks
             .iter()
             .all(|t| now - t.load(Ordering::Relaxed) < WORKER_STALE_MS);
-    let checks = json!({
-        "database": if database.is_ok() { "ok" } else { "unreachable" },
-        "schema": if schema { "current" } else { "behind" },
-        "workers": if !state.settings.workers { "off" } else if workers { "running" } else { "stalled" },
-    });
+    let checks = ReadyChecks {
+        database: if database.is_ok() {
+            "ok"
+        } else {
+            "unreachable"
+        },
+        schema: if schema { "current" } else { "behind" },
+        workers: match (state.settings.workers, workers) {
+            (false, _) => "off",
+            (true, true) => "running",
+            (true, false) => "stalled",
+        },
+    };
     if database.is_ok() && schema && workers {
-        HttpResponse::Ok().json(json!({"status": "ready", "checks": checks}))
+        HttpResponse::Ok().json(Ready {
+            status: "ready",
+            checks,
+        })
     } else {
         if let Err(e) = &database {
             tracing::warn!(error.message = %e, "readiness check failed");
         }
-        HttpResponse::ServiceUnavailable().json(json!({
-            "error": {"code": "not_ready", "message": "botgate is not ready", "checks": checks}
-        }))
+        HttpResponse::ServiceUnavailable().json(NotReady {
+            error: NotReadyError {
+                code: "not_ready",
+                message: "botgate is not ready",
+                checks,
+            },
+        })
     }
 }
 

@@ -171,8 +171,7 @@ pub fn split_text(text: &str) -> Vec<String> {
     summary = "Send a message to a user or a room (Idempotency-Key honoured)", tag = "messages",
     params(SendPath, ("Idempotency-Key" = Option<String>, Header, description = "Repeats with the same key answer the first message")),
     request_body = SendBody,
-    responses((status = 202, description = "Durably queued", body = Queued<'static>), (status = 400, description = "Bad Idempotency-Key", body = ErrorEnvelope<'static>), Denied, (status = 422, description = "Invalid message; the field path and limit are named", body = ErrorEnvelope<'static>)),
-    security(("bearer" = [])))]
+    responses((status = 202, description = "Durably queued", body = Queued<'static>), (status = 400, description = "Bad Idempotency-Key", body = ErrorEnvelope<'static>), Denied, (status = 422, description = "Invalid message; the field path and limit are named", body = ErrorEnvelope<'static>)))]
 pub async fn send(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -268,8 +267,7 @@ pub async fn send(
 #[utoipa::path(get, path = "/api/v1/connections/{connection}/messages/{id}",
     summary = "A message's delivery status", tag = "messages",
     params(SendPath, ("id" = String, Path, description = "Message id (`msg_…`)")),
-    responses((status = 200, description = "Its status (queued | sending | delivered | failed), attempts and last error", body = MessageView<'static>), Denied),
-    security(("bearer" = [])))]
+    responses((status = 200, description = "Its status (queued | sending | delivered | failed), attempts and last error", body = MessageView<'static>), Denied))]
 pub async fn get(
     state: web::Data<AppState>,
     PathConnection(record): PathConnection,
@@ -296,8 +294,7 @@ pub struct ListQuery {
 
 #[utoipa::path(get, path = "/api/v1/connections/{connection}/messages",
     summary = "List messages by status and time", tag = "messages", params(SendPath, ListQuery),
-    responses((status = 200, description = "The messages", body = MessageList<'static>), Denied, (status = 422, description = "Bad filter", body = ErrorEnvelope<'static>)),
-    security(("bearer" = [])))]
+    responses((status = 200, description = "The messages", body = MessageList<'static>), Denied, (status = 422, description = "Bad filter", body = ErrorEnvelope<'static>)))]
 pub async fn list(
     state: web::Data<AppState>,
     PathConnection(record): PathConnection,

@@ -14,7 +14,7 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use secrecy::ExposeSecret;
-use serde_json::json;
+use serde::Serialize;
 
 use super::docs::{CallbackRefused, PublicPath};
 use super::webhooks::{read_body, store_event, webhook_connection, webhook_secret, Received};
@@ -49,39 +49,64 @@ enum Answer {
     Stored(Inserted),
 }
 
+/// The answer to Slack's `url_verification` (SLACK.md §2): its challenge,
+/// echoed.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Challenge {
+    challenge: String,
+}
+
+/// What the Events API Request URL answers.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum EventAnswer {
+    Challenge(Challenge),
+    Received(Received),
+}
+
 #[utoipa::path(post, path = "/webhooks/slack/{connection}/events",
     summary = "Slack Events API (X-Slack-Signature v0, X-Slack-Request-Timestamp)", tag = "slack",
     params(PublicPath),
     request_body(content = Object, description = "url_verification or event_callback, as Slack sends it"),
-    responses((status = 200, description = "{challenge} for url_verification, else {status: accepted | duplicate | refused | ignored}", body = Object), CallbackRefused),
+    responses((status = 200, description = "The challenge for url_verification, else what the event came to", body = EventAnswer), CallbackRefused),
     security(()))]
 pub async fn events(request: Request) -> Result<HttpResponse, ApiError> {
-    let answer = handle(request, Kind::Events).await?;
-    Ok(match answer {
-        (Answer::Challenge(challenge), _) => {
-            HttpResponse::Ok().json(json!({ "challenge": challenge }))
-        }
-        (Answer::Skipped, _) => HttpResponse::Ok().json(Received { status: "ignored" }),
-        (Answer::Stored(Inserted::Duplicate), _) => HttpResponse::Ok().json(Received {
-            status: "duplicate",
+    let answer = match handle(request, Kind::Events).await?.0 {
+        Answer::Challenge(challenge) => EventAnswer::Challenge(Challenge { challenge }),
+        Answer::Skipped => EventAnswer::Received(Received { status: "ignored" }),
+        Answer::Stored(inserted) => EventAnswer::Received(Received {
+            status: match inserted {
+                Inserted::Duplicate => "duplicate",
+                Inserted::Refused => "refused",
+                _ => "accepted",
+            },
         }),
-        (Answer::Stored(Inserted::Refused), _) => {
-            HttpResponse::Ok().json(Received { status: "refused" })
-        }
-        (Answer::Stored(_), _) => HttpResponse::Ok().json(Received { status: "accepted" }),
-    })
+    };
+    Ok(HttpResponse::Ok().json(answer))
+}
+
+/// A slash command's immediate answer, seen only by the user who ran it
+/// (SLACK.md §3).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Ephemeral {
+    /// `ephemeral`.
+    response_type: &'static str,
+    text: String,
 }
 
 #[utoipa::path(post, path = "/webhooks/slack/{connection}/commands",
     summary = "Slack slash command (form-encoded, signed)", tag = "slack",
     params(PublicPath),
     request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "command, text, team_id, channel_id, user_id, response_url, …"),
-    responses((status = 200, description = "Empty, or the connection's command_ack_text as an ephemeral message"), CallbackRefused),
+    responses((status = 200, description = "Empty, or the connection's command_ack_text as an ephemeral message", body = Ephemeral), CallbackRefused),
     security(()))]
 pub async fn commands(request: Request) -> Result<HttpResponse, ApiError> {
     let (_, ack) = handle(request, Kind::Commands).await?;
     Ok(match ack {
-        Some(text) => HttpResponse::Ok().json(json!({"response_type": "ephemeral", "text": text})),
+        Some(text) => HttpResponse::Ok().json(Ephemeral {
+            response_type: "ephemeral",
+            text,
+        }),
         None => HttpResponse::Ok().finish(),
     })
 }

@@ -32,8 +32,7 @@ pub struct CreatedTenant<'a> {
 #[utoipa::path(post, path = "/api/v1/tenants",
     summary = "Create a tenant (admin token); its API key is shown once", tag = "tenants",
     request_body = CreateTenantBody,
-    responses((status = 201, description = "Created", body = CreatedTenant<'static>), (status = 401, description = "Missing or wrong credentials", body = ErrorEnvelope<'static>), (status = 403, description = "A tenant key may not create tenants", body = ErrorEnvelope<'static>), Invalid),
-    security(("bearer" = [])))]
+    responses((status = 201, description = "Created", body = CreatedTenant<'static>), (status = 401, description = "Missing or wrong credentials", body = ErrorEnvelope<'static>), (status = 403, description = "A tenant key may not create tenants", body = ErrorEnvelope<'static>), Invalid))]
 pub async fn create(
     state: web::Data<AppState>,
     caller: Caller,
@@ -51,8 +50,7 @@ pub async fn create(
 
 #[utoipa::path(get, path = "/api/v1/tenants/{tenant}",
     summary = "Read a tenant", tag = "tenants", params(TenantPath),
-    responses((status = 200, description = "The tenant", body = TenantView), Denied),
-    security(("bearer" = [])))]
+    responses((status = 200, description = "The tenant", body = TenantView), Denied))]
 pub async fn get(
     state: web::Data<AppState>,
     PathTenant(tenant): PathTenant,
@@ -63,8 +61,7 @@ pub async fn get(
 #[utoipa::path(put, path = "/api/v1/tenants/{tenant}/engine",
     summary = "Set the dialogue engine (echo | http | rasa) and fallback text", tag = "tenants",
     params(TenantPath), request_body = EngineBody,
-    responses((status = 200, description = "The engine, secret masked", body = EngineView), Denied, Invalid),
-    security(("bearer" = [])))]
+    responses((status = 200, description = "The engine, secret masked", body = EngineView), Denied, Invalid))]
 pub async fn set_engine(
     state: web::Data<AppState>,
     PathTenant(tenant): PathTenant,
@@ -77,8 +74,7 @@ pub async fn set_engine(
 #[utoipa::path(delete, path = "/api/v1/tenants/{tenant}",
     summary = "Delete a tenant (admin token) with its connections and every row of theirs", tag = "tenants",
     params(TenantPath),
-    responses((status = 204, description = "Deleted"), Denied, (status = 403, description = "A tenant key may not delete tenants", body = ErrorEnvelope<'static>)),
-    security(("bearer" = [])))]
+    responses((status = 204, description = "Deleted"), Denied, (status = 403, description = "A tenant key may not delete tenants", body = ErrorEnvelope<'static>)))]
 pub async fn delete(
     state: web::Data<AppState>,
     caller: Caller,
@@ -94,8 +90,7 @@ pub async fn delete(
     summary = "Everything botgate keeps for a tenant, as JSON lines", tag = "tenants",
     description = "One JSON object per line, each with a `kind`: the `tenant`, its `connection`s (secrets masked), then its `event`s (with the callbacks as received), `message`s (with their contents) and token `audit` entries, oldest first. Streamed a page at a time; a line of kind `error` ends an export the database could not finish.",
     params(TenantPath),
-    responses((status = 200, description = "The export", content_type = "application/x-ndjson", body = String), Denied),
-    security(("bearer" = [])))]
+    responses((status = 200, description = "The export", content_type = "application/x-ndjson", body = String), Denied))]
 pub async fn export(
     state: web::Data<AppState>,
     PathTenant(tenant): PathTenant,
@@ -125,8 +120,7 @@ pub async fn export(
 #[utoipa::path(put, path = "/api/v1/tenants/{tenant}/quotas",
     summary = "Set a tenant's own quotas (admin token): open rows, callbacks per second; null returns one to the default", tag = "tenants",
     params(TenantPath), request_body = QuotasBody,
-    responses((status = 200, description = "The tenant, with its quotas in force", body = TenantView), Denied, (status = 403, description = "A tenant key may not set quotas", body = ErrorEnvelope<'static>), Invalid),
-    security(("bearer" = [])))]
+    responses((status = 200, description = "The tenant, with its quotas in force", body = TenantView), Denied, (status = 403, description = "A tenant key may not set quotas", body = ErrorEnvelope<'static>), Invalid))]
 pub async fn set_quotas(
     state: web::Data<AppState>,
     caller: Caller,

@@ -200,7 +200,13 @@ fn refs(value: &serde_json::Value, out: &mut Vec<String>) {
 both_backends!(openapi_document_matches_the_routes);
 
 async fn openapi_document_matches_the_routes(backend: Backend) {
-    let app = spawn_app(backend).await;
+    // Each unauthenticated request below comes from an address of its own
+    // (X-Forwarded-For), so that the failures are not slowed down.
+    let options = Options {
+        extra: "trusted_proxies = \"127.0.0.1/32\"".into(),
+        ..Options::default()
+    };
+    let app = spawn_app_with(backend, options).await;
     let (status, doc) = app.get("/api/openapi.json", "").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(doc["openapi"], "3.1.0");
@@ -236,7 +242,7 @@ async fn openapi_document_matches_the_routes(backend: Backend) {
     assert!(code.len() >= 25, "{code:?}");
     assert_eq!(documented, code, "the document lists exactly the routes");
     // Every documented operation is served (not an unknown route or method).
-    for (method, path) in &documented {
+    for (n, (method, path)) in documented.iter().enumerate() {
         let concrete = path
             .replace("{tenant}", "ten_00000000000000000000000000000000")
             .replace("{connection}", "con_00000000000000000000000000000000")
@@ -245,6 +251,7 @@ async fn openapi_document_matches_the_routes(backend: Backend) {
         let res = app
             .client
             .request(method.parse().unwrap(), app.url(&concrete))
+            .header("X-Forwarded-For", format!("10.0.0.{n}"))
             .send()
             .await
             .unwrap();
@@ -253,12 +260,30 @@ async fn openapi_document_matches_the_routes(backend: Backend) {
             StatusCode::METHOD_NOT_ALLOWED,
             "{method} {path}"
         );
+        let status = res.status();
         let text = res.text().await.unwrap();
         assert!(
             !text.contains("no route matches this path"),
             "{method} {path} is not routed"
         );
+        // The security the document gives it (its own, else the
+        // document's) is what it asks of a caller who sends nothing.
+        let op = &doc["paths"][path.as_str()][method.to_lowercase()];
+        let security = op.get("security").unwrap_or(&doc["security"]);
+        let asks_bearer = text.contains("Authorization: Bearer");
+        if *security == json!([{"bearer": []}]) {
+            assert!(
+                status == StatusCode::UNAUTHORIZED && asks_bearer,
+                "{method} {path} is documented as needing the bearer token: {status} {text}"
+            );
+        } else {
+            assert!(
+                !asks_bearer,
+                "{method} {path} is documented as {security} but asks for the bearer token"
+            );
+        }
     }
+    assert_eq!(doc["security"], json!([{"bearer": []}]));
     let page = app.get_text("/api/docs").await;
     assert!(page.contains("/api/v1/connections/{connection}/messages"));
 }
