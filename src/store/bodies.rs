@@ -23,7 +23,7 @@ use sqlx::any::AnyRow;
 use sqlx::Row as _;
 
 use super::error::{StoreError, StoreResult};
-use super::queue::{InboundEvent, NewInbound, NewOutbound, OutboundMessage};
+use super::queue::{InboundEvent, NewInbound, NewOutbound, OutboundMessage, Queue, INBOX, OUTBOX};
 use super::sql::{decode_all, FromRow, Query};
 use super::Store;
 use crate::domain::ids::{ConnectionId, TenantId};
@@ -43,7 +43,7 @@ pub(crate) struct Bodies {
 
 /// Which body of which row: its AAD.
 #[derive(Clone, Copy)]
-pub(crate) struct Place<'a> {
+pub struct Place<'a> {
     tenant: &'a str,
     connection: &'a str,
     /// `raw` or `content`.
@@ -274,17 +274,26 @@ impl Store {
     }
 }
 
-/// A queue row whose body is stored sealed: decoded, then opened. Every
-/// read of the store opens its rows, except the rows handed to this
-/// process's workers as they are written (`queue::handoff`): those the
-/// worker opens as it takes them, off the write path.
-pub(crate) trait Stored: FromRow {
+/// A queue row (an event of the inbox, a message of the outbox) whose body
+/// is stored sealed: decoded, then opened. Every read of the store opens
+/// its rows, except the rows handed to this process's workers as they are
+/// written (`queue::handoff`): those the worker opens as it takes them, off
+/// the write path.
+pub trait Stored: FromRow {
+    /// The queue its rows are claimed from.
+    #[doc(hidden)]
+    const QUEUE: &'static Queue;
     /// Its body's column and row (the body's AAD), and the body as read.
     #[doc(hidden)]
     fn body(&self) -> (Place<'_>, &[u8]);
     /// Puts the opened body in place of the sealed one.
     #[doc(hidden)]
     fn set_body(&mut self, plain: Vec<u8>) -> StoreResult<()>;
+
+    /// The row's id (`evt_…`, `msg_…`).
+    fn id(&self) -> &str {
+        self.body().0.id
+    }
 
     /// The rows with their bodies opened (once: an opened body is not
     /// opened again).
@@ -300,6 +309,7 @@ pub(crate) trait Stored: FromRow {
 }
 
 impl Stored for InboundEvent {
+    const QUEUE: &'static Queue = &INBOX;
     fn body(&self) -> (Place<'_>, &[u8]) {
         let place = Place::raw(&self.tenant_id, &self.connection_id, &self.id);
         (place, &self.raw)
@@ -311,6 +321,7 @@ impl Stored for InboundEvent {
 }
 
 impl Stored for OutboundMessage {
+    const QUEUE: &'static Queue = &OUTBOX;
     fn body(&self) -> (Place<'_>, &[u8]) {
         let place = Place::content(&self.tenant_id, &self.connection_id, &self.id);
         (place, self.content.as_bytes())

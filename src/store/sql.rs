@@ -16,7 +16,7 @@ pub(crate) type Query<'q> = sqlx::query::Query<'q, sqlx::Any, AnyArguments<'q>>;
 
 /// A record read from a row (declared by [`record!`], or by hand where a
 /// column needs more than `try_get`).
-pub(crate) trait FromRow: Sized {
+pub trait FromRow: Sized {
     fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error>;
 }
 

@@ -16,10 +16,6 @@ use crate::store::{field, StoreResult, TenantRecord};
 impl Work for InboundEvent {
     const KIND: Kind = Kind::Inbox;
 
-    fn id(&self) -> &str {
-        &self.id
-    }
-
     async fn process(state: web::Data<AppState>, event: Self) -> StoreResult<()> {
         process(&state, &event).await
     }

@@ -17,7 +17,7 @@ use actix_web::web;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::store::bodies::Stored;
-use crate::store::queue::{Handoff, Taken};
+use crate::store::queue::{Handoff, InboundEvent, OutboundMessage, Taken};
 
 use crate::state::signals::Kind;
 use crate::state::AppState;
@@ -46,11 +46,11 @@ async fn step(
     let store = &state.store;
     Ok(match kind {
         Kind::Inbox => {
-            let events = store.claim_inbound(owner, now, until, limit).await?;
+            let events: Vec<InboundEvent> = store.claim(owner, now, until, limit).await?;
             spawn_each(state, slots, events).await
         }
         Kind::Outbox => {
-            let messages = store.claim_outbound(owner, now, until, limit).await?;
+            let messages: Vec<OutboundMessage> = store.claim(owner, now, until, limit).await?;
             spawn_each(state, slots, messages).await
         }
     })
@@ -97,7 +97,6 @@ async fn spawn_each<T: Work>(
 pub(crate) trait Work: Stored + Send + 'static {
     /// The worker whose rows these are.
     const KIND: Kind;
-    fn id(&self) -> &str;
     fn process(
         state: web::Data<AppState>,
         item: Self,

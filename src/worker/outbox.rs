@@ -29,10 +29,6 @@ fn credentials_pause_ms(settings: &crate::config::Settings) -> i64 {
 impl Work for OutboundMessage {
     const KIND: Kind = Kind::Outbox;
 
-    fn id(&self) -> &str {
-        &self.id
-    }
-
     async fn process(state: web::Data<AppState>, message: Self) -> StoreResult<()> {
         process(&state, &message).await
     }

@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 
 use botgate::emulator::EmulatorConfig;
 use botgate::naverworks::signature;
+use botgate::store::queue::{InboundEvent, OutboundMessage};
 
 use crate::both_backends;
 use crate::emulator::{app_config, spawn_emulator, Emu};
@@ -1311,7 +1312,7 @@ async fn inbox_and_outbox_results_commit_apart() {
     }
     let now = botgate::domain::now_millis();
     let events = store
-        .claim_inbound("test-worker", now, now + 60_000, 10)
+        .claim::<InboundEvent>("test-worker", now, now + 60_000, 10)
         .await
         .unwrap();
     assert_eq!(events.len(), 2);
@@ -1327,7 +1328,7 @@ async fn inbox_and_outbox_results_commit_apart() {
         .await
         .unwrap());
     let messages = store
-        .claim_outbound("test-worker", now, now + 60_000, 10)
+        .claim::<OutboundMessage>("test-worker", now, now + 60_000, 10)
         .await
         .unwrap();
     assert_eq!(messages.len(), 1);
@@ -1384,7 +1385,7 @@ async fn a_callback_written_beside_its_predecessors_result_is_not_stranded() {
     insert_pending_event(&s, &mut conn, "evt_before", "u:u1", b"{}").await;
     let now = botgate::domain::now_millis();
     let before = store
-        .claim_inbound("test-worker", now, now + 60_000, 10)
+        .claim::<InboundEvent>("test-worker", now, now + 60_000, 10)
         .await
         .unwrap();
     assert_eq!(before.len(), 1);
@@ -1437,13 +1438,13 @@ async fn a_reply_written_beside_its_predecessors_result_is_not_stranded() {
         .await
         .unwrap();
     let sending = store
-        .claim_outbound("test-worker", now, now + 60_000, 10)
+        .claim::<OutboundMessage>("test-worker", now, now + 60_000, 10)
         .await
         .unwrap();
     assert_eq!(sending.len(), 1);
     insert_pending_event(&s, &mut conn, "evt_replied", "u:u1", b"{}").await;
     let event = store
-        .claim_inbound("test-worker", now, now + 60_000, 10)
+        .claim::<InboundEvent>("test-worker", now, now + 60_000, 10)
         .await
         .unwrap();
     assert_eq!(event.len(), 1);
@@ -1570,7 +1571,7 @@ async fn worker_results_are_group_committed(backend: Backend) {
         async move {
             let now = botgate::domain::now_millis();
             store
-                .claim_inbound("test-worker", now, now + 60_000, n)
+                .claim::<InboundEvent>("test-worker", now, now + 60_000, n)
                 .await
                 .unwrap()
         }
@@ -1595,26 +1596,25 @@ async fn worker_results_are_group_committed(backend: Backend) {
     }
     // Finishes `events` (the first alone, the others while it is held up),
     // with one reply each (`text` of the k-th); `owner` of the k-th.
-    let finish_held = |events: Vec<botgate::store::queue::InboundEvent>,
-                       owner: fn(usize) -> &'static str,
-                       text: fn(usize) -> String| {
-        let store = store.clone();
-        async move {
-            let mut tasks = Vec::new();
-            for (k, event) in events.into_iter().enumerate() {
-                let store = store.clone();
-                let replies = vec![reply(&text(k))];
-                tasks.push(tokio::spawn(async move {
-                    let now = botgate::domain::now_millis();
-                    store.finish_inbound(&event, owner(k), &replies, now).await
-                }));
-                if k == 0 {
-                    tokio::time::sleep(Duration::from_millis(300)).await;
+    let finish_held =
+        |events: Vec<InboundEvent>, owner: fn(usize) -> &'static str, text: fn(usize) -> String| {
+            let store = store.clone();
+            async move {
+                let mut tasks = Vec::new();
+                for (k, event) in events.into_iter().enumerate() {
+                    let store = store.clone();
+                    let replies = vec![reply(&text(k))];
+                    tasks.push(tokio::spawn(async move {
+                        let now = botgate::domain::now_millis();
+                        store.finish_inbound(&event, owner(k), &replies, now).await
+                    }));
+                    if k == 0 {
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                    }
                 }
+                tasks
             }
-            tasks
-        }
-    };
+        };
     for i in 0..21 {
         s.post_signed(&message(&format!("res-{i}"), "hello")).await;
     }

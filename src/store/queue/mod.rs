@@ -22,6 +22,7 @@ pub use rows::{
 use sqlx::any::AnyRow;
 use sqlx::Row as _;
 
+use super::bodies::Stored;
 use super::error::{classify, is_unique_violation, StoreResult};
 use super::sql::{seq_params, values_rows};
 use super::{Store, WriteTurn};
@@ -211,8 +212,22 @@ impl Store {
         Ok(results)
     }
 
-    /// Claims up to `limit` rows of a queue (see the module comment).
-    async fn claim(
+    /// Claims up to `limit` rows of `T`'s queue that are due at `now`,
+    /// leased to `owner` until `lease_until` (see the module comment).
+    pub async fn claim<T: Stored>(
+        &self,
+        owner: &str,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<T>> {
+        let rows = self
+            .claim_rows(T::QUEUE, owner, now, lease_until, limit)
+            .await?;
+        self.read_rows(&rows)
+    }
+
+    async fn claim_rows(
         &self,
         q: &Queue,
         owner: &str,
@@ -262,28 +277,6 @@ impl Store {
         let mut rows = list.bind(query).fetch_all(&self.writer).await?;
         rows.sort_by_key(|r| r.try_get::<i64, _>("seq").unwrap_or_default());
         Ok(rows)
-    }
-
-    pub async fn claim_inbound(
-        &self,
-        owner: &str,
-        now: i64,
-        lease_until: i64,
-        limit: i64,
-    ) -> StoreResult<Vec<InboundEvent>> {
-        let rows = self.claim(&INBOX, owner, now, lease_until, limit).await?;
-        self.read_rows(&rows)
-    }
-
-    pub async fn claim_outbound(
-        &self,
-        owner: &str,
-        now: i64,
-        lease_until: i64,
-        limit: i64,
-    ) -> StoreResult<Vec<OutboundMessage>> {
-        let rows = self.claim(&OUTBOX, owner, now, lease_until, limit).await?;
-        self.read_rows(&rows)
     }
 
     /// Marks an event done and enqueues its replies, in one transaction, if

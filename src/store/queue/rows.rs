@@ -104,7 +104,7 @@ record! {
 }
 
 /// Which queue a claim works on: table, columns, and its in-flight status.
-pub(crate) struct Queue {
+pub struct Queue {
     pub(crate) table: &'static str,
     pub(crate) columns: &'static str,
     pub(crate) working: &'static str,
