@@ -14,6 +14,7 @@ use crate::secrets::hashing::{generate_token, hash_token, API_KEY_PREFIX};
 use crate::secrets::mask::mask;
 use crate::secrets::Aad;
 use crate::state::AppState;
+use crate::store::queue::{InboundEvent, OutboundMessage};
 use crate::store::{field, NewTenant, Store, StoreError, TenantRecord};
 
 /// The tenant name in a request body: required, a string, a valid name.
@@ -347,7 +348,7 @@ impl Export {
                 ExportPhase::Events(0)
             }
             ExportPhase::Events(after) => {
-                let page = store.export_events(id, after, EXPORT_PAGE).await?;
+                let page: Vec<InboundEvent> = store.export_page(id, after, EXPORT_PAGE).await?;
                 for e in &page {
                     let body = serde_json::from_slice::<Value>(&e.raw)
                         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&e.raw).into()));
@@ -366,7 +367,7 @@ impl Export {
                 }
             }
             ExportPhase::Messages(after) => {
-                let page = store.export_messages(id, after, EXPORT_PAGE).await?;
+                let page: Vec<OutboundMessage> = store.export_page(id, after, EXPORT_PAGE).await?;
                 for m in &page {
                     let content = serde_json::from_str::<Value>(&m.content).unwrap_or(Value::Null);
                     line(

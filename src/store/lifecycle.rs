@@ -18,7 +18,6 @@ use sqlx::Row as _;
 
 use super::bodies::Stored;
 use super::error::{classify, StoreResult};
-use super::queue::{InboundEvent, OutboundMessage, Queue, INBOX, OUTBOX};
 use super::sql::{seq_params, FromRow};
 use super::{AuditEntry, Store};
 use crate::domain::ids::{ConnectionId, TenantId};
@@ -110,17 +109,12 @@ impl Store {
         // key is that time itself; for events, the first such `seq` (found
         // along the same index, past the old rows only).
         let end = if q.key == "seq" {
-            sqlx::query(&format!(
+            let first = format!(
                 "SELECT seq FROM {} WHERE connection_id = $1 AND received_at >= $2 ORDER BY seq LIMIT 1",
                 q.table
-            ))
-            .bind(connection)
-            .bind(newest)
-            .fetch_optional(&self.pool)
-            .await?
-            .map(|r| r.try_get::<i64, _>("seq"))
-            .transpose()?
-            .unwrap_or(i64::MAX)
+            );
+            let first = sqlx::query(&first).bind(connection).bind(newest);
+            self.fetch_i64(first).await?.unwrap_or(i64::MAX)
         } else {
             newest
         };
@@ -195,16 +189,11 @@ impl Store {
 
     async fn prune_audit(&self, connection: &str, before: i64, batch: i64) -> StoreResult<u64> {
         // Every entry before the first one since `before` is due.
-        let end = sqlx::query(
+        let first = sqlx::query(
             "SELECT id FROM token_audit WHERE connection_id = $1 AND at >= $2 ORDER BY id LIMIT 1",
-        )
-        .bind(connection)
-        .bind(before)
-        .fetch_optional(&self.pool)
-        .await?
-        .map(|r| r.try_get::<i64, _>("id"))
-        .transpose()?
-        .unwrap_or(i64::MAX);
+        );
+        let first = first.bind(connection).bind(before);
+        let end = self.fetch_i64(first).await?.unwrap_or(i64::MAX);
         // Most passes find nothing due: no write turn taken for those.
         let due = sqlx::query(
             "SELECT 1 FROM token_audit WHERE connection_id = $1 AND id < $2 ORDER BY id LIMIT 1",
@@ -319,33 +308,15 @@ impl Store {
         Ok(true)
     }
 
-    /// A page of a tenant's events after `after` (seq), in order, opened.
-    pub async fn export_events(
+    /// A page of a tenant's events or messages (`T`) after `after` (seq),
+    /// in order, opened.
+    pub async fn export_page<T: Stored>(
         &self,
-        tenant: &TenantId,
-        after: i64,
-        limit: i64,
-    ) -> StoreResult<Vec<InboundEvent>> {
-        self.export_page(&INBOX, tenant, after, limit).await
-    }
-
-    /// A page of a tenant's messages after `after` (seq), in order, opened.
-    pub async fn export_messages(
-        &self,
-        tenant: &TenantId,
-        after: i64,
-        limit: i64,
-    ) -> StoreResult<Vec<OutboundMessage>> {
-        self.export_page(&OUTBOX, tenant, after, limit).await
-    }
-
-    async fn export_page<T: Stored>(
-        &self,
-        q: &Queue,
         tenant: &TenantId,
         after: i64,
         limit: i64,
     ) -> StoreResult<Vec<T>> {
+        let q = T::QUEUE;
         let sql = format!(
             "SELECT {} FROM {} WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
             q.columns, q.table

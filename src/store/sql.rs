@@ -36,6 +36,13 @@ impl Store {
         Ok(row.try_get("n")?)
     }
 
+    /// Runs `query` on the pool for at most one row: its first column, an
+    /// integer (a key, a time), or `None` without a row.
+    pub(crate) async fn fetch_i64(&self, query: Query<'_>) -> StoreResult<Option<i64>> {
+        let row = query.fetch_optional(&self.pool).await?;
+        Ok(row.map(|r| r.try_get::<i64, _>(0)).transpose()?)
+    }
+
     /// Runs `query` on the pool and decodes every row.
     pub(crate) async fn fetch_all<T: FromRow>(&self, query: Query<'_>) -> StoreResult<Vec<T>> {
         let rows = query.fetch_all(&self.pool).await?;
