@@ -7,72 +7,76 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 
 use super::Backend;
 
-/// (version, description, file name, SQL) of each migration, oldest first.
-type Files = &'static [(i64, &'static str, &'static str, &'static str)];
+/// (file name, SQL) of each migration, oldest first. A file is named as
+/// sqlx names them, `<version>_<description>.sql` (underscores for spaces):
+/// its version and description come from its name.
+type Files = &'static [(&'static str, &'static str)];
 
-/// Both trees from one list: the same versions, descriptions and file
-/// names, each backend's SQL from its own directory.
+/// Both trees from one list of file names, each backend's SQL from its own
+/// directory.
 macro_rules! trees {
-    ($(($v:literal, $desc:literal, $file:literal)),* $(,)?) => {
+    ($($file:literal),* $(,)?) => {
         pub const POSTGRES: Files =
-            &[$(($v, $desc, $file, include_str!(concat!("../../migrations/postgres/", $file)))),*];
+            &[$(($file, include_str!(concat!("../../migrations/postgres/", $file)))),*];
         pub const SQLITE: Files =
-            &[$(($v, $desc, $file, include_str!(concat!("../../migrations/sqlite/", $file)))),*];
+            &[$(($file, include_str!(concat!("../../migrations/sqlite/", $file)))),*];
     };
 }
 
 trees!(
-    (1, "tenants connections", "0001_tenants_connections.sql"),
-    (2, "tokens", "0002_tokens.sql"),
-    (3, "inbox outbox", "0003_inbox_outbox.sql"),
-    (4, "send api", "0004_send_api.sql"),
-    (5, "console sessions", "0005_console_sessions.sql"),
-    (6, "cache notify", "0006_cache_notify.sql"),
-    (
-        7,
-        "open conversation index",
-        "0007_open_conversation_index.sql"
-    ),
-    (
-        8,
-        "drop unused open indexes",
-        "0008_drop_unused_open_indexes.sql"
-    ),
-    (9, "lean queue indexes", "0009_lean_queue_indexes.sql"),
-    (10, "dedup by issued time", "0010_dedup_by_issued_time.sql"),
-    (11, "channel details", "0011_channel_details.sql"),
-    (12, "slack installations", "0012_slack_installations.sql"),
-    (13, "user account tokens", "0013_user_account_tokens.sql"),
-    (14, "console links", "0014_console_links.sql"),
-    (15, "dedup issued millis", "0015_dedup_issued_millis.sql"),
-    (
-        16,
-        "failed messages index",
-        "0016_failed_messages_index.sql"
-    ),
-    (17, "tenant quotas", "0017_tenant_quotas.sql"),
+    "0001_tenants_connections.sql",
+    "0002_tokens.sql",
+    "0003_inbox_outbox.sql",
+    "0004_send_api.sql",
+    "0005_console_sessions.sql",
+    "0006_cache_notify.sql",
+    "0007_open_conversation_index.sql",
+    "0008_drop_unused_open_indexes.sql",
+    "0009_lean_queue_indexes.sql",
+    "0010_dedup_by_issued_time.sql",
+    "0011_channel_details.sql",
+    "0012_slack_installations.sql",
+    "0013_user_account_tokens.sql",
+    "0014_console_links.sql",
+    "0015_dedup_issued_millis.sql",
+    "0016_failed_messages_index.sql",
+    "0017_tenant_quotas.sql",
 );
+
+/// A file name's version and description (`0010_dedup_by_issued_time.sql`:
+/// 10, "dedup by issued time"); a name of another shape is a build mistake
+/// the tests catch, read as version 0.
+fn named(file: &str) -> (i64, String) {
+    let stem = file.strip_suffix(".sql").unwrap_or(file);
+    let (version, description) = stem.split_once('_').unwrap_or((stem, ""));
+    (version.parse().unwrap_or(0), description.replace('_', " "))
+}
+
+fn files(backend: Backend) -> Files {
+    match backend {
+        Backend::Postgres => POSTGRES,
+        Backend::Sqlite => SQLITE,
+    }
+}
 
 /// The newest embedded migration's version.
 pub fn latest(backend: Backend) -> i64 {
-    let files = match backend {
-        Backend::Postgres => POSTGRES,
-        Backend::Sqlite => SQLITE,
-    };
-    files.iter().map(|f| f.0).max().unwrap_or(0)
+    let files = files(backend);
+    files
+        .iter()
+        .map(|(file, _)| named(file).0)
+        .max()
+        .unwrap_or(0)
 }
 
 pub fn migrator(backend: Backend) -> Migrator {
-    let files = match backend {
-        Backend::Postgres => POSTGRES,
-        Backend::Sqlite => SQLITE,
-    };
-    let migrations = files
+    let migrations = files(backend)
         .iter()
-        .map(|(version, desc, _, sql)| {
+        .map(|(file, sql)| {
+            let (version, description) = named(file);
             Migration::new(
-                *version,
-                Cow::Borrowed(*desc),
+                version,
+                Cow::Owned(description),
                 MigrationType::Simple,
                 Cow::Borrowed(*sql),
                 false,
@@ -103,14 +107,26 @@ mod tests {
 
     #[test]
     fn both_trees_match_each_other_and_the_embedded_lists() {
-        let names = |files: Files| files.iter().map(|f| f.2.to_owned()).collect::<Vec<_>>();
+        let names = |files: Files| files.iter().map(|f| f.0.to_owned()).collect::<Vec<_>>();
         assert_eq!(dir_files("postgres"), dir_files("sqlite"));
         assert_eq!(dir_files("postgres"), names(POSTGRES));
         assert_eq!(dir_files("sqlite"), names(SQLITE));
         for files in [POSTGRES, SQLITE] {
-            for (i, (version, ..)) in files.iter().enumerate() {
-                assert_eq!(*version, i as i64 + 1, "versions are consecutive");
+            for (i, (file, _)) in files.iter().enumerate() {
+                let (version, description) = named(file);
+                assert_eq!(version, i as i64 + 1, "{file}: versions are consecutive");
+                assert!(!description.is_empty(), "{file} names what it does");
             }
         }
+        assert_eq!(latest(Backend::Sqlite), SQLITE.len() as i64);
+    }
+
+    #[test]
+    fn a_file_name_gives_the_version_and_description() {
+        assert_eq!(
+            named("0010_dedup_by_issued_time.sql"),
+            (10, "dedup by issued time".to_owned())
+        );
+        assert_eq!(named("0002_tokens.sql"), (2, "tokens".to_owned()));
     }
 }
