@@ -217,8 +217,11 @@ pub struct Outgoing<'a> {
     pub thread_ts: Option<String>,
     /// Slack: the workspace (for a connection installed in several).
     pub team_id: Option<String>,
-    /// The platform's message bodies (several when a long text was split).
-    pub contents: &'a [Value],
+    /// The platform's message body.
+    pub content: &'a Value,
+    /// NAVER WORKS: a text over its limit is sent as several messages
+    /// instead of being refused.
+    pub split_long_text: bool,
 }
 
 /// What one delivery attempt came to.

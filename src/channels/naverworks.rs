@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use super::{bounded_text, Outgoing, Reply, Sent, Turn};
 use crate::domain::{str_field, FieldError};
-use crate::naverworks::content::validate_message;
+use crate::naverworks::content::{split_text, validate_message, TEXT_LIMIT};
 use crate::state::AppState;
 use crate::store::queue::{NewOutbound, OutboundMessage};
 use crate::store::{ConnectionRecord, TokenMeta};
@@ -156,8 +156,28 @@ pub fn replies(turn: &Turn, rendered: Vec<Value>) -> Vec<NewOutbound> {
         .collect()
 }
 
-/// A send-API message: each content checked against the documented limits;
-/// the same conversation key as replies, so both keep one order.
+/// The request's content; a text over the limit, when the request asks,
+/// as several texts.
+fn split_if_asked(request: &Outgoing<'_>) -> Vec<Value> {
+    let content = request.content;
+    let long_text = str_field(content, "type") == Some("text")
+        && str_field(content, "text").is_some_and(|t| t.chars().count() > TEXT_LIMIT);
+    if !(request.split_long_text && long_text) {
+        return vec![content.clone()];
+    }
+    split_text(str_field(content, "text").unwrap_or_default())
+        .into_iter()
+        .map(|part| {
+            let mut c = content.clone();
+            c["text"] = json!(part);
+            c
+        })
+        .collect()
+}
+
+/// A send-API message (a long text split when asked): each content checked
+/// against the documented limits; the same conversation key as replies, so
+/// both keep one order.
 pub fn outgoing(request: &Outgoing<'_>) -> Result<(String, Vec<NewOutbound>), Vec<FieldError>> {
     for (set, name) in [
         (request.thread_ts.is_some(), "thread_ts"),
@@ -167,7 +187,8 @@ pub fn outgoing(request: &Outgoing<'_>) -> Result<(String, Vec<NewOutbound>), Ve
             return Err(vec![FieldError::new(name, "is for Slack connections")]);
         }
     }
-    for c in request.contents {
+    let contents = split_if_asked(request);
+    for c in &contents {
         if let Err(message) = validate_message(&json!({ "content": c })) {
             let (field, reason) = message
                 .split_once(": ")
@@ -184,8 +205,7 @@ pub fn outgoing(request: &Outgoing<'_>) -> Result<(String, Vec<NewOutbound>), Ve
             "u"
         }
     );
-    let messages = request
-        .contents
+    let messages = contents
         .iter()
         .map(|c| NewOutbound {
             id: crate::domain::ids::new_message_id(),

@@ -124,13 +124,13 @@ pub async fn send(ctx: Ctx, path: web::Path<String>, form: Form) -> HttpResponse
             Ok(message) => message,
             Err(errors) => return refused(errors).await,
         };
-        let contents = [content];
         let outgoing = Outgoing {
             target_kind: kind,
             target_id: target,
             thread_ts: None,
             team_id: None,
-            contents: &contents,
+            content: &content,
+            split_long_text: false,
         };
         match crate::service::messages::send(&ctx.state, &c, &outgoing, None).await {
             Ok(stored) => Ok(ctx.redirect(&format!(

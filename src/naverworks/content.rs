@@ -13,6 +13,33 @@ type Check = Result<(), String>;
 
 const LANGUAGES: &[&str] = &["ko_KR", "ja_JP", "zh_CN", "zh_TW", "en_US"];
 
+/// A text content's limit, in characters (§4.2).
+pub const TEXT_LIMIT: usize = 2000;
+
+/// A text over the limit, cut into parts of at most `TEXT_LIMIT` characters
+/// (at a line break or space near the end of each part when there is one).
+pub fn split_text(text: &str) -> Vec<String> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut parts = Vec::new();
+    let mut start = 0;
+    while start < chars.len() {
+        let mut end = (start + TEXT_LIMIT).min(chars.len());
+        if end < chars.len() {
+            let window = &chars[start..end];
+            if let Some(cut) = window
+                .iter()
+                .rposition(|c| *c == '\n' || *c == ' ')
+                .filter(|&i| i > TEXT_LIMIT / 2)
+            {
+                end = start + cut + 1;
+            }
+        }
+        parts.push(chars[start..end].iter().collect::<String>());
+        start = end;
+    }
+    parts
+}
+
 /// Validates a whole request body `{"content": {...}}`.
 pub fn validate_message(body: &Value) -> Check {
     let content = body
@@ -228,8 +255,8 @@ fn validate_content(c: &Obj, path: &str) -> Check {
     let kind = req_str(c, path, "type", 30)?;
     match kind {
         "text" => {
-            req_str(c, path, "text", 2000)?;
-            i18n(c, path, "i18nTexts", "text", 2000)?;
+            req_str(c, path, "text", TEXT_LIMIT)?;
+            i18n(c, path, "i18nTexts", "text", TEXT_LIMIT)?;
         }
         "sticker" => {
             req_str(c, path, "packageId", 100)?;
@@ -421,6 +448,17 @@ fn validate_carousel(c: &Obj, path: &str) -> Check {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn long_texts_split_within_the_limit() {
+        let text = format!("{} {}", "a".repeat(1500), "b".repeat(1500));
+        let parts = split_text(&text);
+        assert_eq!(parts.len(), 2);
+        assert!(parts.iter().all(|p| p.chars().count() <= TEXT_LIMIT));
+        assert_eq!(parts.concat(), text);
+        assert_eq!(split_text(&"x".repeat(4001)).len(), 3);
+        assert_eq!(split_text("short"), ["short"]);
+    }
+
     use super::*;
 
     /// Every send fixture in shared/ is accepted.

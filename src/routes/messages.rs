@@ -13,18 +13,15 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::docs::{Denied, SendPath};
 use super::extract::PathConnection;
-use crate::channels::{Channel, Outgoing};
-use crate::domain::{rfc3339, str_field, FieldError};
+use crate::channels::Outgoing;
+use crate::domain::{rfc3339, FieldError};
 use crate::error::{ApiError, ErrorEnvelope};
 use crate::state::AppState;
 use crate::store::queue::OutboundMessage;
-
-/// NAVER WORKS' text limit (§4.2).
-pub const TEXT_LIMIT: usize = 2000;
 
 /// One of `user_id` and `channel_id`, and the NAVER WORKS `content`.
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -143,30 +140,6 @@ fn target_id(field: &str, value: &Value) -> Result<String, FieldError> {
     }
 }
 
-/// A text over the limit, cut into parts of at most `TEXT_LIMIT` characters
-/// (at a line break or space near the end of each part when there is one).
-pub fn split_text(text: &str) -> Vec<String> {
-    let chars: Vec<char> = text.chars().collect();
-    let mut parts = Vec::new();
-    let mut start = 0;
-    while start < chars.len() {
-        let mut end = (start + TEXT_LIMIT).min(chars.len());
-        if end < chars.len() {
-            let window = &chars[start..end];
-            if let Some(cut) = window
-                .iter()
-                .rposition(|c| *c == '\n' || *c == ' ')
-                .filter(|&i| i > TEXT_LIMIT / 2)
-            {
-                end = start + cut + 1;
-            }
-        }
-        parts.push(chars[start..end].iter().collect::<String>());
-        start = end;
-    }
-    parts
-}
-
 #[utoipa::path(post, path = "/api/v1/connections/{connection}/messages",
     summary = "Send a message to a user or a room (Idempotency-Key honoured)", tag = "messages",
     params(SendPath, ("Idempotency-Key" = Option<String>, Header, description = "Repeats with the same key answer the first message")),
@@ -213,23 +186,6 @@ pub async fn send(
         ));
         return Err(ApiError::Validation(errors));
     };
-    // A long text, split on request; everything else as it is.
-    let long_text = Channel::of(&record) == Channel::NaverWorks
-        && str_field(content, "type") == Some("text")
-        && str_field(content, "text").is_some_and(|t| t.chars().count() > TEXT_LIMIT);
-    let contents: Vec<Value> = if long_text && body.split_long_text == Some(true) {
-        let text = str_field(content, "text").unwrap_or_default();
-        split_text(text)
-            .into_iter()
-            .map(|part| {
-                let mut c = content.clone();
-                c["text"] = json!(part);
-                c
-            })
-            .collect()
-    } else {
-        vec![content.clone()]
-    };
     let mut text_field = |name: &str, value: &Option<Value>| match value {
         None | Some(Value::Null) => None,
         Some(Value::String(v)) => Some(v.clone()),
@@ -251,7 +207,8 @@ pub async fn send(
             target_id: target,
             thread_ts,
             team_id,
-            contents: &contents,
+            content,
+            split_long_text: body.split_long_text == Some(true),
         },
         key.as_deref(),
     )
@@ -335,20 +292,4 @@ pub async fn list(
             .map(|m| MessageView::of(m, status_name(&m.status)))
             .collect(),
     }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn long_texts_split_within_the_limit() {
-        let text = format!("{} {}", "a".repeat(1500), "b".repeat(1500));
-        let parts = split_text(&text);
-        assert_eq!(parts.len(), 2);
-        assert!(parts.iter().all(|p| p.chars().count() <= TEXT_LIMIT));
-        assert_eq!(parts.concat(), text);
-        assert_eq!(split_text(&"x".repeat(4001)).len(), 3);
-        assert_eq!(split_text("short"), ["short"]);
-    }
 }

@@ -387,26 +387,23 @@ pub fn outgoing(
     };
     // The NAVER WORKS text form (`botgate send` sends it) is taken as a
     // Slack text.
-    let contents: Vec<Value> = request
-        .contents
-        .iter()
-        .map(|c| match (str_field(c, "type"), c.get("text")) {
-            (Some("text"), Some(text)) if c.as_object().is_some_and(|o| o.len() == 2) => {
-                json!({ "text": text })
-            }
-            _ => c.clone(),
-        })
-        .collect();
-    for c in &contents {
-        if let Err(message) = check_message(c) {
-            let (field, reason) = message.split_once(": ").unwrap_or(("", message.as_str()));
-            let path = if field.is_empty() {
-                "content".to_owned()
-            } else {
-                format!("content.{field}")
-            };
-            return Err(vec![FieldError::new(path, reason)]);
+    // (`split_long_text` is NAVER WORKS': a Slack text may be 40,000
+    // characters, and one over that is refused.)
+    let c = request.content;
+    let content = match (str_field(c, "type"), c.get("text")) {
+        (Some("text"), Some(text)) if c.as_object().is_some_and(|o| o.len() == 2) => {
+            json!({ "text": text })
         }
+        _ => c.clone(),
+    };
+    if let Err(message) = check_message(&content) {
+        let (field, reason) = message.split_once(": ").unwrap_or(("", message.as_str()));
+        let path = if field.is_empty() {
+            "content".to_owned()
+        } else {
+            format!("content.{field}")
+        };
+        return Err(vec![FieldError::new(path, reason)]);
     }
     let team = match &request.team_id {
         Some(team)
@@ -426,22 +423,17 @@ pub fn outgoing(
         Some(ts) => format!("s:{team}:{channel}:{ts}"),
         None => format!("s:{team}:{channel}"),
     };
-    let messages = contents
-        .iter()
-        .map(|message| {
-            let mut doc = json!({"message": message, "channel": channel, "team": team});
-            if let Some(ts) = thread {
-                doc["thread_ts"] = json!(ts);
-            }
-            NewOutbound {
-                id: crate::domain::ids::new_message_id(),
-                target_kind: "channel",
-                target_id: channel.clone(),
-                content: doc.to_string(),
-            }
-        })
-        .collect();
-    Ok((conversation, messages))
+    let mut doc = json!({"message": content, "channel": channel, "team": team});
+    if let Some(ts) = thread {
+        doc["thread_ts"] = json!(ts);
+    }
+    let message = NewOutbound {
+        id: crate::domain::ids::new_message_id(),
+        target_kind: "channel",
+        target_id: channel.clone(),
+        content: doc.to_string(),
+    };
+    Ok((conversation, vec![message]))
 }
 
 /// Whether an event's workspace may be answered: it has an installation,
