@@ -21,10 +21,10 @@ use maud::html;
 
 use super::docs::{CallbackQuery, PublicPath};
 use super::oauth::{self, page, Flow};
-use super::webhooks::webhook_connection;
 use crate::channels::Channel;
 use crate::domain::naverworks::AuthMode;
 use crate::error::ApiError;
+use crate::service::connections;
 use crate::service::oauth::{self as service, naverworks_redirect_url as redirect_url};
 use crate::state::AppState;
 
@@ -53,7 +53,7 @@ pub async fn authorize(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let connection = webhook_connection(&state, &path, Channel::NaverWorks).await?;
+    let connection = connections::public_connection(&state, &path, Channel::NaverWorks).await?;
     if AuthMode::of_details(&connection.details) != AuthMode::User {
         return Err(ApiError::NotFound(
             "this connection uses a service account: no one signs in for it",

@@ -15,9 +15,9 @@ use maud::html;
 
 use super::docs::{CallbackQuery, PublicPath};
 use super::oauth::{self, page, Flow};
-use super::webhooks::webhook_connection;
 use crate::channels::Channel;
 use crate::error::ApiError;
+use crate::service::connections;
 use crate::service::oauth::{self as service, slack_redirect_url as redirect_url};
 use crate::state::AppState;
 
@@ -46,7 +46,7 @@ pub async fn install(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let connection = webhook_connection(&state, &path, Channel::Slack).await?;
+    let connection = connections::public_connection(&state, &path, Channel::Slack).await?;
     if connection.client_id.is_empty() {
         return Err(ApiError::NotFound(
             "this connection takes no installs (it has no client id)",

@@ -674,3 +674,22 @@ pub fn authorization(meta: Option<&crate::store::TokenMeta>) -> &'static str {
         _ => "not_authorized",
     }
 }
+
+/// The connection of a public URL (a webhook, an OAuth page), if it is one
+/// of `channel`'s: the same 404 for an unknown id and another channel's.
+pub async fn public_connection(
+    state: &AppState,
+    public_id: &str,
+    channel: Channel,
+) -> Result<ConnectionRecord, ApiError> {
+    const UNKNOWN: ApiError = ApiError::NotFound("no such webhook");
+    let public_id = PublicId::parse(public_id).ok_or(UNKNOWN)?;
+    match state
+        .store
+        .connection_by_public_id(public_id.as_str())
+        .await?
+    {
+        Some((connection, _)) if Channel::of(&connection) == channel => Ok(connection),
+        _ => Err(UNKNOWN),
+    }
+}

@@ -5,6 +5,7 @@
 //! shows next to its form fields).
 
 pub mod auth;
+pub mod callbacks;
 pub mod checks;
 pub mod connections;
 pub mod events;
