@@ -9,10 +9,10 @@
 //! - deliver one message with the platform's auth, rate limits and error
 //!   rules ([`Channel::deliver`]), paced per [`Channel::pace_key`].
 //!
-//! Verifying and acknowledging inbound requests is each adapter's own
-//! (`routes::webhooks` for NAVER WORKS, `routes::slack` for Slack), because
-//! each platform's requests have their own shape and timing; both end in the
-//! same durable inbox (the `ingest` group commit).
+//! Verifying and storing inbound requests is each platform's own function
+//! of `service::callbacks` (its routes read the body and the headers and
+//! answer), because each platform's requests have their own shape and
+//! timing; both end in the same durable inbox (the `ingest` group commit).
 //!
 //! Adding a platform: a module here, one arm in each `match` of this file
 //! (the registration point), its routes, and its tile on the console's

@@ -23,7 +23,7 @@ pub struct NewInbound {
     pub received_at: i64,
     /// The time the dedup entry counts from: `received_at`, or for a
     /// platform that retries with the same id (Slack) a time that keeps the
-    /// entry past its retries (see `routes::slack`).
+    /// entry past its retries (see `service::callbacks::slack`).
     pub dedup_at: i64,
     /// Stored as `refused` with this reason (over a quota): kept, and
     /// replayable, but not handled.
