@@ -1180,3 +1180,47 @@ async fn rotation_and_engine_forms_follow_the_api_rules(backend: Backend) {
     let (_, _, page) = builder.get("/console/engine").await;
     assert!(page.contains("****cret") && !page.contains("an-engine-signing-secret"));
 }
+
+both_backends!(sign_in_links_work_once_and_expired_ones_are_forgotten);
+
+/// The single-use tokens' table (`store::one_time`, shared with the OAuth
+/// states): a link is taken once, an expired one gives nothing, and each new
+/// link first forgets the expired ones never used.
+async fn sign_in_links_work_once_and_expired_ones_are_forgotten(backend: Backend) {
+    use botgate::domain::ids::TenantId;
+    let app = spawn_app(backend).await;
+    let tenant = TenantId::parse(&app.create_tenant("links").await.id).unwrap();
+    let store = &app.state.store;
+    let now = botgate::domain::now_millis();
+    let page = "/console/connections";
+    for hash in ["h-old-1", "h-old-2"] {
+        store
+            .put_console_link(hash, &tenant, page, now - 1, now - 60_000)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store.take_console_link("h-old-1", now).await.unwrap(),
+        None,
+        "expired"
+    );
+    store
+        .put_console_link("h-new", &tenant, page, now + 60_000, now)
+        .await
+        .unwrap();
+    let mut conn = app.db.connect().await;
+    let left: Vec<String> = sqlx::query_scalar("SELECT token_hash FROM console_links")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(left, ["h-new"], "the unused expired link is forgotten");
+    assert_eq!(
+        store.take_console_link("h-new", now).await.unwrap(),
+        Some((tenant, page.to_owned()))
+    );
+    assert_eq!(
+        store.take_console_link("h-new", now).await.unwrap(),
+        None,
+        "used once"
+    );
+}
