@@ -1,7 +1,7 @@
-//! Connections: validate, seal and store a NAVER WORKS bot's credentials,
-//! rotate them, remove them, and the public view of one (secrets masked,
-//! the URLs to paste). The JSON API and the console both call these, so
-//! they share every rule.
+//! Connections of every channel: the request body, create and update (each
+//! channel's own rules in `service::naverworks` and `service::slack`),
+//! delete, and the public view of one (secrets masked, the URLs to paste).
+//! The JSON API and the console both call these, so they share every rule.
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -10,13 +10,9 @@ use serde_json::Value;
 use super::oauth;
 use crate::channels::Channel;
 use crate::domain::ids::{ConnectionId, PublicId, TenantId};
-use crate::domain::naverworks::{
-    parse_rate_limit, parse_scope, parse_secret, parse_service_account, parse_text, AuthMode,
-    BotId, Charset, PrivateKeyPem, DEFAULT_RATE_LIMIT_PER_MINUTE, DEFAULT_SCOPE,
-};
+use crate::domain::naverworks::{parse_secret, parse_text, AuthMode, Charset};
 use crate::domain::{now_millis, rfc3339, FieldError};
 use crate::error::ApiError;
-use crate::secrets::hashing::hash_salted;
 use crate::secrets::mask::mask;
 use crate::secrets::{Aad, Sealed};
 use crate::state::AppState;
@@ -144,30 +140,11 @@ pub(super) fn client_id(v: &Value) -> Result<String, FieldError> {
 pub(super) fn client_secret(v: &Value) -> Result<SecretString, FieldError> {
     parse_secret("client_secret", v, 1, 256)
 }
-fn bot_secret(v: &Value) -> Result<SecretString, FieldError> {
-    parse_secret("bot_secret", v, 1, 256)
-}
 /// Chosen by people and checked on every token request: at least 16
 /// characters, stored salted and hashed.
 pub(super) fn auth_header(v: &Value) -> Result<SecretString, FieldError> {
     parse_secret("auth_header", v, 16, 256)
 }
-fn private_key(v: &Value) -> Result<PrivateKeyPem, FieldError> {
-    let Value::String(text) = v else {
-        return Err(FieldError::new(
-            "private_key",
-            "must be a string holding the PEM key file",
-        ));
-    };
-    if text.len() > 16 * 1024 {
-        return Err(FieldError::new(
-            "private_key",
-            "is too long for an RSA private key",
-        ));
-    }
-    PrivateKeyPem::parse(text).map_err(|m| FieldError::new("private_key", m))
-}
-
 /// The secrets botgate can read back, sealed for one connection.
 pub(super) fn seal_secrets<const N: usize>(
     state: &AppState,
@@ -216,7 +193,7 @@ pub async fn create(
     body: &ConnectionBody,
 ) -> Result<ConnectionRecord, ApiError> {
     let record = match channel_of(body)? {
-        Channel::NaverWorks => create_naverworks(state, tenant, body).await?,
+        Channel::NaverWorks => super::naverworks::create(state, tenant, body).await?,
         Channel::Slack => super::slack::create(state, tenant, body).await?,
     };
     tracing::info!(tenant_id = %tenant.id, connection_id = %record.id, channel = %record.channel, "connection created");
@@ -242,98 +219,6 @@ pub(super) async fn store_new(
         })
 }
 
-async fn create_naverworks(
-    state: &AppState,
-    tenant: &TenantRecord,
-    body: &ConnectionBody,
-) -> Result<ConnectionRecord, ApiError> {
-    let mut f = Fields::default();
-    refuse_foreign(&mut f, body, Channel::NaverWorks);
-    let mode = f
-        .optional(&body.auth_mode, AuthMode::parse)
-        .unwrap_or_default();
-    let bot_id = f.required("bot_id", &body.bot_id, |v| BotId::parse("bot_id", v));
-    let client_id = f.required("client_id", &body.client_id, client_id);
-    let client_secret = f.required("client_secret", &body.client_secret, client_secret);
-    // A user-account connection's tokens come from a person's consent.
-    let (service_account, private_key) = if mode == AuthMode::User {
-        refuse_service_account(&mut f, body);
-        (Some(String::new()), Some(None))
-    } else {
-        (
-            f.required(
-                "service_account",
-                &body.service_account,
-                parse_service_account,
-            ),
-            f.required("private_key", &body.private_key, private_key)
-                .map(Some),
-        )
-    };
-    let bot_secret = f.required("bot_secret", &body.bot_secret, bot_secret);
-    let auth_header = f.required("auth_header", &body.auth_header, auth_header);
-    let scope = f.optional(&body.scope, parse_scope);
-    let rate_limit = f.optional(&body.rate_limit_per_minute, parse_rate_limit);
-    let (
-        Some(bot_id),
-        Some(client_id),
-        Some(client_secret),
-        Some(service_account),
-        Some(private_key),
-        Some(bot_secret),
-        Some(auth_header),
-        true,
-    ) = (
-        bot_id,
-        client_id,
-        client_secret,
-        service_account,
-        private_key,
-        bot_secret,
-        auth_header,
-        f.errors.is_empty(),
-    )
-    else {
-        return Err(ApiError::Validation(f.errors));
-    };
-
-    let now = now_millis();
-    let record = ConnectionRecord {
-        id: ConnectionId::generate(),
-        tenant_id: tenant.id.clone(),
-        public_id: PublicId::generate(),
-        channel: Channel::NaverWorks.name().to_owned(),
-        bot_id: bot_id.as_str().to_owned(),
-        client_id,
-        service_account,
-        scope: scope.unwrap_or_else(|| DEFAULT_SCOPE.to_owned()),
-        rate_limit_per_minute: i64::from(rate_limit.unwrap_or(DEFAULT_RATE_LIMIT_PER_MINUTE)),
-        private_key_info: private_key
-            .as_ref()
-            .map(PrivateKeyPem::description)
-            .unwrap_or_default(),
-        auth_header_hash: hash_salted(&auth_header),
-        details: mode.details(),
-        created_at: now,
-        updated_at: now,
-    };
-    let sealed = seal_secrets(
-        state,
-        &tenant.id,
-        &record.id,
-        [
-            (field::CLIENT_SECRET, Some(&client_secret)),
-            (
-                field::PRIVATE_KEY,
-                private_key.as_ref().map(PrivateKeyPem::pem),
-            ),
-            (field::BOT_SECRET, Some(&bot_secret)),
-        ],
-    );
-    store_new(state, &record, &sealed).await?;
-    Ok(record)
-}
-
 /// Applies the fields present in `body` (credential rotation).
 pub async fn update(
     state: &AppState,
@@ -347,92 +232,11 @@ pub async fn update(
         ));
     }
     let record = match Channel::of(current) {
-        Channel::NaverWorks => update_naverworks(state, current, body).await?,
+        Channel::NaverWorks => super::naverworks::update(state, current, body).await?,
         Channel::Slack => super::slack::update(state, current, body).await?,
     };
     tracing::info!(tenant_id = %record.tenant_id, connection_id = %record.id, "connection updated");
     Ok(record)
-}
-
-async fn update_naverworks(
-    state: &AppState,
-    current: &ConnectionRecord,
-    body: &ConnectionBody,
-) -> Result<ConnectionRecord, ApiError> {
-    let mut f = Fields::default();
-    refuse_foreign(&mut f, body, Channel::NaverWorks);
-    for (name, set) in [
-        ("bot_id", body.bot_id.is_some()),
-        ("auth_mode", body.auth_mode.is_some()),
-    ] {
-        if set {
-            f.errors.push(FieldError::new(
-                name,
-                "cannot be changed; create a new connection",
-            ));
-        }
-    }
-    let mode = AuthMode::of_details(&current.details);
-    if mode == AuthMode::User {
-        refuse_service_account(&mut f, body);
-    }
-    let client_id = f.optional(&body.client_id, client_id);
-    let client_secret = f.optional(&body.client_secret, client_secret);
-    let service_account = f.optional(&body.service_account, parse_service_account);
-    let private_key = f.optional(&body.private_key, private_key);
-    let bot_secret = f.optional(&body.bot_secret, bot_secret);
-    let auth_header = f.optional(&body.auth_header, auth_header);
-    let scope = f.optional(&body.scope, parse_scope);
-    let rate_limit = f.optional(&body.rate_limit_per_minute, parse_rate_limit);
-    if !f.errors.is_empty() {
-        return Err(ApiError::Validation(f.errors));
-    }
-    let update = ConnectionUpdate {
-        client_id,
-        service_account,
-        scope,
-        rate_limit_per_minute: rate_limit.map(i64::from),
-        private_key_info: private_key.as_ref().map(PrivateKeyPem::description),
-        auth_header_hash: auth_header.as_ref().map(hash_salted),
-        details: None,
-    };
-    let sealed = seal_secrets(
-        state,
-        &current.tenant_id,
-        &current.id,
-        [
-            (field::CLIENT_SECRET, client_secret.as_ref()),
-            (
-                field::PRIVATE_KEY,
-                private_key.as_ref().map(PrivateKeyPem::pem),
-            ),
-            (field::BOT_SECRET, bot_secret.as_ref()),
-        ],
-    );
-    // New credentials make the stored tokens stale: every replica drops them.
-    // A person's tokens belong to the app and its scopes, not to the secret:
-    // a new Client Secret keeps them (a new app or scope needs a new consent).
-    let discard_tokens = update.client_id.is_some()
-        || update.service_account.is_some()
-        || update.scope.is_some()
-        || (mode == AuthMode::ServiceAccount && client_secret.is_some())
-        || private_key.is_some();
-    apply(state, current, &update, &sealed, discard_tokens).await
-}
-
-/// A user-account connection has no service account or private key.
-fn refuse_service_account(f: &mut Fields, body: &ConnectionBody) {
-    for (name, set) in [
-        ("service_account", body.service_account.is_some()),
-        ("private_key", body.private_key.is_some()),
-    ] {
-        if set {
-            f.errors.push(FieldError::new(
-                name,
-                "is not used when auth_mode is \"user\": a NAVER WORKS member authorises the bot instead",
-            ));
-        }
-    }
 }
 
 /// Writes a validated update (refused when it changes nothing).

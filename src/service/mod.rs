@@ -10,6 +10,7 @@ pub mod checks;
 pub mod connections;
 pub mod events;
 pub mod messages;
+pub mod naverworks;
 pub mod oauth;
 pub mod slack;
 pub mod tenants;
