@@ -74,8 +74,9 @@ pub struct ConnectionBody {
 }
 
 impl ConnectionBody {
-    /// The fields of one channel set in a body meant for another.
-    fn foreign_fields(&self, channel: Channel) -> Vec<&'static str> {
+    /// The fields of the channel other than `channel`, each with whether
+    /// it is set.
+    fn foreign_fields(&self, channel: Channel) -> Vec<(&'static str, bool)> {
         let naverworks = [
             ("auth_mode", self.auth_mode.is_some()),
             ("bot_id", self.bot_id.is_some()),
@@ -90,15 +91,10 @@ impl ConnectionBody {
             ("scopes", self.scopes.is_some()),
             ("command_ack_text", self.command_ack_text.is_some()),
         ];
-        let foreign: &[(&'static str, bool)] = match channel {
-            Channel::NaverWorks => &slack,
-            Channel::Slack => &naverworks,
-        };
-        foreign
-            .iter()
-            .filter(|(_, set)| *set)
-            .map(|(n, _)| *n)
-            .collect()
+        match channel {
+            Channel::NaverWorks => slack.to_vec(),
+            Channel::Slack => naverworks.to_vec(),
+        }
     }
 }
 
@@ -118,6 +114,14 @@ impl Fields {
         match value {
             None | Some(Value::Null) => None,
             Some(v) => parse(v).map_err(|e| self.errors.push(e)).ok(),
+        }
+    }
+
+    /// Refuses, for `reason`, each of `fields` (name, set in the body) that
+    /// the body sets.
+    pub(super) fn refuse(&mut self, fields: &[(&str, bool)], reason: &str) {
+        for (name, _) in fields.iter().filter(|(_, set)| *set) {
+            self.errors.push(FieldError::new(*name, reason));
         }
     }
 
@@ -177,12 +181,8 @@ fn channel_of(body: &ConnectionBody) -> Result<Channel, ApiError> {
 
 /// Refuses the fields of another channel, all at once.
 pub(super) fn refuse_foreign(f: &mut Fields, body: &ConnectionBody, channel: Channel) {
-    for name in body.foreign_fields(channel) {
-        f.errors.push(FieldError::new(
-            name,
-            format!("is not a field of {} connections", channel.name()),
-        ));
-    }
+    let reason = format!("is not a field of {} connections", channel.name());
+    f.refuse(&body.foreign_fields(channel), &reason);
 }
 
 /// Validates a new connection (every problem at once), seals its secrets and

@@ -145,17 +145,13 @@ pub(super) async fn update(
 ) -> Result<ConnectionRecord, ApiError> {
     let mut f = Fields::default();
     refuse_foreign(&mut f, body, Channel::NaverWorks);
-    for (name, set) in [
-        ("bot_id", body.bot_id.is_some()),
-        ("auth_mode", body.auth_mode.is_some()),
-    ] {
-        if set {
-            f.errors.push(FieldError::new(
-                name,
-                "cannot be changed; create a new connection",
-            ));
-        }
-    }
+    f.refuse(
+        &[
+            ("bot_id", body.bot_id.is_some()),
+            ("auth_mode", body.auth_mode.is_some()),
+        ],
+        "cannot be changed; create a new connection",
+    );
     let mode = AuthMode::of_details(&current.details);
     if mode == AuthMode::User {
         refuse_service_account(&mut f, body);
@@ -206,15 +202,11 @@ pub(super) async fn update(
 
 /// A user-account connection has no service account or private key.
 fn refuse_service_account(f: &mut Fields, body: &ConnectionBody) {
-    for (name, set) in [
-        ("service_account", body.service_account.is_some()),
-        ("private_key", body.private_key.is_some()),
-    ] {
-        if set {
-            f.errors.push(FieldError::new(
-                name,
-                "is not used when auth_mode is \"user\": a NAVER WORKS member authorises the bot instead",
-            ));
-        }
-    }
+    f.refuse(
+        &[
+            ("service_account", body.service_account.is_some()),
+            ("private_key", body.private_key.is_some()),
+        ],
+        "is not used when auth_mode is \"user\": a NAVER WORKS member authorises the bot instead",
+    );
 }
