@@ -105,6 +105,15 @@ pub(super) struct Fields {
 }
 
 impl Fields {
+    /// The problems of a body meant for `channel`, starting with the other
+    /// channel's fields it sets (all of them at once).
+    pub(super) fn for_channel(body: &ConnectionBody, channel: Channel) -> Self {
+        let mut f = Self::default();
+        let reason = format!("is not a field of {} connections", channel.name());
+        f.refuse(&body.foreign_fields(channel), &reason);
+        f
+    }
+
     /// Parses a present, non-null value; `None` if absent or invalid.
     pub(super) fn optional<T>(
         &mut self,
@@ -177,12 +186,6 @@ fn channel_of(body: &ConnectionBody) -> Result<Channel, ApiError> {
         Some(_) => Err(()),
     }
     .map_err(|()| ApiError::validation("channel", "must be \"naverworks\" or \"slack\""))
-}
-
-/// Refuses the fields of another channel, all at once.
-pub(super) fn refuse_foreign(f: &mut Fields, body: &ConnectionBody, channel: Channel) {
-    let reason = format!("is not a field of {} connections", channel.name());
-    f.refuse(&body.foreign_fields(channel), &reason);
 }
 
 /// Validates a new connection (every problem at once), seals its secrets and

@@ -8,8 +8,7 @@ use secrecy::SecretString;
 use serde_json::Value;
 
 use super::connections::{
-    apply, auth_header, client_id, client_secret, refuse_foreign, seal_secrets, store_new,
-    ConnectionBody, Fields,
+    apply, auth_header, client_id, client_secret, seal_secrets, store_new, ConnectionBody, Fields,
 };
 use crate::channels::Channel;
 use crate::domain::ids::{ConnectionId, PublicId};
@@ -49,8 +48,7 @@ pub(super) async fn create(
     tenant: &TenantRecord,
     body: &ConnectionBody,
 ) -> Result<ConnectionRecord, ApiError> {
-    let mut f = Fields::default();
-    refuse_foreign(&mut f, body, Channel::NaverWorks);
+    let mut f = Fields::for_channel(body, Channel::NaverWorks);
     let mode = f
         .optional(&body.auth_mode, AuthMode::parse)
         .unwrap_or_default();
@@ -143,8 +141,7 @@ pub(super) async fn update(
     current: &ConnectionRecord,
     body: &ConnectionBody,
 ) -> Result<ConnectionRecord, ApiError> {
-    let mut f = Fields::default();
-    refuse_foreign(&mut f, body, Channel::NaverWorks);
+    let mut f = Fields::for_channel(body, Channel::NaverWorks);
     f.refuse(
         &[
             ("bot_id", body.bot_id.is_some()),

@@ -9,8 +9,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
 use super::connections::{
-    auth_header, client_id, client_secret, refuse_foreign, seal_secrets, store_new, ConnectionBody,
-    Fields,
+    auth_header, client_id, client_secret, seal_secrets, store_new, ConnectionBody, Fields,
 };
 use crate::channels::slack::{api, Details, DEFAULT_RATE_LIMIT_PER_MINUTE};
 use crate::channels::{Channel, Sent};
@@ -124,8 +123,7 @@ struct Given {
 
 impl Given {
     fn parse(body: &ConnectionBody) -> Self {
-        let mut f = Fields::default();
-        refuse_foreign(&mut f, body, Channel::Slack);
+        let mut f = Fields::for_channel(body, Channel::Slack);
         Self {
             signing: f.optional(&body.signing_secret, signing_secret),
             token: f.optional(&body.bot_token, bot_token),
