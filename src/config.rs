@@ -549,6 +549,11 @@ impl Settings {
         Self::from_figment(&Figment::from(Toml::string(DEFAULTS)).merge(Toml::string(overrides)))
     }
 
+    /// `dedup_window` in milliseconds, as the queue's times are kept.
+    pub fn dedup_window_ms(&self) -> i64 {
+        i64::try_from(self.dedup_window.as_millis()).unwrap_or(i64::MAX / 4)
+    }
+
     /// A URL under `public_url`, e.g. `webhooks/naverworks/abc`.
     pub fn public_link(&self, path: &str) -> String {
         // `public_url` is validated to end with '/', so `join` appends.

@@ -77,9 +77,7 @@ impl Application {
         )
         .context("cannot build the outbound HTTP client")?;
         let metrics = Arc::new(Metrics::default());
-        let dedup_window_ms =
-            i64::try_from(settings.dedup_window.as_millis()).unwrap_or(i64::MAX / 4);
-        let ingest = Ingest::spawn(store.clone(), dedup_window_ms);
+        let ingest = Ingest::spawn(store.clone(), settings.dedup_window_ms());
         let tokens = Arc::new(TokenService::new(
             store.clone(),
             vault.clone(),

@@ -134,7 +134,7 @@ pub async fn naverworks(
     // replayed later would be taken as new.
     let issued = naverworks::issued_millis(&callback);
     if let Some(at) = issued {
-        let window = i64::try_from(state.settings.dedup_window.as_millis()).unwrap_or(i64::MAX / 4);
+        let window = state.settings.dedup_window_ms();
         if at < received_at - window || at > received_at + FUTURE_SKEW_MS {
             return Err(ApiError::BadRequest(
                 "stale_callback",
@@ -244,7 +244,7 @@ pub async fn slack(
     };
     // A retry carries the same event_time: its entry counts from a time
     // that keeps it past Slack's retries (bounded, should a clock be off).
-    let window = i64::try_from(state.settings.dedup_window.as_millis()).unwrap_or(i64::MAX / 4);
+    let window = state.settings.dedup_window_ms();
     let dedup_at = event
         .event_time
         .map(|s| s.saturating_mul(1000).clamp(now - RETRY_HORIZON_MS, now))

@@ -194,7 +194,7 @@ const PRUNE_MARGIN_MS: i64 = 15 * 60 * 1000;
 async fn housekeeping(state: web::Data<AppState>) {
     let mut stop = state.signals.stop.subscribe();
     loop {
-        let window = i64::try_from(state.settings.dedup_window.as_millis()).unwrap_or(i64::MAX / 4);
+        let window = state.settings.dedup_window_ms();
         match state
             .store
             .prune_dedup(crate::domain::now_millis() - window - PRUNE_MARGIN_MS)
