@@ -316,6 +316,15 @@ pub async fn read_capped(
     Ok(body)
 }
 
+/// Whether an answer means the server did nothing with the request, so the
+/// same request may be sent again: every 5xx, and 408 (the request was not
+/// read in time, RFC 9110 §15.5.9). A loaded server answers 408; taking it
+/// for a refusal failed messages that a retry delivers (a CI run,
+/// 2026-12-07: 5 of 601 Slack messages).
+pub fn retryable_status(status: u16) -> bool {
+    status == 408 || (500..=599).contains(&status)
+}
+
 /// Why a request got no answer, for a message: "timed out" or
 /// "unreachable" (never the error's text, which may name an address).
 pub fn no_answer(error: &reqwest::Error) -> &'static str {

@@ -330,7 +330,7 @@ impl Upload {
         let status = response.status().as_u16();
         match status {
             200..=299 => {}
-            500..=599 => {
+            status if crate::outbound::retryable_status(status) => {
                 return Err(Sent::ServerError(format!(
                     "the file's URL answered HTTP {status}"
                 )))
@@ -468,7 +468,9 @@ fn step_failure(status: u16, what: &str) -> super::Sent {
             until: crate::domain::now_millis() + 5_000,
             error: format!("HTTP 429 on {what}"),
         },
-        500..=599 => Sent::ServerError(format!("HTTP {status} on {what}")),
+        status if crate::outbound::retryable_status(status) => {
+            Sent::ServerError(format!("HTTP {status} on {what}"))
+        }
         _ => Sent::Rejected(format!("HTTP {status} on {what}")),
     }
 }

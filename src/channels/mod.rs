@@ -235,7 +235,8 @@ pub enum Sent {
         until: i64,
         error: String,
     },
-    /// The platform's side failed (5xx): retried with backoff.
+    /// The platform's side failed ([`crate::outbound::retryable_status`]):
+    /// retried with backoff.
     ServerError(String),
     /// No answer (timeout, connection refused): retried with backoff.
     Unreachable(String),

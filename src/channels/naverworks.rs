@@ -357,7 +357,9 @@ async fn send_once(
                 error: "HTTP 429: rate limited".into(),
             }
         }
-        500..=599 => Sent::ServerError(format!("HTTP {status}: {text}")),
+        status if crate::outbound::retryable_status(status) => {
+            Sent::ServerError(format!("HTTP {status}: {text}"))
+        }
         _ => Sent::Rejected(format!("HTTP {status}: {text}")),
     }
 }

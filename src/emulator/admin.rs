@@ -323,8 +323,9 @@ async fn get_faults(emulator: web::Data<Emulator>) -> HttpResponse {
 
 async fn set_faults(emulator: web::Data<Emulator>, body: web::Json<Faults>) -> HttpResponse {
     let faults = body.into_inner();
-    if !(0.0..=1.0).contains(&faults.rate_429) || !(0.0..=1.0).contains(&faults.rate_5xx) {
-        return bad_request("rate_429 and rate_5xx are shares from 0 to 1");
+    let shares = [faults.rate_429, faults.rate_5xx, faults.rate_408];
+    if !shares.iter().all(|share| (0.0..=1.0).contains(share)) {
+        return bad_request("rate_429, rate_5xx and rate_408 are shares from 0 to 1");
     }
     emulator.lock().faults = faults.clone();
     HttpResponse::Ok().json(faults)

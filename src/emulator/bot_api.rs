@@ -150,6 +150,9 @@ fn admit(
             "Internal server error (injected fault)",
         ));
     }
+    if state.faults.rate_408 > 0.0 && rand::random::<f64>() < state.faults.rate_408 {
+        return Err(HttpResponse::RequestTimeout().finish());
+    }
     Ok((limit, remaining, reset))
 }
 

@@ -116,6 +116,9 @@ pub struct SlackFaults {
     pub burst: f64,
     /// Share (0..1) of Web API calls answered HTTP 500.
     pub rate_5xx: f64,
+    /// Share (0..1) of Web API calls answered HTTP 408 with no body, as a
+    /// loaded server answers a request it could not read in time.
+    pub rate_408: f64,
     pub latency_ms: u64,
     /// Channels that answer `channel_not_found`.
     pub unknown_channels: Vec<String>,
@@ -133,6 +136,7 @@ impl Default for SlackFaults {
             per_channel_per_second: 1.0,
             burst: 3.0,
             rate_5xx: 0.0,
+            rate_408: 0.0,
             latency_ms: 0,
             unknown_channels: Vec::new(),
             revoked_tokens: Vec::new(),
@@ -335,6 +339,9 @@ async fn api(
     let mut state = emulator.slack.lock();
     if state.faults.rate_5xx > 0.0 && rand::random::<f64>() < state.faults.rate_5xx {
         return HttpResponse::InternalServerError().finish();
+    }
+    if state.faults.rate_408 > 0.0 && rand::random::<f64>() < state.faults.rate_408 {
+        return HttpResponse::RequestTimeout().finish();
     }
     if method.as_str() == "oauth.v2.access" {
         return oauth_access(&mut state, &req, &body);

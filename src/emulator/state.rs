@@ -76,6 +76,9 @@ pub struct Faults {
     pub rate_429: f64,
     /// Share (0..1) of Bot API calls answered 500.
     pub rate_5xx: f64,
+    /// Share (0..1) of Bot API calls answered 408 with no body, as a loaded
+    /// HTTP server answers a request it could not read in time.
+    pub rate_408: f64,
     /// Delay added to every Bot API call, in milliseconds.
     pub latency_ms: u64,
     /// Issued access tokens stop working after this many seconds, whatever

@@ -192,7 +192,7 @@ impl TokenClient {
 }
 
 fn classify(status: u16, body: &str, refresh: bool) -> TokenError {
-    if status == 429 || status >= 500 {
+    if status == 429 || crate::outbound::retryable_status(status) {
         return TokenError::Unavailable(format!("HTTP {status}"));
     }
     let text = body.to_ascii_lowercase();
@@ -331,5 +331,7 @@ mod tests {
         );
         assert!(classify(503, "", false).is_transient());
         assert!(classify(429, "", false).is_transient());
+        // Not read in time: nothing was done, so not a refused refresh.
+        assert!(classify(408, "", true).is_transient());
     }
 }

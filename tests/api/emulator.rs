@@ -941,6 +941,11 @@ async fn faults_can_be_switched_on_and_off() {
         emu.send(&token, path, &text).await.status(),
         StatusCode::INTERNAL_SERVER_ERROR
     );
+    emu.faults(json!({"rate_408": 1.0})).await;
+    assert_eq!(
+        emu.send(&token, path, &text).await.status(),
+        StatusCode::REQUEST_TIMEOUT
+    );
     emu.faults(json!({"latency_ms": 300})).await;
     let started = Instant::now();
     assert_eq!(

@@ -61,6 +61,7 @@ both_backends!(
     idempotency_keys_send_once,
     a_tight_rate_limit_is_paced_and_nothing_is_lost,
     a_refused_message_fails_without_endless_retries,
+    a_request_not_read_in_time_is_retried_not_failed,
     tenants_cannot_use_each_others_connections,
     an_attempt_ends_before_its_lease_and_nothing_is_sent_twice,
 );
@@ -279,6 +280,47 @@ async fn a_refused_message_fails_without_endless_retries(backend: Backend) {
         s.wait_status(ok["id"].as_str().unwrap(), "delivered").await["status"],
         "delivered"
     );
+}
+
+/// HTTP 408 (the server did not read the request in time, so did nothing):
+/// the message is retried, as on a 5xx, and delivered once the server
+/// reads it; it does not fail as a refused message does.
+async fn a_request_not_read_in_time_is_retried_not_failed(backend: Backend) {
+    let s = setup_with(backend, EmulatorConfig::default(), "").await;
+    s.emu.faults(json!({"rate_408": 1.0})).await;
+    let (status, answer) = s
+        .send(
+            &json!({"user_id": "u1", "content": {"type": "text", "text": "late"}}),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    let id = answer["id"].as_str().unwrap();
+    let started = Instant::now();
+    let retried = loop {
+        let m = s.status_of(id).await;
+        if m["attempts"].as_u64().unwrap_or(0) >= 3 || started.elapsed() > Duration::from_secs(30) {
+            break m;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_ne!(retried["status"], "failed", "{retried}");
+    assert!(retried["attempts"].as_u64().unwrap() >= 3, "{retried}");
+    assert!(
+        retried["last_error"].as_str().unwrap().contains("HTTP 408"),
+        "{retried}"
+    );
+    s.emu.faults(json!({})).await;
+    let delivered = s.wait_status(id, "delivered").await;
+    assert_eq!(delivered["status"], "delivered", "{delivered}");
+    let texts: Vec<Value> = s
+        .emu
+        .messages()
+        .await
+        .iter()
+        .map(|m| m["content"]["text"].clone())
+        .collect();
+    assert_eq!(texts, [json!("late")], "delivered once");
 }
 
 async fn tenants_cannot_use_each_others_connections(backend: Backend) {

@@ -206,9 +206,15 @@ impl SlackSetup {
         (status, res.text().await.unwrap())
     }
 
-    /// Sends a text to a channel through the send API and waits (up to
-    /// `within`) for the message to fail; its status as the API shows it.
-    pub async fn send_until_failed(&self, channel: &str, within: Duration) -> Value {
+    /// Sends `hi` to a channel through the send API and polls (up to
+    /// `within`) until the message's status, as the API shows it, passes
+    /// `done`; the last status read.
+    pub async fn send_until(
+        &self,
+        channel: &str,
+        within: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
         let id = self.connection["id"].as_str().unwrap();
         let (status, sent) = self
             .app
@@ -227,11 +233,16 @@ impl SlackSetup {
         let deadline = Instant::now() + within;
         loop {
             let (_, m) = self.app.get(&path, &self.tenant.api_key).await;
-            if m["status"] == "failed" || Instant::now() > deadline {
+            if done(&m) || Instant::now() > deadline {
                 return m;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    pub async fn send_until_failed(&self, channel: &str, within: Duration) -> Value {
+        self.send_until(channel, within, |m| m["status"] == "failed")
+            .await
     }
 
     pub fn sign(&self, timestamp: i64, body: &[u8]) -> String {
@@ -840,6 +851,31 @@ async fn slack_credentials_are_checked(backend: Backend) {
     );
 }
 
+/// A request Slack did not read in time (HTTP 408) did nothing: it is
+/// retried like a 5xx, not failed as a refused message is, and goes once
+/// Slack reads it.
+async fn a_request_not_read_in_time_is_retried_not_failed(backend: Backend) {
+    let s = setup(backend, "").await;
+    s.slack_faults(json!({"rate_408": 1.0})).await;
+    let retried = s
+        .send_until("C408", Duration::from_secs(20), |m| {
+            m["attempts"].as_u64().unwrap_or(0) >= 3
+        })
+        .await;
+    assert_ne!(retried["status"], "failed", "{retried}");
+    assert!(retried["attempts"].as_u64().unwrap() >= 3, "{retried}");
+    assert!(
+        retried["last_error"].as_str().unwrap().contains("HTTP 408"),
+        "{retried}"
+    );
+    s.slack_faults(json!({})).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while texts(&s.messages().await, "C408").is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(texts(&s.messages().await, "C408"), ["hi"], "delivered once");
+}
+
 both_backends!(
     each_kind_reaches_the_engine_once_and_is_answered_in_place,
     bad_slack_requests_are_refused_and_change_nothing,
@@ -847,6 +883,7 @@ both_backends!(
     channels_are_paced_one_by_one_and_keep_their_order,
     naverworks_and_slack_connections_are_isolated,
     slack_credentials_are_checked,
+    a_request_not_read_in_time_is_retried_not_failed,
 );
 
 /// SIGKILL in the middle of Slack traffic, then a restart: every event that

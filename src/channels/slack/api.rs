@@ -84,10 +84,7 @@ async fn outcome(response: Result<reqwest::Response, reqwest::Error>) -> (Sent, 
             None,
         );
     }
-    // 408: the request was not read in time, so nothing was done and it may
-    // be sent again (RFC 9110 §15.5.9); a loaded server answers it, and
-    // taking it for a refusal lost messages (a CI run, 2026-12-07).
-    if status == 408 || (500..=599).contains(&status) {
+    if crate::outbound::retryable_status(status) {
         return (
             Sent::ServerError(format!("Slack answered HTTP {status}")),
             None,

@@ -618,7 +618,7 @@ async fn upload_file(
         .await;
     match posted {
         Ok(r) if r.status().is_success() => {}
-        Ok(r) if r.status().is_server_error() => {
+        Ok(r) if crate::outbound::retryable_status(r.status().as_u16()) => {
             return Ok(Sent::ServerError(format!(
                 "the upload answered HTTP {}",
                 r.status().as_u16()
