@@ -439,6 +439,22 @@ pub async fn decode(res: reqwest::Response) -> (StatusCode, Value) {
 }
 
 /// Asserts the error envelope and returns its code.
+/// A sent message's status (as the send API shows it) after at least three
+/// attempts the platform answered HTTP 408: not failed, still to be tried.
+pub fn assert_retrying_after_408(status: &Value) {
+    assert_ne!(status["status"], "failed", "{status}");
+    assert!(status["attempts"].as_u64().unwrap() >= 3, "{status}");
+    assert!(
+        status["last_error"].as_str().unwrap().contains("HTTP 408"),
+        "{status}"
+    );
+}
+
+/// A status that has seen at least three attempts.
+pub fn three_attempts(status: &Value) -> bool {
+    status["attempts"].as_u64().unwrap_or(0) >= 3
+}
+
 pub fn error_code(body: &Value) -> &str {
     let code = body["error"]["code"]
         .as_str()

@@ -44,10 +44,15 @@ impl Inbound {
     }
 
     async fn wait_status(&self, id: &str, wanted: &str) -> Value {
+        self.wait_until(id, |m| m["status"] == wanted).await
+    }
+
+    /// The message's status once it passes `done`, or after 30 s.
+    async fn wait_until(&self, id: &str, done: impl Fn(&Value) -> bool) -> Value {
         let start = Instant::now();
         loop {
             let m = self.status_of(id).await;
-            if m["status"] == wanted || start.elapsed() > Duration::from_secs(30) {
+            if done(&m) || start.elapsed() > Duration::from_secs(30) {
                 return m;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -296,20 +301,7 @@ async fn a_request_not_read_in_time_is_retried_not_failed(backend: Backend) {
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
     let id = answer["id"].as_str().unwrap();
-    let started = Instant::now();
-    let retried = loop {
-        let m = s.status_of(id).await;
-        if m["attempts"].as_u64().unwrap_or(0) >= 3 || started.elapsed() > Duration::from_secs(30) {
-            break m;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    assert_ne!(retried["status"], "failed", "{retried}");
-    assert!(retried["attempts"].as_u64().unwrap() >= 3, "{retried}");
-    assert!(
-        retried["last_error"].as_str().unwrap().contains("HTTP 408"),
-        "{retried}"
-    );
+    assert_retrying_after_408(&s.wait_until(id, three_attempts).await);
     s.emu.faults(json!({})).await;
     let delivered = s.wait_status(id, "delivered").await;
     assert_eq!(delivered["status"], "delivered", "{delivered}");

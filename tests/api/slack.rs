@@ -858,16 +858,9 @@ async fn a_request_not_read_in_time_is_retried_not_failed(backend: Backend) {
     let s = setup(backend, "").await;
     s.slack_faults(json!({"rate_408": 1.0})).await;
     let retried = s
-        .send_until("C408", Duration::from_secs(20), |m| {
-            m["attempts"].as_u64().unwrap_or(0) >= 3
-        })
+        .send_until("C408", Duration::from_secs(20), three_attempts)
         .await;
-    assert_ne!(retried["status"], "failed", "{retried}");
-    assert!(retried["attempts"].as_u64().unwrap() >= 3, "{retried}");
-    assert!(
-        retried["last_error"].as_str().unwrap().contains("HTTP 408"),
-        "{retried}"
-    );
+    assert_retrying_after_408(&retried);
     s.slack_faults(json!({})).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     while texts(&s.messages().await, "C408").is_empty() && Instant::now() < deadline {
