@@ -145,6 +145,10 @@ async fn stop_mid_load(backend: Backend, graceful: bool) {
             ),
             ("BOTGATE_NAVERWORKS_API_URL", format!("{}/v1.0", emu.url)),
             ("BOTGATE_RETRY_BASE_MS", "50".to_owned()),
+            // A killed process's claims come back after their lease (the
+            // longer of these timeouts + 10 s): 13 s, not the defaults' 25 s.
+            ("BOTGATE_ENGINE_TIMEOUT_SECONDS", "3".to_owned()),
+            ("BOTGATE_SEND_TIMEOUT_SECONDS", "3".to_owned()),
             ("BOTGATE_ENGINE_ALLOWED_NETWORKS", "127.0.0.0/8".to_owned()),
             ("BOTGATE_LOG", "botgate=info".to_owned()),
         ]

@@ -530,7 +530,9 @@ async fn a_slow_engine_is_acknowledged_in_time_and_retries_are_not_processed_twi
 ) {
     let s = setup(backend, "engine_timeout_seconds = 30\n").await;
     let engine = spawn_engine(json!({"replies": [{"type": "text", "text": "re: {{text}}"}]})).await;
-    *engine.mode.lock().unwrap() = "hang:10000".into();
+    // Slower than Slack's 3-second deadline, so only an early acknowledgement
+    // keeps Slack from seeing a timeout.
+    *engine.mode.lock().unwrap() = "hang:4000".into();
     let (status, body) = s
         .app
         .send_json(
@@ -905,6 +907,10 @@ async fn sigkill_mid_slack_load_loses_no_acknowledged_event(backend: Backend) {
         vec![
             ("BOTGATE_SLACK_API_URL", format!("{}/slack/api", emu.url)),
             ("BOTGATE_RETRY_BASE_MS", "50".to_owned()),
+            // A killed process's claims come back after their lease (the
+            // longer of these timeouts + 10 s): 13 s, not the defaults' 25 s.
+            ("BOTGATE_ENGINE_TIMEOUT_SECONDS", "3".to_owned()),
+            ("BOTGATE_SEND_TIMEOUT_SECONDS", "3".to_owned()),
             ("BOTGATE_ENGINE_ALLOWED_NETWORKS", "127.0.0.0/8".to_owned()),
             ("BOTGATE_LOG", "botgate=info".to_owned()),
         ]
