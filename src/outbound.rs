@@ -316,10 +316,11 @@ pub async fn read_capped(
     Ok(body)
 }
 
-/// Whether an answer means the server did nothing with the request, so the
-/// same request may be sent again: every 5xx, and 408 (the request was not
-/// read in time, RFC 9110 §15.5.9). A loaded server answers 408; taking it
-/// for a refusal failed messages that a retry delivers (a CI run,
+/// Whether an answer is a failure on the server's side that the same
+/// request may get past later, rather than a refusal of the request: every
+/// 5xx, and 408 (the server did not read the request in time, so did
+/// nothing with it: RFC 9110 §15.5.9). A loaded server answers 408; taking
+/// it for a refusal failed messages that a retry delivers (a CI run,
 /// 2026-12-07: 5 of 601 Slack messages).
 pub fn retryable_status(status: u16) -> bool {
     status == 408 || (500..=599).contains(&status)
