@@ -535,16 +535,25 @@ async fn rotating_tokens_refresh_once_per_lifetime_across_replicas(backend: Back
     // Due after half its life: 500 concurrent readers on two replicas.
     tokio::time::sleep(Duration::from_millis(2300)).await;
     let before = s.stats().await["refreshes"].as_u64().unwrap();
+    let burst = Instant::now();
     let answers = join_all((0..500).map(|i| {
         let app = if i % 2 == 0 { &s.app } else { &replica };
         s.token_url(app, "TROT", false)
     }))
     .await;
+    let burst = burst.elapsed();
     for (status, body) in &answers {
         assert_eq!(*status, StatusCode::OK, "{body}");
     }
-    let after = s.stats().await["refreshes"].as_u64().unwrap();
-    assert_eq!(after - before, 1, "one refresh for 500 callers");
+    let refreshed = s.stats().await["refreshes"].as_u64().unwrap() - before;
+    // One refresh for the 500 callers. On a loaded machine the burst can
+    // outlast the new token's half-life (2 s), which rightly refreshes it
+    // once more per 2 s; without single-flight it would be dozens.
+    let allowed = 1 + (burst.as_secs_f64() / 2.0) as u64;
+    assert!(
+        (1..=allowed).contains(&refreshed),
+        "{refreshed} refreshes for 500 callers in {burst:?}"
+    );
     // Messages through both replicas for 10 s (2.5 lifetimes).
     let id = s.connection["id"].as_str().unwrap();
     let started = Instant::now();
