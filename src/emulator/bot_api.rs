@@ -12,7 +12,7 @@ use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::state::{Attachment, Emulator, State};
+use super::state::{strikes, Attachment, Emulator, State};
 use super::{api_error, content};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -139,18 +139,18 @@ fn admit(
             return Err(too_many(l, r));
         }
     };
-    if state.faults.rate_429 > 0.0 && rand::random::<f64>() < state.faults.rate_429 {
+    if strikes(state.faults.rate_429) {
         state.rate_limited += 1;
         return Err(too_many(limit, reset));
     }
-    if state.faults.rate_5xx > 0.0 && rand::random::<f64>() < state.faults.rate_5xx {
+    if strikes(state.faults.rate_5xx) {
         return Err(api_error(
             500,
             "INTERNAL_SERVER_ERROR",
             "Internal server error (injected fault)",
         ));
     }
-    if state.faults.rate_408 > 0.0 && rand::random::<f64>() < state.faults.rate_408 {
+    if strikes(state.faults.rate_408) {
         return Err(HttpResponse::RequestTimeout().finish());
     }
     Ok((limit, remaining, reset))

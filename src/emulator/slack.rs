@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::consent::{self, Consent};
+use super::state::strikes;
 use super::Emulator;
 use crate::domain::str_field;
 
@@ -337,10 +338,10 @@ async fn api(
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::to_owned);
     let mut state = emulator.slack.lock();
-    if state.faults.rate_5xx > 0.0 && rand::random::<f64>() < state.faults.rate_5xx {
+    if strikes(state.faults.rate_5xx) {
         return HttpResponse::InternalServerError().finish();
     }
-    if state.faults.rate_408 > 0.0 && rand::random::<f64>() < state.faults.rate_408 {
+    if strikes(state.faults.rate_408) {
         return HttpResponse::RequestTimeout().finish();
     }
     if method.as_str() == "oauth.v2.access" {

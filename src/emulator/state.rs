@@ -68,6 +68,12 @@ pub struct ReceivedMessage {
     pub content: Value,
 }
 
+/// Whether a fault that strikes this `share` (0..1) of calls strikes this
+/// one.
+pub fn strikes(share: f64) -> bool {
+    share > 0.0 && rand::random::<f64>() < share
+}
+
 /// Faults switched on by tests and benchmarks.
 #[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
