@@ -7,7 +7,7 @@
 
 use secrecy::ExposeSecret;
 
-use crate::channels::slack::installs::{self, ExchangeError};
+use crate::channels::slack::installs::{self, ExchangeError, Workspace};
 use crate::channels::slack::Details;
 use crate::domain::naverworks::AuthMode;
 use crate::domain::now_millis;
@@ -111,13 +111,6 @@ pub async fn authorize_user(
     }))
 }
 
-/// A workspace the app was added to.
-#[derive(Debug)]
-pub struct Installed {
-    pub team_id: String,
-    pub team_name: String,
-}
-
 /// Exchanges an install's code (`oauth.v2.access`) and stores the
 /// workspace's installation with its sealed tokens. Refused: no client
 /// credentials any more, a refused code, an answer for another app than
@@ -126,7 +119,7 @@ pub async fn install_workspace(
     state: &AppState,
     connection: &ConnectionRecord,
     code: &str,
-) -> Result<Outcome<Installed>, ApiError> {
+) -> Result<Outcome<Workspace>, ApiError> {
     let Some((client_id, client_secret)) = installs::client_credentials(state, connection).await
     else {
         return refused("The connection has no client id and secret any more.");
@@ -147,13 +140,13 @@ pub async fn install_workspace(
     };
     let mut details = Details::of(connection);
     match &details.app_id {
-        Some(app) if *app != granted.app_id => {
+        Some(app) if *app != granted.workspace.app_id => {
             return refused("Slack answered for another app than this connection's.");
         }
         Some(_) => {}
-        None if granted.app_id.is_empty() => {}
+        None if granted.workspace.app_id.is_empty() => {}
         None => {
-            details.app_id = Some(granted.app_id.clone());
+            details.app_id = Some(granted.workspace.app_id.clone());
             let update = ConnectionUpdate {
                 details: serde_json::to_string(&details).ok(),
                 ..ConnectionUpdate::default()
@@ -174,13 +167,13 @@ pub async fn install_workspace(
     let now = now_millis();
     let installation = Installation {
         connection_id: connection.id.clone(),
-        team_id: granted.team_id.clone(),
+        team_id: granted.workspace.team_id.clone(),
         tenant_id: connection.tenant_id.clone(),
-        enterprise_id: granted.enterprise_id.clone(),
-        team_name: granted.team_name.clone(),
-        app_id: granted.app_id.clone(),
-        bot_user_id: granted.bot_user_id.clone(),
-        scopes: granted.scopes.clone(),
+        enterprise_id: granted.workspace.enterprise_id.clone(),
+        team_name: granted.workspace.team_name.clone(),
+        app_id: granted.workspace.app_id.clone(),
+        bot_user_id: granted.workspace.bot_user_id.clone(),
+        scopes: granted.workspace.scopes.clone(),
         status: "active".into(),
         expires_at: granted.expires_in.map(|s| now + s.saturating_mul(1000)),
         generation: 0,
@@ -189,11 +182,8 @@ pub async fn install_workspace(
         installed_at: now,
         updated_at: now,
     };
-    let tokens = installs::sealed_tokens(state, connection, &granted.team_id, &granted);
+    let tokens = installs::sealed_tokens(state, connection, &installation.team_id, &granted);
     state.store.put_installation(&installation, &tokens).await?;
-    tracing::info!(connection_id = %connection.id, team_id = %granted.team_id, rotation = granted.refresh_token.is_some(), "Slack workspace installed");
-    Ok(Outcome::Done(Installed {
-        team_id: granted.team_id,
-        team_name: granted.team_name,
-    }))
+    tracing::info!(connection_id = %connection.id, team_id = %installation.team_id, rotation = granted.refresh_token.is_some(), "Slack workspace installed");
+    Ok(Outcome::Done(granted.workspace))
 }

@@ -11,6 +11,7 @@ use serde_json::Value;
 use super::connections::{
     auth_header, client_id, client_secret, seal_secrets, store_new, ConnectionBody, Fields,
 };
+use crate::channels::slack::installs::Workspace;
 use crate::channels::slack::{api, Details, DEFAULT_RATE_LIMIT_PER_MINUTE};
 use crate::channels::{Channel, Sent};
 use crate::domain::ids::{ConnectionId, PublicId};
@@ -332,15 +333,8 @@ pub async fn checks(state: &AppState, record: &ConnectionRecord) -> Vec<super::c
 /// One workspace's installation as the API shows it.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct InstallationView {
-    /// The workspace (`T…`).
-    pub team_id: String,
-    pub team_name: String,
-    /// The Enterprise Grid organisation, if any.
-    pub enterprise_id: Option<String>,
-    pub app_id: String,
-    pub bot_user_id: String,
-    /// Comma-separated, as Slack granted them.
-    pub scopes: String,
+    #[serde(flatten)]
+    pub workspace: Workspace,
     /// `active`, or `needs_reinstall` after Slack refused its tokens.
     pub status: String,
     /// The bot token, masked; null when it cannot be read.
@@ -382,12 +376,14 @@ pub async fn installations(
                 expires_at: i.expires_at.map(rfc3339),
                 installed_at: rfc3339(i.installed_at),
                 bot_token,
-                team_id: i.team_id,
-                team_name: i.team_name,
-                enterprise_id: i.enterprise_id,
-                app_id: i.app_id,
-                bot_user_id: i.bot_user_id,
-                scopes: i.scopes,
+                workspace: Workspace {
+                    team_id: i.team_id,
+                    team_name: i.team_name,
+                    enterprise_id: i.enterprise_id,
+                    app_id: i.app_id,
+                    bot_user_id: i.bot_user_id,
+                    scopes: i.scopes,
+                },
                 status: i.status,
             }
         })

@@ -53,18 +53,29 @@ pub struct BotToken {
     pub expires_at: Option<i64>,
 }
 
+/// Which workspace and app an installation is for: what `oauth.v2.access`
+/// names (checked and bounded), what an install's page shows and what the
+/// API lists for each installation.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct Workspace {
+    /// The workspace (`T…`).
+    pub team_id: String,
+    pub team_name: String,
+    /// The Enterprise Grid organisation, if any.
+    pub enterprise_id: Option<String>,
+    pub app_id: String,
+    pub bot_user_id: String,
+    /// Comma-separated, as Slack granted them.
+    pub scopes: String,
+}
+
 /// What `oauth.v2.access` answered, checked (SLACK.md §6 [D]).
 #[derive(Debug)]
 pub struct Granted {
     pub access_token: SecretString,
     pub refresh_token: Option<SecretString>,
     pub expires_in: Option<i64>,
-    pub team_id: String,
-    pub team_name: String,
-    pub enterprise_id: Option<String>,
-    pub app_id: String,
-    pub bot_user_id: String,
-    pub scopes: String,
+    pub workspace: Workspace,
 }
 
 /// Why an exchange failed: Slack's short error code, or the transport.
@@ -129,13 +140,15 @@ pub async fn exchange(state: &AppState, form: &[(&str, &str)]) -> Result<Granted
             .get("expires_in")
             .and_then(Value::as_i64)
             .filter(|s| *s > 0),
-        team_id: short_id(team.get("id"))
-            .ok_or_else(|| ExchangeError::Unavailable("no team.id in the answer".into()))?,
-        team_name: bounded_text(str_field(&team, "name").unwrap_or(""), 200),
-        enterprise_id: short_id(answer.get("enterprise").and_then(|e| e.get("id"))),
-        app_id: short_id(answer.get("app_id")).unwrap_or_default(),
-        bot_user_id: short_id(answer.get("bot_user_id")).unwrap_or_default(),
-        scopes: bounded_text(str_field(&answer, "scope").unwrap_or(""), 2000),
+        workspace: Workspace {
+            team_id: short_id(team.get("id"))
+                .ok_or_else(|| ExchangeError::Unavailable("no team.id in the answer".into()))?,
+            team_name: bounded_text(str_field(&team, "name").unwrap_or(""), 200),
+            enterprise_id: short_id(answer.get("enterprise").and_then(|e| e.get("id"))),
+            app_id: short_id(answer.get("app_id")).unwrap_or_default(),
+            bot_user_id: short_id(answer.get("bot_user_id")).unwrap_or_default(),
+            scopes: bounded_text(str_field(&answer, "scope").unwrap_or(""), 2000),
+        },
     };
     Ok(granted)
 }
