@@ -23,7 +23,7 @@ use crate::error::ApiError;
 use crate::secrets::hashing::verify_salted;
 use crate::state::limiter::{client, Attempt, Family};
 use crate::state::AppState;
-use crate::store::AuditEntry;
+use crate::store::{AuditEntry, ConnectionRecord, TokenMeta};
 use crate::token_cache::TokenFailure;
 
 pub const AUTH_HEADER: &str = "DANBEE-NAVERWORKS-AUTH";
@@ -173,27 +173,58 @@ async fn serve(
         }
         return Ok(unauthorized());
     };
-    if channel == Channel::Slack {
-        return slack_token(&req, &state, connection, force, &audit).await;
-    }
-    match state.tokens.token(connection, meta.clone(), force).await {
-        Ok(token) => {
-            audit("ok");
-            state.metrics.auth_urls.inc("ok");
-            Ok(HttpResponse::Ok().json(NaverWorksToken {
-                access_token: token.access_token.expose_secret(),
-                token_type: "Bearer",
-                expires_at: rfc3339(token.expires_at),
-                expires_in: seconds_left(token.expires_at),
-                scope: &token.scope,
-                bot_id: &connection.bot_id,
-            }))
+    let served = match channel {
+        Channel::NaverWorks => naverworks_token(&state, connection, meta, force).await,
+        Channel::Slack => slack_token(&req, &state, connection, force).await,
+    };
+    audit(served.outcome);
+    let counted = if served.outcome == "ok" {
+        "ok"
+    } else {
+        "error"
+    };
+    state.metrics.auth_urls.inc(counted);
+    served.answer
+}
+
+/// A token URL's answer for a valid header, with the outcome the audit
+/// records for it (`ok`, or the error's code).
+struct Served {
+    outcome: &'static str,
+    answer: Result<HttpResponse, ApiError>,
+}
+
+impl Served {
+    fn token(body: impl Serialize) -> Self {
+        Self {
+            outcome: "ok",
+            answer: Ok(HttpResponse::Ok().json(body)),
         }
+    }
+}
+
+/// The NAVER WORKS auth URL's answer: the bot's access token.
+async fn naverworks_token(
+    state: &AppState,
+    connection: &ConnectionRecord,
+    meta: &Option<TokenMeta>,
+    force: bool,
+) -> Served {
+    match state.tokens.token(connection, meta.clone(), force).await {
+        Ok(token) => Served::token(NaverWorksToken {
+            access_token: token.access_token.expose_secret(),
+            token_type: "Bearer",
+            expires_at: rfc3339(token.expires_at),
+            expires_in: seconds_left(token.expires_at),
+            scope: &token.scope,
+            bot_id: &connection.bot_id,
+        }),
         Err(e) => {
             let error = ApiError::from(e);
-            audit(error.code());
-            state.metrics.auth_urls.inc("error");
-            Err(error)
+            Served {
+                outcome: error.code(),
+                answer: Err(error),
+            }
         }
     }
 }
@@ -207,31 +238,25 @@ fn seconds_left(expires_at: i64) -> i64 {
 async fn slack_token(
     req: &HttpRequest,
     state: &AppState,
-    connection: &crate::store::ConnectionRecord,
+    connection: &ConnectionRecord,
     force: bool,
-    audit: &dyn Fn(&str),
-) -> Result<HttpResponse, ApiError> {
+) -> Served {
     use crate::channels::slack::installs::{bot_token, TokenProblem};
     let team = url::form_urlencoded::parse(req.query_string().as_bytes())
         .find(|(k, _)| k == "team")
         .map(|(_, v)| v.into_owned())
         .filter(|t| !t.is_empty() && t.len() <= 64 && t.bytes().all(|b| b.is_ascii_alphanumeric()));
     match bot_token(state, connection, team.as_deref(), force).await {
-        Ok(token) => {
-            audit("ok");
-            state.metrics.auth_urls.inc("ok");
-            Ok(HttpResponse::Ok().json(SlackToken {
-                access_token: token.token.expose_secret(),
-                token_type: "Bearer",
-                team_id: &token.team_id,
-                bot_user_id: &token.bot_user_id,
-                scope: &token.scopes,
-                expires_at: token.expires_at.map(rfc3339),
-                expires_in: token.expires_at.map(seconds_left),
-            }))
-        }
+        Ok(token) => Served::token(SlackToken {
+            access_token: token.token.expose_secret(),
+            token_type: "Bearer",
+            team_id: &token.team_id,
+            bot_user_id: &token.bot_user_id,
+            scope: &token.scopes,
+            expires_at: token.expires_at.map(rfc3339),
+            expires_in: token.expires_at.map(seconds_left),
+        }),
         Err(problem) => {
-            state.metrics.auth_urls.inc("error");
             let (status, code) = match &problem {
                 TokenProblem::NoInstallation(_) => {
                     (actix_web::http::StatusCode::NOT_FOUND, "no_installation")
@@ -247,9 +272,11 @@ async fn slack_token(
                     (actix_web::http::StatusCode::SERVICE_UNAVAILABLE, "busy")
                 }
             };
-            audit(code);
-            Ok(HttpResponse::build(status)
-                .json(json!({"error": {"code": code, "message": problem.to_string()}})))
+            Served {
+                outcome: code,
+                answer: Ok(HttpResponse::build(status)
+                    .json(json!({"error": {"code": code, "message": problem.to_string()}}))),
+            }
         }
     }
 }

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use botgate::emulator::{AppConfig, BotConfig, EmulatorConfig, EmulatorServer};
 use botgate::naverworks::jwt::{sign_assertion, sign_claims};
 
-use crate::helpers::PKCS8;
+use crate::helpers::{eventually, PKCS8};
 
 const CLIENT_ID: &str = "ZbsOq6zjt0IhtZZnrc";
 const CLIENT_SECRET: &str = "oRm3M_nBg6";
@@ -828,22 +828,6 @@ pub fn limit_cases() -> Vec<(Value, &'static str)> {
             "contentText",
         ),
     ]
-}
-
-/// Polls `check` until it is true or `limit` passes.
-async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    false
 }
 
 #[tokio::test]

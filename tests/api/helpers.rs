@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use botgate::config::Settings;
@@ -535,6 +535,23 @@ pub async fn spawn_engine(answer: Value) -> TestEngine {
         received,
         mode,
     }
+}
+
+/// Polls `check` every 50 ms until it is true or `limit` passes: for what
+/// a background writer (the audit, a worker) does after an answer.
+pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
 }
 
 /// Runs the futures concurrently and returns their outputs in order (a

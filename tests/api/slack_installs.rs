@@ -345,6 +345,26 @@ async fn two_workspaces_install_and_are_answered_with_their_own_tokens(backend: 
     assert_eq!(a["team_id"], "TAAA");
     let (status, body) = s.token_url(&s.app, "TCCC", false).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    // The audit records each read with its outcome: served, or the refusal's code.
+    let audit = format!(
+        "/api/v1/tenants/{}/connections/{}/audit",
+        s.tenant.id,
+        s.connection["id"].as_str().unwrap()
+    );
+    let audited = eventually(Duration::from_secs(10), || async {
+        let (_, audit) = s.app.get(&audit, &s.tenant.api_key).await;
+        let entries = audit["entries"].as_array().cloned().unwrap_or_default();
+        ["ok", "no_installation"].iter().all(|outcome| {
+            entries
+                .iter()
+                .any(|e| e["outcome"] == *outcome && e["action"] == "read")
+        })
+    })
+    .await;
+    assert!(
+        audited,
+        "the Slack token URL's reads are audited with their outcomes"
+    );
     let wrong = s
         .app
         .client

@@ -362,7 +362,7 @@ async fn wrong_headers_look_alike_and_are_limited(backend: Backend) {
     assert_eq!(status, StatusCode::OK, "others are served");
 
     // The audit log has the reads and the denials, with addresses; never a token.
-    let found = eventually(|| async {
+    let found = eventually(Duration::from_secs(10), || async {
         let (_, audit) = s
             .app
             .get(&format!("{}/audit", s.conn_path()), &s.tenant.api_key)
@@ -376,21 +376,6 @@ async fn wrong_headers_look_alike_and_are_limited(backend: Backend) {
     })
     .await;
     assert!(found, "audit entries recorded");
-}
-
-async fn eventually<F, Fut>(mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(10) {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
 }
 
 async fn connection_test_reports_each_problem(backend: Backend) {
