@@ -56,7 +56,7 @@ pub struct BotToken {
 /// Which workspace and app an installation is for: what `oauth.v2.access`
 /// names (checked and bounded), what an install's page shows and what the
 /// API lists for each installation.
-#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct Workspace {
     /// The workspace (`T…`).
     pub team_id: String,
