@@ -114,6 +114,7 @@ texts! {
     EventsUrl => "Event Subscriptions → Request URL", "Event Subscriptions → Request URL";
     CommandsUrl => "Slash Commands → Request URL", "Slash Commands → Request URL";
     InteractionsUrl => "Interactivity & Shortcuts → Request URL", "Interactivity & Shortcuts → Request URL";
+    SlackAuthUrlsHint => "Your services read a workspace's bot token at the auth URL with ?team=T… and the auth header (DANBEE-NAVERWORKS-AUTH or X-Botgate-Auth): GET for the token, POST …/refresh to rotate it.", "내부 서비스는 인증 헤더(DANBEE-NAVERWORKS-AUTH 또는 X-Botgate-Auth)를 보내고 인증 URL에 ?team=T…를 붙여 워크스페이스의 봇 토큰을 읽습니다. 토큰은 GET, 교체는 POST …/refresh입니다.";
     SlackUrlsHint => "Paste each URL into your app's settings at api.slack.com/apps; subscribe to message.im, message.channels and app_mention bot events.", "각 URL을 api.slack.com/apps의 앱 설정에 붙여 넣고, 봇 이벤트 message.im, message.channels, app_mention을 구독하세요.";
     Workspace => "Workspace", "워크스페이스";
     InstallUrl => "Add to Slack page (share it with workspace admins)", "Add to Slack 페이지(워크스페이스 관리자에게 공유)";

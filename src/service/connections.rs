@@ -343,9 +343,12 @@ pub struct ConnectionView {
     /// NAVER WORKS: the Callback URL to paste into the Developer Console.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub webhook_url: Option<String>,
-    /// Where internal services read the bot's token (`DANBEE-NAVERWORKS-AUTH`).
+    /// Where internal services read the bot's token with the auth header
+    /// (`DANBEE-NAVERWORKS-AUTH`; for Slack also `X-Botgate-Auth`): GET.
+    /// Slack, with an `auth_header`: a workspace's token, `?team=T…`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth_url: Option<String>,
+    /// POST: a new token (NAVER WORKS), or a rotation (Slack).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth_refresh_url: Option<String>,
     /// Slack: Event Subscriptions → Request URL.
@@ -464,6 +467,11 @@ pub async fn view(state: &AppState, c: &ConnectionRecord) -> Result<ConnectionVi
             view.events_url = link(format!("webhooks/slack/{public}/events"));
             view.commands_url = link(format!("webhooks/slack/{public}/commands"));
             view.interactions_url = link(format!("webhooks/slack/{public}/interactions"));
+            // The token URLs answer only a header the connection has.
+            if !c.auth_header_hash.is_empty() {
+                view.auth_url = link(format!("auth/slack/{public}"));
+                view.auth_refresh_url = link(format!("auth/slack/{public}/refresh"));
+            }
             if !c.client_id.is_empty() {
                 view.install_url = link(format!("oauth/slack/{public}/install"));
                 view.oauth_redirect_url = Some(oauth::slack_redirect_url(state));

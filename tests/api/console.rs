@@ -463,6 +463,10 @@ async fn a_builder_connects_a_slack_app_in_a_real_browser() {
         .await
         .ends_with("/interactions"));
     assert!(browser.find_all("button[data-copy=events-url]").await.len() == 1);
+    assert!(
+        browser.find_all("#auth-url").await.is_empty(),
+        "no auth header, no token URL"
+    );
     assert!(!browser
         .source()
         .await
@@ -518,8 +522,22 @@ async fn a_builder_connects_a_slack_app_in_a_real_browser() {
     browser
         .fill("#client_secret", slack["client_secret"].as_str().unwrap())
         .await;
+    browser
+        .fill("#auth_header", "internal-services-slack-0123")
+        .await;
     browser.click("#submit-connect").await;
     let install_url = browser.text("#install-url").await;
+    // With an auth header: the token URLs, and how to call them.
+    let auth_url = browser.text("#auth-url").await;
+    assert!(
+        auth_url.starts_with(&format!("{public}/auth/slack/")),
+        "{auth_url}"
+    );
+    assert_eq!(
+        browser.text("#auth-refresh-url").await,
+        format!("{auth_url}/refresh")
+    );
+    assert!(browser.text("#auth-urls-hint").await.contains("?team="));
     assert!(browser
         .text("#oauth-redirect-url")
         .await

@@ -757,6 +757,11 @@ async fn naverworks_and_slack_connections_are_isolated(backend: Backend) {
     let slack_view = list.iter().find(|c| c["channel"] == "slack").unwrap();
     let nw_view = list.iter().find(|c| c["channel"] == "naverworks").unwrap();
     assert!(slack_view.get("webhook_url").is_none() && slack_view.get("private_key").is_none());
+    // No auth header, no token URLs (they would answer nobody).
+    assert!(
+        slack_view.get("auth_url").is_none() && slack_view.get("auth_refresh_url").is_none(),
+        "{slack_view}"
+    );
     assert!(nw_view.get("events_url").is_none() && nw_view["webhook_url"].is_string());
 }
 

@@ -238,9 +238,12 @@ impl Installs {
     }
 
     async fn token_url(&self, app: &TestApp, team: &str, refresh: bool) -> (StatusCode, Value) {
-        let url = local(app, self.connection["events_url"].as_str().unwrap())
-            .replace("/webhooks/slack/", "/auth/slack/")
-            .replace("/events", if refresh { "/refresh" } else { "" });
+        let field = if refresh {
+            "auth_refresh_url"
+        } else {
+            "auth_url"
+        };
+        let url = local(app, self.connection[field].as_str().unwrap());
         let method = if refresh { Method::POST } else { Method::GET };
         let req = app
             .client
@@ -368,11 +371,7 @@ async fn two_workspaces_install_and_are_answered_with_their_own_tokens(backend: 
     let wrong = s
         .app
         .client
-        .get(
-            local(&s.app, s.connection["events_url"].as_str().unwrap())
-                .replace("/webhooks/slack/", "/auth/slack/")
-                .replace("/events", "?team=TAAA"),
-        )
+        .get(local(&s.app, s.connection["auth_url"].as_str().unwrap()) + "?team=TAAA")
         .header("X-Botgate-Auth", "not-the-header-value-at-all")
         .send()
         .await
@@ -755,11 +754,7 @@ async fn an_install_and_a_refresh_leave_no_token_in_the_log() {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::ACCEPTED);
-    let auth = conn["events_url"]
-        .as_str()
-        .unwrap()
-        .replace("/webhooks/slack/", "/auth/slack/")
-        .replace("/events", "/refresh");
+    let auth = conn["auth_refresh_url"].as_str().unwrap();
     let res = client
         .post(format!("{auth}?team={team}"))
         .header("X-Botgate-Auth", AUTH)

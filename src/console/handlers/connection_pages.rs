@@ -301,7 +301,10 @@ async fn connection_view(
             }
             @match Channel::of(c) {
                 Channel::NaverWorks => small.hint { (T::UrlsHint.get(l)) },
-                Channel::Slack => small.hint { (T::SlackUrlsHint.get(l)) },
+                Channel::Slack => {
+                    small.hint { (T::SlackUrlsHint.get(l)) }
+                    @if view.auth_url.is_some() { " " small.hint #auth-urls-hint { (T::SlackAuthUrlsHint.get(l)) } }
+                },
             }
         }
         section #test {
