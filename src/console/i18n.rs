@@ -124,6 +124,10 @@ texts! {
     InstalledAt => "Installed", "설치 시각";
     StatusActive => "active", "정상";
     NeedsReinstall => "needs re-install", "재설치 필요";
+    RemoveInstallation => "Remove", "제거";
+    RemoveInstallationConfirm => "The workspace's tokens are deleted here at once, and its messages go unanswered until its admin adds the app again.", "이 워크스페이스의 토큰이 즉시 삭제되며, 관리자가 앱을 다시 추가할 때까지 메시지에 응답하지 않습니다.";
+    RemoveInstallationYes => "Yes, remove it", "예, 제거합니다";
+    InstallationRemoved => "Installation removed:", "설치를 제거했습니다:";
     InstallHint => "A workspace marked \"needs re-install\" lost its refresh token: its admin opens the Add to Slack page again. Uninstalling the app in Slack removes its tokens here at once.", "\"재설치 필요\"로 표시된 워크스페이스는 갱신 토큰이 거부된 것입니다. 해당 관리자가 Add to Slack 페이지를 다시 열어야 합니다. Slack에서 앱을 제거하면 여기의 토큰도 즉시 삭제됩니다.";
     SlackConnected => "Connected. Three steps are left in your app's settings at api.slack.com/apps:", "연결되었습니다. api.slack.com/apps의 앱 설정에서 남은 세 단계:";
     SlackStepEvents => "Event Subscriptions: turn it on, paste the Events Request URL below (Slack checks it at once), and subscribe to the bot events message.im, message.channels and app_mention.", "Event Subscriptions: 사용으로 바꾸고 아래 Events Request URL을 붙여 넣은 뒤(Slack이 바로 확인합니다) 봇 이벤트 message.im, message.channels, app_mention을 구독하세요.";

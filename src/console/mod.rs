@@ -137,6 +137,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 resource("/connections/{connection}/replay").route(web::post().to(h::replay_all)),
             )
             .service(
+                resource("/connections/{connection}/installations/{team}/remove")
+                    .route(web::post().to(h::remove_installation)),
+            )
+            .service(
                 resource("/connections/{connection}/events/{event}/replay")
                     .route(web::post().to(h::replay_one)),
             )

@@ -244,8 +244,7 @@ async fn slack_token(
     use crate::channels::slack::installs::{bot_token, TokenProblem};
     let team = url::form_urlencoded::parse(req.query_string().as_bytes())
         .find(|(k, _)| k == "team")
-        .map(|(_, v)| v.into_owned())
-        .filter(|t| !t.is_empty() && t.len() <= 64 && t.bytes().all(|b| b.is_ascii_alphanumeric()));
+        .and_then(|(_, v)| crate::channels::slack::team_id(&v).map(str::to_owned));
     match bot_token(state, connection, team.as_deref(), force).await {
         Ok(token) => Served::token(SlackToken {
             access_token: token.token.expose_secret(),

@@ -398,8 +398,10 @@ pub async fn remove_installation(
     record: &ConnectionRecord,
     team: &str,
 ) -> Result<(), ApiError> {
+    const NONE: ApiError = ApiError::NotFound("no installation for that workspace");
+    let team = crate::channels::slack::team_id(team).ok_or(NONE)?;
     if !state.store.delete_installation(&record.id, team).await? {
-        return Err(ApiError::NotFound("no installation for that workspace"));
+        return Err(NONE);
     }
     tracing::info!(connection_id = %record.id, team_id = %team, "Slack installation removed");
     Ok(())

@@ -564,6 +564,25 @@ async fn a_builder_connects_a_slack_app_in_a_real_browser() {
             .len(),
         1
     );
+    // Removed from the page: Remove opens the confirmation, which removes it.
+    browser
+        .click("#installations details.remove-installation summary")
+        .await;
+    assert!(browser
+        .text("#installations details.remove-installation")
+        .await
+        .contains("until its admin adds the app again"));
+    browser
+        .click("#installations details.remove-installation button")
+        .await;
+    assert!(browser
+        .text(".notice")
+        .await
+        .contains("Installation removed"));
+    assert!(browser
+        .text("#installations")
+        .await
+        .contains("No workspace"));
     // Korean.
     browser.click("#lang-ko").await;
     assert!(browser.text("#urls").await.contains("api.slack.com/apps"));
@@ -793,7 +812,7 @@ impl<'a> Visitor<'a> {
 }
 
 /// The value of a hidden form field in a page.
-fn hidden(page: &str, name: &str) -> String {
+pub fn hidden(page: &str, name: &str) -> String {
     let marker = format!("name=\"{name}\" value=\"");
     let start = page
         .find(&marker)

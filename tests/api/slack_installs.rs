@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use botgate::emulator::EmulatorConfig;
 
 use crate::both_backends;
+use crate::console::{hidden, Visitor};
 use crate::emulator::{spawn_emulator, Emu};
 use crate::helpers::*;
 
@@ -646,7 +647,53 @@ async fn rotating_tokens_refresh_once_per_lifetime_across_replicas(backend: Back
     }
 }
 
+/// The console's Remove button: refused without the form's token and for
+/// a path that is not a team id (nothing removed); with it, the workspace's
+/// installation and tokens are gone, and the notice shows only a team id.
+async fn the_console_removes_an_installation_with_its_form_token(backend: Backend) {
+    let s = setup(backend, json!({})).await;
+    s.install("TAAA").await;
+    s.install("TBBB").await;
+    let id = s.connection["id"].as_str().unwrap();
+    let mut visitor = Visitor::new(&s.app);
+    visitor.sign_in(&s.tenant.api_key).await;
+    let page_path = format!("/console/connections/{id}");
+    let (status, _, page) = visitor.get(&page_path).await;
+    assert_eq!(status, StatusCode::OK);
+    let remove = format!("/console/connections/{id}/installations/TAAA/remove");
+    assert!(page.contains(&remove), "the page has the Remove form");
+    let csrf = hidden(&page, "csrf");
+    let wrong = "0".repeat(64);
+    for form in [&[][..], &[("csrf", wrong.as_str())][..]] {
+        let (status, _, _) = visitor.post(&remove, form).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{form:?}");
+    }
+    let not_a_team = format!("/console/connections/{id}/installations/T%3Cb%3E/remove");
+    let (status, _, _) = visitor.post(&not_a_team, &[("csrf", &csrf)]).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(s.installations().await.len(), 2, "nothing removed");
+
+    let (status, headers, _) = visitor.post(&remove, &[("csrf", &csrf)]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let location = headers[LOCATION].to_str().unwrap().to_owned();
+    assert!(location.ends_with("?removed=TAAA"), "{location}");
+    let list = s.installations().await;
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0]["team_id"], "TBBB");
+    let (status, _) = s.token_url(&s.app, "TAAA", false).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "its tokens are gone");
+    let (_, _, page) = visitor.get(&location).await;
+    assert!(page.contains("Installation removed: TAAA"), "{page}");
+    assert!(!page.contains("installations/TAAA/remove"));
+    let (_, _, page) = visitor.get(&format!("{page_path}?removed=%3Cb%3Ehi")).await;
+    assert!(
+        !page.contains("Installation removed"),
+        "a crafted notice is not shown"
+    );
+}
+
 both_backends!(
+    the_console_removes_an_installation_with_its_form_token,
     two_workspaces_install_and_are_answered_with_their_own_tokens,
     bad_install_states_are_refused_and_store_nothing,
     rotating_tokens_refresh_once_per_lifetime_across_replicas,

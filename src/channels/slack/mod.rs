@@ -406,13 +406,7 @@ pub fn outgoing(
         return Err(vec![FieldError::new(path, reason)]);
     }
     let team = match &request.team_id {
-        Some(team)
-            if !team.is_empty()
-                && team.len() <= 64
-                && team.bytes().all(|b| b.is_ascii_alphanumeric()) =>
-        {
-            team.clone()
-        }
+        Some(team) if team_id(team).is_some() => team.clone(),
         Some(_) => return Err(vec![FieldError::new("team_id", "is not a Slack team id")]),
         None => Details::of(connection)
             .identity
@@ -669,6 +663,14 @@ fn count(state: &AppState, endpoint: &'static str, started: std::time::Instant, 
     state.metrics.sends.inc(sent.label());
 }
 
+/// A Slack team id as botgate takes one from outside (a query, a path, a
+/// send request): 1 to 64 ASCII letters and digits (`T…`, `E…`), or none.
+pub fn team_id(text: &str) -> Option<&str> {
+    let ok =
+        !text.is_empty() && text.len() <= 64 && text.bytes().all(|b| b.is_ascii_alphanumeric());
+    ok.then_some(text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -720,5 +722,14 @@ mod tests {
             (t.ignored, t.text(), t.kind.as_str()),
             (None, Some("hi"), "message")
         );
+    }
+
+    #[test]
+    fn a_team_id_is_letters_and_digits_up_to_64() {
+        assert_eq!(team_id("T0123ABC"), Some("T0123ABC"));
+        assert_eq!(team_id(&"T".repeat(64)).map(str::len), Some(64));
+        for bad in ["", "T<b>", "T 1", "T-1", "Tü", &"T".repeat(65)] {
+            assert_eq!(team_id(bad), None, "{bad:?}");
+        }
     }
 }

@@ -367,7 +367,7 @@ async fn connection_view(
                     p.empty { (T::NoInstallations.get(l)) }
                 } @else {
                     table {
-                        thead { tr { th { (T::Workspace.get(l)) } th { (T::Status.get(l)) } th { (T::Scopes.get(l)) } th { (T::InstalledAt.get(l)) } } }
+                        thead { tr { th { (T::Workspace.get(l)) } th { (T::Status.get(l)) } th { (T::Scopes.get(l)) } th { (T::InstalledAt.get(l)) } th {} } }
                         tbody {
                             @for i in &installations {
                                 tr data-team=(i.team_id) data-status=(i.status) {
@@ -381,6 +381,17 @@ async fn connection_view(
                                     }
                                     td { code { (i.scopes) } }
                                     td { (when(i.installed_at)) }
+                                    td {
+                                        // A second step without script: the confirmation opens in place.
+                                        details.remove-installation {
+                                            summary { (T::RemoveInstallation.get(l)) }
+                                            p { (T::RemoveInstallationConfirm.get(l)) }
+                                            form.inline method="post" action={ "/console/connections/" (id) "/installations/" (i.team_id) "/remove" } {
+                                                (csrf(ctx))
+                                                button.danger type="submit" { (T::RemoveInstallationYes.get(l)) }
+                                            }
+                                        }
+                                    }
                                 }
                             }
                         }
@@ -524,6 +535,14 @@ pub async fn connection_page(ctx: Ctx, req: HttpRequest, path: web::Path<String>
             Some(created_steps(ctx.lang, &c))
         } else if query.contains("saved=1") {
             Some(notice(T::Saved.get(ctx.lang)))
+        } else if let Some(team) = query
+            .split('&')
+            .find_map(|p| crate::channels::slack::team_id(p.strip_prefix("removed=")?))
+        {
+            Some(notice(&format!(
+                "{} {team}",
+                T::InstallationRemoved.get(ctx.lang)
+            )))
         } else if let Some(n) = query.split('&').find_map(|p| p.strip_prefix("replayed=")) {
             let n: u64 = n.parse().unwrap_or(0);
             Some(notice(&format!("{} {n}", T::Replayed.get(ctx.lang))))
@@ -558,6 +577,23 @@ pub async fn replay_all(ctx: Ctx, path: web::Path<String>, form: Form) -> HttpRe
         let c = posted_connection(&ctx, &form, &path).await?;
         let n = events::replay(&ctx.state, &c, None).await?;
         Ok(ctx.redirect(&format!("/console/connections/{}?replayed={n}", c.id)))
+    }
+    .await;
+    finish(&ctx, page)
+}
+
+/// Removes a Slack workspace's installation and its tokens (the API's
+/// `DELETE …/installations/{team}`), then shows the page with a notice.
+pub async fn remove_installation(
+    ctx: Ctx,
+    path: web::Path<(String, String)>,
+    form: Form,
+) -> HttpResponse {
+    let page = async {
+        let c = posted_connection(&ctx, &form, &path.0).await?;
+        let team = path.1.as_str();
+        slack::remove_installation(&ctx.state, &c, team).await?;
+        Ok(ctx.redirect(&format!("/console/connections/{}?removed={team}", c.id)))
     }
     .await;
     finish(&ctx, page)
