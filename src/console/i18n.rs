@@ -190,6 +190,15 @@ texts! {
     NoToken => "No token yet: one is fetched with the first message or auth URL request.", "아직 토큰이 없습니다. 첫 메시지나 인증 URL 요청 때 발급됩니다.";
     TokenValid => "Valid until", "유효 기한";
     TokenExpired => "Expired at", "만료 시각";
+    TokenReads => "Token reads (auth URLs)", "토큰 조회 기록 (인증 URL)";
+    NoTokenReads => "No service has read the token through the auth URLs yet.", "아직 인증 URL로 토큰을 조회한 서비스가 없습니다.";
+    ReadAt => "Time", "시각";
+    ReadAction => "Action", "동작";
+    ReadOutcome => "Outcome", "결과";
+    ReadAddress => "Address", "주소";
+    ActionRead => "read", "조회";
+    ActionRefresh => "refresh", "갱신";
+    TokenReadsHint => "The last 20 reads and refreshes, with the address they came from; a wrong header is recorded as denied.", "최근 20건의 조회와 갱신, 요청한 주소입니다. 잘못된 헤더는 denied로 기록됩니다.";
     LastRefresh => "Last issued or refreshed", "마지막 발급/갱신";
     RecentEvents => "Recent events", "최근 이벤트";
     NoEvents => "No callback received yet.", "아직 받은 콜백이 없습니다.";

@@ -356,6 +356,23 @@ async fn a_builder_connects_a_bot_in_a_real_browser() {
         !s.contains("data-status=\"dead\"") && s.matches("data-status=\"done\"").count() == 3
     })
     .await;
+    // An internal service reads the token: the page lists the read.
+    let auth_url = browser
+        .text("#auth-url")
+        .await
+        .replace(public, &app.address);
+    let res = app
+        .client
+        .get(&auth_url)
+        .header("DANBEE-NAVERWORKS-AUTH", "internal-services-secret-value")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    wait_for_page(&browser, &connection_url, "the token read", |s| {
+        s.contains("class=\"token-read\" data-outcome=\"ok\"")
+    })
+    .await;
     browser.click("#test-connection").await;
     browser.find("#test-result").await;
     browser

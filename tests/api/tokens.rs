@@ -376,6 +376,29 @@ async fn wrong_headers_look_alike_and_are_limited(backend: Backend) {
     })
     .await;
     assert!(found, "audit entries recorded");
+
+    // The console's connection page lists the same reads, never the token.
+    let mut visitor = crate::console::Visitor::new(&s.app);
+    visitor.sign_in(&s.tenant.api_key).await;
+    let page_path = format!(
+        "/console/connections/{}",
+        s.connection["id"].as_str().unwrap()
+    );
+    let (status, _, page) = visitor.get(&page_path).await;
+    assert_eq!(status, StatusCode::OK);
+    let section = &page[page
+        .find("id=\"token-reads\"")
+        .expect("a token reads section")..];
+    let section = &section[..section.find("</section>").unwrap()];
+    assert!(
+        section.contains("data-outcome=\"ok\"") && section.contains("127.0.0.1"),
+        "{section}"
+    );
+    assert!(
+        section.contains("data-outcome=\"denied\"") && section.contains("127.0.0.2"),
+        "{section}"
+    );
+    assert!(!section.contains(HEADER));
 }
 
 async fn connection_test_reports_each_problem(backend: Backend) {

@@ -277,6 +277,11 @@ async fn connection_view(
     } else {
         Vec::new()
     };
+    // Who read the bot's token: shown where there are auth URLs to read.
+    let reads = match view.auth_url {
+        Some(_) => state.store.audit(&c.tenant_id, &c.id, 20).await?,
+        None => Vec::new(),
+    };
     let playground = crate::console::playground::emulator_of(state, c).is_some();
     let body = html! {
         @if let Some(f) = flash { (f) }
@@ -398,6 +403,35 @@ async fn connection_view(
                     }
                 }
                 small.hint { (T::InstallHint.get(l)) }
+            }
+        }
+        @if view.auth_url.is_some() {
+            section #token-reads {
+                h2 { (T::TokenReads.get(l)) }
+                @if reads.is_empty() {
+                    p.empty { (T::NoTokenReads.get(l)) }
+                } @else {
+                    table {
+                        thead { tr { th { (T::ReadAt.get(l)) } th { (T::ReadAction.get(l)) } th { (T::ReadOutcome.get(l)) } th { (T::ReadAddress.get(l)) } } }
+                        tbody {
+                            @for e in &reads {
+                                tr.token-read data-outcome=(e.outcome) {
+                                    td { (when(e.at)) }
+                                    td { (if e.action == "refresh" { T::ActionRefresh } else { T::ActionRead }.get(l)) }
+                                    td {
+                                        @if e.outcome == "ok" {
+                                            span.status { (e.outcome) }
+                                        } @else {
+                                            span.status.failed { (e.outcome) }
+                                        }
+                                    }
+                                    td { code { (e.client_addr) } }
+                                }
+                            }
+                        }
+                    }
+                }
+                small.hint { (T::TokenReadsHint.get(l)) }
             }
         }
         section #events {
