@@ -377,7 +377,7 @@ async fn wrong_headers_look_alike_and_are_limited(backend: Backend) {
     .await;
     assert!(found, "audit entries recorded");
 
-    // The console's connection page lists the same reads, never the token.
+    // The console's connection page lists the same reads, never the header.
     let mut visitor = crate::console::Visitor::new(&s.app);
     visitor.sign_in(&s.tenant.api_key).await;
     let page_path = format!(
