@@ -70,6 +70,21 @@ pub fn alert(text: &str) -> Markup {
     html! { p.alert role="alert" { (text) } }
 }
 
+/// A list on a page: `empty` when there are no rows, else a table (with
+/// `id`, if given) under these headings ("" for a column without one).
+pub fn listing(id: Option<&str>, headings: &[&str], rows: Vec<Markup>, empty: &str) -> Markup {
+    html! {
+        @if rows.is_empty() {
+            p.empty { (empty) }
+        } @else {
+            table id=[id] {
+                thead { tr { @for heading in headings { th { (heading) } } } }
+                tbody { @for row in rows { (row) } }
+            }
+        }
+    }
+}
+
 pub fn csrf(ctx: &Ctx) -> Markup {
     html! {
         @if let Some(session) = &ctx.session {

@@ -10,22 +10,14 @@ pub async fn connections_page(ctx: Ctx) -> HttpResponse {
         let l = ctx.lang;
         let all = ctx.state.store.connections(&t.id).await?;
         let body = html! {
-            @if all.is_empty() {
-                p.empty { (T::NoConnections.get(l)) }
-            } @else {
-                table #connections {
-                    thead { tr { th { (T::BotId.get(l)) } th { (T::ClientId.get(l)) } th { (T::Created.get(l)) } } }
-                    tbody {
-                        @for c in &all {
-                            tr {
-                                td { a href={ "/console/connections/" (c.id.as_str()) } { (c.bot_id) } }
-                                td { code { (c.client_id) } }
-                                td { (when(c.created_at)) }
-                            }
-                        }
-                    }
+            @let rows = all.iter().map(|c| html! {
+                tr {
+                    td { a href={ "/console/connections/" (c.id.as_str()) } { (c.bot_id) } }
+                    td { code { (c.client_id) } }
+                    td { (when(c.created_at)) }
                 }
-            }
+            }).collect();
+            (listing(Some("connections"), &[T::BotId.get(l), T::ClientId.get(l), T::Created.get(l)], rows, T::NoConnections.get(l)))
             p {
                 a.button #connect href="/console/connections/new" { (T::ConnectNaverWorks.get(l)) }
                 " "
@@ -368,69 +360,53 @@ async fn connection_view(
         @if slack && !c.client_id.is_empty() {
             section #installations {
                 h2 { (T::Installations.get(l)) }
-                @if installations.is_empty() {
-                    p.empty { (T::NoInstallations.get(l)) }
-                } @else {
-                    table {
-                        thead { tr { th { (T::Workspace.get(l)) } th { (T::Status.get(l)) } th { (T::Scopes.get(l)) } th { (T::InstalledAt.get(l)) } th {} } }
-                        tbody {
-                            @for i in &installations {
-                                tr data-team=(i.team_id) data-status=(i.status) {
-                                    td { (i.team_name) " " code { (i.team_id) } }
-                                    td {
-                                        @if i.status == "active" {
-                                            span.status { (T::StatusActive.get(l)) }
-                                        } @else {
-                                            span.status.failed { (T::NeedsReinstall.get(l)) }
-                                        }
-                                    }
-                                    td { code { (i.scopes) } }
-                                    td { (when(i.installed_at)) }
-                                    td {
-                                        // A second step without script: the confirmation opens in place.
-                                        details.remove-installation {
-                                            summary { (T::RemoveInstallation.get(l)) }
-                                            p { (T::RemoveInstallationConfirm.get(l)) }
-                                            form.inline method="post" action={ "/console/connections/" (id) "/installations/" (i.team_id) "/remove" } {
-                                                (csrf(ctx))
-                                                button.danger type="submit" { (T::RemoveInstallationYes.get(l)) }
-                                            }
-                                        }
-                                    }
+                @let rows = installations.iter().map(|i| html! {
+                    tr data-team=(i.team_id) data-status=(i.status) {
+                        td { (i.team_name) " " code { (i.team_id) } }
+                        td {
+                            @if i.status == "active" {
+                                span.status { (T::StatusActive.get(l)) }
+                            } @else {
+                                span.status.failed { (T::NeedsReinstall.get(l)) }
+                            }
+                        }
+                        td { code { (i.scopes) } }
+                        td { (when(i.installed_at)) }
+                        td {
+                            // A second step without script: the confirmation opens in place.
+                            details.remove-installation {
+                                summary { (T::RemoveInstallation.get(l)) }
+                                p { (T::RemoveInstallationConfirm.get(l)) }
+                                form.inline method="post" action={ "/console/connections/" (id) "/installations/" (i.team_id) "/remove" } {
+                                    (csrf(ctx))
+                                    button.danger type="submit" { (T::RemoveInstallationYes.get(l)) }
                                 }
                             }
                         }
                     }
-                }
+                }).collect();
+                (listing(None, &[T::Workspace.get(l), T::Status.get(l), T::Scopes.get(l), T::InstalledAt.get(l), ""], rows, T::NoInstallations.get(l)))
                 small.hint { (T::InstallHint.get(l)) }
             }
         }
         @if view.auth_url.is_some() {
             section #token-reads {
                 h2 { (T::TokenReads.get(l)) }
-                @if reads.is_empty() {
-                    p.empty { (T::NoTokenReads.get(l)) }
-                } @else {
-                    table {
-                        thead { tr { th { (T::ReadAt.get(l)) } th { (T::ReadAction.get(l)) } th { (T::ReadOutcome.get(l)) } th { (T::ReadAddress.get(l)) } } }
-                        tbody {
-                            @for e in &reads {
-                                tr.token-read data-outcome=(e.outcome) {
-                                    td { (when(e.at)) }
-                                    td { (if e.action == "refresh" { T::ActionRefresh } else { T::ActionRead }.get(l)) }
-                                    td {
-                                        @if e.outcome == "ok" {
-                                            span.status { (e.outcome) }
-                                        } @else {
-                                            span.status.failed { (e.outcome) }
-                                        }
-                                    }
-                                    td { code { (e.client_addr) } }
-                                }
+                @let rows = reads.iter().map(|e| html! {
+                    tr.token-read data-outcome=(e.outcome) {
+                        td { (when(e.at)) }
+                        td { (if e.action == "refresh" { T::ActionRefresh } else { T::ActionRead }.get(l)) }
+                        td {
+                            @if e.outcome == "ok" {
+                                span.status { (e.outcome) }
+                            } @else {
+                                span.status.failed { (e.outcome) }
                             }
                         }
+                        td { code { (e.client_addr) } }
                     }
-                }
+                }).collect();
+                (listing(None, &[T::ReadAt.get(l), T::ReadAction.get(l), T::ReadOutcome.get(l), T::ReadAddress.get(l)], rows, T::NoTokenReads.get(l)))
                 small.hint { (T::TokenReadsHint.get(l)) }
             }
         }
@@ -442,55 +418,41 @@ async fn connection_view(
                     button #replay-all type="submit" { (T::ReplayAll.get(l)) " (" (dead.len()) ")" }
                 }
             }
-            @if events.is_empty() && dead.is_empty() {
-                p.empty { (T::NoEvents.get(l)) }
-            } @else {
-                table {
-                    thead { tr { th { (T::Received.get(l)) } th { (T::Type.get(l)) } th { (T::Conversation.get(l)) } th { (T::Status.get(l)) } th { (T::Attempts.get(l)) } th { (T::LastError.get(l)) } th {} } }
-                    tbody {
-                        @for e in events.iter().chain(dead.iter().filter(|d| !events.iter().any(|e| e.id == d.id))) {
-                            tr.event data-event=(e.id) {
-                                td { (when(e.received_at)) }
-                                td { (e.event_type) }
-                                td { code { (e.conversation) } }
-                                td { (status_badge(&e.status, l)) }
-                                td { (e.attempts) }
-                                td.error-text { (e.last_error.as_deref().unwrap_or("")) }
-                                td {
-                                    @if e.status == "dead" || e.status == "refused" {
-                                        form.inline method="post" action={ "/console/connections/" (id) "/events/" (e.id) "/replay" } {
-                                            (csrf(ctx))
-                                            button.replay type="submit" { (T::Replay.get(l)) }
-                                        }
-                                    }
-                                }
+            // The recent events, then the dead or refused ones older than those.
+            @let listed = events.iter().chain(dead.iter().filter(|d| !events.iter().any(|e| e.id == d.id)));
+            @let rows = listed.map(|e| html! {
+                tr.event data-event=(e.id) {
+                    td { (when(e.received_at)) }
+                    td { (e.event_type) }
+                    td { code { (e.conversation) } }
+                    td { (status_badge(&e.status, l)) }
+                    td { (e.attempts) }
+                    td.error-text { (e.last_error.as_deref().unwrap_or("")) }
+                    td {
+                        @if e.status == "dead" || e.status == "refused" {
+                            form.inline method="post" action={ "/console/connections/" (id) "/events/" (e.id) "/replay" } {
+                                (csrf(ctx))
+                                button.replay type="submit" { (T::Replay.get(l)) }
                             }
                         }
                     }
                 }
-            }
+            }).collect();
+            (listing(None, &[T::Received.get(l), T::Type.get(l), T::Conversation.get(l), T::Status.get(l), T::Attempts.get(l), T::LastError.get(l), ""], rows, T::NoEvents.get(l)))
         }
         (test_message.unwrap_or_else(|| crate::console::test_message::section(ctx, c, None, &[], &HashMap::new())))
         section #messages {
             h2 { (T::RecentMessages.get(l)) }
-            @if messages.is_empty() {
-                p.empty { (T::NoMessages.get(l)) }
-            } @else {
-                table {
-                    thead { tr { th { (T::Created.get(l)) } th { (T::Target.get(l)) } th { (T::Status.get(l)) } th { (T::Attempts.get(l)) } th { (T::LastError.get(l)) } } }
-                    tbody {
-                        @for m in &messages {
-                            tr.message data-message=(m.id) {
-                                td { (when(m.created_at)) }
-                                td { code { (m.target_kind) ":" (m.target_id) } }
-                                td { (status_badge(&m.status, l)) }
-                                td { (m.attempts) }
-                                td.error-text { (m.last_error.as_deref().unwrap_or("")) }
-                            }
-                        }
-                    }
+            @let rows = messages.iter().map(|m| html! {
+                tr.message data-message=(m.id) {
+                    td { (when(m.created_at)) }
+                    td { code { (m.target_kind) ":" (m.target_id) } }
+                    td { (status_badge(&m.status, l)) }
+                    td { (m.attempts) }
+                    td.error-text { (m.last_error.as_deref().unwrap_or("")) }
                 }
-            }
+            }).collect();
+            (listing(None, &[T::Created.get(l), T::Target.get(l), T::Status.get(l), T::Attempts.get(l), T::LastError.get(l)], rows, T::NoMessages.get(l)))
         }
         section #credentials {
             h2 { (T::Details.get(l)) }

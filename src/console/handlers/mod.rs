@@ -15,7 +15,7 @@ use secrecy::ExposeSecret as _;
 use serde_json::Value;
 
 use super::i18n::{Lang, T};
-use super::pages::{self, alert, copyable, csrf, layout, notice, status_badge, when};
+use super::pages::{self, alert, copyable, csrf, layout, listing, notice, status_badge, when};
 use super::session::{csrf_of, millis, same, Ctx, Session, SESSION_COOKIE, SIGN_IN_COOKIE};
 use crate::channels::Channel;
 use crate::domain::ids::{ConnectionId, TenantId};

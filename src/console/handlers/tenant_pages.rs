@@ -23,28 +23,20 @@ async fn tenants_inner(
             (copyable("new-api-key", &format!("{} ({})", T::ApiKey.get(l), tenant.name), key, l))
         }
         p { (T::TenantsIntro.get(l)) }
-        @if all.is_empty() {
-            p.empty { (T::NoTenants.get(l)) }
-        } @else {
-            table #tenants {
-                thead { tr { th { (T::TenantName.get(l)) } th { "ID" } th { (T::Created.get(l)) } th {} } }
-                tbody {
-                    @for t in &all {
-                        tr {
-                            td { (t.name) }
-                            td { code { (t.id.as_str()) } }
-                            td { (when(t.created_at)) }
-                            td {
-                                form.inline method="post" action={ "/console/tenants/" (t.id.as_str()) "/open" } {
-                                    (csrf(ctx))
-                                    button type="submit" { (T::Open.get(l)) }
-                                }
-                            }
-                        }
+        @let rows = all.iter().map(|t| html! {
+            tr {
+                td { (t.name) }
+                td { code { (t.id.as_str()) } }
+                td { (when(t.created_at)) }
+                td {
+                    form.inline method="post" action={ "/console/tenants/" (t.id.as_str()) "/open" } {
+                        (csrf(ctx))
+                        button type="submit" { (T::Open.get(l)) }
                     }
                 }
             }
-        }
+        }).collect();
+        (listing(Some("tenants"), &[T::TenantName.get(l), "ID", T::Created.get(l), ""], rows, T::NoTenants.get(l)))
         h2 { (T::NewTenant.get(l)) }
         form.card method="post" action="/console/tenants" {
             (csrf(ctx))
