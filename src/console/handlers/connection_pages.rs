@@ -271,8 +271,8 @@ async fn connection_view(
     };
     // Who read the bot's token: shown where there are auth URLs to read.
     let reads = match view.auth_url {
-        Some(_) => state.store.audit(&c.tenant_id, &c.id, 20).await?,
-        None => Vec::new(),
+        Some(_) => Some(state.store.audit(&c.tenant_id, &c.id, 20).await?),
+        None => None,
     };
     let playground = crate::console::playground::emulator_of(state, c).is_some();
     let body = html! {
@@ -389,7 +389,7 @@ async fn connection_view(
                 small.hint { (T::InstallHint.get(l)) }
             }
         }
-        @if view.auth_url.is_some() {
+        @if let Some(reads) = &reads {
             section #token-reads {
                 h2 { (T::TokenReads.get(l)) }
                 @let rows = reads.iter().map(|e| html! {
