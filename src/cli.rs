@@ -8,8 +8,8 @@ use crate::secrets::debug_fields;
 #[command(
     name = "botgate",
     version,
-    about = "A self-hostable, multi-tenant chatbot channel gateway for NAVER WORKS bots",
-    long_about = "A self-hostable, multi-tenant chatbot channel gateway for NAVER WORKS bots.\n\n\
+    about = "A self-hostable, multi-tenant chatbot channel gateway for NAVER WORKS and Slack bots",
+    long_about = "A self-hostable, multi-tenant chatbot channel gateway for NAVER WORKS and Slack bots.\n\n\
         With no command, botgate migrates its database and serves. Settings come from \
         built-in defaults, then config/default.toml (or the file named by BOTGATE_CONFIG), \
         then BOTGATE_* environment variables (see config/default.toml for every setting)."
@@ -43,10 +43,11 @@ pub enum Command {
     /// Run the benchmarks of BENCHMARKS.md against an in-process botgate,
     /// emulator and ceiling server (build with --release).
     Bench(BenchArgs),
-    /// Run the NAVER WORKS emulator (token endpoint, Bot API, callbacks), or
-    /// use a running one. Point botgate at it with
-    /// BOTGATE_NAVERWORKS_AUTH_URL=http://ADDR/oauth2/v2.0 and
-    /// BOTGATE_NAVERWORKS_API_URL=http://ADDR/v1.0.
+    /// Run the NAVER WORKS and Slack emulator (tokens, Bot API and Web API,
+    /// OAuth, signed callbacks), or use a running one. Point botgate at it
+    /// with BOTGATE_NAVERWORKS_AUTH_URL=http://ADDR/oauth2/v2.0,
+    /// BOTGATE_NAVERWORKS_API_URL=http://ADDR/v1.0 and
+    /// BOTGATE_SLACK_API_URL=http://ADDR/slack/api.
     Emulator {
         #[command(subcommand)]
         command: Option<EmulatorCommand>,
@@ -208,7 +209,14 @@ pub struct SendArgs {
     /// …or the room.
     #[arg(long)]
     pub channel: Option<String>,
-    /// Send a text over 2,000 characters as several messages.
+    /// Slack: the workspace (team id, T…) to send through; required for a
+    /// connection that sends through its installations.
+    #[arg(long)]
+    pub team: Option<String>,
+    /// Slack: the thread to answer in (its ts, e.g. 1700000000.000100).
+    #[arg(long)]
+    pub thread: Option<String>,
+    /// NAVER WORKS: send a text over 2,000 characters as several messages.
     #[arg(long)]
     pub split: bool,
     /// Makes a retried run send only once.
@@ -225,4 +233,8 @@ pub struct SendArgs {
 }
 
 // The API key is left out.
-debug_fields!(SendArgs { connection, url });
+debug_fields!(SendArgs {
+    connection,
+    team,
+    url
+});

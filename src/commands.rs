@@ -228,6 +228,12 @@ async fn send(args: SendArgs) -> anyhow::Result<()> {
         (None, Some(channel)) => body["channel_id"] = json!(channel),
         (None, None) => anyhow::bail!("give --user or --channel"),
     }
+    if let Some(team) = args.team {
+        body["team_id"] = json!(team);
+    }
+    if let Some(thread) = args.thread {
+        body["thread_ts"] = json!(thread);
+    }
     if args.split {
         body["split_long_text"] = json!(true);
     }

@@ -121,16 +121,17 @@ impl Channel {
         }
     }
 
-    /// A send-API message: its conversation key and outbox rows, or the
-    /// field errors.
-    pub fn outgoing(
+    /// A send-API message: its conversation key and outbox rows, or why
+    /// it is refused (checked now, so that nothing is queued only to fail).
+    pub async fn outgoing(
         self,
+        state: &AppState,
         connection: &ConnectionRecord,
         request: &Outgoing<'_>,
-    ) -> Result<(String, Vec<NewOutbound>), Vec<crate::domain::FieldError>> {
+    ) -> Result<(String, Vec<NewOutbound>), Refused> {
         match self {
-            Channel::NaverWorks => naverworks::outgoing(request),
-            Channel::Slack => slack::outgoing(connection, request),
+            Channel::NaverWorks => Ok(naverworks::outgoing(request)?),
+            Channel::Slack => slack::outgoing(state, connection, request).await,
         }
     }
 
@@ -222,6 +223,26 @@ pub struct Outgoing<'a> {
     /// NAVER WORKS: a text over its limit is sent as several messages
     /// instead of being refused.
     pub split_long_text: bool,
+}
+
+/// Why a send-API request is refused.
+#[derive(Debug)]
+pub enum Refused {
+    /// The request's fields, each with what is wrong with it.
+    Invalid(Vec<crate::domain::FieldError>),
+    Store(crate::store::StoreError),
+}
+
+impl From<Vec<crate::domain::FieldError>> for Refused {
+    fn from(errors: Vec<crate::domain::FieldError>) -> Self {
+        Self::Invalid(errors)
+    }
+}
+
+impl From<crate::store::StoreError> for Refused {
+    fn from(e: crate::store::StoreError) -> Self {
+        Self::Store(e)
+    }
 }
 
 /// What one delivery attempt came to.

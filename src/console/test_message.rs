@@ -12,23 +12,43 @@ use super::handlers::{connection, finish, posted_connection, text, Form};
 use super::i18n::T;
 use super::pages::{alert, csrf, status_badge, status_text};
 use super::session::Ctx;
+use crate::channels::slack;
 use crate::channels::{Channel, Outgoing};
 use crate::domain::FieldError;
 use crate::error::ApiError;
 use crate::store::queue::OutboundMessage;
-use crate::store::ConnectionRecord;
+use crate::store::{ConnectionRecord, Installation};
 
-/// The section: the form, and the message just sent with its status.
+/// What the section shows besides its form.
+#[derive(Default)]
+pub enum Shown {
+    #[default]
+    Form,
+    /// The message just sent, with its status.
+    Sent(Box<OutboundMessage>),
+    /// A refused form: its errors, and its values kept.
+    Refused(Vec<FieldError>, HashMap<String, String>),
+}
+
+/// The section: the form, and the message just sent with its status. A
+/// Slack connection's form names the workspace to send through: the pasted
+/// token's, then each active installation's (`workspaces`).
 pub fn section(
     ctx: &Ctx,
     c: &ConnectionRecord,
-    sent: Option<&OutboundMessage>,
-    errors: &[FieldError],
-    values: &HashMap<String, String>,
+    workspaces: &[Installation],
+    shown: &Shown,
 ) -> Markup {
     let l = ctx.lang;
     let id = c.id.as_str();
-    let room = values.get("target").map(String::as_str) == Some("channel");
+    let none = HashMap::new();
+    let (sent, errors, values) = match shown {
+        Shown::Form => (None, &[][..], &none),
+        Shown::Sent(m) => (Some(m), &[][..], &none),
+        Shown::Refused(errors, values) => (None, &errors[..], values),
+    };
+    let value = |name: &str| values.get(name).map_or("", String::as_str);
+    let room = value("target") == "channel";
     let room_label = match Channel::of(c) {
         Channel::NaverWorks => T::RoomId,
         Channel::Slack => T::SlackChannelId,
@@ -38,6 +58,10 @@ pub fn section(
             .iter()
             .find(|e| e.field == field)
             .map(|e| e.message.clone())
+    };
+    let teams = match Channel::of(c) {
+        Channel::NaverWorks => Vec::new(),
+        Channel::Slack => slack::sending_workspaces(c, workspaces),
     };
     html! {
         section #send-test {
@@ -54,6 +78,19 @@ pub fn section(
             @if !errors.is_empty() { (alert(T::FixErrors.get(l))) }
             form.card #send-test-form method="post" action={ "/console/connections/" (id) "/send" } novalidate {
                 (csrf(ctx))
+                @if !teams.is_empty() || error("team_id").is_some() {
+                    div.field {
+                        label for="test-team" { (T::Workspace.get(l)) }
+                        @if !teams.is_empty() {
+                            select #test-team name="team_id" {
+                                @for (team, name) in &teams {
+                                    option value=(team) selected[value("team_id") == team] { (name) " (" (team) ")" }
+                                }
+                            }
+                        }
+                        @if let Some(e) = error("team_id") { p.error #test-team-error { (e) } }
+                    }
+                }
                 fieldset.where {
                     label { input #test-to-user type="radio" name="target" value="user" checked[!room]; " " (T::UserId.get(l)) }
                     " "
@@ -62,13 +99,13 @@ pub fn section(
                 div.field {
                     label for="test-target" { (T::SendTo.get(l)) }
                     input #test-target type="text" name="target_id" autocomplete="off" spellcheck="false"
-                        value=(values.get("target_id").map_or("", String::as_str));
+                        value=(value("target_id"));
                     @if let Some(e) = error("target_id") { p.error #test-target-error { (e) } }
                 }
                 div.field {
                     label for="test-text" { (T::MessageText.get(l)) }
                     input #test-text type="text" name="text" maxlength="2000" autocomplete="off"
-                        value=(values.get("text").map_or("", String::as_str));
+                        value=(value("text"));
                     @if let Some(e) = error("text") { p.error #test-text-error { (e) } }
                 }
                 button #send-test-message type="submit" { (T::Send.get(l)) }
@@ -117,8 +154,8 @@ pub async fn send(ctx: Ctx, path: web::Path<String>, form: Form) -> HttpResponse
     let page = async {
         let c = posted_connection(&ctx, &form, &path).await?;
         let refused = |errors: Vec<FieldError>| {
-            let section = section(&ctx, &c, None, &errors, &form);
-            super::handlers::connection_view_with(&ctx, &c, section)
+            let shown = Shown::Refused(errors, form.clone());
+            super::handlers::connection_view_with(&ctx, &c, shown)
         };
         let (kind, target, content) = match outgoing_of(&form, Channel::of(&c)) {
             Ok(message) => message,
@@ -128,7 +165,7 @@ pub async fn send(ctx: Ctx, path: web::Path<String>, form: Form) -> HttpResponse
             target_kind: kind,
             target_id: target,
             thread_ts: None,
-            team_id: None,
+            team_id: Some(text(&form, "team_id")).filter(|t| !t.is_empty()),
             content: &content,
             split_long_text: false,
         };

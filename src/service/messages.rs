@@ -3,7 +3,7 @@
 //! conversation as its replies are keyed, so both keep one order; the
 //! messages are queued durably and the outbox woken.
 
-use crate::channels::{Channel, Outgoing};
+use crate::channels::{Channel, Outgoing, Refused};
 use crate::domain::now_millis;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -19,8 +19,12 @@ pub async fn send(
     key: Option<&str>,
 ) -> Result<Vec<OutboundMessage>, ApiError> {
     let (conversation, messages) = Channel::of(record)
-        .outgoing(record, outgoing)
-        .map_err(ApiError::Validation)?;
+        .outgoing(state, record, outgoing)
+        .await
+        .map_err(|refused| match refused {
+            Refused::Invalid(errors) => ApiError::Validation(errors),
+            Refused::Store(e) => e.into(),
+        })?;
     let tenant = state
         .store
         .tenant(&record.tenant_id)

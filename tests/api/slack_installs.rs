@@ -69,6 +69,14 @@ async fn setup(backend: Backend, app_options: Value) -> Installs {
     }
 }
 
+/// A connection installed in workspaces TAAA and TBBB.
+async fn installed_in_two(backend: Backend) -> Installs {
+    let s = setup(backend, json!({})).await;
+    s.install("TAAA").await;
+    s.install("TBBB").await;
+    s
+}
+
 fn local(app: &TestApp, public: &str) -> String {
     app.url(
         public
@@ -236,6 +244,20 @@ impl Installs {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// The send API: a text to channel C1 through `team` (or none named).
+    async fn send(&self, team: Option<&str>, text: &str) -> (StatusCode, Value) {
+        let mut body = json!({"channel_id": "C1", "content": {"text": text}});
+        if let Some(team) = team {
+            body["team_id"] = json!(team);
+        }
+        let path = format!(
+            "/api/v1/connections/{}/messages",
+            self.connection["id"].as_str().unwrap()
+        );
+        let key = &self.tenant.api_key;
+        self.app.send_json(Method::POST, &path, key, &body).await
     }
 
     async fn token_url(&self, app: &TestApp, team: &str, refresh: bool) -> (StatusCode, Value) {
@@ -631,10 +653,22 @@ async fn rotating_tokens_refresh_once_per_lifetime_across_replicas(backend: Back
         metrics.contains("botgate_slack_installations_needing_reinstall 1"),
         "{metrics}"
     );
+    // Nothing is queued for it meanwhile: it could not be delivered.
+    let (status, body) = s.send(Some("TROT"), "while revoked").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["error"]["fields"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("installed in this workspace again"),
+        "{body}"
+    );
     // Installing again repairs it.
     s.faults(json!({})).await;
     s.install("TROT").await;
     assert_eq!(s.installations().await[0]["status"], "active");
+    let (status, body) = s.send(Some("TROT"), "installed again").await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     let raw = s.app.db.raw_contents().await;
     for install in s.stats().await["installs"].as_array().unwrap() {
         for field in ["access_token", "refresh_token"] {
@@ -647,13 +681,107 @@ async fn rotating_tokens_refresh_once_per_lifetime_across_replicas(backend: Back
     }
 }
 
+/// The send API of a connection that sends through installations: the
+/// workspace must be named (also when only one has installed, so a job
+/// keeps working when a second does) and be one the app is installed in;
+/// anything else is refused with the field's reason and queues nothing.
+async fn the_send_api_takes_only_a_workspace_it_can_send_through(backend: Backend) {
+    let s = setup(backend, json!({})).await;
+    let id = s.connection["id"].as_str().unwrap();
+    let path = format!("/api/v1/connections/{id}/messages");
+    let send = |team| s.send(team, "to a workspace");
+    let refused = |(status, body): (StatusCode, Value), reason: &str| {
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(body["error"]["fields"][0]["field"], "team_id", "{body}");
+        let message = body["error"]["fields"][0]["message"].as_str().unwrap();
+        assert!(message.contains(reason), "{reason:?} not in {message:?}");
+    };
+    refused(send(None).await, "is required");
+    refused(send(Some("TAAA")).await, "not installed in this workspace");
+    s.install("TAAA").await;
+    refused(send(None).await, "is required");
+    refused(send(Some("TBBB")).await, "not installed in this workspace");
+    refused(send(Some("T<b>")).await, "is not a Slack team id");
+    let (_, listed) = s.app.get(&path, &s.tenant.api_key).await;
+    assert_eq!(listed["messages"], json!([]), "nothing queued");
+
+    let (status, body) = send(Some("TAAA")).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let messages = s.wait_messages(1).await;
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    assert_eq!(messages[0]["team_id"], "TAAA");
+    assert_eq!(messages[0]["text"], "to a workspace");
+
+    // The command line: `--team` and `--thread`; without the team, refused.
+    let cli = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_botgate"))
+            .args(["send", "--connection", id, "--channel", "C2"])
+            .args(extra)
+            .arg("from cron")
+            .env("BOTGATE_URL", &s.app.address)
+            .env("BOTGATE_API_KEY", &s.tenant.api_key)
+            .output()
+            .unwrap()
+    };
+    let out = cli(&[]);
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("team_id") && said.contains("422"), "{said}");
+    let out = cli(&["--team", "TAAA", "--thread", "1700000000.000100"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    let messages = s.wait_messages(2).await;
+    let cron = messages.iter().find(|m| m["text"] == "from cron");
+    let cron = cron.unwrap_or_else(|| panic!("{messages:?}"));
+    assert_eq!(
+        (&cron["team_id"], &cron["channel"], &cron["thread_ts"]),
+        (&json!("TAAA"), &json!("C2"), &json!("1700000000.000100"))
+    );
+}
+
+/// The console's test message on such a connection: the form lists the
+/// installed workspaces, a form without one is refused next to the field,
+/// and the message goes through the workspace chosen.
+async fn the_console_sends_a_test_message_through_a_chosen_workspace(backend: Backend) {
+    let s = installed_in_two(backend).await;
+    let id = s.connection["id"].as_str().unwrap();
+    let mut visitor = Visitor::new(&s.app);
+    visitor.sign_in(&s.tenant.api_key).await;
+    let (_, _, page) = visitor.get(&format!("/console/connections/{id}")).await;
+    for team in ["TAAA", "TBBB"] {
+        assert!(
+            page.contains(&format!("<option value=\"{team}\"")),
+            "{page}"
+        );
+    }
+    let csrf = hidden(&page, "csrf");
+    let send = format!("/console/connections/{id}/send");
+    let form = [
+        ("csrf", csrf.as_str()),
+        ("target", "channel"),
+        ("target_id", "C9"),
+        ("text", "through B"),
+    ];
+    let (status, _, page) = visitor.post(&send, &form).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(page.contains("id=\"test-team-error\""), "{page}");
+    let chosen = [&form[..], &[("team_id", "TBBB")]].concat();
+    let (status, headers, _) = visitor.post(&send, &chosen).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert!(headers[LOCATION].to_str().unwrap().contains("?sent=msg_"));
+    let messages = s.wait_messages(1).await;
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    assert_eq!(
+        (&messages[0]["team_id"], &messages[0]["text"]),
+        (&json!("TBBB"), &json!("through B"))
+    );
+}
+
 /// The console's Remove button: refused without the form's token and for
 /// a path that is not a team id (nothing removed); with it, the workspace's
 /// installation and tokens are gone, and the notice shows only a team id.
 async fn the_console_removes_an_installation_with_its_form_token(backend: Backend) {
-    let s = setup(backend, json!({})).await;
-    s.install("TAAA").await;
-    s.install("TBBB").await;
+    let s = installed_in_two(backend).await;
     let id = s.connection["id"].as_str().unwrap();
     let mut visitor = Visitor::new(&s.app);
     visitor.sign_in(&s.tenant.api_key).await;
@@ -694,6 +822,8 @@ async fn the_console_removes_an_installation_with_its_form_token(backend: Backen
 
 both_backends!(
     the_console_removes_an_installation_with_its_form_token,
+    the_send_api_takes_only_a_workspace_it_can_send_through,
+    the_console_sends_a_test_message_through_a_chosen_workspace,
     two_workspaces_install_and_are_answered_with_their_own_tokens,
     bad_install_states_are_refused_and_store_nothing,
     rotating_tokens_refresh_once_per_lifetime_across_replicas,

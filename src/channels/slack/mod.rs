@@ -15,7 +15,7 @@ pub mod signature;
 
 use serde_json::{json, Map, Value};
 
-use super::{connection_secret, Outgoing, Reply, Sent, Turn};
+use super::{connection_secret, Outgoing, Refused, Reply, Sent, Turn};
 use crate::domain::{now_millis, rfc3339, str_field, FieldError};
 use crate::state::AppState;
 use crate::store::queue::{NewOutbound, OutboundMessage};
@@ -366,12 +366,13 @@ pub fn replies(turn: &Turn, rendered: Vec<Value>) -> Vec<NewOutbound> {
 /// A send-API message for a Slack connection: `channel_id` (or a
 /// `user_id`, which Slack takes as the channel of the app's direct
 /// messages), an optional `thread_ts`, and Slack message bodies.
-pub fn outgoing(
+pub async fn outgoing(
+    state: &AppState,
     connection: &ConnectionRecord,
     request: &Outgoing<'_>,
-) -> Result<(String, Vec<NewOutbound>), Vec<FieldError>> {
+) -> Result<(String, Vec<NewOutbound>), Refused> {
     if request.target_id.contains(':') {
-        return Err(vec![FieldError::new("channel_id", "is not a Slack id")]);
+        return Err(vec![FieldError::new("channel_id", "is not a Slack id")].into());
     }
     let thread = match &request.thread_ts {
         Some(ts) if ts.len() <= 32 && ts.bytes().all(|b| b.is_ascii_digit() || b == b'.') => {
@@ -381,7 +382,8 @@ pub fn outgoing(
             return Err(vec![FieldError::new(
                 "thread_ts",
                 "must be a Slack ts such as 1700000000.000100",
-            )])
+            )]
+            .into())
         }
         None => None,
     };
@@ -403,15 +405,11 @@ pub fn outgoing(
         } else {
             format!("content.{field}")
         };
-        return Err(vec![FieldError::new(path, reason)]);
+        return Err(vec![FieldError::new(path, reason)].into());
     }
-    let team = match &request.team_id {
-        Some(team) if team_id(team).is_some() => team.clone(),
-        Some(_) => return Err(vec![FieldError::new("team_id", "is not a Slack team id")]),
-        None => Details::of(connection)
-            .identity
-            .map_or_else(|| "-".to_owned(), |i| i.team_id),
-    };
+    let team = send_team(state, connection, request.team_id.as_deref())
+        .await?
+        .map_err(|e| vec![e])?;
     let channel = &request.target_id;
     let conversation = match thread {
         Some(ts) => format!("s:{team}:{channel}:{ts}"),
@@ -428,6 +426,64 @@ pub fn outgoing(
         content: doc.to_string(),
     };
     Ok((conversation, vec![message]))
+}
+
+/// The workspace a send-API message goes to: the one named, if the
+/// connection can send there (its pasted token's workspace, or an active
+/// installation); with none named, the pasted token's. A connection that
+/// only has installations needs the workspace named even when it has one
+/// installation, so that a job written against it does not start failing
+/// the day a second workspace installs the app. Refused here, a message
+/// that could not be delivered is never queued.
+async fn send_team(
+    state: &AppState,
+    connection: &ConnectionRecord,
+    asked: Option<&str>,
+) -> Result<Result<String, FieldError>, crate::store::StoreError> {
+    let refused = |message: &str| Ok(Err(FieldError::new("team_id", message)));
+    let pasted = Details::of(connection).identity.map(|i| i.team_id);
+    let Some(asked) = asked else {
+        return match pasted {
+            Some(team) => Ok(Ok(team)),
+            None => refused(
+                "is required: this connection sends through its workspaces' installations \
+                 (GET …/installations lists them)",
+            ),
+        };
+    };
+    let Some(team) = team_id(asked) else {
+        return refused("is not a Slack team id");
+    };
+    if pasted.as_deref() == Some(team) {
+        return Ok(Ok(team.to_owned()));
+    }
+    match state.store.installation(&connection.id, team).await? {
+        Some(i) if i.status == "active" => Ok(Ok(i.team_id)),
+        Some(_) => refused(
+            "the app must be installed in this workspace again (Slack refused its refresh token)",
+        ),
+        None => refused("the app is not installed in this workspace"),
+    }
+}
+
+/// The workspaces a connection can send through, as (team id, name): its
+/// pasted token's, then each active installation's; the order
+/// [`send_team`] prefers them in.
+pub fn sending_workspaces(
+    connection: &ConnectionRecord,
+    installations: &[crate::store::Installation],
+) -> Vec<(String, String)> {
+    let mut teams: Vec<_> = Details::of(connection)
+        .identity
+        .map(|i| (i.team_id, i.team))
+        .into_iter()
+        .collect();
+    for i in installations.iter().filter(|i| i.status == "active") {
+        if teams.iter().all(|(team, _)| *team != i.team_id) {
+            teams.push((i.team_id.clone(), i.team_name.clone()));
+        }
+    }
+    teams
 }
 
 /// Whether an event's workspace may be answered: it has an installation,

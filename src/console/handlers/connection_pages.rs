@@ -3,6 +3,7 @@
 //! deletion.
 
 use super::*;
+use crate::console::test_message::{self, Shown};
 
 pub async fn connections_page(ctx: Ctx) -> HttpResponse {
     let page = async {
@@ -227,8 +228,8 @@ fn conflict_text(message: &str, lang: Lang) -> String {
 /// recent events and messages, replay, rotation and delete.
 /// The connection's page with `test_message` as its "send a test message"
 /// section (a refused form), answered 422.
-pub async fn connection_view_with(ctx: &Ctx, c: &ConnectionRecord, test_message: Markup) -> Page {
-    let mut page = connection_view(ctx, c, None, None, Some(test_message)).await?;
+pub async fn connection_view_with(ctx: &Ctx, c: &ConnectionRecord, test_message: Shown) -> Page {
+    let mut page = connection_view(ctx, c, None, None, test_message).await?;
     *page.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
     Ok(page)
 }
@@ -238,7 +239,7 @@ async fn connection_view(
     c: &ConnectionRecord,
     checks: Option<&[Check]>,
     flash: Option<Markup>,
-    test_message: Option<Markup>,
+    test_message: Shown,
 ) -> Page {
     let l = ctx.lang;
     let state = &ctx.state;
@@ -440,7 +441,7 @@ async fn connection_view(
             }).collect();
             (listing(None, &[T::Received.get(l), T::Type.get(l), T::Conversation.get(l), T::Status.get(l), T::Attempts.get(l), T::LastError.get(l), ""], rows, T::NoEvents.get(l)))
         }
-        (test_message.unwrap_or_else(|| crate::console::test_message::section(ctx, c, None, &[], &HashMap::new())))
+        (test_message::section(ctx, c, &installations, &test_message))
         section #messages {
             h2 { (T::RecentMessages.get(l)) }
             @let rows = messages.iter().map(|m| html! {
@@ -549,9 +550,7 @@ pub async fn connection_page(ctx: Ctx, req: HttpRequest, path: web::Path<String>
             Some(id) => ctx.state.store.message(&c.id, id).await?,
             None => None,
         };
-        let test_message = sent.as_ref().map(|m| {
-            crate::console::test_message::section(&ctx, &c, Some(m), &[], &HashMap::new())
-        });
+        let test_message = sent.map_or(Shown::Form, |m| Shown::Sent(Box::new(m)));
         connection_view(&ctx, &c, None, flash, test_message).await
     }
     .await;
@@ -562,7 +561,7 @@ pub async fn test_connection(ctx: Ctx, path: web::Path<String>, form: Form) -> H
     let page = async {
         let c = posted_connection(&ctx, &form, &path).await?;
         let checks = run_checks(&ctx.state, &c).await;
-        connection_view(&ctx, &c, Some(&checks), None, None).await
+        connection_view(&ctx, &c, Some(&checks), None, Shown::Form).await
     }
     .await;
     finish(&ctx, page)
