@@ -39,10 +39,13 @@ pub struct SendBody {
     /// Slack: the thread to post in.
     #[schema(value_type = Option<String>)]
     thread_ts: Option<Value>,
-    /// Slack: the workspace, for a connection installed in several.
+    /// Slack: the workspace (team id) to send through: the pasted token's
+    /// when left out; required for a connection that sends through its
+    /// installations, and refused (422) unless the app is installed there.
     #[schema(value_type = Option<String>)]
     team_id: Option<Value>,
-    /// Split a text longer than 2,000 characters into several messages.
+    /// NAVER WORKS: split a text longer than 2,000 characters into several
+    /// messages.
     split_long_text: Option<bool>,
 }
 
