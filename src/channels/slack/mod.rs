@@ -102,11 +102,7 @@ pub fn turn(event_type: &str, raw: &[u8], received_at: i64) -> Turn {
                 .and_then(|a| a.get(0))
                 .cloned()
                 .unwrap_or(Value::Null);
-            let data = action
-                .get("value")
-                .or_else(|| action.get("action_id"))
-                .cloned()
-                .unwrap_or(Value::Null);
+            let (data, values) = action_data(&action);
             let thread = str_at(&doc, &["container", "thread_ts"])
                 .or(str_at(&doc, &["message", "thread_ts"]));
             turn.kind = "postback".into();
@@ -118,6 +114,9 @@ pub fn turn(event_type: &str, raw: &[u8], received_at: i64) -> Turn {
             );
             turn.content =
                 json!({"type": "postback", "data": data, "action_id": action.get("action_id")});
+            if let Some(values) = values {
+                turn.content["values"] = json!(values);
+            }
             turn.postback = Some(json!({ "data": data }));
             turn.raw = doc;
         }
@@ -127,6 +126,63 @@ pub fn turn(event_type: &str, raw: &[u8], received_at: i64) -> Turn {
         ),
     }
     turn
+}
+
+/// What an element's action carries, as a postback's `data` (a string, as
+/// engines get it from NAVER WORKS), and for a choice of several, each
+/// value. SLACK.md §4 documents buttons; the other elements' fields are
+/// from Slack's block_actions reference and Bolt's `block-action.ts`
+/// types: a button's `value`; a select's, an overflow menu's or a radio
+/// group's `selected_option.value`; a picked date, time, user, channel or
+/// conversation; a multi-select's or checkboxes' values, joined by commas
+/// (each also in `values`). A choice taken back (Slack sends null) gives
+/// an empty string; an element with none of these gives its `action_id`.
+fn action_data(action: &Value) -> (Value, Option<Vec<Value>>) {
+    let option_value = |o: &Value| o.get("value").cloned().unwrap_or(Value::Null);
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    const PICKED: [&str; 6] = [
+        "selected_date",
+        "selected_time",
+        "selected_date_time",
+        "selected_user",
+        "selected_channel",
+        "selected_conversation",
+    ];
+    const PICKED_MANY: [&str; 3] = [
+        "selected_users",
+        "selected_channels",
+        "selected_conversations",
+    ];
+    let many = |values: Vec<Value>| {
+        let joined = values.iter().map(text).collect::<Vec<_>>().join(",");
+        (json!(joined), Some(values))
+    };
+    if let Some(value) = action.get("value") {
+        return (json!(text(value)), None);
+    }
+    if let Some(option) = action.get("selected_option") {
+        return (json!(text(&option_value(option))), None);
+    }
+    if let Some(options) = action.get("selected_options") {
+        let values = options
+            .as_array()
+            .map(|o| o.iter().map(option_value).collect());
+        return many(values.unwrap_or_default());
+    }
+    if let Some(picked) = PICKED.iter().find_map(|k| action.get(*k)) {
+        // `selected_date_time` is a number of seconds.
+        return match picked {
+            Value::Number(n) => (json!(n.to_string()), None),
+            other => (json!(text(other)), None),
+        };
+    }
+    if let Some(picked) = PICKED_MANY.iter().find_map(|k| action.get(*k)) {
+        return many(picked.as_array().cloned().unwrap_or_default());
+    }
+    (
+        action.get("action_id").cloned().unwrap_or(Value::Null),
+        None,
+    )
 }
 
 /// An Events API event: messages and mentions are asked about; a bot's
@@ -778,6 +834,68 @@ mod tests {
             (t.ignored, t.text(), t.kind.as_str()),
             (None, Some("hi"), "message")
         );
+    }
+
+    #[test]
+    fn each_kind_of_element_gives_its_choice_as_the_postback() {
+        let postback = |action: Value| {
+            let payload = json!({"type": "block_actions", "team": {"id": "T1"},
+                "user": {"id": "U1"}, "channel": {"id": "C1"}, "actions": [action]});
+            let body = format!(
+                "payload={}",
+                url::form_urlencoded::byte_serialize(payload.to_string().as_bytes())
+                    .collect::<String>()
+            );
+            let t = turn("block_actions", body.as_bytes(), 0);
+            (
+                t.postback_data().map(str::to_owned),
+                t.content["values"].clone(),
+            )
+        };
+        let one = |data: &str| (Some(data.to_owned()), Value::Null);
+        let cases = [
+            (
+                json!({"type": "button", "action_id": "a", "value": "yes"}),
+                one("yes"),
+            ),
+            (
+                json!({"type": "static_select", "action_id": "a",
+                       "selected_option": {"text": {"type": "plain_text", "text": "Glinda"}, "value": "glinda"}}),
+                one("glinda"),
+            ),
+            (
+                json!({"type": "static_select", "action_id": "a", "selected_option": null}),
+                one(""),
+            ),
+            (
+                json!({"type": "datepicker", "action_id": "a", "selected_date": "2026-12-07"}),
+                one("2026-12-07"),
+            ),
+            (
+                json!({"type": "datetimepicker", "action_id": "a", "selected_date_time": 1_765_000_000}),
+                one("1765000000"),
+            ),
+            (
+                json!({"type": "users_select", "action_id": "a", "selected_user": "U2"}),
+                one("U2"),
+            ),
+            (
+                json!({"type": "checkboxes", "action_id": "a",
+                       "selected_options": [{"value": "x"}, {"value": "y"}]}),
+                (Some("x,y".to_owned()), json!(["x", "y"])),
+            ),
+            (
+                json!({"type": "multi_users_select", "action_id": "a", "selected_users": ["U2", "U3"]}),
+                (Some("U2,U3".to_owned()), json!(["U2", "U3"])),
+            ),
+            (
+                json!({"type": "something_new", "action_id": "pick"}),
+                one("pick"),
+            ),
+        ];
+        for (action, expected) in cases {
+            assert_eq!(postback(action.clone()), expected, "{action}");
+        }
     }
 
     #[test]
