@@ -2,7 +2,8 @@
 //! - the Web API methods botgate calls, under `/slack/api/{method}`:
 //!   `auth.test` and `chat.postMessage` (bearer check, `ok:false` errors,
 //!   HTTP 429 with `Retry-After` past a per-channel rate);
-//! - `response_url`s (`/slack/response/{id}`: 5 uses within 30 minutes);
+//! - `response_url`s (`/slack/response/{id}`: 5 uses within 30 minutes;
+//!   a button's can replace or delete the message it was on);
 //! - deliveries to a gateway as Slack sends them (`POST
 //!   /slack/emulator/deliver`): signed events, slash commands and block
 //!   actions; an event not acknowledged with a 2xx within the ack window
@@ -90,6 +91,10 @@ pub struct SlackMessage {
     pub response_type: Option<String>,
     /// `files.completeUploadExternal`: the files shared (`[{id, title}]`).
     pub files: Option<Value>,
+    /// `replaced` or `deleted` through a button's `response_url`
+    /// (`replace_original`, `delete_original`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub edit: Option<&'static str>,
 }
 
 /// A file: one a user shared (added by a test), or one an app uploaded.
@@ -150,8 +155,32 @@ impl Default for SlackFaults {
 struct ResponseUrl {
     app_id: String,
     channel: String,
+    /// A button's: the ts of the message it was on.
+    original_ts: Option<String>,
     uses_left: u32,
     expires: Instant,
+}
+
+impl SlackState {
+    /// A new `response_url` (its id) for `channel`, and for a button the
+    /// message it was on.
+    fn new_response_url(
+        &mut self,
+        app: &SlackApp,
+        channel: &str,
+        original_ts: Option<&str>,
+    ) -> String {
+        let id = random("", 20).to_ascii_lowercase();
+        let url = ResponseUrl {
+            app_id: app.app_id.clone(),
+            channel: channel.to_owned(),
+            original_ts: original_ts.map(str::to_owned),
+            uses_left: 5,
+            expires: Instant::now() + Duration::from_secs(30 * 60),
+        };
+        self.response_urls.insert(id.clone(), url);
+        id
+    }
 }
 
 #[derive(Default)]
@@ -516,6 +545,7 @@ fn record(
         via,
         response_type: str_field(body, "response_type").map(str::to_owned),
         files: body.get("files").cloned(),
+        edit: None,
     });
     ts
 }
@@ -654,10 +684,38 @@ async fn response_url(
     };
     url.uses_left -= 1;
     let (app_id, channel) = (url.app_id.clone(), url.channel.clone());
+    let original = url.original_ts.clone();
     let Some(app) = state.apps.iter().find(|a| a.app_id == app_id).cloned() else {
         return HttpResponse::NotFound().finish();
     };
-    record(&mut state, &app, &channel, &body, "response_url");
+    let flag = |name: &str| body.get(name).and_then(Value::as_bool) == Some(true);
+    let edit = if flag("delete_original") {
+        Some("deleted")
+    } else if flag("replace_original") {
+        Some("replaced")
+    } else {
+        None
+    };
+    // A button's response_url acts on the message it was on; a command's
+    // has none, and posts.
+    let target = original.and_then(|ts| {
+        state
+            .messages
+            .iter_mut()
+            .find(|m| m.ts == ts && m.channel == channel)
+    });
+    match (edit, target) {
+        (Some(edit), Some(m)) => {
+            if edit == "replaced" {
+                m.text = str_field(&body, "text").map(str::to_owned);
+                m.blocks = body.get("blocks").cloned();
+            }
+            m.edit = Some(edit);
+        }
+        _ => {
+            record(&mut state, &app, &channel, &body, "response_url");
+        }
+    }
     HttpResponse::Ok().json(json!({"ok": true}))
 }
 
@@ -678,6 +736,9 @@ pub struct Delivery {
     pub command: Option<String>,
     /// `action`: the button's value.
     pub value: Option<String>,
+    /// `action`: the ts of the message the button is on (its response_url
+    /// replaces or deletes that one); a new ts if absent.
+    pub message_ts: Option<String>,
     /// `file`: the id of a file added with `/slack/emulator/files`.
     pub file: Option<String>,
     /// The workspace it happens in (an install's), else the app's own.
@@ -778,16 +839,7 @@ fn delivery_body(
             ))
         }
         "command" => {
-            let id = random("", 20).to_ascii_lowercase();
-            emulator.slack.lock().response_urls.insert(
-                id.clone(),
-                ResponseUrl {
-                    app_id: app.app_id.clone(),
-                    channel: channel.clone(),
-                    uses_left: 5,
-                    expires: Instant::now() + Duration::from_secs(30 * 60),
-                },
-            );
+            let id = emulator.slack.lock().new_response_url(app, &channel, None);
             let response_url = format!("{}/slack/response/{id}", emulator.base_url);
             let fields = [
                 ("token", "deprecated"),
@@ -818,13 +870,20 @@ fn delivery_body(
             ))
         }
         "action" => {
-            let mut container = json!({"type": "message", "message_ts": ts, "channel_id": channel, "is_ephemeral": false});
+            let on = d.message_ts.clone().unwrap_or(ts.clone());
+            let id = emulator
+                .slack
+                .lock()
+                .new_response_url(app, &channel, Some(&on));
+            let response_url = format!("{}/slack/response/{id}", emulator.base_url);
+            let mut container = json!({"type": "message", "message_ts": on, "channel_id": channel, "is_ephemeral": false});
             if let Some(t) = &d.thread_ts {
                 container["thread_ts"] = json!(t);
             }
             let payload = json!({"type": "block_actions", "team": {"id": app.team_id, "domain": "emulated"},
                 "user": {"id": user, "team_id": app.team_id}, "api_app_id": app.app_id, "container": container,
                 "channel": {"id": channel, "name": "general"}, "trigger_id": random("", 16),
+                "message": {"type": "message", "ts": on}, "response_url": response_url,
                 "actions": [{"action_id": "botgate_0", "block_id": "b1", "type": "button",
                     "value": d.value.clone().unwrap_or_default(), "action_ts": ts,
                     "text": {"type": "plain_text", "text": "button"}}]});

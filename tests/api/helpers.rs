@@ -424,6 +424,19 @@ impl TestApp {
         assert_eq!(status, StatusCode::CREATED, "{body}");
         body
     }
+
+    /// Sets the tenant's engine (`PUT …/engine`), which must be accepted.
+    pub async fn set_engine(&self, tenant: &Tenant, engine: &Value) {
+        let (status, body) = self
+            .send_json(
+                reqwest::Method::PUT,
+                &format!("/api/v1/tenants/{}/engine", tenant.id),
+                &tenant.api_key,
+                engine,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
 }
 
 /// Status and JSON body; a non-JSON body fails the test (every answer is JSON).

@@ -152,16 +152,7 @@ impl Inbound {
     }
 
     pub async fn set_engine(&self, engine: Value) {
-        let (status, body) = self
-            .app
-            .send_json(
-                Method::PUT,
-                &format!("/api/v1/tenants/{}/engine", self.tenant.id),
-                &self.tenant.api_key,
-                &engine,
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK, "{body}");
+        self.app.set_engine(&self.tenant, &engine).await;
     }
 
     /// Waits until the emulator holds at least `n` messages; returns them.

@@ -129,6 +129,28 @@ impl SlackSetup {
         v["rate_limited"].as_u64().unwrap()
     }
 
+    /// Makes the tenant's engine an `http` test engine answering `replies`.
+    pub async fn use_engine(&self, replies: Value) -> TestEngine {
+        let engine = spawn_engine(json!({ "replies": replies })).await;
+        let body = json!({"kind": "http", "url": engine.url, "secret": "engine-secret-0123456789"});
+        self.app.set_engine(&self.tenant, &body).await;
+        engine
+    }
+
+    /// The emulator's messages once the first is `edit` (`replaced`,
+    /// `deleted`).
+    pub async fn wait_edit(&self, edit: &str) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let messages = self.messages().await;
+            if messages.first().is_some_and(|m| m["edit"] == edit) {
+                return messages;
+            }
+            assert!(Instant::now() < deadline, "not {edit}: {messages:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn wait_messages(&self, n: usize, within: Duration) -> Vec<Value> {
         let deadline = Instant::now() + within;
         loop {
@@ -533,16 +555,8 @@ async fn a_slow_engine_is_acknowledged_in_time_and_retries_are_not_processed_twi
     // Slower than Slack's 3-second deadline, so only an early acknowledgement
     // keeps Slack from seeing a timeout.
     *engine.mode.lock().unwrap() = "hang:4000".into();
-    let (status, body) = s
-        .app
-        .send_json(
-            Method::PUT,
-            &format!("/api/v1/tenants/{}/engine", s.tenant.id),
-            &s.tenant.api_key,
-            &json!({"kind": "http", "url": engine.url, "secret": "engine-secret-0123456789"}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    let body = json!({"kind": "http", "url": engine.url, "secret": "engine-secret-0123456789"});
+    s.app.set_engine(&s.tenant, &body).await;
     // Each event delivered, then sent again twice at once as if the
     // answers had been lost.
     let retry = json!({"forced_retries": 2, "retry_delays_ms": [0, 200, 400]});
@@ -580,6 +594,63 @@ async fn a_slow_engine_is_acknowledged_in_time_and_retries_are_not_processed_twi
         3,
         "the engine was asked once per event"
     );
+}
+
+/// A button's answer can replace or delete the message the button was on
+/// (a native reply with `replace_original` / `delete_original`, through
+/// the action's `response_url`); asked of a plain message, which has no
+/// such URL, the reply fails with the reason and nothing is posted.
+async fn a_button_replaces_or_deletes_the_message_it_was_on(backend: Backend) {
+    let s = setup(backend, "").await;
+    let id = s.connection["id"].as_str().unwrap();
+    let (status, body) = s
+        .app
+        .send_json(Method::POST, &format!("/api/v1/connections/{id}/messages"), &s.tenant.api_key,
+            &json!({"channel_id": "C7", "content": {"text": "Pick one", "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": "Pick one"}}]}}))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let posted = s.wait_messages(1, Duration::from_secs(20)).await;
+    let ts = posted[0]["ts"].as_str().unwrap().to_owned();
+
+    // A click on it, answered by an engine whose reply is `content`.
+    async fn click(s: &SlackSetup, ts: &str, content: Value, edit: &str) -> Vec<Value> {
+        let _engine = s
+            .use_engine(json!([{"type": "native", "content": content}]))
+            .await;
+        let action = json!({"channel": "C7", "value": "yes", "message_ts": ts});
+        s.deliver("action", action).await;
+        s.wait_edit(edit).await
+    }
+    let replace = json!({"replace_original": true, "text": "Chosen: yes"});
+    let messages = click(&s, &ts, replace, "replaced").await;
+    assert_eq!(messages.len(), 1, "replaced, not posted: {messages:?}");
+    assert_eq!(
+        (&messages[0]["text"], &messages[0]["blocks"]),
+        (&json!("Chosen: yes"), &Value::Null)
+    );
+
+    // Asked of a user's message: no response_url, so the reply fails.
+    let _replacer = s
+        .use_engine(json!([{"type": "native", "content": {"replace_original": true, "text": "x"}}]))
+        .await;
+    s.deliver("message", json!({"channel": "C8", "text": "hi"}))
+        .await;
+    let failed = format!("/api/v1/connections/{id}/messages?status=failed");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let listed = loop {
+        let (_, listed) = s.app.get(&failed, &s.tenant.api_key).await;
+        if listed["messages"].as_array().is_some_and(|m| !m.is_empty()) {
+            break listed;
+        }
+        assert!(Instant::now() < deadline, "{listed}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let error = listed["messages"][0]["last_error"].as_str().unwrap();
+    assert!(error.contains("response_url"), "{error}");
+
+    let delete = json!({"delete_original": true});
+    let messages = click(&s, &ts, delete, "deleted").await;
+    assert_eq!(messages.len(), 1, "{messages:?}");
 }
 
 /// 20 channels × 30 messages through the send API against a per-channel
@@ -878,6 +949,7 @@ async fn a_request_not_read_in_time_is_retried_not_failed(backend: Backend) {
 
 both_backends!(
     each_kind_reaches_the_engine_once_and_is_answered_in_place,
+    a_button_replaces_or_deletes_the_message_it_was_on,
     bad_slack_requests_are_refused_and_change_nothing,
     a_slow_engine_is_acknowledged_in_time_and_retries_are_not_processed_twice,
     channels_are_paced_one_by_one_and_keep_their_order,

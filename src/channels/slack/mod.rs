@@ -1,7 +1,8 @@
 //! The Slack adapter (SLACK.md): Events API messages and mentions, slash
 //! commands and block actions as turns; replies as `chat.postMessage`
 //! bodies (Block Kit for buttons and images) in the thread the user wrote
-//! in, or at a command's `response_url` while it is valid; delivery with the
+//! in, or at a command's `response_url` while it is valid (and a button's,
+//! to replace or delete the message it was on); delivery with the
 //! workspace's bot token, paced per channel.
 //!
 //! An outbox row of a Slack connection holds a delivery document, not only
@@ -371,8 +372,13 @@ pub fn check_message(message: &Value) -> Result<(), String> {
             ))
         }
     }
+    for flag in ORIGINAL_FLAGS {
+        if object.get(flag).is_some_and(|v| !v.is_boolean()) {
+            return Err(format!("{flag}: must be true or false"));
+        }
+    }
     let empty_text = text.and_then(Value::as_str).is_none_or(str::is_empty);
-    if empty_text && blocks.is_none() {
+    if empty_text && blocks.is_none() && !acts_on_original(message, "delete_original") {
         return Err("text: a message needs a text or blocks".into());
     }
     if object.contains_key("channel") {
@@ -384,28 +390,45 @@ pub fn check_message(message: &Value) -> Result<(), String> {
     Ok(())
 }
 
-/// Outbox rows for an event's rendered replies: a command's first five go
-/// to its `response_url` (checked again when sent), the rest and every
-/// other event's to `chat.postMessage` in the thread the user wrote in.
+/// The fields of a `response_url` message that act on the message a button
+/// was on, instead of posting a new one (SLACK.md §3).
+const ORIGINAL_FLAGS: [&str; 2] = ["replace_original", "delete_original"];
+
+/// Whether a message body sets `flag` (one of [`ORIGINAL_FLAGS`]) to true.
+fn acts_on_original(message: &Value, flag: &str) -> bool {
+    message.get(flag).and_then(Value::as_bool) == Some(true)
+}
+
+/// Outbox rows for an event's rendered replies. A command's first five go
+/// to its `response_url` (checked again when sent); so do a button's
+/// replies that replace or delete the message it was on (a `native` reply
+/// with `replace_original` or `delete_original`: only its `response_url`
+/// can). The rest, and every other event's, go to `chat.postMessage` in
+/// the thread the user wrote in.
 pub fn replies(turn: &Turn, rendered: Vec<Value>) -> Vec<NewOutbound> {
     let Some(channel) = turn.channel_id().map(str::to_owned) else {
         return Vec::new();
     };
     let thread = str_field(&turn.conversation, "thread_ts");
     let team = str_field(&turn.conversation, "team_id");
-    let response_url = (turn.kind == "command")
+    let response_url = matches!(turn.kind.as_str(), "command" | "postback")
         .then(|| str_field(&turn.raw, "response_url"))
         .flatten()
         .filter(|u| u.len() <= 1024);
+    let mut uses = 0;
     rendered
         .into_iter()
-        .enumerate()
-        .map(|(i, message)| {
+        .map(|message| {
+            let on_original = ORIGINAL_FLAGS
+                .iter()
+                .any(|flag| acts_on_original(&message, flag));
+            let respond = turn.kind == "command" || on_original;
             let mut doc = json!({"message": message, "channel": channel, "team": team});
             if let Some(ts) = thread {
                 doc["thread_ts"] = json!(ts);
             }
-            if let (Some(url), true) = (response_url, i < RESPONSE_URL_USES) {
+            if let (Some(url), true) = (response_url, respond && uses < RESPONSE_URL_USES) {
+                uses += 1;
                 doc["response_url"] = json!(url);
                 doc["respond_until"] = json!(turn.received_at + RESPONSE_URL_LIFETIME_MS);
             }
@@ -612,19 +635,30 @@ pub async fn deliver(
                 .is_some_and(|t| now_millis() < t)
         })
         .filter(|u| response_url_allowed(state, u));
+    let on_original = ORIGINAL_FLAGS
+        .iter()
+        .any(|flag| acts_on_original(&body, flag));
     if let Some(url) = response_url {
         let mut answer = body.clone();
-        if answer.get("response_type").is_none() {
+        if answer.get("response_type").is_none() && !on_original {
             // Seen by the channel, as a bot's answer to a command usually is.
             answer["response_type"] = json!("in_channel");
         }
         let sent = api::respond(&state.http, url, &answer, state.settings.send_timeout).await;
         count(state, "response_url", started, &sent);
-        // Used up (5 uses) or expired: Slack answers 404 [I]; post instead.
-        if !matches!(&sent, Sent::Rejected(e) if e.contains("HTTP 404") || e.contains("HTTP 410") || e.contains("expired"))
-        {
+        // Used up (5 uses) or expired: Slack answers 404 [I]; post instead,
+        // unless the message was to act on the original, which only its
+        // response_url can.
+        let gone = matches!(&sent, Sent::Rejected(e) if e.contains("HTTP 404") || e.contains("HTTP 410") || e.contains("expired"));
+        if !gone || on_original {
             return Ok(sent);
         }
+    } else if on_original {
+        return Ok(Sent::Rejected(
+            "replace_original and delete_original need the response_url of a button's \
+             action, valid for 30 minutes and 5 uses"
+                .into(),
+        ));
     }
     let token = match send_token(state, connection, &doc).await? {
         Ok(token) => token,
