@@ -95,7 +95,7 @@ impl Histogram {
 
 /// Every counter botgate keeps; one per process, in `AppState`.
 pub struct Metrics {
-    pub webhooks: Counters<10>,
+    pub webhooks: Counters<11>,
     /// Callbacks stored as refused, by the quota they were over.
     pub callbacks_refused: Counters<2>,
     pub auth_urls: Counters<4>,
@@ -130,6 +130,7 @@ impl Default for Metrics {
                 "challenge",
                 "ignored",
                 "refused",
+                "app_rate_limited",
             ]),
             callbacks_refused: Counters::new(["open_rows", "callbacks_per_second"]),
             auth_urls: Counters::new(["ok", "denied", "limited", "error"]),

@@ -285,6 +285,7 @@ pub fn check_title(name: &str) -> T {
         "credentials" => T::CheckCredentials,
         "token" => T::CheckToken,
         "scopes" => T::CheckScopes,
+        "installation" | "installations" => T::Workspace,
         _ => T::CheckBot,
     }
 }

@@ -41,7 +41,9 @@ pub enum EventAnswer {
 pub async fn events(request: Request) -> Result<HttpResponse, ApiError> {
     let answer = match handle(request, Kind::Events).await?.0 {
         Answer::Challenge(challenge) => EventAnswer::Challenge(Challenge { challenge }),
-        Answer::Skipped => EventAnswer::Received(Received { status: "ignored" }),
+        Answer::Skipped | Answer::AppRateLimited => {
+            EventAnswer::Received(Received { status: "ignored" })
+        }
         Answer::Stored(inserted) => EventAnswer::Received(Received {
             status: match inserted {
                 Inserted::Duplicate => "duplicate",
@@ -111,6 +113,7 @@ async fn handle(
         Ok((Answer::Stored(_), _)) => "accepted",
         Ok((Answer::Challenge(_), _)) => "challenge",
         Ok((Answer::Skipped, _)) => "ignored",
+        Ok((Answer::AppRateLimited, _)) => "app_rate_limited",
         Err(ApiError::Signature(_)) => "bad_signature",
         Err(ApiError::NotFound(_)) => "unknown_connection",
         Err(ApiError::PayloadTooLarge(_)) => "too_large",

@@ -185,6 +185,8 @@ pub enum SlackAnswer {
     Challenge(String),
     /// An event botgate does not forward (the bot's own message, …).
     Skipped,
+    /// Slack's notice that it is dropping events (logged).
+    AppRateLimited,
     Stored(Inserted),
 }
 
@@ -240,6 +242,19 @@ pub async fn slack(
     let event = match parsed {
         inbound::Parsed::Challenge(c) => return Ok((SlackAnswer::Challenge(c), None)),
         inbound::Parsed::Skipped(_) => return Ok((SlackAnswer::Skipped, None)),
+        inbound::Parsed::AppRateLimited { team, minute } => {
+            // Nothing to store: the events Slack drops never come. The
+            // operator must hear of it (the log, and the webhook metric's
+            // `app_rate_limited` outcome).
+            tracing::warn!(
+                connection_id = %connection.id,
+                team_id = team.as_deref().unwrap_or("-"),
+                minute_rate_limited = minute,
+                "Slack is dropping this app's events for a workspace (app_rate_limited: \
+                 over 30,000 events in an hour); they will not arrive"
+            );
+            return Ok((SlackAnswer::AppRateLimited, None));
+        }
         inbound::Parsed::Store(event) => event,
     };
     // A retry carries the same event_time: its entry counts from a time

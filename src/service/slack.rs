@@ -11,7 +11,7 @@ use serde_json::Value;
 use super::connections::{
     auth_header, client_id, client_secret, seal_secrets, store_new, ConnectionBody, Fields,
 };
-use crate::channels::slack::installs::Workspace;
+use crate::channels::slack::installs::{self, TokenProblem, Workspace};
 use crate::channels::slack::{api, Details, DEFAULT_RATE_LIMIT_PER_MINUTE};
 use crate::channels::{Channel, Sent};
 use crate::domain::ids::{ConnectionId, PublicId};
@@ -267,8 +267,13 @@ pub async fn update(
     .await
 }
 
-/// `POST …/test` for Slack: the stored secrets decrypt, and `auth.test`
-/// with the bot token names the workspace and bot.
+/// How many workspaces `POST …/test` asks `auth.test` about (at once).
+const CHECKED_WORKSPACES: usize = 20;
+
+/// `POST …/test` for Slack: the stored secrets decrypt; `auth.test` with the
+/// pasted bot token names its workspace and bot; and for a connection with
+/// installs, each workspace's bot token (the first 20) is asked about the
+/// same way, so a revoked or uninstalled one shows by name.
 pub async fn checks(state: &AppState, record: &ConnectionRecord) -> Vec<super::checks::Check> {
     use super::checks::check;
     use crate::channels::connection_secret;
@@ -288,44 +293,132 @@ pub async fn checks(state: &AppState, record: &ConnectionRecord) -> Vec<super::c
         None,
         "The stored secrets decrypt.",
     )];
-    let Some(token) = token else {
-        checks.push(check(
+    let installs = !record.client_id.is_empty();
+    match token {
+        Some(token) => checks.push(auth_test_check(state, &token, None).await),
+        None if installs => {}
+        None => checks.push(check(
             "token",
             false,
             Some("no_bot_token"),
             "No bot token is stored: paste one, or install the app into a workspace.",
-        ));
-        return checks;
+        )),
+    }
+    if installs {
+        checks.extend(workspace_checks(state, record).await);
+    }
+    checks
+}
+
+/// `auth.test` with a bot token: the pasted one (`workspace` None, check
+/// `token`), or an installation's (check `installation`, its sentences
+/// naming the workspace).
+async fn auth_test_check(
+    state: &AppState,
+    token: &SecretString,
+    workspace: Option<&str>,
+) -> super::checks::Check {
+    use super::checks::check;
+    let (name, repair) = match workspace {
+        None => ("token", "Reinstall the app or paste a new bot token."),
+        Some(_) => ("installation", "Install the app in that workspace again."),
+    };
+    let say = |sentence: String| match workspace {
+        Some(w) => format!("{w}: {sentence}"),
+        None => sentence,
     };
     match api::auth_test(
         &state.http,
         &state.settings.slack_api_url,
-        &token,
+        token,
         AUTH_TEST_TIMEOUT,
     )
     .await
     {
-        Ok(identity) => checks.push(check(
-            "token",
+        Ok(identity) => check(
+            name,
             true,
             None,
-            format!(
+            say(format!(
                 "Slack's auth.test accepts the bot token: workspace {} ({}), bot {}.",
                 identity.team, identity.team_id, identity.bot_id
-            ),
-        )),
-        Err(Sent::CredentialsRefused(e) | Sent::Rejected(e)) => checks.push(check(
-            "token",
+            )),
+        ),
+        Err(Sent::CredentialsRefused(e) | Sent::Rejected(e)) => check(
+            name,
             false,
             Some("slack_token_refused"),
-            format!("{e}. Reinstall the app or paste a new bot token."),
-        )),
-        Err(_) => checks.push(check(
-            "token",
+            say(format!("{e}. {repair}")),
+        ),
+        Err(_) => check(
+            name,
             false,
             Some("slack_unavailable"),
-            "Slack's auth.test could not be reached. Try again in a moment.",
-        )),
+            say("Slack's auth.test could not be reached. Try again in a moment.".into()),
+        ),
+    }
+}
+
+/// One check per installed workspace (the first [`CHECKED_WORKSPACES`]),
+/// or why there is none to make.
+async fn workspace_checks(
+    state: &AppState,
+    record: &ConnectionRecord,
+) -> Vec<super::checks::Check> {
+    use super::checks::check;
+    let Ok(installed) = state.store.installations(&record.id).await else {
+        return vec![check(
+            "installations",
+            false,
+            Some("busy"),
+            "The installations could not be read. Try again in a moment.",
+        )];
+    };
+    if installed.is_empty() {
+        return vec![check(
+            "installations",
+            false,
+            Some("not_installed"),
+            "The app is not installed in any workspace yet: share its install URL \
+             with a workspace's admin.",
+        )];
+    }
+    let checked = installed
+        .iter()
+        .take(CHECKED_WORKSPACES)
+        .map(|i| async move {
+            let workspace = format!("Workspace {} ({})", i.team_name, i.team_id);
+            match installs::bot_token(state, record, Some(&i.team_id), false).await {
+                Ok(token) => auth_test_check(state, &token.token, Some(&workspace)).await,
+                Err(TokenProblem::NeedsReinstall(_)) => check(
+                    "installation",
+                    false,
+                    Some("needs_reinstall"),
+                    format!(
+                        "{workspace}: Slack refused its refresh token. \
+                     Install the app in that workspace again."
+                    ),
+                ),
+                Err(problem) => check(
+                    "installation",
+                    false,
+                    Some("slack_unavailable"),
+                    format!("{workspace}: {problem}."),
+                ),
+            }
+        });
+    let mut checks = futures_util::future::join_all(checked).await;
+    if let Some(more) = installed
+        .len()
+        .checked_sub(CHECKED_WORKSPACES)
+        .filter(|n| *n > 0)
+    {
+        checks.push(check(
+            "installations",
+            true,
+            None,
+            format!("{more} more workspaces are installed and were not checked here."),
+        ));
     }
     checks
 }

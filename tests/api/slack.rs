@@ -466,7 +466,8 @@ async fn bad_slack_requests_are_refused_and_change_nothing(backend: Backend) {
         ("url_verification, badly signed", events.clone(), br#"{"type":"url_verification","challenge":"c"}"#.to_vec(), JSON, Some(ts), Some(Some(s.sign(ts, b"x"))), 401),
         ("unknown connection", s.app.url("/webhooks/slack/AAAAAAAAAAAAAAAAAAAAAA/events"), message.clone(), JSON, Some(ts), None, 404),
         // Accepted, not answered:
-        ("unknown outer type", events.clone(), br#"{"type":"app_rate_limited","team_id":"T1","minute_rate_limited":1}"#.to_vec(), JSON, Some(ts), None, 200),
+        ("Slack dropping events", events.clone(), br#"{"type":"app_rate_limited","team_id":"T1","minute_rate_limited":1518467820}"#.to_vec(), JSON, Some(ts), None, 200),
+        ("unknown outer type", events.clone(), br#"{"type":"team_rename_preview","team_id":"T1"}"#.to_vec(), JSON, Some(ts), None, 200),
         ("another interaction type", interactions.clone(), form(r#"{"type":"view_submission","team":{"id":"T1"}}"#), FORM, Some(ts), None, 200),
         ("unknown event type", events.clone(), good_event(json!({"type": "reaction_added", "user": "U1", "reaction": "tada"})), JSON, Some(ts), None, 200),
         ("a bot's own message", events.clone(), good_event(json!({"type": "message", "channel": "C9", "bot_id": s.slack["bot_id"], "text": "echo", "ts": "1.2"})), JSON, Some(ts), None, 200),
@@ -525,6 +526,12 @@ async fn bad_slack_requests_are_refused_and_change_nothing(backend: Backend) {
             "{name}: stored rows"
         );
     }
+    // Slack's notice that it drops events is counted apart (and logged).
+    let metrics = s.app.get_text("/metrics").await;
+    assert!(
+        metrics.contains("botgate_webhook_requests_total{outcome=\"app_rate_limited\"} 1"),
+        "{metrics}"
+    );
     // Nothing was answered, and the stored ones were ignored.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(s.messages().await.is_empty(), "{:?}", s.messages().await);

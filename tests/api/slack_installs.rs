@@ -739,6 +739,72 @@ async fn the_send_api_takes_only_a_workspace_it_can_send_through(backend: Backen
     );
 }
 
+/// `POST …/test` of a connection with installs asks Slack about each
+/// workspace's bot token and names the one that fails; with none
+/// installed, it says so.
+async fn the_connection_test_asks_about_each_workspace(backend: Backend) {
+    let s = setup(backend, json!({})).await;
+    let path = format!(
+        "/api/v1/tenants/{}/connections/{}/test",
+        s.tenant.id,
+        s.connection["id"].as_str().unwrap()
+    );
+    let test = || async {
+        let (status, body) = s
+            .app
+            .send_json(Method::POST, &path, &s.tenant.api_key, &json!({}))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let checks = body["checks"].as_array().unwrap().clone();
+        (body["ok"].as_bool().unwrap(), checks)
+    };
+    let (ok, checks) = test().await;
+    assert!(!ok);
+    assert_eq!(
+        (&checks[1]["name"], &checks[1]["code"]),
+        (&json!("installations"), &json!("not_installed")),
+        "{checks:?}"
+    );
+
+    s.install("TAAA").await;
+    s.install("TBBB").await;
+    let (ok, checks) = test().await;
+    assert!(ok, "{checks:?}");
+    let workspaces: Vec<_> = checks
+        .iter()
+        .filter(|c| c["name"] == "installation")
+        .collect();
+    assert_eq!(workspaces.len(), 2, "{checks:?}");
+    for (check, team) in workspaces.iter().zip(["TAAA", "TBBB"]) {
+        let said = check["message"].as_str().unwrap();
+        assert!(
+            said.contains(&format!("({team}): Slack's auth.test accepts")),
+            "{said}"
+        );
+    }
+
+    // One workspace's token revoked: that one fails, by name.
+    let stats = s.stats().await;
+    let installs = stats["installs"].as_array().unwrap();
+    let a = installs.iter().find(|i| i["team_id"] == "TAAA").unwrap();
+    s.faults(json!({"revoked_tokens": [a["access_token"]]}))
+        .await;
+    let (ok, checks) = test().await;
+    assert!(!ok);
+    let failed: Vec<_> = checks.iter().filter(|c| c["ok"] == false).collect();
+    assert_eq!(failed.len(), 1, "{checks:?}");
+    let said = failed[0]["message"].as_str().unwrap();
+    assert!(
+        said.contains("(TAAA)") && said.contains("token_revoked"),
+        "{said}"
+    );
+    assert_eq!(failed[0]["code"], "slack_token_refused");
+    let tokens = installs.iter().map(|i| i["access_token"].as_str().unwrap());
+    for token in tokens {
+        assert!(!checks.iter().any(|c| c.to_string().contains(token)));
+    }
+}
+
 /// The console's test message on such a connection: the form lists the
 /// installed workspaces, a form without one is refused next to the field,
 /// and the message goes through the workspace chosen.
@@ -823,6 +889,7 @@ async fn the_console_removes_an_installation_with_its_form_token(backend: Backen
 both_backends!(
     the_console_removes_an_installation_with_its_form_token,
     the_send_api_takes_only_a_workspace_it_can_send_through,
+    the_connection_test_asks_about_each_workspace,
     the_console_sends_a_test_message_through_a_chosen_workspace,
     two_workspaces_install_and_are_answered_with_their_own_tokens,
     bad_install_states_are_refused_and_store_nothing,

@@ -39,6 +39,12 @@ pub enum Parsed {
     /// Accepted and not stored (an outer type or interaction botgate does
     /// not handle); the sentence says which.
     Skipped(&'static str),
+    /// `app_rate_limited`: Slack is dropping this app's events for a
+    /// workspace (over 30,000 an hour, SLACK.md §2) since the minute given.
+    AppRateLimited {
+        team: Option<String>,
+        minute: Option<i64>,
+    },
     Store(Event),
 }
 
@@ -122,7 +128,13 @@ pub fn event_body(body: &[u8]) -> Result<Parsed, String> {
                 event_time: doc.get("event_time").and_then(Value::as_i64),
             }))
         }
-        // app_rate_limited and types Slack may add: acknowledged, not stored.
+        // The field names are Slack's event reference's
+        // (api.slack.com/events/app_rate_limited); SLACK.md names the type.
+        "app_rate_limited" => Ok(Parsed::AppRateLimited {
+            team: id(doc.get("team_id")).map(str::to_owned),
+            minute: doc.get("minute_rate_limited").and_then(Value::as_i64),
+        }),
+        // Types Slack may add: acknowledged, not stored.
         _ => Ok(Parsed::Skipped(
             "an outer event type botgate does not handle",
         )),
@@ -223,7 +235,11 @@ mod tests {
         assert_eq!(event.event_time, Some(1_700_000_000));
         assert!(event_body(br#"{"type":"event_callback","team_id":"T1","event_id":"Ev1","event":{"type":"message"}}"#).is_err());
         assert!(matches!(
-            event_body(br#"{"type":"app_rate_limited"}"#).unwrap(),
+            event_body(br#"{"type":"app_rate_limited","team_id":"T1","minute_rate_limited":1518467820}"#).unwrap(),
+            Parsed::AppRateLimited { team: Some(t), minute: Some(1_518_467_820) } if t == "T1"
+        ));
+        assert!(matches!(
+            event_body(br#"{"type":"team_rename_preview"}"#).unwrap(),
             Parsed::Skipped(_)
         ));
     }
