@@ -132,6 +132,19 @@ pub enum TenantCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Give a tenant a new API key and print it (shown only this once); the
+    /// old key stops working at once, or after --previous-valid-seconds.
+    RotateKey {
+        /// The tenant's id (ten_…).
+        #[arg(long)]
+        tenant: String,
+        /// How long the old key keeps working, in seconds (at most a week).
+        #[arg(long, default_value_t = 0)]
+        previous_valid_seconds: i64,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -6,6 +6,7 @@ use serde_json::json;
 
 use crate::cli::{Cli, Command, EmulatorCommand, KeysCommand, SendArgs, TenantCommand};
 use crate::config::Settings;
+use crate::domain::ids::TenantId;
 use crate::domain::tenant::TenantName;
 use crate::rotation::reencrypt_all;
 use crate::secrets::keyfile::{read_key_file, write_key_file};
@@ -102,6 +103,41 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     tenant.name,
                     api_key.expose_secret()
                 );
+                eprintln!("(the API key is shown only this once; botgate keeps only its hash)");
+            }
+            Ok(())
+        }
+        Command::Tenant {
+            command:
+                TenantCommand::RotateKey {
+                    tenant,
+                    previous_valid_seconds,
+                    json,
+                },
+        } => {
+            use crate::service::tenants::{replace_api_key, MAX_PREVIOUS_KEY_SECONDS};
+            let id = TenantId::parse(&tenant)
+                .ok_or_else(|| anyhow::anyhow!("--tenant must be a tenant id (ten_…)"))?;
+            anyhow::ensure!(
+                (0..=MAX_PREVIOUS_KEY_SECONDS).contains(&previous_valid_seconds),
+                "--previous-valid-seconds must be from 0 to {MAX_PREVIOUS_KEY_SECONDS} (a week)"
+            );
+            let store = connect(&settings).await?;
+            store.migrate().await?;
+            let (api_key, until) = replace_api_key(&store, &id, previous_valid_seconds, None)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no tenant {id}"))?;
+            let until = until.map(crate::domain::rfc3339);
+            if json {
+                let out = json!({"id": id.as_str(), "api_key": api_key.expose_secret(),
+                                 "previous_key_valid_until": until});
+                println!("{out}");
+            } else {
+                println!("tenant id: {id}\napi key:   {}", api_key.expose_secret());
+                match until {
+                    Some(t) => eprintln!("(the old key works until {t})"),
+                    None => eprintln!("(the old key no longer works)"),
+                }
                 eprintln!("(the API key is shown only this once; botgate keeps only its hash)");
             }
             Ok(())

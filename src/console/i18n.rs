@@ -91,6 +91,17 @@ texts! {
     CreateTenant => "Create tenant", "테넌트 만들기";
     TenantCreated => "Tenant created. Its API key is shown only now: copy it and give it to the chatbot builder.", "테넌트를 만들었습니다. API 키는 지금 한 번만 표시됩니다. 복사해서 챗봇 빌더에게 전달하세요.";
     ApiKey => "API key", "API 키";
+    ApiKeyIntro => "Your services and the console use this tenant's API key (bgk_…). Replace it if it may have leaked: the old key stops working at once, or after the time you choose so that your services can move over. Console sessions signed in with a key end, except this one.", "서비스와 콘솔은 이 테넌트의 API 키(bgk_…)를 사용합니다. 유출되었을 수 있다면 교체하세요. 이전 키는 즉시, 또는 서비스를 옮길 수 있도록 선택한 시간 후에 더 이상 작동하지 않습니다. 키로 로그인한 콘솔 세션은 이 세션을 제외하고 종료됩니다.";
+    OldKeyStops => "The old key stops working", "이전 키 사용 중지";
+    GraceNow => "at once", "즉시";
+    GraceHour => "after one hour", "1시간 후";
+    GraceDay => "after one day", "1일 후";
+    ReplaceApiKey => "Replace API key", "API 키 교체";
+    ReplaceApiKeyConfirm => "A new key is made and shown once. Every service that uses the old key needs the new one.", "새 키를 만들어 한 번만 표시합니다. 이전 키를 사용하는 모든 서비스에 새 키가 필요합니다.";
+    ReplaceApiKeyYes => "Yes, replace it", "예, 교체합니다";
+    ApiKeyReplaced => "The API key was replaced. The new key is shown only now: copy it.", "API 키를 교체했습니다. 새 키는 지금 한 번만 표시됩니다. 복사하세요.";
+    OldKeyUntil => "The old key works until", "이전 키 사용 가능 시각:";
+    OldKeyStopped => "The old key no longer works.", "이전 키는 더 이상 작동하지 않습니다.";
     Open => "Open", "열기";
     NoTenants => "No tenants yet.", "아직 테넌트가 없습니다.";
     Viewing => "Tenant", "테넌트";

@@ -158,6 +158,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 resource("/engine")
                     .route(web::get().to(h::engine_page))
                     .route(web::post().to(h::save_engine)),
-            ),
+            )
+            .service(resource("/api-key").route(web::post().to(h::replace_api_key))),
     );
 }

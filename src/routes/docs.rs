@@ -34,6 +34,7 @@ use crate::error::ErrorEnvelope;
         tenants::delete,
         tenants::export,
         tenants::set_quotas,
+        tenants::replace_api_key,
         connections::create,
         connections::list,
         connections::get,

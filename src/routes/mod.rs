@@ -129,6 +129,11 @@ fn operations() -> Vec<Operation> {
             web::to(tenants::set_quotas),
         ),
         op(
+            M::POST,
+            "/api/v1/tenants/{tenant}/api-key",
+            web::to(tenants::replace_api_key),
+        ),
+        op(
             M::PUT,
             "/api/v1/tenants/{tenant}/engine",
             web::to(tenants::set_engine),

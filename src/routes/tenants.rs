@@ -1,5 +1,6 @@
 //! `POST /api/v1/tenants`, `GET /api/v1/tenants/{tenant}`,
-//! `PUT /api/v1/tenants/{tenant}/engine`. The rules live in
+//! `PUT /api/v1/tenants/{tenant}/engine`, `POST …/api-key` and the rest of
+//! a tenant's routes. The rules live in
 //! `service::tenants`.
 
 use actix_web::{web, HttpResponse};
@@ -10,7 +11,7 @@ use serde_json::Value;
 use super::docs::{Denied, Invalid, TenantPath};
 use super::extract::{Caller, PathTenant};
 use crate::error::{ApiError, ErrorEnvelope};
-use crate::service::tenants::{self, EngineBody, EngineView, QuotasBody, TenantView};
+use crate::service::tenants::{self, ApiKeyBody, EngineBody, EngineView, QuotasBody, TenantView};
 use crate::state::AppState;
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -115,6 +116,45 @@ pub async fn export(
         .content_type("application/x-ndjson")
         .insert_header((actix_web::http::header::CACHE_CONTROL, "private, no-store"))
         .streaming(body))
+}
+
+/// A tenant's new API key, shown this once.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct NewApiKey<'a> {
+    /// `bgk_…`: stored only as a hash, never shown again.
+    pub api_key: &'a str,
+    /// RFC 3339: until when the replaced key keeps working; null when it
+    /// stopped at once.
+    pub previous_key_valid_until: Option<String>,
+}
+
+#[utoipa::path(post, path = "/api/v1/tenants/{tenant}/api-key",
+    summary = "Replace the tenant's API key (the new one is shown once); the old one stops at once or after a grace", tag = "tenants",
+    params(TenantPath), request_body(content = ApiKeyBody, description = "Optional: no body replaces the key at once"),
+    responses((status = 200, description = "The new key", body = NewApiKey<'static>), Denied, Invalid))]
+pub async fn replace_api_key(
+    state: web::Data<AppState>,
+    PathTenant(tenant): PathTenant,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    // The body is optional, so it is read as bytes and decoded as the JSON
+    // extractor would (a field of the wrong shape is a 422).
+    let body: ApiKeyBody = match serde_json::from_slice(&body) {
+        _ if body.iter().all(u8::is_ascii_whitespace) => ApiKeyBody::default(),
+        Ok(body) => body,
+        Err(e) if e.is_data() => return Err(ApiError::validation("body", e.to_string())),
+        Err(e) => return Err(ApiError::InvalidJson(e.to_string())),
+    };
+    let grace = body.grace_seconds()?;
+    let (api_key, until) = tenants::replace_api_key(&state.store, &tenant.id, grace, None)
+        .await?
+        .ok_or(ApiError::NotFound("no such tenant"))?;
+    Ok(HttpResponse::Ok()
+        .insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"))
+        .json(NewApiKey {
+            api_key: api_key.expose_secret(),
+            previous_key_valid_until: until.map(crate::domain::rfc3339),
+        }))
 }
 
 #[utoipa::path(put, path = "/api/v1/tenants/{tenant}/quotas",

@@ -22,7 +22,7 @@ impl Caller {
             // 256-bit random keys: their hash is a safe lookup key.
             let tenant = state
                 .store
-                .tenant_by_api_key_hash(&hash_token(token))
+                .tenant_by_api_key_hash(&hash_token(token), crate::domain::now_millis())
                 .await?;
             return Ok(tenant.map(Caller::Tenant));
         }

@@ -1,4 +1,5 @@
-//! Tenants: create one (its API key shown once, stored as a hash), set its
+//! Tenants: create one (its API key shown once, stored as a hash), replace
+//! its API key, set its
 //! engine (validated, the HMAC secret sealed), and the public views. The
 //! JSON API, the console and `botgate tenant create` call these.
 
@@ -44,6 +45,66 @@ pub async fn create(
         })
         .await?;
     Ok((record, api_key))
+}
+
+/// The longest a replaced API key may keep working: a week.
+pub const MAX_PREVIOUS_KEY_SECONDS: i64 = 7 * 24 * 60 * 60;
+
+/// `POST …/api-key`'s body (optional: no body replaces the key at once).
+#[derive(Deserialize, Default, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyBody {
+    /// How long the replaced key keeps working, in seconds (0 to 604,800,
+    /// a week): time to move its callers over. 0 by default: it stops at
+    /// once, as it should when it leaked.
+    #[schema(value_type = Option<i64>, example = 3600)]
+    pub previous_key_valid_seconds: Option<Value>,
+}
+
+impl ApiKeyBody {
+    /// The grace, in seconds, or the field's error.
+    pub fn grace_seconds(&self) -> Result<i64, ApiError> {
+        match &self.previous_key_valid_seconds {
+            None | Some(Value::Null) => Ok(0),
+            Some(v) => v
+                .as_i64()
+                .filter(|n| (0..=MAX_PREVIOUS_KEY_SECONDS).contains(n))
+                .ok_or_else(|| {
+                    ApiError::validation(
+                        "previous_key_valid_seconds",
+                        "must be a whole number of seconds from 0 to 604800 (a week)",
+                    )
+                }),
+        }
+    }
+}
+
+/// A new API key for `tenant`, shown once and stored as a hash; the key it
+/// replaces keeps working for `grace_seconds` (0: not at all). The console
+/// sessions signed in with a key of the tenant's end, except
+/// `keep_session`. Shared by the API, the console and `botgate tenant
+/// rotate-key`.
+pub async fn replace_api_key(
+    store: &Store,
+    tenant: &TenantId,
+    grace_seconds: i64,
+    keep_session: Option<&str>,
+) -> Result<Option<(secrecy::SecretString, Option<i64>)>, StoreError> {
+    let api_key = generate_token(API_KEY_PREFIX);
+    let now = now_millis();
+    let until = (grace_seconds > 0).then(|| now + grace_seconds * 1000);
+    let hash = hash_token(api_key.expose_secret());
+    let replaced = store
+        .replace_api_key(tenant, &hash, until, keep_session, now)
+        .await?;
+    if replaced.is_some() {
+        tracing::info!(
+            tenant_id = %tenant,
+            previous_key_valid_until = until.map(rfc3339),
+            "tenant API key replaced"
+        );
+    }
+    Ok(replaced.map(|_| (api_key, until)))
 }
 
 #[derive(Deserialize, Default, utoipa::ToSchema)]

@@ -41,6 +41,7 @@ trees!(
     "0015_dedup_issued_millis.sql",
     "0016_failed_messages_index.sql",
     "0017_tenant_quotas.sql",
+    "0018_tenant_key_rotation.sql",
 );
 
 /// A file name's version and description (`0010_dedup_by_issued_time.sql`:

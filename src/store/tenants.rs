@@ -66,9 +66,76 @@ impl Store {
         Ok(tenant)
     }
 
-    pub async fn tenant_by_api_key_hash(&self, hash: &str) -> StoreResult<Option<TenantRecord>> {
+    /// The tenant whose API key hashes to `hash`: its current key, or the
+    /// key it replaced while that is still valid at `now`.
+    pub async fn tenant_by_api_key_hash(
+        &self,
+        hash: &str,
+        now: i64,
+    ) -> StoreResult<Option<TenantRecord>> {
         let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE api_key_hash = $1");
-        self.fetch_optional(sqlx::query(&sql).bind(hash)).await
+        if let Some(tenant) = self.fetch_optional(sqlx::query(&sql).bind(hash)).await? {
+            return Ok(Some(tenant));
+        }
+        let sql = format!(
+            "SELECT {TENANT_COLUMNS} FROM tenants \
+             WHERE previous_api_key_hash = $1 AND previous_api_key_until > $2"
+        );
+        self.fetch_optional(sqlx::query(&sql).bind(hash).bind(now))
+            .await
+    }
+
+    /// Gives a tenant a new API key (its hash). The key it replaces stays
+    /// valid until `previous_until` (never, if `None`), and a key replaced
+    /// before is forgotten. The console sessions signed in with a key of
+    /// the tenant's end, except `keep_session` (the one asking, if any).
+    /// `None` if there is no such tenant.
+    pub async fn replace_api_key(
+        &self,
+        tenant: &TenantId,
+        new_hash: &str,
+        previous_until: Option<i64>,
+        keep_session: Option<&str>,
+        now: i64,
+    ) -> StoreResult<Option<TenantRecord>> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "DELETE FROM console_sessions WHERE tenant_id = $1 AND role = 'tenant' \
+             AND token_hash <> $2",
+        )
+        .bind(tenant.as_str())
+        .bind(keep_session.unwrap_or(""))
+        .execute(&mut *tx)
+        .await?;
+        // The right-hand sides read the row as it was: the key replaced.
+        let sql = format!(
+            "UPDATE tenants SET \
+               previous_api_key_hash = CASE WHEN $3 IS NULL THEN NULL ELSE api_key_hash END, \
+               previous_api_key_until = $3, api_key_hash = $2, updated_at = $4 \
+             WHERE id = $1 RETURNING {TENANT_COLUMNS}"
+        );
+        let query = sqlx::query(&sql).bind(tenant.as_str()).bind(new_hash);
+        let row = query
+            .bind(previous_until)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        self.updated(tenant, row)
+    }
+
+    /// A tenant's row as an update returned it (`None`: no such tenant),
+    /// its cached copy forgotten.
+    fn updated(
+        &self,
+        tenant: &TenantId,
+        row: Option<sqlx::any::AnyRow>,
+    ) -> StoreResult<Option<TenantRecord>> {
+        self.cache.forget_tenant(tenant.as_str());
+        row.as_ref()
+            .map(TenantRecord::from_row)
+            .transpose()
+            .map_err(classify)
     }
 
     /// Sets the engine and replaces its sealed secret, in one transaction.
@@ -131,11 +198,7 @@ impl Store {
             .bind(now)
             .fetch_optional(&self.pool)
             .await?;
-        self.cache.forget_tenant(tenant.as_str());
-        row.as_ref()
-            .map(TenantRecord::from_row)
-            .transpose()
-            .map_err(classify)
+        self.updated(tenant, row)
     }
 
     /// Rows open (pending or in flight) in both queues of a tenant's

@@ -98,6 +98,37 @@ async fn cli_tenant_create(backend: Backend) {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--name"));
 
+    // A new key from the host: the printed one works, the old one stops.
+    let out = run(&["tenant", "rotate-key", "--tenant", &tenant.id, "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    let read = format!("/api/v1/tenants/{}", tenant.id);
+    let new_key = printed["api_key"].as_str().unwrap();
+    assert_eq!(app.get(&read, new_key).await.0, StatusCode::OK);
+    assert_eq!(
+        app.get(&read, &tenant.api_key).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    for args in [
+        &["tenant", "rotate-key", "--tenant", "ten_nope"][..],
+        &[
+            "tenant",
+            "rotate-key",
+            "--tenant",
+            &tenant.id,
+            "--previous-valid-seconds",
+            "999999",
+        ],
+    ] {
+        let out = run(args);
+        assert!(!out.status.success(), "{args:?}");
+    }
+    assert_eq!(app.get(&read, new_key).await.0, StatusCode::OK);
+
     let out = run(&["keys", "generate"]);
     assert!(out.status.success());
     let key = String::from_utf8(out.stdout).unwrap();

@@ -2,6 +2,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 
 use crate::both_backends;
+use crate::console::{hidden, Visitor};
 use crate::helpers::*;
 
 both_backends!(tenant_lifecycle_and_engine, authentication_is_required);
@@ -150,3 +151,146 @@ async fn authentication_is_required(backend: Backend) {
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+/// A tenant's API key replaced (`POST …/api-key`): the new key works and
+/// the old one stops, at once or after the grace asked for; the console
+/// sessions signed in with a key end; bad input changes nothing; another
+/// tenant's key cannot do it.
+async fn an_api_key_is_replaced_at_once_or_after_a_grace(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let tenant = app.create_tenant("Rotating").await;
+    let other = app.create_tenant("Other").await;
+    let path = format!("/api/v1/tenants/{}/api-key", tenant.id);
+    let works = |key: String| {
+        let app = &app;
+        let read = format!("/api/v1/tenants/{}", tenant.id);
+        async move { app.get(&read, &key).await.0 == StatusCode::OK }
+    };
+    let mut visitor = Visitor::new(&app);
+    visitor.sign_in(&tenant.api_key).await;
+    assert_eq!(visitor.get("/console/connections").await.0, StatusCode::OK);
+
+    // Refused, and nothing changes.
+    let bad = [
+        json!({"previous_key_valid_seconds": -1}),
+        json!({"previous_key_valid_seconds": 604_801}),
+        json!({"previous_key_valid_seconds": "1h"}),
+        json!({"grace": 60}),
+    ];
+    for body in &bad {
+        let (status, answer) = app
+            .send_json(Method::POST, &path, &tenant.api_key, body)
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {answer}");
+    }
+    let (status, _) = app
+        .send_json(Method::POST, &path, &other.api_key, &json!({}))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "another tenant's key");
+    assert!(works(tenant.api_key.clone()).await);
+
+    // At once, with no body, by the tenant itself.
+    let res = app
+        .client
+        .post(app.url(&path))
+        .bearer_auth(&tenant.api_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    let answer: serde_json::Value = res.json().await.unwrap();
+    let second = answer["api_key"].as_str().unwrap().to_owned();
+    assert!(second.starts_with("bgk_") && second != tenant.api_key);
+    assert_eq!(answer["previous_key_valid_until"], serde_json::Value::Null);
+    assert!(!works(tenant.api_key.clone()).await, "the old key stopped");
+    assert!(works(second.clone()).await);
+    let (status, headers, _) = visitor.get("/console/connections").await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "the console session ended");
+    assert!(headers["location"].to_str().unwrap().contains("sign-in"));
+    let snapshot = app.db.snapshot().await;
+    assert!(
+        !snapshot.iter().any(|row| row.contains(&second)),
+        "only its hash is kept"
+    );
+
+    // With a grace, by the admin: both work until it passes.
+    let (status, answer) = app
+        .send_json(
+            Method::POST,
+            &path,
+            &app.admin_token,
+            &json!({"previous_key_valid_seconds": 1}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let third = answer["api_key"].as_str().unwrap().to_owned();
+    assert!(answer["previous_key_valid_until"].is_string(), "{answer}");
+    assert!(works(second.clone()).await && works(third.clone()).await);
+    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    assert!(!works(second).await, "the grace is over");
+    assert!(works(third).await);
+}
+
+both_backends!(an_api_key_is_replaced_at_once_or_after_a_grace);
+
+/// The console's settings page replaces the key too: with the form's token
+/// only, the new key shown once, this session kept and the tenant's other
+/// console sessions ended, the old key working for the hour chosen.
+async fn the_console_replaces_the_api_key_and_keeps_its_own_session(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let tenant = app.create_tenant("Console rotating").await;
+    let read = format!("/api/v1/tenants/{}", tenant.id);
+    let mut me = Visitor::new(&app);
+    me.sign_in(&tenant.api_key).await;
+    let mut elsewhere = Visitor::new(&app);
+    elsewhere.sign_in(&tenant.api_key).await;
+    let (status, _, page) = me.get("/console/engine").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("action=\"/console/api-key\""), "{page}");
+    let csrf = hidden(&page, "csrf");
+
+    let (status, _, page) = me.post("/console/api-key", &[("grace", "3600")]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "no form token");
+    assert!(!page.contains("id=\"new-api-key\""));
+    let (status, _, _) = me
+        .post(
+            "/console/api-key",
+            &[("csrf", &csrf), ("grace", "99999999")],
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "a grace past a week"
+    );
+    assert_eq!(
+        elsewhere.get("/console/connections").await.0,
+        StatusCode::OK
+    );
+
+    let (status, _, page) = me
+        .post("/console/api-key", &[("csrf", &csrf), ("grace", "3600")])
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let start = page.find("id=\"new-api-key\">").expect("the new key") + 17;
+    let key = &page[start..start + page[start..].find('<').unwrap()];
+    assert!(key.starts_with("bgk_") && key != tenant.api_key, "{key}");
+    assert!(page.contains("id=\"old-key-until\""));
+    assert_eq!(app.get(&read, key).await.0, StatusCode::OK);
+    assert_eq!(
+        app.get(&read, &tenant.api_key).await.0,
+        StatusCode::OK,
+        "for an hour"
+    );
+    assert_eq!(me.get("/console/connections").await.0, StatusCode::OK);
+    assert_eq!(
+        elsewhere.get("/console/connections").await.0,
+        StatusCode::SEE_OTHER,
+        "the other session ended"
+    );
+    let (_, _, page) = me.get("/console/engine").await;
+    assert!(!page.contains(key), "shown only once");
+}
+
+both_backends!(the_console_replaces_the_api_key_and_keeps_its_own_session);

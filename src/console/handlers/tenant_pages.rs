@@ -88,12 +88,20 @@ pub async fn open_tenant(ctx: Ctx, path: web::Path<String>, form: Form) -> HttpR
     finish(&ctx, page)
 }
 
+/// A replaced API key, shown once on the settings page: the key, and
+/// until when the old one works.
+struct Replaced {
+    key: secrecy::SecretString,
+    old_until: Option<i64>,
+}
+
 async fn engine_form(
     ctx: &Ctx,
     t: &TenantRecord,
     values: Option<&HashMap<String, String>>,
     errors: &[FieldError],
     saved: bool,
+    replaced: Option<&Replaced>,
 ) -> Page {
     let l = ctx.lang;
     let view = tenants::engine_view(&ctx.state, t).await?;
@@ -154,6 +162,35 @@ async fn engine_form(
             }
             button #save-engine type="submit" { (T::Save.get(l)) }
         }
+        section #api-key {
+            h2 { (T::ApiKey.get(l)) }
+            @if let Some(r) = replaced {
+                (notice(T::ApiKeyReplaced.get(l)))
+                (copyable("new-api-key", T::ApiKey.get(l), r.key.expose_secret(), l))
+                @match r.old_until {
+                    Some(until) => p #old-key-until { (T::OldKeyUntil.get(l)) " " (when(until)) },
+                    None => p #old-key-until { (T::OldKeyStopped.get(l)) },
+                }
+            }
+            p { (T::ApiKeyIntro.get(l)) }
+            form.card #api-key-form method="post" action="/console/api-key" {
+                (csrf(ctx))
+                div.field {
+                    label for="grace" { (T::OldKeyStops.get(l)) }
+                    select #grace name="grace" {
+                        @for (seconds, label) in [("0", T::GraceNow), ("3600", T::GraceHour), ("86400", T::GraceDay)] {
+                            option value=(seconds) { (label.get(l)) }
+                        }
+                    }
+                }
+                // A second step without script: the confirmation opens in place.
+                details.replace-api-key {
+                    summary { (T::ReplaceApiKey.get(l)) }
+                    p { (T::ReplaceApiKeyConfirm.get(l)) }
+                    button.danger #replace-api-key type="submit" { (T::ReplaceApiKeyYes.get(l)) }
+                }
+            }
+        }
     };
     form_page(ctx, T::Engine, errors, body)
 }
@@ -161,7 +198,8 @@ async fn engine_form(
 pub async fn engine_page(ctx: Ctx, req: HttpRequest) -> HttpResponse {
     let page = async {
         let t = tenant(&ctx)?;
-        engine_form(&ctx, t, None, &[], req.query_string().contains("saved=1")).await
+        let saved = req.query_string().contains("saved=1");
+        engine_form(&ctx, t, None, &[], saved, None).await
     }
     .await;
     finish(&ctx, page)
@@ -192,10 +230,37 @@ pub async fn save_engine(ctx: Ctx, form: Form) -> HttpResponse {
             Err(ApiError::Validation(errors)) => {
                 let mut values = (*form).clone();
                 values.remove("secret");
-                engine_form(&ctx, t, Some(&values), &errors, false).await
+                engine_form(&ctx, t, Some(&values), &errors, false, None).await
             }
             Err(e) => Err(e.into()),
         }
+    }
+    .await;
+    finish(&ctx, page)
+}
+
+/// `POST /console/api-key`: a new API key for the tenant, shown once on the
+/// settings page; this session stays signed in.
+pub async fn replace_api_key(ctx: Ctx, form: Form) -> HttpResponse {
+    let page = async {
+        let s = genuine(&ctx, &form)?;
+        let t = tenant(&ctx)?;
+        // The form's choices are numbers; anything else is refused (422).
+        let grace = text(&form, "grace");
+        let asked = tenants::ApiKeyBody {
+            previous_key_valid_seconds: Some(
+                grace
+                    .parse::<i64>()
+                    .map_or(Value::String(grace), Value::from),
+            ),
+        };
+        let grace = asked.grace_seconds()?;
+        let (key, old_until) =
+            tenants::replace_api_key(&ctx.state.store, &t.id, grace, Some(&s.token_hash))
+                .await?
+                .ok_or(ApiError::NotFound("no such tenant"))?;
+        let replaced = Replaced { key, old_until };
+        engine_form(&ctx, t, None, &[], false, Some(&replaced)).await
     }
     .await;
     finish(&ctx, page)
