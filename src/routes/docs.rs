@@ -29,6 +29,7 @@ use crate::error::ErrorEnvelope;
         openapi,
         page,
         tenants::create,
+        tenants::list,
         tenants::get,
         tenants::set_engine,
         tenants::delete,

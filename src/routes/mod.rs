@@ -112,6 +112,7 @@ fn operations() -> Vec<Operation> {
         op(M::GET, "/api/openapi.json", web::to(docs::openapi)),
         op(M::GET, "/api/docs", web::to(docs::page)),
         op(M::POST, "/api/v1/tenants", web::to(tenants::create)),
+        op(M::GET, "/api/v1/tenants", web::to(tenants::list)),
         op(M::GET, "/api/v1/tenants/{tenant}", web::to(tenants::get)),
         op(
             M::DELETE,

@@ -49,6 +49,65 @@ pub async fn create(
     }))
 }
 
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TenantsQuery {
+    /// At most this many (1 to 1,000; 100 by default).
+    #[param(value_type = Option<i64>)]
+    limit: Option<String>,
+    /// The tenants after this id (the previous page's `next_after`).
+    after: Option<String>,
+}
+
+/// A page of tenants, by id.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TenantList {
+    pub tenants: Vec<TenantView>,
+    /// The `after` of the next page; null on the last.
+    pub next_after: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/tenants",
+    summary = "List the tenants (admin token), a page at a time by id", tag = "tenants",
+    params(TenantsQuery),
+    responses((status = 200, description = "A page of tenants", body = TenantList), (status = 401, description = "Missing or wrong credentials", body = ErrorEnvelope<'static>), (status = 403, description = "A tenant key may not list tenants", body = ErrorEnvelope<'static>), Invalid))]
+pub async fn list(
+    state: web::Data<AppState>,
+    caller: Caller,
+    query: web::Query<TenantsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_admin()?;
+    let limit = match query.limit.as_deref().map(str::parse::<i64>) {
+        None => 100,
+        Some(Ok(n)) if (1..=1000).contains(&n) => n,
+        Some(_) => {
+            return Err(ApiError::validation(
+                "limit",
+                "must be a number from 1 to 1000",
+            ))
+        }
+    };
+    let after = match query.after.as_deref() {
+        None => None,
+        Some(id) => Some(
+            crate::domain::ids::TenantId::parse(id)
+                .ok_or_else(|| ApiError::validation("after", "must be a tenant id (ten_…)"))?,
+        ),
+    };
+    let page = state.store.tenants_after(after.as_ref(), limit).await?;
+    let next_after = (page.len() as i64 == limit)
+        .then(|| page.last().map(|t| t.id.as_str().to_owned()))
+        .flatten();
+    let mut tenants = Vec::with_capacity(page.len());
+    for tenant in &page {
+        tenants.push(tenants::view(&state, tenant).await?);
+    }
+    Ok(HttpResponse::Ok().json(TenantList {
+        tenants,
+        next_after,
+    }))
+}
+
 #[utoipa::path(get, path = "/api/v1/tenants/{tenant}",
     summary = "Read a tenant", tag = "tenants", params(TenantPath),
     responses((status = 200, description = "The tenant", body = TenantView), Denied))]

@@ -66,6 +66,19 @@ impl Store {
         Ok(tenant)
     }
 
+    /// Up to `limit` tenants by id, after `after` (from the first if `None`).
+    pub async fn tenants_after(
+        &self,
+        after: Option<&TenantId>,
+        limit: i64,
+    ) -> StoreResult<Vec<TenantRecord>> {
+        let sql =
+            format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id > $1 ORDER BY id LIMIT $2");
+        let after = after.map_or("", TenantId::as_str);
+        self.fetch_all(sqlx::query(&sql).bind(after).bind(limit))
+            .await
+    }
+
     /// The tenant whose API key hashes to `hash`: its current key, or the
     /// key it replaced while that is still valid at `now`.
     pub async fn tenant_by_api_key_hash(

@@ -294,3 +294,46 @@ async fn the_console_replaces_the_api_key_and_keeps_its_own_session(backend: Bac
 }
 
 both_backends!(the_console_replaces_the_api_key_and_keeps_its_own_session);
+
+/// `GET /api/v1/tenants` (the admin's): every tenant once, a page at a
+/// time by id, with no key; a tenant's key may not list; bad paging is a
+/// 422.
+async fn the_admin_lists_tenants_a_page_at_a_time(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let mut made = Vec::new();
+    for i in 0..5 {
+        made.push(app.create_tenant(&format!("Listed {i}")).await);
+    }
+    let mut seen = Vec::new();
+    let mut path = "/api/v1/tenants?limit=2".to_owned();
+    loop {
+        let (status, page) = app.get(&path, &app.admin_token).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let tenants = page["tenants"].as_array().unwrap();
+        assert!(tenants.len() <= 2);
+        for t in tenants {
+            assert!(t.get("api_key").is_none());
+            seen.push(t["id"].as_str().unwrap().to_owned());
+        }
+        match page["next_after"].as_str() {
+            Some(after) => path = format!("/api/v1/tenants?limit=2&after={after}"),
+            None => break,
+        }
+    }
+    let mut expected: Vec<String> = made.iter().map(|t| t.id.clone()).collect();
+    expected.sort();
+    assert_eq!(seen, expected, "each once, by id");
+
+    let (status, _) = app.get("/api/v1/tenants", &made[0].api_key).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = app.get("/api/v1/tenants", "").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    for query in ["limit=0", "limit=1001", "limit=x", "after=nope"] {
+        let (status, body) = app
+            .get(&format!("/api/v1/tenants?{query}"), &app.admin_token)
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{query}: {body}");
+    }
+}
+
+both_backends!(the_admin_lists_tenants_a_page_at_a_time);
