@@ -660,6 +660,76 @@ async fn a_button_replaces_or_deletes_the_message_it_was_on(backend: Backend) {
     assert_eq!(messages.len(), 1, "{messages:?}");
 }
 
+/// Membership events reach the engine with NAVER WORKS' kinds: the bot
+/// added to a channel `join` (from its inviter), someone joining `joined`,
+/// leaving `left` (with `members`), the bot removed `leave`; the echo
+/// engine greets on the first two.
+async fn membership_events_reach_the_engine_as_join_joined_left_and_leave(backend: Backend) {
+    let s = setup(backend, "").await;
+    let bot = s.slack["bot_user_id"].as_str().unwrap().to_owned();
+    let team = s.slack["team_id"].as_str().unwrap().to_owned();
+    let events = [
+        json!({"type": "member_joined_channel", "user": bot, "channel": "C9", "channel_type": "C", "team": team, "inviter": "U1"}),
+        json!({"type": "member_joined_channel", "user": "U5", "channel": "C9", "channel_type": "C", "team": team}),
+        json!({"type": "member_left_channel", "user": "U5", "channel": "C9", "channel_type": "C", "team": team}),
+        json!({"type": "channel_left", "channel": "C9", "actor_id": "U1"}),
+    ];
+    // The echo engine: a greeting for the bot's joining and for a member's.
+    for event in &events[..2] {
+        s.deliver("event", json!({ "event": event })).await;
+    }
+    let messages = s.wait_messages(2, Duration::from_secs(20)).await;
+    assert_eq!(
+        texts(&messages, "C9"),
+        [
+            "Hello! Thanks for adding me. Everything you say, I say back.",
+            "Welcome!"
+        ]
+    );
+    // An http engine sees each kind.
+    let engine = s.use_engine(json!([])).await;
+    for event in &events {
+        s.deliver("event", json!({ "event": event })).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while engine.received.lock().unwrap().len() < 4 {
+        assert!(
+            Instant::now() < deadline,
+            "the engine was not asked 4 times"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let asked: Vec<Value> = engine
+        .received
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, body)| serde_json::from_slice(body).unwrap())
+        .collect();
+    let seen: Vec<_> = asked
+        .iter()
+        .map(|a| {
+            (
+                a["type"].as_str().unwrap().to_owned(),
+                a["conversation"]["user_id"].clone(),
+                a["content"].get("members").cloned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("join".to_owned(), json!("U1"), None),
+            ("joined".to_owned(), json!("U5"), Some(json!(["U5"]))),
+            ("left".to_owned(), json!("U5"), Some(json!(["U5"]))),
+            ("leave".to_owned(), json!("U1"), None),
+        ]
+    );
+    assert!(asked
+        .iter()
+        .all(|a| a["conversation"]["channel_id"] == "C9"));
+}
+
 /// 20 channels × 30 messages through the send API against a per-channel
 /// limit lower than the connection's pace: all delivered in per-channel
 /// order, 429s honoured, and a message to a quiet channel is not held
@@ -957,6 +1027,7 @@ async fn a_request_not_read_in_time_is_retried_not_failed(backend: Backend) {
 both_backends!(
     each_kind_reaches_the_engine_once_and_is_answered_in_place,
     a_button_replaces_or_deletes_the_message_it_was_on,
+    membership_events_reach_the_engine_as_join_joined_left_and_leave,
     bad_slack_requests_are_refused_and_change_nothing,
     a_slow_engine_is_acknowledged_in_time_and_retries_are_not_processed_twice,
     channels_are_paced_one_by_one_and_keep_their_order,

@@ -190,6 +190,9 @@ fn action_data(action: &Value) -> (Value, Option<Vec<Value>>) {
 /// messages (its own among them), edits and deletions, and other event
 /// types are stored and ignored (a bot that answers bots loops).
 fn event(turn: &mut Turn, doc: Value) {
+    if let Some(seconds) = doc.get("event_time").and_then(Value::as_i64) {
+        turn.issued_time = json!(rfc3339(seconds.saturating_mul(1000)));
+    }
     let event = doc.get("event").cloned().unwrap_or(Value::Null);
     let text = str_field(&event, "text").unwrap_or("");
     // The bot's own user (authorizations, SLACK.md §2): a mention of it is
@@ -204,6 +207,28 @@ fn event(turn: &mut Turn, doc: Value) {
         .and_then(|a| a.get("user_id"))
         .and_then(Value::as_str);
     let mention = bot_user.map(|u| format!("<@{u}>"));
+    if let Some(kind) = membership(&turn.kind, &event, bot_user) {
+        let member = str_field(&event, "user");
+        // Who added or removed the bot, when Slack says; else the member.
+        let who = match kind {
+            "join" => str_field(&event, "inviter"),
+            "leave" => str_field(&event, "actor_id"),
+            _ => member,
+        };
+        turn.kind = kind.into();
+        turn.conversation = conversation(
+            who,
+            str_field(&event, "channel"),
+            str_field(&doc, "team_id"),
+            None,
+        );
+        turn.content = match kind {
+            "joined" | "left" => json!({"type": kind, "members": [member]}),
+            _ => json!({ "type": kind }),
+        };
+        turn.raw = doc;
+        return;
+    }
     turn.ignored = match turn.kind.as_str() {
         "message" | "app_mention" if event.get("bot_id").is_some() => Some("a bot's message"),
         // A user's file is a message with the `file_share` subtype.
@@ -251,10 +276,27 @@ fn event(turn: &mut Turn, doc: Value) {
         }
         _ => json!({"type": "text", "text": said}),
     };
-    if let Some(seconds) = doc.get("event_time").and_then(Value::as_i64) {
-        turn.issued_time = json!(rfc3339(seconds.saturating_mul(1000)));
-    }
     turn.raw = doc;
+}
+
+/// A membership event as the engine protocol's kinds, which are NAVER
+/// WORKS' (NAVERWORKS.md §callbacks): the bot added to a channel `join`,
+/// others joining `joined`, leaving `left`, the bot removed `leave`. The
+/// event shapes are Slack's events reference's (`member_joined_channel`,
+/// `member_left_channel` with `user`, `channel`, `inviter`?; `channel_left`
+/// / `group_left` with `channel`, `actor_id`), not SLACK.md's; that the
+/// bot's own joining arrives as `member_joined_channel` is [S].
+fn membership(event_type: &str, event: &Value, bot_user: Option<&str>) -> Option<&'static str> {
+    let member = str_field(event, "user");
+    let bot = member.is_some() && member == bot_user;
+    match event_type {
+        "member_joined_channel" if bot => Some("join"),
+        "member_joined_channel" => Some("joined"),
+        "member_left_channel" if bot => Some("leave"),
+        "member_left_channel" => Some("left"),
+        "channel_left" | "group_left" => Some("leave"),
+        _ => None,
+    }
 }
 
 fn file_share(event: &Value) -> bool {
