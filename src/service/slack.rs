@@ -83,17 +83,16 @@ fn ack_text(v: &Value) -> Result<String, FieldError> {
     }
 }
 
+/// Slack's `auth.test` with `token`, within [`AUTH_TEST_TIMEOUT`].
+async fn auth_test(state: &AppState, token: &SecretString) -> Result<api::Identity, Sent> {
+    let base = &state.settings.slack_api_url;
+    api::auth_test(&state.http, base, token, AUTH_TEST_TIMEOUT).await
+}
+
 /// `auth.test` for a pasted token: who it is, or the field error / upstream
 /// failure to answer with.
 async fn identify(state: &AppState, token: &SecretString) -> Result<api::Identity, ApiError> {
-    match api::auth_test(
-        &state.http,
-        &state.settings.slack_api_url,
-        token,
-        AUTH_TEST_TIMEOUT,
-    )
-    .await
-    {
+    match auth_test(state, token).await {
         Ok(identity) => Ok(identity),
         Err(Sent::CredentialsRefused(e) | Sent::Rejected(e)) => Err(ApiError::validation(
             "bot_token",
@@ -327,14 +326,7 @@ async fn auth_test_check(
         Some(w) => format!("{w}: {sentence}"),
         None => sentence,
     };
-    match api::auth_test(
-        &state.http,
-        &state.settings.slack_api_url,
-        token,
-        AUTH_TEST_TIMEOUT,
-    )
-    .await
-    {
+    match auth_test(state, token).await {
         Ok(identity) => check(
             name,
             true,
