@@ -6,6 +6,7 @@ use maud::{html, Markup, DOCTYPE};
 
 use super::i18n::{fill, Lang, T};
 use super::session::Ctx;
+use crate::channels::Channel;
 use crate::domain::FieldError;
 use crate::service::checks::Check;
 use crate::store::console::Role;
@@ -253,12 +254,16 @@ pub fn connection_fields(
     }
 }
 
-/// One check of Test connection, as a sentence in `lang`.
-pub fn check_sentence(check: &Check, lang: Lang) -> String {
+/// One check of Test connection of a `channel` connection, as a sentence
+/// in `lang`.
+pub fn check_sentence(check: &Check, channel: Channel, lang: Lang) -> String {
     if lang == Lang::En {
         return check.message.clone();
     }
     let d = check.detail.as_deref().unwrap_or_default();
+    if channel == Channel::Slack {
+        return fill(slack_check_ko(check), &[d]);
+    }
     let ko = match (check.name, check.ok, check.code) {
         ("credentials", true, _) => "저장된 자격 증명을 복호화했고 개인 키를 읽었습니다.",
         ("credentials", false, _) => "저장된 자격 증명을 읽을 수 없습니다. 자격 증명 교체에서 다시 입력하세요.",
@@ -278,6 +283,25 @@ pub fn check_sentence(check: &Check, lang: Lang) -> String {
         _ => return check.message.clone(),
     };
     fill(ko, &[d])
+}
+
+/// A Slack check's sentence in Korean (`{}`: its detail).
+fn slack_check_ko(check: &Check) -> &'static str {
+    match (check.name, check.ok, check.code) {
+        ("credentials", true, _) => "저장된 시크릿을 복호화했습니다.",
+        ("credentials", false, _) => "저장된 자격 증명을 읽을 수 없습니다. 자격 증명 교체에서 다시 입력하세요.",
+        ("token", true, _) => "Slack의 auth.test가 봇 토큰을 받아들였습니다. 워크스페이스 {}.",
+        ("token", false, Some("no_bot_token")) => "저장된 봇 토큰이 없습니다. 토큰을 붙여 넣거나 워크스페이스에 앱을 설치하세요.",
+        ("token", false, Some("slack_token_refused")) => "Slack이 봇 토큰을 거부했습니다({}). 앱을 다시 설치하거나 새 봇 토큰을 붙여 넣으세요.",
+        ("token", false, _) => "Slack의 auth.test에 연결할 수 없습니다. 잠시 후 다시 시도하세요.",
+        ("installation", true, _) => "워크스페이스 {}: Slack의 auth.test가 봇 토큰을 받아들였습니다.",
+        ("installation", false, Some("slack_token_refused")) => "워크스페이스 {}: Slack이 봇 토큰을 거부했습니다. 그 워크스페이스에 앱을 다시 설치하세요.",
+        ("installation", false, Some("needs_reinstall")) => "워크스페이스 {}: Slack이 리프레시 토큰을 거부했습니다. 그 워크스페이스에 앱을 다시 설치하세요.",
+        ("installation", false, _) => "워크스페이스 {}: Slack에 연결할 수 없습니다. 잠시 후 다시 시도하세요.",
+        ("installations", true, _) => "설치된 워크스페이스 {}개는 여기서 확인하지 않았습니다.",
+        ("installations", false, Some("not_installed")) => "아직 어떤 워크스페이스에도 앱이 설치되지 않았습니다. 설치 URL을 워크스페이스 관리자에게 공유하세요.",
+        _ => "설치 목록을 읽을 수 없습니다. 잠시 후 다시 시도하세요.",
+    }
 }
 
 pub fn check_title(name: &str) -> T {

@@ -41,7 +41,8 @@ pub(super) fn check(
 }
 
 impl Check {
-    fn detail(mut self, detail: impl Into<String>) -> Self {
+    /// The variable part of the sentence, for the console's other language.
+    pub(super) fn detail(mut self, detail: impl Into<String>) -> Self {
         self.detail = Some(detail.into());
         self
     }

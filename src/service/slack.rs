@@ -323,32 +323,59 @@ async fn auth_test_check(
         Some(_) => ("installation", "Install the app in that workspace again."),
     };
     let say = |sentence: String| match workspace {
-        Some(w) => format!("{w}: {sentence}"),
+        Some(w) => format!("Workspace {w}: {sentence}"),
         None => sentence,
     };
     match auth_test(state, token).await {
-        Ok(identity) => check(
-            name,
-            true,
-            None,
-            say(format!(
-                "Slack's auth.test accepts the bot token: workspace {} ({}), bot {}.",
+        Ok(identity) => {
+            let who = format!(
+                "{} ({}), bot {}",
                 identity.team, identity.team_id, identity.bot_id
-            )),
-        ),
-        Err(Sent::CredentialsRefused(e) | Sent::Rejected(e)) => check(
-            name,
+            );
+            let sentence = format!("Slack's auth.test accepts the bot token: workspace {who}.");
+            check(name, true, None, say(sentence)).detail(workspace.unwrap_or(&who))
+        }
+        Err(Sent::CredentialsRefused(e) | Sent::Rejected(e)) => {
+            let sentence = say(format!("{e}. {repair}"));
+            let check = check(name, false, Some("slack_token_refused"), sentence);
+            check.detail(workspace.unwrap_or(&e))
+        }
+        Err(_) => {
+            let sentence = "Slack's auth.test could not be reached. Try again in a moment.";
+            let check = check(name, false, Some("slack_unavailable"), say(sentence.into()));
+            check.detail(workspace.unwrap_or_default())
+        }
+    }
+}
+
+/// `auth.test` with one installed workspace's bot token (refreshed first if
+/// due), or why there is none to ask with.
+async fn workspace_check(
+    state: &AppState,
+    record: &ConnectionRecord,
+    i: &crate::store::Installation,
+) -> super::checks::Check {
+    use super::checks::check;
+    let workspace = format!("{} ({})", i.team_name, i.team_id);
+    let failed = match installs::bot_token(state, record, Some(&i.team_id), false).await {
+        Ok(token) => return auth_test_check(state, &token.token, Some(&workspace)).await,
+        Err(TokenProblem::NeedsReinstall(_)) => check(
+            "installation",
             false,
-            Some("slack_token_refused"),
-            say(format!("{e}. {repair}")),
+            Some("needs_reinstall"),
+            format!(
+                "Workspace {workspace}: Slack refused its refresh token. \
+                 Install the app in that workspace again."
+            ),
         ),
-        Err(_) => check(
-            name,
+        Err(problem) => check(
+            "installation",
             false,
             Some("slack_unavailable"),
-            say("Slack's auth.test could not be reached. Try again in a moment.".into()),
+            format!("Workspace {workspace}: {problem}."),
         ),
-    }
+    };
+    failed.detail(workspace)
 }
 
 /// One check per installed workspace (the first [`CHECKED_WORKSPACES`]),
@@ -375,42 +402,16 @@ async fn workspace_checks(
              with a workspace's admin.",
         )];
     }
-    let checked = installed
-        .iter()
-        .take(CHECKED_WORKSPACES)
-        .map(|i| async move {
-            let workspace = format!("Workspace {} ({})", i.team_name, i.team_id);
-            match installs::bot_token(state, record, Some(&i.team_id), false).await {
-                Ok(token) => auth_test_check(state, &token.token, Some(&workspace)).await,
-                Err(TokenProblem::NeedsReinstall(_)) => check(
-                    "installation",
-                    false,
-                    Some("needs_reinstall"),
-                    format!(
-                        "{workspace}: Slack refused its refresh token. \
-                     Install the app in that workspace again."
-                    ),
-                ),
-                Err(problem) => check(
-                    "installation",
-                    false,
-                    Some("slack_unavailable"),
-                    format!("{workspace}: {problem}."),
-                ),
-            }
-        });
+    let checked = installed.iter().take(CHECKED_WORKSPACES);
+    let checked = checked.map(|i| workspace_check(state, record, i));
     let mut checks = futures_util::future::join_all(checked).await;
     if let Some(more) = installed
         .len()
         .checked_sub(CHECKED_WORKSPACES)
         .filter(|n| *n > 0)
     {
-        checks.push(check(
-            "installations",
-            true,
-            None,
-            format!("{more} more workspaces are installed and were not checked here."),
-        ));
+        let sentence = format!("{more} more workspaces are installed and were not checked here.");
+        checks.push(check("installations", true, None, sentence).detail(more.to_string()));
     }
     checks
 }

@@ -803,6 +803,25 @@ async fn the_connection_test_asks_about_each_workspace(backend: Backend) {
     for token in tokens {
         assert!(!checks.iter().any(|c| c.to_string().contains(token)));
     }
+
+    // The console says the same in Korean, as Slack's sentences.
+    let id = s.connection["id"].as_str().unwrap();
+    let mut visitor = Visitor::new(&s.app);
+    visitor.sign_in(&s.tenant.api_key).await;
+    let (_, _, page) = visitor
+        .get(&format!("/console/connections/{id}?lang=ko"))
+        .await;
+    let csrf = hidden(&page, "csrf");
+    let test = format!("/console/connections/{id}/test");
+    let (_, _, page) = visitor.post(&test, &[("csrf", &csrf)]).await;
+    assert!(page.contains("<html lang=\"ko\">"), "{page}");
+    assert!(
+        page.contains("(TAAA): Slack이 봇 토큰을 거부했습니다")
+            && page.contains("(TBBB): Slack의 auth.test가 봇 토큰을 받아들였습니다")
+            && page.contains("저장된 시크릿을 복호화했습니다"),
+        "{page}"
+    );
+    assert!(!page.contains("NAVER WORKS"), "{page}");
 }
 
 /// The console's test message on such a connection: the form lists the

@@ -316,7 +316,7 @@ async fn connection_view(
                         @for check in checks {
                             li class=(if check.ok { "ok" } else { "failed" }) data-check=(check.name) {
                                 strong { (pages::check_title(check.name).get(l)) ": " }
-                                (pages::check_sentence(check, l))
+                                (pages::check_sentence(check, Channel::of(c), l))
                             }
                         }
                     }
