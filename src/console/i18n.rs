@@ -360,6 +360,12 @@ const FIELD_MESSAGES: &[(&str, &str)] = &[
     ("must name a host", "호스트가 있어야 합니다."),
     ("must not contain a user name or password; use `secret` for the HMAC key", "사용자 이름이나 비밀번호를 넣을 수 없습니다. HMAC 키는 서명 비밀 값에 넣으세요."),
     ("must be a text of 1 to 2000 characters", "1~2000자의 텍스트여야 합니다."),
+    ("must be a user or a room", "사용자 또는 대화방이어야 합니다."),
+    ("must be a non-empty id of at most 256 characters", "256자 이하의 ID여야 합니다."),
+    ("is required: this connection sends through its workspaces' installations (GET …/installations lists them)", "필수 항목입니다. 이 연결은 워크스페이스별 설치로 보냅니다(GET …/installations에 목록이 있습니다)."),
+    ("is not a Slack team id", "Slack 팀 ID가 아닙니다."),
+    ("the app must be installed in this workspace again (Slack refused its refresh token)", "이 워크스페이스에 앱을 다시 설치해야 합니다(Slack이 리프레시 토큰을 거부했습니다)."),
+    ("the app is not installed in this workspace", "이 워크스페이스에는 앱이 설치되어 있지 않습니다."),
 ];
 
 /// The variable parts of `message` if it has the shape of `template`.
@@ -535,6 +541,9 @@ mod tests {
                 messages.extend(errors.into_iter().map(|e| e.message));
             }
         }
+        // The test message's form and the send API's workspace rules.
+        messages.extend(crate::console::test_message::TARGET_REFUSALS.map(String::from));
+        messages.extend(crate::channels::slack::TEAM_REFUSALS.map(String::from));
         assert!(
             messages.len() > 40,
             "too few messages gathered: {messages:?}"

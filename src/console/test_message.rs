@@ -57,7 +57,7 @@ pub fn section(
         errors
             .iter()
             .find(|e| e.field == field)
-            .map(|e| e.message.clone())
+            .map(|e| super::i18n::say(&e.message, l))
     };
     let teams = match Channel::of(c) {
         Channel::NaverWorks => Vec::new(),
@@ -114,6 +114,12 @@ pub fn section(
     }
 }
 
+/// Why the form's target is refused (the console says them in Korean too).
+pub const TARGET_REFUSALS: [&str; 2] = [
+    "must be a user or a room",
+    "must be a non-empty id of at most 256 characters",
+];
+
 /// The form's message, checked as the send API checks it.
 fn outgoing_of(
     form: &HashMap<String, String>,
@@ -124,16 +130,13 @@ fn outgoing_of(
         "" | "user" => "user",
         "channel" => "channel",
         _ => {
-            errors.push(FieldError::new("target_id", "must be a user or a room"));
+            errors.push(FieldError::new("target_id", TARGET_REFUSALS[0]));
             "user"
         }
     };
     let target = text(form, "target_id");
     if target.is_empty() || target.len() > 256 || target.chars().any(char::is_control) {
-        errors.push(FieldError::new(
-            "target_id",
-            "must be a non-empty id of at most 256 characters",
-        ));
+        errors.push(FieldError::new("target_id", TARGET_REFUSALS[1]));
     }
     let said = text(form, "text");
     if said.is_empty() {

@@ -850,6 +850,15 @@ async fn the_console_sends_a_test_message_through_a_chosen_workspace(backend: Ba
     let (status, _, page) = visitor.post(&send, &form).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(page.contains("id=\"test-team-error\""), "{page}");
+    // The same in Korean.
+    visitor
+        .get(&format!("/console/connections/{id}?lang=ko"))
+        .await;
+    let (_, _, page) = visitor.post(&send, &form).await;
+    assert!(
+        page.contains("필수 항목입니다. 이 연결은 워크스페이스별 설치로 보냅니다"),
+        "{page}"
+    );
     let chosen = [&form[..], &[("team_id", "TBBB")]].concat();
     let (status, headers, _) = visitor.post(&send, &chosen).await;
     assert_eq!(status, StatusCode::SEE_OTHER);

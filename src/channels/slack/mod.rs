@@ -562,30 +562,37 @@ async fn send_team(
     asked: Option<&str>,
 ) -> Result<Result<String, FieldError>, crate::store::StoreError> {
     let refused = |message: &str| Ok(Err(FieldError::new("team_id", message)));
+    let [required, invalid, reinstall, not_installed] = TEAM_REFUSALS;
     let pasted = Details::of(connection).identity.map(|i| i.team_id);
     let Some(asked) = asked else {
         return match pasted {
             Some(team) => Ok(Ok(team)),
-            None => refused(
-                "is required: this connection sends through its workspaces' installations \
-                 (GET …/installations lists them)",
-            ),
+            None => refused(required),
         };
     };
     let Some(team) = team_id(asked) else {
-        return refused("is not a Slack team id");
+        return refused(invalid);
     };
     if pasted.as_deref() == Some(team) {
         return Ok(Ok(team.to_owned()));
     }
     match state.store.installation(&connection.id, team).await? {
         Some(i) if i.status == "active" => Ok(Ok(i.team_id)),
-        Some(_) => refused(
-            "the app must be installed in this workspace again (Slack refused its refresh token)",
-        ),
-        None => refused("the app is not installed in this workspace"),
+        Some(_) => refused(reinstall),
+        None => refused(not_installed),
     }
 }
+
+/// Why [`send_team`] refuses a `team_id`: none named where one must be, not
+/// a team id, a workspace that must install again, one not installed (the
+/// console says them in Korean too).
+pub const TEAM_REFUSALS: [&str; 4] = [
+    "is required: this connection sends through its workspaces' installations \
+     (GET …/installations lists them)",
+    "is not a Slack team id",
+    "the app must be installed in this workspace again (Slack refused its refresh token)",
+    "the app is not installed in this workspace",
+];
 
 /// The workspaces a connection can send through, as (team id, name): its
 /// pasted token's, then each active installation's; the order
