@@ -43,6 +43,10 @@ pub struct SlackApp {
     /// With rotation, how long an access token lives (Slack: 12 h).
     #[serde(default = "default_lifetime")]
     pub token_lifetime_seconds: u64,
+    /// Installs answer as an Enterprise Grid organization's (team null,
+    /// `is_enterprise_install` true).
+    #[serde(default)]
+    pub org_install: bool,
 }
 
 fn default_lifetime() -> u64 {
@@ -262,6 +266,7 @@ struct NewApp {
     signing_secret: Option<String>,
     rotation: bool,
     token_lifetime_seconds: Option<u64>,
+    org_install: bool,
 }
 
 /// Creates an app installed in a workspace; answers its credentials.
@@ -291,6 +296,7 @@ impl Slack {
             client_secret: crate::secrets::hex(&crate::secrets::random_bytes(16)),
             rotation: body.rotation,
             token_lifetime_seconds: body.token_lifetime_seconds.unwrap_or(43_200),
+            org_install: body.org_install,
         };
         self.lock().apps.push(app.clone());
         app
@@ -1152,6 +1158,12 @@ fn oauth_access(state: &mut SlackState, req: &HttpRequest, body: &[u8]) -> HttpR
     if app.rotation {
         answer["refresh_token"] = json!(install.refresh_token);
         answer["expires_in"] = json!(lifetime.as_secs());
+    }
+    if app.org_install {
+        answer["team"] = Value::Null;
+        answer["enterprise"] =
+            json!({"id": format!("E{}", &install.team_id[1..]), "name": "Emulated Org"});
+        answer["is_enterprise_install"] = json!(true);
     }
     // A re-install replaces the workspace's tokens.
     state

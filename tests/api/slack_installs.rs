@@ -824,6 +824,17 @@ async fn the_connection_test_asks_about_each_workspace(backend: Backend) {
     assert!(!page.contains("NAVER WORKS"), "{page}");
 }
 
+/// An install for a whole Enterprise Grid organization is refused with a
+/// page that says so, and stores nothing.
+async fn an_organization_wide_install_is_refused_with_its_reason(backend: Backend) {
+    let s = setup(backend, json!({"org_install": true})).await;
+    let consent = s.start(Some("TORG")).await;
+    let (status, page) = s.back(&consent.allow, Some(&consent.cookie)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{page}");
+    assert!(page.contains("Enterprise Grid organization"), "{page}");
+    assert!(s.installations().await.is_empty());
+}
+
 /// The console's test message on such a connection: the form lists the
 /// installed workspaces, a form without one is refused next to the field,
 /// and the message goes through the workspace chosen.
@@ -918,6 +929,7 @@ both_backends!(
     the_console_removes_an_installation_with_its_form_token,
     the_send_api_takes_only_a_workspace_it_can_send_through,
     the_connection_test_asks_about_each_workspace,
+    an_organization_wide_install_is_refused_with_its_reason,
     the_console_sends_a_test_message_through_a_chosen_workspace,
     two_workspaces_install_and_are_answered_with_their_own_tokens,
     bad_install_states_are_refused_and_store_nothing,

@@ -83,6 +83,11 @@ pub struct Granted {
 pub enum ExchangeError {
     #[error("Slack refused: {0}")]
     Refused(String),
+    /// An organization-wide (Enterprise Grid) install: its token is the
+    /// organization's, with no one workspace, which installations (one per
+    /// team id) do not hold yet.
+    #[error("an organization-wide install")]
+    OrgWide,
     #[error("Slack could not be reached or answered badly: {0}")]
     Unavailable(String),
 }
@@ -130,6 +135,11 @@ pub async fn exchange(state: &AppState, form: &[(&str, &str)]) -> Result<Granted
             t.len() <= 512 && t.contains("xoxb-") && t.bytes().all(|b| b.is_ascii_graphic())
         })
         .ok_or_else(|| ExchangeError::Unavailable("no bot access_token in the answer".into()))?;
+    // SLACK.md §6: `is_enterprise_install` and `team: null` for an install
+    // into a whole Enterprise Grid organization.
+    if answer.get("is_enterprise_install").and_then(Value::as_bool) == Some(true) {
+        return Err(ExchangeError::OrgWide);
+    }
     let team = answer.get("team").cloned().unwrap_or(Value::Null);
     let granted = Granted {
         access_token: SecretString::from(token.to_owned()),
