@@ -19,7 +19,7 @@ use super::docs::{PublicPath, TokenDenied};
 use crate::channels::Channel;
 use crate::domain::ids::PublicId;
 use crate::domain::{now_millis, rfc3339};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorEnvelope};
 use crate::secrets::hashing::verify_salted;
 use crate::state::limiter::{client, Attempt, Family};
 use crate::state::AppState;
@@ -87,8 +87,8 @@ pub async fn refresh(request: TokenRequest) -> Result<HttpResponse, ApiError> {
 
 #[utoipa::path(get, path = "/auth/slack/{connection}",
     summary = "A workspace's current bot token (DANBEE-NAVERWORKS-AUTH or X-Botgate-Auth)", tag = "slack",
-    params(PublicPath, ("team" = Option<String>, Query, description = "The workspace (T…); the pasted token's when absent")),
-    responses((status = 200, description = "The workspace's bot token", body = SlackToken<'static>), TokenDenied, (status = 404, description = "No installation for that workspace"), (status = 409, description = "The workspace must install the app again")),
+    params(PublicPath, ("team" = Option<String>, Query, description = "The workspace (T…); the pasted token's when absent, and required without one")),
+    responses((status = 200, description = "The workspace's bot token", body = SlackToken<'static>), TokenDenied, (status = 400, description = "Not a team id, or no team named where one must be", body = ErrorEnvelope<'static>), (status = 404, description = "No installation for that workspace"), (status = 409, description = "The workspace must install the app again")),
     security(("naverworksAuth" = [])))]
 pub async fn slack_read(request: TokenRequest) -> Result<HttpResponse, ApiError> {
     serve(request, false, Channel::Slack).await
@@ -97,7 +97,7 @@ pub async fn slack_read(request: TokenRequest) -> Result<HttpResponse, ApiError>
 #[utoipa::path(post, path = "/auth/slack/{connection}/refresh",
     summary = "A refreshed bot token (with token rotation; else the current one)", tag = "slack",
     params(PublicPath, ("team" = Option<String>, Query)),
-    responses((status = 200, description = "The workspace's new bot token", body = SlackToken<'static>), TokenDenied, (status = 404, description = "No installation for that workspace"), (status = 409, description = "The workspace must install the app again")),
+    responses((status = 200, description = "The workspace's new bot token", body = SlackToken<'static>), TokenDenied, (status = 400, description = "Not a team id, or no team named where one must be", body = ErrorEnvelope<'static>), (status = 404, description = "No installation for that workspace"), (status = 409, description = "The workspace must install the app again")),
     security(("naverworksAuth" = [])))]
 pub async fn slack_refresh(request: TokenRequest) -> Result<HttpResponse, ApiError> {
     serve(request, true, Channel::Slack).await
@@ -242,10 +242,28 @@ async fn slack_token(
     force: bool,
 ) -> Served {
     use crate::channels::slack::installs::{bot_token, TokenProblem};
-    let team = url::form_urlencoded::parse(req.query_string().as_bytes())
+    use crate::channels::slack::{team_id, Details};
+    let asked = url::form_urlencoded::parse(req.query_string().as_bytes())
         .find(|(k, _)| k == "team")
-        .and_then(|(_, v)| crate::channels::slack::team_id(&v).map(str::to_owned));
-    match bot_token(state, connection, team.as_deref(), force).await {
+        .map(|(_, v)| v.into_owned());
+    // A malformed team is refused, not read as none (which would serve the
+    // pasted token's workspace); none is refused where there is no pasted
+    // token, as the send API refuses it.
+    let refuse = |code: &'static str, message: &str| Served {
+        outcome: code,
+        answer: Err(ApiError::BadRequest(code, message.to_owned())),
+    };
+    let team = match asked.as_deref() {
+        Some(t) if team_id(t).is_none() => {
+            return refuse("invalid_team", "team: is not a Slack team id (T…)")
+        }
+        None if Details::of(connection).identity.is_none() => return refuse(
+            "team_required",
+            "team: is required: name the workspace (?team=T…) whose installation's token to read",
+        ),
+        team => team,
+    };
+    match bot_token(state, connection, team, force).await {
         Ok(token) => Served::token(SlackToken {
             access_token: token.token.expose_secret(),
             token_type: "Bearer",

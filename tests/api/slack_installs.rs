@@ -371,6 +371,24 @@ async fn two_workspaces_install_and_are_answered_with_their_own_tokens(backend: 
     assert_eq!(a["team_id"], "TAAA");
     let (status, body) = s.token_url(&s.app, "TCCC", false).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    // A malformed team, or none where there is no pasted token: 400.
+    let (status, body) = s.token_url(&s.app, "T%3Cb%3E", false).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::BAD_REQUEST, "invalid_team")
+    );
+    let url = local(&s.app, s.connection["auth_url"].as_str().unwrap());
+    let res = s
+        .app
+        .client
+        .get(&url)
+        .header("X-Botgate-Auth", AUTH)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(error_code(&body), "team_required");
     // The audit records each read with its outcome: served, or the refusal's code.
     let audit = format!(
         "/api/v1/tenants/{}/connections/{}/audit",
@@ -380,11 +398,13 @@ async fn two_workspaces_install_and_are_answered_with_their_own_tokens(backend: 
     let audited = eventually(Duration::from_secs(10), || async {
         let (_, audit) = s.app.get(&audit, &s.tenant.api_key).await;
         let entries = audit["entries"].as_array().cloned().unwrap_or_default();
-        ["ok", "no_installation"].iter().all(|outcome| {
-            entries
-                .iter()
-                .any(|e| e["outcome"] == *outcome && e["action"] == "read")
-        })
+        ["ok", "no_installation", "invalid_team", "team_required"]
+            .iter()
+            .all(|outcome| {
+                entries
+                    .iter()
+                    .any(|e| e["outcome"] == *outcome && e["action"] == "read")
+            })
     })
     .await;
     assert!(
