@@ -190,12 +190,20 @@ pub struct NewApiKey<'a> {
 #[utoipa::path(post, path = "/api/v1/tenants/{tenant}/api-key",
     summary = "Replace the tenant's API key (the new one is shown once); the old one stops at once or after a grace", tag = "tenants",
     params(TenantPath), request_body(content = ApiKeyBody, description = "Optional: no body replaces the key at once"),
-    responses((status = 200, description = "The new key", body = NewApiKey<'static>), Denied, Invalid))]
+    responses((status = 200, description = "The new key", body = NewApiKey<'static>), Denied, (status = 403, description = "A replaced key (in its grace) may not replace the key", body = ErrorEnvelope<'static>), Invalid))]
 pub async fn replace_api_key(
     state: web::Data<AppState>,
-    PathTenant(tenant): PathTenant,
+    req: actix_web::HttpRequest,
+    caller: Caller,
+    path: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
+    let tenant = caller.tenant(&state, &path).await?;
+    if caller.holds_replaced_key(&super::extract::bearer(&req).unwrap_or_default()) {
+        return Err(ApiError::Forbidden(
+            "a replaced API key may not replace the key; use the current key or the admin token",
+        ));
+    }
     // The body is optional, so it is read as bytes and decoded as the JSON
     // extractor would (a field of the wrong shape is a 422).
     let body: ApiKeyBody = match serde_json::from_slice(&body) {

@@ -29,6 +29,14 @@ impl Caller {
         Ok(verify_token(token, &state.admin_token_hash).then_some(Caller::Admin))
     }
 
+    /// Whether this caller came with its tenant's replaced API key (one
+    /// still valid for its grace, see `tenants::replace_api_key`): it may
+    /// use the API, but not replace the key again nor sign in to the
+    /// console, so that a leaked key cannot take the tenant back.
+    pub fn holds_replaced_key(&self, token: &str) -> bool {
+        matches!(self, Caller::Tenant(t) if !verify_token(token, &t.api_key_hash))
+    }
+
     /// The tenant named in the path, if this caller may act on it.
     pub async fn tenant(&self, state: &AppState, raw_id: &str) -> Result<TenantRecord, ApiError> {
         const NOT_FOUND: ApiError = ApiError::NotFound("no such tenant");

@@ -61,7 +61,8 @@ async fn sign_in_inner(ctx: &Ctx, req: &HttpRequest, form: &HashMap<String, Stri
     } else {
         Caller::of_token(&ctx.state, &key).await?
     };
-    let Some(caller) = caller else {
+    // A replaced key still in its grace serves the API, not the console.
+    let Some(caller) = caller.filter(|c| !c.holds_replaced_key(&key)) else {
         tokio::time::sleep(ctx.state.limiter.failure(&attempt)).await;
         return Ok(sign_in_form(ctx, StatusCode::UNAUTHORIZED, true, None));
     };
