@@ -17,6 +17,21 @@ use crate::state::AppState;
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ConnectionList {
     pub connections: Vec<ConnectionView>,
+    /// When paging: the `after` of the next page; absent on the last.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_after: Option<String>,
+}
+
+/// Paging, for a tenant with many connections: with `limit` or `after`, a
+/// page in the same order (oldest first); with neither, all of them.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// At most this many (1 to 1,000; 100 when paging without it).
+    #[param(value_type = Option<i64>)]
+    limit: Option<String>,
+    /// The connections after this id (the previous page's `next_after`).
+    after: Option<String>,
 }
 
 /// The test's answer: whether every check passed, and each check.
@@ -57,17 +72,41 @@ pub async fn create(
 }
 
 #[utoipa::path(get, path = "/api/v1/tenants/{tenant}/connections",
-    summary = "List connections", tag = "connections", params(TenantPath),
+    summary = "List connections (all, or a page with limit / after)", tag = "connections", params(TenantPath, ListQuery),
     responses((status = 200, description = "Connections", body = ConnectionList), Denied))]
 pub async fn list(
     state: web::Data<AppState>,
     PathTenant(tenant): PathTenant,
+    query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let mut views = Vec::new();
-    for record in state.store.connections(&tenant.id).await? {
-        views.push(view(&state, &record).await?);
+    let (records, next_after) = if query.limit.is_none() && query.after.is_none() {
+        (state.store.connections(&tenant.id).await?, None)
+    } else {
+        let limit = super::extract::page_limit(query.limit.as_deref())?;
+        let after =
+            match query.after.as_deref() {
+                None => None,
+                Some(id) => Some(crate::domain::ids::ConnectionId::parse(id).ok_or_else(|| {
+                    ApiError::validation("after", "must be a connection id (con_…)")
+                })?),
+            };
+        let page = state
+            .store
+            .connections_after(&tenant.id, after.as_ref(), limit)
+            .await?;
+        let next = (page.len() as i64 == limit)
+            .then(|| page.last().map(|c| c.id.as_str().to_owned()))
+            .flatten();
+        (page, next)
+    };
+    let mut views = Vec::with_capacity(records.len());
+    for record in &records {
+        views.push(view(&state, record).await?);
     }
-    Ok(HttpResponse::Ok().json(ConnectionList { connections: views }))
+    Ok(HttpResponse::Ok().json(ConnectionList {
+        connections: views,
+        next_after,
+    }))
 }
 
 #[utoipa::path(get, path = "/api/v1/tenants/{tenant}/connections/{connection}",

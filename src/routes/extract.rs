@@ -14,6 +14,19 @@ use crate::state::AppState;
 use crate::store::{ConnectionRecord, TenantRecord};
 
 /// The token of an `Authorization: Bearer …` header (the scheme in any case).
+/// A list's `?limit=` when it pages: 1 to 1,000, 100 when absent; any
+/// other value is a 422 naming the field.
+pub(super) fn page_limit(raw: Option<&str>) -> Result<i64, ApiError> {
+    match raw.map(str::parse::<i64>) {
+        None => Ok(100),
+        Some(Ok(n)) if (1..=1000).contains(&n) => Ok(n),
+        Some(_) => Err(ApiError::validation(
+            "limit",
+            "must be a number from 1 to 1000",
+        )),
+    }
+}
+
 pub(super) fn bearer(req: &HttpRequest) -> Option<String> {
     let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.trim().split_once(' ')?;

@@ -77,16 +77,7 @@ pub async fn list(
     query: web::Query<TenantsQuery>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require_admin()?;
-    let limit = match query.limit.as_deref().map(str::parse::<i64>) {
-        None => 100,
-        Some(Ok(n)) if (1..=1000).contains(&n) => n,
-        Some(_) => {
-            return Err(ApiError::validation(
-                "limit",
-                "must be a number from 1 to 1000",
-            ))
-        }
-    };
+    let limit = super::extract::page_limit(query.limit.as_deref())?;
     let after = match query.after.as_deref() {
         None => None,
         Some(id) => Some(

@@ -142,6 +142,26 @@ impl Store {
             .await
     }
 
+    /// Up to `limit` of a tenant's connections in [`Store::connections`]'
+    /// order, after the connection `after` (from the first if `None`; none
+    /// if `after` is not the tenant's).
+    pub async fn connections_after(
+        &self,
+        tenant: &TenantId,
+        after: Option<&ConnectionId>,
+        limit: i64,
+    ) -> StoreResult<Vec<ConnectionRecord>> {
+        let sql = format!(
+            "SELECT {CONNECTION_COLUMNS} FROM connections WHERE tenant_id = $1 \
+               AND ($2 = '' OR (created_at, id) > \
+                 (SELECT created_at, id FROM connections WHERE tenant_id = $1 AND id = $2)) \
+             ORDER BY created_at, id LIMIT $3"
+        );
+        let after = after.map_or("", ConnectionId::as_str);
+        let query = sqlx::query(&sql).bind(tenant.as_str()).bind(after);
+        self.fetch_all(query.bind(limit)).await
+    }
+
     /// Applies an update and replaces the given sealed secrets in one
     /// transaction. `None` when the tenant has no such connection.
     pub async fn update_connection(

@@ -8,7 +8,8 @@ both_backends!(
     connection_lifecycle,
     credential_rotation,
     tenant_isolation,
-    one_connection_per_bot
+    one_connection_per_bot,
+    connections_are_listed_a_page_at_a_time
 );
 
 async fn connection_lifecycle(backend: Backend) {
@@ -267,4 +268,65 @@ async fn one_connection_per_bot(backend: Backend) {
     // Another tenant's connection to the same bot is not refused: refusing would
     // tell tenant B that tenant A exists.
     app.create_connection(&b, &connection_body("5000001")).await;
+}
+
+/// With `limit` or `after`, the list comes a page at a time in the same
+/// order as the whole list (oldest first), each connection once; without
+/// them, the whole list as before (no `next_after`); bad paging is a 422,
+/// and another tenant's connection is no cursor.
+async fn connections_are_listed_a_page_at_a_time(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let tenant = app.create_tenant("Many bots").await;
+    let mut made = Vec::new();
+    for i in 0..5 {
+        let body = connection_body(&format!("300000{i}"));
+        made.push(app.create_connection(&tenant, &body).await["id"].clone());
+    }
+    let path = format!("/api/v1/tenants/{}/connections", tenant.id);
+    let (status, all) = app.get(&path, &tenant.api_key).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(all.get("next_after").is_none(), "{all}");
+    let ids = |page: &serde_json::Value| -> Vec<serde_json::Value> {
+        page["connections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["id"].clone())
+            .collect()
+    };
+    // Oldest first; connections made in the same millisecond by id.
+    let listed = ids(&all);
+    let (mut sorted, mut expected) = (listed.clone(), made.clone());
+    sorted.sort_by_key(|v| v.to_string());
+    expected.sort_by_key(|v| v.to_string());
+    assert_eq!(sorted, expected);
+
+    let mut seen = Vec::new();
+    let mut query = "limit=2".to_owned();
+    loop {
+        let (status, page) = app.get(&format!("{path}?{query}"), &tenant.api_key).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        seen.extend(ids(&page));
+        match page["next_after"].as_str() {
+            Some(after) => query = format!("limit=2&after={after}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, listed, "each once, in the same order");
+
+    for bad in ["limit=0", "limit=1001", "limit=x", "after=nope"] {
+        let (status, body) = app.get(&format!("{path}?{bad}"), &tenant.api_key).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {body}");
+    }
+    let other = app.create_tenant("Other").await;
+    let theirs = app
+        .create_connection(&other, &connection_body("3999999"))
+        .await;
+    let (_, page) = app
+        .get(
+            &format!("{path}?after={}", theirs["id"].as_str().unwrap()),
+            &tenant.api_key,
+        )
+        .await;
+    assert_eq!(page["connections"], json!([]), "{page}");
 }
