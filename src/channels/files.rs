@@ -40,6 +40,9 @@ pub struct FileRef {
     /// Slack: the workspace whose bot token reads the file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub w: Option<String>,
+    /// Slack: the workspace's Enterprise Grid organization, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub x: Option<String>,
 }
 
 /// The link's token: the reference and its MAC, base64url.
@@ -77,7 +80,7 @@ pub fn verify(state: &AppState, token: &str, now: i64) -> Option<FileRef> {
 
 /// The platform file a turn's content names, if any: NAVER WORKS' fileId,
 /// Slack's `url_private` (with its workspace).
-fn file_of(turn: &Turn) -> Option<(&str, Option<&str>)> {
+fn file_of(turn: &Turn) -> Option<(&str, Option<&Value>)> {
     match turn.channel {
         Channel::NaverWorks => {
             let kind = str_field(&turn.content, "type")?;
@@ -98,8 +101,7 @@ fn file_of(turn: &Turn) -> Option<(&str, Option<&str>)> {
                 .pointer("/event/files/0/url_private")
                 .and_then(Value::as_str)
                 .filter(|u| u.len() <= 1024 && u.starts_with("http"))?;
-            let team = str_field(&turn.conversation, "team_id");
-            Some((url, team))
+            Some((url, Some(&turn.conversation)))
         }
     }
 }
@@ -107,10 +109,15 @@ fn file_of(turn: &Turn) -> Option<(&str, Option<&str>)> {
 /// Adds `content.url` (a link that works `file_link_seconds`) to a turn
 /// whose content names a platform file.
 pub fn annotate(state: &AppState, connection: &ConnectionRecord, turn: &mut Turn, now_ms: i64) {
-    let Some((file, team)) = file_of(turn).map(|(f, t)| (f.to_owned(), t.map(str::to_owned)))
-    else {
+    let Some((file, conversation)) = file_of(turn) else {
         return;
     };
+    let at = |key: &str| {
+        conversation
+            .and_then(|c| str_field(c, key))
+            .map(str::to_owned)
+    };
+    let (file, team, enterprise) = (file.to_owned(), at("team_id"), at("enterprise_id"));
     let expires = now_ms / 1000 + i64::try_from(state.settings.file_link.as_secs()).unwrap_or(900);
     let token = token(
         state,
@@ -120,6 +127,7 @@ pub fn annotate(state: &AppState, connection: &ConnectionRecord, turn: &mut Turn
             f: file,
             e: expires,
             w: team,
+            x: enterprise,
         },
     );
     if let Some(content) = turn.content.as_object_mut() {
@@ -188,10 +196,15 @@ pub async fn open(
             if !trusted_host(state, &url) {
                 return Err(FileError::Refused);
             }
-            let token =
-                super::slack::installs::bot_token(state, connection, file.w.as_deref(), false)
-                    .await
-                    .map_err(|e| FileError::Token(e.to_string()))?;
+            let token = super::slack::installs::bot_token(
+                state,
+                connection,
+                file.w.as_deref(),
+                file.x.as_deref(),
+                false,
+            )
+            .await
+            .map_err(|e| FileError::Token(e.to_string()))?;
             (url, token.token.expose_secret().to_owned())
         }
     };

@@ -749,6 +749,10 @@ pub struct Delivery {
     pub file: Option<String>,
     /// The workspace it happens in (an install's), else the app's own.
     pub team: Option<String>,
+    /// The workspace's Enterprise Grid organization, whose org-wide install
+    /// the event is sent to (`enterprise_id`, and `authorizations` with
+    /// `is_enterprise_install`).
+    pub enterprise: Option<String>,
     /// `message`: sent as a bot's (`bot_id` set).
     #[serde(default)]
     pub from_bot: bool,
@@ -788,10 +792,19 @@ fn delivery_body(
     let ts = format!("{}.{:06}", now / 1000, now % 1_000_000);
     let event_id = random("Ev", 10);
     let envelope = |event: Value| {
-        json!({"token": "deprecated", "team_id": app.team_id, "api_app_id": app.app_id, "event": event,
+        let mut body = json!({"token": "deprecated", "team_id": app.team_id, "api_app_id": app.app_id, "event": event,
                "type": "event_callback", "event_id": event_id, "event_time": now / 1000,
                "authorizations": [{"team_id": app.team_id, "user_id": app.bot_user_id, "is_bot": true, "is_enterprise_install": false}],
-               "is_ext_shared_channel": false, "context_team_id": app.team_id})
+               "is_ext_shared_channel": false, "context_team_id": app.team_id});
+        // Sent to an organization's org-wide install (api.slack.com/
+        // enterprise/apps/reference): its authorization names no team.
+        if let Some(e) = &d.enterprise {
+            body["enterprise_id"] = json!(e);
+            body["context_enterprise_id"] = json!(e);
+            body["authorizations"] = json!([{"enterprise_id": e, "team_id": null, "user_id": app.bot_user_id,
+                                             "is_bot": true, "is_enterprise_install": true}]);
+        }
+        body
     };
     match d.kind.as_str() {
         "file" => {
@@ -1142,9 +1155,14 @@ fn oauth_access(state: &mut SlackState, req: &HttpRequest, body: &[u8]) -> HttpR
     if form.get("redirect_uri") != Some(&code.redirect_uri) {
         return ok_false("bad_redirect_uri");
     }
+    // An org-wide install is kept under the organization's id (E…).
+    let team_id = match app.org_install {
+        true => format!("E{}", code.team_id.get(1..).unwrap_or_default()),
+        false => code.team_id.clone(),
+    };
     let install = Install {
         app_id: app.app_id.clone(),
-        team_id: code.team_id.clone(),
+        team_id,
         team: code.team,
         access_token: new_token(),
         refresh_token: app.rotation.then(new_refresh),
@@ -1161,8 +1179,7 @@ fn oauth_access(state: &mut SlackState, req: &HttpRequest, body: &[u8]) -> HttpR
     }
     if app.org_install {
         answer["team"] = Value::Null;
-        answer["enterprise"] =
-            json!({"id": format!("E{}", &install.team_id[1..]), "name": "Emulated Org"});
+        answer["enterprise"] = json!({"id": install.team_id, "name": "Emulated Org"});
         answer["is_enterprise_install"] = json!(true);
     }
     // A re-install replaces the workspace's tokens.

@@ -263,7 +263,7 @@ async fn slack_token(
         ),
         team => team,
     };
-    match bot_token(state, connection, team, force).await {
+    match bot_token(state, connection, team, None, force).await {
         Ok(token) => Served::token(SlackToken {
             access_token: token.token.expose_secret(),
             token_type: "Bearer",

@@ -137,13 +137,6 @@ pub async fn install_workspace(
             return refused(&format!("Slack refused the install ({code})."))
         }
         Err(ExchangeError::Unavailable(_)) => return Ok(Outcome::Unreachable),
-        Err(ExchangeError::OrgWide) => {
-            return refused(
-                "This was an install for a whole Enterprise Grid organization, which botgate \
-                 does not take yet. Install the app into each workspace of the organization \
-                 instead.",
-            )
-        }
     };
     let mut details = Details::of(connection);
     match &details.app_id {

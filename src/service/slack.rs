@@ -357,7 +357,7 @@ async fn workspace_check(
 ) -> super::checks::Check {
     use super::checks::check;
     let workspace = format!("{} ({})", i.team_name, i.team_id);
-    let failed = match installs::bot_token(state, record, Some(&i.team_id), false).await {
+    let failed = match installs::bot_token(state, record, Some(&i.team_id), None, false).await {
         Ok(token) => return auth_test_check(state, &token.token, Some(&workspace)).await,
         Err(TokenProblem::NeedsReinstall(_)) => check(
             "installation",

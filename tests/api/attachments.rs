@@ -266,6 +266,7 @@ async fn file_links_refuse_what_they_did_not_issue(backend: Backend) {
                 f: file_id.clone(),
                 e: expires,
                 w: None,
+                x: None,
             },
         );
         assert_eq!(

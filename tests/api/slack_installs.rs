@@ -844,14 +844,79 @@ async fn the_connection_test_asks_about_each_workspace(backend: Backend) {
     assert!(!page.contains("NAVER WORKS"), "{page}");
 }
 
-/// An install for a whole Enterprise Grid organization is refused with a
-/// page that says so, and stores nothing.
-async fn an_organization_wide_install_is_refused_with_its_reason(backend: Backend) {
+/// An install for a whole Enterprise Grid organization is kept under the
+/// organization's id and answers every workspace of it (events that name
+/// the organization), not those of another; its token is served and sent
+/// through by that id; an uninstall sent to it removes it.
+async fn an_organization_wide_install_answers_its_workspaces(backend: Backend) {
     let s = setup(backend, json!({"org_install": true})).await;
     let consent = s.start(Some("TORG")).await;
     let (status, page) = s.back(&consent.allow, Some(&consent.cookie)).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{page}");
-    assert!(page.contains("Enterprise Grid organization"), "{page}");
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("data-team=\"EORG\""), "{page}");
+    let list = s.installations().await;
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(
+        (&list[0]["team_id"], &list[0]["enterprise_id"]),
+        (&json!("EORG"), &json!("EORG"))
+    );
+
+    // A workspace of the organization is answered with the org's token; one
+    // of another organization, or naming none, is not.
+    s.deliver(
+        "T111",
+        "message",
+        json!({"channel": "C1", "text": "hello org", "enterprise": "EORG"}),
+    )
+    .await;
+    s.deliver(
+        "T222",
+        "message",
+        json!({"channel": "C2", "text": "other org", "enterprise": "EOTHER"}),
+    )
+    .await;
+    s.deliver(
+        "T333",
+        "message",
+        json!({"channel": "C3", "text": "no org"}),
+    )
+    .await;
+    let messages = s.wait_messages(1).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let messages = if messages.len() == 1 {
+        s.messages().await
+    } else {
+        messages
+    };
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    assert_eq!(
+        (
+            &messages[0]["text"],
+            &messages[0]["team_id"],
+            &messages[0]["channel"]
+        ),
+        (&json!("hello org"), &json!("EORG"), &json!("C1"))
+    );
+
+    // Its token by the organization's id; a send through it.
+    let (status, token) = s.token_url(&s.app, "EORG", false).await;
+    assert_eq!(status, StatusCode::OK, "{token}");
+    assert_eq!(token["team_id"], "EORG");
+    let (status, body) = s.send(Some("EORG"), "to the org").await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let messages = s.wait_messages(2).await;
+    assert!(
+        messages.iter().any(|m| m["text"] == "to the org"),
+        "{messages:?}"
+    );
+
+    // app_uninstalled sent to the org-wide install removes it.
+    s.deliver(
+        "T111",
+        "event",
+        json!({"event": {"type": "app_uninstalled"}, "enterprise": "EORG"}),
+    )
+    .await;
     assert!(s.installations().await.is_empty());
 }
 
@@ -949,7 +1014,7 @@ both_backends!(
     the_console_removes_an_installation_with_its_form_token,
     the_send_api_takes_only_a_workspace_it_can_send_through,
     the_connection_test_asks_about_each_workspace,
-    an_organization_wide_install_is_refused_with_its_reason,
+    an_organization_wide_install_answers_its_workspaces,
     the_console_sends_a_test_message_through_a_chosen_workspace,
     two_workspaces_install_and_are_answered_with_their_own_tokens,
     bad_install_states_are_refused_and_store_nothing,

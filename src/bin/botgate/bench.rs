@@ -1214,6 +1214,7 @@ async fn b6_files(
             f: file_id,
             e: botgate::domain::now_millis() / 1000 + 3600,
             w: None,
+            x: None,
         },
     );
     let link = format!("{}/files/{token}", gw.base);

@@ -18,7 +18,9 @@ pub struct Event {
     /// Events API type (stored, then ignored by the worker).
     pub event_type: String,
     pub conversation: String,
-    /// The workspace (`team_id`).
+    /// The installation the event was sent to: its workspace (`team_id`),
+    /// or for an org-wide installation its organization's id (what an
+    /// uninstall removes).
     pub team: String,
     /// `app_uninstalled`, or `tokens_revoked` naming bot tokens: the
     /// workspace's installation is to be removed.
@@ -112,10 +114,16 @@ pub fn event_body(body: &[u8]) -> Result<Parsed, String> {
                 .and_then(|t| t.get("bot"))
                 .and_then(Value::as_array)
                 .is_some_and(|b| !b.is_empty());
+            // The installation the event was sent to (`authorizations`): an
+            // Enterprise Grid organization's is kept under its id.
+            let org = doc
+                .pointer("/authorizations/0")
+                .filter(|a| a.get("is_enterprise_install").and_then(Value::as_bool) == Some(true))
+                .and_then(|a| id(a.get("enterprise_id")));
             Ok(Parsed::Store(Event {
                 event_type: event_type.to_owned(),
                 conversation: key,
-                team: team.to_owned(),
+                team: org.unwrap_or(team).to_owned(),
                 uninstalls: event_type == "app_uninstalled"
                     || (event_type == "tokens_revoked" && revoked_bots),
                 // Slack's retries of an event carry its event_time: the same key.

@@ -83,11 +83,6 @@ pub struct Granted {
 pub enum ExchangeError {
     #[error("Slack refused: {0}")]
     Refused(String),
-    /// An organization-wide (Enterprise Grid) install: its token is the
-    /// organization's, with no one workspace, which installations (one per
-    /// team id) do not hold yet.
-    #[error("an organization-wide install")]
-    OrgWide,
     #[error("Slack could not be reached or answered badly: {0}")]
     Unavailable(String),
 }
@@ -135,12 +130,16 @@ pub async fn exchange(state: &AppState, form: &[(&str, &str)]) -> Result<Granted
             t.len() <= 512 && t.contains("xoxb-") && t.bytes().all(|b| b.is_ascii_graphic())
         })
         .ok_or_else(|| ExchangeError::Unavailable("no bot access_token in the answer".into()))?;
-    // SLACK.md §6: `is_enterprise_install` and `team: null` for an install
-    // into a whole Enterprise Grid organization.
-    if answer.get("is_enterprise_install").and_then(Value::as_bool) == Some(true) {
-        return Err(ExchangeError::OrgWide);
-    }
-    let team = answer.get("team").cloned().unwrap_or(Value::Null);
+    // An install for a whole Enterprise Grid organization (SLACK.md §6's
+    // `is_enterprise_install`, with `team: null`; api.slack.com/enterprise/
+    // apps/reference) is kept as one installation under the organization's
+    // id, which events of its workspaces find by their `enterprise_id`.
+    let org_wide = answer.get("is_enterprise_install").and_then(Value::as_bool) == Some(true);
+    let team = if org_wide {
+        answer.get("enterprise").cloned().unwrap_or(Value::Null)
+    } else {
+        answer.get("team").cloned().unwrap_or(Value::Null)
+    };
     let granted = Granted {
         access_token: SecretString::from(token.to_owned()),
         refresh_token: str_field(&answer, "refresh_token")
@@ -151,8 +150,9 @@ pub async fn exchange(state: &AppState, form: &[(&str, &str)]) -> Result<Granted
             .and_then(Value::as_i64)
             .filter(|s| *s > 0),
         workspace: Workspace {
-            team_id: short_id(team.get("id"))
-                .ok_or_else(|| ExchangeError::Unavailable("no team.id in the answer".into()))?,
+            team_id: short_id(team.get("id")).ok_or_else(|| {
+                ExchangeError::Unavailable("no team.id (or enterprise.id) in the answer".into())
+            })?,
             team_name: bounded_text(str_field(&team, "name").unwrap_or(""), 200),
             enterprise_id: short_id(answer.get("enterprise").and_then(|e| e.get("id"))),
             app_id: short_id(answer.get("app_id")).unwrap_or_default(),
@@ -239,17 +239,44 @@ fn due(i: &Installation, now: i64) -> bool {
     })
 }
 
-/// The bot token for a workspace of a connection: its installation's
-/// (refreshed first when due, or when `force` and rotation is on), else the
-/// pasted token when it is that workspace's (or no workspace is named).
+/// Whether an installation is an Enterprise Grid organization's (kept
+/// under the organization's id), not one workspace's.
+pub fn org_wide(i: &Installation) -> bool {
+    i.enterprise_id.as_deref() == Some(i.team_id.as_str())
+}
+
+/// The installation that answers a workspace: its own, else its
+/// organization's org-wide one (`enterprise`, from the event: its
+/// `enterprise_id`).
+pub async fn installation_for(
+    state: &AppState,
+    connection: &ConnectionRecord,
+    team: &str,
+    enterprise: Option<&str>,
+) -> Result<Option<Installation>, crate::store::StoreError> {
+    if let Some(i) = state.store.installation(&connection.id, team).await? {
+        return Ok(Some(i));
+    }
+    let Some(enterprise) = enterprise.filter(|e| *e != team) else {
+        return Ok(None);
+    };
+    let org = state.store.installation(&connection.id, enterprise).await?;
+    Ok(org.filter(org_wide))
+}
+
+/// The bot token for a workspace of a connection (of the organization
+/// `enterprise`, if the event said): its installation's (refreshed first
+/// when due, or when `force` and rotation is on), else the pasted token
+/// when it is that workspace's (or no workspace is named).
 pub async fn bot_token(
     state: &AppState,
     connection: &ConnectionRecord,
     team: Option<&str>,
+    enterprise: Option<&str>,
     force: bool,
 ) -> Result<BotToken, TokenProblem> {
     if let Some(team) = team {
-        if let Some(i) = state.store.installation(&connection.id, team).await? {
+        if let Some(i) = installation_for(state, connection, team, enterprise).await? {
             return installed_token(state, connection, i, force).await;
         }
     }

@@ -57,6 +57,14 @@ fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
     path.iter().try_fold(v, |v, k| v.get(*k))?.as_str()
 }
 
+/// Adds the workspace's Enterprise Grid organization to a conversation,
+/// when the request named one: an org-wide installation answers for it.
+fn in_enterprise(conversation: &mut Value, enterprise: Option<&str>) {
+    if let Some(e) = enterprise.filter(|e| team_id(e).is_some()) {
+        conversation["enterprise_id"] = json!(e);
+    }
+}
+
 /// The engine protocol's conversation for Slack.
 fn conversation(
     user: Option<&str>,
@@ -90,6 +98,7 @@ pub fn turn(event_type: &str, raw: &[u8], received_at: i64) -> Turn {
                 f("team_id").as_deref(),
                 None,
             );
+            in_enterprise(&mut turn.conversation, f("enterprise_id").as_deref());
             turn.content = json!({"type": "command", "command": f("command"), "text": f("text").unwrap_or_default()});
             turn.raw = Value::Object(fields);
         }
@@ -113,6 +122,7 @@ pub fn turn(event_type: &str, raw: &[u8], received_at: i64) -> Turn {
                 str_at(&doc, &["team", "id"]),
                 thread,
             );
+            in_enterprise(&mut turn.conversation, str_at(&doc, &["enterprise", "id"]));
             turn.content =
                 json!({"type": "postback", "data": data, "action_id": action.get("action_id")});
             if let Some(values) = values {
@@ -222,6 +232,7 @@ fn event(turn: &mut Turn, doc: Value) {
             str_field(&doc, "team_id"),
             None,
         );
+        in_enterprise(&mut turn.conversation, str_field(&doc, "enterprise_id"));
         turn.content = match kind {
             "joined" | "left" => json!({"type": kind, "members": [member]}),
             _ => json!({ "type": kind }),
@@ -260,6 +271,7 @@ fn event(turn: &mut Turn, doc: Value) {
         str_field(&doc, "team_id"),
         str_field(&event, "thread_ts"),
     );
+    in_enterprise(&mut turn.conversation, str_field(&doc, "enterprise_id"));
     turn.content = match event.pointer("/files/0") {
         // The first file (engines get a botgate link to it as content.url).
         Some(file) if file_share(&event) => {
@@ -453,6 +465,7 @@ pub fn replies(turn: &Turn, rendered: Vec<Value>) -> Vec<NewOutbound> {
     };
     let thread = str_field(&turn.conversation, "thread_ts");
     let team = str_field(&turn.conversation, "team_id");
+    let enterprise = str_field(&turn.conversation, "enterprise_id");
     let response_url = matches!(turn.kind.as_str(), "command" | "postback")
         .then(|| str_field(&turn.raw, "response_url"))
         .flatten()
@@ -468,6 +481,9 @@ pub fn replies(turn: &Turn, rendered: Vec<Value>) -> Vec<NewOutbound> {
             let mut doc = json!({"message": message, "channel": channel, "team": team});
             if let Some(ts) = thread {
                 doc["thread_ts"] = json!(ts);
+            }
+            if let Some(e) = enterprise {
+                doc["enterprise"] = json!(e);
             }
             if let (Some(url), true) = (response_url, respond && uses < RESPONSE_URL_USES) {
                 uses += 1;
@@ -625,9 +641,8 @@ pub async fn admit(
     let Some(team) = str_field(&turn.conversation, "team_id") else {
         return Ok(None);
     };
-    if state
-        .store
-        .installation(&connection.id, team)
+    let enterprise = str_field(&turn.conversation, "enterprise_id");
+    if installs::installation_for(state, connection, team, enterprise)
         .await?
         .is_some()
     {
@@ -718,6 +733,12 @@ pub async fn deliver(
         _ => Map::new(),
     };
     post.insert("channel".into(), json!(message.target_id));
+    // An org-wide token acts on many workspaces: Slack asks some methods
+    // for the workspace's `team_id`, and ignores it with a workspace's
+    // token (api.slack.com/enterprise/apps/changes-apis) [S].
+    if let (Some(team), Some(_)) = (str_field(&doc, "team"), str_field(&doc, "enterprise")) {
+        post.entry("team_id").or_insert_with(|| json!(team));
+    }
     if let Some(ts) = doc
         .get("thread_ts")
         .filter(|_| !post.contains_key("thread_ts"))
@@ -737,7 +758,8 @@ async fn send_token(
     doc: &Value,
 ) -> Result<Result<secrecy::SecretString, Sent>, String> {
     let team = str_field(doc, "team").filter(|t| *t != "-");
-    match installs::bot_token(state, connection, team, false).await {
+    let enterprise = str_field(doc, "enterprise");
+    match installs::bot_token(state, connection, team, enterprise, false).await {
         Ok(token) => Ok(Ok(token.token)),
         // Until the workspace installs (again), this message cannot be sent.
         Err(
