@@ -260,6 +260,17 @@ impl Installs {
         self.app.send_json(Method::POST, &path, key, &body).await
     }
 
+    /// The messages once `n` arrived and a while passed in which no more
+    /// should: those that must not be answered had their chance.
+    async fn settled_messages(&self, n: usize) -> Vec<Value> {
+        let messages = self.wait_messages(n).await;
+        if messages.len() != n {
+            return messages;
+        }
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        self.messages().await
+    }
+
     async fn token_url(&self, app: &TestApp, team: &str, refresh: bool) -> (StatusCode, Value) {
         let field = if refresh {
             "auth_refresh_url"
@@ -322,13 +333,7 @@ async fn two_workspaces_install_and_are_answered_with_their_own_tokens(backend: 
         json!({"channel": "C1", "text": "nobody installed me"}),
     )
     .await;
-    let messages = s.wait_messages(2).await;
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    let messages = if messages.len() == 2 {
-        s.messages().await
-    } else {
-        messages
-    };
+    let messages = s.settled_messages(2).await;
     if messages.len() != 2 {
         let (_, events) = s
             .app
@@ -881,13 +886,7 @@ async fn an_organization_wide_install_answers_its_workspaces(backend: Backend) {
         json!({"channel": "C3", "text": "no org"}),
     )
     .await;
-    let messages = s.wait_messages(1).await;
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    let messages = if messages.len() == 1 {
-        s.messages().await
-    } else {
-        messages
-    };
+    let messages = s.settled_messages(1).await;
     assert_eq!(messages.len(), 1, "{messages:?}");
     assert_eq!(
         (
