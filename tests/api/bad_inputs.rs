@@ -44,6 +44,7 @@ async fn bad_inputs_are_refused_and_change_nothing(backend: Backend) {
     let engine = format!("/api/v1/tenants/{}/engine", tenant.id);
     let conns = format!("/api/v1/tenants/{}/connections", tenant.id);
     let one = format!("{conns}/{}", conn["id"].as_str().unwrap());
+    let api_key = format!("/api/v1/tenants/{}/api-key", tenant.id);
     let good = connection_body("6000002");
     let secret_with_space = "my very secret value";
     use StatusCode as S;
@@ -379,6 +380,41 @@ async fn bad_inputs_are_refused_and_change_nothing(backend: Backend) {
             Body::None,
             S::NOT_FOUND,
             "not_found",
+        ),
+        case(
+            "api key: malformed JSON",
+            Method::POST,
+            &api_key,
+            Body::Raw(
+                "application/json",
+                "{\"previous_key_valid_seconds\":".into(),
+            ),
+            S::BAD_REQUEST,
+            "invalid_json",
+        ),
+        case(
+            "api key: unknown field",
+            Method::POST,
+            &api_key,
+            Body::Json(json!({"grace": 60})),
+            S::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        ),
+        case(
+            "api key: a grace past a week",
+            Method::POST,
+            &api_key,
+            Body::Json(json!({"previous_key_valid_seconds": 604_801})),
+            S::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        ),
+        case(
+            "connections: a page of 0",
+            Method::GET,
+            &format!("{conns}?limit=0"),
+            Body::None,
+            S::UNPROCESSABLE_ENTITY,
+            "validation_failed",
         ),
         case(
             "unknown route",
