@@ -91,6 +91,7 @@ texts! {
     CreateTenant => "Create tenant", "테넌트 만들기";
     TenantCreated => "Tenant created. Its API key is shown only now: copy it and give it to the chatbot builder.", "테넌트를 만들었습니다. API 키는 지금 한 번만 표시됩니다. 복사해서 챗봇 빌더에게 전달하세요.";
     ApiKey => "API key", "API 키";
+    AuthNetworks => "Auth URLs answer only", "인증 URL 허용 네트워크";
     ApiKeyIntro => "Your services and the console use this tenant's API key (bgk_…). Replace it if it may have leaked: the old key stops working at once, or after the time you choose so that your services can move over. Console sessions signed in with a key end, except this one.", "서비스와 콘솔은 이 테넌트의 API 키(bgk_…)를 사용합니다. 유출되었을 수 있다면 교체하세요. 이전 키는 즉시, 또는 서비스를 옮길 수 있도록 선택한 시간 후에 더 이상 작동하지 않습니다. 키로 로그인한 콘솔 세션은 이 세션을 제외하고 종료됩니다.";
     OldKeyStops => "The old key stops working", "이전 키 사용 중지";
     GraceNow => "at once", "즉시";

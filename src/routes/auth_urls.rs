@@ -113,6 +113,14 @@ fn unauthorized() -> HttpResponse {
     }}))
 }
 
+/// Whether a connection's auth networks (CIDRs, comma-separated; empty for
+/// any address) hold `ip`.
+fn network_allows(networks: &str, ip: std::net::IpAddr) -> bool {
+    networks.is_empty()
+        || crate::outbound::Network::parse_list(networks)
+            .is_ok_and(|list| list.iter().any(|n| n.contains(ip)))
+}
+
 /// What each auth URL's handler takes: the request (its headers and
 /// address), its `{connection}`, and the app.
 type TokenRequest = (HttpRequest, web::Path<String>, web::Data<AppState>);
@@ -151,6 +159,11 @@ async fn serve(
         .as_ref()
         .map_or(DUMMY_HASH, |(c, _)| c.auth_header_hash.as_str());
     let valid = verify_salted(presented, hash) && !presented.is_empty() && found.is_some();
+    // A connection that names its networks answers no other address: the
+    // same 401 as a wrong header (the caller learns nothing), audited apart.
+    let from_outside = found
+        .as_ref()
+        .is_some_and(|(c, _)| !network_allows(&c.auth_networks, ip));
     let action = if force { "refresh" } else { "read" };
     let audit = |outcome: &str| {
         if let Some((c, _)) = &found {
@@ -164,8 +177,8 @@ async fn serve(
             });
         }
     };
-    let Some((connection, meta)) = found.as_ref().filter(|_| valid) else {
-        audit("denied");
+    let Some((connection, meta)) = found.as_ref().filter(|_| valid && !from_outside) else {
+        audit(if valid { "network_denied" } else { "denied" });
         state.metrics.auth_urls.inc("denied");
         let delay = state.limiter.failure(&attempt);
         if !delay.is_zero() {

@@ -53,6 +53,10 @@ pub struct ConnectionBody {
     /// least 16 characters, stored salted and hashed.
     #[schema(value_type = Option<String>)]
     pub auth_header: Option<Value>,
+    /// The networks the auth URLs answer (CIDRs, at most 32); absent or
+    /// `[]`: any address that presents the auth header.
+    #[schema(value_type = Option<Vec<String>>, example = json!(["10.0.0.0/8"]))]
+    pub auth_networks: Option<Value>,
     /// Space-separated OAuth scopes (default `bot`).
     #[schema(value_type = Option<String>, example = "bot")]
     pub scope: Option<Value>,
@@ -157,6 +161,32 @@ pub(super) fn client_secret(v: &Value) -> Result<SecretString, FieldError> {
 /// characters, stored salted and hashed.
 pub(super) fn auth_header(v: &Value) -> Result<SecretString, FieldError> {
     parse_secret("auth_header", v, 16, 256)
+}
+
+/// The networks the auth URLs answer: a list of CIDRs (`10.0.0.0/8`,
+/// `::1/128`; a bare address is one host), at most 32; `[]` for any
+/// address. Kept comma-separated, each as `addr/prefix`.
+pub(super) fn auth_networks(v: &Value) -> Result<String, FieldError> {
+    let bad = |m: &str| FieldError::new("auth_networks", m);
+    let Value::Array(items) = v else {
+        return Err(bad("must be a list of networks, e.g. [\"10.0.0.0/8\"]"));
+    };
+    if items.len() > 32 {
+        return Err(bad("lists too many networks (at most 32)"));
+    }
+    let networks = items
+        .iter()
+        .map(|item| {
+            let text = item
+                .as_str()
+                .filter(|t| t.len() <= 64)
+                .ok_or_else(|| bad("must hold networks as strings such as \"10.0.0.0/8\""))?;
+            crate::outbound::Network::parse(text)
+                .map(|n| n.to_string())
+                .map_err(|_| bad("holds something that is not an IP network (e.g. 10.0.0.0/8)"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(networks.join(","))
 }
 /// The secrets botgate can read back, sealed for one connection.
 pub(super) fn seal_secrets<const N: usize>(
@@ -324,6 +354,9 @@ pub struct ConnectionView {
     /// Always `****` when set: stored only as a salted hash.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth_header: Option<&'static str>,
+    /// The networks the auth URLs answer; absent: any address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_networks: Option<Vec<String>>,
     /// NAVER WORKS: space-separated OAuth scopes. Slack: comma-separated
     /// bot scopes.
     pub scope: String,
@@ -421,6 +454,8 @@ pub async fn view(state: &AppState, c: &ConnectionRecord) -> Result<ConnectionVi
         workspace: None,
         command_ack_text: None,
         auth_header: (!c.auth_header_hash.is_empty()).then_some("****"),
+        auth_networks: (!c.auth_networks.is_empty())
+            .then(|| c.auth_networks.split(',').map(str::to_owned).collect()),
         scope: c.scope.clone(),
         rate_limit_per_minute: c.rate_limit_per_minute,
         auth_mode: None,

@@ -8,7 +8,8 @@ use secrecy::SecretString;
 use serde_json::Value;
 
 use super::connections::{
-    apply, auth_header, client_id, client_secret, seal_secrets, store_new, ConnectionBody, Fields,
+    apply, auth_header, auth_networks, client_id, client_secret, seal_secrets, store_new,
+    ConnectionBody, Fields,
 };
 use crate::channels::Channel;
 use crate::domain::ids::{ConnectionId, PublicId};
@@ -72,6 +73,7 @@ pub(super) async fn create(
     };
     let bot_secret = f.required("bot_secret", &body.bot_secret, bot_secret);
     let auth_header = f.required("auth_header", &body.auth_header, auth_header);
+    let networks = f.optional(&body.auth_networks, auth_networks);
     let scope = f.optional(&body.scope, parse_scope);
     let rate_limit = f.optional(&body.rate_limit_per_minute, parse_rate_limit);
     let (
@@ -116,6 +118,7 @@ pub(super) async fn create(
         details: mode.details(),
         created_at: now,
         updated_at: now,
+        auth_networks: networks.unwrap_or_default(),
     };
     let sealed = seal_secrets(
         state,
@@ -159,6 +162,7 @@ pub(super) async fn update(
     let private_key = f.optional(&body.private_key, private_key);
     let bot_secret = f.optional(&body.bot_secret, bot_secret);
     let auth_header = f.optional(&body.auth_header, auth_header);
+    let networks = f.optional(&body.auth_networks, auth_networks);
     let scope = f.optional(&body.scope, parse_scope);
     let rate_limit = f.optional(&body.rate_limit_per_minute, parse_rate_limit);
     if !f.errors.is_empty() {
@@ -172,6 +176,7 @@ pub(super) async fn update(
         private_key_info: private_key.as_ref().map(PrivateKeyPem::description),
         auth_header_hash: auth_header.as_ref().map(hash_salted),
         details: None,
+        auth_networks: networks,
     };
     let sealed = seal_secrets(
         state,

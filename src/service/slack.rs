@@ -9,7 +9,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
 use super::connections::{
-    auth_header, client_id, client_secret, seal_secrets, store_new, ConnectionBody, Fields,
+    auth_header, auth_networks, client_id, client_secret, seal_secrets, store_new, ConnectionBody,
+    Fields,
 };
 use crate::channels::slack::installs::{self, TokenProblem, Workspace};
 use crate::channels::slack::{api, Details, DEFAULT_RATE_LIMIT_PER_MINUTE};
@@ -119,6 +120,7 @@ struct Given {
     rate: Option<u32>,
     ack: Option<String>,
     header: Option<SecretString>,
+    networks: Option<String>,
 }
 
 impl Given {
@@ -133,6 +135,7 @@ impl Given {
             rate: f.optional(&body.rate_limit_per_minute, parse_rate_limit),
             ack: f.optional(&body.command_ack_text, ack_text),
             header: f.optional(&body.auth_header, auth_header),
+            networks: f.optional(&body.auth_networks, auth_networks),
             f,
         }
     }
@@ -216,6 +219,7 @@ pub async fn create(
         details: serde_json::to_string(&details).unwrap_or_else(|_| "{}".into()),
         created_at: now,
         updated_at: now,
+        auth_networks: given.networks.clone().unwrap_or_default(),
     };
     store_new(state, &record, &given.sealed(state, &record)).await?;
     Ok(record)
@@ -252,6 +256,7 @@ pub async fn update(
         scope: given.scope.clone(),
         rate_limit_per_minute: given.rate.map(i64::from),
         auth_header_hash: given.header.as_ref().map(hash_salted),
+        auth_networks: given.networks.clone(),
         details: changed_details
             .then(|| serde_json::to_string(&details).unwrap_or_else(|_| "{}".into())),
         ..ConnectionUpdate::default()

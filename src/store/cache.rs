@@ -383,6 +383,7 @@ mod tests {
                 details: "{}".into(),
                 created_at: 0,
                 updated_at: 0,
+                auth_networks: String::new(),
             },
             None,
         ))

@@ -33,6 +33,9 @@ record! {
         pub details: String,
         pub created_at: i64,
         pub updated_at: i64,
+        /// The networks the auth URLs answer (CIDR, comma-separated; empty:
+        /// any address).
+        pub auth_networks: String,
     }
 }
 
@@ -46,6 +49,7 @@ pub struct ConnectionUpdate {
     pub private_key_info: Option<String>,
     pub auth_header_hash: Option<String>,
     pub details: Option<String>,
+    pub auth_networks: Option<String>,
 }
 
 impl ConnectionUpdate {
@@ -58,6 +62,7 @@ impl ConnectionUpdate {
             && self.private_key_info.is_none()
             && self.auth_header_hash.is_none()
             && self.details.is_none()
+            && self.auth_networks.is_none()
     }
 }
 
@@ -72,7 +77,7 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let sql = format!(
             "INSERT INTO connections ({CONNECTION_COLUMNS}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
         );
         sqlx::query(&sql)
             .bind(c.id.as_str())
@@ -89,6 +94,7 @@ impl Store {
             .bind(&c.details)
             .bind(c.created_at)
             .bind(c.updated_at)
+            .bind(&c.auth_networks)
             .execute(&mut *tx)
             .await
             .map_err(|e| {
@@ -183,7 +189,8 @@ impl Store {
                private_key_info = COALESCE($7, private_key_info), \
                auth_header_hash = COALESCE($8, auth_header_hash), \
                updated_at = $9, \
-               details = COALESCE($10, details) \
+               details = COALESCE($10, details), \
+               auth_networks = COALESCE($11, auth_networks) \
              WHERE tenant_id = $1 AND id = $2 RETURNING {CONNECTION_COLUMNS}"
         );
         let Some(row) = sqlx::query(&sql)
@@ -197,6 +204,7 @@ impl Store {
             .bind(update.auth_header_hash.as_deref())
             .bind(now)
             .bind(update.details.as_deref())
+            .bind(update.auth_networks.as_deref())
             .fetch_optional(&mut *tx)
             .await?
         else {

@@ -376,6 +376,28 @@ async fn two_workspaces_install_and_are_answered_with_their_own_tokens(backend: 
     assert_eq!(a["team_id"], "TAAA");
     let (status, body) = s.token_url(&s.app, "TCCC", false).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    // The connection's auth networks hold the Slack token URL too.
+    let conn = format!(
+        "/api/v1/tenants/{}/connections/{}",
+        s.tenant.id,
+        s.connection["id"].as_str().unwrap()
+    );
+    for (networks, expected) in [
+        (json!(["10.0.0.0/8"]), StatusCode::UNAUTHORIZED),
+        (json!([]), StatusCode::OK),
+    ] {
+        let body = json!({ "auth_networks": networks });
+        let (status, view) = s
+            .app
+            .send_json(Method::PATCH, &conn, &s.tenant.api_key, &body)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{view}");
+        assert_eq!(
+            s.token_url(&s.app, "TAAA", false).await.0,
+            expected,
+            "{networks}"
+        );
+    }
     // A malformed team, or none where there is no pasted token: 400.
     let (status, body) = s.token_url(&s.app, "T%3Cb%3E", false).await;
     assert_eq!(

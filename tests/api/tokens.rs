@@ -766,3 +766,83 @@ async fn failures_are_counted_per_client_behind_a_trusted_proxy(backend: Backend
 }
 
 both_backends!(failures_are_counted_per_client_behind_a_trusted_proxy);
+
+/// A connection's `auth_networks`: its auth URLs answer only those
+/// addresses (the test's is 127.0.0.1), with the same 401 as a wrong header
+/// to any other and the refusal audited apart; `[]` answers any again; a
+/// bad list is a 422 that changes nothing.
+async fn auth_networks_limit_who_reads_the_token(backend: Backend) {
+    let s = setup(backend, EmulatorConfig::default(), "").await;
+    let path = s.auth_path();
+    let conn = s.conn_path();
+    let key = s.tenant.api_key.clone();
+    let patch = |networks: Value| {
+        let (app, conn, key) = (&s.app, conn.clone(), key.clone());
+        async move {
+            app.send_json(
+                Method::PATCH,
+                &conn,
+                &key,
+                &json!({"auth_networks": networks}),
+            )
+            .await
+        }
+    };
+    let (status, view) = patch(json!(["10.0.0.0/8", "fd00::/8"])).await;
+    assert_eq!(status, StatusCode::OK, "{view}");
+    assert_eq!(view["auth_networks"], json!(["10.0.0.0/8", "fd00::/8"]));
+    let (status, body) = get_token(&s.app, &path, Some(HEADER)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    let (_, wrong) = get_token(&s.app, &path, Some("wrong-header-value-xxxx")).await;
+    assert_eq!(body, wrong, "alike to a wrong header");
+    assert_eq!(s.issued().await, (0, 0), "no token minted");
+    let audit = format!("{conn}/audit");
+    let found = eventually(Duration::from_secs(10), || async {
+        let (_, audit) = s.app.get(&audit, &key).await;
+        audit["entries"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["outcome"] == "network_denied"))
+    })
+    .await;
+    assert!(found, "the refusal is audited as network_denied");
+
+    for bad in [
+        json!("10.0.0.0/8"),
+        json!(["nope"]),
+        json!([8]),
+        json!(["10.0.0.0/33"]),
+        json!(vec!["10.0.0.1"; 33]),
+    ] {
+        let (status, body) = patch(bad.clone()).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {body}");
+    }
+    let (_, view) = s.app.get(&conn, &key).await;
+    assert_eq!(
+        view["auth_networks"],
+        json!(["10.0.0.0/8", "fd00::/8"]),
+        "unchanged"
+    );
+
+    let (status, _) = patch(json!(["127.0.0.0/8"])).await;
+    assert_eq!(status, StatusCode::OK);
+    let mut visitor = crate::console::Visitor::new(&s.app);
+    visitor.sign_in(&key).await;
+    let (_, _, page) = visitor
+        .get(&format!(
+            "/console/connections/{}",
+            s.connection["id"].as_str().unwrap()
+        ))
+        .await;
+    assert!(page.contains("<code>127.0.0.0/8</code>"), "{page}");
+    let (status, body) = get_token(&s.app, &path, Some(HEADER)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, view) = patch(json!([])).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(view.get("auth_networks").is_none(), "{view}");
+    assert_eq!(
+        get_token(&s.app, &path, Some(HEADER)).await.0,
+        StatusCode::OK
+    );
+}
+
+both_backends!(auth_networks_limit_who_reads_the_token);

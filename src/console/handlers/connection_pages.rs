@@ -167,6 +167,8 @@ fn connection_body(
         private_key: get("private_key"),
         bot_secret: get("bot_secret"),
         auth_header: get("auth_header"),
+        // The API's alone for now (README, "Tokens for your internal services").
+        auth_networks: None,
         scope: get("scope"),
         rate_limit_per_minute: get("rate_limit_per_minute"),
     }
@@ -482,6 +484,7 @@ async fn connection_view(
                     dt { (T::BotSecret.get(l)) } dd { code { (masked(&view.bot_secret)) } }
                 }
                 @if let Some(h) = view.auth_header { dt { (T::AuthHeader.get(l)) } dd { code { (h) } } }
+                @if let Some(n) = &view.auth_networks { dt { (T::AuthNetworks.get(l)) } dd #auth-networks { code { (n.join(", ")) } } }
                 dt { (T::Scopes.get(l)) } dd { code { (c.scope) } }
                 dt { (T::RateLimit.get(l)) } dd { (c.rate_limit_per_minute) }
             }
