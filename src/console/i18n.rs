@@ -91,7 +91,8 @@ texts! {
     CreateTenant => "Create tenant", "테넌트 만들기";
     TenantCreated => "Tenant created. Its API key is shown only now: copy it and give it to the chatbot builder.", "테넌트를 만들었습니다. API 키는 지금 한 번만 표시됩니다. 복사해서 챗봇 빌더에게 전달하세요.";
     ApiKey => "API key", "API 키";
-    AuthNetworks => "Auth URLs answer only", "인증 URL 허용 네트워크";
+    AuthNetworks => "Auth URLs: allowed networks", "인증 URL 허용 네트워크";
+    AuthNetworksHint => "Optional. The networks your internal services call the auth URLs from, comma-separated (e.g. 10.0.0.0/8, 192.168.1.20); other addresses are refused even with the right header. Empty: any address.", "선택 사항. 내부 서비스가 인증 URL을 호출하는 네트워크를 쉼표로 구분해 적습니다(예: 10.0.0.0/8, 192.168.1.20). 다른 주소는 올바른 헤더가 있어도 거부됩니다. 비워 두면 모든 주소를 허용합니다.";
     ApiKeyIntro => "Your services and the console use this tenant's API key (bgk_…). Replace it if it may have leaked: the old key stops working at once, or after the time you choose so that your services can move over. Console sessions signed in with a key end, except this one.", "서비스와 콘솔은 이 테넌트의 API 키(bgk_…)를 사용합니다. 유출되었을 수 있다면 교체하세요. 이전 키는 즉시, 또는 서비스를 옮길 수 있도록 선택한 시간 후에 더 이상 작동하지 않습니다. 키로 로그인한 콘솔 세션은 이 세션을 제외하고 종료됩니다.";
     OldKeyStops => "The old key stops working", "이전 키 사용 중지";
     GraceNow => "at once", "즉시";
@@ -367,6 +368,10 @@ const FIELD_MESSAGES: &[(&str, &str)] = &[
     ("is not a Slack team id", "Slack 팀 ID가 아닙니다."),
     ("the app must be installed in this workspace again (Slack refused its refresh token)", "이 워크스페이스에 앱을 다시 설치해야 합니다(Slack이 리프레시 토큰을 거부했습니다)."),
     ("the app is not installed in this workspace", "이 워크스페이스에는 앱이 설치되어 있지 않습니다."),
+    ("must be a list of networks, e.g. [\"10.0.0.0/8\"]", "[\"10.0.0.0/8\"] 같은 네트워크 목록이어야 합니다."),
+    ("lists too many networks (at most 32)", "네트워크가 너무 많습니다(최대 32개)."),
+    ("must hold networks as strings such as \"10.0.0.0/8\"", "\"10.0.0.0/8\" 같은 문자열로 된 네트워크여야 합니다."),
+    ("holds something that is not an IP network (e.g. 10.0.0.0/8)", "IP 네트워크가 아닌 값이 있습니다(예: 10.0.0.0/8)."),
 ];
 
 /// The variable parts of `message` if it has the shape of `template`.
@@ -545,6 +550,11 @@ mod tests {
         // The test message's form and the send API's workspace rules.
         messages.extend(crate::console::test_message::TARGET_REFUSALS.map(String::from));
         messages.extend(crate::channels::slack::TEAM_REFUSALS.map(String::from));
+        let many = Value::Array(vec![json!("10.0.0.1"); 33]);
+        for networks in [json!("x"), many, json!([1]), json!(["nope"])] {
+            let refused = crate::service::connections::auth_networks(&networks).err();
+            messages.extend(refused.map(|e| e.message));
+        }
         assert!(
             messages.len() > 40,
             "too few messages gathered: {messages:?}"

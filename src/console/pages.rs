@@ -153,6 +153,12 @@ pub const CONNECT_FIELDS: &[(&str, T, T, Kind)] = &[
         T::AuthHeaderHint,
         Kind::Secret,
     ),
+    (
+        "auth_networks",
+        T::AuthNetworks,
+        T::AuthNetworksHint,
+        Kind::Text,
+    ),
     ("scope", T::Scopes, T::ScopesHint, Kind::Text),
     (
         "rate_limit_per_minute",
@@ -194,6 +200,12 @@ pub const SLACK_FIELDS: &[(&str, T, T, Kind)] = &[
         T::AuthHeader,
         T::SlackAuthHeaderHint,
         Kind::Secret,
+    ),
+    (
+        "auth_networks",
+        T::AuthNetworks,
+        T::AuthNetworksHint,
+        Kind::Text,
     ),
     (
         "rate_limit_per_minute",

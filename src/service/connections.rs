@@ -166,7 +166,7 @@ pub(super) fn auth_header(v: &Value) -> Result<SecretString, FieldError> {
 /// The networks the auth URLs answer: a list of CIDRs (`10.0.0.0/8`,
 /// `::1/128`; a bare address is one host), at most 32; `[]` for any
 /// address. Kept comma-separated, each as `addr/prefix`.
-pub(super) fn auth_networks(v: &Value) -> Result<String, FieldError> {
+pub fn auth_networks(v: &Value) -> Result<String, FieldError> {
     let bad = |m: &str| FieldError::new("auth_networks", m);
     let Value::Array(items) = v else {
         return Err(bad("must be a list of networks, e.g. [\"10.0.0.0/8\"]"));

@@ -834,6 +834,33 @@ async fn auth_networks_limit_who_reads_the_token(backend: Backend) {
         ))
         .await;
     assert!(page.contains("<code>127.0.0.0/8</code>"), "{page}");
+    // The rotate form shows the list and changes it: a new one, a bad one
+    // (refused next to the field, nothing changed), then emptied for any.
+    let rotate = format!(
+        "/console/connections/{}/rotate",
+        s.connection["id"].as_str().unwrap()
+    );
+    let (_, _, page) = visitor.get(&rotate).await;
+    assert!(page.contains("value=\"127.0.0.0/8\""), "{page}");
+    let csrf = crate::console::hidden(&page, "csrf");
+    for (typed, status) in [
+        ("10.0.0.0/8 192.168.0.0/16", StatusCode::SEE_OTHER),
+        ("nope", StatusCode::UNPROCESSABLE_ENTITY),
+    ] {
+        let form = [("csrf", csrf.as_str()), ("auth_networks", typed)];
+        assert_eq!(visitor.post(&rotate, &form).await.0, status, "{typed}");
+        let (_, view) = s.app.get(&conn, &key).await;
+        assert_eq!(
+            view["auth_networks"],
+            json!(["10.0.0.0/8", "192.168.0.0/16"])
+        );
+    }
+    let form = [("csrf", csrf.as_str()), ("auth_networks", "")];
+    assert_eq!(visitor.post(&rotate, &form).await.0, StatusCode::SEE_OTHER);
+    let (_, view) = s.app.get(&conn, &key).await;
+    assert!(view.get("auth_networks").is_none(), "{view}");
+    let (status, _) = patch(json!(["127.0.0.0/8"])).await;
+    assert_eq!(status, StatusCode::OK);
     let (status, body) = get_token(&s.app, &path, Some(HEADER)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let (status, view) = patch(json!([])).await;

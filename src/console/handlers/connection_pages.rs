@@ -128,6 +128,11 @@ pub async fn new_connection(ctx: Ctx, req: HttpRequest) -> HttpResponse {
 
 /// A form value as the API body takes it: absent when empty.
 fn json_value(name: &str, value: &str) -> Option<Value> {
+    // A list, comma- or space-separated; empty for any address.
+    if name == "auth_networks" {
+        let networks = value.split([',', ' ']).filter(|n| !n.is_empty());
+        return Some(Value::Array(networks.map(Value::from).collect()));
+    }
     let value = if name == "private_key" {
         value
     } else {
@@ -167,8 +172,7 @@ fn connection_body(
         private_key: get("private_key"),
         bot_secret: get("bot_secret"),
         auth_header: get("auth_header"),
-        // The API's alone for now (README, "Tokens for your internal services").
-        auth_networks: None,
+        auth_networks: get("auth_networks"),
         scope: get("scope"),
         rate_limit_per_minute: get("rate_limit_per_minute"),
     }
@@ -607,6 +611,14 @@ pub async fn replay_one(ctx: Ctx, path: web::Path<(String, String)>, form: Form)
     finish(&ctx, page)
 }
 
+/// A connection's auth networks as the forms show them.
+fn networks_text(view: &ConnectionView) -> String {
+    view.auth_networks
+        .as_ref()
+        .map(|n| n.join(", "))
+        .unwrap_or_default()
+}
+
 fn rotate_form(
     ctx: &Ctx,
     c: &ConnectionRecord,
@@ -623,6 +635,7 @@ fn rotate_form(
             "scope" | "scopes" => c.scope.clone(),
             "command_ack_text" => view.command_ack_text.clone().unwrap_or_default(),
             "rate_limit_per_minute" => c.rate_limit_per_minute.to_string(),
+            "auth_networks" => networks_text(view),
             _ => String::new(),
         },
     };
@@ -673,6 +686,7 @@ pub async fn rotate(ctx: Ctx, path: web::Path<String>, form: Form) -> HttpRespon
         let ack = crate::channels::slack::Details::of(&c)
             .command_ack_text
             .unwrap_or_default();
+        let networks = networks_text(&connections::view(&ctx.state, &c).await?);
         let body = connection_body(&form, |name, value| match name {
             "bot_id" => false,
             "client_id" => value != c.client_id,
@@ -680,6 +694,8 @@ pub async fn rotate(ctx: Ctx, path: web::Path<String>, form: Form) -> HttpRespon
             "scope" | "scopes" => value != c.scope,
             "command_ack_text" => value != ack,
             "rate_limit_per_minute" => value != rate,
+            // Shown filled in: sent when changed, emptied to allow any address.
+            "auth_networks" => value != networks,
             _ => true,
         });
         match connections::update(&ctx.state, &c, &body).await {
