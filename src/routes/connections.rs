@@ -6,7 +6,7 @@ use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 
 use super::docs::{ConnectionPath, Denied, Invalid, TenantPath};
-use super::extract::{PathConnection, PathTenant};
+use super::extract::{Page, PathConnection, PathTenant};
 use crate::domain::rfc3339;
 use crate::error::{ApiError, ErrorEnvelope};
 use crate::service::checks::{run_checks, Check};
@@ -82,21 +82,17 @@ pub async fn list(
     let (records, next_after) = if query.limit.is_none() && query.after.is_none() {
         (state.store.connections(&tenant.id).await?, None)
     } else {
-        let limit = super::extract::page_limit(query.limit.as_deref())?;
-        let after =
-            match query.after.as_deref() {
-                None => None,
-                Some(id) => Some(crate::domain::ids::ConnectionId::parse(id).ok_or_else(|| {
-                    ApiError::validation("after", "must be a connection id (con_…)")
-                })?),
-            };
+        let asked = Page::parse(
+            query.limit.as_deref(),
+            query.after.as_deref(),
+            crate::domain::ids::ConnectionId::parse,
+            "must be a connection id (con_…)",
+        )?;
         let page = state
             .store
-            .connections_after(&tenant.id, after.as_ref(), limit)
+            .connections_after(&tenant.id, asked.after.as_ref(), asked.limit)
             .await?;
-        let next = (page.len() as i64 == limit)
-            .then(|| page.last().map(|c| c.id.as_str().to_owned()))
-            .flatten();
+        let next = asked.next(&page, |c| c.id.as_str());
         (page, next)
     };
     let mut views = Vec::with_capacity(records.len());

@@ -13,20 +13,46 @@ use crate::state::limiter::{client, Attempt, Family};
 use crate::state::AppState;
 use crate::store::{ConnectionRecord, TenantRecord};
 
-/// The token of an `Authorization: Bearer …` header (the scheme in any case).
-/// A list's `?limit=` when it pages: 1 to 1,000, 100 when absent; any
-/// other value is a 422 naming the field.
-pub(super) fn page_limit(raw: Option<&str>) -> Result<i64, ApiError> {
-    match raw.map(str::parse::<i64>) {
-        None => Ok(100),
-        Some(Ok(n)) if (1..=1000).contains(&n) => Ok(n),
-        Some(_) => Err(ApiError::validation(
-            "limit",
-            "must be a number from 1 to 1000",
-        )),
+/// A list's page as asked: `?limit=` (1 to 1,000, 100 when absent) and
+/// `?after=` (an id `parse` takes; `what` names its kind for the 422).
+pub(super) struct Page<I> {
+    pub limit: i64,
+    pub after: Option<I>,
+}
+
+impl<I> Page<I> {
+    pub fn parse(
+        limit: Option<&str>,
+        after: Option<&str>,
+        parse: fn(&str) -> Option<I>,
+        what: &'static str,
+    ) -> Result<Self, ApiError> {
+        let limit = match limit.map(str::parse::<i64>) {
+            None => 100,
+            Some(Ok(n)) if (1..=1000).contains(&n) => n,
+            Some(_) => {
+                return Err(ApiError::validation(
+                    "limit",
+                    "must be a number from 1 to 1000",
+                ))
+            }
+        };
+        let after = match after {
+            None => None,
+            Some(id) => Some(parse(id).ok_or_else(|| ApiError::validation("after", what))?),
+        };
+        Ok(Self { limit, after })
+    }
+
+    /// The `after` of the next page: the last id of a full one.
+    pub fn next<T>(&self, rows: &[T], id: impl Fn(&T) -> &str) -> Option<String> {
+        let full = i64::try_from(rows.len()).is_ok_and(|n| n == self.limit);
+        full.then(|| rows.last().map(|r| id(r).to_owned()))
+            .flatten()
     }
 }
 
+/// The token of an `Authorization: Bearer …` header (the scheme in any case).
 pub(super) fn bearer(req: &HttpRequest) -> Option<String> {
     let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.trim().split_once(' ')?;

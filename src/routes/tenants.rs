@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::docs::{Denied, Invalid, TenantPath};
-use super::extract::{Caller, PathTenant};
+use super::extract::{Caller, Page, PathTenant};
 use crate::error::{ApiError, ErrorEnvelope};
 use crate::service::tenants::{self, ApiKeyBody, EngineBody, EngineView, QuotasBody, TenantView};
 use crate::state::AppState;
@@ -77,18 +77,17 @@ pub async fn list(
     query: web::Query<TenantsQuery>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require_admin()?;
-    let limit = super::extract::page_limit(query.limit.as_deref())?;
-    let after = match query.after.as_deref() {
-        None => None,
-        Some(id) => Some(
-            crate::domain::ids::TenantId::parse(id)
-                .ok_or_else(|| ApiError::validation("after", "must be a tenant id (ten_…)"))?,
-        ),
-    };
-    let page = state.store.tenants_after(after.as_ref(), limit).await?;
-    let next_after = (page.len() as i64 == limit)
-        .then(|| page.last().map(|t| t.id.as_str().to_owned()))
-        .flatten();
+    let asked = Page::parse(
+        query.limit.as_deref(),
+        query.after.as_deref(),
+        crate::domain::ids::TenantId::parse,
+        "must be a tenant id (ten_…)",
+    )?;
+    let page = state
+        .store
+        .tenants_after(asked.after.as_ref(), asked.limit)
+        .await?;
+    let next_after = asked.next(&page, |t| t.id.as_str());
     let mut tenants = Vec::with_capacity(page.len());
     for tenant in &page {
         tenants.push(tenants::view(&state, tenant).await?);

@@ -488,7 +488,7 @@ async fn connection_view(
                     dt { (T::BotSecret.get(l)) } dd { code { (masked(&view.bot_secret)) } }
                 }
                 @if let Some(h) = view.auth_header { dt { (T::AuthHeader.get(l)) } dd { code { (h) } } }
-                @if let Some(n) = &view.auth_networks { dt { (T::AuthNetworks.get(l)) } dd #auth-networks { code { (n.join(", ")) } } }
+                @if !c.auth_networks.is_empty() { dt { (T::AuthNetworks.get(l)) } dd #auth-networks { code { (networks_text(c)) } } }
                 dt { (T::Scopes.get(l)) } dd { code { (c.scope) } }
                 dt { (T::RateLimit.get(l)) } dd { (c.rate_limit_per_minute) }
             }
@@ -611,12 +611,10 @@ pub async fn replay_one(ctx: Ctx, path: web::Path<(String, String)>, form: Form)
     finish(&ctx, page)
 }
 
-/// A connection's auth networks as the forms show them.
-fn networks_text(view: &ConnectionView) -> String {
-    view.auth_networks
-        .as_ref()
-        .map(|n| n.join(", "))
-        .unwrap_or_default()
+/// A connection's auth networks as the pages show them (stored
+/// comma-separated).
+fn networks_text(c: &ConnectionRecord) -> String {
+    c.auth_networks.replace(',', ", ")
 }
 
 fn rotate_form(
@@ -635,7 +633,7 @@ fn rotate_form(
             "scope" | "scopes" => c.scope.clone(),
             "command_ack_text" => view.command_ack_text.clone().unwrap_or_default(),
             "rate_limit_per_minute" => c.rate_limit_per_minute.to_string(),
-            "auth_networks" => networks_text(view),
+            "auth_networks" => networks_text(c),
             _ => String::new(),
         },
     };
@@ -686,7 +684,7 @@ pub async fn rotate(ctx: Ctx, path: web::Path<String>, form: Form) -> HttpRespon
         let ack = crate::channels::slack::Details::of(&c)
             .command_ack_text
             .unwrap_or_default();
-        let networks = networks_text(&connections::view(&ctx.state, &c).await?);
+        let networks = networks_text(&c);
         let body = connection_body(&form, |name, value| match name {
             "bot_id" => false,
             "client_id" => value != c.client_id,
