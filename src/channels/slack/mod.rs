@@ -453,6 +453,13 @@ fn acts_on_original(message: &Value, flag: &str) -> bool {
     message.get(flag).and_then(Value::as_bool) == Some(true)
 }
 
+/// Whether a message body replaces or deletes the message a button was on.
+fn on_original(message: &Value) -> bool {
+    ORIGINAL_FLAGS
+        .iter()
+        .any(|flag| acts_on_original(message, flag))
+}
+
 /// Outbox rows for an event's rendered replies. A command's first five go
 /// to its `response_url` (checked again when sent); so do a button's
 /// replies that replace or delete the message it was on (a `native` reply
@@ -474,10 +481,7 @@ pub fn replies(turn: &Turn, rendered: Vec<Value>) -> Vec<NewOutbound> {
     rendered
         .into_iter()
         .map(|message| {
-            let on_original = ORIGINAL_FLAGS
-                .iter()
-                .any(|flag| acts_on_original(&message, flag));
-            let respond = turn.kind == "command" || on_original;
+            let respond = turn.kind == "command" || on_original(&message);
             let mut doc = json!({"message": message, "channel": channel, "team": team});
             if let Some(ts) = thread {
                 doc["thread_ts"] = json!(ts);
@@ -699,12 +703,10 @@ pub async fn deliver(
                 .is_some_and(|t| now_millis() < t)
         })
         .filter(|u| response_url_allowed(state, u));
-    let on_original = ORIGINAL_FLAGS
-        .iter()
-        .any(|flag| acts_on_original(&body, flag));
+    let edits_original = on_original(&body);
     if let Some(url) = response_url {
         let mut answer = body.clone();
-        if answer.get("response_type").is_none() && !on_original {
+        if answer.get("response_type").is_none() && !edits_original {
             // Seen by the channel, as a bot's answer to a command usually is.
             answer["response_type"] = json!("in_channel");
         }
@@ -714,10 +716,10 @@ pub async fn deliver(
         // unless the message was to act on the original, which only its
         // response_url can.
         let gone = matches!(&sent, Sent::Rejected(e) if e.contains("HTTP 404") || e.contains("HTTP 410") || e.contains("expired"));
-        if !gone || on_original {
+        if !gone || edits_original {
             return Ok(sent);
         }
-    } else if on_original {
+    } else if edits_original {
         return Ok(Sent::Rejected(
             "replace_original and delete_original need the response_url of a button's \
              action, valid for 30 minutes and 5 uses"
