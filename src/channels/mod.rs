@@ -135,6 +135,20 @@ impl Channel {
         }
     }
 
+    /// The workspaces a send can name (id, name), in the order offered:
+    /// Slack's pasted token's and installations'; none for a platform with
+    /// one workspace per connection.
+    pub fn sending_workspaces(
+        self,
+        connection: &ConnectionRecord,
+        installations: &[crate::store::Installation],
+    ) -> Vec<(String, String)> {
+        match self {
+            Channel::NaverWorks => Vec::new(),
+            Channel::Slack => slack::sending_workspaces(connection, installations),
+        }
+    }
+
     /// What sends of this message share a rate limit with: the connection
     /// (NAVER WORKS: per bot), or the connection's channel (Slack: about
     /// one message per second per channel, SLACK.md §5).

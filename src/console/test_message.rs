@@ -12,7 +12,6 @@ use super::handlers::{connection, finish, posted_connection, text, Form};
 use super::i18n::T;
 use super::pages::{alert, csrf, status_badge, status_text};
 use super::session::Ctx;
-use crate::channels::slack;
 use crate::channels::{Channel, Outgoing};
 use crate::domain::FieldError;
 use crate::error::ApiError;
@@ -59,10 +58,7 @@ pub fn section(
             .find(|e| e.field == field)
             .map(|e| super::i18n::say(&e.message, l))
     };
-    let teams = match Channel::of(c) {
-        Channel::NaverWorks => Vec::new(),
-        Channel::Slack => slack::sending_workspaces(c, workspaces),
-    };
+    let teams = Channel::of(c).sending_workspaces(c, workspaces);
     html! {
         section #send-test {
             h2 { (T::SendTestMessage.get(l)) }
