@@ -255,6 +255,9 @@ texts! {
     Replay => "Replay", "다시 처리";
     ReplayAll => "Replay all dead and refused events", "실패·거부된 이벤트 모두 다시 처리";
     Replayed => "Events put back in the queue:", "큐에 다시 넣은 이벤트:";
+    Resend => "Send again", "다시 보내기";
+    ResendAll => "Send every failed message again", "실패한 메시지 모두 다시 보내기";
+    Resent => "Messages put back in the outbox:", "다시 보낼 메시지:";
     StatusPending => "pending", "대기";
     StatusProcessing => "processing", "처리 중";
     StatusDone => "done", "완료";

@@ -113,6 +113,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 resource("/connections/{connection}/send")
                     .route(web::post().to(test_message::send)),
             )
+            // Before `…/messages/{message}`, which would take `retry` for an id.
+            .service(
+                resource("/connections/{connection}/messages/retry")
+                    .route(web::post().to(h::retry_all)),
+            )
             .service(
                 resource("/connections/{connection}/messages/{message}")
                     .route(web::get().to(test_message::status)),
@@ -143,6 +148,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(
                 resource("/connections/{connection}/events/{event}/replay")
                     .route(web::post().to(h::replay_one)),
+            )
+            .service(
+                resource("/connections/{connection}/messages/{message}/retry")
+                    .route(web::post().to(h::retry_one)),
             )
             .service(
                 resource("/connections/{connection}/rotate")

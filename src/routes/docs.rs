@@ -65,6 +65,8 @@ use crate::error::ErrorEnvelope;
         messages::send,
         messages::list,
         messages::get,
+        messages::retry_all,
+        messages::retry_one,
     ),
     components(schemas(ErrorEnvelope<'static>, EngineRequest, EngineAnswer)),
     modifiers(&SecuritySchemes),

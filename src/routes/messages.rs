@@ -296,3 +296,47 @@ pub async fn list(
             .collect(),
     }))
 }
+
+/// Failed messages put back in the outbox.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RetriedView<'a> {
+    /// How many were put back (at most 1,000 a request, oldest first).
+    pub retried: usize,
+    /// Their ids, in the order they were put back.
+    pub ids: Vec<&'a str>,
+    /// Failed messages left: call again while this is above zero.
+    pub remaining: i64,
+}
+
+#[utoipa::path(post, path = "/api/v1/connections/{connection}/messages/retry",
+    summary = "Send the connection's failed messages again (the oldest 1,000)", tag = "messages",
+    params(SendPath),
+    responses((status = 202, description = "Put back in the outbox, each at the back of its conversation's queue", body = RetriedView<'static>), Denied, (status = 429, description = "Over the tenant's open-rows quota", body = ErrorEnvelope<'static>)))]
+pub async fn retry_all(
+    state: web::Data<AppState>,
+    PathConnection(record): PathConnection,
+) -> Result<HttpResponse, ApiError> {
+    let retried = crate::service::messages::retry(&state, &record, None).await?;
+    Ok(HttpResponse::Accepted().json(RetriedView {
+        retried: retried.messages.len(),
+        ids: retried.messages.iter().map(|m| m.id.as_str()).collect(),
+        remaining: retried.remaining,
+    }))
+}
+
+#[utoipa::path(post, path = "/api/v1/connections/{connection}/messages/{id}/retry",
+    summary = "Send a failed message again", tag = "messages",
+    params(SendPath, ("id" = String, Path, description = "Message id (`msg_…`)")),
+    responses((status = 202, description = "Queued again: same id, content and target, no attempts", body = MessageView<'static>), Denied, (status = 409, description = "The message has not failed", body = ErrorEnvelope<'static>), (status = 429, description = "Over the tenant's open-rows quota", body = ErrorEnvelope<'static>)))]
+pub async fn retry_one(
+    state: web::Data<AppState>,
+    PathConnection(record): PathConnection,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let retried = crate::service::messages::retry(&state, &record, Some(&path.1)).await?;
+    let message = retried
+        .messages
+        .first()
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no message put back")))?;
+    Ok(HttpResponse::Accepted().json(MessageView::of(message, status_name(&message.status))))
+}

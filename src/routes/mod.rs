@@ -179,10 +179,21 @@ fn operations() -> Vec<Operation> {
             "/api/v1/connections/{connection}/messages",
             web::to(messages::list),
         ),
+        // Before `…/messages/{id}`, which would take `retry` for an id.
+        op(
+            M::POST,
+            "/api/v1/connections/{connection}/messages/retry",
+            web::to(messages::retry_all),
+        ),
         op(
             M::GET,
             "/api/v1/connections/{connection}/messages/{id}",
             web::to(messages::get),
+        ),
+        op(
+            M::POST,
+            "/api/v1/connections/{connection}/messages/{id}/retry",
+            web::to(messages::retry_one),
         ),
         op(
             M::GET,

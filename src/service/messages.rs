@@ -45,10 +45,7 @@ pub async fn send(
             .admit_messages(&state.store, &state.settings, &tenant, messages.len())
             .await?
         {
-            return Err(ApiError::Quota(match quota {
-                crate::state::quotas::OVER_OPEN_ROWS => "rows open in its queues",
-                _ => "callbacks per second",
-            }));
+            return Err(quota_error(quota));
         }
     }
     let stored = state
@@ -67,4 +64,96 @@ pub async fn send(
         return Err(ApiError::Internal(anyhow::anyhow!("no message stored")));
     }
     Ok(stored)
+}
+
+/// The answer for messages over the tenant's quota `quota`.
+fn quota_error(quota: &'static str) -> ApiError {
+    ApiError::Quota(match quota {
+        crate::state::quotas::OVER_OPEN_ROWS => "rows open in its queues",
+        _ => "callbacks per second",
+    })
+}
+
+/// How many failed messages one request puts back at the most.
+pub const RETRY_BATCH: i64 = 1000;
+
+/// Failed messages put back in the outbox, and how many failed ones are
+/// left.
+pub struct Retried {
+    pub messages: Vec<OutboundMessage>,
+    pub remaining: i64,
+}
+
+/// Sends failed messages again: the one named `id` (404 if there is no
+/// such message, 409 unless it failed), or the connection's oldest
+/// [`RETRY_BATCH`] failed ones. They count against the tenant's open-rows
+/// quota as new messages do. A message that failed after the platform may
+/// have taken it (its answer lost) can arrive twice: the caller asked.
+pub async fn retry(
+    state: &AppState,
+    record: &ConnectionRecord,
+    id: Option<&str>,
+) -> Result<Retried, ApiError> {
+    let wanted = match id {
+        Some(id) => {
+            let message = state
+                .store
+                .message(&record.id, id)
+                .await?
+                .ok_or(ApiError::NotFound("no such message"))?;
+            if message.status != "failed" {
+                return Err(ApiError::Conflict(format!(
+                    "only a failed message can be sent again; this one is {}",
+                    if message.status == "pending" {
+                        "queued"
+                    } else {
+                        &message.status
+                    }
+                )));
+            }
+            1
+        }
+        None => state.store.failed_count(&record.id).await?.min(RETRY_BATCH),
+    };
+    if wanted > 0 {
+        let tenant = state
+            .store
+            .tenant(&record.tenant_id)
+            .await?
+            .ok_or(ApiError::NotFound("no such connection"))?;
+        let n = usize::try_from(wanted).unwrap_or(usize::MAX);
+        if let Some(quota) = state
+            .quotas
+            .admit_messages(&state.store, &state.settings, &tenant, n)
+            .await?
+        {
+            return Err(quota_error(quota));
+        }
+    }
+    let messages = state
+        .store
+        .retry_failed(&record.tenant_id, &record.id, id, RETRY_BATCH, now_millis())
+        .await?;
+    if !messages.is_empty() {
+        state.signals.outbox.notify_one();
+        tracing::info!(
+            connection = %record.id,
+            count = messages.len(),
+            "failed messages put back in the outbox"
+        );
+    }
+    if id.is_some() && messages.is_empty() {
+        // Sent again by a request that came first.
+        return Err(ApiError::Conflict(
+            "only a failed message can be sent again; this one was just put back".into(),
+        ));
+    }
+    let remaining = match id {
+        Some(_) => 0,
+        None => state.store.failed_count(&record.id).await?,
+    };
+    Ok(Retried {
+        messages,
+        remaining,
+    })
 }

@@ -290,6 +290,36 @@ async fn a_builder_connects_a_bot_in_a_real_browser() {
         .unwrap();
     assert_eq!(sent["user_id"], "user-9", "{sent}");
 
+    // Test messages to a user NAVER WORKS does not know fail; once it
+    // does, "Send again" sends one, "Send every failed message again" the
+    // other.
+    emu.faults(json!({"unknown_users": ["ghost"]})).await;
+    for text in ["to a ghost", "to a ghost again"] {
+        browser.goto(&connection_url).await;
+        browser.fill("#test-target", "ghost").await;
+        browser.fill("#test-text", text).await;
+        browser.click("#send-test-message").await;
+        browser.find("#test-message-status").await;
+    }
+    wait_for_page(&browser, &connection_url, "two failed messages", |s| {
+        s.matches("data-status=\"failed\"").count() == 2
+    })
+    .await;
+    assert!(browser.text("#resend-all").await.ends_with("(2)"));
+    emu.faults(json!({})).await;
+    browser.click("button.resend").await;
+    assert!(browser.text(".notice").await.ends_with(" 1"));
+    browser.goto(&connection_url).await;
+    assert!(browser.text("#resend-all").await.ends_with("(1)"));
+    browser.click("#resend-all").await;
+    assert!(browser.text(".notice").await.ends_with(" 1"));
+    wait_for_reply(&emu, "to a ghost").await;
+    wait_for_reply(&emu, "to a ghost again").await;
+    wait_for_page(&browser, &connection_url, "the messages sent again", |s| {
+        !s.contains("data-status=\"failed\"") && !s.contains("id=\"resend-all\"")
+    })
+    .await;
+
     // A user writes to the bot: the event on the page, the echo at NAVER WORKS.
     let webhook_here = webhook.replace(public, &app.address);
     callback(

@@ -69,6 +69,7 @@ both_backends!(
     a_request_not_read_in_time_is_retried_not_failed,
     tenants_cannot_use_each_others_connections,
     an_attempt_ends_before_its_lease_and_nothing_is_sent_twice,
+    failed_messages_are_sent_again_on_request,
 );
 
 async fn every_content_type_is_delivered_as_sent(backend: Backend) {
@@ -425,4 +426,139 @@ async fn an_attempt_ends_before_its_lease_and_nothing_is_sent_twice(backend: Bac
         .filter(|m| m["content"]["text"] == "once")
         .collect();
     assert_eq!(sent.len(), 1, "sent exactly once: {sent:?}");
+}
+
+/// A message that failed (the user was unknown) is sent again on request,
+/// once the cause is gone: one by its id, the rest all at once. Each keeps
+/// its id, creation time and idempotency key, starts again with no
+/// attempts, and goes to the back of its conversation's queue. Anything
+/// but a failed message of the caller's connection is refused and changes
+/// nothing.
+async fn failed_messages_are_sent_again_on_request(backend: Backend) {
+    let s = setup_with(backend, EmulatorConfig::default(), "").await;
+    s.emu.faults(json!({"unknown_users": ["ghost"]})).await;
+    let text = |t: &str| json!({"user_id": "ghost", "content": {"type": "text", "text": t}});
+    let mut failed = Vec::new();
+    for (t, key) in [("first", Some("job-1")), ("second", None), ("third", None)] {
+        let (status, answer) = s.send(&text(t), key).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+        let id = answer["id"].as_str().unwrap().to_owned();
+        // One at a time: a conversation's messages fail in order.
+        assert_eq!(s.wait_status(&id, "failed").await["status"], "failed");
+        failed.push(id);
+    }
+    let before = s.status_of(&failed[0]).await;
+    s.emu.faults(json!({})).await;
+    let (_, later) = s.send(&text("meanwhile"), None).await;
+    let later = later["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        s.wait_status(&later, "delivered").await["status"],
+        "delivered"
+    );
+
+    let retry = |path: String, key: String| {
+        let s = &s;
+        async move { s.app.send_json(Method::POST, &path, &key, &json!({})).await }
+    };
+    let one = |id: &str| format!("{}/{id}/retry", s.messages_path());
+    let key = s.tenant.api_key.clone();
+    // Refused, changing nothing: a delivered message, an unknown one,
+    // another tenant's key, no key.
+    let (status, body) = retry(one(&later), key.clone()).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::CONFLICT, "conflict"),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("delivered"),
+        "{body}"
+    );
+    let (status, _) = retry(one("msg_unknown"), key.clone()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let other = s.app.create_tenant("Other").await;
+    let (status, _) = retry(one(&failed[0]), other.api_key.clone()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let all = format!("{}/retry", s.messages_path());
+    let (status, _) = retry(all.clone(), other.api_key.clone()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = retry(all.clone(), String::new()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(s.status_of(&failed[0]).await, before, "unchanged");
+
+    // One by its id: queued again as it was, then delivered.
+    let (status, again) = retry(one(&failed[0]), key.clone()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{again}");
+    assert_eq!(again["id"], before["id"]);
+    assert_eq!(again["status"], "queued");
+    assert_eq!(again["attempts"], 0);
+    assert_eq!(again["last_error"], Value::Null);
+    assert_eq!(again["created_at"], before["created_at"]);
+    assert_eq!(again["content"], before["content"]);
+    let delivered = s.wait_status(&failed[0], "delivered").await;
+    assert_eq!(delivered["status"], "delivered", "{delivered}");
+    assert_eq!(delivered["attempts"], 1);
+    let (status, body) = retry(one(&failed[0]), key.clone()).await;
+    assert_eq!(status, StatusCode::CONFLICT, "not twice: {body}");
+    // Its idempotency key still answers it.
+    let (status, repeat) = s.send(&text("first"), Some("job-1")).await;
+    assert_eq!(
+        (status, &repeat["id"]),
+        (StatusCode::ACCEPTED, &before["id"])
+    );
+
+    // The rest at once, in their order.
+    let (status, body) = retry(all.clone(), key.clone()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["retried"], 2);
+    assert_eq!(body["ids"], json!([failed[1], failed[2]]));
+    assert_eq!(body["remaining"], 0);
+    for id in &failed[1..] {
+        assert_eq!(s.wait_status(id, "delivered").await["status"], "delivered");
+    }
+    let (_, body) = retry(all, key).await;
+    assert_eq!(
+        (&body["retried"], &body["remaining"]),
+        (&json!(0), &json!(0))
+    );
+
+    // Each delivered once, the retried ones after the message sent meanwhile.
+    let texts: Vec<Value> = s
+        .emu
+        .messages()
+        .await
+        .iter()
+        .map(|m| m["content"]["text"].clone())
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            json!("meanwhile"),
+            json!("first"),
+            json!("second"),
+            json!("third")
+        ]
+    );
+    // The outbox (in queue order) lists them after it too.
+    let (_, outbox) = s
+        .app
+        .get(
+            &format!(
+                "/api/v1/tenants/{}/connections/{}/outbox",
+                s.tenant.id,
+                s.connection["id"].as_str().unwrap()
+            ),
+            &s.tenant.api_key,
+        )
+        .await;
+    let order: Vec<&str> = outbox["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(order, [&later, &failed[0], &failed[1], &failed[2]]);
 }

@@ -263,6 +263,7 @@ async fn connection_view(
             .await?,
     );
     let messages = state.store.recent_messages(&c.tenant_id, &c.id, 20).await?;
+    let failed = state.store.failed_count(&c.id).await?;
     // Read after the messages: a message is delivered only with a token
     // stored before it, so the page never shows a delivery beside "no token"
     // (read first, a token stored and a message delivered between the two
@@ -450,6 +451,12 @@ async fn connection_view(
         (test_message::section(ctx, c, &installations, &test_message))
         section #messages {
             h2 { (T::RecentMessages.get(l)) }
+            @if failed > 0 {
+                form.inline method="post" action={ "/console/connections/" (id) "/messages/retry" } {
+                    (csrf(ctx))
+                    button #resend-all type="submit" { (T::ResendAll.get(l)) " (" (failed) ")" }
+                }
+            }
             @let rows = messages.iter().map(|m| html! {
                 tr.message data-message=(m.id) {
                     td { (when(m.created_at)) }
@@ -457,9 +464,17 @@ async fn connection_view(
                     td { (status_badge(&m.status, l)) }
                     td { (m.attempts) }
                     td.error-text { (m.last_error.as_deref().unwrap_or("")) }
+                    td {
+                        @if m.status == "failed" {
+                            form.inline method="post" action={ "/console/connections/" (id) "/messages/" (m.id) "/retry" } {
+                                (csrf(ctx))
+                                button.resend type="submit" { (T::Resend.get(l)) }
+                            }
+                        }
+                    }
                 }
             }).collect();
-            (listing(None, &[T::Created.get(l), T::Target.get(l), T::Status.get(l), T::Attempts.get(l), T::LastError.get(l)], rows, T::NoMessages.get(l)))
+            (listing(None, &[T::Created.get(l), T::Target.get(l), T::Status.get(l), T::Attempts.get(l), T::LastError.get(l), ""], rows, T::NoMessages.get(l)))
         }
         section #credentials {
             h2 { (T::Details.get(l)) }
@@ -550,6 +565,9 @@ pub async fn connection_page(ctx: Ctx, req: HttpRequest, path: web::Path<String>
         } else if let Some(n) = query.split('&').find_map(|p| p.strip_prefix("replayed=")) {
             let n: u64 = n.parse().unwrap_or(0);
             Some(notice(&format!("{} {n}", T::Replayed.get(ctx.lang))))
+        } else if let Some(n) = query.split('&').find_map(|p| p.strip_prefix("resent=")) {
+            let n: u64 = n.parse().unwrap_or(0);
+            Some(notice(&format!("{} {n}", T::Resent.get(ctx.lang))))
         } else {
             None
         };
@@ -606,6 +624,32 @@ pub async fn replay_one(ctx: Ctx, path: web::Path<(String, String)>, form: Form)
         let c = posted_connection(&ctx, &form, &path.0).await?;
         let n = events::replay(&ctx.state, &c, Some(&path.1)).await?;
         Ok(ctx.redirect(&format!("/console/connections/{}?replayed={n}", c.id)))
+    }
+    .await;
+    finish(&ctx, page)
+}
+
+/// Sends the connection's failed messages again (the API's
+/// `POST …/messages/retry`), then shows the page with how many.
+pub async fn retry_all(ctx: Ctx, path: web::Path<String>, form: Form) -> HttpResponse {
+    let page = async {
+        let c = posted_connection(&ctx, &form, &path).await?;
+        let n = messages::retry(&ctx.state, &c, None).await?.messages.len();
+        Ok(ctx.redirect(&format!("/console/connections/{}?resent={n}", c.id)))
+    }
+    .await;
+    finish(&ctx, page)
+}
+
+/// Sends one failed message again (`POST …/messages/{id}/retry`).
+pub async fn retry_one(ctx: Ctx, path: web::Path<(String, String)>, form: Form) -> HttpResponse {
+    let page = async {
+        let c = posted_connection(&ctx, &form, &path.0).await?;
+        let n = messages::retry(&ctx.state, &c, Some(&path.1))
+            .await?
+            .messages
+            .len();
+        Ok(ctx.redirect(&format!("/console/connections/{}?resent={n}", c.id)))
     }
     .await;
     finish(&ctx, page)

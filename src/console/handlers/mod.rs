@@ -29,7 +29,7 @@ use crate::service::checks::{run_checks, Check};
 use crate::service::connections::{self, ConnectionBody, ConnectionView};
 use crate::service::slack;
 use crate::service::tenants::{self, EngineBody};
-use crate::service::{events, oauth};
+use crate::service::{events, messages, oauth};
 use crate::store::console::{ConsoleSession, Role};
 use crate::store::{ConnectionRecord, StoreError, TenantRecord};
 

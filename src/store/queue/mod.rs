@@ -544,6 +544,88 @@ impl Store {
         Ok(replayed)
     }
 
+    /// How many of a connection's messages failed (and are still kept).
+    pub async fn failed_count(&self, connection: &ConnectionId) -> StoreResult<i64> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM outbound_messages WHERE connection_id = $1 AND status = 'failed'",
+        )
+        .bind(connection.as_str())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get("n")?)
+    }
+
+    /// Puts failed messages back in the outbox, in one transaction: the one
+    /// named `id`, or the connection's oldest `limit` failed ones. Each
+    /// keeps its id, event, target, content (sealed as it is: the seal is
+    /// bound to the id), idempotency key and creation time, starts again
+    /// with no attempts and no error, and goes to the back of its
+    /// conversation's queue: it is deleted and written again under a new
+    /// `seq`, because the outbox's order is `seq` (an old `seq` made
+    /// pending again would jump ahead of messages queued since, or be sent
+    /// beside one already in flight). Returns the messages, oldest first.
+    pub async fn retry_failed(
+        &self,
+        tenant: &TenantId,
+        connection: &ConnectionId,
+        id: Option<&str>,
+        limit: i64,
+        now: i64,
+    ) -> StoreResult<Vec<OutboundMessage>> {
+        let _turn = self.write_turn().await;
+        let mut tx = self.writer.begin().await?;
+        // The partial index `outbound_failed` (connection_id, seq) finds them.
+        let taken = sqlx::query(
+            "DELETE FROM outbound_messages WHERE seq IN (SELECT seq FROM outbound_messages \
+               WHERE connection_id = $1 AND status = 'failed' AND tenant_id = $2 AND ($3 = '' OR id = $3) \
+               ORDER BY seq LIMIT $4) \
+             RETURNING seq, id, event_id, conversation, target_kind, target_id, content, created_at, \
+               idempotency_key, idempotency_group",
+        )
+        .bind(connection.as_str())
+        .bind(tenant.as_str())
+        .bind(id.unwrap_or(""))
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut taken = taken
+            .iter()
+            .map(|row| Ok((row.try_get::<i64, _>("seq")?, row)))
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        // RETURNING promises no order.
+        taken.sort_by_key(|(seq, _)| *seq);
+        let sql = format!(
+            "INSERT INTO outbound_messages (id, tenant_id, connection_id, event_id, conversation, target_kind, \
+               target_id, content, status, attempts, next_attempt_at, created_at, updated_at, \
+               idempotency_key, idempotency_group) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', 0, $9, $10, $9, $11, $12) \
+             RETURNING {OUTBOUND_COLUMNS}"
+        );
+        let mut stored = Vec::with_capacity(taken.len());
+        for (_, row) in taken {
+            let text = |name: &str| row.try_get::<String, _>(name);
+            let maybe = |name: &str| row.try_get::<Option<String>, _>(name);
+            let again = sqlx::query(&sql)
+                .bind(text("id")?)
+                .bind(tenant.as_str())
+                .bind(connection.as_str())
+                .bind(maybe("event_id")?)
+                .bind(text("conversation")?)
+                .bind(text("target_kind")?)
+                .bind(text("target_id")?)
+                .bind(text("content")?)
+                .bind(now)
+                .bind(row.try_get::<i64, _>("created_at")?)
+                .bind(maybe("idempotency_key")?)
+                .bind(maybe("idempotency_group")?)
+                .fetch_one(&mut *tx)
+                .await?;
+            stored.push(again);
+        }
+        tx.commit().await?;
+        self.read_rows(&stored)
+    }
+
     /// Enqueues messages of the send API in one transaction. With an
     /// idempotency key (unique on the first part, the group of every part), a
     /// key already used returns the messages stored under it instead.
