@@ -31,6 +31,11 @@ pub enum Command {
         #[command(subcommand)]
         command: TenantCommand,
     },
+    /// Work with botgate's database as a whole.
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
+    },
     /// Manage the master keys that encrypt stored credentials.
     Keys {
         #[command(subcommand)]
@@ -144,6 +149,22 @@ pub enum TenantCommand {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Copy every row of botgate's database (BOTGATE_DATABASE_URL) into a
+    /// new one, e.g. from the embedded SQLite to PostgreSQL: tenants,
+    /// connections (their URLs stay the same), sealed credentials, tokens,
+    /// installations, queues and history. Stop botgate first (the copy is a
+    /// snapshot), then start it on the new database with the same master
+    /// key. The source is not changed.
+    Copy {
+        /// The database to copy into (postgres://… or sqlite://…): migrated
+        /// first, and refused unless it is then empty.
+        #[arg(long)]
+        to: String,
     },
 }
 

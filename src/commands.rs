@@ -4,7 +4,7 @@ use anyhow::Context as _;
 use secrecy::ExposeSecret;
 use serde_json::json;
 
-use crate::cli::{Cli, Command, EmulatorCommand, KeysCommand, SendArgs, TenantCommand};
+use crate::cli::{Cli, Command, DbCommand, EmulatorCommand, KeysCommand, SendArgs, TenantCommand};
 use crate::config::Settings;
 use crate::domain::ids::TenantId;
 use crate::domain::tenant::TenantName;
@@ -83,6 +83,33 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let store = connect(&settings).await?;
             store.migrate().await?;
             eprintln!("migrations applied to {}", settings.database_url);
+            Ok(())
+        }
+        Command::Db {
+            command: DbCommand::Copy { to },
+        } => {
+            let to =
+                crate::config::DatabaseUrl::parse(&to).map_err(|e| anyhow::anyhow!("--to {e}"))?;
+            anyhow::ensure!(
+                to.expose() != settings.database_url.expose(),
+                "--to names the database botgate uses ({}): name a new one",
+                settings.database_url
+            );
+            let source = connect(&settings).await?;
+            let target = Store::connect(&to, 2).await?;
+            let copied = source.copy_into(&target).await;
+            target.close().await;
+            source.close().await;
+            let copied =
+                copied.with_context(|| format!("copying {} to {to}", settings.database_url))?;
+            for (table, rows) in &copied.tables {
+                eprintln!("{table:<20} {rows:>10}");
+            }
+            eprintln!(
+                "copied {} rows from {} to {to}; start botgate with BOTGATE_DATABASE_URL set to it and the same master key",
+                copied.rows(),
+                settings.database_url
+            );
             Ok(())
         }
         Command::Tenant {

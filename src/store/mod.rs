@@ -14,9 +14,9 @@
 //! `tenants`, `connections`, `secrets`, `tokens`, `audit`, `console`
 //! (sessions), `queue` (the inbox and outbox engine), `one_time` (sign-in
 //! links and OAuth states: single-use tokens); across them, `bodies`
-//! (message data sealed at rest) and `lifecycle` (retention, purging a
-//! tenant or connection, export pages). Below them: `error`
-//! (the one error type), `sql` (statement building and the one
+//! (message data sealed at rest), `lifecycle` (retention, purging a
+//! tenant or connection, export pages) and `copy` (every row into another
+//! database). Below them: `error` (the one error type), `sql` (statement building and the one
 //! fetch-and-decode helper), `pool` (the `Store` handle: connecting,
 //! migrating, SQLite's write turn and checkpoint) and `cache` (the hot-path
 //! cache of connections, tokens rows and tenants).
@@ -26,6 +26,7 @@ pub mod bodies;
 pub mod cache;
 mod connections;
 pub mod console;
+pub mod copy;
 mod error;
 mod installations;
 pub mod lifecycle;

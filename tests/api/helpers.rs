@@ -275,6 +275,15 @@ pub async fn spawn_replica(of: &TestApp) -> TestApp {
     start(of.settings.clone(), db, dir, of.admin_token.clone()).await
 }
 
+/// The same server (settings, keys, admin token) on another database, as
+/// after `botgate db copy` and a restart.
+pub async fn spawn_on(of: &TestApp, db: TestDb) -> TestApp {
+    let mut settings = of.settings.clone();
+    settings.database_url = botgate::config::DatabaseUrl::parse(&db.url).expect("database url");
+    let dir = tempfile::tempdir().expect("temp dir");
+    start(settings, db, dir, of.admin_token.clone()).await
+}
+
 async fn start(
     settings: Settings,
     db: TestDb,

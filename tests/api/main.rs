@@ -12,6 +12,7 @@ mod bad_inputs;
 mod connections;
 mod console;
 mod crash;
+mod database_copy;
 mod demo;
 mod emulator;
 mod keys;
