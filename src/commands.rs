@@ -73,7 +73,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         other => other,
     };
     let (settings, report) = Settings::load()?;
-    telemetry::init(settings.log_format, &settings.log);
+    // A copy's long reads are expected, not slow statements worth a warning.
+    let log = match command {
+        Command::Db { .. } => "warn,sqlx=error",
+        _ => settings.log.as_str(),
+    };
+    telemetry::init(settings.log_format, log);
     for warning in &report.warnings {
         tracing::warn!("{warning}");
     }
@@ -97,14 +102,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             let source = connect(&settings).await?;
             let target = Store::connect(&to, 2).await?;
-            let copied = source.copy_into(&target).await;
+            let copied = source
+                .copy_into(&target, |table, rows| eprintln!("{table:<20} {rows:>10}"))
+                .await;
             target.close().await;
             source.close().await;
             let copied =
                 copied.with_context(|| format!("copying {} to {to}", settings.database_url))?;
-            for (table, rows) in &copied.tables {
-                eprintln!("{table:<20} {rows:>10}");
-            }
             eprintln!(
                 "copied {} rows from {} to {to}; start botgate with BOTGATE_DATABASE_URL set to it and the same master key",
                 copied.rows(),

@@ -66,9 +66,14 @@ impl Copied {
 
 impl Store {
     /// Copies every row of this database into `target` (see the module's
-    /// documentation); an error leaves `target` as it was after its
-    /// migrations.
-    pub async fn copy_into(&self, target: &Store) -> anyhow::Result<Copied> {
+    /// documentation), telling `copied_table` each table's rows as it is
+    /// done (written, not yet committed); an error leaves `target` as it
+    /// was after its migrations.
+    pub async fn copy_into(
+        &self,
+        target: &Store,
+        mut copied_table: impl FnMut(&str, u64),
+    ) -> anyhow::Result<Copied> {
         let source_version = self.migrated_to().await?.ok_or_else(|| {
             anyhow::anyhow!("the source database holds no botgate schema (no migrations applied)")
         })?;
@@ -147,6 +152,7 @@ impl Store {
                     .await?;
                 }
             }
+            copied_table(table, count);
             copied.tables.push((table, count));
         }
         write.commit().await?;
