@@ -12,6 +12,7 @@ use crate::rotation::reencrypt_all;
 use crate::secrets::keyfile::{read_key_file, write_key_file};
 use crate::secrets::vault::{KeySource, Vault};
 use crate::secrets::{KeyRing, MasterKey};
+use crate::service::activity::Actor;
 use crate::startup::Application;
 use crate::store::Store;
 use crate::{bootstrap, telemetry};
@@ -123,7 +124,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 TenantName::parse(&name).map_err(|e| anyhow::anyhow!("--name {}", e.message))?;
             let store = connect(&settings).await?;
             store.migrate().await?;
-            let (tenant, api_key) = crate::service::tenants::create(&store, &name).await?;
+            let (tenant, api_key) =
+                crate::service::tenants::create(&store, &name, &Actor::operator()).await?;
             if json {
                 let out = json!({"id": tenant.id.as_str(), "name": tenant.name, "api_key": api_key.expose_secret()});
                 println!("{out}");
@@ -155,9 +157,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             let store = connect(&settings).await?;
             store.migrate().await?;
-            let (api_key, until) = replace_api_key(&store, &id, previous_valid_seconds, None)
-                .await?
-                .ok_or_else(|| anyhow::anyhow!("no tenant {id}"))?;
+            let (api_key, until) = replace_api_key(
+                &store,
+                &id,
+                previous_valid_seconds,
+                None,
+                &Actor::operator(),
+            )
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("no tenant {id}"))?;
             let until = until.map(crate::domain::rfc3339);
             if json {
                 let out = json!({"id": id.as_str(), "api_key": api_key.expose_secret(),

@@ -26,6 +26,7 @@ use crate::emulator::admin::{describe_generated, generate_app, GenerateRequest};
 use crate::emulator::slack::SlackApp;
 use crate::emulator::{EmulatorConfig, EmulatorServer};
 use crate::secrets::hashing::{generate_token, hash_token};
+use crate::service::activity::Actor;
 use crate::startup::Application;
 use crate::state::AppState;
 
@@ -142,7 +143,7 @@ async fn connect(state: &AppState, tenant: &TenantId, body: Value) -> anyhow::Re
         .await?
         .context("the demo tenant is gone")?;
     let body: crate::service::connections::ConnectionBody = serde_json::from_value(body)?;
-    let connection = crate::service::connections::create(state, &tenant, &body)
+    let connection = crate::service::connections::create(state, &tenant, &body, &Actor::operator())
         .await
         .map_err(|e| anyhow::anyhow!("the demo connection was refused: {e}"))?;
     Ok(connection.id.as_str().to_owned())
@@ -192,7 +193,8 @@ async fn new_tenant(state: &AppState, dir: &Path, new_app: Option<Value>) -> any
         );
     };
     let name = TenantName::parse("Demo").map_err(|e| anyhow::anyhow!("{}", e.message))?;
-    let (tenant, _) = crate::service::tenants::create(&state.store, &name).await?;
+    let (tenant, _) =
+        crate::service::tenants::create(&state.store, &name, &Actor::operator()).await?;
     let body = json!({
         "channel": "naverworks",
         "bot_id": app["bot_id"], "client_id": app["client_id"],
@@ -220,7 +222,7 @@ async fn set_engine(state: &AppState, saved: &Saved, url: Option<&str>) -> anyho
         Some(url) => json!({"kind": "http", "url": url, "secret": saved.engine_secret}),
         None => json!({"kind": "echo"}),
     })?;
-    crate::service::tenants::set_engine(state, &tenant, &body)
+    crate::service::tenants::set_engine(state, &tenant, &body, &Actor::operator())
         .await
         .map_err(|e| anyhow::anyhow!("--engine-url: {e}"))?;
     Ok(())

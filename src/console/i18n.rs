@@ -279,6 +279,12 @@ texts! {
     Cancel => "Cancel", "취소";
     Deleted => "The connection was deleted.", "연결을 삭제했습니다.";
     Engine => "Dialogue engine", "대화 엔진";
+    Activity => "Activity", "활동 기록";
+    ActivityHint => "Who changed what in this tenant, newest first (the last 100): connections, credentials, the engine, the API key, quotas, Slack installations, replays. Field names only, never their values.", "이 테넌트에서 누가 무엇을 바꿨는지 최신순으로 보여 줍니다(최근 100건): 연결, 자격 증명, 대화 엔진, API 키, 쿼터, Slack 설치, 재처리. 값은 기록하지 않고 필드 이름만 남깁니다.";
+    NoActivity => "Nothing has changed yet.", "아직 바뀐 것이 없습니다.";
+    ActivityWhat => "What", "무엇";
+    ActivityWho => "Who", "누가";
+    ActivityDetail => "Detail", "내용";
     EngineIntro => "Where this tenant's user messages go. Replies come back through the connection.", "이 테넌트의 사용자 메시지가 전달되는 곳입니다. 답장은 연결을 통해 돌아갑니다.";
     EngineKind => "Engine", "엔진";
     EngineEcho => "Echo (built in: repeats each message; for trying things out)", "에코(내장: 받은 메시지를 그대로 돌려줌, 시험용)";

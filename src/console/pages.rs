@@ -37,6 +37,7 @@ pub fn layout(ctx: &Ctx, title: &str, body: Markup) -> Markup {
                                 span.tenant { (T::Viewing.get(l)) ": " strong #tenant-name { (tenant.name) } }
                                 a href="/console/connections" { (T::Connections.get(l)) }
                                 a href="/console/engine" { (T::Engine.get(l)) }
+                                a href="/console/activity" { (T::Activity.get(l)) }
                             }
                         }
                     }

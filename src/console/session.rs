@@ -65,6 +65,19 @@ pub struct Ctx {
     /// The sign-in form's double-submit value, if the browser has one.
     pub sign_in_nonce: Option<String>,
     pub secure: bool,
+    /// The client's address, as the rate limiter sees it.
+    pub addr: std::net::IpAddr,
+}
+
+impl Ctx {
+    /// Who is making a change through this page, for the activity log.
+    pub fn actor(&self) -> crate::service::activity::Actor {
+        let who = match self.session.as_ref().map(|s| s.role) {
+            Some(Role::Admin) => "admin",
+            _ => "tenant",
+        };
+        crate::service::activity::Actor::new(who, "console", self.addr)
+    }
 }
 
 impl FromRequest for Ctx {
@@ -86,8 +99,12 @@ impl FromRequest for Ctx {
         let token = req.cookie(SESSION_COOKIE).map(|c| c.value().to_owned());
         let sign_in_nonce = req.cookie(SIGN_IN_COOKIE).map(|c| c.value().to_owned());
         let path = switch_target(req);
+        let peer = req.peer_addr().map(|a| a.ip());
+        let headers = req.headers().clone();
         Box::pin(async move {
             let state = state.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no app state")))?;
+            let addr =
+                crate::state::limiter::client(peer, &headers, &state.settings.trusted_proxies);
             let session = match token {
                 Some(token) => load(&state, &token).await?,
                 None => None,
@@ -100,6 +117,7 @@ impl FromRequest for Ctx {
                 session,
                 path,
                 sign_in_nonce,
+                addr,
             })
         })
     }

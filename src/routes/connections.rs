@@ -2,6 +2,7 @@
 //! bot, read it back (secrets masked), rotate its credentials, remove it,
 //! test it, read its audit. The rules live in `service::connections`.
 
+use super::extract::ApiActor;
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 
@@ -65,9 +66,10 @@ pub struct AuditList<'a> {
 pub async fn create(
     state: web::Data<AppState>,
     PathTenant(tenant): PathTenant,
+    ApiActor(actor): ApiActor,
     body: web::Json<ConnectionBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let record = connections::create(&state, &tenant, &body).await?;
+    let record = connections::create(&state, &tenant, &body, &actor).await?;
     Ok(HttpResponse::Created().json(view(&state, &record).await?))
 }
 
@@ -122,9 +124,10 @@ pub async fn get(
 pub async fn update(
     state: web::Data<AppState>,
     PathConnection(current): PathConnection,
+    ApiActor(actor): ApiActor,
     body: web::Json<ConnectionBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let record = connections::update(&state, &current, &body).await?;
+    let record = connections::update(&state, &current, &body, &actor).await?;
     Ok(HttpResponse::Ok().json(view(&state, &record).await?))
 }
 
@@ -134,8 +137,9 @@ pub async fn update(
 pub async fn delete(
     state: web::Data<AppState>,
     PathConnection(record): PathConnection,
+    ApiActor(actor): ApiActor,
 ) -> Result<HttpResponse, ApiError> {
-    connections::delete(&state, &record).await?;
+    connections::delete(&state, &record, &actor).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -207,8 +211,9 @@ pub async fn installations(
 pub async fn delete_installation(
     state: web::Data<AppState>,
     PathConnection(record): PathConnection,
+    ApiActor(actor): ApiActor,
     path: web::Path<(String, String, String)>,
 ) -> Result<HttpResponse, ApiError> {
-    slack::remove_installation(&state, &record, &path.2).await?;
+    slack::remove_installation(&state, &record, &path.2, &actor).await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -67,6 +67,7 @@ use crate::error::ErrorEnvelope;
         messages::get,
         messages::retry_all,
         messages::retry_one,
+        tenants::activity,
     ),
     components(schemas(ErrorEnvelope<'static>, EngineRequest, EngineAnswer)),
     modifiers(&SecuritySchemes),

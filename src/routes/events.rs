@@ -2,6 +2,7 @@
 //! attempts and last error, replay of dead-lettered events, and the messages
 //! sent or waiting.
 
+use super::extract::ApiActor;
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 
@@ -110,8 +111,9 @@ pub async fn list(
 pub async fn replay_all(
     state: web::Data<AppState>,
     PathConnection(connection): PathConnection,
+    ApiActor(actor): ApiActor,
 ) -> Result<HttpResponse, ApiError> {
-    let count = events::replay(&state, &connection, None).await?;
+    let count = events::replay(&state, &connection, None, &actor).await?;
     Ok(HttpResponse::Ok().json(Replayed { replayed: count }))
 }
 
@@ -123,9 +125,10 @@ pub async fn replay_all(
 pub async fn replay_one(
     state: web::Data<AppState>,
     PathConnection(connection): PathConnection,
+    ApiActor(actor): ApiActor,
     path: web::Path<(String, String, String)>,
 ) -> Result<HttpResponse, ApiError> {
-    let count = events::replay(&state, &connection, Some(&path.2)).await?;
+    let count = events::replay(&state, &connection, Some(&path.2), &actor).await?;
     if count == 0 {
         return Err(ApiError::NotFound("no dead event with this id"));
     }

@@ -8,6 +8,8 @@ use actix_web::http::header;
 use actix_web::{web, FromRequest, HttpRequest};
 
 use crate::error::ApiError;
+use crate::secrets::hashing::API_KEY_PREFIX;
+use crate::service::activity::Actor;
 pub use crate::service::auth::Caller;
 use crate::state::limiter::{client, Attempt, Family};
 use crate::state::AppState;
@@ -27,6 +29,17 @@ impl<I> Page<I> {
         parse: fn(&str) -> Option<I>,
         what: &'static str,
     ) -> Result<Self, ApiError> {
+        Self::parse_cursor(limit, ("after", after), parse, what)
+    }
+
+    /// As [`Page::parse`], the cursor's query parameter named `cursor.0`
+    /// (e.g. `before` for a list newest first).
+    pub fn parse_cursor(
+        limit: Option<&str>,
+        (name, after): (&'static str, Option<&str>),
+        parse: fn(&str) -> Option<I>,
+        what: &'static str,
+    ) -> Result<Self, ApiError> {
         let limit = match limit.map(str::parse::<i64>) {
             None => 100,
             Some(Ok(n)) if (1..=1000).contains(&n) => n,
@@ -39,7 +52,7 @@ impl<I> Page<I> {
         };
         let after = match after {
             None => None,
-            Some(id) => Some(parse(id).ok_or_else(|| ApiError::validation("after", what))?),
+            Some(id) => Some(parse(id).ok_or_else(|| ApiError::validation(name, what))?),
         };
         Ok(Self { limit, after })
     }
@@ -174,5 +187,28 @@ impl PathConnection {
             };
             Ok(Self(record))
         })
+    }
+}
+
+/// Who is making a change through the API, for the activity log: the
+/// admin or a tenant (by the bearer token's kind; the route's other
+/// extractors have checked the token itself), and the client's address.
+pub struct ApiActor(pub Actor);
+
+impl FromRequest for ApiActor {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let who = match bearer(req) {
+            Some(token) if token.starts_with(API_KEY_PREFIX) => "tenant",
+            _ => "admin",
+        };
+        let trusted = req
+            .app_data::<web::Data<AppState>>()
+            .map(|s| s.settings.trusted_proxies.as_slice())
+            .unwrap_or_default();
+        let addr = client(req.peer_addr().map(|a| a.ip()), req.headers(), trusted);
+        std::future::ready(Ok(Self(Actor::new(who, "api", addr))))
     }
 }

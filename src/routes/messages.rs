@@ -11,6 +11,7 @@
 //! - `GET …/messages/{id}`: queued / sending / delivered / failed, attempts,
 //!   last error, times; `GET …/messages?status=&since=&limit=` lists them.
 
+use super::extract::ApiActor;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -315,8 +316,9 @@ pub struct RetriedView<'a> {
 pub async fn retry_all(
     state: web::Data<AppState>,
     PathConnection(record): PathConnection,
+    ApiActor(actor): ApiActor,
 ) -> Result<HttpResponse, ApiError> {
-    let retried = crate::service::messages::retry(&state, &record, None).await?;
+    let retried = crate::service::messages::retry(&state, &record, None, &actor).await?;
     Ok(HttpResponse::Accepted().json(RetriedView {
         retried: retried.messages.len(),
         ids: retried.messages.iter().map(|m| m.id.as_str()).collect(),
@@ -331,9 +333,10 @@ pub async fn retry_all(
 pub async fn retry_one(
     state: web::Data<AppState>,
     PathConnection(record): PathConnection,
+    ApiActor(actor): ApiActor,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
-    let retried = crate::service::messages::retry(&state, &record, Some(&path.1)).await?;
+    let retried = crate::service::messages::retry(&state, &record, Some(&path.1), &actor).await?;
     let message = retried
         .messages
         .first()

@@ -146,6 +146,11 @@ fn operations() -> Vec<Operation> {
         ),
         op(
             M::GET,
+            "/api/v1/tenants/{tenant}/activity",
+            web::to(tenants::activity),
+        ),
+        op(
+            M::GET,
             "/api/v1/tenants/{tenant}/connections",
             web::to(connections::list),
         ),

@@ -39,6 +39,7 @@ const FLOW: Flow = Flow {
         "Nothing was changed: the bot keeps the authorisation it had, if any. You can start again from the authorize link.",
     ),
     channel: Channel::NaverWorks,
+    actor: "member",
     what: "sign-in",
     unreachable: "Nothing was stored. Try again in a moment.",
 };

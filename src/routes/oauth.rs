@@ -17,7 +17,9 @@ use crate::channels::Channel;
 use crate::domain::ids::ConnectionId;
 use crate::domain::now_millis;
 use crate::error::ApiError;
+use crate::service::activity::Actor;
 use crate::service::oauth::Outcome;
+use crate::state::limiter::client;
 use crate::state::AppState;
 use crate::store::ConnectionRecord;
 
@@ -45,6 +47,8 @@ pub struct Flow {
     pub what: &'static str,
     /// The page's text when the platform could not be reached.
     pub unreachable: &'static str,
+    /// Who completes the flow, as the activity log names them.
+    pub actor: &'static str,
 }
 
 fn hash(text: &str) -> String {
@@ -93,11 +97,26 @@ pub async fn callback<T>(
     req: &HttpRequest,
     state: &AppState,
     flow: &Flow,
-    exchange: impl AsyncFnOnce(&AppState, &ConnectionRecord, &str) -> Result<Outcome<T>, ApiError>,
+    exchange: impl AsyncFnOnce(
+        &AppState,
+        &ConnectionRecord,
+        &str,
+        &Actor,
+    ) -> Result<Outcome<T>, ApiError>,
     done: impl FnOnce(T) -> HttpResponse,
 ) -> Result<HttpResponse, ApiError> {
+    let addr = client(
+        req.peer_addr().map(|a| a.ip()),
+        req.headers(),
+        &state.settings.trusted_proxies,
+    );
+    let actor = Actor::new(flow.actor, "oauth", addr);
     Ok(match finish(req, state, flow).await? {
-        Ok(r) => concluded(flow, exchange(state, &r.connection, &r.code).await?, done),
+        Ok(r) => concluded(
+            flow,
+            exchange(state, &r.connection, &r.code, &actor).await?,
+            done,
+        ),
         Err(page) => page,
     })
 }

@@ -32,6 +32,7 @@ const FLOW: Flow = Flow {
         "Nothing was installed. You can start again from the install page whenever you like.",
     ),
     channel: Channel::Slack,
+    actor: "workspace admin",
     what: "install",
     unreachable: "Nothing was installed. Try again in a moment.",
 };

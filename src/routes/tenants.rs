@@ -3,6 +3,8 @@
 //! a tenant's routes. The rules live in
 //! `service::tenants`.
 
+use super::extract::ApiActor;
+use crate::service::activity::ActivityView;
 use actix_web::{web, HttpResponse};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
@@ -37,11 +39,12 @@ pub struct CreatedTenant<'a> {
 pub async fn create(
     state: web::Data<AppState>,
     caller: Caller,
+    ApiActor(actor): ApiActor,
     body: web::Json<CreateTenantBody>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require_admin()?;
     let name = tenants::parse_name(body.name.as_ref())?;
-    let (tenant, api_key) = tenants::create(&state.store, &name).await?;
+    let (tenant, api_key) = tenants::create(&state.store, &name, &actor).await?;
     let view = tenants::view(&state, &tenant).await?;
     Ok(HttpResponse::Created().json(CreatedTenant {
         tenant: view,
@@ -115,9 +118,10 @@ pub async fn get(
 pub async fn set_engine(
     state: web::Data<AppState>,
     PathTenant(tenant): PathTenant,
+    ApiActor(actor): ApiActor,
     body: web::Json<EngineBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let updated = tenants::set_engine(&state, &tenant, &body).await?;
+    let updated = tenants::set_engine(&state, &tenant, &body, &actor).await?;
     Ok(HttpResponse::Ok().json(tenants::engine_view(&state, &updated).await?))
 }
 
@@ -185,6 +189,7 @@ pub async fn replace_api_key(
     state: web::Data<AppState>,
     req: actix_web::HttpRequest,
     caller: Caller,
+    ApiActor(actor): ApiActor,
     path: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
@@ -203,7 +208,7 @@ pub async fn replace_api_key(
         Err(e) => return Err(ApiError::InvalidJson(e.to_string())),
     };
     let grace = body.grace_seconds()?;
-    let (api_key, until) = tenants::replace_api_key(&state.store, &tenant.id, grace, None)
+    let (api_key, until) = tenants::replace_api_key(&state.store, &tenant.id, grace, None, &actor)
         .await?
         .ok_or(ApiError::NotFound("no such tenant"))?;
     Ok(HttpResponse::Ok()
@@ -221,11 +226,57 @@ pub async fn replace_api_key(
 pub async fn set_quotas(
     state: web::Data<AppState>,
     caller: Caller,
+    ApiActor(actor): ApiActor,
     path: web::Path<String>,
     body: web::Json<QuotasBody>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require_admin()?;
     let tenant = caller.tenant(&state, &path).await?;
-    let updated = tenants::set_quotas(&state, &tenant, &body).await?;
+    let updated = tenants::set_quotas(&state, &tenant, &body, &actor).await?;
     Ok(HttpResponse::Ok().json(tenants::view(&state, &updated).await?))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ActivityQuery {
+    /// At most this many (1 to 1,000; 100 by default).
+    #[param(value_type = Option<i64>)]
+    limit: Option<String>,
+    /// The entries older than this one (the previous page's `next_before`).
+    #[param(value_type = Option<i64>)]
+    before: Option<String>,
+}
+
+/// A page of a tenant's activity, newest first.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ActivityList<'a> {
+    pub activity: Vec<ActivityView<'a>>,
+    /// The `before` of the next (older) page; null on the last.
+    pub next_before: Option<i64>,
+}
+
+#[utoipa::path(get, path = "/api/v1/tenants/{tenant}/activity",
+    summary = "Who changed what in the tenant, newest first (connections, credentials, engine, API key, quotas, installations, replays)",
+    tag = "tenants", params(TenantPath, ActivityQuery),
+    responses((status = 200, description = "A page of entries", body = ActivityList<'static>), Denied, Invalid))]
+pub async fn activity(
+    state: web::Data<AppState>,
+    PathTenant(tenant): PathTenant,
+    query: web::Query<ActivityQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let asked = Page::parse_cursor(
+        query.limit.as_deref(),
+        ("before", query.before.as_deref()),
+        |id| id.parse::<i64>().ok().filter(|n| *n > 0),
+        "must be an entry's id (a positive number)",
+    )?;
+    let entries = state
+        .store
+        .activity(&tenant.id, asked.after, asked.limit)
+        .await?;
+    let full = i64::try_from(entries.len()).is_ok_and(|n| n == asked.limit);
+    Ok(HttpResponse::Ok().json(ActivityList {
+        next_before: full.then(|| entries.last().map(|e| e.id)).flatten(),
+        activity: entries.iter().map(ActivityView::from).collect(),
+    }))
 }

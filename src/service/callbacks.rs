@@ -7,6 +7,7 @@
 //! does. The routes read the body under its limit, hand the headers over,
 //! and answer with what these return.
 
+use super::activity::{self, Actor};
 use secrecy::{ExposeSecret as _, SecretString};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -295,6 +296,17 @@ pub async fn slack(
     {
         // Every replica reads installations from the database: gone for all.
         tracing::info!(connection_id = %connection.id, team_id = %team, "Slack workspace uninstalled; its tokens are deleted");
+        let detail = format!("workspace {team}: the app was uninstalled or its token revoked");
+        let slack = Actor::new("slack", "events", "");
+        activity::record(
+            &state.store,
+            &slack,
+            &connection.tenant_id,
+            Some(&connection.id),
+            "installation.removed",
+            detail,
+        )
+        .await;
     }
     if stored == Inserted::Duplicate {
         let retry = headers.retry_num.unwrap_or("");

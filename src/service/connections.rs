@@ -3,6 +3,7 @@
 //! delete, and the public view of one (secrets masked, the URLs to paste).
 //! The JSON API and the console both call these, so they share every rule.
 
+use super::activity::{self, Actor};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -224,13 +225,63 @@ pub async fn create(
     state: &AppState,
     tenant: &TenantRecord,
     body: &ConnectionBody,
+    actor: &Actor,
 ) -> Result<ConnectionRecord, ApiError> {
     let record = match channel_of(body)? {
         Channel::NaverWorks => super::naverworks::create(state, tenant, body).await?,
         Channel::Slack => super::slack::create(state, tenant, body).await?,
     };
     tracing::info!(tenant_id = %tenant.id, connection_id = %record.id, channel = %record.channel, "connection created");
+    let what = describe(&record);
+    activity::record(
+        &state.store,
+        actor,
+        &tenant.id,
+        Some(&record.id),
+        "connection.created",
+        what,
+    )
+    .await;
     Ok(record)
+}
+
+/// A connection as the activity log names it: its channel and bot (or
+/// app's client id).
+fn describe(record: &ConnectionRecord) -> String {
+    match Channel::of(record) {
+        Channel::NaverWorks => format!("NAVER WORKS bot {}", record.bot_id),
+        Channel::Slack if !record.client_id.is_empty() => {
+            format!("Slack app {}", record.client_id)
+        }
+        Channel::Slack => "Slack app with a bot token".to_owned(),
+    }
+}
+
+impl ConnectionBody {
+    /// The names of the fields present (what an update changes).
+    pub fn named(&self) -> Vec<&'static str> {
+        [
+            ("channel", &self.channel),
+            ("auth_mode", &self.auth_mode),
+            ("bot_id", &self.bot_id),
+            ("client_id", &self.client_id),
+            ("client_secret", &self.client_secret),
+            ("service_account", &self.service_account),
+            ("private_key", &self.private_key),
+            ("bot_secret", &self.bot_secret),
+            ("auth_header", &self.auth_header),
+            ("auth_networks", &self.auth_networks),
+            ("scope", &self.scope),
+            ("rate_limit_per_minute", &self.rate_limit_per_minute),
+            ("signing_secret", &self.signing_secret),
+            ("bot_token", &self.bot_token),
+            ("scopes", &self.scopes),
+            ("command_ack_text", &self.command_ack_text),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| value.is_some().then_some(name))
+        .collect()
+    }
 }
 
 /// Stores a validated connection; `Conflict` names the bot already connected.
@@ -257,6 +308,7 @@ pub async fn update(
     state: &AppState,
     current: &ConnectionRecord,
     body: &ConnectionBody,
+    actor: &Actor,
 ) -> Result<ConnectionRecord, ApiError> {
     if body.channel.is_some() {
         return Err(ApiError::validation(
@@ -269,6 +321,16 @@ pub async fn update(
         Channel::Slack => super::slack::update(state, current, body).await?,
     };
     tracing::info!(tenant_id = %record.tenant_id, connection_id = %record.id, "connection updated");
+    let changed = body.named().join(", ");
+    activity::record(
+        &state.store,
+        actor,
+        &record.tenant_id,
+        Some(&record.id),
+        "connection.updated",
+        changed,
+    )
+    .await;
     Ok(record)
 }
 
@@ -299,7 +361,11 @@ pub(super) async fn apply(
 
 /// Removes a connection with every row of it: secrets, tokens, queues,
 /// dedup hashes, audit, installations.
-pub async fn delete(state: &AppState, record: &ConnectionRecord) -> Result<(), ApiError> {
+pub async fn delete(
+    state: &AppState,
+    record: &ConnectionRecord,
+    actor: &Actor,
+) -> Result<(), ApiError> {
     if !state
         .store
         .purge_connection(&record.tenant_id, &record.id)
@@ -308,6 +374,16 @@ pub async fn delete(state: &AppState, record: &ConnectionRecord) -> Result<(), A
         return Err(ApiError::NotFound("no such connection"));
     }
     tracing::info!(tenant_id = %record.tenant_id, connection_id = %record.id, "connection deleted");
+    let what = describe(record);
+    activity::record(
+        &state.store,
+        actor,
+        &record.tenant_id,
+        Some(&record.id),
+        "connection.deleted",
+        what,
+    )
+    .await;
     Ok(())
 }
 

@@ -1,5 +1,6 @@
 //! Dead-lettered events: back into the queue, and the inbox worker woken.
 
+use super::activity::{self, Actor};
 use crate::domain::now_millis;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -11,6 +12,7 @@ pub async fn replay(
     state: &AppState,
     connection: &ConnectionRecord,
     event: Option<&str>,
+    actor: &Actor,
 ) -> Result<u64, ApiError> {
     let count = state
         .store
@@ -18,6 +20,19 @@ pub async fn replay(
         .await?;
     if count > 0 {
         state.signals.inbox.notify_one();
+        let detail = match event {
+            Some(id) => format!("event {id}"),
+            None => format!("{count} events"),
+        };
+        activity::record(
+            &state.store,
+            actor,
+            &connection.tenant_id,
+            Some(&connection.id),
+            "events.replayed",
+            detail,
+        )
+        .await;
     }
     Ok(count)
 }

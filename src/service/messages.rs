@@ -3,6 +3,7 @@
 //! conversation as its replies are keyed, so both keep one order; the
 //! messages are queued durably and the outbox woken.
 
+use super::activity::{self, Actor};
 use crate::channels::{Channel, Outgoing, Refused};
 use crate::domain::now_millis;
 use crate::error::ApiError;
@@ -93,6 +94,7 @@ pub async fn retry(
     state: &AppState,
     record: &ConnectionRecord,
     id: Option<&str>,
+    actor: &Actor,
 ) -> Result<Retried, ApiError> {
     let wanted = match id {
         Some(id) => {
@@ -141,6 +143,19 @@ pub async fn retry(
             count = messages.len(),
             "failed messages put back in the outbox"
         );
+        let detail = match id {
+            Some(id) => format!("message {id}"),
+            None => format!("{} messages", messages.len()),
+        };
+        activity::record(
+            &state.store,
+            actor,
+            &record.tenant_id,
+            Some(&record.id),
+            "messages.retried",
+            detail,
+        )
+        .await;
     }
     if id.is_some() && messages.is_empty() {
         // Sent again by a request that came first.

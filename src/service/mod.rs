@@ -4,6 +4,7 @@
 //! beyond the error catalogue (`ApiError`, whose field errors the console
 //! shows next to its form fields).
 
+pub mod activity;
 pub mod auth;
 pub mod callbacks;
 pub mod checks;

@@ -5,6 +5,7 @@
 //! the installation stored). Nothing is stored unless the whole answer is
 //! taken. The routes turn what these return into pages.
 
+use super::activity::{self, Actor};
 use secrecy::ExposeSecret;
 
 use crate::channels::slack::installs::{self, ExchangeError, Workspace};
@@ -63,6 +64,7 @@ pub async fn authorize_user(
     state: &AppState,
     connection: &ConnectionRecord,
     code: &str,
+    actor: &Actor,
 ) -> Result<Outcome<Authorized>, ApiError> {
     if AuthMode::of_details(&connection.details) != AuthMode::User {
         return refused("This connection uses a service account: no one signs in for it.");
@@ -105,6 +107,19 @@ pub async fn authorize_user(
         .authorized(connection, issued, now_millis())
         .await?;
     tracing::info!(connection_id = %connection.id, refreshable, "NAVER WORKS user-account connection authorised");
+    let detail = format!(
+        "NAVER WORKS bot {} by a member's sign-in",
+        connection.bot_id
+    );
+    activity::record(
+        &state.store,
+        actor,
+        &connection.tenant_id,
+        Some(&connection.id),
+        "connection.authorized",
+        detail,
+    )
+    .await;
     Ok(Outcome::Done(Authorized {
         bot_id: connection.bot_id.clone(),
         refreshable,
@@ -119,6 +134,7 @@ pub async fn install_workspace(
     state: &AppState,
     connection: &ConnectionRecord,
     code: &str,
+    actor: &Actor,
 ) -> Result<Outcome<Workspace>, ApiError> {
     let Some((client_id, client_secret)) = installs::client_credentials(state, connection).await
     else {
@@ -185,5 +201,17 @@ pub async fn install_workspace(
     let tokens = installs::sealed_tokens(state, connection, &installation.team_id, &granted);
     state.store.put_installation(&installation, &tokens).await?;
     tracing::info!(connection_id = %connection.id, team_id = %installation.team_id, rotation = granted.refresh_token.is_some(), "Slack workspace installed");
+    // The name is Slack's (a workspace admin chose it): bounded.
+    let name: String = installation.team_name.chars().take(80).collect();
+    let detail = format!("workspace {} ({name})", installation.team_id);
+    activity::record(
+        &state.store,
+        actor,
+        &connection.tenant_id,
+        Some(&connection.id),
+        "installation.added",
+        detail,
+    )
+    .await;
     Ok(Outcome::Done(granted.workspace))
 }

@@ -3,6 +3,7 @@
 //! The same rules as NAVER WORKS connections: every problem at once, no
 //! value echoed, secrets sealed with AAD naming the connection.
 
+use super::activity::{self, Actor};
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
@@ -488,6 +489,7 @@ pub async fn remove_installation(
     state: &AppState,
     record: &ConnectionRecord,
     team: &str,
+    actor: &Actor,
 ) -> Result<(), ApiError> {
     const NONE: ApiError = ApiError::NotFound("no installation for that workspace");
     let team = crate::channels::slack::team_id(team).ok_or(NONE)?;
@@ -495,5 +497,15 @@ pub async fn remove_installation(
         return Err(NONE);
     }
     tracing::info!(connection_id = %record.id, team_id = %team, "Slack installation removed");
+    let detail = format!("workspace {team}");
+    activity::record(
+        &state.store,
+        actor,
+        &record.tenant_id,
+        Some(&record.id),
+        "installation.removed",
+        detail,
+    )
+    .await;
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! engine (validated, the HMAC secret sealed), and the public views. The
 //! JSON API, the console and `botgate tenant create` call these.
 
+use super::activity::{self, Actor};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -34,6 +35,7 @@ pub fn parse_name(name: Option<&Value>) -> Result<TenantName, ApiError> {
 pub async fn create(
     store: &Store,
     name: &TenantName,
+    actor: &Actor,
 ) -> Result<(TenantRecord, secrecy::SecretString), StoreError> {
     let api_key = generate_token(API_KEY_PREFIX);
     let record = store
@@ -44,6 +46,15 @@ pub async fn create(
             now: now_millis(),
         })
         .await?;
+    activity::record(
+        store,
+        actor,
+        &record.id,
+        None,
+        "tenant.created",
+        &record.name,
+    )
+    .await;
     Ok((record, api_key))
 }
 
@@ -89,6 +100,7 @@ pub async fn replace_api_key(
     tenant: &TenantId,
     grace_seconds: i64,
     keep_session: Option<&str>,
+    actor: &Actor,
 ) -> Result<Option<(secrecy::SecretString, Option<i64>)>, StoreError> {
     let api_key = generate_token(API_KEY_PREFIX);
     let now = now_millis();
@@ -103,6 +115,19 @@ pub async fn replace_api_key(
             previous_key_valid_until = until.map(rfc3339),
             "tenant API key replaced"
         );
+        let detail = match until {
+            Some(_) => format!("the previous key works for {grace_seconds} s more"),
+            None => "the previous key stopped at once".to_owned(),
+        };
+        activity::record(
+            store,
+            actor,
+            tenant,
+            None,
+            "tenant.api_key_replaced",
+            detail,
+        )
+        .await;
     }
     Ok(replaced.map(|_| (api_key, until)))
 }
@@ -130,6 +155,7 @@ pub async fn set_engine(
     state: &AppState,
     tenant: &TenantRecord,
     body: &EngineBody,
+    actor: &Actor,
 ) -> Result<TenantRecord, ApiError> {
     let engine = EngineConfig::parse(body.kind.as_ref(), body.url.as_ref(), body.secret.as_ref())
         .map_err(ApiError::Validation)?;
@@ -169,6 +195,29 @@ pub async fn set_engine(
         )
         .await?
         .ok_or(ApiError::NotFound("no such tenant"))?;
+    // The kind, and which settings came with it (a URL may carry a
+    // credential in its query: named, not shown).
+    let given: Vec<&str> = [
+        ("url", &body.url),
+        ("secret", &body.secret),
+        ("fallback_text", &body.fallback_text),
+    ]
+    .into_iter()
+    .filter_map(|(name, value)| value.is_some().then_some(name))
+    .collect();
+    let detail = match given.is_empty() {
+        true => engine.kind().to_owned(),
+        false => format!("{}: {}", engine.kind(), given.join(", ")),
+    };
+    activity::record(
+        &state.store,
+        actor,
+        &tenant.id,
+        None,
+        "tenant.engine_set",
+        detail,
+    )
+    .await;
     Ok(updated)
 }
 
@@ -267,6 +316,7 @@ pub async fn set_quotas(
     state: &AppState,
     tenant: &TenantRecord,
     body: &QuotasBody,
+    actor: &Actor,
 ) -> Result<TenantRecord, ApiError> {
     let open = quota_field(
         "max_open_rows",
@@ -295,6 +345,21 @@ pub async fn set_quotas(
         .ok_or(ApiError::NotFound("no such tenant"))?;
     state.quotas.forget(tenant.id.as_str());
     tracing::info!(tenant_id = %tenant.id, max_open_rows = ?open, max_callbacks_per_second = ?rate, "tenant quotas set");
+    let own = |q: Option<i64>| q.map_or_else(|| "default".to_owned(), |n| n.to_string());
+    let detail = format!(
+        "max_open_rows {}, max_callbacks_per_second {}",
+        own(open),
+        own(rate)
+    );
+    activity::record(
+        &state.store,
+        actor,
+        &tenant.id,
+        None,
+        "tenant.quotas_set",
+        detail,
+    )
+    .await;
     Ok(updated)
 }
 
@@ -368,6 +433,7 @@ enum ExportPhase {
     Events(i64),
     Messages(i64),
     Audit(i64),
+    Activity(i64),
     Done,
 }
 
@@ -459,6 +525,21 @@ impl Export {
                 match page.last() {
                     Some((last, _)) if page.len() as i64 == EXPORT_PAGE => {
                         ExportPhase::Audit(*last)
+                    }
+                    _ => ExportPhase::Activity(0),
+                }
+            }
+            ExportPhase::Activity(after) => {
+                let page = store.activity_since(id, after, EXPORT_PAGE).await?;
+                for e in &page {
+                    let mut entry = serde_json::to_value(activity::ActivityView::from(e))
+                        .map_err(|e| ApiError::Internal(e.into()))?;
+                    entry["kind"] = json!("activity");
+                    line(&mut out, &entry);
+                }
+                match page.last() {
+                    Some(last) if page.len() as i64 == EXPORT_PAGE => {
+                        ExportPhase::Activity(last.id)
                     }
                     _ => ExportPhase::Done,
                 }

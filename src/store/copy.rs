@@ -38,6 +38,7 @@ pub const TABLES: &[&str] = &[
     "console_links",
     "slack_installations",
     "oauth_states",
+    "activity",
 ];
 
 /// Rows per INSERT: under both databases' limits on parameters (SQLite's

@@ -42,6 +42,7 @@ pub struct Pruned {
     pub events: u64,
     pub messages: u64,
     pub audit: u64,
+    pub activity: u64,
 }
 
 /// One queue's table for retention.
@@ -92,6 +93,7 @@ impl Store {
                 .prune_audit(connection, retention.audit_before, batch)
                 .await?;
         }
+        pruned.activity = self.prune_activity(retention.audit_before, batch).await?;
         Ok(pruned)
     }
 
@@ -290,8 +292,8 @@ impl Store {
     }
 
     /// Deletes a tenant: each of its connections as [`Store::purge_connection`]
-    /// does, then the tenant, whose secrets, console sessions and links go
-    /// with it. False if it did not exist.
+    /// does, then the tenant, whose secrets, console sessions, links and
+    /// activity go with it (foreign keys). False if it did not exist.
     pub async fn purge_tenant(&self, tenant: &TenantId) -> StoreResult<bool> {
         if self.tenant(tenant).await?.is_none() {
             return Ok(false);

@@ -43,6 +43,7 @@ trees!(
     "0017_tenant_quotas.sql",
     "0018_tenant_key_rotation.sql",
     "0019_auth_networks.sql",
+    "0020_activity.sql",
 );
 
 /// A file name's version and description (`0010_dedup_by_issued_time.sql`:

@@ -11,7 +11,7 @@
 //! The same contract suite (`tests/store`) runs on both backends.
 //!
 //! One file per aggregate, each with its records and its queries:
-//! `tenants`, `connections`, `secrets`, `tokens`, `audit`, `console`
+//! `tenants`, `connections`, `secrets`, `tokens`, `audit`, `activity`, `console`
 //! (sessions), `queue` (the inbox and outbox engine), `one_time` (sign-in
 //! links and OAuth states: single-use tokens); across them, `bodies`
 //! (message data sealed at rest), `lifecycle` (retention, purging a
@@ -21,6 +21,7 @@
 //! migrating, SQLite's write turn and checkpoint) and `cache` (the hot-path
 //! cache of connections, tokens rows and tenants).
 
+mod activity;
 mod audit;
 pub mod bodies;
 pub mod cache;
@@ -40,6 +41,7 @@ mod tenants;
 mod tokens;
 
 pub use crate::config::Backend;
+pub use activity::ActivityEntry;
 pub use audit::AuditEntry;
 pub use connections::{ConnectionRecord, ConnectionUpdate};
 pub use error::{StoreError, StoreResult};

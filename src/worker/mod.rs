@@ -237,6 +237,7 @@ async fn prune_history(state: &AppState) {
             events = p.events,
             messages = p.messages,
             audit = p.audit,
+            activity = p.activity,
             "rows past their retention deleted"
         ),
         Ok(_) => {}

@@ -155,6 +155,21 @@ async fn retention_deletes_exactly_the_rows_past_it(backend: Backend) {
         ])
         .await
         .unwrap();
+    // Activity: two entries past 90 days (pruned two at a time), one not.
+    for age in [120, 10, 91] {
+        let entry = botgate::store::ActivityEntry {
+            id: 0,
+            tenant_id: tenant.id.clone(),
+            connection_id: Some(a.to_owned()),
+            at: now - age * DAY,
+            action: "connection.updated".into(),
+            actor: "tenant".into(),
+            via: "api".into(),
+            client_addr: "10.0.0.1".into(),
+            detail: format!("{age} days ago"),
+        };
+        app.state.store.record_activity(&entry).await.unwrap();
+    }
 
     let retention = Retention {
         done_before: now - 7 * DAY,
@@ -187,11 +202,21 @@ async fn retention_deletes_exactly_the_rows_past_it(backend: Backend) {
     expected.sort();
     assert_eq!(ages, expected, "audit entries younger than 90 days kept");
     assert_eq!(
+        ids(
+            &mut conn,
+            "SELECT detail FROM activity WHERE detail LIKE '%days ago'"
+        )
+        .await,
+        ["10 days ago"],
+        "activity younger than 90 days kept"
+    );
+    assert_eq!(
         pruned,
         Pruned {
             events: 6,
             messages: 6,
-            audit: 3
+            audit: 3,
+            activity: 2,
         }
     );
     // A second pass finds nothing more.
@@ -277,6 +302,8 @@ const TENANT_TABLES: &[(&str, &str)] = &[
     ("outbound_messages", "tenant_id"),
     ("console_sessions", "tenant_id"),
     ("console_links", "tenant_id"),
+    // Kept when a connection is deleted (its deletion is an entry).
+    ("activity", "tenant_id"),
 ];
 const CONNECTION_TABLES: &[(&str, &str)] = &[
     ("connections", "id"),
@@ -352,6 +379,14 @@ async fn deleting_a_connection_or_a_tenant_removes_every_row(backend: Backend) {
     }
     assert_eq!(count(&mut conn, "connections", "id", &b).await, 1);
     assert!(count(&mut conn, "secrets", "connection_id", &b).await > 0);
+    // The tenant's activity keeps the connection's removal.
+    let removed = sqlx::query("SELECT actor, detail FROM activity WHERE connection_id = $1 AND action = 'connection.deleted'")
+        .bind(&a)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(sqlx::Row::get::<String, _>(&removed, 0), "tenant");
+    assert!(sqlx::Row::get::<String, _>(&removed, 1).starts_with("NAVER WORKS bot"));
 
     // The tenant: admin only.
     let path = format!("/api/v1/tenants/{}", s.tenant.id);
@@ -442,7 +477,31 @@ async fn a_tenant_exports_its_data(backend: Backend) {
         }
         v
     });
-    assert_eq!(order, ["tenant", "connection", "event", "message", "audit"]);
+    assert_eq!(
+        order,
+        [
+            "tenant",
+            "connection",
+            "event",
+            "message",
+            "audit",
+            "activity"
+        ]
+    );
+    // The activity: the tenant's creation (by the admin), then its
+    // connection's (by the tenant's key).
+    let activity: Vec<(&str, &str)> = lines
+        .iter()
+        .filter(|l| l["kind"] == "activity")
+        .map(|l| (l["action"].as_str().unwrap(), l["actor"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        activity[..2],
+        [
+            ("tenant.created", "admin"),
+            ("connection.created", "tenant")
+        ]
+    );
 
     // Another tenant's key cannot read it; the admin can.
     let other = s.app.create_tenant("Nosy").await;

@@ -195,7 +195,7 @@ pub async fn create_connection(ctx: Ctx, form: Form) -> HttpResponse {
         let mut body = connection_body(&form, |_, _| true);
         body.channel = Some(Value::String(channel.name().to_owned()));
         let user = body.auth_mode.as_ref().and_then(Value::as_str) == Some("user");
-        match connections::create(&ctx.state, t, &body).await {
+        match connections::create(&ctx.state, t, &body, &ctx.actor()).await {
             Ok(record) => {
                 Ok(ctx.redirect(&format!("/console/connections/{}?created=1", record.id)))
             }
@@ -595,7 +595,7 @@ pub async fn test_connection(ctx: Ctx, path: web::Path<String>, form: Form) -> H
 pub async fn replay_all(ctx: Ctx, path: web::Path<String>, form: Form) -> HttpResponse {
     let page = async {
         let c = posted_connection(&ctx, &form, &path).await?;
-        let n = events::replay(&ctx.state, &c, None).await?;
+        let n = events::replay(&ctx.state, &c, None, &ctx.actor()).await?;
         Ok(ctx.redirect(&format!("/console/connections/{}?replayed={n}", c.id)))
     }
     .await;
@@ -612,7 +612,7 @@ pub async fn remove_installation(
     let page = async {
         let c = posted_connection(&ctx, &form, &path.0).await?;
         let team = path.1.as_str();
-        slack::remove_installation(&ctx.state, &c, team).await?;
+        slack::remove_installation(&ctx.state, &c, team, &ctx.actor()).await?;
         Ok(ctx.redirect(&format!("/console/connections/{}?removed={team}", c.id)))
     }
     .await;
@@ -622,7 +622,7 @@ pub async fn remove_installation(
 pub async fn replay_one(ctx: Ctx, path: web::Path<(String, String)>, form: Form) -> HttpResponse {
     let page = async {
         let c = posted_connection(&ctx, &form, &path.0).await?;
-        let n = events::replay(&ctx.state, &c, Some(&path.1)).await?;
+        let n = events::replay(&ctx.state, &c, Some(&path.1), &ctx.actor()).await?;
         Ok(ctx.redirect(&format!("/console/connections/{}?replayed={n}", c.id)))
     }
     .await;
@@ -634,7 +634,10 @@ pub async fn replay_one(ctx: Ctx, path: web::Path<(String, String)>, form: Form)
 pub async fn retry_all(ctx: Ctx, path: web::Path<String>, form: Form) -> HttpResponse {
     let page = async {
         let c = posted_connection(&ctx, &form, &path).await?;
-        let n = messages::retry(&ctx.state, &c, None).await?.messages.len();
+        let n = messages::retry(&ctx.state, &c, None, &ctx.actor())
+            .await?
+            .messages
+            .len();
         Ok(ctx.redirect(&format!("/console/connections/{}?resent={n}", c.id)))
     }
     .await;
@@ -645,7 +648,7 @@ pub async fn retry_all(ctx: Ctx, path: web::Path<String>, form: Form) -> HttpRes
 pub async fn retry_one(ctx: Ctx, path: web::Path<(String, String)>, form: Form) -> HttpResponse {
     let page = async {
         let c = posted_connection(&ctx, &form, &path.0).await?;
-        let n = messages::retry(&ctx.state, &c, Some(&path.1))
+        let n = messages::retry(&ctx.state, &c, Some(&path.1), &ctx.actor())
             .await?
             .messages
             .len();
@@ -740,7 +743,7 @@ pub async fn rotate(ctx: Ctx, path: web::Path<String>, form: Form) -> HttpRespon
             "auth_networks" => value != networks,
             _ => true,
         });
-        match connections::update(&ctx.state, &c, &body).await {
+        match connections::update(&ctx.state, &c, &body, &ctx.actor()).await {
             Ok(_) => Ok(ctx.redirect(&format!("/console/connections/{}?saved=1", c.id))),
             Err(ApiError::Validation(errors)) => {
                 let view = connections::view(&ctx.state, &c).await?;
@@ -786,7 +789,7 @@ pub async fn delete_page(ctx: Ctx, path: web::Path<String>) -> HttpResponse {
 pub async fn delete(ctx: Ctx, path: web::Path<String>, form: Form) -> HttpResponse {
     let page = async {
         let c = posted_connection(&ctx, &form, &path).await?;
-        connections::delete(&ctx.state, &c).await?;
+        connections::delete(&ctx.state, &c, &ctx.actor()).await?;
         Ok(ctx.redirect("/console/connections/deleted"))
     }
     .await;

@@ -61,7 +61,7 @@ pub async fn create_tenant(ctx: Ctx, form: Form) -> HttpResponse {
         match TenantName::parse(&name) {
             Err(e) => tenants_inner(&ctx, None, &[e], &name).await,
             Ok(valid) => {
-                let (tenant, key) = tenants::create(&ctx.state.store, &valid).await?;
+                let (tenant, key) = tenants::create(&ctx.state.store, &valid, &ctx.actor()).await?;
                 tracing::info!(tenant_id = %tenant.id, "tenant created in the console");
                 tenants_inner(&ctx, Some((&tenant, key.expose_secret())), &[], "").await
             }
@@ -225,7 +225,7 @@ pub async fn save_engine(ctx: Ctx, form: Form) -> HttpResponse {
             },
             fallback_text: field("fallback_text"),
         };
-        match tenants::set_engine(&ctx.state, t, &body).await {
+        match tenants::set_engine(&ctx.state, t, &body, &ctx.actor()).await {
             Ok(_) => Ok(ctx.redirect("/console/engine?saved=1")),
             Err(ApiError::Validation(errors)) => {
                 let mut values = (*form).clone();
@@ -255,12 +255,49 @@ pub async fn replace_api_key(ctx: Ctx, form: Form) -> HttpResponse {
             ),
         };
         let grace = asked.grace_seconds()?;
-        let (key, old_until) =
-            tenants::replace_api_key(&ctx.state.store, &t.id, grace, Some(&s.token_hash))
-                .await?
-                .ok_or(ApiError::NotFound("no such tenant"))?;
+        let (key, old_until) = tenants::replace_api_key(
+            &ctx.state.store,
+            &t.id,
+            grace,
+            Some(&s.token_hash),
+            &ctx.actor(),
+        )
+        .await?
+        .ok_or(ApiError::NotFound("no such tenant"))?;
         let replaced = Replaced { key, old_until };
         engine_form(&ctx, t, None, &[], false, Some(&replaced)).await
+    }
+    .await;
+    finish(&ctx, page)
+}
+
+/// The tenant's activity log, newest first (the API's
+/// `GET …/activity`).
+pub async fn activity_page(ctx: Ctx) -> HttpResponse {
+    let page = async {
+        let t = tenant(&ctx)?;
+        let l = ctx.lang;
+        let entries = ctx.state.store.activity(&t.id, None, 100).await?;
+        let body = html! {
+            p.hint { (T::ActivityHint.get(l)) }
+            @let rows = entries.iter().map(|e| html! {
+                tr.activity data-action=(e.action) {
+                    td { (when(e.at)) }
+                    td { code { (e.action) } }
+                    td.actor { (e.actor) " · " (e.via) }
+                    td { (e.client_addr) }
+                    td {
+                        @if let Some(c) = &e.connection_id {
+                            a href={ "/console/connections/" (c) } { code { (c) } }
+                            " "
+                        }
+                        (e.detail)
+                    }
+                }
+            }).collect();
+            (listing(Some("activity"), &[T::ReadAt.get(l), T::ActivityWhat.get(l), T::ActivityWho.get(l), T::ReadAddress.get(l), T::ActivityDetail.get(l)], rows, T::NoActivity.get(l)))
+        };
+        ok(&ctx, layout(&ctx, T::Activity.get(l), body))
     }
     .await;
     finish(&ctx, page)
