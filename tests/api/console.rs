@@ -319,6 +319,19 @@ async fn a_builder_connects_a_bot_in_a_real_browser() {
         !s.contains("data-status=\"failed\"") && !s.contains("id=\"resend-all\"")
     })
     .await;
+    // The tenant's activity names what the console did, and who.
+    browser.goto(&app.url("/console/activity")).await;
+    let activity = browser.text("#activity").await;
+    for what in ["messages.retried", "connection.created", "tenant · console"] {
+        assert!(activity.contains(what), "{what} missing: {activity}");
+    }
+    assert_eq!(
+        browser
+            .find_all("tr.activity[data-action='messages.retried']")
+            .await
+            .len(),
+        2
+    );
 
     // A user writes to the bot: the event on the page, the echo at NAVER WORKS.
     let webhook_here = webhook.replace(public, &app.address);

@@ -501,6 +501,65 @@ async fn two_workspaces_install_and_are_answered_with_their_own_tokens(backend: 
     assert_eq!(status, StatusCode::NO_CONTENT);
     assert!(s.installations().await.is_empty());
 
+    // The tenant's activity: each install by a workspace admin's browser,
+    // each removal by Slack's events or by the tenant's key.
+    let (_, activity) = s
+        .app
+        .get(
+            &format!("/api/v1/tenants/{}/activity", s.tenant.id),
+            &s.tenant.api_key,
+        )
+        .await;
+    let seen: Vec<String> = activity["activity"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"].as_str().unwrap().starts_with("installation."))
+        .map(|e| {
+            format!(
+                "{} {} {} {}",
+                e["action"], e["actor"], e["via"], e["detail"]
+            )
+            .replace('"', "")
+        })
+        .rev()
+        .collect();
+    let workspace = |team: &str| format!("workspace {team}");
+    let expected = [
+        format!(
+            "installation.added workspace admin oauth {} (",
+            workspace("TAAA")
+        ),
+        format!(
+            "installation.added workspace admin oauth {} (",
+            workspace("TBBB")
+        ),
+        format!(
+            "installation.removed slack events {}: the app was uninstalled or its token revoked",
+            workspace("TAAA")
+        ),
+        format!(
+            "installation.added workspace admin oauth {} (",
+            workspace("TBBB")
+        ),
+        format!(
+            "installation.added workspace admin oauth {} (",
+            workspace("TREV")
+        ),
+        format!(
+            "installation.removed slack events {}: the app was uninstalled or its token revoked",
+            workspace("TREV")
+        ),
+        format!("installation.removed tenant api {}", workspace("TBBB")),
+    ];
+    assert_eq!(seen.len(), expected.len(), "{seen:#?}");
+    for (seen, expected) in seen.iter().zip(&expected) {
+        assert!(
+            seen.starts_with(expected.as_str()),
+            "{seen} is not {expected}"
+        );
+    }
+
     // No token or refresh token in plaintext at rest.
     let raw = s.app.db.raw_contents().await;
     for install in s.stats().await["installs"].as_array().unwrap() {

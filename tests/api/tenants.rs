@@ -355,3 +355,215 @@ async fn the_admin_lists_tenants_a_page_at_a_time(backend: Backend) {
 }
 
 both_backends!(the_admin_lists_tenants_a_page_at_a_time);
+
+both_backends!(the_activity_names_who_changed_what_and_never_a_value);
+
+/// Changes by the tenant's key, the admin and the operator's command line
+/// are each an entry, newest first, naming the fields changed and not one
+/// of their values; the list pages back by `before` and refuses bad input
+/// and other tenants.
+async fn the_activity_names_who_changed_what_and_never_a_value(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let tenant = app.create_tenant("Audited").await;
+    let mut body = connection_body("7300001");
+    body["client_secret"] = json!("first-client-secret-value");
+    let connection = app.create_connection(&tenant, &body).await;
+    let conn_path = format!(
+        "/api/v1/tenants/{}/connections/{}",
+        tenant.id,
+        connection["id"].as_str().unwrap()
+    );
+    let rotate = json!({"client_secret": "second-client-secret-value", "bot_secret": "second-bot-secret-value"});
+    let (status, answer) = app
+        .send_json(Method::PATCH, &conn_path, &tenant.api_key, &rotate)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    // Refused changes are not activity.
+    let (status, _) = app
+        .send_json(
+            Method::PATCH,
+            &conn_path,
+            &tenant.api_key,
+            &json!({"rate_limit_per_minute": -1}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let engine = json!({"kind": "http", "url": "https://engine.example/hook?token=url-credential-value", "secret": "engine-hmac-secret-value-0123"});
+    let tenant_path = format!("/api/v1/tenants/{}", tenant.id);
+    let (status, _) = app
+        .send_json(
+            Method::PUT,
+            &format!("{tenant_path}/engine"),
+            &tenant.api_key,
+            &engine,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = app
+        .send_json(
+            Method::PUT,
+            &format!("{tenant_path}/quotas"),
+            &app.admin_token,
+            &json!({"max_open_rows": 5000}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = app
+        .send_json(
+            Method::POST,
+            &format!("{tenant_path}/api-key"),
+            &app.admin_token,
+            &json!({"previous_key_valid_seconds": 60}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_botgate"))
+        .args(["tenant", "rotate-key", "--tenant", &tenant.id, "--json"])
+        .current_dir(app.settings.data_dir.parent().unwrap())
+        .env("BOTGATE_DATABASE_URL", &app.db.url)
+        .env("BOTGATE_DATA_DIR", &app.settings.data_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let key = key["api_key"].as_str().unwrap().to_owned();
+    assert_eq!(
+        app.delete(&conn_path, &app.admin_token).await.0,
+        StatusCode::NO_CONTENT
+    );
+
+    let activity = format!("{tenant_path}/activity");
+    let res = app
+        .request(Method::GET, &activity, &key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let text = res.text().await.unwrap();
+    for secret in [
+        "first-client-secret-value",
+        "second-client-secret-value",
+        "second-bot-secret-value",
+        "url-credential-value",
+        "engine-hmac-secret-value",
+        key.as_str(),
+        tenant.api_key.as_str(),
+    ] {
+        assert!(!text.contains(secret), "a value in the activity: {text}");
+    }
+    let all: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let entries = all["activity"].as_array().unwrap();
+    let seen: Vec<(&str, &str, &str, &str)> = entries
+        .iter()
+        .map(|e| {
+            let field = |name: &str| e[name].as_str().unwrap();
+            (
+                field("action"),
+                field("actor"),
+                field("via"),
+                field("detail"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (
+                "connection.deleted",
+                "admin",
+                "api",
+                "NAVER WORKS bot 7300001"
+            ),
+            (
+                "tenant.api_key_replaced",
+                "operator",
+                "cli",
+                "the previous key stopped at once"
+            ),
+            (
+                "tenant.api_key_replaced",
+                "admin",
+                "api",
+                "the previous key works for 60 s more"
+            ),
+            (
+                "tenant.quotas_set",
+                "admin",
+                "api",
+                "max_open_rows 5000, max_callbacks_per_second default"
+            ),
+            ("tenant.engine_set", "tenant", "api", "http: url, secret"),
+            (
+                "connection.updated",
+                "tenant",
+                "api",
+                "client_secret, bot_secret"
+            ),
+            (
+                "connection.created",
+                "tenant",
+                "api",
+                "NAVER WORKS bot 7300001"
+            ),
+            ("tenant.created", "admin", "api", "Audited"),
+        ]
+    );
+    for e in entries {
+        let expected = if e["via"] == "cli" { "" } else { "127.0.0.1" };
+        assert_eq!(e["client_addr"], expected, "{e}");
+        assert!(e["at"].as_str().unwrap().ends_with('Z'));
+    }
+    assert_eq!(entries[0]["connection_id"], connection["id"]);
+    assert_eq!(entries[7]["connection_id"], serde_json::Value::Null);
+
+    // Pages of three, back by `before`, give the same entries.
+    let mut paged = Vec::new();
+    let mut before: Option<i64> = None;
+    loop {
+        let path = match before {
+            Some(id) => format!("{activity}?limit=3&before={id}"),
+            None => format!("{activity}?limit=3"),
+        };
+        let (status, page) = app.get(&path, &app.admin_token).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        paged.extend(page["activity"].as_array().unwrap().iter().cloned());
+        match page["next_before"].as_i64() {
+            Some(id) => before = Some(id),
+            None => break,
+        }
+    }
+    assert_eq!(&paged, entries);
+
+    // Refused: bad limits and cursors, another tenant, no key.
+    for (query, field) in [
+        ("limit=0", "limit"),
+        ("limit=x", "limit"),
+        ("before=abc", "before"),
+        ("before=-4", "before"),
+    ] {
+        let (status, body) = app.get(&format!("{activity}?{query}"), &key).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{query}: {body}");
+        assert_eq!(body["error"]["fields"][0]["field"], field, "{body}");
+    }
+    let other = app.create_tenant("Nosy").await;
+    assert_eq!(
+        app.get(&activity, &other.api_key).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(app.get(&activity, "").await.0, StatusCode::UNAUTHORIZED);
+    let (_, mine) = app
+        .get(
+            &format!("/api/v1/tenants/{}/activity", other.id),
+            &other.api_key,
+        )
+        .await;
+    assert_eq!(
+        mine["activity"].as_array().unwrap().len(),
+        1,
+        "only its own creation: {mine}"
+    );
+}
