@@ -202,7 +202,12 @@ pub async fn install_workspace(
     state.store.put_installation(&installation, &tokens).await?;
     tracing::info!(connection_id = %connection.id, team_id = %installation.team_id, rotation = granted.refresh_token.is_some(), "Slack workspace installed");
     // The name is Slack's (a workspace admin chose it): bounded.
-    let name: String = installation.team_name.chars().take(80).collect();
+    let name: String = installation
+        .team_name
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(80)
+        .collect();
     let detail = format!("workspace {} ({name})", installation.team_id);
     activity::record(
         &state.store,
