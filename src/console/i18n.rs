@@ -258,6 +258,8 @@ texts! {
     Resend => "Send again", "다시 보내기";
     ResendAll => "Send every failed message again", "실패한 메시지 모두 다시 보내기";
     Resent => "Messages put back in the outbox:", "다시 보낼 메시지:";
+    CancelAll => "Cancel every queued message", "대기 중인 메시지 모두 취소";
+    CancelledCount => "Messages cancelled:", "취소한 메시지:";
     StatusPending => "pending", "대기";
     StatusProcessing => "processing", "처리 중";
     StatusDone => "done", "완료";
@@ -267,6 +269,7 @@ texts! {
     StatusQueued => "queued", "대기";
     StatusSending => "sending", "보내는 중";
     StatusDelivered => "delivered", "전달됨";
+    StatusCancelled => "cancelled", "취소됨";
     StatusFailed => "failed", "실패";
     Rotate => "Rotate credentials", "자격 증명 교체";
     RotateIntro => "Fill in only what changed; empty fields keep their current value. New credentials drop the current token at once.", "바뀐 항목만 입력하세요. 빈 항목은 현재 값을 유지합니다. 새 자격 증명을 저장하면 현재 토큰은 즉시 폐기됩니다.";

@@ -119,6 +119,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     .route(web::post().to(h::retry_all)),
             )
             .service(
+                resource("/connections/{connection}/messages/cancel")
+                    .route(web::post().to(h::cancel_all)),
+            )
+            .service(
                 resource("/connections/{connection}/messages/{message}")
                     .route(web::get().to(test_message::status)),
             )
@@ -152,6 +156,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(
                 resource("/connections/{connection}/messages/{message}/retry")
                     .route(web::post().to(h::retry_one)),
+            )
+            .service(
+                resource("/connections/{connection}/messages/{message}/cancel")
+                    .route(web::post().to(h::cancel_one)),
             )
             .service(
                 resource("/connections/{connection}/rotate")

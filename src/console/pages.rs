@@ -338,6 +338,7 @@ pub fn status_text(status: &str) -> Option<T> {
         "queued" => T::StatusQueued,
         "sending" => T::StatusSending,
         "delivered" => T::StatusDelivered,
+        "cancelled" => T::StatusCancelled,
         "failed" => T::StatusFailed,
         _ => return None,
     })

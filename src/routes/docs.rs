@@ -67,6 +67,8 @@ use crate::error::ErrorEnvelope;
         messages::get,
         messages::retry_all,
         messages::retry_one,
+        messages::cancel_all,
+        messages::cancel_one,
         tenants::activity,
     ),
     components(schemas(ErrorEnvelope<'static>, EngineRequest, EngineAnswer)),

@@ -21,6 +21,7 @@ use super::extract::PathConnection;
 use crate::channels::Outgoing;
 use crate::domain::{rfc3339, FieldError};
 use crate::error::{ApiError, ErrorEnvelope};
+use crate::service::messages::status_name;
 use crate::state::AppState;
 use crate::store::queue::OutboundMessage;
 
@@ -50,14 +51,6 @@ pub struct SendBody {
     split_long_text: Option<bool>,
 }
 
-/// API names of the stored statuses.
-fn status_name(stored: &str) -> &str {
-    match stored {
-        "pending" => "queued",
-        other => other,
-    }
-}
-
 /// Whom a message goes to.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Target<'a> {
@@ -73,7 +66,8 @@ pub struct MessageView<'a> {
     pub id: &'a str,
     /// The event it answers, if it is a reply (null for the send API's).
     pub event_id: Option<&'a str>,
-    /// queued (`pending` in the outbox) | sending | delivered | failed.
+    /// queued (`pending` in the outbox) | sending | delivered | failed |
+    /// cancelled.
     pub status: &'a str,
     pub target: Target<'a>,
     /// The content as it is sent (the channel's rendering).
@@ -228,7 +222,7 @@ pub async fn send(
 #[utoipa::path(get, path = "/api/v1/connections/{connection}/messages/{id}",
     summary = "A message's delivery status", tag = "messages",
     params(SendPath, ("id" = String, Path, description = "Message id (`msg_…`)")),
-    responses((status = 200, description = "Its status (queued | sending | delivered | failed), attempts and last error", body = MessageView<'static>), Denied))]
+    responses((status = 200, description = "Its status (queued | sending | delivered | failed | cancelled), attempts and last error", body = MessageView<'static>), Denied))]
 pub async fn get(
     state: web::Data<AppState>,
     PathConnection(record): PathConnection,
@@ -246,7 +240,7 @@ pub async fn get(
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
-    /// queued | sending | delivered | failed.
+    /// queued | sending | delivered | failed | cancelled.
     status: Option<String>,
     /// RFC 3339; messages created at or after it.
     since: Option<String>,
@@ -264,11 +258,11 @@ pub async fn list(
     let status = match query.status.as_deref() {
         None => None,
         Some("queued") => Some("pending"),
-        Some(s @ ("sending" | "delivered" | "failed")) => Some(s),
+        Some(s @ ("sending" | "delivered" | "failed" | "cancelled")) => Some(s),
         Some(_) => {
             return Err(ApiError::validation(
                 "status",
-                "must be queued, sending, delivered or failed",
+                "must be queued, sending, delivered, failed or cancelled",
             ))
         }
     };
@@ -342,4 +336,44 @@ pub async fn retry_one(
         .first()
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no message put back")))?;
     Ok(HttpResponse::Accepted().json(MessageView::of(message, status_name(&message.status))))
+}
+
+/// Queued messages cancelled.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CancelledView {
+    /// How many were cancelled (none were sent or will be).
+    pub cancelled: usize,
+}
+
+#[utoipa::path(post, path = "/api/v1/connections/{connection}/messages/cancel",
+    summary = "Cancel every queued message of the connection (not those being sent)", tag = "messages",
+    params(SendPath),
+    responses((status = 200, description = "How many were cancelled", body = CancelledView), Denied))]
+pub async fn cancel_all(
+    state: web::Data<AppState>,
+    PathConnection(record): PathConnection,
+    ApiActor(actor): ApiActor,
+) -> Result<HttpResponse, ApiError> {
+    let cancelled = crate::service::messages::cancel(&state, &record, None, &actor).await?;
+    Ok(HttpResponse::Ok().json(CancelledView {
+        cancelled: cancelled.len(),
+    }))
+}
+
+#[utoipa::path(post, path = "/api/v1/connections/{connection}/messages/{id}/cancel",
+    summary = "Cancel a queued message", tag = "messages",
+    params(SendPath, ("id" = String, Path, description = "Message id (`msg_…`)")),
+    responses((status = 200, description = "Cancelled: it will not be sent", body = MessageView<'static>), Denied, (status = 409, description = "The message is not queued (being sent, or done)", body = ErrorEnvelope<'static>)))]
+pub async fn cancel_one(
+    state: web::Data<AppState>,
+    PathConnection(record): PathConnection,
+    ApiActor(actor): ApiActor,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let cancelled =
+        crate::service::messages::cancel(&state, &record, Some(&path.1), &actor).await?;
+    let message = cancelled
+        .first()
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no message cancelled")))?;
+    Ok(HttpResponse::Ok().json(MessageView::of(message, status_name(&message.status))))
 }

@@ -184,11 +184,17 @@ fn operations() -> Vec<Operation> {
             "/api/v1/connections/{connection}/messages",
             web::to(messages::list),
         ),
-        // Before `…/messages/{id}`, which would take `retry` for an id.
+        // Before `…/messages/{id}`, which would take `retry` or `cancel`
+        // for an id.
         op(
             M::POST,
             "/api/v1/connections/{connection}/messages/retry",
             web::to(messages::retry_all),
+        ),
+        op(
+            M::POST,
+            "/api/v1/connections/{connection}/messages/cancel",
+            web::to(messages::cancel_all),
         ),
         op(
             M::GET,
@@ -199,6 +205,11 @@ fn operations() -> Vec<Operation> {
             M::POST,
             "/api/v1/connections/{connection}/messages/{id}/retry",
             web::to(messages::retry_one),
+        ),
+        op(
+            M::POST,
+            "/api/v1/connections/{connection}/messages/{id}/cancel",
+            web::to(messages::cancel_one),
         ),
         op(
             M::GET,

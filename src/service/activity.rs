@@ -82,7 +82,8 @@ pub struct ActivityView<'a> {
     /// `tenant.created`, `tenant.api_key_replaced`, `tenant.engine_set`,
     /// `tenant.quotas_set`, `connection.created`, `connection.updated`,
     /// `connection.deleted`, `connection.authorized`, `installation.added`,
-    /// `installation.removed`, `events.replayed` or `messages.retried`.
+    /// `installation.removed`, `events.replayed`, `messages.retried` or
+    /// `messages.cancelled`.
     pub action: &'a str,
     pub connection_id: Option<&'a str>,
     /// Who: `admin`, `tenant`, `operator`, `slack`, `workspace admin` or

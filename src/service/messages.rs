@@ -106,16 +106,16 @@ pub async fn retry(
             if message.status != "failed" {
                 return Err(ApiError::Conflict(format!(
                     "only a failed message can be sent again; this one is {}",
-                    if message.status == "pending" {
-                        "queued"
-                    } else {
-                        &message.status
-                    }
+                    status_name(&message.status)
                 )));
             }
             1
         }
-        None => state.store.failed_count(&record.id).await?.min(RETRY_BATCH),
+        None => state
+            .store
+            .count_messages(&record.id, "failed")
+            .await?
+            .min(RETRY_BATCH),
     };
     if wanted > 0 {
         let tenant = state
@@ -165,10 +165,75 @@ pub async fn retry(
     }
     let remaining = match id {
         Some(_) => 0,
-        None => state.store.failed_count(&record.id).await?,
+        None => state.store.count_messages(&record.id, "failed").await?,
     };
     Ok(Retried {
         messages,
         remaining,
     })
+}
+
+/// The API's name of a stored status.
+pub fn status_name(stored: &str) -> &str {
+    match stored {
+        "pending" => "queued",
+        other => other,
+    }
+}
+
+/// Cancels queued messages: the one named `id` (404 if there is no such
+/// message, 409 unless it is queued), or every queued one of the
+/// connection (engine replies and the send API's alike, paced or waiting
+/// for a retry). A message a worker has taken (`sending`) is past
+/// cancelling: it is delivered or fails as it would have.
+pub async fn cancel(
+    state: &AppState,
+    record: &ConnectionRecord,
+    id: Option<&str>,
+    actor: &Actor,
+) -> Result<Vec<OutboundMessage>, ApiError> {
+    let not_queued = |status: &str| {
+        ApiError::Conflict(format!(
+            "only a queued message can be cancelled; this one is {}",
+            status_name(status)
+        ))
+    };
+    if let Some(id) = id {
+        let message = state
+            .store
+            .message(&record.id, id)
+            .await?
+            .ok_or(ApiError::NotFound("no such message"))?;
+        if message.status != "pending" {
+            return Err(not_queued(&message.status));
+        }
+    }
+    let cancelled = state
+        .store
+        .cancel_queued(&record.tenant_id, &record.id, id, now_millis())
+        .await?;
+    if cancelled.is_empty() {
+        // Taken by a worker between the look and the change.
+        return match id {
+            Some(_) => Err(not_queued("sending")),
+            None => Ok(cancelled),
+        };
+    }
+    // A cancelled head lets the next message of its conversation go.
+    state.signals.outbox.notify_one();
+    tracing::info!(connection = %record.id, count = cancelled.len(), "queued messages cancelled");
+    let detail = match id {
+        Some(id) => format!("message {id}"),
+        None => format!("{} messages", cancelled.len()),
+    };
+    activity::record(
+        &state.store,
+        actor,
+        &record.tenant_id,
+        Some(&record.id),
+        "messages.cancelled",
+        detail,
+    )
+    .await;
+    Ok(cancelled)
 }

@@ -28,7 +28,7 @@ pub const BATCH: i64 = 500;
 /// Rows finished before these times (Unix ms) are deleted.
 #[derive(Debug, Clone, Copy)]
 pub struct Retention {
-    /// Events done or ignored, messages delivered.
+    /// Events done or ignored, messages delivered or cancelled.
     pub done_before: i64,
     /// Dead events, failed messages.
     pub dead_before: i64,
@@ -67,7 +67,7 @@ const EVENTS: History = History {
 const MESSAGES: History = History {
     table: "outbound_messages",
     key: "created_at",
-    done: &["delivered"],
+    done: &["delivered", "cancelled"],
     dead: &["failed"],
 };
 

@@ -265,6 +265,13 @@ pub async fn spawn_app_with(backend: Backend, options: Options) -> TestApp {
 
 /// A second server on the same database and keys, as another replica.
 pub async fn spawn_replica(of: &TestApp) -> TestApp {
+    spawn_replica_with(of, |_| {}).await
+}
+
+/// A replica whose settings `edit` changes first.
+pub async fn spawn_replica_with(of: &TestApp, edit: impl FnOnce(&mut Settings)) -> TestApp {
+    let mut settings = of.settings.clone();
+    edit(&mut settings);
     let db = TestDb {
         backend: of.db.backend,
         url: of.db.url.clone(),
@@ -272,7 +279,7 @@ pub async fn spawn_replica(of: &TestApp) -> TestApp {
         sqlite_path: of.db.sqlite_path.clone(),
     };
     let dir = tempfile::tempdir().expect("temp dir");
-    start(of.settings.clone(), db, dir, of.admin_token.clone()).await
+    start(settings, db, dir, of.admin_token.clone()).await
 }
 
 /// The same server (settings, keys, admin token) on another database, as

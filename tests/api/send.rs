@@ -70,6 +70,7 @@ both_backends!(
     tenants_cannot_use_each_others_connections,
     an_attempt_ends_before_its_lease_and_nothing_is_sent_twice,
     failed_messages_are_sent_again_on_request,
+    queued_messages_are_cancelled_and_never_sent,
 );
 
 async fn every_content_type_is_delivered_as_sent(backend: Backend) {
@@ -561,4 +562,148 @@ async fn failed_messages_are_sent_again_on_request(backend: Backend) {
         .map(|m| m["id"].as_str().unwrap())
         .collect();
     assert_eq!(order, [&later, &failed[0], &failed[1], &failed[2]]);
+}
+
+/// With no worker running, messages stay queued: cancelled (all, then one
+/// at the head of its conversation), they are never sent once a worker
+/// starts, and the message behind the cancelled head still goes. Anything
+/// not queued is refused and changes nothing.
+async fn queued_messages_are_cancelled_and_never_sent(backend: Backend) {
+    let s = setup_with(backend, EmulatorConfig::default(), "workers = false").await;
+    let send = |user: &'static str, text: &'static str| {
+        let s = &s;
+        async move {
+            let body = json!({"user_id": user, "content": {"type": "text", "text": text}});
+            let (status, answer) = s.send(&body, None).await;
+            assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+            answer["id"].as_str().unwrap().to_owned()
+        }
+    };
+    let post = |path: String, key: String| {
+        let s = &s;
+        async move { s.app.send_json(Method::POST, &path, &key, &json!({})).await }
+    };
+    let path = s.messages_path();
+    let key = s.tenant.api_key.clone();
+    let mut broadcast = Vec::new();
+    for (user, text) in [("u1", "oops 1"), ("u2", "oops 2"), ("u3", "oops 3")] {
+        broadcast.push(send(user, text).await);
+    }
+    let other = s.app.create_tenant("Other").await;
+    let (status, _) = post(format!("{path}/cancel"), other.api_key.clone()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(s.status_of(&broadcast[0]).await["status"], "queued");
+    let (status, body) = post(format!("{path}/cancel"), key.clone()).await;
+    assert_eq!((status, &body), (StatusCode::OK, &json!({"cancelled": 3})));
+    for id in &broadcast {
+        assert_eq!(s.status_of(id).await["status"], "cancelled");
+    }
+    let (_, listed) = s.app.get(&format!("{path}?status=cancelled"), &key).await;
+    assert_eq!(listed["messages"].as_array().unwrap().len(), 3, "{listed}");
+
+    // One at the head of its conversation; the one behind it still goes.
+    let head = send("u4", "cancelled head").await;
+    let behind = send("u4", "behind the head").await;
+    let (status, body) = post(format!("{path}/{head}/cancel"), key.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        (&body["id"], &body["status"]),
+        (&json!(head), &json!("cancelled"))
+    );
+    let before = s.status_of(&head).await;
+    for (id, code) in [
+        (&head, StatusCode::CONFLICT),
+        (&"msg_unknown".to_owned(), StatusCode::NOT_FOUND),
+    ] {
+        let (status, body) = post(format!("{path}/{id}/cancel"), key.clone()).await;
+        assert_eq!(status, code, "{body}");
+    }
+    let (status, body) = post(format!("{path}/{head}/retry"), key.clone()).await;
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "only failed ones are sent again: {body}"
+    );
+    assert_eq!(s.status_of(&head).await, before, "unchanged");
+
+    // In the console: the queued ones counted, one cancelled by its button.
+    let in_console = send("u5", "cancelled in the console").await;
+    let mut visitor = crate::console::Visitor::new(&s.app);
+    visitor.sign_in(&key).await;
+    let page_path = format!(
+        "/console/connections/{}",
+        s.connection["id"].as_str().unwrap()
+    );
+    let (_, _, page) = visitor.get(&page_path).await;
+    assert!(page.contains("id=\"cancel-all\""), "{page}");
+    assert!(page.contains("(2)"), "two queued: {page}");
+    let csrf = crate::console::hidden(&page, "csrf");
+    let (status, headers, _) = visitor
+        .post(
+            &format!("{page_path}/messages/{in_console}/cancel"),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert!(headers["location"]
+        .to_str()
+        .unwrap()
+        .ends_with("?cancelled=1"));
+    assert_eq!(s.status_of(&in_console).await["status"], "cancelled");
+
+    let worker = spawn_replica_with(&s.app, |settings| settings.workers = true).await;
+    assert_eq!(
+        s.wait_status(&behind, "delivered").await["status"],
+        "delivered"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let texts: Vec<Value> = s
+        .emu
+        .messages()
+        .await
+        .iter()
+        .map(|m| m["content"]["text"].clone())
+        .collect();
+    assert_eq!(
+        texts,
+        [json!("behind the head")],
+        "nothing cancelled was sent"
+    );
+    let (status, body) = post(format!("{path}/{behind}/cancel"), key.clone()).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("delivered"),
+        "{body}"
+    );
+
+    // The activity names both cancels, by the tenant.
+    let (_, activity) = s
+        .app
+        .get(&format!("/api/v1/tenants/{}/activity", s.tenant.id), &key)
+        .await;
+    let cancels: Vec<String> = activity["activity"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "messages.cancelled" && e["actor"] == "tenant")
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["via"].as_str().unwrap(),
+                e["detail"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        cancels,
+        [
+            format!("console message {in_console}"),
+            format!("api message {head}"),
+            "api 3 messages".to_owned()
+        ]
+    );
+    drop(worker);
 }

@@ -263,7 +263,8 @@ async fn connection_view(
             .await?,
     );
     let messages = state.store.recent_messages(&c.tenant_id, &c.id, 20).await?;
-    let failed = state.store.failed_count(&c.id).await?;
+    let failed = state.store.count_messages(&c.id, "failed").await?;
+    let queued = state.store.count_messages(&c.id, "pending").await?;
     // Read after the messages: a message is delivered only with a token
     // stored before it, so the page never shows a delivery beside "no token"
     // (read first, a token stored and a message delivered between the two
@@ -457,6 +458,12 @@ async fn connection_view(
                     button #resend-all type="submit" { (T::ResendAll.get(l)) " (" (failed) ")" }
                 }
             }
+            @if queued > 0 {
+                form.inline method="post" action={ "/console/connections/" (id) "/messages/cancel" } {
+                    (csrf(ctx))
+                    button.danger #cancel-all type="submit" { (T::CancelAll.get(l)) " (" (queued) ")" }
+                }
+            }
             @let rows = messages.iter().map(|m| html! {
                 tr.message data-message=(m.id) {
                     td { (when(m.created_at)) }
@@ -469,6 +476,12 @@ async fn connection_view(
                             form.inline method="post" action={ "/console/connections/" (id) "/messages/" (m.id) "/retry" } {
                                 (csrf(ctx))
                                 button.resend type="submit" { (T::Resend.get(l)) }
+                            }
+                        }
+                        @if m.status == "pending" {
+                            form.inline method="post" action={ "/console/connections/" (id) "/messages/" (m.id) "/cancel" } {
+                                (csrf(ctx))
+                                button.cancel type="submit" { (T::Cancel.get(l)) }
                             }
                         }
                     }
@@ -568,6 +581,9 @@ pub async fn connection_page(ctx: Ctx, req: HttpRequest, path: web::Path<String>
         } else if let Some(n) = query.split('&').find_map(|p| p.strip_prefix("resent=")) {
             let n: u64 = n.parse().unwrap_or(0);
             Some(notice(&format!("{} {n}", T::Resent.get(ctx.lang))))
+        } else if let Some(n) = query.split('&').find_map(|p| p.strip_prefix("cancelled=")) {
+            let n: u64 = n.parse().unwrap_or(0);
+            Some(notice(&format!("{} {n}", T::CancelledCount.get(ctx.lang))))
         } else {
             None
         };
@@ -653,6 +669,33 @@ pub async fn retry_one(ctx: Ctx, path: web::Path<(String, String)>, form: Form) 
             .messages
             .len();
         Ok(ctx.redirect(&format!("/console/connections/{}?resent={n}", c.id)))
+    }
+    .await;
+    finish(&ctx, page)
+}
+
+/// Cancels the connection's queued messages (the API's
+/// `POST …/messages/cancel`), then shows the page with how many.
+pub async fn cancel_all(ctx: Ctx, path: web::Path<String>, form: Form) -> HttpResponse {
+    let page = async {
+        let c = posted_connection(&ctx, &form, &path).await?;
+        let n = messages::cancel(&ctx.state, &c, None, &ctx.actor())
+            .await?
+            .len();
+        Ok(ctx.redirect(&format!("/console/connections/{}?cancelled={n}", c.id)))
+    }
+    .await;
+    finish(&ctx, page)
+}
+
+/// Cancels one queued message (`POST …/messages/{id}/cancel`).
+pub async fn cancel_one(ctx: Ctx, path: web::Path<(String, String)>, form: Form) -> HttpResponse {
+    let page = async {
+        let c = posted_connection(&ctx, &form, &path.0).await?;
+        let n = messages::cancel(&ctx.state, &c, Some(&path.1), &ctx.actor())
+            .await?
+            .len();
+        Ok(ctx.redirect(&format!("/console/connections/{}?cancelled={n}", c.id)))
     }
     .await;
     finish(&ctx, page)

@@ -544,14 +544,21 @@ impl Store {
         Ok(replayed)
     }
 
-    /// How many of a connection's messages failed (and are still kept).
-    pub async fn failed_count(&self, connection: &ConnectionId) -> StoreResult<i64> {
-        let row = sqlx::query(
-            "SELECT COUNT(*) AS n FROM outbound_messages WHERE connection_id = $1 AND status = 'failed'",
-        )
-        .bind(connection.as_str())
-        .fetch_one(&self.pool)
-        .await?;
+    /// How many of a connection's messages have the stored `status` (and
+    /// are still kept). The status is a literal of the statement, so that
+    /// `failed` is counted along its partial index (`outbound_failed`).
+    pub async fn count_messages(
+        &self,
+        connection: &ConnectionId,
+        status: &'static str,
+    ) -> StoreResult<i64> {
+        let sql = format!(
+            "SELECT COUNT(*) AS n FROM outbound_messages WHERE connection_id = $1 AND status = '{status}'"
+        );
+        let row = sqlx::query(&sql)
+            .bind(connection.as_str())
+            .fetch_one(&self.pool)
+            .await?;
         Ok(row.try_get("n")?)
     }
 
@@ -624,6 +631,35 @@ impl Store {
         }
         tx.commit().await?;
         self.read_rows(&stored)
+    }
+
+    /// Cancels queued messages: the one named `id`, or every one of the
+    /// connection still queued. Only `pending` rows change: a row a worker
+    /// holds (`sending`, claimed in the transaction that handed it over)
+    /// is past cancelling. Returns the cancelled messages.
+    pub async fn cancel_queued(
+        &self,
+        tenant: &TenantId,
+        connection: &ConnectionId,
+        id: Option<&str>,
+        now: i64,
+    ) -> StoreResult<Vec<OutboundMessage>> {
+        let _turn = self.write_turn().await;
+        let sql = format!(
+            "UPDATE outbound_messages SET status = 'cancelled', updated_at = $4 \
+             WHERE connection_id = $1 AND tenant_id = $2 AND status = 'pending' AND ($3 = '' OR id = $3) \
+             RETURNING {OUTBOUND_COLUMNS}"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(connection.as_str())
+            .bind(tenant.as_str())
+            .bind(id.unwrap_or(""))
+            .bind(now)
+            .fetch_all(&self.writer)
+            .await?;
+        let mut cancelled: Vec<OutboundMessage> = self.read_rows(&rows)?;
+        cancelled.sort_by_key(|m| m.seq);
+        Ok(cancelled)
     }
 
     /// Enqueues messages of the send API in one transaction. With an
