@@ -74,6 +74,15 @@ impl Channel {
         }
     }
 
+    /// A user's text message as this platform would send it, for trying a
+    /// tenant's engine: a sample user, room and ids, never a real one's.
+    pub fn sample_turn(self, text: &str, now: i64) -> Turn {
+        match self {
+            Channel::NaverWorks => naverworks::sample_turn(text, now),
+            Channel::Slack => slack::sample_turn(text, now),
+        }
+    }
+
     /// One engine reply (DESIGN.md's reply forms) as the platform's message
     /// body, checked against the platform's limits.
     pub fn render(self, reply: &Value) -> Result<Value, String> {

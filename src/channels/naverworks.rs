@@ -83,6 +83,17 @@ pub fn turn(raw: &[u8], received_at: i64) -> Turn {
     }
 }
 
+/// A sample 1:1 text callback (NAVERWORKS.md's message callback shape).
+pub fn sample_turn(text: &str, now: i64) -> Turn {
+    let callback = json!({
+        "type": "message",
+        "source": {"userId": "botgate-engine-test", "domainId": 0},
+        "issuedTime": crate::domain::rfc3339(now),
+        "content": {"type": "text", "text": text},
+    });
+    turn(callback.to_string().as_bytes(), now)
+}
+
 /// Maps botgate's reply forms (DESIGN.md) to NAVER WORKS content, checked
 /// against the documented limits.
 pub fn render(reply: &Value) -> Result<Value, String> {

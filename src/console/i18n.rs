@@ -283,6 +283,11 @@ texts! {
     Deleted => "The connection was deleted.", "연결을 삭제했습니다.";
     Engine => "Dialogue engine", "대화 엔진";
     Activity => "Activity", "활동 기록";
+    EngineTest => "Test the engine", "대화 엔진 시험";
+    EngineTestIntro => "Sends the engine a sample user's message, as a real one would reach it (an http engine's request says \"test\": true), and shows its answer. Nothing is stored and no reply is sent.", "실제 메시지와 같은 방식으로 예시 사용자의 메시지를 엔진에 보내고 답을 보여 줍니다(http 엔진 요청에는 \"test\": true가 붙습니다). 아무것도 저장하거나 보내지 않습니다.";
+    EngineTestRun => "Send a sample message", "예시 메시지 보내기";
+    EngineAnswered => "The engine answered. Replies:", "엔진이 답했습니다. 답장 수:";
+    EngineDidNotAnswer => "The engine did not answer:", "엔진이 답하지 않았습니다:";
     ActivityHint => "Who changed what in this tenant, newest first (the last 100): connections, credentials, the engine, the API key, quotas, Slack installations, replays. Field names only, never their values.", "이 테넌트에서 누가 무엇을 바꿨는지 최신순으로 보여 줍니다(최근 100건): 연결, 자격 증명, 대화 엔진, API 키, 쿼터, Slack 설치, 재처리. 값은 기록하지 않고 필드 이름만 남깁니다.";
     NoActivity => "Nothing has changed yet.", "아직 바뀐 것이 없습니다.";
     ActivityWhat => "What", "무엇";

@@ -176,6 +176,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     .route(web::get().to(h::engine_page))
                     .route(web::post().to(h::save_engine)),
             )
+            .service(resource("/engine/test").route(web::post().to(h::test_engine)))
             .service(resource("/api-key").route(web::post().to(h::replace_api_key)))
             .service(resource("/activity").route(web::get().to(h::activity_page))),
     );

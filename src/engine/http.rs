@@ -87,6 +87,9 @@ pub fn request_body(event: &EngineEvent<'_>) -> Value {
     if let Some(postback) = &turn.postback {
         body["postback"] = postback.clone();
     }
+    if event.test {
+        body["test"] = json!(true);
+    }
     body
 }
 

@@ -27,6 +27,9 @@ pub struct EngineEvent<'a> {
     pub tenant_id: &'a str,
     pub connection_id: &'a str,
     pub turn: &'a Turn,
+    /// A sample from an engine test, not a user's (an http engine's
+    /// request says `"test": true`).
+    pub test: bool,
 }
 
 impl EngineEvent<'_> {

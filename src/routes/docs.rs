@@ -70,6 +70,7 @@ use crate::error::ErrorEnvelope;
         messages::cancel_all,
         messages::cancel_one,
         tenants::activity,
+        tenants::test_engine,
     ),
     components(schemas(ErrorEnvelope<'static>, EngineRequest, EngineAnswer)),
     modifiers(&SecuritySchemes),
@@ -115,6 +116,10 @@ struct EngineRequest {
     /// object).
     #[schema(value_type = Object)]
     raw: serde_json::Value,
+    /// `true` on a sample message from an engine test (`POST
+    /// /api/v1/tenants/{tenant}/engine/test`): no user is waiting and the
+    /// replies are shown, not sent. Absent otherwise.
+    test: Option<bool>,
 }
 
 /// An engine's answer: `{"replies": [...]}`, each `{"type":"text","text"}`,

@@ -141,6 +141,11 @@ fn operations() -> Vec<Operation> {
         ),
         op(
             M::POST,
+            "/api/v1/tenants/{tenant}/engine/test",
+            web::to(tenants::test_engine),
+        ),
+        op(
+            M::POST,
             "/api/v1/tenants/{tenant}/connections",
             web::to(connections::create),
         ),

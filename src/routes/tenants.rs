@@ -5,6 +5,7 @@
 
 use super::extract::ApiActor;
 use crate::service::activity::ActivityView;
+use crate::service::engine::{EngineTest, EngineTestBody};
 use actix_web::{web, HttpResponse};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
@@ -199,14 +200,7 @@ pub async fn replace_api_key(
             "a replaced API key may not replace the key; use the current key or the admin token",
         ));
     }
-    // The body is optional, so it is read as bytes and decoded as the JSON
-    // extractor would (a field of the wrong shape is a 422).
-    let body: ApiKeyBody = match serde_json::from_slice(&body) {
-        _ if body.iter().all(u8::is_ascii_whitespace) => ApiKeyBody::default(),
-        Ok(body) => body,
-        Err(e) if e.is_data() => return Err(ApiError::validation("body", e.to_string())),
-        Err(e) => return Err(ApiError::InvalidJson(e.to_string())),
-    };
+    let body: ApiKeyBody = optional_json(&body)?;
     let grace = body.grace_seconds()?;
     let (api_key, until) = tenants::replace_api_key(&state.store, &tenant.id, grace, None, &actor)
         .await?
@@ -279,4 +273,29 @@ pub async fn activity(
         next_before: full.then(|| entries.last().map(|e| e.id)).flatten(),
         activity: entries.iter().map(ActivityView::from).collect(),
     }))
+}
+
+#[utoipa::path(post, path = "/api/v1/tenants/{tenant}/engine/test",
+    summary = "Try the dialogue engine with a sample user message (nothing stored or sent)", tag = "tenants",
+    params(TenantPath), request_body(content = Option<EngineTestBody>, description = "Optional: the sample's text and channel"),
+    responses((status = 200, description = "What the engine answered, or why it could not", body = EngineTest), Denied, Invalid))]
+pub async fn test_engine(
+    state: web::Data<AppState>,
+    PathTenant(tenant): PathTenant,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let body: EngineTestBody = optional_json(&body)?;
+    let tested = crate::service::engine::test(&state, &tenant, &body).await?;
+    Ok(HttpResponse::Ok().json(tested))
+}
+
+/// An optional JSON body, read as bytes and decoded as the JSON extractor
+/// would (none: the defaults; a field of the wrong shape: a 422).
+fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
+    match serde_json::from_slice(body) {
+        _ if body.iter().all(u8::is_ascii_whitespace) => Ok(T::default()),
+        Ok(body) => Ok(body),
+        Err(e) if e.is_data() => Err(ApiError::validation("body", e.to_string())),
+        Err(e) => Err(ApiError::InvalidJson(e.to_string())),
+    }
 }

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod callbacks;
 pub mod checks;
 pub mod connections;
+pub mod engine;
 pub mod events;
 pub mod messages;
 pub mod naverworks;

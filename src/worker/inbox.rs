@@ -3,15 +3,14 @@
 //! text) — each result written only while the claim's lease is held.
 
 use actix_web::web;
-use secrecy::SecretString;
 
 use super::{retry::backoff, Kind, Work};
 use crate::channels::Channel;
 use crate::domain::now_millis;
-use crate::engine::{Engine, EngineEvent};
+use crate::engine::EngineEvent;
 use crate::state::AppState;
 use crate::store::queue::InboundEvent;
-use crate::store::{field, StoreResult, TenantRecord};
+use crate::store::StoreResult;
 
 impl Work for InboundEvent {
     const KIND: Kind = Kind::Inbox;
@@ -19,38 +18,6 @@ impl Work for InboundEvent {
     async fn process(state: web::Data<AppState>, event: Self) -> StoreResult<()> {
         process(&state, &event).await
     }
-}
-
-async fn engine_of(state: &AppState, tenant: &TenantRecord) -> Result<Engine, String> {
-    let url = || {
-        tenant
-            .engine_url
-            .clone()
-            .ok_or("the engine has no URL".to_owned())
-    };
-    Ok(match tenant.engine_kind.as_str() {
-        "http" => {
-            let secrets = state
-                .store
-                .secrets(tenant.id.as_str())
-                .await
-                .map_err(|e| e.to_string())?;
-            let sealed = secrets
-                .iter()
-                .find(|s| s.field == field::ENGINE_SECRET)
-                .ok_or("the engine secret is missing")?;
-            let secret: SecretString = state
-                .vault
-                .open_str(&sealed.sealed, sealed.aad())
-                .map_err(|e| e.to_string())?;
-            Engine::Http {
-                url: url()?,
-                secret,
-            }
-        }
-        "rasa" => Engine::Rasa { url: url()? },
-        _ => Engine::Echo,
-    })
 }
 
 async fn process(state: &AppState, event: &InboundEvent) -> StoreResult<()> {
@@ -85,13 +52,14 @@ async fn process(state: &AppState, event: &InboundEvent) -> StoreResult<()> {
             .await?;
         return Ok(());
     };
-    let answer = match engine_of(state, &tenant).await {
+    let answer = match crate::service::engine::of(state, &tenant).await {
         Ok(engine) => {
             let ev = EngineEvent {
                 event_id: &event.id,
                 tenant_id: tenant.id.as_str(),
                 connection_id: event.connection_id.as_str(),
                 turn: &turn,
+                test: false,
             };
             let started = std::time::Instant::now();
             let answer = engine

@@ -567,3 +567,155 @@ async fn the_activity_names_who_changed_what_and_never_a_value(backend: Backend)
         "only its own creation: {mine}"
     );
 }
+
+both_backends!(the_engine_test_asks_the_engine_and_stores_nothing);
+
+/// The engine test sends the tenant's engine a sample message signed as a
+/// real one (with `"test": true`), for either channel, and shows its
+/// replies as that channel's messages or why there were none; it stores
+/// and sends nothing, and refuses bad bodies and other tenants.
+async fn the_engine_test_asks_the_engine_and_stores_nothing(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let tenant = app.create_tenant("Engine test").await;
+    let path = format!("/api/v1/tenants/{}/engine/test", tenant.id);
+    let test = |body: Option<serde_json::Value>| {
+        let mut req = app.request(Method::POST, &path, &tenant.api_key);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        async move { decode(req.send().await.unwrap()).await }
+    };
+    // The built-in echo engine, with no body at all.
+    let (status, echo) = test(None).await;
+    assert_eq!(status, StatusCode::OK, "{echo}");
+    assert_eq!((&echo["ok"], &echo["kind"]), (&json!(true), &json!("echo")));
+    assert!(echo["replies"][0]["text"]
+        .as_str()
+        .unwrap()
+        .contains("Hello from botgate's engine test"));
+
+    let engine =
+        spawn_engine(json!({"replies": [{"type": "text", "text": "you said {{text}}"}]})).await;
+    let secret = "engine-test-secret-0123456789";
+    let (status, _) = app
+        .send_json(
+            Method::PUT,
+            &format!("/api/v1/tenants/{}/engine", tenant.id),
+            &tenant.api_key,
+            &json!({"kind": "http", "url": engine.url, "secret": secret}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let before = app.db.snapshot().await;
+    let (status, naverworks) = test(Some(json!({"text": "ping"}))).await;
+    assert_eq!(status, StatusCode::OK, "{naverworks}");
+    assert_eq!(naverworks["ok"], true, "{naverworks}");
+    assert_eq!(naverworks["reply_count"], 1);
+    assert_eq!(
+        naverworks["replies"],
+        json!([{"type": "text", "text": "you said ping"}])
+    );
+    let (status, slack) = test(Some(json!({"text": "pong", "channel": "slack"}))).await;
+    assert_eq!(status, StatusCode::OK, "{slack}");
+    assert_eq!(slack["ok"], true, "{slack}");
+    assert_eq!(slack["replies"][0]["text"], "you said pong", "{slack}");
+    // The requests: signed as real ones, marked as tests, one per channel.
+    let received = engine.received.lock().unwrap().clone();
+    assert_eq!(received.len(), 2);
+    for ((headers, body), (channel, text)) in received
+        .iter()
+        .zip([("naverworks", "ping"), ("slack", "pong")])
+    {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        botgate::engine::http::verify(
+            secret.as_bytes(),
+            &headers["x-botgate-timestamp"],
+            &headers["x-botgate-signature"],
+            body,
+            now,
+        )
+        .expect("signed with the tenant's engine secret");
+        let body: serde_json::Value = serde_json::from_slice(body).unwrap();
+        assert_eq!(
+            (
+                &body["test"],
+                &body["type"],
+                &body["channel"],
+                &body["content"]["text"]
+            ),
+            (
+                &json!(true),
+                &json!("message"),
+                &json!(channel),
+                &json!(text)
+            ),
+            "{body}"
+        );
+    }
+
+    // An engine that refuses: why, not a reply.
+    *engine.mode.lock().unwrap() = "status:401".to_owned();
+    let (status, refused) = test(None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(refused["ok"], false);
+    assert!(
+        refused["error"].as_str().unwrap().contains("HTTP 401"),
+        "{refused}"
+    );
+    assert_eq!(refused["replies"], json!([]));
+
+    // Bad bodies and callers, refused.
+    for (body, field) in [
+        (json!({"text": ""}), "text"),
+        (json!({"text": 7}), "text"),
+        (json!({"channel": "line"}), "channel"),
+        (json!({"other": 1}), "body"),
+    ] {
+        let (status, answer) = test(Some(body.clone())).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {answer}");
+        assert_eq!(answer["error"]["fields"][0]["field"], field, "{answer}");
+    }
+    let other = app.create_tenant("Other").await;
+    let res = app
+        .request(Method::POST, &path, &other.api_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    let res = app.request(Method::POST, &path, "").send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+
+    // Nothing stored: no event, no message, the tenant as it was.
+    assert_eq!(
+        app.db.snapshot().await.len(),
+        before.len() + 1,
+        "only the other tenant"
+    );
+    let mut conn = app.db.connect().await;
+    for table in ["inbound_events", "outbound_messages"] {
+        let n: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(n, 0, "{table}");
+    }
+
+    // The console's engine page runs the same test.
+    *engine.mode.lock().unwrap() = "ok".to_owned();
+    let mut visitor = Visitor::new(&app);
+    visitor.sign_in(&tenant.api_key).await;
+    let (_, _, page) = visitor.get("/console/engine").await;
+    let csrf = hidden(&page, "csrf");
+    let (status, _, page) = visitor
+        .post(
+            "/console/engine/test",
+            &[("csrf", &csrf), ("text", "from the console")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        page.contains("id=\"engine-test-result\" data-ok=\"true\""),
+        "{page}"
+    );
+    assert!(page.contains("you said from the console"), "{page}");
+}

@@ -139,6 +139,23 @@ pub fn turn(event_type: &str, raw: &[u8], received_at: i64) -> Turn {
     turn
 }
 
+/// A sample direct-message event (SLACK.md §2's event_callback shape).
+pub fn sample_turn(text: &str, now: i64) -> Turn {
+    let seconds = now / 1000;
+    let delivery = json!({
+        "type": "event_callback",
+        "team_id": "T0ENGINETEST",
+        "api_app_id": "A0ENGINETEST",
+        "event_id": "Ev0ENGINETEST",
+        "event_time": seconds,
+        "event": {
+            "type": "message", "channel": "D0ENGINETEST", "channel_type": "im",
+            "user": "U0ENGINETEST", "text": text, "ts": format!("{seconds}.000100"),
+        },
+    });
+    turn("message", delivery.to_string().as_bytes(), now)
+}
+
 /// What an element's action carries, as a postback's `data` (a string, as
 /// engines get it from NAVER WORKS), and for a choice of several, each
 /// value. SLACK.md §4 documents buttons; the other elements' fields are

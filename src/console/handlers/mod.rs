@@ -27,6 +27,7 @@ use crate::secrets::hashing::{generate_token, hash_token};
 use crate::service::auth::Caller;
 use crate::service::checks::{run_checks, Check};
 use crate::service::connections::{self, ConnectionBody, ConnectionView};
+use crate::service::engine::{self, EngineTest, EngineTestBody};
 use crate::service::slack;
 use crate::service::tenants::{self, EngineBody};
 use crate::service::{events, messages, oauth};

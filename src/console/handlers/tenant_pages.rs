@@ -95,13 +95,20 @@ struct Replaced {
     old_until: Option<i64>,
 }
 
+/// What the engine page shows beside its forms: what was just done.
+enum Outcome<'a> {
+    Nothing,
+    Saved,
+    Replaced(&'a Replaced),
+    Tested(&'a EngineTest),
+}
+
 async fn engine_form(
     ctx: &Ctx,
     t: &TenantRecord,
     values: Option<&HashMap<String, String>>,
     errors: &[FieldError],
-    saved: bool,
-    replaced: Option<&Replaced>,
+    outcome: Outcome<'_>,
 ) -> Page {
     let l = ctx.lang;
     let view = tenants::engine_view(&ctx.state, t).await?;
@@ -126,7 +133,7 @@ async fn engine_form(
     };
     let secret_now = view.secret.clone();
     let body = html! {
-        @if saved { (notice(T::Saved.get(l))) }
+        @if matches!(outcome, Outcome::Saved) { (notice(T::Saved.get(l))) }
         @if !errors.is_empty() { (alert(T::FixErrors.get(l))) }
         p { (T::EngineIntro.get(l)) }
         form.card #engine-form method="post" action="/console/engine" novalidate {
@@ -162,9 +169,34 @@ async fn engine_form(
             }
             button #save-engine type="submit" { (T::Save.get(l)) }
         }
+        section #engine-test {
+            h2 { (T::EngineTest.get(l)) }
+            p { (T::EngineTestIntro.get(l)) }
+            form.card #engine-test-form method="post" action="/console/engine/test" {
+                (csrf(ctx))
+                div.field.invalid[!field_errors("text").is_empty()] {
+                    label for="test-text" { (T::MessageText.get(l)) }
+                    input #test-text type="text" name="text" value=(values.and_then(|v| v.get("text")).map_or("", String::as_str));
+                    @for m in field_errors("text") { p.error #test-text-error { (m) } }
+                }
+                button #test-engine type="submit" { (T::EngineTestRun.get(l)) }
+            }
+            @if let Outcome::Tested(tested) = &outcome {
+                div #engine-test-result data-ok=(tested.ok) {
+                    @if tested.ok {
+                        p.ok { (T::EngineAnswered.get(l)) " " (tested.reply_count) " · " (tested.elapsed_ms) " ms" }
+                        @for reply in &tested.replies {
+                            pre.reply { (serde_json::to_string_pretty(reply).unwrap_or_default()) }
+                        }
+                    } @else {
+                        p.error { (T::EngineDidNotAnswer.get(l)) " " (tested.error.as_deref().unwrap_or("")) }
+                    }
+                }
+            }
+        }
         section #api-key {
             h2 { (T::ApiKey.get(l)) }
-            @if let Some(r) = replaced {
+            @if let Outcome::Replaced(r) = &outcome {
                 (notice(T::ApiKeyReplaced.get(l)))
                 (copyable("new-api-key", T::ApiKey.get(l), r.key.expose_secret(), l))
                 @match r.old_until {
@@ -199,7 +231,12 @@ pub async fn engine_page(ctx: Ctx, req: HttpRequest) -> HttpResponse {
     let page = async {
         let t = tenant(&ctx)?;
         let saved = req.query_string().contains("saved=1");
-        engine_form(&ctx, t, None, &[], saved, None).await
+        let outcome = if saved {
+            Outcome::Saved
+        } else {
+            Outcome::Nothing
+        };
+        engine_form(&ctx, t, None, &[], outcome).await
     }
     .await;
     finish(&ctx, page)
@@ -230,7 +267,7 @@ pub async fn save_engine(ctx: Ctx, form: Form) -> HttpResponse {
             Err(ApiError::Validation(errors)) => {
                 let mut values = (*form).clone();
                 values.remove("secret");
-                engine_form(&ctx, t, Some(&values), &errors, false, None).await
+                engine_form(&ctx, t, Some(&values), &errors, Outcome::Nothing).await
             }
             Err(e) => Err(e.into()),
         }
@@ -265,7 +302,7 @@ pub async fn replace_api_key(ctx: Ctx, form: Form) -> HttpResponse {
         .await?
         .ok_or(ApiError::NotFound("no such tenant"))?;
         let replaced = Replaced { key, old_until };
-        engine_form(&ctx, t, None, &[], false, Some(&replaced)).await
+        engine_form(&ctx, t, None, &[], Outcome::Replaced(&replaced)).await
     }
     .await;
     finish(&ctx, page)
@@ -298,6 +335,30 @@ pub async fn activity_page(ctx: Ctx) -> HttpResponse {
             (listing(Some("activity"), &[T::ReadAt.get(l), T::ActivityWhat.get(l), T::ActivityWho.get(l), T::ReadAddress.get(l), T::ActivityDetail.get(l)], rows, T::NoActivity.get(l)))
         };
         ok(&ctx, layout(&ctx, T::Activity.get(l), body))
+    }
+    .await;
+    finish(&ctx, page)
+}
+
+/// Tries the engine with a sample message (the API's `POST …/engine/test`)
+/// and shows what it answered under the engine's settings.
+pub async fn test_engine(ctx: Ctx, form: Form) -> HttpResponse {
+    let page = async {
+        genuine(&ctx, &form)?;
+        let t = tenant(&ctx)?;
+        let text = text(&form, "text");
+        let body = EngineTestBody {
+            text: (!text.trim().is_empty()).then(|| Value::String(text.clone())),
+            channel: None,
+        };
+        let values = HashMap::from([("text".to_owned(), text)]);
+        match engine::test(&ctx.state, t, &body).await {
+            Ok(tested) => engine_form(&ctx, t, None, &[], Outcome::Tested(&tested)).await,
+            Err(ApiError::Validation(errors)) => {
+                engine_form(&ctx, t, Some(&values), &errors, Outcome::Nothing).await
+            }
+            Err(e) => Err(e.into()),
+        }
     }
     .await;
     finish(&ctx, page)
