@@ -98,17 +98,14 @@ pub async fn retry(
 ) -> Result<Retried, ApiError> {
     let wanted = match id {
         Some(id) => {
-            let message = state
-                .store
-                .message(&record.id, id)
-                .await?
-                .ok_or(ApiError::NotFound("no such message"))?;
-            if message.status != "failed" {
-                return Err(ApiError::Conflict(format!(
-                    "only a failed message can be sent again; this one is {}",
-                    status_name(&message.status)
-                )));
-            }
+            expect_status(
+                state,
+                record,
+                id,
+                "failed",
+                "a failed message can be sent again",
+            )
+            .await?;
             1
         }
         None => state
@@ -192,21 +189,9 @@ pub async fn cancel(
     id: Option<&str>,
     actor: &Actor,
 ) -> Result<Vec<OutboundMessage>, ApiError> {
-    let not_queued = |status: &str| {
-        ApiError::Conflict(format!(
-            "only a queued message can be cancelled; this one is {}",
-            status_name(status)
-        ))
-    };
+    const ONLY: &str = "a queued message can be cancelled";
     if let Some(id) = id {
-        let message = state
-            .store
-            .message(&record.id, id)
-            .await?
-            .ok_or(ApiError::NotFound("no such message"))?;
-        if message.status != "pending" {
-            return Err(not_queued(&message.status));
-        }
+        expect_status(state, record, id, "pending", ONLY).await?;
     }
     let cancelled = state
         .store
@@ -215,7 +200,9 @@ pub async fn cancel(
     if cancelled.is_empty() {
         // Taken by a worker between the look and the change.
         return match id {
-            Some(_) => Err(not_queued("sending")),
+            Some(_) => Err(ApiError::Conflict(format!(
+                "only {ONLY}; this one is being sent"
+            ))),
             None => Ok(cancelled),
         };
     }
@@ -236,4 +223,27 @@ pub async fn cancel(
     )
     .await;
     Ok(cancelled)
+}
+
+/// The message `id` of `record`, if its stored status is `status`: else
+/// 404 (no such message) or 409 saying that `only` (and what it is).
+async fn expect_status(
+    state: &AppState,
+    record: &ConnectionRecord,
+    id: &str,
+    status: &str,
+    only: &str,
+) -> Result<OutboundMessage, ApiError> {
+    let message = state
+        .store
+        .message(&record.id, id)
+        .await?
+        .ok_or(ApiError::NotFound("no such message"))?;
+    if message.status != status {
+        return Err(ApiError::Conflict(format!(
+            "only {only}; this one is {}",
+            status_name(&message.status)
+        )));
+    }
+    Ok(message)
 }

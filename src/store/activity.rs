@@ -96,21 +96,13 @@ impl Store {
         if due.is_none() {
             return Ok(0);
         }
-        let mut deleted = 0;
-        loop {
-            let _turn = self.write_turn().await;
-            let done = sqlx::query(
+        let delete = || {
+            sqlx::query(
                 "DELETE FROM activity WHERE id IN (SELECT id FROM activity WHERE at < $1 ORDER BY at LIMIT $2)",
             )
             .bind(before)
             .bind(batch)
-            .execute(&self.writer)
-            .await?
-            .rows_affected();
-            deleted += done;
-            if done < u64::try_from(batch).unwrap_or(0) {
-                return Ok(deleted);
-            }
-        }
+        };
+        self.delete_in_batches(delete, batch).await
     }
 }

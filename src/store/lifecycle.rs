@@ -18,7 +18,7 @@ use sqlx::Row as _;
 
 use super::bodies::Stored;
 use super::error::{classify, StoreResult};
-use super::sql::{seq_params, FromRow};
+use super::sql::{seq_params, FromRow, Query};
 use super::{AuditEntry, Store};
 use crate::domain::ids::{ConnectionId, TenantId};
 
@@ -207,24 +207,35 @@ impl Store {
         if due.is_none() {
             return Ok(0);
         }
-        let mut deleted = 0;
-        loop {
-            let _turn = self.write_turn().await;
-            let done = sqlx::query(
+        let delete = || {
+            sqlx::query(
                 "DELETE FROM token_audit WHERE id IN (SELECT id FROM token_audit \
                  WHERE connection_id = $1 AND id < $2 ORDER BY id LIMIT $3)",
             )
             .bind(connection)
             .bind(end)
             .bind(batch)
-            .execute(&self.writer)
-            .await?;
-            deleted += done.rows_affected();
-            if done.rows_affected() < u64::try_from(batch).unwrap_or(0) {
-                break;
+        };
+        self.delete_in_batches(delete, batch).await
+    }
+
+    /// Runs `delete` (a statement that deletes at most `batch` rows) on the
+    /// writer, each time under the write turn, until it deletes fewer;
+    /// returns how many in all. Between two batches other writes go.
+    pub(super) async fn delete_in_batches<'q>(
+        &self,
+        delete: impl Fn() -> Query<'q>,
+        batch: i64,
+    ) -> StoreResult<u64> {
+        let mut deleted = 0;
+        loop {
+            let _turn = self.write_turn().await;
+            let done = delete().execute(&self.writer).await?.rows_affected();
+            deleted += done;
+            if done < u64::try_from(batch).unwrap_or(0) {
+                return Ok(deleted);
             }
         }
-        Ok(deleted)
     }
 }
 
@@ -265,17 +276,8 @@ impl Store {
                 "DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM {table} \
                  WHERE connection_id = $1 ORDER BY {order} LIMIT $2)"
             );
-            loop {
-                let _turn = self.write_turn().await;
-                let done = sqlx::query(&sql)
-                    .bind(id.as_str())
-                    .bind(BATCH)
-                    .execute(&self.writer)
-                    .await?;
-                if done.rows_affected() < u64::try_from(BATCH).unwrap_or(0) {
-                    break;
-                }
-            }
+            let delete = || sqlx::query(&sql).bind(id.as_str()).bind(BATCH);
+            self.delete_in_batches(delete, BATCH).await?;
         }
         let _turn = self.write_turn().await;
         let mut tx = self.writer.begin().await?;

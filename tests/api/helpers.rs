@@ -412,6 +412,14 @@ impl TestApp {
         (status, body)
     }
 
+    /// The tenant's activity log, newest first (with its own key).
+    pub async fn activity(&self, tenant: &Tenant) -> Vec<Value> {
+        let path = format!("/api/v1/tenants/{}/activity", tenant.id);
+        let (status, body) = self.get(&path, &tenant.api_key).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["activity"].as_array().unwrap().clone()
+    }
+
     pub async fn create_tenant(&self, name: &str) -> Tenant {
         let (status, body) = self
             .send_json(

@@ -680,13 +680,10 @@ async fn queued_messages_are_cancelled_and_never_sent(backend: Backend) {
     );
 
     // The activity names both cancels, by the tenant.
-    let (_, activity) = s
+    let cancels: Vec<String> = s
         .app
-        .get(&format!("/api/v1/tenants/{}/activity", s.tenant.id), &key)
-        .await;
-    let cancels: Vec<String> = activity["activity"]
-        .as_array()
-        .unwrap()
+        .activity(&s.tenant)
+        .await
         .iter()
         .filter(|e| e["action"] == "messages.cancelled" && e["actor"] == "tenant")
         .map(|e| {

@@ -503,16 +503,10 @@ async fn two_workspaces_install_and_are_answered_with_their_own_tokens(backend: 
 
     // The tenant's activity: each install by a workspace admin's browser,
     // each removal by Slack's events or by the tenant's key.
-    let (_, activity) = s
+    let seen: Vec<String> = s
         .app
-        .get(
-            &format!("/api/v1/tenants/{}/activity", s.tenant.id),
-            &s.tenant.api_key,
-        )
-        .await;
-    let seen: Vec<String> = activity["activity"]
-        .as_array()
-        .unwrap()
+        .activity(&s.tenant)
+        .await
         .iter()
         .filter(|e| e["action"].as_str().unwrap().starts_with("installation."))
         .map(|e| {

@@ -555,17 +555,8 @@ async fn the_activity_names_who_changed_what_and_never_a_value(backend: Backend)
         StatusCode::NOT_FOUND
     );
     assert_eq!(app.get(&activity, "").await.0, StatusCode::UNAUTHORIZED);
-    let (_, mine) = app
-        .get(
-            &format!("/api/v1/tenants/{}/activity", other.id),
-            &other.api_key,
-        )
-        .await;
-    assert_eq!(
-        mine["activity"].as_array().unwrap().len(),
-        1,
-        "only its own creation: {mine}"
-    );
+    let mine = app.activity(&other).await;
+    assert_eq!(mine.len(), 1, "only its own creation: {mine:?}");
 }
 
 both_backends!(the_engine_test_asks_the_engine_and_stores_nothing);

@@ -168,14 +168,8 @@ async fn a_member_authorises_and_the_bot_answers_with_the_user_token(backend: Ba
     assert_eq!(status, StatusCode::OK, "{token}");
     assert_eq!(token["bot_id"], "2000001");
     // The tenant's activity: authorised by a member, through the sign-in.
-    let (_, activity) = s
-        .app
-        .get(
-            &format!("/api/v1/tenants/{}/activity", s.tenant.id),
-            &s.tenant.api_key,
-        )
-        .await;
-    let newest = &activity["activity"][0];
+    let activity = s.app.activity(&s.tenant).await;
+    let newest = &activity[0];
     assert_eq!(
         (&newest["action"], &newest["actor"], &newest["via"]),
         (
@@ -183,7 +177,7 @@ async fn a_member_authorises_and_the_bot_answers_with_the_user_token(backend: Ba
             &json!("member"),
             &json!("oauth")
         ),
-        "{activity}"
+        "{activity:?}"
     );
     assert_eq!(newest["connection_id"], s.connection["id"]);
     assert!(token["expires_in"].as_i64().unwrap() > 80_000, "{token}");

@@ -575,17 +575,17 @@ pub async fn connection_page(ctx: Ctx, req: HttpRequest, path: web::Path<String>
                 "{} {team}",
                 T::InstallationRemoved.get(ctx.lang)
             )))
-        } else if let Some(n) = query.split('&').find_map(|p| p.strip_prefix("replayed=")) {
-            let n: u64 = n.parse().unwrap_or(0);
-            Some(notice(&format!("{} {n}", T::Replayed.get(ctx.lang))))
-        } else if let Some(n) = query.split('&').find_map(|p| p.strip_prefix("resent=")) {
-            let n: u64 = n.parse().unwrap_or(0);
-            Some(notice(&format!("{} {n}", T::Resent.get(ctx.lang))))
-        } else if let Some(n) = query.split('&').find_map(|p| p.strip_prefix("cancelled=")) {
-            let n: u64 = n.parse().unwrap_or(0);
-            Some(notice(&format!("{} {n}", T::CancelledCount.get(ctx.lang))))
         } else {
-            None
+            // How many a repair changed (`?replayed=2`).
+            [Repair::Replay, Repair::Retry, Repair::Cancel]
+                .into_iter()
+                .find_map(|r| {
+                    let n = query
+                        .split('&')
+                        .find_map(|p| p.strip_prefix(r.param())?.strip_prefix('='))?;
+                    let n: u64 = n.parse().unwrap_or(0);
+                    Some(notice(&format!("{} {n}", r.notice().get(ctx.lang))))
+                })
         };
         let sent = match query.split('&').find_map(|p| p.strip_prefix("sent=")) {
             Some(id) => ctx.state.store.message(&c.id, id).await?,
@@ -608,16 +608,6 @@ pub async fn test_connection(ctx: Ctx, path: web::Path<String>, form: Form) -> H
     finish(&ctx, page)
 }
 
-pub async fn replay_all(ctx: Ctx, path: web::Path<String>, form: Form) -> HttpResponse {
-    let page = async {
-        let c = posted_connection(&ctx, &form, &path).await?;
-        let n = events::replay(&ctx.state, &c, None, &ctx.actor()).await?;
-        Ok(ctx.redirect(&format!("/console/connections/{}?replayed={n}", c.id)))
-    }
-    .await;
-    finish(&ctx, page)
-}
-
 /// Removes a Slack workspace's installation and its tokens (the API's
 /// `DELETE …/installations/{team}`), then shows the page with a notice.
 pub async fn remove_installation(
@@ -635,70 +625,89 @@ pub async fn remove_installation(
     finish(&ctx, page)
 }
 
+/// A repair a connection page's buttons make to its events or messages;
+/// each the same as its API route.
+#[derive(Clone, Copy)]
+enum Repair {
+    /// Dead and refused events back in the queue (`POST …/events/replay`).
+    Replay,
+    /// Failed messages sent again (`POST …/messages/retry`).
+    Retry,
+    /// Queued messages cancelled (`POST …/messages/cancel`).
+    Cancel,
+}
+
+impl Repair {
+    /// The page's query parameter that shows how many were repaired.
+    fn param(self) -> &'static str {
+        match self {
+            Repair::Replay => "replayed",
+            Repair::Retry => "resent",
+            Repair::Cancel => "cancelled",
+        }
+    }
+
+    fn notice(self) -> T {
+        match self {
+            Repair::Replay => T::Replayed,
+            Repair::Retry => T::Resent,
+            Repair::Cancel => T::CancelledCount,
+        }
+    }
+}
+
+/// Runs `what` on the path's connection, for every item it applies to or
+/// for `item` alone, then shows the page saying how many.
+async fn repair(
+    ctx: Ctx,
+    connection: &str,
+    item: Option<&str>,
+    form: Form,
+    what: Repair,
+) -> HttpResponse {
+    let page = async {
+        let c = posted_connection(&ctx, &form, connection).await?;
+        let (state, actor) = (&ctx.state, ctx.actor());
+        let n = match what {
+            Repair::Replay => events::replay(state, &c, item, &actor).await?,
+            Repair::Retry => messages::retry(state, &c, item, &actor)
+                .await?
+                .messages
+                .len() as u64,
+            Repair::Cancel => messages::cancel(state, &c, item, &actor).await?.len() as u64,
+        };
+        Ok(ctx.redirect(&format!(
+            "/console/connections/{}?{}={n}",
+            c.id,
+            what.param()
+        )))
+    }
+    .await;
+    finish(&ctx, page)
+}
+
+pub async fn replay_all(ctx: Ctx, path: web::Path<String>, form: Form) -> HttpResponse {
+    repair(ctx, &path, None, form, Repair::Replay).await
+}
+
 pub async fn replay_one(ctx: Ctx, path: web::Path<(String, String)>, form: Form) -> HttpResponse {
-    let page = async {
-        let c = posted_connection(&ctx, &form, &path.0).await?;
-        let n = events::replay(&ctx.state, &c, Some(&path.1), &ctx.actor()).await?;
-        Ok(ctx.redirect(&format!("/console/connections/{}?replayed={n}", c.id)))
-    }
-    .await;
-    finish(&ctx, page)
+    repair(ctx, &path.0, Some(&path.1), form, Repair::Replay).await
 }
 
-/// Sends the connection's failed messages again (the API's
-/// `POST …/messages/retry`), then shows the page with how many.
 pub async fn retry_all(ctx: Ctx, path: web::Path<String>, form: Form) -> HttpResponse {
-    let page = async {
-        let c = posted_connection(&ctx, &form, &path).await?;
-        let n = messages::retry(&ctx.state, &c, None, &ctx.actor())
-            .await?
-            .messages
-            .len();
-        Ok(ctx.redirect(&format!("/console/connections/{}?resent={n}", c.id)))
-    }
-    .await;
-    finish(&ctx, page)
+    repair(ctx, &path, None, form, Repair::Retry).await
 }
 
-/// Sends one failed message again (`POST …/messages/{id}/retry`).
 pub async fn retry_one(ctx: Ctx, path: web::Path<(String, String)>, form: Form) -> HttpResponse {
-    let page = async {
-        let c = posted_connection(&ctx, &form, &path.0).await?;
-        let n = messages::retry(&ctx.state, &c, Some(&path.1), &ctx.actor())
-            .await?
-            .messages
-            .len();
-        Ok(ctx.redirect(&format!("/console/connections/{}?resent={n}", c.id)))
-    }
-    .await;
-    finish(&ctx, page)
+    repair(ctx, &path.0, Some(&path.1), form, Repair::Retry).await
 }
 
-/// Cancels the connection's queued messages (the API's
-/// `POST …/messages/cancel`), then shows the page with how many.
 pub async fn cancel_all(ctx: Ctx, path: web::Path<String>, form: Form) -> HttpResponse {
-    let page = async {
-        let c = posted_connection(&ctx, &form, &path).await?;
-        let n = messages::cancel(&ctx.state, &c, None, &ctx.actor())
-            .await?
-            .len();
-        Ok(ctx.redirect(&format!("/console/connections/{}?cancelled={n}", c.id)))
-    }
-    .await;
-    finish(&ctx, page)
+    repair(ctx, &path, None, form, Repair::Cancel).await
 }
 
-/// Cancels one queued message (`POST …/messages/{id}/cancel`).
 pub async fn cancel_one(ctx: Ctx, path: web::Path<(String, String)>, form: Form) -> HttpResponse {
-    let page = async {
-        let c = posted_connection(&ctx, &form, &path.0).await?;
-        let n = messages::cancel(&ctx.state, &c, Some(&path.1), &ctx.actor())
-            .await?
-            .len();
-        Ok(ctx.redirect(&format!("/console/connections/{}?cancelled={n}", c.id)))
-    }
-    .await;
-    finish(&ctx, page)
+    repair(ctx, &path.0, Some(&path.1), form, Repair::Cancel).await
 }
 
 /// A connection's auth networks as the pages show them (stored
