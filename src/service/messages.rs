@@ -134,25 +134,7 @@ pub async fn retry(
         .retry_failed(&record.tenant_id, &record.id, id, RETRY_BATCH, now_millis())
         .await?;
     if !messages.is_empty() {
-        state.signals.outbox.notify_one();
-        tracing::info!(
-            connection = %record.id,
-            count = messages.len(),
-            "failed messages put back in the outbox"
-        );
-        let detail = match id {
-            Some(id) => format!("message {id}"),
-            None => format!("{} messages", messages.len()),
-        };
-        activity::record(
-            &state.store,
-            actor,
-            &record.tenant_id,
-            Some(&record.id),
-            "messages.retried",
-            detail,
-        )
-        .await;
+        changed(state, record, actor, id, messages.len(), "messages.retried").await;
     }
     if id.is_some() && messages.is_empty() {
         // Sent again by a request that came first.
@@ -207,22 +189,43 @@ pub async fn cancel(
         };
     }
     // A cancelled head lets the next message of its conversation go.
+    changed(
+        state,
+        record,
+        actor,
+        id,
+        cancelled.len(),
+        "messages.cancelled",
+    )
+    .await;
+    Ok(cancelled)
+}
+
+/// After `count` messages were put back or cancelled (`action`): the
+/// outbox woken, a log line, and an entry in the tenant's activity.
+async fn changed(
+    state: &AppState,
+    record: &ConnectionRecord,
+    actor: &Actor,
+    id: Option<&str>,
+    count: usize,
+    action: &'static str,
+) {
     state.signals.outbox.notify_one();
-    tracing::info!(connection = %record.id, count = cancelled.len(), "queued messages cancelled");
+    tracing::info!(connection = %record.id, count, action, "outbox messages changed");
     let detail = match id {
         Some(id) => format!("message {id}"),
-        None => format!("{} messages", cancelled.len()),
+        None => format!("{count} messages"),
     };
     activity::record(
         &state.store,
         actor,
         &record.tenant_id,
         Some(&record.id),
-        "messages.cancelled",
+        action,
         detail,
     )
     .await;
-    Ok(cancelled)
 }
 
 /// The message `id` of `record`, if its stored status is `status`: else

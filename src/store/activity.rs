@@ -88,14 +88,7 @@ impl Store {
     /// Deletes the entries made before `before`, `batch` at a time (the
     /// retention of `retain_audit_days`); returns how many.
     pub async fn prune_activity(&self, before: i64, batch: i64) -> StoreResult<u64> {
-        // Most passes find nothing due: no write turn taken for those.
-        let due = sqlx::query("SELECT 1 FROM activity WHERE at < $1 LIMIT 1")
-            .bind(before)
-            .fetch_optional(&self.pool)
-            .await?;
-        if due.is_none() {
-            return Ok(0);
-        }
+        let due = sqlx::query("SELECT 1 FROM activity WHERE at < $1 LIMIT 1").bind(before);
         let delete = || {
             sqlx::query(
                 "DELETE FROM activity WHERE id IN (SELECT id FROM activity WHERE at < $1 ORDER BY at LIMIT $2)",
@@ -103,6 +96,6 @@ impl Store {
             .bind(before)
             .bind(batch)
         };
-        self.delete_in_batches(delete, batch).await
+        self.delete_due(due, delete, batch).await
     }
 }

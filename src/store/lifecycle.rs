@@ -196,17 +196,11 @@ impl Store {
         );
         let first = first.bind(connection).bind(before);
         let end = self.fetch_i64(first).await?.unwrap_or(i64::MAX);
-        // Most passes find nothing due: no write turn taken for those.
         let due = sqlx::query(
             "SELECT 1 FROM token_audit WHERE connection_id = $1 AND id < $2 ORDER BY id LIMIT 1",
         )
         .bind(connection)
-        .bind(end)
-        .fetch_optional(&self.pool)
-        .await?;
-        if due.is_none() {
-            return Ok(0);
-        }
+        .bind(end);
         let delete = || {
             sqlx::query(
                 "DELETE FROM token_audit WHERE id IN (SELECT id FROM token_audit \
@@ -216,6 +210,20 @@ impl Store {
             .bind(end)
             .bind(batch)
         };
+        self.delete_due(due, delete, batch).await
+    }
+
+    /// [`Store::delete_in_batches`], once `due` (a query for a row) finds
+    /// one: most passes find nothing due and take no write turn.
+    pub(super) async fn delete_due<'q>(
+        &self,
+        due: Query<'q>,
+        delete: impl Fn() -> Query<'q>,
+        batch: i64,
+    ) -> StoreResult<u64> {
+        if due.fetch_optional(&self.pool).await?.is_none() {
+            return Ok(0);
+        }
         self.delete_in_batches(delete, batch).await
     }
 
