@@ -11,15 +11,16 @@
 //! The same contract suite (`tests/store`) runs on both backends.
 //!
 //! One file per aggregate, each with its records and its queries:
-//! `tenants`, `connections`, `secrets`, `tokens`, `audit`, `activity`, `console`
-//! (sessions), `queue` (the inbox and outbox engine), `one_time` (sign-in
-//! links and OAuth states: single-use tokens); across them, `bodies`
-//! (message data sealed at rest), `lifecycle` (retention, purging a
-//! tenant or connection, export pages) and `copy` (every row into another
-//! database). Below them: `error` (the one error type), `sql` (statement building and the one
-//! fetch-and-decode helper), `pool` (the `Store` handle: connecting,
-//! migrating, SQLite's write turn and checkpoint) and `cache` (the hot-path
-//! cache of connections, tokens rows and tenants).
+//! `tenants`, `connections`, `secrets`, `tokens`, `audit`, `activity`,
+//! `console` (sessions), `queue` (the inbox and outbox engine), `one_time`
+//! (sign-in links and OAuth states: single-use tokens); across them,
+//! `bodies` (message data sealed at rest), `lifecycle` (retention, purging
+//! a tenant or connection, export pages) and `copy` (every row into
+//! another database). Below them: `error` (the one error type), `sql`
+//! (statement building and the one fetch-and-decode helper), `pool` (the
+//! `Store` handle: connecting, migrating, SQLite's write turn and
+//! checkpoint) and `cache` (the hot-path cache of connections, tokens rows
+//! and tenants).
 
 mod activity;
 mod audit;

@@ -44,7 +44,7 @@ async fn insert_event(
     .unwrap();
 }
 
-async fn insert_message(
+pub async fn insert_message(
     conn: &mut sqlx::AnyConnection,
     tenant: &str,
     connection: &str,

@@ -233,4 +233,59 @@ async fn the_send_api_answers_429_over_open_rows(backend: Backend) {
     );
     assert!(start.elapsed() < Duration::from_secs(5));
     assert_eq!(s.events("pending").await.len(), 1);
+
+    // Failed messages sent again count as new ones: refused over the quota
+    // (and left failed), let in under a higher one.
+    let mut conn = s.app.db.connect().await;
+    let connection = s.connection["id"].as_str().unwrap();
+    let now = botgate::domain::now_millis();
+    for id in ["msg_failed_1", "msg_failed_2"] {
+        crate::lifecycle::insert_message(&mut conn, &s.tenant.id, connection, id, "failed", now)
+            .await;
+    }
+    let set_quota = |n: i64| {
+        let s = &s;
+        async move {
+            let (status, _) = s
+                .app
+                .send_json(
+                    Method::PUT,
+                    &quotas_path(s),
+                    &s.app.admin_token,
+                    &json!({"max_open_rows": n}),
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK);
+        }
+    };
+    let retry = format!("/api/v1/connections/{connection}/messages/retry");
+    set_quota(1).await;
+    let (status, body) = s
+        .app
+        .send_json(Method::POST, &retry, &s.tenant.api_key, &json!({}))
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::TOO_MANY_REQUESTS, "quota_exceeded"),
+        "{body}"
+    );
+    let (_, failed) = s
+        .app
+        .get(
+            &format!("/api/v1/connections/{connection}/messages?status=failed"),
+            &s.tenant.api_key,
+        )
+        .await;
+    assert_eq!(
+        failed["messages"].as_array().unwrap().len(),
+        2,
+        "left failed"
+    );
+    set_quota(100).await;
+    let (status, body) = s
+        .app
+        .send_json(Method::POST, &retry, &s.tenant.api_key, &json!({}))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["retried"], 2);
 }
