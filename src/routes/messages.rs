@@ -342,7 +342,7 @@ pub async fn retry_one(
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct CancelledView {
     /// How many were cancelled (none were sent or will be).
-    pub cancelled: usize,
+    pub cancelled: u64,
 }
 
 #[utoipa::path(post, path = "/api/v1/connections/{connection}/messages/cancel",
@@ -354,10 +354,8 @@ pub async fn cancel_all(
     PathConnection(record): PathConnection,
     ApiActor(actor): ApiActor,
 ) -> Result<HttpResponse, ApiError> {
-    let cancelled = crate::service::messages::cancel(&state, &record, None, &actor).await?;
-    Ok(HttpResponse::Ok().json(CancelledView {
-        cancelled: cancelled.len(),
-    }))
+    let (cancelled, _) = crate::service::messages::cancel(&state, &record, None, &actor).await?;
+    Ok(HttpResponse::Ok().json(CancelledView { cancelled }))
 }
 
 #[utoipa::path(post, path = "/api/v1/connections/{connection}/messages/{id}/cancel",
@@ -370,10 +368,9 @@ pub async fn cancel_one(
     ApiActor(actor): ApiActor,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
-    let cancelled =
+    let (_, message) =
         crate::service::messages::cancel(&state, &record, Some(&path.1), &actor).await?;
-    let message = cancelled
-        .first()
-        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no message cancelled")))?;
-    Ok(HttpResponse::Ok().json(MessageView::of(message, status_name(&message.status))))
+    let message =
+        message.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no message cancelled")))?;
+    Ok(HttpResponse::Ok().json(MessageView::of(&message, status_name(&message.status))))
 }

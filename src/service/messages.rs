@@ -96,16 +96,10 @@ pub async fn retry(
     id: Option<&str>,
     actor: &Actor,
 ) -> Result<Retried, ApiError> {
+    const ONLY: &str = "a failed message can be sent again";
     let wanted = match id {
         Some(id) => {
-            expect_status(
-                state,
-                record,
-                id,
-                "failed",
-                "a failed message can be sent again",
-            )
-            .await?;
+            expect_status(state, record, id, "failed", ONLY).await?;
             1
         }
         None => state
@@ -138,9 +132,9 @@ pub async fn retry(
     }
     if id.is_some() && messages.is_empty() {
         // Sent again by a request that came first.
-        return Err(ApiError::Conflict(
-            "only a failed message can be sent again; this one was just put back".into(),
-        ));
+        return Err(ApiError::Conflict(format!(
+            "only {ONLY}; this one was just put back"
+        )));
     }
     let remaining = match id {
         Some(_) => 0,
@@ -164,41 +158,42 @@ pub fn status_name(stored: &str) -> &str {
 /// message, 409 unless it is queued), or every queued one of the
 /// connection (engine replies and the send API's alike, paced or waiting
 /// for a retry). A message a worker has taken (`sending`) is past
-/// cancelling: it is delivered or fails as it would have.
+/// cancelling: it is delivered or fails as it would have. Returns how many
+/// were cancelled, and the one named, as it is now.
 pub async fn cancel(
     state: &AppState,
     record: &ConnectionRecord,
     id: Option<&str>,
     actor: &Actor,
-) -> Result<Vec<OutboundMessage>, ApiError> {
+) -> Result<(u64, Option<OutboundMessage>), ApiError> {
     const ONLY: &str = "a queued message can be cancelled";
     if let Some(id) = id {
         expect_status(state, record, id, "pending", ONLY).await?;
     }
-    let cancelled = state
+    let count = state
         .store
         .cancel_queued(&record.tenant_id, &record.id, id, now_millis())
         .await?;
-    if cancelled.is_empty() {
-        // Taken by a worker between the look and the change.
-        return match id {
-            Some(_) => Err(ApiError::Conflict(format!(
-                "only {ONLY}; this one is being sent"
-            ))),
-            None => Ok(cancelled),
-        };
+    if count > 0 {
+        // A cancelled head lets the next message of its conversation go.
+        let n = usize::try_from(count).unwrap_or(usize::MAX);
+        changed(state, record, actor, id, n, "messages.cancelled").await;
     }
-    // A cancelled head lets the next message of its conversation go.
-    changed(
-        state,
-        record,
-        actor,
-        id,
-        cancelled.len(),
-        "messages.cancelled",
-    )
-    .await;
-    Ok(cancelled)
+    let Some(id) = id else {
+        return Ok((count, None));
+    };
+    if count == 0 {
+        // Taken by a worker between the look and the change.
+        return Err(ApiError::Conflict(format!(
+            "only {ONLY}; this one is being sent"
+        )));
+    }
+    let message = state
+        .store
+        .message(&record.id, id)
+        .await?
+        .ok_or(ApiError::NotFound("no such message"))?;
+    Ok((count, Some(message)))
 }
 
 /// After `count` messages were put back or cancelled (`action`): the

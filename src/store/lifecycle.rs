@@ -213,7 +213,7 @@ impl Store {
         self.delete_due(due, delete, batch).await
     }
 
-    /// [`Store::delete_in_batches`], once `due` (a query for a row) finds
+    /// [`Store::write_in_batches`], once `due` (a query for a row) finds
     /// one: most passes find nothing due and take no write turn.
     pub(super) async fn delete_due<'q>(
         &self,
@@ -224,24 +224,25 @@ impl Store {
         if due.fetch_optional(&self.pool).await?.is_none() {
             return Ok(0);
         }
-        self.delete_in_batches(delete, batch).await
+        self.write_in_batches(delete, batch).await
     }
 
-    /// Runs `delete` (a statement that deletes at most `batch` rows) on the
-    /// writer, each time under the write turn, until it deletes fewer;
-    /// returns how many in all. Between two batches other writes go.
-    pub(super) async fn delete_in_batches<'q>(
+    /// Runs `write` (a statement that deletes or changes at most `batch`
+    /// rows) on the writer, each time under the write turn, until it
+    /// changes fewer; returns how many in all. Between two batches other
+    /// writes go (SQLite's one writer is never held for long).
+    pub(super) async fn write_in_batches<'q>(
         &self,
-        delete: impl Fn() -> Query<'q>,
+        write: impl Fn() -> Query<'q>,
         batch: i64,
     ) -> StoreResult<u64> {
-        let mut deleted = 0;
+        let mut written = 0;
         loop {
             let _turn = self.write_turn().await;
-            let done = delete().execute(&self.writer).await?.rows_affected();
-            deleted += done;
+            let done = write().execute(&self.writer).await?.rows_affected();
+            written += done;
             if done < u64::try_from(batch).unwrap_or(0) {
-                return Ok(deleted);
+                return Ok(written);
             }
         }
     }
@@ -285,7 +286,7 @@ impl Store {
                  WHERE connection_id = $1 ORDER BY {order} LIMIT $2)"
             );
             let delete = || sqlx::query(&sql).bind(id.as_str()).bind(BATCH);
-            self.delete_in_batches(delete, BATCH).await?;
+            self.write_in_batches(delete, BATCH).await?;
         }
         let _turn = self.write_turn().await;
         let mut tx = self.writer.begin().await?;

@@ -589,17 +589,36 @@ async fn queued_messages_are_cancelled_and_never_sent(backend: Backend) {
     for (user, text) in [("u1", "oops 1"), ("u2", "oops 2"), ("u3", "oops 3")] {
         broadcast.push(send(user, text).await);
     }
+    // A large broadcast besides: more than one batch of the cancel's writes.
+    let mut conn = s.app.db.connect().await;
+    let connection = s.connection["id"].as_str().unwrap();
+    let now = botgate::domain::now_millis();
+    for i in 0..1200 {
+        let id = format!("msg_bulk_{i}");
+        crate::lifecycle::insert_message(&mut conn, &s.tenant.id, connection, &id, "pending", now)
+            .await;
+    }
     let other = s.app.create_tenant("Other").await;
     let (status, _) = post(format!("{path}/cancel"), other.api_key.clone()).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(s.status_of(&broadcast[0]).await["status"], "queued");
     let (status, body) = post(format!("{path}/cancel"), key.clone()).await;
-    assert_eq!((status, &body), (StatusCode::OK, &json!({"cancelled": 3})));
+    assert_eq!(
+        (status, &body),
+        (StatusCode::OK, &json!({"cancelled": 1203}))
+    );
     for id in &broadcast {
         assert_eq!(s.status_of(id).await["status"], "cancelled");
     }
     let (_, listed) = s.app.get(&format!("{path}?status=cancelled"), &key).await;
-    assert_eq!(listed["messages"].as_array().unwrap().len(), 3, "{listed}");
+    assert_eq!(listed["messages"].as_array().unwrap().len(), 100, "a page");
+    let open: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM outbound_messages WHERE status IN ('pending', 'sending')",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(open, 0, "nothing left queued");
 
     // One at the head of its conversation; the one behind it still goes.
     let head = send("u4", "cancelled head").await;
@@ -699,7 +718,7 @@ async fn queued_messages_are_cancelled_and_never_sent(backend: Backend) {
         [
             format!("console message {in_console}"),
             format!("api message {head}"),
-            "api 3 messages".to_owned()
+            "api 1203 messages".to_owned()
         ]
     );
     drop(worker);

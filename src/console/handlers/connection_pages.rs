@@ -674,7 +674,7 @@ async fn repair(
                 .await?
                 .messages
                 .len() as u64,
-            Repair::Cancel => messages::cancel(state, &c, item, &actor).await?.len() as u64,
+            Repair::Cancel => messages::cancel(state, &c, item, &actor).await?.0,
         };
         Ok(ctx.redirect(&format!(
             "/console/connections/{}?{}={n}",

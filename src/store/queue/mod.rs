@@ -32,6 +32,22 @@ use results::{Change, Replies, RowResult};
 pub(crate) use rows::{Queue, INBOX, OUTBOX};
 use rows::{INBOUND_COLUMNS, OUTBOUND_COLUMNS};
 
+/// Rows a cancel changes per write.
+const CANCEL_BATCH: i64 = 500;
+
+/// An outbound row's stored `status`, as a condition a partial index
+/// serves: `failed` rows along `outbound_failed`, the open ones along
+/// `outbound_open_conversation` (whose condition SQLite uses only when the
+/// query repeats it).
+fn status_is(status: &'static str) -> String {
+    match status {
+        "pending" | "sending" => {
+            format!("status IN ('pending', 'sending') AND status = '{status}'")
+        }
+        other => format!("status = '{other}'"),
+    }
+}
+
 /// Binds a callback's columns, in the order both of its inserts name them
 /// (id, tenant, connection, conversation, type, raw, received).
 fn bind_inbound<'q>(query: super::sql::Query<'q>, e: &'q NewInbound) -> super::sql::Query<'q> {
@@ -545,15 +561,15 @@ impl Store {
     }
 
     /// How many of a connection's messages have the stored `status` (and
-    /// are still kept). The status is a literal of the statement, so that
-    /// `failed` is counted along its partial index (`outbound_failed`).
+    /// are still kept), along a partial index where there is one.
     pub async fn count_messages(
         &self,
         connection: &ConnectionId,
         status: &'static str,
     ) -> StoreResult<i64> {
         let sql = format!(
-            "SELECT COUNT(*) AS n FROM outbound_messages WHERE connection_id = $1 AND status = '{status}'"
+            "SELECT COUNT(*) AS n FROM outbound_messages WHERE connection_id = $1 AND {}",
+            status_is(status)
         );
         let row = sqlx::query(&sql)
             .bind(connection.as_str())
@@ -634,32 +650,32 @@ impl Store {
     }
 
     /// Cancels queued messages: the one named `id`, or every one of the
-    /// connection still queued. Only `pending` rows change: a row a worker
-    /// holds (`sending`, claimed in the transaction that handed it over)
-    /// is past cancelling. Returns the cancelled messages.
+    /// connection still queued, in batches (a broadcast of many thousands
+    /// never holds SQLite's writer for long). Only `pending` rows change:
+    /// a row a worker holds (`sending`, claimed in the transaction that
+    /// handed it over) is past cancelling. Returns how many.
     pub async fn cancel_queued(
         &self,
         tenant: &TenantId,
         connection: &ConnectionId,
         id: Option<&str>,
         now: i64,
-    ) -> StoreResult<Vec<OutboundMessage>> {
-        let _turn = self.write_turn().await;
+    ) -> StoreResult<u64> {
         let sql = format!(
-            "UPDATE outbound_messages SET status = 'cancelled', updated_at = $4 \
-             WHERE connection_id = $1 AND tenant_id = $2 AND status = 'pending' AND ($3 = '' OR id = $3) \
-             RETURNING {OUTBOUND_COLUMNS}"
+            "UPDATE outbound_messages SET status = 'cancelled', updated_at = $4 WHERE seq IN \
+               (SELECT seq FROM outbound_messages WHERE connection_id = $1 AND {} \
+                AND tenant_id = $2 AND ($3 = '' OR id = $3) LIMIT $5)",
+            status_is("pending")
         );
-        let rows = sqlx::query(&sql)
-            .bind(connection.as_str())
-            .bind(tenant.as_str())
-            .bind(id.unwrap_or(""))
-            .bind(now)
-            .fetch_all(&self.writer)
-            .await?;
-        let mut cancelled: Vec<OutboundMessage> = self.read_rows(&rows)?;
-        cancelled.sort_by_key(|m| m.seq);
-        Ok(cancelled)
+        let update = || {
+            sqlx::query(&sql)
+                .bind(connection.as_str())
+                .bind(tenant.as_str())
+                .bind(id.unwrap_or(""))
+                .bind(now)
+                .bind(CANCEL_BATCH)
+        };
+        self.write_in_batches(update, CANCEL_BATCH).await
     }
 
     /// Enqueues messages of the send API in one transaction. With an
