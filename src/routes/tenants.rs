@@ -239,6 +239,8 @@ pub struct ActivityQuery {
     /// The entries older than this one (the previous page's `next_before`).
     #[param(value_type = Option<i64>)]
     before: Option<String>,
+    /// Only this connection's entries (`con_…`; a deleted one's too).
+    connection: Option<String>,
 }
 
 /// A page of a tenant's activity, newest first.
@@ -264,9 +266,15 @@ pub async fn activity(
         |id| id.parse::<i64>().ok().filter(|n| *n > 0),
         "must be an entry's id (a positive number)",
     )?;
+    let connection = match query.connection.as_deref() {
+        None => None,
+        Some(id) => Some(crate::domain::ids::ConnectionId::parse(id).ok_or_else(|| {
+            ApiError::validation("connection", "must be a connection id (con_…)")
+        })?),
+    };
     let entries = state
         .store
-        .activity(&tenant.id, asked.after, asked.limit)
+        .activity(&tenant.id, connection.as_ref(), asked.after, asked.limit)
         .await?;
     let full = i64::try_from(entries.len()).is_ok_and(|n| n == asked.limit);
     Ok(HttpResponse::Ok().json(ActivityList {

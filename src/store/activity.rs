@@ -4,7 +4,7 @@
 use super::error::StoreResult;
 use super::sql::record;
 use super::Store;
-use crate::domain::ids::TenantId;
+use crate::domain::ids::{ConnectionId, TenantId};
 
 record! {
     /// One change to a tenant or one of its connections.
@@ -42,17 +42,31 @@ impl Store {
         Ok(())
     }
 
-    /// A tenant's entries, newest first: `limit` of them older than the
-    /// entry `before` (or the newest).
+    /// A tenant's entries (of `connection` alone, if named), newest first:
+    /// `limit` of them older than the entry `before` (or the newest).
     pub async fn activity(
         &self,
         tenant: &TenantId,
+        connection: Option<&ConnectionId>,
         before: Option<i64>,
         limit: i64,
     ) -> StoreResult<Vec<ActivityEntry>> {
         let before = before.unwrap_or(i64::MAX);
-        self.activity_page(tenant, "id < $2 ORDER BY id DESC", before, limit)
-            .await
+        let order = match connection {
+            Some(_) => "connection_id = $4 AND id < $2 ORDER BY id DESC",
+            None => "id < $2 ORDER BY id DESC",
+        };
+        let sql = format!(
+            "SELECT {ACTIVITY_COLUMNS} FROM activity WHERE tenant_id = $1 AND {order} LIMIT $3"
+        );
+        let mut query = sqlx::query(&sql)
+            .bind(tenant.as_str())
+            .bind(before)
+            .bind(limit);
+        if let Some(connection) = connection {
+            query = query.bind(connection.as_str());
+        }
+        self.fetch_all(query).await
     }
 
     /// A tenant's entries after the entry `after`, oldest first (export).
@@ -62,24 +76,13 @@ impl Store {
         after: i64,
         limit: i64,
     ) -> StoreResult<Vec<ActivityEntry>> {
-        self.activity_page(tenant, "id > $2 ORDER BY id", after, limit)
-            .await
-    }
-
-    async fn activity_page(
-        &self,
-        tenant: &TenantId,
-        order: &str,
-        from: i64,
-        limit: i64,
-    ) -> StoreResult<Vec<ActivityEntry>> {
         let sql = format!(
-            "SELECT {ACTIVITY_COLUMNS} FROM activity WHERE tenant_id = $1 AND {order} LIMIT $3"
+            "SELECT {ACTIVITY_COLUMNS} FROM activity WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3"
         );
         self.fetch_all(
             sqlx::query(&sql)
                 .bind(tenant.as_str())
-                .bind(from)
+                .bind(after)
                 .bind(limit),
         )
         .await

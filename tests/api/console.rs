@@ -332,6 +332,15 @@ async fn a_builder_connects_a_bot_in_a_real_browser() {
             .len(),
         2
     );
+    assert!(activity.contains("tenant.created"), "{activity}");
+    // From the connection's page: its entries alone.
+    browser.goto(&connection_url).await;
+    browser.click("#connection-activity").await;
+    let mine = browser.text("#activity").await;
+    assert!(
+        mine.contains("messages.retried") && !mine.contains("tenant.created"),
+        "{mine}"
+    );
 
     // A user writes to the bot: the event on the page, the echo at NAVER WORKS.
     let webhook_here = webhook.replace(public, &app.address);

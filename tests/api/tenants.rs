@@ -537,12 +537,38 @@ async fn the_activity_names_who_changed_what_and_never_a_value(backend: Backend)
         }
     }
     assert_eq!(&paged, entries);
+    // One connection's entries alone.
+    let (status, mine) = app
+        .get(
+            &format!(
+                "{activity}?connection={}",
+                connection["id"].as_str().unwrap()
+            ),
+            &key,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{mine}");
+    let actions: Vec<&str> = mine["activity"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "connection.deleted",
+            "connection.updated",
+            "connection.created"
+        ]
+    );
 
     // Refused: bad limits and cursors, another tenant, no key.
     for (query, field) in [
         ("limit=0", "limit"),
         ("limit=x", "limit"),
         ("before=abc", "before"),
+        ("connection=ten_x", "connection"),
         ("before=-4", "before"),
     ] {
         let (status, body) = app.get(&format!("{activity}?{query}"), &key).await;

@@ -522,6 +522,7 @@ async fn connection_view(
             }
             p.actions {
                 a.button #rotate href={ "/console/connections/" (id) "/rotate" } { (T::Rotate.get(l)) }
+                a.button #connection-activity href={ "/console/activity?connection=" (id) } { (T::Activity.get(l)) }
                 a.button.danger #delete href={ "/console/connections/" (id) "/delete" } { (T::Delete.get(l)) }
             }
         }

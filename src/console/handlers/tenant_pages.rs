@@ -310,11 +310,21 @@ pub async fn replace_api_key(ctx: Ctx, form: Form) -> HttpResponse {
 
 /// The tenant's activity log, newest first (the API's
 /// `GET …/activity`).
-pub async fn activity_page(ctx: Ctx) -> HttpResponse {
+pub async fn activity_page(ctx: Ctx, req: HttpRequest) -> HttpResponse {
     let page = async {
         let t = tenant(&ctx)?;
         let l = ctx.lang;
-        let entries = ctx.state.store.activity(&t.id, None, 100).await?;
+        // `?connection=con_…`: that connection's entries alone.
+        let connection = req
+            .query_string()
+            .split('&')
+            .find_map(|p| p.strip_prefix("connection="))
+            .and_then(ConnectionId::parse);
+        let entries = ctx
+            .state
+            .store
+            .activity(&t.id, connection.as_ref(), None, 100)
+            .await?;
         let body = html! {
             p.hint { (T::ActivityHint.get(l)) }
             @let rows = entries.iter().map(|e| html! {
