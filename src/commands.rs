@@ -101,6 +101,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 "--to names the database botgate uses ({}): name a new one",
                 settings.database_url
             );
+            // Connecting creates a missing SQLite file: not the source's.
+            if let Some(file) = settings.database_url.sqlite_file() {
+                anyhow::ensure!(
+                    file.exists(),
+                    "there is no database at {} to copy",
+                    settings.database_url
+                );
+            }
             let source = connect(&settings).await?;
             let target = Store::connect(&to, 2).await?;
             let copied = source

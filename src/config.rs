@@ -198,6 +198,16 @@ impl DatabaseUrl {
         self.0.expose_secret()
     }
 
+    /// A SQLite URL's file; none for PostgreSQL or an in-memory database.
+    pub fn sqlite_file(&self) -> Option<std::path::PathBuf> {
+        let text = self.expose();
+        let path = text
+            .strip_prefix("sqlite://")
+            .or_else(|| text.strip_prefix("sqlite:"))?;
+        let path = path.split('?').next().unwrap_or_default();
+        (!path.is_empty() && !path.starts_with(':')).then(|| path.into())
+    }
+
     /// The URL with any password replaced by `****`.
     pub fn redacted(&self) -> String {
         match Url::parse(self.expose()) {

@@ -80,20 +80,13 @@ impl Store {
         let backend = url.backend().map_err(anyhow::Error::msg)?;
         let mut text = url.expose().to_owned();
         if backend == Backend::Sqlite {
-            let path = text
-                .trim_start_matches("sqlite://")
-                .trim_start_matches("sqlite:");
-            let path = path.split('?').next().unwrap_or_default();
-            if let Some(dir) = std::path::Path::new(path)
-                .parent()
-                .filter(|d| !d.as_os_str().is_empty())
-            {
-                std::fs::create_dir_all(dir).with_context(|| {
-                    format!("cannot create the database directory {}", dir.display())
-                })?;
-            }
-            if !path.is_empty() && !path.starts_with(':') {
-                owner_only(std::path::Path::new(path))?;
+            if let Some(path) = url.sqlite_file() {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).with_context(|| {
+                        format!("cannot create the database directory {}", dir.display())
+                    })?;
+                }
+                owner_only(&path)?;
             }
             if !text.contains('?') {
                 text.push_str("?mode=rwc");

@@ -103,6 +103,9 @@ async fn a_copied_database_serves_where_the_old_one_left_off(backend: Backend) {
     assert!(!onto_itself.status.success());
     let blank_dir = tempfile::tempdir().unwrap();
     let blank = TestDb::new(other, blank_dir.path()).await;
+    if let Some(file) = &blank.sqlite_path {
+        std::fs::File::create(file).unwrap(); // an empty SQLite database
+    }
     let from_blank = copy(&blank.url, &target.url);
     assert!(!from_blank.status.success());
     assert!(
@@ -111,6 +114,18 @@ async fn a_copied_database_serves_where_the_old_one_left_off(backend: Backend) {
         String::from_utf8_lossy(&from_blank.stderr)
     );
     assert_eq!(target.snapshot().await, rows_before);
+    let missing = blank_dir.path().join("nowhere").join("botgate.db");
+    let from_missing = copy(&format!("sqlite://{}", missing.display()), &target.url);
+    assert!(!from_missing.status.success());
+    assert!(
+        String::from_utf8_lossy(&from_missing.stderr).contains("no database at"),
+        "{}",
+        String::from_utf8_lossy(&from_missing.stderr)
+    );
+    assert!(
+        !missing.parent().unwrap().exists(),
+        "nothing made where the source is missing"
+    );
 
     // The same server on the copy: same key, same admin token, same URLs.
     let moved = Inbound {
