@@ -99,12 +99,13 @@ impl FromRequest for Ctx {
         let token = req.cookie(SESSION_COOKIE).map(|c| c.value().to_owned());
         let sign_in_nonce = req.cookie(SIGN_IN_COOKIE).map(|c| c.value().to_owned());
         let path = switch_target(req);
+        let trusted = state
+            .as_ref()
+            .map(|s| s.settings.trusted_proxies.as_slice());
         let peer = req.peer_addr().map(|a| a.ip());
-        let headers = req.headers().clone();
+        let addr = crate::state::limiter::client(peer, req.headers(), trusted.unwrap_or_default());
         Box::pin(async move {
             let state = state.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no app state")))?;
-            let addr =
-                crate::state::limiter::client(peer, &headers, &state.settings.trusted_proxies);
             let session = match token {
                 Some(token) => load(&state, &token).await?,
                 None => None,
