@@ -344,6 +344,37 @@ pub fn status_text(status: &str) -> Option<T> {
     })
 }
 
+/// An activity entry's action, actor or way in, as the page names it
+/// (the code itself where there is no text for it).
+pub fn activity_text(code: &str) -> Option<T> {
+    Some(match code {
+        "tenant.created" => T::ActTenantCreated,
+        "tenant.api_key_replaced" => T::ActApiKeyReplaced,
+        "tenant.engine_set" => T::ActEngineSet,
+        "tenant.quotas_set" => T::ActQuotasSet,
+        "connection.created" => T::ActConnectionCreated,
+        "connection.updated" => T::ActConnectionUpdated,
+        "connection.deleted" => T::ActConnectionDeleted,
+        "connection.authorized" => T::ActConnectionAuthorized,
+        "installation.added" => T::ActInstallationAdded,
+        "installation.removed" => T::ActInstallationRemoved,
+        "events.replayed" => T::ActEventsReplayed,
+        "messages.retried" => T::ActMessagesRetried,
+        "messages.cancelled" => T::ActMessagesCancelled,
+        "admin" => T::WhoAdmin,
+        "tenant" => T::WhoTenant,
+        "operator" => T::WhoOperator,
+        "workspace admin" => T::WhoWorkspaceAdmin,
+        "member" => T::WhoMember,
+        "api" => T::ViaApi,
+        "console" => T::ViaConsole,
+        "cli" => T::ViaCli,
+        "oauth" => T::ViaOauth,
+        "events" => T::ViaEvents,
+        _ => return None,
+    })
+}
+
 pub fn status_badge(status: &str, lang: Lang) -> Markup {
     let text = status_text(status).map_or(status, |t| t.get(lang));
     html! { span class={ "badge " (status) } data-status=(status) { (text) } }

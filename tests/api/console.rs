@@ -445,6 +445,17 @@ async fn a_builder_connects_a_bot_in_a_real_browser() {
     browser
         .screenshot(&screenshots().join("connection-ko.png"))
         .await;
+    // The activity in Korean: actions, actors and ways in translated.
+    browser.goto(&app.url("/console/activity")).await;
+    let activity = browser.text("#activity").await;
+    for said in [
+        "메시지 다시 보냄",
+        "연결 생성",
+        "테넌트 · 콘솔",
+        "관리자 · API",
+    ] {
+        assert!(activity.contains(said), "{said} missing: {activity}");
+    }
     browser.goto(&app.url("/console/connections/new")).await;
     assert!(browser
         .text("#connect-form")

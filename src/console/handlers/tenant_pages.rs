@@ -325,13 +325,14 @@ pub async fn activity_page(ctx: Ctx, req: HttpRequest) -> HttpResponse {
             .store
             .activity(&t.id, connection.as_ref(), None, 100)
             .await?;
+        let said = |code: &str| pages::activity_text(code).map_or(code.to_owned(), |t| t.get(l).to_owned());
         let body = html! {
             p.hint { (T::ActivityHint.get(l)) }
             @let rows = entries.iter().map(|e| html! {
-                tr.activity data-action=(e.action) {
+                tr.activity data-action=(e.action) data-actor=(e.actor) data-via=(e.via) {
                     td { (when(e.at)) }
-                    td { code { (e.action) } }
-                    td.actor { (e.actor) " · " (e.via) }
+                    td { (said(&e.action)) " " small { code { (e.action) } } }
+                    td.actor { (said(&e.actor)) " · " (said(&e.via)) }
                     td { (e.client_addr) }
                     td {
                         @if let Some(c) = &e.connection_id {
