@@ -21,6 +21,7 @@ use futures_util::TryStreamExt as _;
 use sqlx::any::AnyRow;
 use sqlx::Row as _;
 
+use super::sql::placeholders;
 use super::{migrations, Backend, Store};
 
 /// Every table botgate keeps, parents before children (foreign keys are
@@ -123,19 +124,22 @@ impl Store {
                 .collect::<Vec<_>>()
                 .join(", ");
             let select = format!("SELECT {names} FROM {table}");
+            // One statement for every full batch; the last, shorter one its own.
+            let full = insert_sql(table, &names, columns.len(), ROWS_PER_INSERT);
             let mut rows = sqlx::query(&select).fetch(&mut *read);
             let mut batch: Vec<AnyRow> = Vec::with_capacity(ROWS_PER_INSERT);
             let mut count = 0;
             while let Some(row) = rows.try_next().await? {
                 batch.push(row);
                 if batch.len() == ROWS_PER_INSERT {
-                    insert(&mut write, table, &columns, &batch).await?;
+                    insert(&mut write, &full, table, &columns, &batch).await?;
                     count += batch.len() as u64;
                     batch.clear();
                 }
             }
             if !batch.is_empty() {
-                insert(&mut write, table, &columns, &batch).await?;
+                let last = insert_sql(table, &names, columns.len(), batch.len());
+                insert(&mut write, &last, table, &columns, &batch).await?;
                 count += batch.len() as u64;
             }
             drop(rows);
@@ -225,31 +229,25 @@ impl Store {
     }
 }
 
-/// Writes `rows` (read with `columns`' names, in order) into `table`.
+/// An INSERT of `rows` rows of `width` columns (`names`) into `table`.
+fn insert_sql(table: &str, names: &str, width: usize, rows: usize) -> String {
+    let values = (0..rows)
+        .map(|r| format!("({})", placeholders(1 + r * width, width)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("INSERT INTO {table} ({names}) VALUES {values}")
+}
+
+/// Writes `rows` (read with `columns`' names, in order) into `table` with
+/// `sql`, an [`insert_sql`] of as many rows.
 async fn insert(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    sql: &str,
     table: &str,
     columns: &[(String, Kind)],
     rows: &[AnyRow],
 ) -> anyhow::Result<()> {
-    let names = columns
-        .iter()
-        .map(|(name, _)| name.as_str())
-        .collect::<Vec<_>>()
-        .join(", ");
-    let width = columns.len();
-    let values = (0..rows.len())
-        .map(|r| {
-            let params = (1..=width)
-                .map(|c| format!("${}", r * width + c))
-                .collect::<Vec<_>>()
-                .join(", ");
-            format!("({params})")
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
-    let sql = format!("INSERT INTO {table} ({names}) VALUES {values}");
-    let mut query = sqlx::query(&sql);
+    let mut query = sqlx::query(sql);
     for row in rows {
         for (i, (name, kind)) in columns.iter().enumerate() {
             let read = |e: sqlx::Error| anyhow::anyhow!("reading {table}.{name}: {e}");

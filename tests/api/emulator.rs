@@ -200,6 +200,15 @@ impl Emu {
         crate::helpers::decode(res).await.1
     }
 
+    /// The text of each message the bot sent, in order.
+    pub async fn texts(&self) -> Vec<Value> {
+        let messages = self.messages().await;
+        messages
+            .iter()
+            .map(|m| m["content"]["text"].clone())
+            .collect()
+    }
+
     pub async fn messages(&self) -> Vec<Value> {
         let res = self
             .client

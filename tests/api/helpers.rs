@@ -412,6 +412,19 @@ impl TestApp {
         (status, body)
     }
 
+    /// Runs the `botgate` command line on this server's database and data
+    /// directory, as the operator on its host would.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(env!("CARGO_BIN_EXE_botgate"))
+            .args(args)
+            .current_dir(self.settings.data_dir.parent().unwrap())
+            .env("BOTGATE_DATABASE_URL", &self.db.url)
+            .env("BOTGATE_DATA_DIR", &self.settings.data_dir)
+            .env("BOTGATE_LOG", "warn")
+            .output()
+            .expect("run botgate")
+    }
+
     /// The tenant's activity log, newest first (with its own key).
     pub async fn activity(&self, tenant: &Tenant) -> Vec<Value> {
         let path = format!("/api/v1/tenants/{}/activity", tenant.id);

@@ -58,17 +58,7 @@ async fn replicas_share_one_database(backend: Backend) {
 
 async fn cli_tenant_create(backend: Backend) {
     let app = spawn_app(backend).await;
-    let bin = env!("CARGO_BIN_EXE_botgate");
-    let run = |args: &[&str]| {
-        Command::new(bin)
-            .args(args)
-            .current_dir(app.settings.data_dir.parent().unwrap())
-            .env("BOTGATE_DATABASE_URL", &app.db.url)
-            .env("BOTGATE_DATA_DIR", &app.settings.data_dir)
-            .env("BOTGATE_LOG", "warn")
-            .output()
-            .expect("run botgate")
-    };
+    let run = |args: &[&str]| app.cli(args);
     let out = run(&["migrate"]);
     assert!(
         out.status.success(),

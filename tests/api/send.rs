@@ -307,13 +307,7 @@ async fn a_request_not_read_in_time_is_retried_not_failed(backend: Backend) {
     s.emu.faults(json!({})).await;
     let delivered = s.wait_status(id, "delivered").await;
     assert_eq!(delivered["status"], "delivered", "{delivered}");
-    let texts: Vec<Value> = s
-        .emu
-        .messages()
-        .await
-        .iter()
-        .map(|m| m["content"]["text"].clone())
-        .collect();
+    let texts = s.emu.texts().await;
     assert_eq!(texts, [json!("late")], "delivered once");
 }
 
@@ -527,13 +521,7 @@ async fn failed_messages_are_sent_again_on_request(backend: Backend) {
     );
 
     // Each delivered once, the retried ones after the message sent meanwhile.
-    let texts: Vec<Value> = s
-        .emu
-        .messages()
-        .await
-        .iter()
-        .map(|m| m["content"]["text"].clone())
-        .collect();
+    let texts = s.emu.texts().await;
     assert_eq!(
         texts,
         [
@@ -676,13 +664,7 @@ async fn queued_messages_are_cancelled_and_never_sent(backend: Backend) {
         "delivered"
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let texts: Vec<Value> = s
-        .emu
-        .messages()
-        .await
-        .iter()
-        .map(|m| m["content"]["text"].clone())
-        .collect();
+    let texts = s.emu.texts().await;
     assert_eq!(
         texts,
         [json!("behind the head")],

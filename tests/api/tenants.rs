@@ -417,13 +417,7 @@ async fn the_activity_names_who_changed_what_and_never_a_value(backend: Backend)
         )
         .await;
     assert_eq!(status, StatusCode::OK);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_botgate"))
-        .args(["tenant", "rotate-key", "--tenant", &tenant.id, "--json"])
-        .current_dir(app.settings.data_dir.parent().unwrap())
-        .env("BOTGATE_DATABASE_URL", &app.db.url)
-        .env("BOTGATE_DATA_DIR", &app.settings.data_dir)
-        .output()
-        .unwrap();
+    let out = app.cli(&["tenant", "rotate-key", "--tenant", &tenant.id, "--json"]);
     assert!(
         out.status.success(),
         "{}",
