@@ -106,6 +106,8 @@ pub struct Metrics {
     pub send_latency: Histogram,
     pub pacing_delays: Counters<2>,
     pub dead_letters: Counters<1>,
+    /// Posts to tenants' status hooks, by result.
+    pub status_posts: Counters<3>,
     /// Bot API sends by endpoint (users | channels).
     pub send_endpoints: Counters<2>,
     /// Slack sends by method (chat.postMessage | response_url).
@@ -151,6 +153,7 @@ impl Default for Metrics {
             send_latency: Histogram::new(),
             pacing_delays: Counters::new(["deferred", "held"]),
             dead_letters: Counters::new(["dead"]),
+            status_posts: Counters::new(["posted", "retried", "dropped"]),
             send_endpoints: Counters::new(["users", "channels"]),
             slack_sends: Counters::new(["chat.postMessage", "response_url"]),
             engine_by_tenant: std::sync::Mutex::default(),
@@ -285,6 +288,12 @@ impl Metrics {
             "botgate_dead_letters_total",
             "kind",
             "Events dead-lettered.",
+        );
+        self.status_posts.render(
+            &mut out,
+            "botgate_status_posts_total",
+            "result",
+            "Posts of final message statuses to tenants' status hooks (dropped: given up).",
         );
         let _ = writeln!(out, "# HELP botgate_queue_items Items in the inbox and outbox, by status.\n# TYPE botgate_queue_items gauge");
         for (queue, status, count, _) in queues {

@@ -296,6 +296,8 @@ texts! {
     ActTenantCreated => "Tenant created", "테넌트 생성";
     ActApiKeyReplaced => "API key replaced", "API 키 교체";
     ActEngineSet => "Engine set", "대화 엔진 설정";
+    ActStatusHookSet => "Status hook set", "상태 알림 URL 설정";
+    ActStatusHookRemoved => "Status hook removed", "상태 알림 URL 삭제";
     ActQuotasSet => "Quotas set", "쿼터 설정";
     ActConnectionCreated => "Connection created", "연결 생성";
     ActConnectionUpdated => "Connection updated", "연결 변경";

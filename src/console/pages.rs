@@ -352,6 +352,8 @@ pub fn activity_text(code: &str) -> Option<T> {
         "tenant.api_key_replaced" => T::ActApiKeyReplaced,
         "tenant.engine_set" => T::ActEngineSet,
         "tenant.quotas_set" => T::ActQuotasSet,
+        "tenant.status_hook_set" => T::ActStatusHookSet,
+        "tenant.status_hook_removed" => T::ActStatusHookRemoved,
         "connection.created" => T::ActConnectionCreated,
         "connection.updated" => T::ActConnectionUpdated,
         "connection.deleted" => T::ActConnectionDeleted,

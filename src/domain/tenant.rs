@@ -151,19 +151,7 @@ impl EngineConfig {
                 ));
                 None
             }
-            ("http", Some(Value::String(s))) => {
-                let n = s.chars().count();
-                if !(16..=512).contains(&n) {
-                    errors.push(FieldError::new("secret", "must be 16 to 512 characters"));
-                    None
-                } else {
-                    Some(SecretString::from(s.clone()))
-                }
-            }
-            ("http", Some(_)) => {
-                errors.push(FieldError::new("secret", "must be a string"));
-                None
-            }
+            ("http", Some(value)) => signing_secret(value).map_err(|e| errors.push(e)).ok(),
             (_, Some(_)) => {
                 errors.push(FieldError::new(
                     "secret",
@@ -193,6 +181,58 @@ impl EngineConfig {
 
     pub fn secret_len(&self) -> usize {
         self.secret().map_or(0, |s| s.expose_secret().len())
+    }
+}
+
+/// An HMAC key botgate signs its requests with (an engine's, a status
+/// hook's): 16 to 512 characters.
+fn signing_secret(value: &Value) -> Result<SecretString, FieldError> {
+    match value {
+        Value::String(s) if (16..=512).contains(&s.chars().count()) => {
+            Ok(SecretString::from(s.clone()))
+        }
+        Value::String(_) => Err(FieldError::new("secret", "must be 16 to 512 characters")),
+        _ => Err(FieldError::new("secret", "must be a string")),
+    }
+}
+
+/// A tenant's status hook: where the final status of each of its messages
+/// is posted, signed with `secret` as engine requests are.
+pub struct StatusHook {
+    pub url: EngineUrl,
+    pub secret: SecretString,
+}
+
+impl std::fmt::Debug for StatusHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatusHook")
+            .field("url", &self.url.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+impl StatusHook {
+    /// Parses `{"url", "secret"}`, both required, reporting every problem
+    /// at once.
+    pub fn parse(url: Option<&Value>, secret: Option<&Value>) -> Result<Self, Vec<FieldError>> {
+        let url = match url {
+            None | Some(Value::Null) => Err(FieldError::new("url", "is required")),
+            Some(Value::String(text)) => {
+                EngineUrl::parse(text).map_err(|m| FieldError::new("url", m))
+            }
+            Some(_) => Err(FieldError::new("url", "must be a string")),
+        };
+        let secret = match secret {
+            None | Some(Value::Null) => Err(FieldError::new(
+                "secret",
+                "is required: botgate signs each post with it",
+            )),
+            Some(value) => signing_secret(value),
+        };
+        match (url, secret) {
+            (Ok(url), Ok(secret)) => Ok(Self { url, secret }),
+            (url, secret) => Err([url.err(), secret.err()].into_iter().flatten().collect()),
+        }
     }
 }
 

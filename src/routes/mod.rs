@@ -145,6 +145,16 @@ fn operations() -> Vec<Operation> {
             web::to(tenants::test_engine),
         ),
         op(
+            M::PUT,
+            "/api/v1/tenants/{tenant}/status-hook",
+            web::to(tenants::set_status_hook),
+        ),
+        op(
+            M::DELETE,
+            "/api/v1/tenants/{tenant}/status-hook",
+            web::to(tenants::remove_status_hook),
+        ),
+        op(
             M::POST,
             "/api/v1/tenants/{tenant}/connections",
             web::to(connections::create),

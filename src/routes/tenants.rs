@@ -14,6 +14,7 @@ use serde_json::Value;
 use super::docs::{Denied, Invalid, TenantPath};
 use super::extract::{Caller, Page, PathTenant};
 use crate::error::{ApiError, ErrorEnvelope};
+use crate::service::status_hook::{self, StatusHookBody, StatusHookView};
 use crate::service::tenants::{self, ApiKeyBody, EngineBody, EngineView, QuotasBody, TenantView};
 use crate::state::AppState;
 
@@ -124,6 +125,32 @@ pub async fn set_engine(
 ) -> Result<HttpResponse, ApiError> {
     let updated = tenants::set_engine(&state, &tenant, &body, &actor).await?;
     Ok(HttpResponse::Ok().json(tenants::engine_view(&state, &updated).await?))
+}
+
+#[utoipa::path(put, path = "/api/v1/tenants/{tenant}/status-hook",
+    summary = "Post each message's final status (delivered, failed, cancelled) to a URL, signed", tag = "tenants",
+    params(TenantPath), request_body = StatusHookBody,
+    responses((status = 200, description = "The status hook, secret masked", body = StatusHookView), Denied, Invalid))]
+pub async fn set_status_hook(
+    state: web::Data<AppState>,
+    PathTenant(tenant): PathTenant,
+    ApiActor(actor): ApiActor,
+    body: web::Json<StatusHookBody>,
+) -> Result<HttpResponse, ApiError> {
+    let updated = status_hook::set(&state, &tenant, &body, &actor).await?;
+    Ok(HttpResponse::Ok().json(status_hook::view(&state, &updated).await?))
+}
+
+#[utoipa::path(delete, path = "/api/v1/tenants/{tenant}/status-hook",
+    summary = "Stop posting message statuses", tag = "tenants", params(TenantPath),
+    responses((status = 204, description = "Removed (or there was none)"), Denied))]
+pub async fn remove_status_hook(
+    state: web::Data<AppState>,
+    PathTenant(tenant): PathTenant,
+    ApiActor(actor): ApiActor,
+) -> Result<HttpResponse, ApiError> {
+    status_hook::remove(&state, &tenant, &actor).await?;
+    Ok(HttpResponse::NoContent().finish())
 }
 
 #[utoipa::path(delete, path = "/api/v1/tenants/{tenant}",

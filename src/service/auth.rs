@@ -12,7 +12,7 @@ use crate::store::{ConnectionRecord, TenantRecord};
 
 pub enum Caller {
     Admin,
-    Tenant(TenantRecord),
+    Tenant(Box<TenantRecord>),
 }
 
 impl Caller {
@@ -24,7 +24,7 @@ impl Caller {
                 .store
                 .tenant_by_api_key_hash(&hash_token(token), crate::domain::now_millis())
                 .await?;
-            return Ok(tenant.map(Caller::Tenant));
+            return Ok(tenant.map(|t| Caller::Tenant(Box::new(t))));
         }
         Ok(verify_token(token, &state.admin_token_hash).then_some(Caller::Admin))
     }
@@ -42,7 +42,7 @@ impl Caller {
         const NOT_FOUND: ApiError = ApiError::NotFound("no such tenant");
         let id = TenantId::parse(raw_id).ok_or(NOT_FOUND)?;
         match self {
-            Caller::Tenant(tenant) if tenant.id == id => Ok(tenant.clone()),
+            Caller::Tenant(tenant) if tenant.id == id => Ok(TenantRecord::clone(tenant)),
             Caller::Tenant(_) => Err(NOT_FOUND),
             Caller::Admin => state.store.tenant(&id).await?.ok_or(NOT_FOUND),
         }

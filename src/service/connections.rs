@@ -400,7 +400,7 @@ pub struct ConnectionView {
     /// (`B…`), or `app:<client id>` for an app installed by OAuth.
     pub bot_id: String,
     pub client_id: String,
-    /// Masked (`…a1b2`).
+    /// Masked (`****a1b2`).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
     pub client_secret: Option<Option<String>>,

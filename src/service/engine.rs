@@ -2,7 +2,6 @@
 //! asks it for every event), and tried on request with a sample message
 //! (`POST …/engine/test`, the console's "Test the engine").
 
-use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -24,19 +23,9 @@ pub async fn of(state: &AppState, tenant: &TenantRecord) -> Result<Engine, Strin
     };
     Ok(match tenant.engine_kind.as_str() {
         "http" => {
-            let secrets = state
-                .store
-                .secrets(tenant.id.as_str())
-                .await
-                .map_err(|e| e.to_string())?;
-            let sealed = secrets
-                .iter()
-                .find(|s| s.field == field::ENGINE_SECRET)
+            let secret = super::tenants::open_secret(state, tenant, field::ENGINE_SECRET)
+                .await?
                 .ok_or("the engine secret is missing")?;
-            let secret: SecretString = state
-                .vault
-                .open_str(&sealed.sealed, sealed.aad())
-                .map_err(|e| e.to_string())?;
             Engine::Http {
                 url: url()?,
                 secret,

@@ -55,7 +55,7 @@ pub async fn send(
             &record.tenant_id,
             &record.id,
             &conversation,
-            &messages,
+            tenant.enqueue(&messages),
             key,
             now_millis(),
         )
@@ -108,12 +108,12 @@ pub async fn retry(
             .await?
             .min(RETRY_BATCH),
     };
+    let tenant = state
+        .store
+        .tenant(&record.tenant_id)
+        .await?
+        .ok_or(ApiError::NotFound("no such connection"))?;
     if wanted > 0 {
-        let tenant = state
-            .store
-            .tenant(&record.tenant_id)
-            .await?
-            .ok_or(ApiError::NotFound("no such connection"))?;
         let n = usize::try_from(wanted).unwrap_or(usize::MAX);
         if let Some(quota) = state
             .quotas
@@ -125,7 +125,14 @@ pub async fn retry(
     }
     let messages = state
         .store
-        .retry_failed(&record.tenant_id, &record.id, id, RETRY_BATCH, now_millis())
+        .retry_failed(
+            &record.tenant_id,
+            &record.id,
+            id,
+            RETRY_BATCH,
+            tenant.status_url.is_some(),
+            now_millis(),
+        )
         .await?;
     if !messages.is_empty() {
         changed(state, record, actor, id, messages.len(), "messages.retried").await;

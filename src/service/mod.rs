@@ -15,4 +15,5 @@ pub mod messages;
 pub mod naverworks;
 pub mod oauth;
 pub mod slack;
+pub mod status_hook;
 pub mod tenants;

@@ -1,15 +1,15 @@
 //! Tenants: create one (its API key shown once, stored as a hash), replace
-//! its API key, set its
-//! engine (validated, the HMAC secret sealed), and the public views. The
+//! its API key, set its engine (validated, the HMAC secret sealed), and the
+//! public views. The
 //! JSON API, the console and `botgate tenant create` call these.
 
 use super::activity::{self, Actor};
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::domain::ids::TenantId;
-use crate::domain::tenant::{EngineConfig, TenantName};
+use crate::domain::tenant::{EngineConfig, EngineUrl, TenantName};
 use crate::domain::{now_millis, rfc3339};
 use crate::error::ApiError;
 use crate::secrets::hashing::{generate_token, hash_token, API_KEY_PREFIX};
@@ -159,14 +159,8 @@ pub async fn set_engine(
 ) -> Result<TenantRecord, ApiError> {
     let engine = EngineConfig::parse(body.kind.as_ref(), body.url.as_ref(), body.secret.as_ref())
         .map_err(ApiError::Validation)?;
-    // An address the outbound policy refuses is refused now, with the
-    // reason; a name is checked again at every call, where it resolves.
     if let Some(url) = engine.url() {
-        state
-            .outbound
-            .policy()
-            .check_url(url.as_str())
-            .map_err(|refused| ApiError::validation("url", refused.to_string()))?;
+        allowed(state, url)?;
     }
     let fallback = match &body.fallback_text {
         None | Some(Value::Null) => None,
@@ -221,12 +215,68 @@ pub async fn set_engine(
     Ok(updated)
 }
 
+/// A tenant-given URL botgate will call: an address the outbound policy
+/// refuses is refused now, with the reason; a name is checked again at
+/// every call, where it resolves.
+pub(super) fn allowed(state: &AppState, url: &EngineUrl) -> Result<(), ApiError> {
+    state
+        .outbound
+        .policy()
+        .check_url(url.as_str())
+        .map(drop)
+        .map_err(|refused| ApiError::validation("url", refused.to_string()))
+}
+
 fn engine_aad(tenant: &TenantId) -> Aad<'_> {
+    tenant_aad(tenant, field::ENGINE_SECRET)
+}
+
+/// A tenant's own sealed value's associated data (no connection).
+pub fn tenant_aad<'a>(tenant: &'a TenantId, field: &'a str) -> Aad<'a> {
     Aad {
         tenant: tenant.as_str(),
         connection: None,
-        field: field::ENGINE_SECRET,
+        field,
     }
+}
+
+/// The tenant's sealed `field` (its engine's or status hook's secret),
+/// opened; `None` if it has none. `Err` says why it cannot be read.
+pub async fn open_secret(
+    state: &AppState,
+    tenant: &TenantRecord,
+    field: &str,
+) -> Result<Option<SecretString>, String> {
+    let secrets = state
+        .store
+        .secrets(tenant.id.as_str())
+        .await
+        .map_err(|e| e.to_string())?;
+    secrets
+        .iter()
+        .find(|s| s.field == field)
+        .map(|s| {
+            state
+                .vault
+                .open_str(&s.sealed, s.aad())
+                .map_err(|e| e.to_string())
+        })
+        .transpose()
+}
+
+/// The tenant's sealed `field`, masked (`!unreadable` if it is missing or
+/// does not decrypt).
+pub(super) async fn masked_secret(
+    state: &AppState,
+    tenant: &TenantRecord,
+    field: &str,
+) -> Result<String, ApiError> {
+    let secrets = state.store.secrets(tenant.id.as_str()).await?;
+    Ok(secrets
+        .iter()
+        .find(|s| s.field == field)
+        .and_then(|s| state.vault.open_str(&s.sealed, s.aad()).ok())
+        .map_or_else(|| "!unreadable".to_owned(), |s| mask(s.expose_secret())))
 }
 
 /// A tenant's engine as the API shows it: the HMAC secret masked.
@@ -239,7 +289,7 @@ pub struct EngineView {
     /// Sent to the user when an event is dead-lettered.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fallback_text: Option<String>,
-    /// The http engine's HMAC secret, masked (`…a1b2`; `!unreadable` if it
+    /// The http engine's HMAC secret, masked (`****a1b2`; `!unreadable` if it
     /// does not decrypt).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
@@ -251,6 +301,9 @@ pub struct TenantView {
     pub name: String,
     pub engine: EngineView,
     pub quotas: QuotasView,
+    /// Where its messages' final statuses are posted, if anywhere.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_hook: Option<super::status_hook::StatusHookView>,
     /// RFC 3339.
     pub created_at: String,
     pub updated_at: String,
@@ -365,13 +418,7 @@ pub async fn set_quotas(
 
 pub async fn engine_view(state: &AppState, tenant: &TenantRecord) -> Result<EngineView, ApiError> {
     let secret = if tenant.engine_kind == "http" {
-        let secrets = state.store.secrets(tenant.id.as_str()).await?;
-        let masked = secrets
-            .iter()
-            .find(|s| s.field == field::ENGINE_SECRET)
-            .and_then(|s| state.vault.open_str(&s.sealed, s.aad()).ok())
-            .map_or_else(|| "!unreadable".to_owned(), |s| mask(s.expose_secret()));
-        Some(masked)
+        Some(masked_secret(state, tenant, field::ENGINE_SECRET).await?)
     } else {
         None
     };
@@ -402,6 +449,7 @@ pub async fn view(state: &AppState, tenant: &TenantRecord) -> Result<TenantView,
                 .collect(),
             }
         },
+        status_hook: super::status_hook::view(state, tenant).await?,
         created_at: rfc3339(tenant.created_at),
         updated_at: rfc3339(tenant.updated_at),
     })

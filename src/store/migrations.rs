@@ -44,6 +44,7 @@ trees!(
     "0018_tenant_key_rotation.sql",
     "0019_auth_networks.sql",
     "0020_activity.sql",
+    "0021_status_hook.sql",
 );
 
 /// A file name's version and description (`0010_dedup_by_issued_time.sql`:

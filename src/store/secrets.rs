@@ -20,6 +20,8 @@ pub mod field {
     pub const SIGNING_SECRET: &str = "signing_secret";
     pub const BOT_TOKEN: &str = "bot_token";
     pub const ENGINE_SECRET: &str = "engine_secret";
+    /// What a tenant's status hook posts are signed with.
+    pub const STATUS_SECRET: &str = "status_secret";
     pub const ACCESS_TOKEN: &str = "access_token";
     pub const REFRESH_TOKEN: &str = "refresh_token";
 }

@@ -205,10 +205,7 @@ pub(crate) fn placeholders(first: usize, n: usize) -> String {
 
 impl SeqParams {
     /// Binds the numbers (after the statement's other parameters).
-    pub(crate) fn bind<'q>(
-        self,
-        query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
-    ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    pub(crate) fn bind<'q>(self, query: Query<'q>) -> Query<'q> {
         self.values.into_iter().fold(query, |q, v| q.bind(v))
     }
 }
@@ -234,7 +231,7 @@ mod tests {
         assert_eq!(
             crate::store::tenants::TENANT_COLUMNS,
             "id, name, api_key_hash, engine_kind, engine_url, fallback_text, max_open_rows, \
-             max_callbacks_per_second, created_at, updated_at"
+             max_callbacks_per_second, status_url, created_at, updated_at"
         );
     }
 

@@ -1,8 +1,9 @@
 //! Tenants: one chatbot each, with its API key's hash and its engine.
 
 use super::error::{classify, StoreResult};
+use super::queue::{Enqueue, NewOutbound};
 use super::secrets::{field, put_secret};
-use super::sql::{record, FromRow};
+use super::sql::{record, FromRow, Query};
 use super::Store;
 use crate::domain::ids::TenantId;
 use crate::secrets::Sealed;
@@ -20,8 +21,21 @@ record! {
         /// Its own quotas (`None`: the configuration's).
         pub max_open_rows: Option<i64>,
         pub max_callbacks_per_second: Option<i64>,
+        /// Where its messages' final statuses are posted (`None`: nowhere).
+        pub status_url: Option<String>,
         pub created_at: i64,
         pub updated_at: i64,
+    }
+}
+
+impl TenantRecord {
+    /// `messages` to enqueue for this tenant: their final statuses posted
+    /// to its status hook if it has one.
+    pub fn enqueue<'a>(&self, messages: &'a [NewOutbound]) -> Enqueue<'a> {
+        Enqueue {
+            messages,
+            notify: self.status_url.is_some(),
+        }
     }
 }
 
@@ -162,29 +176,59 @@ impl Store {
         fallback_text: Option<&str>,
         now: i64,
     ) -> StoreResult<Option<TenantRecord>> {
-        let mut tx = self.pool.begin().await?;
         let sql = format!(
             "UPDATE tenants SET engine_kind = $2, engine_url = $3, fallback_text = $5, updated_at = $4 \
              WHERE id = $1 RETURNING {TENANT_COLUMNS}"
         );
-        let Some(row) = sqlx::query(&sql)
+        let update = sqlx::query(&sql)
             .bind(tenant.as_str())
             .bind(kind)
             .bind(url)
             .bind(now)
-            .bind(fallback_text)
-            .fetch_optional(&mut *tx)
-            .await?
-        else {
+            .bind(fallback_text);
+        self.update_with_secret(tenant, update, field::ENGINE_SECRET, secret, now)
+            .await
+    }
+
+    /// Sets (or with `None`, removes) a tenant's status hook: its URL, and
+    /// the secret its posts are signed with.
+    pub async fn set_status_hook(
+        &self,
+        tenant: &TenantId,
+        url: Option<&str>,
+        secret: Option<&Sealed>,
+        now: i64,
+    ) -> StoreResult<Option<TenantRecord>> {
+        let sql = format!(
+            "UPDATE tenants SET status_url = $2, updated_at = $3 WHERE id = $1 RETURNING {TENANT_COLUMNS}"
+        );
+        let update = sqlx::query(&sql).bind(tenant.as_str()).bind(url).bind(now);
+        self.update_with_secret(tenant, update, field::STATUS_SECRET, secret, now)
+            .await
+    }
+
+    /// Runs `update` (an UPDATE of the tenant's row RETURNING its columns)
+    /// and replaces the tenant's sealed `field` with `secret` (removes it
+    /// with `None`), in one transaction. `None` if there is no such tenant.
+    async fn update_with_secret(
+        &self,
+        tenant: &TenantId,
+        update: Query<'_>,
+        field: &str,
+        secret: Option<&Sealed>,
+        now: i64,
+    ) -> StoreResult<Option<TenantRecord>> {
+        let mut tx = self.pool.begin().await?;
+        let Some(row) = update.fetch_optional(&mut *tx).await? else {
             return Ok(None);
         };
         sqlx::query("DELETE FROM secrets WHERE owner_id = $1 AND field = $2")
             .bind(tenant.as_str())
-            .bind(field::ENGINE_SECRET)
+            .bind(field)
             .execute(&mut *tx)
             .await?;
         if let Some(sealed) = secret {
-            put_secret(&mut tx, tenant, None, field::ENGINE_SECRET, sealed, now).await?;
+            put_secret(&mut tx, tenant, None, field, sealed, now).await?;
         }
         tx.commit().await?;
         self.cache.forget_tenant(tenant.as_str());

@@ -9,7 +9,7 @@ use crate::channels::Channel;
 use crate::domain::now_millis;
 use crate::engine::EngineEvent;
 use crate::state::AppState;
-use crate::store::queue::InboundEvent;
+use crate::store::queue::{Enqueue, InboundEvent};
 use crate::store::StoreResult;
 
 impl Work for InboundEvent {
@@ -48,7 +48,13 @@ async fn process(state: &AppState, event: &InboundEvent) -> StoreResult<()> {
     let Some(tenant) = state.store.tenant(&event.tenant_id).await? else {
         state
             .store
-            .dead_inbound(event, owner, "the tenant no longer exists", &[], now())
+            .dead_inbound(
+                event,
+                owner,
+                "the tenant no longer exists",
+                Enqueue::NONE,
+                now(),
+            )
             .await?;
         return Ok(());
     };
@@ -80,7 +86,7 @@ async fn process(state: &AppState, event: &InboundEvent) -> StoreResult<()> {
             // for them, by the result's write.
             state
                 .store
-                .finish_inbound(event, owner, &replies, now())
+                .finish_inbound(event, owner, tenant.enqueue(&replies), now())
                 .await?;
         }
         Err(error) => {
@@ -99,7 +105,7 @@ async fn process(state: &AppState, event: &InboundEvent) -> StoreResult<()> {
                     .unwrap_or_default();
                 let dead = state
                     .store
-                    .dead_inbound(event, owner, &error, &fallback, now())
+                    .dead_inbound(event, owner, &error, tenant.enqueue(&fallback), now())
                     .await?;
                 if dead {
                     state.metrics.dead_letters.inc("dead");

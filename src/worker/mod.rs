@@ -8,6 +8,7 @@
 pub mod inbox;
 pub mod outbox;
 pub mod retry;
+pub mod status_hook;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -156,7 +157,8 @@ fn start_opened<T: Work>(state: &web::Data<AppState>, slot: OwnedSemaphorePermit
     }
 }
 
-/// Starts both workers and the housekeeping job on the current runtime.
+/// Starts both workers, the status hook's and the housekeeping job on the
+/// current runtime.
 pub fn spawn(state: web::Data<AppState>) -> Vec<tokio::task::JoinHandle<()>> {
     let lease = lease_ms(&state.settings);
     let inbox = Arc::new(Semaphore::new(CONCURRENCY));
@@ -180,6 +182,7 @@ pub fn spawn(state: web::Data<AppState>) -> Vec<tokio::task::JoinHandle<()>> {
         tokio::spawn(run(state.clone(), Kind::Outbox, outbox)),
         tokio::spawn(take(state.clone(), inbox_taken)),
         tokio::spawn(take(state.clone(), outbox_taken)),
+        tokio::spawn(status_hook::run(state.clone())),
         tokio::spawn(housekeeping(state)),
     ]
 }

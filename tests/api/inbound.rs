@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use botgate::emulator::EmulatorConfig;
 use botgate::naverworks::signature;
-use botgate::store::queue::{InboundEvent, OutboundMessage};
+use botgate::store::queue::{Enqueue, InboundEvent, OutboundMessage};
 
 use crate::both_backends;
 use crate::emulator::{app_config, spawn_emulator, Emu};
@@ -1315,7 +1315,12 @@ async fn inbox_and_outbox_results_commit_apart() {
         content: json!({"type": "text", "text": "hi"}).to_string(),
     };
     assert!(store
-        .finish_inbound(&events[0], "test-worker", &[reply], now)
+        .finish_inbound(
+            &events[0],
+            "test-worker",
+            Enqueue::without_hook(&[reply]),
+            now
+        )
         .await
         .unwrap());
     let messages = store
@@ -1339,7 +1344,7 @@ async fn inbox_and_outbox_results_commit_apart() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let done = tokio::time::timeout(
         Duration::from_secs(20),
-        store.finish_inbound(&events[1], "test-worker", &[], now),
+        store.finish_inbound(&events[1], "test-worker", Enqueue::without_hook(&[]), now),
     )
     .await;
     assert!(
@@ -1395,7 +1400,7 @@ async fn a_callback_written_beside_its_predecessors_result_is_not_stranded() {
     });
     wait_for_a_lock_wait(&mut conn).await;
     assert!(store
-        .finish_inbound(&before[0], "test-worker", &[], now)
+        .finish_inbound(&before[0], "test-worker", Enqueue::without_hook(&[]), now)
         .await
         .unwrap());
     sqlx::query("ROLLBACK").execute(&mut blocker).await.unwrap();
@@ -1425,7 +1430,14 @@ async fn a_reply_written_beside_its_predecessors_result_is_not_stranded() {
     // The message before, being delivered by the test; the event whose
     // result carries the reply, being processed by the test.
     store
-        .enqueue_messages(&tenant, &connection, "u:u1", &[reply("before")], None, now)
+        .enqueue_messages(
+            &tenant,
+            &connection,
+            "u:u1",
+            Enqueue::without_hook(&[reply("before")]),
+            None,
+            now,
+        )
         .await
         .unwrap();
     let sending = store
@@ -1458,7 +1470,7 @@ async fn a_reply_written_beside_its_predecessors_result_is_not_stranded() {
         let (store, event) = (store.clone(), event[0].clone());
         async move {
             store
-                .finish_inbound(&event, "test-worker", &[behind], now)
+                .finish_inbound(&event, "test-worker", Enqueue::without_hook(&[behind]), now)
                 .await
         }
     });
@@ -1597,7 +1609,9 @@ async fn worker_results_are_group_committed(backend: Backend) {
                     let replies = vec![reply(&text(k))];
                     tasks.push(tokio::spawn(async move {
                         let now = botgate::domain::now_millis();
-                        store.finish_inbound(&event, owner(k), &replies, now).await
+                        store
+                            .finish_inbound(&event, owner(k), Enqueue::without_hook(&replies), now)
+                            .await
                     }));
                     if k == 0 {
                         tokio::time::sleep(Duration::from_millis(300)).await;

@@ -71,6 +71,7 @@ both_backends!(
     an_attempt_ends_before_its_lease_and_nothing_is_sent_twice,
     failed_messages_are_sent_again_on_request,
     queued_messages_are_cancelled_and_never_sent,
+    final_statuses_are_posted_to_the_status_hook,
 );
 
 async fn every_content_type_is_delivered_as_sent(backend: Backend) {
@@ -704,4 +705,263 @@ async fn queued_messages_are_cancelled_and_never_sent(backend: Backend) {
         ]
     );
     drop(worker);
+}
+
+/// The posts a status hook received, each checked as a receiver would:
+/// signed with `secret` over the body, and carrying no message content.
+fn status_posts(hook: &TestEngine, secret: &str) -> Vec<Value> {
+    let now = botgate::domain::now_millis() / 1000;
+    hook.received
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(headers, body)| {
+            let header = |name: &str| headers.get(name).map_or("", String::as_str);
+            botgate::engine::http::verify(
+                secret.as_bytes(),
+                header("x-botgate-timestamp"),
+                header("x-botgate-signature"),
+                body,
+                now,
+            )
+            .expect("a post signed with the hook's secret");
+            let post: Value = serde_json::from_slice(body).unwrap();
+            assert_eq!(post["type"], "message.status", "{post}");
+            assert!(post["message"].get("content").is_none(), "{post}");
+            post
+        })
+        .collect()
+}
+
+/// The statuses posted for message `id`, in the order received.
+fn posted_for(posts: &[Value], id: &str) -> Vec<String> {
+    posts
+        .iter()
+        .filter(|p| p["message"]["id"] == id)
+        .map(|p| p["message"]["status"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn final_statuses_are_posted_to_the_status_hook(backend: Backend) {
+    let s = setup_with(backend, EmulatorConfig::default(), "").await;
+    let hook = spawn_engine(json!({})).await;
+    let secret = "a-status-hook-secret";
+    let key = s.tenant.api_key.clone();
+    let tenant_path = format!("/api/v1/tenants/{}", s.tenant.id);
+    let hook_path = format!("{tenant_path}/status-hook");
+    let put = |body: Value, key: String| {
+        let (s, path) = (&s, hook_path.clone());
+        async move { s.app.send_json(Method::PUT, &path, &key, &body).await }
+    };
+    let text =
+        |user: &str, t: &str| json!({"user_id": user, "content": {"type": "text", "text": t}});
+    let send = |body: Value| {
+        let s = &s;
+        async move {
+            let (status, answer) = s.send(&body, None).await;
+            assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+            answer["id"].as_str().unwrap().to_owned()
+        }
+    };
+
+    // Sent before there is a hook: never posted.
+    let before = send(text("u0", "before the hook")).await;
+    assert_eq!(
+        s.wait_status(&before, "delivered").await["status"],
+        "delivered"
+    );
+
+    // Refused, changing nothing.
+    for (body, fields) in [
+        (json!({}), vec!["url", "secret"]),
+        (
+            json!({"url": "ftp://hooks.example.com/x", "secret": "short"}),
+            vec!["url", "secret"],
+        ),
+        (
+            json!({"url": "http://10.1.2.3/status", "secret": secret}),
+            vec!["url"],
+        ),
+        (json!({"url": hook.url, "secret": 42}), vec!["secret"]),
+    ] {
+        let (status, body) = put(body.clone(), key.clone()).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        let named: Vec<&str> = body["error"]["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["field"].as_str().unwrap())
+            .collect();
+        assert_eq!(named, fields, "{body}");
+    }
+    let (status, _) = put(
+        json!({"url": hook.url, "secret": secret, "extra": 1}),
+        key.clone(),
+    )
+    .await;
+    assert!(status.is_client_error(), "{status}");
+    let other = s.app.create_tenant("Other").await;
+    let (status, _) = put(
+        json!({"url": hook.url, "secret": secret}),
+        other.api_key.clone(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, tenant) = s.app.get(&tenant_path, &key).await;
+    assert!(tenant.get("status_hook").is_none(), "{tenant}");
+
+    let (status, body) = put(json!({"url": hook.url, "secret": secret}), key.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["url"], hook.url.as_str());
+    assert_eq!(body["secret"], "****cret", "masked");
+    let (_, tenant) = s.app.get(&tenant_path, &key).await;
+    assert_eq!(tenant["status_hook"], body);
+
+    // Delivered, failed (a user NAVER WORKS does not know), and an engine's
+    // reply to a user's message: each posted once, with its final status.
+    s.emu.faults(json!({"unknown_users": ["ghost"]})).await;
+    let delivered = send(text("u1", "hello")).await;
+    let failed = send(text("ghost", "anyone?")).await;
+    s.callback(json!({"type": "message", "user_id": "user-7", "text": "echo me"}))
+        .await;
+    let all_posted = eventually(Duration::from_secs(20), || async {
+        status_posts(&hook, secret).len() >= 3
+    })
+    .await;
+    let posts = status_posts(&hook, secret);
+    assert!(all_posted, "{posts:?}");
+    assert_eq!(posted_for(&posts, &delivered), ["delivered"]);
+    assert_eq!(posted_for(&posts, &failed), ["failed"]);
+    let reply = posts
+        .iter()
+        .find(|p| p["message"]["event_id"].is_string())
+        .expect("the engine's reply posted");
+    assert_eq!(reply["message"]["status"], "delivered");
+    assert_eq!(reply["message"]["target"]["id"], "user-7");
+    let failure = posts
+        .iter()
+        .find(|p| p["message"]["id"] == failed.as_str())
+        .unwrap();
+    assert_eq!(failure["tenant_id"], s.tenant.id.as_str());
+    assert_eq!(failure["connection_id"], s.connection["id"]);
+    assert!(
+        failure["message"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("User does not exist"),
+        "{failure}"
+    );
+    assert!(
+        posted_for(&posts, &before).is_empty(),
+        "written before the hook"
+    );
+
+    // Sent again after it failed: its new final status is posted too.
+    s.emu.faults(json!({})).await;
+    let (status, body) = s
+        .app
+        .send_json(
+            Method::POST,
+            &format!("{}/{failed}/retry", s.messages_path()),
+            &key,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            posted_for(&status_posts(&hook, secret), &failed) == ["failed", "delivered"]
+        })
+        .await,
+        "{:?}",
+        status_posts(&hook, secret)
+    );
+
+    // A hook that fails is posted to again until it answers 2xx, then no more.
+    *hook.mode.lock().unwrap() = "fail".to_owned();
+    let retried = send(text("u2", "while the hook is down")).await;
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            posted_for(&status_posts(&hook, secret), &retried).len() >= 3
+        })
+        .await
+    );
+    *hook.mode.lock().unwrap() = "ok".to_owned();
+    let settled = || async {
+        let n = posted_for(&status_posts(&hook, secret), &retried).len();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        posted_for(&status_posts(&hook, secret), &retried).len() == n
+    };
+    assert!(
+        eventually(Duration::from_secs(20), settled).await,
+        "posts stop once one succeeds"
+    );
+
+    // A queued message cancelled: posted as such.
+    s.emu.faults(json!({"rate_408": 1.0})).await;
+    let cancelled = send(text("u3", "never mind")).await;
+    let path = format!("{}/{cancelled}/cancel", s.messages_path());
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            s.app
+                .send_json(Method::POST, &path, &key, &json!({}))
+                .await
+                .0
+                == StatusCode::OK
+        })
+        .await,
+        "cancelled between two attempts"
+    );
+    s.emu.faults(json!({})).await;
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            posted_for(&status_posts(&hook, secret), &cancelled) == ["cancelled"]
+        })
+        .await
+    );
+
+    // Removed: nothing more is posted.
+    let (status, _) = s.app.delete(&hook_path, &key).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (_, tenant) = s.app.get(&tenant_path, &key).await;
+    assert!(tenant.get("status_hook").is_none(), "{tenant}");
+    let after = send(text("u4", "after the hook")).await;
+    assert_eq!(
+        s.wait_status(&after, "delivered").await["status"],
+        "delivered"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(posted_for(&status_posts(&hook, secret), &after).is_empty());
+
+    let actions: Vec<Value> = s
+        .app
+        .activity(&s.tenant)
+        .await
+        .into_iter()
+        .filter(|a| {
+            a["action"]
+                .as_str()
+                .unwrap()
+                .starts_with("tenant.status_hook")
+        })
+        .map(|a| json!([a["action"], a["detail"]]))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            json!(["tenant.status_hook_removed", ""]),
+            json!(["tenant.status_hook_set", "url, secret"])
+        ],
+        "the secret never shown"
+    );
+    let metrics = s.app.get_text("/metrics").await;
+    for result in ["posted", "retried"] {
+        let line = format!("botgate_status_posts_total{{result=\"{result}\"}} ");
+        let count: u64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(line.as_str()))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        assert!(count > 0, "{result}: {metrics}");
+    }
 }

@@ -37,7 +37,7 @@ use sqlx::Row as _;
 use super::rows::{InboundEvent, OutboundMessage, Queue, INBOX, OUTBOX};
 use crate::store::bodies::Stored;
 use crate::store::error::StoreResult;
-use crate::store::sql::{padded, placeholders, seq_params, values_rows};
+use crate::store::sql::{padded, placeholders, seq_params, values_rows, Query};
 use crate::store::{Backend, Store};
 
 /// Where a worker takes rows claimed for it, and how many it can take.
@@ -192,18 +192,16 @@ fn claim_columns<'a, T>(
     }
 }
 
-type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
-
 /// Binds a row's claim columns ([`claim_columns`]) after its other values,
 /// in a chunk of rows that claims (`claims`; see [`insert_sql`]); a chunk
 /// that does not writes them pending in its text.
 pub(super) fn bind_claim<'q, T>(
-    query: AnyQuery<'q>,
+    query: Query<'q>,
     claims: bool,
     reserved: Option<&Reserved<'q, T>>,
     queue: &Queue,
     head: Head,
-) -> AnyQuery<'q> {
+) -> Query<'q> {
     if !claims {
         return query;
     }
@@ -252,7 +250,7 @@ pub(super) fn insert_sql(
 /// written claimed, for the worker.
 pub(super) async fn insert_chunk(
     tx: &mut sqlx::AnyConnection,
-    query: AnyQuery<'_>,
+    query: Query<'_>,
     claims: bool,
     queue: &Queue,
 ) -> StoreResult<Vec<AnyRow>> {

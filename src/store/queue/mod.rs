@@ -10,13 +10,16 @@
 //! written only while the lease is still held.
 
 mod handoff;
+mod notices;
 mod results;
 mod rows;
 
 pub use handoff::{Handoff, Handoffs, Taken};
+pub use notices::StatusNotice;
 pub(crate) use results::ResultWriter;
 pub use rows::{
-    issued_key, InboundEvent, Inserted, NewInbound, NewOutbound, OutboundMessage, QueueDepth,
+    issued_key, Enqueue, InboundEvent, Inserted, NewInbound, NewOutbound, OutboundMessage,
+    QueueDepth,
 };
 
 use sqlx::any::AnyRow;
@@ -29,8 +32,8 @@ use super::{Store, WriteTurn};
 use crate::domain::ids::{ConnectionId, TenantId};
 use handoff::{bind_claim, insert_chunk, insert_sql, Head};
 use results::{Change, Replies, RowResult};
+use rows::{notify_at, INBOUND_COLUMNS, OUTBOUND_COLUMNS};
 pub(crate) use rows::{Queue, INBOX, OUTBOX};
-use rows::{INBOUND_COLUMNS, OUTBOUND_COLUMNS};
 
 /// Rows a cancel changes per write.
 const CANCEL_BATCH: i64 = 500;
@@ -301,7 +304,7 @@ impl Store {
         &self,
         event: &InboundEvent,
         owner: &str,
-        replies: &[NewOutbound],
+        replies: Enqueue<'_>,
         now: i64,
     ) -> StoreResult<bool> {
         self.close_inbound(event, owner, "done", None, replies, now)
@@ -318,7 +321,7 @@ impl Store {
         reason: &str,
         now: i64,
     ) -> StoreResult<bool> {
-        self.close_inbound(event, owner, "ignored", Some(reason), &[], now)
+        self.close_inbound(event, owner, "ignored", Some(reason), Enqueue::NONE, now)
             .await
     }
 
@@ -329,7 +332,7 @@ impl Store {
         event: &InboundEvent,
         owner: &str,
         error: &str,
-        fallback: &[NewOutbound],
+        fallback: Enqueue<'_>,
         now: i64,
     ) -> StoreResult<bool> {
         self.close_inbound(event, owner, "dead", Some(error), fallback, now)
@@ -342,7 +345,7 @@ impl Store {
         owner: &str,
         status: &'static str,
         error: Option<&str>,
-        messages: &[NewOutbound],
+        Enqueue { messages, notify }: Enqueue<'_>,
         now: i64,
     ) -> StoreResult<bool> {
         self.write_result(RowResult {
@@ -358,6 +361,7 @@ impl Store {
                 event_id: event.id.clone(),
                 conversation: event.conversation.clone(),
                 messages: self.seal_outbound(&event.tenant_id, &event.connection_id, messages),
+                notify,
             }),
             now,
         })
@@ -586,13 +590,16 @@ impl Store {
     /// conversation's queue: it is deleted and written again under a new
     /// `seq`, because the outbox's order is `seq` (an old `seq` made
     /// pending again would jump ahead of messages queued since, or be sent
-    /// beside one already in flight). Returns the messages, oldest first.
+    /// beside one already in flight). With `notify` (the tenant has a
+    /// status hook now), each one's new final status is posted to it.
+    /// Returns the messages, oldest first.
     pub async fn retry_failed(
         &self,
         tenant: &TenantId,
         connection: &ConnectionId,
         id: Option<&str>,
         limit: i64,
+        notify: bool,
         now: i64,
     ) -> StoreResult<Vec<OutboundMessage>> {
         let _turn = self.write_turn().await;
@@ -620,8 +627,8 @@ impl Store {
         let sql = format!(
             "INSERT INTO outbound_messages (id, tenant_id, connection_id, event_id, conversation, target_kind, \
                target_id, content, status, attempts, next_attempt_at, created_at, updated_at, \
-               idempotency_key, idempotency_group) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', 0, $9, $10, $9, $11, $12) \
+               idempotency_key, idempotency_group, notify_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', 0, $9, $10, $9, $11, $12, $13) \
              RETURNING {OUTBOUND_COLUMNS}"
         );
         let mut stored = Vec::with_capacity(taken.len());
@@ -641,6 +648,7 @@ impl Store {
                 .bind(row.try_get::<i64, _>("created_at")?)
                 .bind(maybe("idempotency_key")?)
                 .bind(maybe("idempotency_group")?)
+                .bind(notify_at(notify))
                 .fetch_one(&mut *tx)
                 .await?;
             stored.push(again);
@@ -686,7 +694,7 @@ impl Store {
         tenant: &TenantId,
         connection: &ConnectionId,
         conversation: &str,
-        messages: &[NewOutbound],
+        Enqueue { messages, notify }: Enqueue<'_>,
         idempotency_key: Option<&str>,
         now: i64,
     ) -> StoreResult<Vec<OutboundMessage>> {
@@ -698,8 +706,9 @@ impl Store {
         for (i, m) in messages.iter().enumerate() {
             let sql = format!(
                 "INSERT INTO outbound_messages (id, tenant_id, connection_id, conversation, target_kind, target_id, \
-                   content, status, attempts, next_attempt_at, created_at, updated_at, idempotency_key, idempotency_group) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', 0, $8, $8, $8, $9, $10) RETURNING {OUTBOUND_COLUMNS}"
+                   content, status, attempts, next_attempt_at, created_at, updated_at, idempotency_key, idempotency_group, \
+                   notify_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', 0, $8, $8, $8, $9, $10, $11) RETURNING {OUTBOUND_COLUMNS}"
             );
             let row = sqlx::query(&sql)
                 .bind(&m.id)
@@ -712,6 +721,7 @@ impl Store {
                 .bind(now)
                 .bind(key_of(i))
                 .bind(idempotency_key)
+                .bind(notify_at(notify))
                 .fetch_one(&mut *tx)
                 .await;
             match row {

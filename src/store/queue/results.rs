@@ -28,7 +28,7 @@ use sqlx::Row as _;
 use tokio::sync::oneshot;
 
 use super::handoff::{bind_claim, insert_chunk, insert_sql, Head};
-use super::rows::{NewOutbound, Queue, INBOX, OUTBOX};
+use super::rows::{notify_at, NewOutbound, Queue, INBOX, OUTBOX};
 use crate::domain::ids::{ConnectionId, TenantId};
 use crate::store::error::{StoreError, StoreResult};
 use crate::store::sql::seq_params;
@@ -74,6 +74,8 @@ pub(super) struct Replies {
     pub event_id: String,
     pub conversation: String,
     pub messages: Vec<NewOutbound>,
+    /// Whether their final statuses go to the tenant's status hook.
+    pub notify: bool,
 }
 
 /// The next pending row of the conversation of each of the rows `seqs` just
@@ -433,9 +435,9 @@ impl Store {
             let sql = insert_sql(
                 &OUTBOX,
                 "id, tenant_id, connection_id, event_id, conversation, target_kind, target_id, \
-                 content, next_attempt_at, created_at, updated_at",
-                9,
-                "{1}, {2}, {3}, {4}, {5}, {6}, {7}, {8}, {9}, {9}, {9}",
+                 content, next_attempt_at, created_at, updated_at, notify_at",
+                10,
+                "{1}, {2}, {3}, {4}, {5}, {6}, {7}, {8}, {9}, {9}, {9}, {10}",
                 chunk.len(),
                 claims,
             );
@@ -450,7 +452,8 @@ impl Store {
                     .bind(m.target_kind)
                     .bind(&m.target_id)
                     .bind(&m.content)
-                    .bind(*now);
+                    .bind(*now)
+                    .bind(notify_at(replies.notify));
                 query = bind_claim(query, claims, reserved.as_ref(), &OUTBOX, head);
             }
             claimed.extend(insert_chunk(&mut tx, query, claims, &OUTBOX).await?);

@@ -72,6 +72,32 @@ pub fn issued_key(millis: i64) -> String {
     format!("{:016}", millis.max(0))
 }
 
+/// Messages to enqueue, and whether their final statuses are to be posted
+/// to the tenant's status hook (it has one).
+#[derive(Debug, Clone, Copy)]
+pub struct Enqueue<'a> {
+    pub messages: &'a [NewOutbound],
+    pub notify: bool,
+}
+
+impl<'a> Enqueue<'a> {
+    pub const NONE: Enqueue<'static> = Enqueue::without_hook(&[]);
+
+    /// `messages`, their statuses posted nowhere.
+    pub const fn without_hook(messages: &'a [NewOutbound]) -> Self {
+        Self {
+            messages,
+            notify: false,
+        }
+    }
+}
+
+/// A new message's `notify_at` (migration 0021): 0, its status to be
+/// posted as soon as it is final, when its tenant has a status hook.
+pub fn notify_at(notify: bool) -> Option<i64> {
+    notify.then_some(0)
+}
+
 /// A message to enqueue.
 #[derive(Debug, Clone)]
 pub struct NewOutbound {

@@ -1,0 +1,99 @@
+//! The status hook's side of the outbox: messages whose final status
+//! (delivered, failed, cancelled) is still to be posted to their tenant's
+//! status hook (`notify_at`, migration 0021). Claimed under a lease as the
+//! queues' rows are, but in no order: each post stands alone, and a
+//! tenant's slow hook holds only its own posts.
+
+use sqlx::Row as _;
+
+use crate::domain::ids::{ConnectionId, TenantId};
+use crate::store::error::StoreResult;
+use crate::store::sql::{decode_all, record, seq_params};
+use crate::store::Store;
+
+record! {
+    /// A message whose final status is due to be posted.
+    #[derive(Debug, Clone)]
+    pub struct StatusNotice, columns NOTICE_COLUMNS {
+        pub seq: i64,
+        pub id: String,
+        pub tenant_id: TenantId,
+        pub connection_id: ConnectionId,
+        pub event_id: Option<String>,
+        pub target_kind: String,
+        pub target_id: String,
+        pub status: String,
+        pub attempts: i64,
+        pub last_error: Option<String>,
+        pub created_at: i64,
+        pub updated_at: i64,
+        pub delivered_at: Option<i64>,
+        /// Posts tried, this one included.
+        pub notify_attempts: i64,
+        /// The lease this claim holds (see [`Store::settle_status_notice`]).
+        pub notify_at: i64,
+    }
+}
+
+/// The rows of the partial index `outbound_notify`, in its own words (so
+/// that both databases use it).
+const DUE: &str = "notify_at IS NOT NULL AND status IN ('delivered', 'failed', 'cancelled')";
+
+impl Store {
+    /// Claims up to `limit` messages whose final status is due to be posted
+    /// at `now`, oldest due first, leased until `lease_until` (a post not
+    /// settled by then is claimed again), each post counted.
+    pub async fn claim_status_notices(
+        &self,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<StatusNotice>> {
+        let candidates = format!(
+            "SELECT seq FROM outbound_messages WHERE {DUE} AND notify_at <= $1 ORDER BY notify_at LIMIT $2"
+        );
+        let seqs: Vec<i64> = sqlx::query(&candidates)
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| r.try_get("seq"))
+            .collect::<Result<_, _>>()?;
+        if seqs.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The conditional update is the claim: of two replicas racing for a
+        // row, the second finds it leased.
+        let list = seq_params(&seqs, 3);
+        let sql = format!(
+            "UPDATE outbound_messages SET notify_at = $1, notify_attempts = notify_attempts + 1 \
+             WHERE seq IN ({l}) AND {DUE} AND notify_at <= $2 RETURNING {NOTICE_COLUMNS}",
+            l = list.sql
+        );
+        let query = sqlx::query(&sql).bind(lease_until).bind(now);
+        let _turn = self.write_turn().await;
+        let rows = list.bind(query).fetch_all(&self.writer).await?;
+        decode_all(&rows)
+    }
+
+    /// Ends a claimed post: `next_at` `None` when it was posted (or given
+    /// up), else the time of the next try; only while the claim's lease
+    /// (`notice.notify_at`) holds. Returns whether it did.
+    pub async fn settle_status_notice(
+        &self,
+        notice: &StatusNotice,
+        next_at: Option<i64>,
+    ) -> StoreResult<bool> {
+        let _turn = self.write_turn().await;
+        let done = sqlx::query(
+            "UPDATE outbound_messages SET notify_at = $3 WHERE seq = $1 AND notify_at = $2",
+        )
+        .bind(notice.seq)
+        .bind(notice.notify_at)
+        .bind(next_at)
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}

@@ -1,0 +1,94 @@
+//! The status hook's worker: posts the final status (delivered, failed,
+//! cancelled) of each message written while its tenant had a status hook
+//! (`PUT /api/v1/tenants/{tenant}/status-hook`) to that hook, signed as
+//! engine requests are. At least once: a post is settled only after the
+//! hook answered 2xx, tried again with backoff on anything else, and given
+//! up after [`MAX_POSTS`] tries; a replica that stops mid-post leaves a
+//! lease that expires, and the post is made again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::web;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::retry::backoff;
+use crate::domain::now_millis;
+use crate::service::status_hook;
+use crate::state::AppState;
+use crate::store::queue::StatusNotice;
+
+/// Posts in flight at once, per replica.
+const SLOTS: usize = 64;
+/// A claimed post's lease: past it, another worker posts it again.
+const LEASE_MS: i64 = 30_000;
+/// Tries before a status is given up: with the default `retry_base_ms`
+/// (1 s) the retry schedule (1, 2, 5, …, 300 times it) spans about an hour.
+pub const MAX_POSTS: i64 = 20;
+
+/// Claims due posts for the free slots and makes each in a task of its
+/// own, until told to stop.
+pub async fn run(state: web::Data<AppState>) {
+    let slots = Arc::new(Semaphore::new(SLOTS));
+    let mut stop = state.signals.stop.subscribe();
+    loop {
+        let free = slots.available_permits();
+        let mut busy = false;
+        if free > 0 {
+            let now = now_millis();
+            let limit = i64::try_from(free).unwrap_or(1);
+            match state
+                .store
+                .claim_status_notices(now, now + LEASE_MS, limit)
+                .await
+            {
+                Ok(notices) => {
+                    busy = notices.len() == free;
+                    for notice in notices {
+                        let Ok(slot) = slots.clone().acquire_owned().await else {
+                            break;
+                        };
+                        tokio::spawn(post(state.clone(), notice, slot));
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error.message = %e, "could not claim message statuses to post")
+                }
+            }
+        }
+        // `worker_poll_ms`, as the queues' workers look for work not woken for.
+        let wait = if busy {
+            Duration::ZERO
+        } else {
+            state.settings.worker_poll
+        };
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => break,
+        }
+    }
+}
+
+/// Makes one post and settles it: done, given up, or due again later.
+async fn post(state: web::Data<AppState>, notice: StatusNotice, _slot: OwnedSemaphorePermit) {
+    let next_at = match status_hook::post(&state, &notice).await {
+        Ok(()) => {
+            state.metrics.status_posts.inc("posted");
+            None
+        }
+        Err(error) if notice.notify_attempts >= MAX_POSTS => {
+            state.metrics.status_posts.inc("dropped");
+            tracing::warn!(message_id = %notice.id, tenant_id = %notice.tenant_id, attempts = notice.notify_attempts, error.message = %error, "the status hook kept failing; this message's status is not posted");
+            None
+        }
+        Err(error) => {
+            state.metrics.status_posts.inc("retried");
+            tracing::info!(message_id = %notice.id, tenant_id = %notice.tenant_id, attempts = notice.notify_attempts, error.message = %error, "status post failed; will retry");
+            let delay = backoff(state.settings.retry_base, notice.notify_attempts);
+            Some(now_millis() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 4))
+        }
+    };
+    if let Err(e) = state.store.settle_status_notice(&notice, next_at).await {
+        tracing::warn!(message_id = %notice.id, error.message = %e, "could not settle a status post; its lease will expire and it is posted again");
+    }
+}
