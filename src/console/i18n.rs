@@ -275,6 +275,12 @@ texts! {
     RotateIntro => "Fill in only what changed; empty fields keep their current value. New credentials drop the current token at once.", "바뀐 항목만 입력하세요. 빈 항목은 현재 값을 유지합니다. 새 자격 증명을 저장하면 현재 토큰은 즉시 폐기됩니다.";
     Save => "Save", "저장";
     Saved => "Saved.", "저장했습니다.";
+    StatusHook => "Status hook", "상태 알림 URL";
+    StatusHookIntro => "botgate posts the final status of each message (delivered, failed, cancelled) to this URL, signed with the secret as engine requests are. Messages written before it was set are not posted.", "botgate가 각 메시지의 최종 상태(전달됨, 실패, 취소됨)를 이 URL로 보냅니다. 엔진 요청과 같은 방식으로 시크릿으로 서명합니다. 설정하기 전에 기록된 메시지는 보내지 않습니다.";
+    StatusHookUrl => "Status hook URL", "상태 알림 URL";
+    StatusHookSecretHint => "16 characters or more; each post is signed with it (enter it again on every save).", "16자 이상이며 알림마다 이것으로 서명합니다(저장할 때마다 다시 입력).";
+    StatusHookRemove => "Stop posting statuses", "상태 알림 중지";
+    StatusHookRemoved => "Statuses are no longer posted.", "더 이상 상태를 보내지 않습니다.";
     Current => "now", "현재";
     Delete => "Delete connection", "연결 삭제";
     DeleteConfirm => "Delete this connection? Its webhook and auth URLs stop working at once, and its stored credentials, token, events and messages are removed. This cannot be undone.", "이 연결을 삭제할까요? Webhook URL과 인증 URL이 즉시 작동하지 않으며 저장된 자격 증명, 토큰, 이벤트와 메시지가 삭제됩니다. 되돌릴 수 없습니다.";
@@ -359,6 +365,7 @@ const FIELD_MESSAGES: &[(&str, &str)] = &[
     ("is not used when auth_mode is \"user\": a NAVER WORKS member authorises the bot instead", "auth_mode가 \"user\"이면 쓰지 않습니다. NAVER WORKS 구성원이 대신 봇을 허용합니다."),
     ("must be \"service_account\" (JWT, the default) or \"user\" (a person signs in)", "\"service_account\"(JWT, 기본값) 또는 \"user\"(사람이 로그인)여야 합니다."),
     ("is required: botgate signs engine requests with it", "필수 항목입니다. botgate가 엔진 요청에 이것으로 서명합니다."),
+    ("is required: botgate signs each post with it", "필수 항목입니다. botgate가 알림마다 이것으로 서명합니다."),
     ("must be a string", "문자열이어야 합니다."),
     ("must not be empty", "비어 있으면 안 됩니다."),
     ("must be {} to {} characters long (got {})", "{}~{}자여야 합니다(입력: {}자)."),
@@ -461,7 +468,7 @@ mod tests {
         parse_rate_limit, parse_scope, parse_service_account, parse_text, BotId, Charset,
         PrivateKeyPem,
     };
-    use crate::domain::tenant::{EngineConfig, EngineUrl, TenantName};
+    use crate::domain::tenant::{EngineConfig, EngineUrl, StatusHook, TenantName};
 
     #[test]
     fn accept_language_picks_korean_or_english() {
@@ -586,6 +593,11 @@ mod tests {
             ),
         ] {
             if let Err(errors) = EngineConfig::parse(kind.as_ref(), url.as_ref(), secret.as_ref()) {
+                messages.extend(errors.into_iter().map(|e| e.message));
+            }
+        }
+        for (url, secret) in [(None, None), (Some(json!(1)), Some(json!(1)))] {
+            if let Err(errors) = StatusHook::parse(url.as_ref(), secret.as_ref()) {
                 messages.extend(errors.into_iter().map(|e| e.message));
             }
         }

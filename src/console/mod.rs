@@ -177,6 +177,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     .route(web::post().to(h::save_engine)),
             )
             .service(resource("/engine/test").route(web::post().to(h::test_engine)))
+            .service(resource("/status-hook").route(web::post().to(h::save_status_hook)))
+            .service(
+                resource("/status-hook/remove").route(web::post().to(h::remove_status_hook)),
+            )
             .service(resource("/api-key").route(web::post().to(h::replace_api_key)))
             .service(resource("/activity").route(web::get().to(h::activity_page))),
     );

@@ -392,6 +392,26 @@ async fn a_builder_connects_a_bot_in_a_real_browser() {
     browser.click("#kind-echo").await;
     browser.click("#save-engine").await;
     browser.find(".notice").await;
+    // The status hook on the same page: its own errors, set, removed.
+    browser
+        .fill("#status_url", "http://127.0.0.1:9/status")
+        .await;
+    browser.fill("#status_secret", "short").await;
+    browser.click("#save-status-hook").await;
+    assert!(browser
+        .text("#status_secret-error")
+        .await
+        .contains("16 to 512"));
+    assert!(
+        browser.find_all("#secret-error").await.is_empty(),
+        "not the engine's"
+    );
+    browser.fill("#status_secret", "a-status-hook-secret").await;
+    browser.click("#save-status-hook").await;
+    assert!(browser.text("#status-hook").await.contains("****cret"));
+    browser.click("#remove-status-hook").await;
+    browser.find("#status-hook .notice").await;
+    assert!(browser.find_all("#remove-status-hook").await.is_empty());
     // One by its own button, then the rest with "Replay all".
     browser.goto(&connection_url).await;
     browser.click("button.replay").await;
@@ -1296,6 +1316,61 @@ async fn rotation_and_engine_forms_follow_the_api_rules(backend: Backend) {
     );
     let (_, _, page) = builder.get("/console/engine").await;
     assert!(page.contains("****cret") && !page.contains("an-engine-signing-secret"));
+
+    // The status hook's form: the API's rules, each error under its own
+    // field (not the engine's), nothing changed; then set, then removed.
+    let before = app.db.snapshot().await;
+    let (status, _, page) = builder
+        .post(
+            "/console/status-hook",
+            &[
+                ("csrf", &csrf),
+                ("status_url", "ftp://hooks.example.com"),
+                ("status_secret", "short"),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    for id in ["status_url-error", "status_secret-error"] {
+        assert!(page.contains(&format!("id=\"{id}\"")), "{id}: {page}");
+    }
+    assert!(page.contains("must be an http:// or https:// URL"));
+    assert!(!page.contains("id=\"url-error\"") && !page.contains("id=\"secret-error\""));
+    assert!(
+        page.contains("value=\"ftp://hooks.example.com\"") && !page.contains("value=\"short\"")
+    );
+    assert_eq!(app.db.snapshot().await, before);
+    let url = "http://jobs.example.com/status";
+    let (status, headers, _) = builder
+        .post(
+            "/console/status-hook",
+            &[
+                ("csrf", &csrf),
+                ("status_url", url),
+                ("status_secret", "a-status-hook-secret"),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let location = headers[LOCATION].to_str().unwrap().to_owned();
+    assert!(location.ends_with("?hook=saved"), "{location}");
+    let hook = app.get(&tenant_path, &tenant.api_key).await.1["status_hook"].clone();
+    assert_eq!(hook, json!({"url": url, "secret": "****cret"}));
+    let (_, _, page) = builder.get("/console/engine?hook=saved").await;
+    assert!(page.contains(&format!("value=\"{url}\"")), "{page}");
+    assert!(page.contains("remove-status-hook") && !page.contains("a-status-hook-secret"));
+    let (status, headers, _) = builder
+        .post("/console/status-hook/remove", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert!(headers[LOCATION]
+        .to_str()
+        .unwrap()
+        .ends_with("?hook=removed"));
+    let tenant_now = app.get(&tenant_path, &tenant.api_key).await.1;
+    assert!(tenant_now.get("status_hook").is_none(), "{tenant_now}");
+    let (_, _, page) = builder.get("/console/engine?hook=removed").await;
+    assert!(!page.contains("remove-status-hook"));
 }
 
 both_backends!(sign_in_links_work_once_and_expired_ones_are_forgotten);

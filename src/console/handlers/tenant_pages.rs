@@ -99,6 +99,9 @@ struct Replaced {
 enum Outcome<'a> {
     Nothing,
     Saved,
+    /// The status hook set, or removed.
+    HookSaved,
+    HookRemoved,
     Replaced(&'a Replaced),
     Tested(&'a EngineTest),
 }
@@ -112,6 +115,7 @@ async fn engine_form(
 ) -> Page {
     let l = ctx.lang;
     let view = tenants::engine_view(&ctx.state, t).await?;
+    let hook = status_hook::view(&ctx.state, t).await?;
     let get = |name: &str| -> String {
         match values {
             Some(v) => v.get(name).cloned().unwrap_or_default(),
@@ -194,6 +198,38 @@ async fn engine_form(
                 }
             }
         }
+        section #status-hook {
+            h2 { (T::StatusHook.get(l)) }
+            @match outcome {
+                Outcome::HookSaved => (notice(T::Saved.get(l))),
+                Outcome::HookRemoved => (notice(T::StatusHookRemoved.get(l))),
+                _ => {}
+            }
+            p { (T::StatusHookIntro.get(l)) }
+            form.card #status-hook-form method="post" action="/console/status-hook" novalidate {
+                (csrf(ctx))
+                div.field.invalid[!field_errors("status_url").is_empty()] {
+                    label for="status_url" { (T::StatusHookUrl.get(l)) }
+                    input #status_url type="text" name="status_url" spellcheck="false" autocomplete="off"
+                        value=(values.and_then(|v| v.get("status_url")).cloned().or_else(|| hook.as_ref().map(|h| h.url.clone())).unwrap_or_default());
+                    @for m in field_errors("status_url") { p.error #status_url-error { (m) } }
+                }
+                div.field.invalid[!field_errors("status_secret").is_empty()] {
+                    label for="status_secret" { (T::EngineSecret.get(l)) }
+                    @if let Some(h) = &hook { span.current { (T::Current.get(l)) ": " code { (h.secret) } } }
+                    input #status_secret type="password" name="status_secret" value="" autocomplete="new-password";
+                    small.hint { (T::StatusHookSecretHint.get(l)) }
+                    @for m in field_errors("status_secret") { p.error #status_secret-error { (m) } }
+                }
+                button #save-status-hook type="submit" { (T::Save.get(l)) }
+            }
+            @if hook.is_some() {
+                form.inline method="post" action="/console/status-hook/remove" {
+                    (csrf(ctx))
+                    button.danger #remove-status-hook type="submit" { (T::StatusHookRemove.get(l)) }
+                }
+            }
+        }
         section #api-key {
             h2 { (T::ApiKey.get(l)) }
             @if let Outcome::Replaced(r) = &outcome {
@@ -230,9 +266,13 @@ async fn engine_form(
 pub async fn engine_page(ctx: Ctx, req: HttpRequest) -> HttpResponse {
     let page = async {
         let t = tenant(&ctx)?;
-        let saved = req.query_string().contains("saved=1");
-        let outcome = if saved {
+        let query = req.query_string();
+        let outcome = if query.contains("saved=1") {
             Outcome::Saved
+        } else if query.contains("hook=saved") {
+            Outcome::HookSaved
+        } else if query.contains("hook=removed") {
+            Outcome::HookRemoved
         } else {
             Outcome::Nothing
         };
@@ -271,6 +311,50 @@ pub async fn save_engine(ctx: Ctx, form: Form) -> HttpResponse {
             }
             Err(e) => Err(e.into()),
         }
+    }
+    .await;
+    finish(&ctx, page)
+}
+
+/// `POST /console/status-hook`: sets the tenant's status hook (the API's
+/// `PUT …/status-hook`); its field errors shown under its own fields.
+pub async fn save_status_hook(ctx: Ctx, form: Form) -> HttpResponse {
+    let page = async {
+        genuine(&ctx, &form)?;
+        let t = tenant(&ctx)?;
+        let field = |name: &str| {
+            let v = text(&form, name);
+            (!v.is_empty()).then_some(Value::String(v))
+        };
+        let body = StatusHookBody {
+            url: field("status_url"),
+            secret: field("status_secret"),
+        };
+        match status_hook::set(&ctx.state, t, &body, &ctx.actor()).await {
+            Ok(_) => Ok(ctx.redirect("/console/engine?hook=saved")),
+            Err(ApiError::Validation(errors)) => {
+                let errors: Vec<FieldError> = errors
+                    .into_iter()
+                    .map(|e| FieldError::new(format!("status_{}", e.field), e.message))
+                    .collect();
+                let mut values = (*form).clone();
+                values.remove("status_secret");
+                engine_form(&ctx, t, Some(&values), &errors, Outcome::Nothing).await
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+    .await;
+    finish(&ctx, page)
+}
+
+/// `POST /console/status-hook/remove`: no more posts.
+pub async fn remove_status_hook(ctx: Ctx, form: Form) -> HttpResponse {
+    let page = async {
+        genuine(&ctx, &form)?;
+        let t = tenant(&ctx)?;
+        status_hook::remove(&ctx.state, t, &ctx.actor()).await?;
+        Ok(ctx.redirect("/console/engine?hook=removed"))
     }
     .await;
     finish(&ctx, page)
