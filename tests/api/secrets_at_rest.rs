@@ -55,8 +55,19 @@ async fn no_plaintext_credential_at_rest(backend: Backend) {
         )
         .await;
     assert_eq!(status, StatusCode::OK);
+    let status_secret = "status-hook-secret-AtRest-0043";
+    let (status, _) = app
+        .send_json(
+            Method::PUT,
+            &format!("/api/v1/tenants/{}/status-hook", tenant.id),
+            &tenant.api_key,
+            &json!({"url": "https://jobs.example/status", "secret": status_secret}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
     let mut secrets = secrets_of("7000001");
     secrets.push(engine_secret.to_owned());
+    secrets.push(status_secret.to_owned());
     secrets.push(tenant.api_key.clone());
     secrets.push(app.admin_token.clone());
 
