@@ -72,6 +72,7 @@ both_backends!(
     failed_messages_are_sent_again_on_request,
     queued_messages_are_cancelled_and_never_sent,
     final_statuses_are_posted_to_the_status_hook,
+    status_posts_are_claimed_once_and_settled_under_their_lease,
 );
 
 async fn every_content_type_is_delivered_as_sent(backend: Backend) {
@@ -963,5 +964,122 @@ async fn final_statuses_are_posted_to_the_status_hook(backend: Backend) {
             .and_then(|n| n.parse().ok())
             .unwrap_or(0);
         assert!(count > 0, "{result}: {metrics}");
+    }
+}
+
+/// The status posts' claims, as two replicas make them: each final message
+/// claimed by one of them, not again while its lease holds, again once it
+/// expired; a settle under a lease no longer held changes nothing; a
+/// message not yet final, or not to be posted, is never claimed.
+async fn status_posts_are_claimed_once_and_settled_under_their_lease(backend: Backend) {
+    let options = Options {
+        extra: "workers = false".to_owned(),
+        ..Options::default()
+    };
+    let app = spawn_app_with(backend, options).await;
+    let replica = spawn_replica(&app).await;
+    let tenant = app.create_tenant("Claims").await;
+    let connection = app
+        .create_connection(&tenant, &connection_body("7100001"))
+        .await;
+    let connection = connection["id"].as_str().unwrap();
+    let mut conn = app.db.connect().await;
+    let now = botgate::domain::now_millis();
+    let mut finals = Vec::new();
+    for i in 0..40 {
+        let (id, status) = (
+            format!("msg_final_{i}"),
+            ["delivered", "failed", "cancelled"][i % 3],
+        );
+        crate::lifecycle::insert_message(&mut conn, &tenant.id, connection, &id, status, now).await;
+        finals.push(id);
+    }
+    for (id, status) in [
+        ("msg_queued", "pending"),
+        ("msg_sending", "sending"),
+        ("msg_unhooked", "delivered"),
+    ] {
+        crate::lifecycle::insert_message(&mut conn, &tenant.id, connection, id, status, now).await;
+    }
+    sqlx::query("UPDATE outbound_messages SET notify_at = 0 WHERE id <> 'msg_unhooked'")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+
+    let lease = now + 30_000;
+    let (a, b) = (&app.state.store, &replica.state.store);
+    // Rounds of four claims at once, two per replica, until none claims
+    // anything: racing for the same rows, each row goes to one claim.
+    let mut seen: Vec<String> = Vec::new();
+    loop {
+        let claims = [a, b, a, b].map(|store| store.claim_status_notices(now, lease, 7));
+        let round: Vec<String> = join_all(claims.into_iter())
+            .await
+            .into_iter()
+            .flat_map(|c| c.unwrap().into_iter().map(|n| n.id))
+            .collect();
+        if round.is_empty() {
+            break;
+        }
+        seen.extend(round);
+    }
+    seen.sort();
+    let mut expected = finals.clone();
+    expected.sort();
+    assert_eq!(
+        seen, expected,
+        "every final one once, by one replica or the other"
+    );
+    assert!(
+        a.claim_status_notices(now + 1, lease, 100)
+            .await
+            .unwrap()
+            .is_empty(),
+        "leased"
+    );
+
+    // The lease expired: claimed again, the post counted again.
+    let again = b
+        .claim_status_notices(lease + 1, lease + 30_000, 100)
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 40);
+    assert!(again.iter().all(|n| n.notify_attempts == 2));
+    let stale = claimed_before(&again[0], lease);
+    assert!(
+        !a.settle_status_notice(&stale, None).await.unwrap(),
+        "a lease no longer held"
+    );
+    // Settled: posted (none), or due again later.
+    assert!(a.settle_status_notice(&again[0], None).await.unwrap());
+    assert!(a
+        .settle_status_notice(&again[1], Some(lease + 60_000))
+        .await
+        .unwrap());
+    let later = a
+        .claim_status_notices(lease + 59_999, lease + 90_000, 100)
+        .await
+        .unwrap();
+    assert!(later
+        .iter()
+        .all(|n| n.id != again[0].id && n.id != again[1].id));
+    let due = a
+        .claim_status_notices(lease + 60_000, lease + 90_000, 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        due.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(),
+        [again[1].id.as_str()]
+    );
+}
+
+/// `notice` as a claim that held the lease `until` saw it.
+fn claimed_before(
+    notice: &botgate::store::queue::StatusNotice,
+    until: i64,
+) -> botgate::store::queue::StatusNotice {
+    botgate::store::queue::StatusNotice {
+        notify_at: until,
+        ..notice.clone()
     }
 }
