@@ -93,6 +93,27 @@ pub fn request_body(event: &EngineEvent<'_>) -> Value {
     body
 }
 
+/// A POST of the JSON `body` to a tenant-given `url` (checked against the
+/// outbound policy), signed with `secret` as this protocol says: what
+/// botgate sends an engine, and a tenant's status hook.
+pub fn signed_post(
+    client: &crate::outbound::Client,
+    url: &str,
+    secret: &SecretString,
+    body: Vec<u8>,
+    timeout: Duration,
+) -> Result<reqwest::RequestBuilder, crate::outbound::Refused> {
+    let timestamp = time::OffsetDateTime::now_utc().unix_timestamp().to_string();
+    let signed = signature(secret.expose_secret().as_bytes(), &timestamp, &body);
+    Ok(client
+        .post(url)?
+        .timeout(timeout)
+        .header("Content-Type", "application/json")
+        .header("X-Botgate-Timestamp", timestamp)
+        .header("X-Botgate-Signature", signed)
+        .body(body))
+}
+
 pub async fn answer(
     client: &crate::outbound::Client,
     timeout: Duration,
@@ -102,17 +123,7 @@ pub async fn answer(
 ) -> Result<Vec<Value>, EngineError> {
     let body = serde_json::to_vec(&request_body(event))
         .map_err(|e| EngineError::Unreadable(e.to_string()))?;
-    let timestamp = time::OffsetDateTime::now_utc().unix_timestamp().to_string();
-    let response = client
-        .post(url)?
-        .timeout(timeout)
-        .header("Content-Type", "application/json")
-        .header("X-Botgate-Timestamp", &timestamp)
-        .header(
-            "X-Botgate-Signature",
-            signature(secret.expose_secret().as_bytes(), &timestamp, &body),
-        )
-        .body(body)
+    let response = signed_post(client, url, secret, body, timeout)?
         .send()
         .await?;
     let answer = super::json_answer(client, response).await?;

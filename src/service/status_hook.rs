@@ -4,7 +4,6 @@
 //! /api/v1/tenants/{tenant}/status-hook`, the tenant's view); each post is
 //! made here for the worker that claims them (`worker::status_hook`).
 
-use secrecy::ExposeSecret as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -12,7 +11,7 @@ use super::activity::{self, Actor};
 use super::tenants::{allowed, masked_secret, open_secret, tenant_aad};
 use crate::domain::tenant::StatusHook;
 use crate::domain::{now_millis, rfc3339};
-use crate::engine::http::signature;
+use crate::engine::http::signed_post;
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::store::queue::StatusNotice;
@@ -135,39 +134,29 @@ fn body(notice: &StatusNotice) -> Value {
     })
 }
 
-/// One post to the tenant's hook; `Ok` also when there is nothing to post
-/// to any more (the tenant, or its hook, removed since).
-pub async fn post(state: &AppState, notice: &StatusNotice) -> Result<(), String> {
+/// One post to the tenant's hook: `Ok(true)` when the hook took it,
+/// `Ok(false)` when there is nothing to post to any more (the tenant, or
+/// its hook, removed since).
+pub async fn post(state: &AppState, notice: &StatusNotice) -> Result<bool, String> {
     let tenant = state
         .store
         .tenant(&notice.tenant_id)
         .await
         .map_err(|e| e.to_string())?;
     let Some((tenant, url)) = tenant.and_then(|t| t.status_url.clone().map(|url| (t, url))) else {
-        return Ok(());
+        return Ok(false);
     };
     let secret = open_secret(state, &tenant, field::STATUS_SECRET)
         .await?
         .ok_or("the status hook's secret is missing")?;
     let body = serde_json::to_vec(&body(notice)).map_err(|e| e.to_string())?;
-    let timestamp = time::OffsetDateTime::now_utc().unix_timestamp().to_string();
-    let response = state
-        .outbound
-        .post(&url)
+    let response = signed_post(&state.outbound, &url, &secret, body, TIMEOUT)
         .map_err(|refused| format!("the status hook's URL was refused: {refused}"))?
-        .timeout(TIMEOUT)
-        .header("Content-Type", "application/json")
-        .header("X-Botgate-Timestamp", &timestamp)
-        .header(
-            "X-Botgate-Signature",
-            signature(secret.expose_secret().as_bytes(), &timestamp, &body),
-        )
-        .body(body)
         .send()
         .await
         .map_err(|e| format!("the status hook {}", crate::outbound::no_answer(&e)))?;
     match response.status() {
-        s if s.is_success() => Ok(()),
+        s if s.is_success() => Ok(true),
         s => Err(format!("the status hook answered HTTP {}", s.as_u16())),
     }
 }

@@ -72,8 +72,10 @@ pub async fn run(state: web::Data<AppState>) {
 /// Makes one post and settles it: done, given up, or due again later.
 async fn post(state: web::Data<AppState>, notice: StatusNotice, _slot: OwnedSemaphorePermit) {
     let next_at = match status_hook::post(&state, &notice).await {
-        Ok(()) => {
-            state.metrics.status_posts.inc("posted");
+        Ok(posted) => {
+            if posted {
+                state.metrics.status_posts.inc("posted");
+            }
             None
         }
         Err(error) if notice.notify_attempts >= MAX_POSTS => {
