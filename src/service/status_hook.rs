@@ -116,20 +116,21 @@ pub async fn view(
 
 /// The body of a post: the message's final status, never its content.
 fn body(notice: &StatusNotice) -> Value {
+    let m = &notice.message;
     json!({
         "type": "message.status",
-        "tenant_id": notice.tenant_id.as_str(),
-        "connection_id": notice.connection_id.as_str(),
+        "tenant_id": m.tenant_id.as_str(),
+        "connection_id": m.connection_id.as_str(),
         "message": {
-            "id": notice.id,
-            "event_id": notice.event_id,
-            "status": notice.status,
-            "target": {"kind": notice.target_kind, "id": notice.target_id},
-            "attempts": notice.attempts,
-            "last_error": notice.last_error,
-            "created_at": rfc3339(notice.created_at),
-            "updated_at": rfc3339(notice.updated_at),
-            "delivered_at": notice.delivered_at.map(rfc3339),
+            "id": m.id,
+            "event_id": m.event_id,
+            "status": m.status,
+            "target": {"kind": m.target_kind, "id": m.target_id},
+            "attempts": m.attempts,
+            "last_error": m.last_error,
+            "created_at": rfc3339(m.created_at),
+            "updated_at": rfc3339(m.updated_at),
+            "delivered_at": m.delivered_at.map(rfc3339),
         },
     })
 }
@@ -140,7 +141,7 @@ fn body(notice: &StatusNotice) -> Value {
 pub async fn post(state: &AppState, notice: &StatusNotice) -> Result<bool, String> {
     let tenant = state
         .store
-        .tenant(&notice.tenant_id)
+        .tenant(&notice.message.tenant_id)
         .await
         .map_err(|e| e.to_string())?;
     let Some((tenant, url)) = tenant.and_then(|t| t.status_url.clone().map(|url| (t, url))) else {

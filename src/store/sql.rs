@@ -43,6 +43,16 @@ impl Store {
         Ok(row.map(|r| r.try_get::<i64, _>(0)).transpose()?)
     }
 
+    /// Runs `query` on the pool: every row's first column, an integer (the
+    /// `seq`s of rows a claim may take).
+    pub(crate) async fn fetch_i64s(&self, query: Query<'_>) -> StoreResult<Vec<i64>> {
+        let rows = query.fetch_all(&self.pool).await?;
+        Ok(rows
+            .iter()
+            .map(|r| r.try_get::<i64, _>(0))
+            .collect::<Result<_, _>>()?)
+    }
+
     /// Runs `query` on the pool and decodes every row.
     pub(crate) async fn fetch_all<T: FromRow>(&self, query: Query<'_>) -> StoreResult<Vec<T>> {
         let rows = query.fetch_all(&self.pool).await?;

@@ -80,17 +80,17 @@ async fn post(state: web::Data<AppState>, notice: StatusNotice, _slot: OwnedSema
         }
         Err(error) if notice.notify_attempts >= MAX_POSTS => {
             state.metrics.status_posts.inc("dropped");
-            tracing::warn!(message_id = %notice.id, tenant_id = %notice.tenant_id, attempts = notice.notify_attempts, error.message = %error, "the status hook kept failing; this message's status is not posted");
+            tracing::warn!(message_id = %notice.message.id, tenant_id = %notice.message.tenant_id, attempts = notice.notify_attempts, error.message = %error, "the status hook kept failing; this message's status is not posted");
             None
         }
         Err(error) => {
             state.metrics.status_posts.inc("retried");
-            tracing::info!(message_id = %notice.id, tenant_id = %notice.tenant_id, attempts = notice.notify_attempts, error.message = %error, "status post failed; will retry");
+            tracing::info!(message_id = %notice.message.id, tenant_id = %notice.message.tenant_id, attempts = notice.notify_attempts, error.message = %error, "status post failed; will retry");
             let delay = backoff(state.settings.retry_base, notice.notify_attempts);
             Some(now_millis() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 4))
         }
     };
     if let Err(e) = state.store.settle_status_notice(&notice, next_at).await {
-        tracing::warn!(message_id = %notice.id, error.message = %e, "could not settle a status post; its lease will expire and it is posted again");
+        tracing::warn!(message_id = %notice.message.id, error.message = %e, "could not settle a status post; its lease will expire and it is posted again");
     }
 }

@@ -1016,7 +1016,7 @@ async fn status_posts_are_claimed_once_and_settled_under_their_lease(backend: Ba
         let round: Vec<String> = join_all(claims.into_iter())
             .await
             .into_iter()
-            .flat_map(|c| c.unwrap().into_iter().map(|n| n.id))
+            .flat_map(|c| c.unwrap().into_iter().map(|n| n.message.id))
             .collect();
         if round.is_empty() {
             break;
@@ -1062,14 +1062,16 @@ async fn status_posts_are_claimed_once_and_settled_under_their_lease(backend: Ba
         .unwrap();
     assert!(later
         .iter()
-        .all(|n| n.id != again[0].id && n.id != again[1].id));
+        .all(|n| n.message.id != again[0].message.id && n.message.id != again[1].message.id));
     let due = a
         .claim_status_notices(lease + 60_000, lease + 90_000, 100)
         .await
         .unwrap();
     assert_eq!(
-        due.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(),
-        [again[1].id.as_str()]
+        due.iter()
+            .map(|n| n.message.id.as_str())
+            .collect::<Vec<_>>(),
+        [again[1].message.id.as_str()]
     );
 }
 

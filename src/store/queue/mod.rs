@@ -268,14 +268,9 @@ impl Store {
             t = q.table,
             w = q.working
         );
-        let seqs: Vec<i64> = sqlx::query(&candidates)
-            .bind(now)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(|r| r.try_get("seq"))
-            .collect::<Result<_, _>>()?;
+        let seqs = self
+            .fetch_i64s(sqlx::query(&candidates).bind(now).bind(limit))
+            .await?;
         if seqs.is_empty() {
             return Ok(Vec::new());
         }

@@ -4,34 +4,33 @@
 //! queues' rows are, but in no order: each post stands alone, and a
 //! tenant's slow hook holds only its own posts.
 
+use sqlx::any::AnyRow;
 use sqlx::Row as _;
 
-use crate::domain::ids::{ConnectionId, TenantId};
+use super::rows::{OutboundMessage, OUTBOUND_COLUMNS};
 use crate::store::error::StoreResult;
-use crate::store::sql::{decode_all, record, seq_params};
+use crate::store::sql::{decode_all, seq_params, FromRow};
 use crate::store::Store;
 
-record! {
-    /// A message whose final status is due to be posted.
-    #[derive(Debug, Clone)]
-    pub struct StatusNotice, columns NOTICE_COLUMNS {
-        pub seq: i64,
-        pub id: String,
-        pub tenant_id: TenantId,
-        pub connection_id: ConnectionId,
-        pub event_id: Option<String>,
-        pub target_kind: String,
-        pub target_id: String,
-        pub status: String,
-        pub attempts: i64,
-        pub last_error: Option<String>,
-        pub created_at: i64,
-        pub updated_at: i64,
-        pub delivered_at: Option<i64>,
-        /// Posts tried, this one included.
-        pub notify_attempts: i64,
-        /// The lease this claim holds (see [`Store::settle_status_notice`]).
-        pub notify_at: i64,
+/// A message whose final status is due to be posted: the message (its
+/// content left sealed: a post never carries it), and its post's tries
+/// and lease.
+#[derive(Debug, Clone)]
+pub struct StatusNotice {
+    pub message: OutboundMessage,
+    /// Posts tried, this one included.
+    pub notify_attempts: i64,
+    /// The lease this claim holds (see [`Store::settle_status_notice`]).
+    pub notify_at: i64,
+}
+
+impl FromRow for StatusNotice {
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            message: OutboundMessage::from_row(row)?,
+            notify_attempts: row.try_get("notify_attempts")?,
+            notify_at: row.try_get("notify_at")?,
+        })
     }
 }
 
@@ -52,14 +51,9 @@ impl Store {
         let candidates = format!(
             "SELECT seq FROM outbound_messages WHERE {DUE} AND notify_at <= $1 ORDER BY notify_at LIMIT $2"
         );
-        let seqs: Vec<i64> = sqlx::query(&candidates)
-            .bind(now)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(|r| r.try_get("seq"))
-            .collect::<Result<_, _>>()?;
+        let seqs = self
+            .fetch_i64s(sqlx::query(&candidates).bind(now).bind(limit))
+            .await?;
         if seqs.is_empty() {
             return Ok(Vec::new());
         }
@@ -68,7 +62,8 @@ impl Store {
         let list = seq_params(&seqs, 3);
         let sql = format!(
             "UPDATE outbound_messages SET notify_at = $1, notify_attempts = notify_attempts + 1 \
-             WHERE seq IN ({l}) AND {DUE} AND notify_at <= $2 RETURNING {NOTICE_COLUMNS}",
+             WHERE seq IN ({l}) AND {DUE} AND notify_at <= $2 \
+             RETURNING {OUTBOUND_COLUMNS}, notify_attempts, notify_at",
             l = list.sql
         );
         let query = sqlx::query(&sql).bind(lease_until).bind(now);
@@ -89,7 +84,7 @@ impl Store {
         let done = sqlx::query(
             "UPDATE outbound_messages SET notify_at = $3 WHERE seq = $1 AND notify_at = $2",
         )
-        .bind(notice.seq)
+        .bind(notice.message.seq)
         .bind(notice.notify_at)
         .bind(next_at)
         .execute(&self.writer)
