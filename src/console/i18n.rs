@@ -280,6 +280,9 @@ texts! {
     StatusHookUrl => "Status hook URL", "상태 알림 URL";
     StatusHookSecretHint => "16 characters or more; each post is signed with it (enter it again on every save).", "16자 이상이며 알림마다 이것으로 서명합니다(저장할 때마다 다시 입력).";
     StatusHookRemove => "Stop posting statuses", "상태 알림 중지";
+    StatusHookTest => "Send a test post", "테스트 알림 보내기";
+    StatusHookAnswered => "The status hook took the test post:", "상태 알림 URL이 테스트 알림을 받았습니다:";
+    StatusHookFailed => "The test post failed:", "테스트 알림 실패:";
     StatusHookRemoved => "Statuses are no longer posted.", "더 이상 상태를 보내지 않습니다.";
     Current => "now", "현재";
     Delete => "Delete connection", "연결 삭제";

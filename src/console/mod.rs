@@ -181,6 +181,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(
                 resource("/status-hook/remove").route(web::post().to(h::remove_status_hook)),
             )
+            .service(resource("/status-hook/test").route(web::post().to(h::test_status_hook)))
             .service(resource("/api-key").route(web::post().to(h::replace_api_key)))
             .service(resource("/activity").route(web::get().to(h::activity_page))),
     );

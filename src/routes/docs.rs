@@ -73,8 +73,14 @@ use crate::error::ErrorEnvelope;
         tenants::test_engine,
         tenants::set_status_hook,
         tenants::remove_status_hook,
+        tenants::test_status_hook,
     ),
-    components(schemas(ErrorEnvelope<'static>, EngineRequest, EngineAnswer, StatusPost)),
+    components(schemas(
+        ErrorEnvelope<'static>,
+        EngineRequest,
+        EngineAnswer,
+        crate::service::status_hook::StatusPost<'static>
+    )),
     modifiers(&SecuritySchemes),
     // Every operation needs the bearer token unless its own `security`
     // says otherwise: `security(())` for the public ones (callbacks, OAuth
@@ -133,30 +139,6 @@ struct EngineRequest {
 struct EngineAnswer {
     #[schema(value_type = Vec<Object>)]
     replies: Vec<serde_json::Value>,
-}
-
-/// What botgate POSTs to a tenant's status hook when one of its messages
-/// (written while the hook was set) reaches a final status, signed as
-/// engine requests are (`X-Botgate-Timestamp`, `X-Botgate-Signature`, with
-/// the hook's secret). At least once: answer 2xx (the body is not read);
-/// anything else, or no answer within 10 s, is tried again with backoff
-/// (`retry_base_ms` × 1, 2, 5, …, 300), 20 tries in all. Posts are not
-/// ordered: `message.updated_at` tells which is newer (a message sent
-/// again after it failed is posted again). Not an operation of botgate's.
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)] // a schema only
-struct StatusPost {
-    /// `message.status`.
-    #[schema(example = "message.status")]
-    r#type: String,
-    tenant_id: String,
-    connection_id: String,
-    /// The message as `GET …/messages/{id}` shows it, without its content:
-    /// `id`, `event_id` (null for the send API's), `status` (`delivered`,
-    /// `failed` or `cancelled`), `target` `{kind, id}`, `attempts`,
-    /// `last_error`, `created_at`, `updated_at`, `delivered_at`.
-    #[schema(value_type = Object)]
-    message: serde_json::Value,
 }
 
 /// The two ways in: a bearer token (admin or tenant key) for the management

@@ -21,7 +21,7 @@ use super::extract::PathConnection;
 use crate::channels::Outgoing;
 use crate::domain::{rfc3339, FieldError};
 use crate::error::{ApiError, ErrorEnvelope};
-use crate::service::messages::status_name;
+use crate::service::messages::{status_name, Target};
 use crate::state::AppState;
 use crate::store::queue::OutboundMessage;
 
@@ -49,14 +49,6 @@ pub struct SendBody {
     /// NAVER WORKS: split a text longer than 2,000 characters into several
     /// messages.
     split_long_text: Option<bool>,
-}
-
-/// Whom a message goes to.
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct Target<'a> {
-    /// `user` or `channel`.
-    pub kind: &'a str,
-    pub id: &'a str,
 }
 
 /// A message to a user or a room, as the send API and a connection's
@@ -89,10 +81,7 @@ impl<'a> MessageView<'a> {
             id: &m.id,
             event_id: m.event_id.as_deref(),
             status,
-            target: Target {
-                kind: &m.target_kind,
-                id: &m.target_id,
-            },
+            target: Target::of(m),
             content: serde_json::from_str::<Value>(&m.content).unwrap_or(Value::Null),
             attempts: m.attempts,
             last_error: m.last_error.as_deref(),

@@ -156,6 +156,11 @@ fn operations() -> Vec<Operation> {
         ),
         op(
             M::POST,
+            "/api/v1/tenants/{tenant}/status-hook/test",
+            web::to(tenants::test_status_hook),
+        ),
+        op(
+            M::POST,
             "/api/v1/tenants/{tenant}/connections",
             web::to(connections::create),
         ),

@@ -14,7 +14,7 @@ use serde_json::Value;
 use super::docs::{Denied, Invalid, TenantPath};
 use super::extract::{Caller, Page, PathTenant};
 use crate::error::{ApiError, ErrorEnvelope};
-use crate::service::status_hook::{self, StatusHookBody, StatusHookView};
+use crate::service::status_hook::{self, StatusHookBody, StatusHookTest, StatusHookView};
 use crate::service::tenants::{self, ApiKeyBody, EngineBody, EngineView, QuotasBody, TenantView};
 use crate::state::AppState;
 
@@ -139,6 +139,18 @@ pub async fn set_status_hook(
 ) -> Result<HttpResponse, ApiError> {
     let updated = status_hook::set(&state, &tenant, &body, &actor).await?;
     Ok(HttpResponse::Ok().json(status_hook::view(&state, &updated).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/tenants/{tenant}/status-hook/test",
+    summary = "Post a sample status (\"test\": true) to the status hook and say what it answered", tag = "tenants",
+    params(TenantPath),
+    responses((status = 200, description = "What the hook answered", body = StatusHookTest), Denied,
+        (status = 409, description = "No status hook is set", body = ErrorEnvelope<'static>)))]
+pub async fn test_status_hook(
+    state: web::Data<AppState>,
+    PathTenant(tenant): PathTenant,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(status_hook::test(&state, &tenant).await?))
 }
 
 #[utoipa::path(delete, path = "/api/v1/tenants/{tenant}/status-hook",

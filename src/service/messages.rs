@@ -3,6 +3,8 @@
 //! conversation as its replies are keyed, so both keep one order; the
 //! messages are queued durably and the outbox woken.
 
+use serde::Serialize;
+
 use super::activity::{self, Actor};
 use crate::channels::{Channel, Outgoing, Refused};
 use crate::domain::now_millis;
@@ -65,6 +67,23 @@ pub async fn send(
         return Err(ApiError::Internal(anyhow::anyhow!("no message stored")));
     }
     Ok(stored)
+}
+
+/// Whom a message goes to.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Target<'a> {
+    /// `user` or `channel`.
+    pub kind: &'a str,
+    pub id: &'a str,
+}
+
+impl<'a> Target<'a> {
+    pub fn of(m: &'a OutboundMessage) -> Self {
+        Self {
+            kind: &m.target_kind,
+            id: &m.target_id,
+        }
+    }
 }
 
 /// The answer for messages over the tenant's quota `quota`.

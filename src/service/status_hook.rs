@@ -1,20 +1,22 @@
 //! A tenant's status hook: where the final status (delivered, failed,
 //! cancelled) of each of its messages is posted, signed as engine requests
-//! are. Set, removed and shown here (`PUT`/`DELETE
-//! /api/v1/tenants/{tenant}/status-hook`, the tenant's view); each post is
-//! made here for the worker that claims them (`worker::status_hook`).
+//! are. Set, removed, shown and tried here (`PUT`/`DELETE
+//! /api/v1/tenants/{tenant}/status-hook`, the tenant's view, `POST
+//! …/status-hook/test`); each post is made here for the worker that claims
+//! them (`worker::status_hook`).
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::activity::{self, Actor};
+use super::messages::Target;
 use super::tenants::{allowed, masked_secret, open_secret, tenant_aad};
 use crate::domain::tenant::StatusHook;
 use crate::domain::{now_millis, rfc3339};
 use crate::engine::http::signed_post;
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::store::queue::StatusNotice;
+use crate::store::queue::{OutboundMessage, StatusNotice};
 use crate::store::{field, TenantRecord};
 
 /// How long a hook may take to answer.
@@ -114,25 +116,64 @@ pub async fn view(
     }))
 }
 
-/// The body of a post: the message's final status, never its content.
-fn body(notice: &StatusNotice) -> Value {
-    let m = &notice.message;
-    json!({
-        "type": "message.status",
-        "tenant_id": m.tenant_id.as_str(),
-        "connection_id": m.connection_id.as_str(),
-        "message": {
-            "id": m.id,
-            "event_id": m.event_id,
-            "status": m.status,
-            "target": {"kind": m.target_kind, "id": m.target_id},
-            "attempts": m.attempts,
-            "last_error": m.last_error,
-            "created_at": rfc3339(m.created_at),
-            "updated_at": rfc3339(m.updated_at),
-            "delivered_at": m.delivered_at.map(rfc3339),
-        },
-    })
+/// What botgate POSTs to a tenant's status hook when one of its messages
+/// (written while the hook was set) reaches a final status, signed as
+/// engine requests are (`X-Botgate-Timestamp`, `X-Botgate-Signature`, with
+/// the hook's secret). At least once: answer 2xx (the body is not read);
+/// anything else, or no answer within 10 s, is tried again with backoff
+/// (`retry_base_ms` × 1, 2, 5, …, 300), 20 tries in all. Posts are not
+/// ordered: `message.updated_at` tells which is newer (a message sent
+/// again after it failed is posted again).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct StatusPost<'a> {
+    /// `message.status`.
+    #[schema(example = "message.status")]
+    pub r#type: &'static str,
+    pub tenant_id: &'a str,
+    pub connection_id: &'a str,
+    pub message: PostedMessage<'a>,
+    /// `true` on a test post (`POST …/status-hook/test`); absent otherwise.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub test: bool,
+}
+
+/// The message as `GET …/messages/{id}` shows it, without its content.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct PostedMessage<'a> {
+    pub id: &'a str,
+    /// The event it answers, if it is a reply (null for the send API's).
+    pub event_id: Option<&'a str>,
+    /// `delivered`, `failed` or `cancelled`.
+    pub status: &'a str,
+    pub target: Target<'a>,
+    pub attempts: i64,
+    pub last_error: Option<&'a str>,
+    /// RFC 3339.
+    pub created_at: String,
+    pub updated_at: String,
+    pub delivered_at: Option<String>,
+}
+
+impl<'a> StatusPost<'a> {
+    fn of(m: &'a OutboundMessage) -> Self {
+        Self {
+            r#type: "message.status",
+            tenant_id: m.tenant_id.as_str(),
+            connection_id: m.connection_id.as_str(),
+            message: PostedMessage {
+                id: &m.id,
+                event_id: m.event_id.as_deref(),
+                status: &m.status,
+                target: Target::of(m),
+                attempts: m.attempts,
+                last_error: m.last_error.as_deref(),
+                created_at: rfc3339(m.created_at),
+                updated_at: rfc3339(m.updated_at),
+                delivered_at: m.delivered_at.map(rfc3339),
+            },
+            test: false,
+        }
+    }
 }
 
 /// One post to the tenant's hook: `Ok(true)` when the hook took it,
@@ -144,20 +185,102 @@ pub async fn post(state: &AppState, notice: &StatusNotice) -> Result<bool, Strin
         .tenant(&notice.message.tenant_id)
         .await
         .map_err(|e| e.to_string())?;
-    let Some((tenant, url)) = tenant.and_then(|t| t.status_url.clone().map(|url| (t, url))) else {
+    let Some(tenant) = tenant.filter(|t| t.status_url.is_some()) else {
         return Ok(false);
     };
-    let secret = open_secret(state, &tenant, field::STATUS_SECRET)
+    match send(state, &tenant, &StatusPost::of(&notice.message)).await? {
+        s if (200..300).contains(&s) => Ok(true),
+        s => Err(format!("the status hook answered HTTP {s}")),
+    }
+}
+
+/// Posts `post` to the tenant's hook: the HTTP status it answered.
+async fn send(
+    state: &AppState,
+    tenant: &TenantRecord,
+    post: &StatusPost<'_>,
+) -> Result<u16, String> {
+    let url = tenant
+        .status_url
+        .as_deref()
+        .ok_or("the tenant has no status hook")?;
+    let secret = open_secret(state, tenant, field::STATUS_SECRET)
         .await?
         .ok_or("the status hook's secret is missing")?;
-    let body = serde_json::to_vec(&body(notice)).map_err(|e| e.to_string())?;
-    let response = signed_post(&state.outbound, &url, &secret, body, TIMEOUT)
+    let body = serde_json::to_vec(post).map_err(|e| e.to_string())?;
+    let response = signed_post(&state.outbound, url, &secret, body, TIMEOUT)
         .map_err(|refused| format!("the status hook's URL was refused: {refused}"))?
         .send()
         .await
         .map_err(|e| format!("the status hook {}", crate::outbound::no_answer(&e)))?;
-    match response.status() {
-        s if s.is_success() => Ok(true),
-        s => Err(format!("the status hook answered HTTP {}", s.as_u16())),
+    Ok(response.status().as_u16())
+}
+
+/// What a test post got.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct StatusHookTest {
+    /// Whether the hook answered 2xx.
+    pub ok: bool,
+    /// The HTTP status it answered, if it answered.
+    pub status: Option<u16>,
+    /// How long it took.
+    pub elapsed_ms: u64,
+    /// Why not, when `ok` is false.
+    pub error: Option<String>,
+}
+
+/// Posts a sample final status to the tenant's hook as a real one is
+/// posted (signed, the same timeout and outbound policy), with `"test":
+/// true`, message `msg_test` delivered to user `test-user`; nothing is
+/// stored and nothing is tried again. 409 without a hook.
+pub async fn test(state: &AppState, tenant: &TenantRecord) -> Result<StatusHookTest, ApiError> {
+    if tenant.status_url.is_none() {
+        return Err(ApiError::Conflict(
+            "the tenant has no status hook: set one first".into(),
+        ));
     }
+    let now = rfc3339(now_millis());
+    let sample = StatusPost {
+        r#type: "message.status",
+        tenant_id: tenant.id.as_str(),
+        connection_id: "con_test",
+        message: PostedMessage {
+            id: "msg_test",
+            event_id: None,
+            status: "delivered",
+            target: Target {
+                kind: "user",
+                id: "test-user",
+            },
+            attempts: 1,
+            last_error: None,
+            created_at: now.clone(),
+            updated_at: now.clone(),
+            delivered_at: Some(now),
+        },
+        test: true,
+    };
+    let started = std::time::Instant::now();
+    let sent = send(state, tenant, &sample).await;
+    let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    Ok(match sent {
+        Ok(status) if (200..300).contains(&status) => StatusHookTest {
+            ok: true,
+            status: Some(status),
+            elapsed_ms,
+            error: None,
+        },
+        Ok(status) => StatusHookTest {
+            ok: false,
+            status: Some(status),
+            elapsed_ms,
+            error: Some(format!("the status hook answered HTTP {status}")),
+        },
+        Err(error) => StatusHookTest {
+            ok: false,
+            status: None,
+            elapsed_ms,
+            error: Some(error),
+        },
+    })
 }

@@ -408,7 +408,18 @@ async fn a_builder_connects_a_bot_in_a_real_browser() {
     );
     browser.fill("#status_secret", "a-status-hook-secret").await;
     browser.click("#save-status-hook").await;
+    browser.find("#status-hook .notice").await;
     assert!(browser.text("#status-hook").await.contains("****cret"));
+    browser.click("#test-status-hook").await;
+    let tested = browser.find("#status-hook-test-result").await;
+    assert_eq!(
+        browser.attribute(&tested, "data-ok").await.as_deref(),
+        Some("false")
+    );
+    assert!(browser
+        .text("#status-hook-test-result")
+        .await
+        .contains("unreachable"));
     browser.click("#remove-status-hook").await;
     browser.find("#status-hook .notice").await;
     assert!(browser.find_all("#remove-status-hook").await.is_empty());
@@ -1359,6 +1370,16 @@ async fn rotation_and_engine_forms_follow_the_api_rules(backend: Backend) {
     let (_, _, page) = builder.get("/console/engine?hook=saved").await;
     assert!(page.contains(&format!("value=\"{url}\"")), "{page}");
     assert!(page.contains("remove-status-hook") && !page.contains("a-status-hook-secret"));
+    // Its test post: this host's name does not resolve here, and the page
+    // says so under the hook.
+    let (status, _, page) = builder
+        .post("/console/status-hook/test", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        page.contains("id=\"status-hook-test-result\" data-ok=\"false\""),
+        "{page}"
+    );
     let (status, headers, _) = builder
         .post("/console/status-hook/remove", &[("csrf", &csrf)])
         .await;

@@ -810,6 +810,16 @@ async fn final_statuses_are_posted_to_the_status_hook(backend: Backend) {
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (_, tenant) = s.app.get(&tenant_path, &key).await;
     assert!(tenant.get("status_hook").is_none(), "{tenant}");
+    let test_path = format!("{hook_path}/test");
+    let (status, body) = s
+        .app
+        .send_json(Method::POST, &test_path, &key, &json!({}))
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::CONFLICT, "conflict"),
+        "no hook to test"
+    );
 
     let (status, body) = put(json!({"url": hook.url, "secret": secret}), key.clone()).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -817,6 +827,40 @@ async fn final_statuses_are_posted_to_the_status_hook(backend: Backend) {
     assert_eq!(body["secret"], "****cret", "masked");
     let (_, tenant) = s.app.get(&tenant_path, &key).await;
     assert_eq!(tenant["status_hook"], body);
+
+    // A test post: signed as the real ones, marked, nothing stored.
+    let (status, tested) = s
+        .app
+        .send_json(Method::POST, &test_path, &key, &json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{tested}");
+    assert_eq!(
+        (&tested["ok"], &tested["status"]),
+        (&json!(true), &json!(200)),
+        "{tested}"
+    );
+    let posts = status_posts(&hook, secret);
+    assert_eq!(posts.len(), 1);
+    assert_eq!(
+        (&posts[0]["test"], &posts[0]["message"]["id"]),
+        (&json!(true), &json!("msg_test"))
+    );
+    *hook.mode.lock().unwrap() = "status:503".to_owned();
+    let (_, tested) = s
+        .app
+        .send_json(Method::POST, &test_path, &key, &json!({}))
+        .await;
+    assert_eq!(
+        (&tested["ok"], &tested["status"]),
+        (&json!(false), &json!(503)),
+        "{tested}"
+    );
+    assert!(
+        tested["error"].as_str().unwrap().contains("HTTP 503"),
+        "{tested}"
+    );
+    *hook.mode.lock().unwrap() = "ok".to_owned();
+    hook.received.lock().unwrap().clear();
 
     // Delivered, failed (a user NAVER WORKS does not know), and an engine's
     // reply to a user's message: each posted once, with its final status.

@@ -29,7 +29,7 @@ use crate::service::checks::{run_checks, Check};
 use crate::service::connections::{self, ConnectionBody, ConnectionView};
 use crate::service::engine::{self, EngineTest, EngineTestBody};
 use crate::service::slack;
-use crate::service::status_hook::{self, StatusHookBody};
+use crate::service::status_hook::{self, StatusHookBody, StatusHookTest};
 use crate::service::tenants::{self, EngineBody};
 use crate::service::{events, messages, oauth};
 use crate::store::console::{ConsoleSession, Role};

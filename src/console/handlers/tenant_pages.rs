@@ -102,6 +102,7 @@ enum Outcome<'a> {
     /// The status hook set, or removed.
     HookSaved,
     HookRemoved,
+    HookTested(&'a StatusHookTest),
     Replaced(&'a Replaced),
     Tested(&'a EngineTest),
 }
@@ -224,6 +225,19 @@ async fn engine_form(
                 button #save-status-hook type="submit" { (T::Save.get(l)) }
             }
             @if hook.is_some() {
+                form.inline method="post" action="/console/status-hook/test" {
+                    (csrf(ctx))
+                    button #test-status-hook type="submit" { (T::StatusHookTest.get(l)) }
+                }
+                @if let Outcome::HookTested(tested) = &outcome {
+                    div #status-hook-test-result data-ok=(tested.ok) {
+                        @if tested.ok {
+                            p.ok { (T::StatusHookAnswered.get(l)) " HTTP " (tested.status.unwrap_or_default()) " · " (tested.elapsed_ms) " ms" }
+                        } @else {
+                            p.error { (T::StatusHookFailed.get(l)) " " (tested.error.as_deref().unwrap_or("")) }
+                        }
+                    }
+                }
                 form.inline method="post" action="/console/status-hook/remove" {
                     (csrf(ctx))
                     button.danger #remove-status-hook type="submit" { (T::StatusHookRemove.get(l)) }
@@ -343,6 +357,19 @@ pub async fn save_status_hook(ctx: Ctx, form: Form) -> HttpResponse {
             }
             Err(e) => Err(e.into()),
         }
+    }
+    .await;
+    finish(&ctx, page)
+}
+
+/// `POST /console/status-hook/test`: a sample post (the API's `POST
+/// …/status-hook/test`), its outcome shown under the hook.
+pub async fn test_status_hook(ctx: Ctx, form: Form) -> HttpResponse {
+    let page = async {
+        genuine(&ctx, &form)?;
+        let t = tenant(&ctx)?;
+        let tested = status_hook::test(&ctx.state, t).await?;
+        engine_form(&ctx, t, None, &[], Outcome::HookTested(&tested)).await
     }
     .await;
     finish(&ctx, page)
