@@ -19,11 +19,11 @@ use serde_json::Value;
 use super::docs::{Denied, SendPath};
 use super::extract::PathConnection;
 use crate::channels::Outgoing;
-use crate::domain::{rfc3339, FieldError};
+use crate::domain::FieldError;
 use crate::error::{ApiError, ErrorEnvelope};
-use crate::service::messages::{status_name, Target};
+use crate::service::messages::status_name;
+pub use crate::service::messages::MessageView;
 use crate::state::AppState;
-use crate::store::queue::OutboundMessage;
 
 /// One of `user_id` and `channel_id`, and the NAVER WORKS `content`.
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -49,47 +49,6 @@ pub struct SendBody {
     /// NAVER WORKS: split a text longer than 2,000 characters into several
     /// messages.
     split_long_text: Option<bool>,
-}
-
-/// A message to a user or a room, as the send API and a connection's
-/// outbox show it.
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct MessageView<'a> {
-    pub id: &'a str,
-    /// The event it answers, if it is a reply (null for the send API's).
-    pub event_id: Option<&'a str>,
-    /// queued (`pending` in the outbox) | sending | delivered | failed |
-    /// cancelled.
-    pub status: &'a str,
-    pub target: Target<'a>,
-    /// The content as it is sent (the channel's rendering).
-    #[schema(value_type = Object)]
-    pub content: Value,
-    pub attempts: i64,
-    pub last_error: Option<&'a str>,
-    /// RFC 3339.
-    pub created_at: String,
-    /// RFC 3339.
-    pub updated_at: String,
-    pub delivered_at: Option<String>,
-}
-
-impl<'a> MessageView<'a> {
-    /// `m`, its status named `status`.
-    pub fn of(m: &'a OutboundMessage, status: &'a str) -> Self {
-        Self {
-            id: &m.id,
-            event_id: m.event_id.as_deref(),
-            status,
-            target: Target::of(m),
-            content: serde_json::from_str::<Value>(&m.content).unwrap_or(Value::Null),
-            attempts: m.attempts,
-            last_error: m.last_error.as_deref(),
-            created_at: rfc3339(m.created_at),
-            updated_at: rfc3339(m.updated_at),
-            delivered_at: m.delivered_at.map(rfc3339),
-        }
-    }
 }
 
 #[derive(Serialize, utoipa::ToSchema)]

@@ -4,10 +4,11 @@
 //! messages are queued durably and the outbox woken.
 
 use serde::Serialize;
+use serde_json::Value;
 
 use super::activity::{self, Actor};
 use crate::channels::{Channel, Outgoing, Refused};
-use crate::domain::now_millis;
+use crate::domain::{now_millis, rfc3339};
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::store::queue::OutboundMessage;
@@ -82,6 +83,57 @@ impl<'a> Target<'a> {
         Self {
             kind: &m.target_kind,
             id: &m.target_id,
+        }
+    }
+}
+
+/// A message to a user or a room, as the send API and a connection's
+/// outbox show it.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct MessageView<'a> {
+    pub id: &'a str,
+    /// The event it answers, if it is a reply (null for the send API's).
+    pub event_id: Option<&'a str>,
+    /// queued (`pending` in the outbox) | sending | delivered | failed |
+    /// cancelled.
+    pub status: &'a str,
+    pub target: Target<'a>,
+    /// The content as it is sent (the channel's rendering); not in a
+    /// status hook's post.
+    #[schema(value_type = Option<Object>)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content: Option<Value>,
+    pub attempts: i64,
+    pub last_error: Option<&'a str>,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339.
+    pub updated_at: String,
+    pub delivered_at: Option<String>,
+}
+
+impl<'a> MessageView<'a> {
+    /// `m`, its status named `status`.
+    pub fn of(m: &'a OutboundMessage, status: &'a str) -> Self {
+        Self {
+            content: Some(serde_json::from_str::<Value>(&m.content).unwrap_or(Value::Null)),
+            ..Self::without_content(m, status)
+        }
+    }
+
+    /// `m` without its content (what a status hook is posted).
+    pub fn without_content(m: &'a OutboundMessage, status: &'a str) -> Self {
+        Self {
+            id: &m.id,
+            event_id: m.event_id.as_deref(),
+            status,
+            target: Target::of(m),
+            content: None,
+            attempts: m.attempts,
+            last_error: m.last_error.as_deref(),
+            created_at: rfc3339(m.created_at),
+            updated_at: rfc3339(m.updated_at),
+            delivered_at: m.delivered_at.map(rfc3339),
         }
     }
 }

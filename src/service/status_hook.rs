@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::activity::{self, Actor};
-use super::messages::Target;
+use super::messages::{MessageView, Target};
 use super::tenants::{allowed, masked_secret, open_secret, tenant_aad};
 use crate::domain::tenant::StatusHook;
 use crate::domain::{now_millis, rfc3339};
@@ -131,27 +131,12 @@ pub struct StatusPost<'a> {
     pub r#type: &'static str,
     pub tenant_id: &'a str,
     pub connection_id: &'a str,
-    pub message: PostedMessage<'a>,
+    /// The message as `GET …/messages/{id}` shows it, without its
+    /// content; its status `delivered`, `failed` or `cancelled`.
+    pub message: MessageView<'a>,
     /// `true` on a test post (`POST …/status-hook/test`); absent otherwise.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub test: bool,
-}
-
-/// The message as `GET …/messages/{id}` shows it, without its content.
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct PostedMessage<'a> {
-    pub id: &'a str,
-    /// The event it answers, if it is a reply (null for the send API's).
-    pub event_id: Option<&'a str>,
-    /// `delivered`, `failed` or `cancelled`.
-    pub status: &'a str,
-    pub target: Target<'a>,
-    pub attempts: i64,
-    pub last_error: Option<&'a str>,
-    /// RFC 3339.
-    pub created_at: String,
-    pub updated_at: String,
-    pub delivered_at: Option<String>,
 }
 
 impl<'a> StatusPost<'a> {
@@ -160,17 +145,7 @@ impl<'a> StatusPost<'a> {
             r#type: "message.status",
             tenant_id: m.tenant_id.as_str(),
             connection_id: m.connection_id.as_str(),
-            message: PostedMessage {
-                id: &m.id,
-                event_id: m.event_id.as_deref(),
-                status: &m.status,
-                target: Target::of(m),
-                attempts: m.attempts,
-                last_error: m.last_error.as_deref(),
-                created_at: rfc3339(m.created_at),
-                updated_at: rfc3339(m.updated_at),
-                delivered_at: m.delivered_at.map(rfc3339),
-            },
+            message: MessageView::without_content(m, &m.status),
             test: false,
         }
     }
@@ -244,7 +219,7 @@ pub async fn test(state: &AppState, tenant: &TenantRecord) -> Result<StatusHookT
         r#type: "message.status",
         tenant_id: tenant.id.as_str(),
         connection_id: "con_test",
-        message: PostedMessage {
+        message: MessageView {
             id: "msg_test",
             event_id: None,
             status: "delivered",
@@ -252,6 +227,7 @@ pub async fn test(state: &AppState, tenant: &TenantRecord) -> Result<StatusHookT
                 kind: "user",
                 id: "test-user",
             },
+            content: None,
             attempts: 1,
             last_error: None,
             created_at: now.clone(),
