@@ -229,6 +229,11 @@ pub struct BenchArgs {
     /// against its own run's ceiling.
     #[arg(long)]
     pub ceiling: Option<f64>,
+    /// B2 with a status hook set (at a receiver in the bench process that
+    /// answers 204): the cost of posting every message's final status, and
+    /// how long after the last reply the last post arrives.
+    #[arg(long)]
+    pub status_hook: bool,
 }
 
 /// `botgate send`'s arguments; their `Debug` masks the API key.

@@ -7,10 +7,9 @@
 //! lease that expires, and the post is made again.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix_web::web;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use super::retry::backoff;
 use crate::domain::now_millis;
@@ -27,56 +26,76 @@ const LEASE_MS: i64 = 30_000;
 pub const MAX_POSTS: i64 = 20;
 
 /// Claims due posts for the free slots and makes each in a task of its
-/// own, until told to stop.
+/// own, until told to stop; the posts the hooks took are settled in
+/// batches by [`settle_posted`].
 pub async fn run(state: web::Data<AppState>) {
     let slots = Arc::new(Semaphore::new(SLOTS));
+    let (posted, taken) = mpsc::unbounded_channel();
+    tokio::spawn(settle_posted(state.clone(), taken));
     let mut stop = state.signals.stop.subscribe();
     loop {
-        let free = slots.available_permits();
-        let mut busy = false;
-        if free > 0 {
-            let now = now_millis();
-            let limit = i64::try_from(free).unwrap_or(1);
-            match state
-                .store
-                .claim_status_notices(now, now + LEASE_MS, limit)
-                .await
-            {
-                Ok(notices) => {
-                    busy = notices.len() == free;
-                    for notice in notices {
-                        let Ok(slot) = slots.clone().acquire_owned().await else {
-                            break;
-                        };
-                        tokio::spawn(post(state.clone(), notice, slot));
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error.message = %e, "could not claim message statuses to post")
-                }
-            }
-        }
-        // `worker_poll_ms`, as the queues' workers look for work not woken for.
-        let wait = if busy {
-            Duration::ZERO
-        } else {
-            state.settings.worker_poll
-        };
-        tokio::select! {
-            () = tokio::time::sleep(wait) => {}
+        // A free slot first: while every slot posts, nothing is claimed.
+        let first = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
             _ = stop.changed() => break,
+        };
+        let free = slots.available_permits() + 1;
+        let now = now_millis();
+        let limit = i64::try_from(free).unwrap_or(1);
+        let notices = match state
+            .store
+            .claim_status_notices(now, now + LEASE_MS, limit)
+            .await
+        {
+            Ok(notices) => notices,
+            Err(e) => {
+                tracing::warn!(error.message = %e, "could not claim message statuses to post");
+                Vec::new()
+            }
+        };
+        // Fewer than asked for: nothing more is due now; look again after
+        // `worker_poll_ms`, as the queues' workers look for work not woken for.
+        let idle = notices.len() < free;
+        let mut slot = Some(first);
+        for notice in notices {
+            let slot = match slot.take() {
+                Some(slot) => slot,
+                None => match slots.clone().acquire_owned().await {
+                    Ok(slot) => slot,
+                    Err(_) => break,
+                },
+            };
+            tokio::spawn(post(state.clone(), notice, slot, posted.clone()));
+        }
+        drop(slot);
+        if idle {
+            tokio::select! {
+                () = tokio::time::sleep(state.settings.worker_poll) => {}
+                _ = stop.changed() => break,
+            }
         }
     }
 }
 
-/// Makes one post and settles it: done, given up, or due again later.
-async fn post(state: web::Data<AppState>, notice: StatusNotice, _slot: OwnedSemaphorePermit) {
+/// Makes one post: taken, it goes to be settled with others; failed, it is
+/// due again after a backoff, or given up.
+async fn post(
+    state: web::Data<AppState>,
+    notice: StatusNotice,
+    _slot: OwnedSemaphorePermit,
+    posted: mpsc::UnboundedSender<StatusNotice>,
+) {
     let next_at = match status_hook::post(&state, &notice).await {
-        Ok(posted) => {
-            if posted {
+        Ok(taken) => {
+            if taken {
                 state.metrics.status_posts.inc("posted");
             }
-            None
+            // The settler writes it (with others) after this slot is free.
+            let _ = posted.send(notice);
+            return;
         }
         Err(error) if notice.notify_attempts >= MAX_POSTS => {
             state.metrics.status_posts.inc("dropped");
@@ -92,5 +111,29 @@ async fn post(state: web::Data<AppState>, notice: StatusNotice, _slot: OwnedSema
     };
     if let Err(e) = state.store.settle_status_notice(&notice, next_at).await {
         tracing::warn!(message_id = %notice.message.id, error.message = %e, "could not settle a status post; its lease will expire and it is posted again");
+    }
+}
+
+/// Most posts settled in one transaction.
+const SETTLE_BATCH: usize = 512;
+
+/// Settles the posts the hooks took, as many at a time as have come since
+/// the last write: one transaction for a batch, not one per post. Ends
+/// when every sender is gone.
+async fn settle_posted(
+    state: web::Data<AppState>,
+    mut taken: mpsc::UnboundedReceiver<StatusNotice>,
+) {
+    while let Some(first) = taken.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < SETTLE_BATCH {
+            match taken.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = state.store.settle_status_posted(&batch).await {
+            tracing::warn!(posts = batch.len(), error.message = %e, "could not settle status posts; their leases will expire and they are posted again");
+        }
     }
 }

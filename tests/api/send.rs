@@ -1100,13 +1100,26 @@ async fn status_posts_are_claimed_once_and_settled_under_their_lease(backend: Ba
         .settle_status_notice(&again[1], Some(lease + 60_000))
         .await
         .unwrap());
+    // Posted ones settled in a batch: those whose lease still holds.
+    let batch = [
+        again[2].clone(),
+        again[3].clone(),
+        claimed_before(&again[4], lease),
+    ];
+    assert_eq!(b.settle_status_posted(&batch).await.unwrap(), 2);
     let later = a
         .claim_status_notices(lease + 59_999, lease + 90_000, 100)
         .await
         .unwrap();
-    assert!(later
-        .iter()
-        .all(|n| n.message.id != again[0].message.id && n.message.id != again[1].message.id));
+    let later: Vec<&str> = later.iter().map(|n| n.message.id.as_str()).collect();
+    assert_eq!(later.len(), 36, "{later:?}");
+    for settled in &again[..4] {
+        assert!(!later.contains(&settled.message.id.as_str()));
+    }
+    assert!(
+        later.contains(&again[4].message.id.as_str()),
+        "a stale settle changed nothing"
+    );
     let due = a
         .claim_status_notices(lease + 60_000, lease + 90_000, 100)
         .await

@@ -566,19 +566,24 @@ impl Gateway {
     }
 
     async fn set_engine(&self, engine: serde_json::Value) -> anyhow::Result<()> {
+        self.put_tenant("engine", engine).await
+    }
+
+    /// PUTs one of the tenant's settings (`engine`, `status-hook`).
+    async fn put_tenant(&self, setting: &str, body: serde_json::Value) -> anyhow::Result<()> {
         let res = self
             .http
             .put(format!(
-                "{}/api/v1/tenants/{}/engine",
+                "{}/api/v1/tenants/{}/{setting}",
                 self.base, self.tenant
             ))
             .bearer_auth(&self.api_key)
-            .json(&engine)
+            .json(&body)
             .send()
             .await?;
         anyhow::ensure!(
             res.status().is_success(),
-            "engine refused: {}",
+            "{setting} refused: {}",
             res.status()
         );
         Ok(())
@@ -931,6 +936,17 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
         for r in futures_join(warm).await {
             anyhow::ensure!(r?.status().is_success(), "a token could not be fetched");
         }
+        let posts = if options.status_hook {
+            let (url, posts) = status_receiver()?;
+            gw.put_tenant(
+                "status-hook",
+                json!({"url": url, "secret": "bench-status-hook-secret"}),
+            )
+            .await?;
+            Some(posts)
+        } else {
+            None
+        };
         // By default at 0.01 of the ceiling (the latency when the pipeline is
         // far from saturated), then at 0.05 (the target).
         for &fraction in &options.rates {
@@ -985,6 +1001,9 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
                 run.percentile_ms(0.99),
                 run.errors
             );
+            if let Some(posts) = &posts {
+                report_posts(posts, expected).await;
+            }
         }
         gw.stop().await;
     }
@@ -1264,6 +1283,41 @@ async fn b6_files(
 
 /// An `http` engine that fails every fifth call (HTTP 500) and answers
 /// every tenth slowly (200 ms); the others echo at once.
+/// A status hook that answers 204 and counts the posts it got.
+fn status_receiver() -> anyhow::Result<(String, Arc<AtomicU64>)> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    let posts = Arc::new(AtomicU64::new(0));
+    let counted = posts.clone();
+    let server = HttpServer::new(move || {
+        let counted = counted.clone();
+        App::new().default_service(web::to(move || {
+            counted.fetch_add(1, Ordering::Relaxed);
+            async { HttpResponse::NoContent().finish() }
+        }))
+    })
+    .listen(listener)?
+    .disable_signals()
+    .run();
+    tokio::spawn(server);
+    Ok((format!("http://127.0.0.1:{port}/status"), posts))
+}
+
+/// Waits (at most a minute) for the status posts of a B2 rate's replies and
+/// says how many came and how long after the replies the last one did.
+async fn report_posts(posts: &AtomicU64, expected: usize) {
+    let started = Instant::now();
+    let mut got = posts.swap(0, Ordering::Relaxed);
+    while (got as usize) < expected && started.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        got += posts.swap(0, Ordering::Relaxed);
+    }
+    println!(
+        "B2 status posts: {got} of {expected} messages posted, the last {:.2} s after the last reply",
+        started.elapsed().as_secs_f64()
+    );
+}
+
 async fn flaky_engine() -> anyhow::Result<String> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let port = listener.local_addr()?.port();

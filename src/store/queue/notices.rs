@@ -4,6 +4,8 @@
 //! queues' rows are, but in no order: each post stands alone, and a
 //! tenant's slow hook holds only its own posts.
 
+use std::collections::BTreeMap;
+
 use sqlx::any::AnyRow;
 use sqlx::Row as _;
 
@@ -33,6 +35,9 @@ impl FromRow for StatusNotice {
         })
     }
 }
+
+/// Rows per statement of [`Store::settle_status_posted`].
+const SETTLE_CHUNK: usize = 256;
 
 /// The rows of the partial index `outbound_notify`, in its own words (so
 /// that both databases use it).
@@ -70,6 +75,35 @@ impl Store {
         let _turn = self.write_turn().await;
         let rows = list.bind(query).fetch_all(&self.writer).await?;
         decode_all(&rows)
+    }
+
+    /// Ends posts the hooks took, in one transaction (one statement per
+    /// claim, whose rows share its lease): each only while its claim's
+    /// lease holds. Returns how many it ended.
+    pub async fn settle_status_posted(&self, notices: &[StatusNotice]) -> StoreResult<u64> {
+        let mut by_lease: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+        for n in notices {
+            by_lease.entry(n.notify_at).or_default().push(n.message.seq);
+        }
+        let _turn = self.write_turn().await;
+        let mut tx = self.writer.begin().await?;
+        let mut ended = 0;
+        for (lease, seqs) in by_lease {
+            for chunk in seqs.chunks(SETTLE_CHUNK) {
+                let list = seq_params(chunk, 2);
+                let sql = format!(
+                    "UPDATE outbound_messages SET notify_at = NULL WHERE notify_at = $1 AND seq IN ({})",
+                    list.sql
+                );
+                let done = list
+                    .bind(sqlx::query(&sql).bind(lease))
+                    .execute(&mut *tx)
+                    .await?;
+                ended += done.rows_affected();
+            }
+        }
+        tx.commit().await?;
+        Ok(ended)
     }
 
     /// Ends a claimed post: `next_at` `None` when it was posted (or given
