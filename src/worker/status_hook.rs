@@ -19,6 +19,8 @@ use crate::store::queue::StatusNotice;
 
 /// Posts in flight at once, per replica.
 const SLOTS: usize = 64;
+/// Free slots the worker waits for before it claims.
+const CLAIM_BATCH: u32 = 16;
 /// A claimed post's lease: past it, another worker posts it again.
 const LEASE_MS: i64 = 30_000;
 /// Tries before a status is given up: with the default `retry_base_ms`
@@ -34,15 +36,15 @@ pub async fn run(state: web::Data<AppState>) {
     tokio::spawn(settle_posted(state.clone(), taken));
     let mut stop = state.signals.stop.subscribe();
     loop {
-        // A free slot first: while every slot posts, nothing is claimed.
-        let first = tokio::select! {
-            slot = slots.clone().acquire_owned() => match slot {
-                Ok(slot) => slot,
-                Err(_) => break,
-            },
+        // Free slots first, a batch's worth: while the slots post, nothing
+        // is claimed, and a claim is never of one or two rows at a time
+        // (each claim is a write). Only this loop takes slots, so those
+        // counted are there to take below.
+        tokio::select! {
+            batch = slots.clone().acquire_many_owned(CLAIM_BATCH) => if batch.is_err() { break },
             _ = stop.changed() => break,
         };
-        let free = slots.available_permits() + 1;
+        let free = slots.available_permits();
         let now = now_millis();
         let limit = i64::try_from(free).unwrap_or(1);
         let notices = match state
@@ -59,18 +61,12 @@ pub async fn run(state: web::Data<AppState>) {
         // Fewer than asked for: nothing more is due now; look again after
         // `worker_poll_ms`, as the queues' workers look for work not woken for.
         let idle = notices.len() < free;
-        let mut slot = Some(first);
         for notice in notices {
-            let slot = match slot.take() {
-                Some(slot) => slot,
-                None => match slots.clone().acquire_owned().await {
-                    Ok(slot) => slot,
-                    Err(_) => break,
-                },
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                break;
             };
             tokio::spawn(post(state.clone(), notice, slot, posted.clone()));
         }
-        drop(slot);
         if idle {
             tokio::select! {
                 () = tokio::time::sleep(state.settings.worker_poll) => {}
