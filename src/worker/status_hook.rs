@@ -6,7 +6,8 @@
 //! up after [`MAX_POSTS`] tries; a replica that stops mid-post leaves a
 //! lease that expires, and the post is made again.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use actix_web::web;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
@@ -21,6 +22,10 @@ use crate::store::queue::StatusNotice;
 const SLOTS: usize = 64;
 /// Free slots the worker waits for before it claims.
 const CLAIM_BATCH: u32 = 16;
+/// Posts of one tenant in flight past which none more are claimed for it
+/// (a claim, of a batch at most, may take a tenant below it up to a batch
+/// past it): a hook that hangs holds at most about half the slots.
+const TENANT_SLOTS: usize = 16;
 /// A claimed post's lease: past it, another worker posts it again.
 const LEASE_MS: i64 = 30_000;
 /// Tries before a status is given up: with the default `retry_base_ms`
@@ -34,6 +39,7 @@ pub async fn run(state: web::Data<AppState>) {
     let slots = Arc::new(Semaphore::new(SLOTS));
     let (posted, taken) = mpsc::unbounded_channel();
     tokio::spawn(settle_posted(state.clone(), taken));
+    let in_flight = InFlight::default();
     let mut stop = state.signals.stop.subscribe();
     loop {
         // Free slots first, a batch's worth: while the slots post, nothing
@@ -44,12 +50,16 @@ pub async fn run(state: web::Data<AppState>) {
             batch = slots.clone().acquire_many_owned(CLAIM_BATCH) => if batch.is_err() { break },
             _ = stop.changed() => break,
         };
-        let free = slots.available_permits();
+        // At most a batch at a time, so that a tenant below its share gets
+        // at most a batch more.
+        let free = slots.available_permits().min(CLAIM_BATCH as usize);
         let now = now_millis();
-        let limit = i64::try_from(free).unwrap_or(1);
+        let limit = i64::from(CLAIM_BATCH).min(i64::try_from(free).unwrap_or(1));
+        let busy = in_flight.busy();
+        let busy: Vec<&str> = busy.iter().map(String::as_str).collect();
         let notices = match state
             .store
-            .claim_status_notices(now, now + LEASE_MS, limit)
+            .claim_status_notices(now, now + LEASE_MS, limit, &busy)
             .await
         {
             Ok(notices) => notices,
@@ -65,12 +75,57 @@ pub async fn run(state: web::Data<AppState>) {
             let Ok(slot) = slots.clone().acquire_owned().await else {
                 break;
             };
-            tokio::spawn(post(state.clone(), notice, slot, posted.clone()));
+            let counted = in_flight.start(notice.message.tenant_id.as_str());
+            let (state, posted) = (state.clone(), posted.clone());
+            tokio::spawn(async move {
+                post(state, notice, slot, posted).await;
+                drop(counted);
+            });
         }
         if idle {
             tokio::select! {
                 () = tokio::time::sleep(state.settings.worker_poll) => {}
                 _ = stop.changed() => break,
+            }
+        }
+    }
+}
+
+/// Posts in flight per tenant.
+#[derive(Default, Clone)]
+struct InFlight(Arc<Mutex<HashMap<String, usize>>>);
+
+/// One post counted in [`InFlight`] until dropped.
+struct Counted(InFlight, String);
+
+impl InFlight {
+    fn start(&self, tenant: &str) -> Counted {
+        *self.lock().entry(tenant.to_owned()).or_default() += 1;
+        Counted(self.clone(), tenant.to_owned())
+    }
+
+    /// The tenants with [`TENANT_SLOTS`] posts or more in flight.
+    fn busy(&self) -> Vec<String> {
+        let counts = self.lock();
+        counts
+            .iter()
+            .filter(|(_, n)| **n >= TENANT_SLOTS)
+            .map(|(tenant, _)| tenant.clone())
+            .collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        let mut counts = self.0.lock();
+        if let Some(n) = counts.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.1);
             }
         }
     }

@@ -73,6 +73,7 @@ both_backends!(
     queued_messages_are_cancelled_and_never_sent,
     final_statuses_are_posted_to_the_status_hook,
     status_posts_are_claimed_once_and_settled_under_their_lease,
+    a_hanging_status_hook_does_not_hold_up_another_tenants,
 );
 
 async fn every_content_type_is_delivered_as_sent(backend: Backend) {
@@ -1045,6 +1046,20 @@ async fn status_posts_are_claimed_once_and_settled_under_their_lease(backend: Ba
     ] {
         crate::lifecycle::insert_message(&mut conn, &tenant.id, connection, id, status, now).await;
     }
+    let other = app.create_tenant("Other").await;
+    let other_connection = app
+        .create_connection(&other, &connection_body("7100002"))
+        .await;
+    let other_connection = other_connection["id"].as_str().unwrap();
+    crate::lifecycle::insert_message(
+        &mut conn,
+        &other.id,
+        other_connection,
+        "msg_other",
+        "failed",
+        now,
+    )
+    .await;
     sqlx::query("UPDATE outbound_messages SET notify_at = 0 WHERE id <> 'msg_unhooked'")
         .execute(&mut conn)
         .await
@@ -1052,11 +1067,19 @@ async fn status_posts_are_claimed_once_and_settled_under_their_lease(backend: Ba
 
     let lease = now + 30_000;
     let (a, b) = (&app.state.store, &replica.state.store);
+    // A tenant with posts enough in flight is skipped: the other's first.
+    let skipped = a
+        .claim_status_notices(now, lease, 100, &[tenant.id.as_str()])
+        .await
+        .unwrap();
+    let ids: Vec<&str> = skipped.iter().map(|n| n.message.id.as_str()).collect();
+    assert_eq!(ids, ["msg_other"]);
+    assert_eq!(a.settle_status_posted(&skipped).await.unwrap(), 1);
     // Rounds of four claims at once, two per replica, until none claims
     // anything: racing for the same rows, each row goes to one claim.
     let mut seen: Vec<String> = Vec::new();
     loop {
-        let claims = [a, b, a, b].map(|store| store.claim_status_notices(now, lease, 7));
+        let claims = [a, b, a, b].map(|store| store.claim_status_notices(now, lease, 7, &[]));
         let round: Vec<String> = join_all(claims.into_iter())
             .await
             .into_iter()
@@ -1075,7 +1098,7 @@ async fn status_posts_are_claimed_once_and_settled_under_their_lease(backend: Ba
         "every final one once, by one replica or the other"
     );
     assert!(
-        a.claim_status_notices(now + 1, lease, 100)
+        a.claim_status_notices(now + 1, lease, 100, &[])
             .await
             .unwrap()
             .is_empty(),
@@ -1084,7 +1107,7 @@ async fn status_posts_are_claimed_once_and_settled_under_their_lease(backend: Ba
 
     // The lease expired: claimed again, the post counted again.
     let again = b
-        .claim_status_notices(lease + 1, lease + 30_000, 100)
+        .claim_status_notices(lease + 1, lease + 30_000, 100, &[])
         .await
         .unwrap();
     assert_eq!(again.len(), 40);
@@ -1108,7 +1131,7 @@ async fn status_posts_are_claimed_once_and_settled_under_their_lease(backend: Ba
     ];
     assert_eq!(b.settle_status_posted(&batch).await.unwrap(), 2);
     let later = a
-        .claim_status_notices(lease + 59_999, lease + 90_000, 100)
+        .claim_status_notices(lease + 59_999, lease + 90_000, 100, &[])
         .await
         .unwrap();
     let later: Vec<&str> = later.iter().map(|n| n.message.id.as_str()).collect();
@@ -1121,7 +1144,7 @@ async fn status_posts_are_claimed_once_and_settled_under_their_lease(backend: Ba
         "a stale settle changed nothing"
     );
     let due = a
-        .claim_status_notices(lease + 60_000, lease + 90_000, 100)
+        .claim_status_notices(lease + 60_000, lease + 90_000, 100, &[])
         .await
         .unwrap();
     assert_eq!(
@@ -1141,4 +1164,77 @@ fn claimed_before(
         notify_at: until,
         ..notice.clone()
     }
+}
+
+/// One tenant's hook hangs (8 s a post) while its messages keep coming:
+/// it holds a bounded share of the worker's slots, and another tenant's
+/// status is still posted at once.
+async fn a_hanging_status_hook_does_not_hold_up_another_tenants(backend: Backend) {
+    let s = setup_with(backend, EmulatorConfig::default(), "").await;
+    let (slow, quick) = (spawn_engine(json!({})).await, spawn_engine(json!({})).await);
+    *slow.mode.lock().unwrap() = "hang:8000".to_owned();
+    let secret = "a-status-hook-secret";
+    let set_hook = |tenant: &Tenant, url: &str| {
+        let (s, path) = (&s, format!("/api/v1/tenants/{}/status-hook", tenant.id));
+        let body = json!({"url": url, "secret": secret});
+        let key = tenant.api_key.clone();
+        async move {
+            let (status, body) = s.app.send_json(Method::PUT, &path, &key, &body).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
+    };
+    set_hook(&s.tenant, &slow.url).await;
+    let other = s.app.create_tenant("Other").await;
+    set_hook(&other, &quick.url).await;
+    let other_connection = s
+        .app
+        .create_connection(&other, &connection_body("7300001"))
+        .await;
+
+    for i in 0..80 {
+        let body = json!({"user_id": format!("u{i}"), "content": {"type": "text", "text": "hi"}});
+        let (status, answer) = s.send(&body, None).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    }
+    let hanging = eventually(Duration::from_secs(10), || async {
+        slow.received.lock().unwrap().len() >= 16
+    })
+    .await;
+    assert!(hanging, "the slow tenant's posts under way");
+
+    // Another tenant's message (through credentials NAVER WORKS refuses,
+    // so it waits for a retry), cancelled: its status is posted while the
+    // slow posts hang.
+    let path = format!(
+        "/api/v1/connections/{}/messages",
+        other_connection["id"].as_str().unwrap()
+    );
+    let body = json!({"user_id": "u1", "content": {"type": "text", "text": "hi"}});
+    let (status, answer) = s
+        .app
+        .send_json(Method::POST, &path, &other.api_key, &body)
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    let cancel = format!("{path}/{}/cancel", answer["id"].as_str().unwrap());
+    let cancelled = eventually(Duration::from_secs(10), || async {
+        let (status, _) = s
+            .app
+            .send_json(Method::POST, &cancel, &other.api_key, &json!({}))
+            .await;
+        status == StatusCode::OK
+    })
+    .await;
+    assert!(cancelled);
+    let posted = eventually(Duration::from_secs(4), || async {
+        !quick.received.lock().unwrap().is_empty()
+    })
+    .await;
+    assert!(posted, "posted within 4 s, not after the slow hook's 8");
+    let held = slow.received.lock().unwrap().len();
+    assert!(
+        held <= 32,
+        "the slow tenant held a bounded share of the slots: {held}"
+    );
+    let posts = status_posts(&quick, secret);
+    assert_eq!(posts[0]["tenant_id"], other.id.as_str());
 }

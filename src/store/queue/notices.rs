@@ -11,7 +11,7 @@ use sqlx::Row as _;
 
 use super::rows::{OutboundMessage, OUTBOUND_COLUMNS};
 use crate::store::error::StoreResult;
-use crate::store::sql::{decode_all, seq_params, FromRow};
+use crate::store::sql::{decode_all, placeholders, seq_params, FromRow};
 use crate::store::Store;
 
 /// A message whose final status is due to be posted: the message (its
@@ -47,18 +47,28 @@ impl Store {
     /// Claims up to `limit` messages whose final status is due to be posted
     /// at `now`, oldest due first, leased until `lease_until` (a post not
     /// settled by then is claimed again), each post counted.
+    ///
+    /// None of the tenants `busy` (those with posts enough in flight here)
+    /// are claimed for: a tenant whose hook hangs holds a bounded share of
+    /// the worker's slots.
     pub async fn claim_status_notices(
         &self,
         now: i64,
         lease_until: i64,
         limit: i64,
+        busy: &[&str],
     ) -> StoreResult<Vec<StatusNotice>> {
+        let skip = match busy.len() {
+            0 => String::new(),
+            n => format!(" AND tenant_id NOT IN ({})", placeholders(3, n)),
+        };
         let candidates = format!(
-            "SELECT seq FROM outbound_messages WHERE {DUE} AND notify_at <= $1 ORDER BY notify_at LIMIT $2"
+            "SELECT seq FROM outbound_messages WHERE {DUE} AND notify_at <= $1{skip} \
+             ORDER BY notify_at LIMIT $2"
         );
-        let seqs = self
-            .fetch_i64s(sqlx::query(&candidates).bind(now).bind(limit))
-            .await?;
+        let query = sqlx::query(&candidates).bind(now).bind(limit);
+        let query = busy.iter().fold(query, |q, tenant| q.bind(*tenant));
+        let seqs = self.fetch_i64s(query).await?;
         if seqs.is_empty() {
             return Ok(Vec::new());
         }
