@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use actix_web::web;
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::retry::backoff;
 use crate::domain::now_millis;
@@ -22,10 +22,12 @@ use crate::store::queue::StatusNotice;
 const SLOTS: usize = 64;
 /// Free slots the worker waits for before it claims.
 const CLAIM_BATCH: u32 = 16;
-/// Posts of one tenant in flight past which none more are claimed for it
-/// (a claim, of a batch at most, may take a tenant below it up to a batch
-/// past it): a hook that hangs holds at most about half the slots.
-const TENANT_SLOTS: usize = 16;
+/// Posts of one tenant in flight past which none more are claimed for it.
+/// A claim (a batch at most) may take a tenant just below it a batch past
+/// it, so a hook that hangs holds at most 47 of the 64 slots and the other
+/// tenants keep the rest; a quick hook seldom has this many under way, so
+/// its claims stay whole batches.
+const TENANT_SLOTS: usize = 32;
 /// A claimed post's lease: past it, another worker posts it again.
 const LEASE_MS: i64 = 30_000;
 /// Tries before a status is given up: with the default `retry_base_ms`
@@ -82,18 +84,21 @@ pub async fn run(state: web::Data<AppState>) {
                 drop(counted);
             });
         }
+        // A tenant skipped as busy has posts due: look again as soon as
+        // one of its (or anyone's) posts ends.
         if idle {
             tokio::select! {
                 () = tokio::time::sleep(state.settings.worker_poll) => {}
+                () = in_flight.ended(), if !busy.is_empty() => {}
                 _ = stop.changed() => break,
             }
         }
     }
 }
 
-/// Posts in flight per tenant.
+/// Posts in flight per tenant, and a signal when one ends.
 #[derive(Default, Clone)]
-struct InFlight(Arc<Mutex<HashMap<String, usize>>>);
+struct InFlight(Arc<(Mutex<HashMap<String, usize>>, Notify)>);
 
 /// One post counted in [`InFlight`] until dropped.
 struct Counted(InFlight, String);
@@ -115,19 +120,30 @@ impl InFlight {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        self.0 .0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Until a post ends (at once if one ended since the last call).
+    async fn ended(&self) {
+        self.0 .1.notified().await;
+    }
+
+    fn end(&self, tenant: &str) {
+        let mut counts = self.lock();
+        if let Some(n) = counts.get_mut(tenant) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(tenant);
+            }
+        }
+        drop(counts);
+        self.0 .1.notify_one();
     }
 }
 
 impl Drop for Counted {
     fn drop(&mut self) {
-        let mut counts = self.0.lock();
-        if let Some(n) = counts.get_mut(&self.1) {
-            *n -= 1;
-            if *n == 0 {
-                counts.remove(&self.1);
-            }
-        }
+        self.0.end(&self.1);
     }
 }
 

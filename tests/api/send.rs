@@ -1232,7 +1232,7 @@ async fn a_hanging_status_hook_does_not_hold_up_another_tenants(backend: Backend
     assert!(posted, "posted within 4 s, not after the slow hook's 8");
     let held = slow.received.lock().unwrap().len();
     assert!(
-        held <= 32,
+        held <= 48,
         "the slow tenant held a bounded share of the slots: {held}"
     );
     let posts = status_posts(&quick, secret);
