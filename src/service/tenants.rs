@@ -1,7 +1,7 @@
 //! Tenants: create one (its API key shown once, stored as a hash), replace
 //! its API key, set its engine (validated, the HMAC secret sealed), and the
-//! public views. The
-//! JSON API, the console and `botgate tenant create` call these.
+//! public views. The JSON API, the console and `botgate tenant create` call
+//! these.
 
 use super::activity::{self, Actor};
 use secrecy::{ExposeSecret, SecretString};
