@@ -241,26 +241,31 @@ pub fn tenant_aad<'a>(tenant: &'a TenantId, field: &'a str) -> Aad<'a> {
 }
 
 /// The tenant's sealed `field` (its engine's or status hook's secret),
-/// opened; `None` if it has none. `Err` says why it cannot be read.
+/// opened, or why it cannot be; `None` if it has none.
+async fn sealed(
+    state: &AppState,
+    tenant: &TenantRecord,
+    field: &str,
+) -> Result<Option<Result<SecretString, String>>, StoreError> {
+    let secrets = state.store.secrets(tenant.id.as_str()).await?;
+    Ok(secrets.iter().find(|s| s.field == field).map(|s| {
+        state
+            .vault
+            .open_str(&s.sealed, s.aad())
+            .map_err(|e| e.to_string())
+    }))
+}
+
+/// The tenant's sealed `field`, opened; `None` if it has none. `Err` says
+/// why it cannot be read.
 pub async fn open_secret(
     state: &AppState,
     tenant: &TenantRecord,
     field: &str,
 ) -> Result<Option<SecretString>, String> {
-    let secrets = state
-        .store
-        .secrets(tenant.id.as_str())
+    sealed(state, tenant, field)
         .await
-        .map_err(|e| e.to_string())?;
-    secrets
-        .iter()
-        .find(|s| s.field == field)
-        .map(|s| {
-            state
-                .vault
-                .open_str(&s.sealed, s.aad())
-                .map_err(|e| e.to_string())
-        })
+        .map_err(|e| e.to_string())?
         .transpose()
 }
 
@@ -271,12 +276,10 @@ pub(super) async fn masked_secret(
     tenant: &TenantRecord,
     field: &str,
 ) -> Result<String, ApiError> {
-    let secrets = state.store.secrets(tenant.id.as_str()).await?;
-    Ok(secrets
-        .iter()
-        .find(|s| s.field == field)
-        .and_then(|s| state.vault.open_str(&s.sealed, s.aad()).ok())
-        .map_or_else(|| "!unreadable".to_owned(), |s| mask(s.expose_secret())))
+    Ok(match sealed(state, tenant, field).await? {
+        Some(Ok(secret)) => mask(secret.expose_secret()),
+        _ => "!unreadable".to_owned(),
+    })
 }
 
 /// A tenant's engine as the API shows it: the HMAC secret masked.
