@@ -98,7 +98,13 @@ pub async fn run(state: web::Data<AppState>) {
 
 /// Posts in flight per tenant, and a signal when one ends.
 #[derive(Default, Clone)]
-struct InFlight(Arc<(Mutex<HashMap<String, usize>>, Notify)>);
+struct InFlight(Arc<Posts>);
+
+#[derive(Default)]
+struct Posts {
+    per_tenant: Mutex<HashMap<String, usize>>,
+    ended: Notify,
+}
 
 /// One post counted in [`InFlight`] until dropped.
 struct Counted(InFlight, String);
@@ -120,12 +126,15 @@ impl InFlight {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
-        self.0 .0.lock().unwrap_or_else(PoisonError::into_inner)
+        self.0
+            .per_tenant
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Until a post ends (at once if one ended since the last call).
     async fn ended(&self) {
-        self.0 .1.notified().await;
+        self.0.ended.notified().await;
     }
 
     fn end(&self, tenant: &str) {
@@ -137,7 +146,7 @@ impl InFlight {
             }
         }
         drop(counts);
-        self.0 .1.notify_one();
+        self.0.ended.notify_one();
     }
 }
 

@@ -116,9 +116,10 @@ impl Store {
         Ok(ended)
     }
 
-    /// Ends a claimed post: `next_at` `None` when it was posted (or given
-    /// up), else the time of the next try; only while the claim's lease
-    /// (`notice.notify_at`) holds. Returns whether it did.
+    /// Ends a claimed post that failed: given up (`next_at` `None`), or due
+    /// again at `next_at`; only while the claim's lease (`notice.notify_at`)
+    /// holds. Returns whether it did. (Posts the hooks took are ended in
+    /// batches by [`Store::settle_status_posted`].)
     pub async fn settle_status_notice(
         &self,
         notice: &StatusNotice,
